@@ -1,0 +1,230 @@
+//! The persisted forms: log entries (envelopes) and snapshots, each opening with a format
+//! version byte, since keys must stay readable for more than a decade (SPEC "Serialization").
+//!
+//! A snapshot is a stream of length-prefixed records (cluster records, then every key, then every
+//! data unit, then a trailer with the counts), so a node can write or install one chunk at a time
+//! at 10 million keys instead of holding a second copy of the whole state.
+
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::command::Envelope;
+use crate::data_unit::DataUnit;
+use crate::ids::{DataUnitId, KeyId};
+use crate::key::Key;
+use crate::state::{Meta, State};
+
+pub const ENVELOPE_FORMAT_VERSION: u8 = 1;
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 1;
+/// A single record larger than this is corruption, not data (the largest real one is `Meta`).
+const SNAPSHOT_RECORD_LEN_MAX: usize = 256 * 1024 * 1024;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum CodecError {
+    #[error("empty {what}")]
+    Empty { what: &'static str },
+    #[error(
+        "{what} has format version {found}; this software reads version \
+         {supported}: upgrade the KMA software"
+    )]
+    UnknownVersion { what: &'static str, found: u8, supported: u8 },
+    #[error("corrupt {what}: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+}
+
+pub fn encode_envelope(envelope: &Envelope) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(64);
+    bytes.push(ENVELOPE_FORMAT_VERSION);
+    // Encoding plain data into a growing vector cannot fail.
+    match postcard::to_extend(envelope, bytes) {
+        Ok(bytes) => bytes,
+        Err(_) => unreachable!("postcard encodes owned data into a Vec without error"),
+    }
+}
+
+pub fn decode_envelope(bytes: &[u8]) -> Result<Envelope, CodecError> {
+    const WHAT: &str = "log entry";
+    let (&version, body) = bytes.split_first().ok_or(CodecError::Empty { what: WHAT })?;
+    if version != ENVELOPE_FORMAT_VERSION {
+        return Err(CodecError::UnknownVersion {
+            what: WHAT,
+            found: version,
+            supported: ENVELOPE_FORMAT_VERSION,
+        });
+    }
+    let (envelope, rest) = postcard::take_from_bytes(body).map_err(|e| corrupt(WHAT, e))?;
+    if !rest.is_empty() {
+        return Err(CodecError::Corrupt { what: WHAT, detail: "trailing bytes".into() });
+    }
+    Ok(envelope)
+}
+
+fn corrupt(what: &'static str, error: impl ToString) -> CodecError {
+    CodecError::Corrupt { what, detail: error.to_string() }
+}
+
+/// Borrowing twin of [`SnapshotRecord`]: the same encoding, without cloning the state.
+#[derive(Serialize)]
+enum SnapshotRecordRef<'a> {
+    Meta(&'a Meta),
+    Key(&'a Key),
+    DataUnit(&'a DataUnit),
+    End { keys: u64, data_units: u64 },
+}
+
+#[derive(Deserialize)]
+enum SnapshotRecord {
+    Meta(alloc::boxed::Box<Meta>),
+    Key(Key),
+    DataUnit(DataUnit),
+    End { keys: u64, data_units: u64 },
+}
+
+/// Writes a snapshot in chunks of about `chunk_len` bytes (each holds whole records).
+pub fn snapshot_chunks(state: &State, chunk_len: usize) -> impl Iterator<Item = Vec<u8>> + '_ {
+    let head = core::iter::once(SnapshotRecordRef::Meta(&state.meta));
+    let keys = state.keys.values().map(|key| SnapshotRecordRef::Key(key));
+    let units = state.data_units.values().map(SnapshotRecordRef::DataUnit);
+    let end = core::iter::once(SnapshotRecordRef::End {
+        keys: state.keys.len() as u64,
+        data_units: state.data_units.len() as u64,
+    });
+    let mut records = head.chain(keys).chain(units).chain(end).peekable();
+    let mut first = true;
+    core::iter::from_fn(move || {
+        records.peek()?;
+        let mut chunk = Vec::with_capacity(chunk_len.min(1 << 20) + 64);
+        if core::mem::take(&mut first) {
+            chunk.push(SNAPSHOT_FORMAT_VERSION);
+        }
+        while chunk.len() < chunk_len {
+            let Some(record) = records.next() else { break };
+            append_record(&mut chunk, &record);
+        }
+        Some(chunk)
+    })
+}
+
+fn append_record(chunk: &mut Vec<u8>, record: &SnapshotRecordRef<'_>) {
+    let at = chunk.len();
+    chunk.extend_from_slice(&[0; 4]);
+    let taken = core::mem::take(chunk);
+    *chunk = match postcard::to_extend(record, taken) {
+        Ok(bytes) => bytes,
+        Err(_) => unreachable!("postcard encodes plain data into a Vec without error"),
+    };
+    let len = (chunk.len() - at - 4) as u32;
+    chunk[at..at + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+/// The whole snapshot in one buffer (tests, small states).
+pub fn encode_snapshot(state: &State) -> Vec<u8> {
+    snapshot_chunks(state, usize::MAX).flatten().collect()
+}
+
+pub fn decode_snapshot(bytes: &[u8]) -> Result<State, CodecError> {
+    let mut reader = SnapshotReader::new();
+    reader.push(bytes)?;
+    reader.finish()
+}
+
+/// Rebuilds a state from snapshot bytes fed in pieces of any size.
+#[derive(Default)]
+pub struct SnapshotReader {
+    pending: Vec<u8>,
+    version_seen: bool,
+    meta: Option<Meta>,
+    keys: Vec<(KeyId, Box<Key>)>,
+    data_units: Vec<(DataUnitId, DataUnit)>,
+    end: Option<(u64, u64)>,
+}
+
+const SNAPSHOT: &str = "snapshot";
+
+impl SnapshotReader {
+    pub fn new() -> Self {
+        SnapshotReader::default()
+    }
+
+    pub fn push(&mut self, mut bytes: &[u8]) -> Result<(), CodecError> {
+        if !self.version_seen {
+            let Some((&version, rest)) = bytes.split_first() else { return Ok(()) };
+            if version != SNAPSHOT_FORMAT_VERSION {
+                return Err(CodecError::UnknownVersion {
+                    what: SNAPSHOT,
+                    found: version,
+                    supported: SNAPSHOT_FORMAT_VERSION,
+                });
+            }
+            self.version_seen = true;
+            bytes = rest;
+        }
+        self.pending.extend_from_slice(bytes);
+        let mut consumed = 0;
+        while let Some(header) = self.pending.get(consumed..consumed + 4) {
+            let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+            if len > SNAPSHOT_RECORD_LEN_MAX {
+                return Err(CodecError::Corrupt {
+                    what: SNAPSHOT,
+                    detail: alloc::format!("record of {len} bytes"),
+                });
+            }
+            let Some(body) = self.pending.get(consumed + 4..consumed + 4 + len) else { break };
+            let record: SnapshotRecord =
+                postcard::from_bytes(body).map_err(|e| corrupt(SNAPSHOT, e))?;
+            consumed += 4 + len;
+            self.accept(record)?;
+        }
+        self.pending.drain(..consumed);
+        Ok(())
+    }
+
+    fn accept(&mut self, record: SnapshotRecord) -> Result<(), CodecError> {
+        let out_of_order =
+            |detail: &str| CodecError::Corrupt { what: SNAPSHOT, detail: detail.into() };
+        if self.end.is_some() {
+            return Err(out_of_order("record after the trailer"));
+        }
+        match record {
+            SnapshotRecord::Meta(meta) if self.meta.is_none() => self.meta = Some(*meta),
+            SnapshotRecord::Meta(_) => return Err(out_of_order("second cluster record")),
+            _ if self.meta.is_none() => return Err(out_of_order("cluster record missing")),
+            SnapshotRecord::Key(key) => {
+                if !self.data_units.is_empty()
+                    || self.keys.last().is_some_and(|(id, _)| *id >= key.id)
+                {
+                    return Err(out_of_order("keys out of order"));
+                }
+                self.keys.push((key.id, Box::new(key)));
+            }
+            SnapshotRecord::DataUnit(unit) => {
+                if self.data_units.last().is_some_and(|(id, _)| *id >= unit.id) {
+                    return Err(out_of_order("data units out of order"));
+                }
+                self.data_units.push((unit.id, unit));
+            }
+            SnapshotRecord::End { keys, data_units } => self.end = Some((keys, data_units)),
+        }
+        Ok(())
+    }
+
+    pub fn finish(self) -> Result<State, CodecError> {
+        let truncated =
+            |detail: &str| CodecError::Corrupt { what: SNAPSHOT, detail: detail.into() };
+        let (keys, data_units) = self.end.ok_or_else(|| truncated("truncated: no trailer"))?;
+        if !self.pending.is_empty() {
+            return Err(truncated("bytes after the trailer"));
+        }
+        if keys != self.keys.len() as u64 || data_units != self.data_units.len() as u64 {
+            return Err(truncated("record counts differ from the trailer"));
+        }
+        let meta = self.meta.ok_or_else(|| truncated("cluster record missing"))?;
+        let keys: BTreeMap<KeyId, Box<Key>> = self.keys.into_iter().collect();
+        let data_units: BTreeMap<DataUnitId, DataUnit> = self.data_units.into_iter().collect();
+        Ok(State::from_parts(meta, keys, data_units))
+    }
+}

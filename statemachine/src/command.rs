@@ -1,0 +1,324 @@
+//! Commands: every mutation of the cluster state, one variant per intent, and the envelope the
+//! proposing node wraps around each one before it enters the Raft log.
+//!
+//! Anything random or time-dependent (key IDs, wrapped key material, the time) is decided by the
+//! proposing node and carried here, so that `apply` stays a pure function (SPEC "Determinism").
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+use crate::backup::BackupKind;
+use crate::cluster::{BackupSchedule, KeyPoolLimits, SecuritySettings};
+use crate::ids::{ClusterId, DataUnitId, KeyId, NodeId, RequestId};
+use crate::key::{Activation, KeyCheckValue, WrappedKey};
+use crate::quorum::{Quorum, QuorumOperation};
+use crate::role::RoleSet;
+
+/// Who issued a command, as authenticated by the node that proposed it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Actor {
+    /// The KMA software itself (key pool refills, pulses, enrollment records); the envelope's
+    /// `origin_node_id` says which KMA.
+    System,
+    /// A logged-in user; the roles come from the state, not from the envelope.
+    User(String),
+    /// An enrolled agent (drive), authenticated by its certificate.
+    Agent(String),
+}
+
+/// A command as stored in the Raft log: stamped by the proposing node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Wall-clock time of the leader when it proposed; `apply` never lets time go backwards.
+    pub time_ms: u64,
+    /// The KMA that accepted the command from its actor (for the audit log).
+    pub origin_node_id: NodeId,
+    pub actor: Actor,
+    /// Present on requests a client may retry (SPEC A6).
+    pub request_id: Option<RequestId>,
+    pub command: Command,
+}
+
+/// A new pool key: ID and wrapped material made by the proposing node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewKey {
+    pub id: KeyId,
+    pub material: WrappedKey,
+    pub check_value: KeyCheckValue,
+}
+
+/// One key of a KMS 1.x export file, validated and wrapped by the proposing node (SPEC M1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Legacy1xKey {
+    pub id: KeyId,
+    pub material: WrappedKey,
+    pub check_value: KeyCheckValue,
+    pub description: String,
+}
+
+/// A key received from a transfer partner, re-wrapped under our master key (SPEC T4).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferredKey {
+    pub id: KeyId,
+    pub material: WrappedKey,
+    pub check_value: KeyCheckValue,
+    pub created_at_ms: u64,
+    pub activation: Activation,
+    pub compromised_at_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferredDataUnit {
+    pub id: DataUnitId,
+    pub external_tag: String,
+    pub keys: Vec<TransferredKey>,
+}
+
+/// Which keys of the selected data units a destroy takes (SPEC O7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DestroySelection {
+    DeactivatedOnly,
+    CompromisedOnly,
+    DeactivatedAndCompromised,
+}
+
+/// Direction of a key group's assignment to a transfer partner (SPEC T2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum TransferDirection {
+    Export,
+    Import,
+}
+
+/// Everything the quickstart of the first KMA decides (SPEC C4).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitCluster {
+    pub cluster_id: ClusterId,
+    pub kma_name: String,
+    pub site: String,
+    pub security_officer: String,
+    pub security_officer_verifier: Vec<u8>,
+    pub quorum: Quorum,
+}
+
+/// Every mutation of the replicated state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    // Cluster, sites and KMAs (SPEC C1–C8).
+    InitCluster(InitCluster),
+    CreateSite {
+        name: String,
+    },
+    DeleteSite {
+        name: String,
+    },
+    CreateKma {
+        name: String,
+        site: String,
+        passphrase_verifier: Vec<u8>,
+    },
+    KmaJoined {
+        name: String,
+    },
+    DeleteKma {
+        name: String,
+    },
+    LockKma {
+        name: String,
+    },
+    DisableAutonomousUnlock {
+        name: String,
+    },
+    ReportSoftwareVersion {
+        kma: String,
+        version: u32,
+    },
+    RecordCommunicationError {
+        from_kma: String,
+        to_kma: String,
+        detail: String,
+    },
+    SetSecuritySettings(SecuritySettings),
+    SetKeyPoolLimits(KeyPoolLimits),
+    // Users (SPEC S1, S2).
+    CreateUser {
+        id: String,
+        roles: RoleSet,
+        passphrase_verifier: Vec<u8>,
+    },
+    SetUserRoles {
+        id: String,
+        roles: RoleSet,
+    },
+    SetUserEnabled {
+        id: String,
+        enabled: bool,
+    },
+    SetUserPassphrase {
+        id: String,
+        passphrase_verifier: Vec<u8>,
+    },
+    DeleteUser {
+        id: String,
+    },
+    RecordAuthenticationFailure {
+        principal: String,
+        source: String,
+    },
+    // Quorum operations (SPEC S4).
+    StartQuorumOperation {
+        operation: QuorumOperation,
+        ttl_ms: Option<u64>,
+    },
+    ApproveQuorumOperation {
+        id: u64,
+        member: String,
+    },
+    CancelQuorumOperation {
+        id: u64,
+    },
+    // Key policies and key groups (SPEC O1, O2).
+    CreateKeyPolicy {
+        name: String,
+        encryption_period_ms: u64,
+        cryptoperiod_ms: u64,
+        allow_export: bool,
+        allow_import: bool,
+    },
+    SetKeyPolicyFlags {
+        name: String,
+        allow_export: bool,
+        allow_import: bool,
+    },
+    DeleteKeyPolicy {
+        name: String,
+    },
+    CreateKeyGroup {
+        name: String,
+        policy: String,
+    },
+    DeleteKeyGroup {
+        name: String,
+    },
+    // Agents (SPEC O3, A1).
+    CreateAgent {
+        id: String,
+        site: String,
+        passphrase_verifier: Vec<u8>,
+    },
+    SetAgentPassphrase {
+        id: String,
+        passphrase_verifier: Vec<u8>,
+    },
+    SetAgentEnabled {
+        id: String,
+        enabled: bool,
+    },
+    SetAgentSite {
+        id: String,
+        site: String,
+    },
+    DeleteAgent {
+        id: String,
+    },
+    RecordAgentEnrollment {
+        id: String,
+        certificate_fingerprint: [u8; 32],
+    },
+    AssignKeyGroupToAgent {
+        agent: String,
+        group: String,
+    },
+    UnassignKeyGroupFromAgent {
+        agent: String,
+        group: String,
+    },
+    SetAgentDefaultKeyGroup {
+        agent: String,
+        group: String,
+    },
+    // The key pool and time (SPEC O5, STYLE "Pulse").
+    GeneratePoolKeys {
+        keys: Vec<NewKey>,
+    },
+    QuarantineKeyPool,
+    Pulse,
+    // The agent protocol (SPEC A2–A6).
+    CreateDataUnit {
+        external_tag: String,
+    },
+    AssignWriteKey {
+        data_unit: DataUnitId,
+        from_bot: bool,
+    },
+    DisassociateKeysOnBot {
+        data_unit: DataUnitId,
+    },
+    AssociateKeyForRead {
+        key_id: KeyId,
+        data_unit: Option<DataUnitId>,
+        external_tag: String,
+    },
+    // Keys and data units, administered (SPEC O7–O9).
+    CompromiseKeys {
+        keys: Vec<KeyId>,
+    },
+    DestroyKeys {
+        keys: Vec<KeyId>,
+    },
+    DestroyDataUnitKeys {
+        data_units: Vec<DataUnitId>,
+        selection: DestroySelection,
+        preview_digest: u64,
+    },
+    ChangeDataUnitKeyGroup {
+        data_units: Vec<DataUnitId>,
+        group: String,
+        preview_digest: u64,
+    },
+    // Partner key transfer (SPEC T1–T4).
+    SetTransferKeyPair {
+        public_key: Vec<u8>,
+        wrapped_private_key: Vec<u8>,
+    },
+    DeleteTransferPartner {
+        name: String,
+    },
+    AssignKeyGroupToPartner {
+        partner: String,
+        group: String,
+        direction: TransferDirection,
+    },
+    UnassignKeyGroupFromPartner {
+        partner: String,
+        group: String,
+        direction: TransferDirection,
+    },
+    RecordKeyExport {
+        partner: String,
+        data_units: Vec<DataUnitId>,
+    },
+    ImportTransferredKeys {
+        partner: String,
+        group: String,
+        data_units: Vec<TransferredDataUnit>,
+    },
+    // Migration (SPEC M1).
+    Import1xKeys {
+        group: String,
+        keys: Vec<Legacy1xKey>,
+    },
+    // Backups (SPEC B1–B5).
+    RecordBackup {
+        kind: BackupKind,
+        kma: String,
+        file_name: String,
+        covers_index: u64,
+    },
+    MarkBackupDestroyed {
+        id: u64,
+    },
+    SetBackupSchedule {
+        schedule: Option<BackupSchedule>,
+    },
+}

@@ -1,0 +1,147 @@
+//! Identifiers of managed objects.
+//!
+//! Key and data unit IDs embed the ID of the cluster that created them (SPEC O5, T4), so keys
+//! imported from a partner or restored from a backup never collide with our own.
+
+use core::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Identifies one cluster for its whole life; chosen at random by the quickstart.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct ClusterId(pub u64);
+
+impl fmt::Display for ClusterId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// Length of a key ID in bytes. KMS 1.2 IDs are 32 bytes of which the first 2 are dropped on
+/// import (SPEC M1), which is why native IDs have this length as well.
+pub const KEY_ID_LEN: usize = 30;
+
+/// A key's public identifier. Native keys: the creating cluster's ID (8 bytes, big endian)
+/// followed by 22 random bytes chosen by the proposing node.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct KeyId(pub [u8; KEY_ID_LEN]);
+
+impl KeyId {
+    /// Builds a native key ID from the cluster ID and 22 random bytes.
+    pub fn native(cluster_id: ClusterId, random: [u8; 22]) -> Self {
+        let mut bytes = [0u8; KEY_ID_LEN];
+        bytes[..8].copy_from_slice(&cluster_id.0.to_be_bytes());
+        bytes[8..].copy_from_slice(&random);
+        KeyId(bytes)
+    }
+
+    /// The cluster that created a native key (meaningless for keys imported from KMS 1.x).
+    pub fn cluster_id(&self) -> ClusterId {
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&self.0[..8]);
+        ClusterId(u64::from_be_bytes(head))
+    }
+
+    /// Parses the 60-hex-digit form printed by [`fmt::Display`].
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let mut bytes = [0u8; KEY_ID_LEN];
+        decode_hex(text, &mut bytes)?;
+        Some(KeyId(bytes))
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_hex(f, &self.0)
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({self})")
+    }
+}
+
+/// A data unit (tape volume) ID: creating cluster plus a serial assigned by `apply`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DataUnitId {
+    pub cluster_id: ClusterId,
+    pub serial: u64,
+}
+
+impl DataUnitId {
+    /// Parses the 32-hex-digit form printed by [`fmt::Display`].
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let mut bytes = [0u8; 16];
+        decode_hex(text, &mut bytes)?;
+        let mut cluster = [0u8; 8];
+        let mut serial = [0u8; 8];
+        cluster.copy_from_slice(&bytes[..8]);
+        serial.copy_from_slice(&bytes[8..]);
+        Some(DataUnitId {
+            cluster_id: ClusterId(u64::from_be_bytes(cluster)),
+            serial: u64::from_be_bytes(serial),
+        })
+    }
+}
+
+impl fmt::Display for DataUnitId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}{:016x}", self.cluster_id.0, self.serial)
+    }
+}
+
+impl fmt::Debug for DataUnitId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DataUnitId({self})")
+    }
+}
+
+/// Internal number of a key group; keys carry it instead of the group's name to stay small.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct KeyGroupId(pub u32);
+
+/// Internal number of a key policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct KeyPolicyId(pub u32);
+
+/// Raft node ID of a KMA, assigned by `apply` when a Security Officer creates the KMA entry.
+pub type NodeId = u64;
+
+/// Names the client that sent a request and its sequence number, so that a retry of the same
+/// request is recognised (SPEC A6). `client` is chosen at random by each client process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestId {
+    pub client: u64,
+    pub seq: u64,
+}
+
+fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+    for byte in bytes {
+        write!(f, "{byte:02x}")?;
+    }
+    Ok(())
+}
+
+/// Decodes exactly `out.len()` bytes of hex; `None` on any other length or a non-hex digit.
+pub(crate) fn decode_hex(text: &str, out: &mut [u8]) -> Option<()> {
+    let digits = text.as_bytes();
+    if digits.len() != out.len() * 2 {
+        return None;
+    }
+    for (slot, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        *slot = (hex_value(pair[0])? << 4) | hex_value(pair[1])?;
+    }
+    Some(())
+}
+
+fn hex_value(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
+    }
+}

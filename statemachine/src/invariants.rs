@@ -1,0 +1,103 @@
+//! Internal consistency of the state. A violation is a bug in `apply`, never bad input, so it
+//! panics (STYLE 8). Called after every apply in debug builds and by the tests in every build.
+
+use alloc::collections::BTreeMap;
+
+use crate::ids::KeyGroupId;
+use crate::key::KeyState;
+use crate::state::State;
+
+impl State {
+    /// Panics on the first broken invariant, naming it.
+    pub fn check_invariants(&self) {
+        self.check_key_invariants();
+        self.check_association_invariants();
+        self.check_catalog_invariants();
+        let mut rebuilt = self.clone();
+        rebuilt.rebuild_index();
+        assert!(rebuilt.index == self.index, "the index must equal one rebuilt from the records");
+    }
+
+    fn check_key_invariants(&self) {
+        for (id, key) in &self.keys {
+            assert_eq!(*id, key.id, "a key is stored under its own ID");
+            assert_eq!(
+                key.material.is_none(),
+                key.destroyed_at_ms.is_some(),
+                "exactly the destroyed keys have no material: {id}"
+            );
+            assert!(
+                key.group.is_some() || key.activation.is_none(),
+                "an active key has a group: {id}"
+            );
+            assert!(
+                key.activation.is_some() || key.data_units.is_empty(),
+                "a key with data units is active: {id}"
+            );
+            if let Some(activation) = key.activation {
+                assert!(activation.activated_at_ms <= activation.encryption_ends_at_ms);
+                assert!(activation.encryption_ends_at_ms <= activation.deactivates_at_ms);
+            }
+        }
+        for id in self.index.ready_pool.iter().chain(&self.index.generated_pool) {
+            let key = &self.keys[id];
+            assert!(key.group.is_none() && key.activation.is_none(), "pool key {id} is unassigned");
+        }
+        for id in &self.index.ready_pool {
+            assert!(self.keys[id].protected, "a Ready pool key {id} is protected");
+        }
+    }
+
+    fn check_association_invariants(&self) {
+        let now_ms = self.meta.time_ms_last;
+        for (id, unit) in &self.data_units {
+            assert_eq!(*id, unit.id, "a data unit is stored under its own ID");
+            let mut writable = 0;
+            for association in &unit.keys {
+                let key = &self.keys[&association.key_id];
+                assert!(key.data_units.contains(id), "key {} knows data unit {id}", key.id);
+                let state = self.key_state_at(key, now_ms);
+                if association.in_use && state == KeyState::ProtectAndProcess {
+                    writable += 1;
+                }
+            }
+            assert!(writable <= 1, "data unit {id} has at most one protect-and-process key in use");
+        }
+        for (id, key) in &self.keys {
+            for unit_id in &key.data_units {
+                let unit = &self.data_units[unit_id];
+                assert!(unit.association(id).is_some(), "data unit {unit_id} lists key {id}");
+            }
+        }
+    }
+
+    fn check_catalog_invariants(&self) {
+        let mut keys_per_group: BTreeMap<KeyGroupId, u64> = BTreeMap::new();
+        for key in self.keys.values() {
+            if let Some(group) = key.group {
+                assert!(self.meta.groups.contains_key(&group), "key {} has a known group", key.id);
+                *keys_per_group.entry(group).or_insert(0) += 1;
+            }
+        }
+        for group in self.meta.groups.values() {
+            assert!(
+                self.meta.policies.contains_key(&group.policy),
+                "group {} has a policy",
+                group.name
+            );
+        }
+        for agent in self.meta.agents.values() {
+            assert!(agent.key_groups.iter().all(|g| self.meta.groups.contains_key(g)));
+            assert!(
+                agent.default_key_group.is_none_or(|g| agent.key_groups.contains(&g)),
+                "the default group of agent {} is one of its groups",
+                agent.id
+            );
+        }
+        let quorum = &self.meta.quorum;
+        if self.meta.cluster.is_some() {
+            assert!(quorum.threshold >= 1, "the quorum threshold is at least one");
+            assert!(usize::from(quorum.threshold) <= quorum.members.len());
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! The KMA state machine: every rule of the key lifecycle, as a pure, deterministic function of
+//! (state, command). Each KMA applies the same Raft log through [`State::apply`] and reaches the
+//! same state, byte for byte.
+//!
+//! This crate owns the domain: managed objects, the role matrix, the lifecycle of keys and data
+//! units, audit events, and the persisted formats of log entries and snapshots. It must never
+//! reach a clock, a file, a socket, a random number generator or clear key material: time, IDs
+//! and wrapped key values arrive inside commands, decided by the proposing node.
+//!
+//! Module map:
+//! - [`command`]: the `Command` enum (one variant per mutation) and its `Envelope`.
+//! - [`state`]: the `State` records and derived views; `apply` and its handlers live in
+//!   `apply*.rs`, one file per area (cluster, catalog, keys, agent protocol, transfer/backup).
+//! - [`permission`]: the role matrix. [`reject`]: why a command was refused, with frozen codes.
+//! - [`key`], [`data_unit`], [`policy`], [`agent`], [`cluster`], [`quorum`], [`partner`],
+//!   [`backup`]: the managed objects. [`audit`]: the events `apply` returns. [`reply`]: answers.
+//! - [`query`]: reads for the gateway and the admin API (keys for a drive, impact previews).
+//! - [`codec`]: versioned envelope and chunked snapshot encodings.
+//! - [`migration`]: the KMS 1.x key file reader. [`duration`]: `10d`-style durations.
+//! - [`limits`]: every bound, named.
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+pub mod agent;
+mod apply;
+mod apply_agent;
+mod apply_catalog;
+mod apply_cluster;
+mod apply_keys;
+mod apply_transfer;
+pub mod audit;
+pub mod backup;
+mod check;
+pub mod cluster;
+pub mod codec;
+pub mod command;
+pub mod data_unit;
+pub mod digest;
+pub mod duration;
+pub mod ids;
+mod invariants;
+pub mod key;
+pub mod limits;
+pub mod migration;
+pub mod partner;
+pub mod permission;
+pub mod policy;
+pub mod query;
+pub mod quorum;
+pub mod reject;
+pub mod reply;
+pub mod role;
+pub mod state;
+
+pub use apply::Applied;
+pub use audit::{AuditEvent, AuditWhat, Outcome};
+pub use command::{Actor, Command, Envelope};
+pub use data_unit::DataUnitState;
+pub use ids::{ClusterId, DataUnitId, KeyGroupId, KeyId, KeyPolicyId, NodeId, RequestId};
+pub use key::{KeyState, WrappedKey};
+pub use permission::{CommandKind, Issuer};
+pub use reject::Reject;
+pub use reply::Reply;
+pub use role::{Role, RoleSet};
+pub use state::State;

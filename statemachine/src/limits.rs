@@ -1,0 +1,44 @@
+//! Named bounds on everything that grows (STYLE 9). Past a bound, `apply` rejects with
+//! `Reject::TooMany` or `Reject::InvalidText` instead of growing without limit.
+
+pub const NAME_LEN_MAX: usize = 64;
+pub const EXTERNAL_TAG_LEN_MAX: usize = 32;
+pub const DESCRIPTION_LEN_MAX: usize = 128;
+pub const DETAIL_LEN_MAX: usize = 256;
+pub const FILE_NAME_LEN_MAX: usize = 256;
+pub const VERIFIER_LEN_MAX: usize = 1024;
+pub const PUBLIC_KEY_LEN_MAX: usize = 4096;
+pub const SHARE_LEN_MAX: usize = 512;
+
+pub const SITES_MAX: usize = 256;
+pub const KMAS_MAX: usize = 32;
+pub const USERS_MAX: usize = 10_000;
+pub const AGENTS_MAX: usize = 1_000_000;
+pub const POLICIES_MAX: usize = 1_024;
+pub const GROUPS_MAX: usize = 4_096;
+pub const GROUPS_PER_AGENT_MAX: usize = 256;
+pub const PARTNERS_MAX: usize = 256;
+pub const BACKUPS_MAX: usize = 100_000;
+pub const DATA_UNITS_MAX: u64 = 1_000_000_000;
+pub const QUORUM_OPERATIONS_PENDING_MAX: usize = 64;
+pub const QUORUM_OPERATION_TTL_MS_MAX: u64 = 30 * 24 * 3_600_000;
+
+pub const POOL_KEYS_PER_COMMAND_MAX: usize = 1_024;
+pub const KEY_POOL_HIGH_WATER_MAX: u32 = 2_000_000;
+/// Every rekey adds one; a tape rekeyed this often has a policy problem, not a key problem.
+pub const KEYS_PER_DATA_UNIT_MAX: usize = 1_024;
+/// 1.x imports may share one key across many tapes (SPEC O8).
+pub const DATA_UNITS_PER_KEY_MAX: usize = 100_000;
+pub const KEYS_PER_COMMAND_MAX: usize = 10_000;
+pub const DATA_UNITS_PER_COMMAND_MAX: usize = 10_000;
+pub const IMPORT_KEYS_PER_COMMAND_MAX: usize = 50_000;
+/// A pulse records at most this many transitions; the leader pulses again while more are due.
+pub const PULSE_TRANSITIONS_MAX: usize = 10_000;
+
+/// Outcomes remembered per client for retries (SPEC A6).
+pub const CLIENT_OUTCOMES_KEPT: usize = 32;
+/// Client sessions remembered per actor; the least recently used is forgotten first.
+pub const CLIENT_SESSIONS_PER_ACTOR_MAX: usize = 64;
+
+/// Longest period a policy may set: keys are kept for decades, not centuries.
+pub const PERIOD_MS_MAX: u64 = 200 * 365 * 24 * 3_600_000;

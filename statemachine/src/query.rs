@@ -1,0 +1,159 @@
+//! Reads: pure functions of the state and a `now`. The agent gateway serves these from the local
+//! node; nothing here changes the state.
+
+use alloc::collections::BTreeSet;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+use crate::command::DestroySelection;
+use crate::data_unit::DataUnitState;
+use crate::ids::{DataUnitId, KeyId};
+use crate::key::{KeyState, WrappedKey};
+use crate::reject::Reject;
+use crate::state::State;
+
+/// A key as a drive receives it: still wrapped; the gateway unwraps it inside the drive's TLS
+/// session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentKey {
+    pub key_id: KeyId,
+    pub state: KeyState,
+    pub material: WrappedKey,
+    /// Whether the key is associated with a data unit; if not, the gateway proposes
+    /// `AssociateKeyForRead` before handing it out (SPEC A5).
+    pub associated: bool,
+}
+
+/// What a destroy or a key group change would touch (SPEC O8, O9). The command carries
+/// `digest` back as its confirmation; `apply` recomputes it and refuses on any difference.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImpactPreview {
+    pub keys: Vec<KeyId>,
+    /// Every data unit that uses one of the keys: these lose access on a destroy.
+    pub data_units: Vec<DataUnitId>,
+    /// Those of `data_units` outside the selection: the ripple effect of shared keys.
+    pub shared_with_unselected: Vec<DataUnitId>,
+    pub digest: u64,
+}
+
+impl State {
+    /// The keys an agent receives when it mounts a data unit (SPEC A2): those in use by the data
+    /// unit, not destroyed, in a group the agent can access.
+    pub fn keys_for_data_unit(
+        &self,
+        agent_id: &str,
+        data_unit: &DataUnitId,
+        now_ms: u64,
+    ) -> Result<Vec<AgentKey>, Reject> {
+        self.check_agent_may_act(agent_id)?;
+        let agent = self.agent(agent_id)?;
+        let unit = self
+            .data_units
+            .get(data_unit)
+            .ok_or(Reject::UnknownDataUnit { data_unit: *data_unit })?;
+        let keys = unit
+            .keys_in_use()
+            .filter_map(|id| self.keys.get(id))
+            .filter(|key| key.group.is_some_and(|group| agent.can_access(group)))
+            .filter_map(|key| {
+                let material = key.material.clone()?;
+                let state = self.key_state_at(key, now_ms);
+                (!state.is_destroyed()).then_some(AgentKey {
+                    key_id: key.id,
+                    state,
+                    material,
+                    associated: true,
+                })
+            })
+            .collect();
+        Ok(keys)
+    }
+
+    /// One key by ID (SPEC A2, A4): never a destroyed key, only from a group the agent can
+    /// access. A pool key comes back unassociated for the gateway to claim first (SPEC A5).
+    pub fn key_for_agent(
+        &self,
+        agent_id: &str,
+        key_id: &KeyId,
+        now_ms: u64,
+    ) -> Result<AgentKey, Reject> {
+        self.check_agent_may_act(agent_id)?;
+        let agent = self.agent(agent_id)?;
+        let key = self.keys.get(key_id).ok_or(Reject::UnknownKey { key_id: *key_id })?;
+        let state = self.key_state_at(key, now_ms);
+        let material = match (&key.material, state.is_destroyed()) {
+            (Some(material), false) => material.clone(),
+            _ => return Err(Reject::KeyUnusable { key_id: *key_id, state }),
+        };
+        if key.group.is_some_and(|group| !agent.can_access(group)) {
+            return Err(Reject::AgentCannotAccessKey { key_id: *key_id });
+        }
+        let associated = key.group.is_some() && !key.data_units.is_empty();
+        Ok(AgentKey { key_id: *key_id, state, material, associated })
+    }
+
+    /// The state of a data unit by ID.
+    pub fn data_unit_state(&self, id: &DataUnitId, now_ms: u64) -> Option<DataUnitState> {
+        self.data_units.get(id).map(|unit| self.data_unit_state_at(unit, now_ms))
+    }
+
+    /// The state of a key by ID.
+    pub fn key_state(&self, id: &KeyId, now_ms: u64) -> Option<KeyState> {
+        self.keys.get(id).map(|key| self.key_state_at(key, now_ms))
+    }
+
+    /// Data units whose external tag is exactly `tag` (tags are not unique).
+    pub fn data_units_by_tag(&self, tag: &str) -> Vec<DataUnitId> {
+        let start = (
+            alloc::string::String::from(tag),
+            DataUnitId { cluster_id: crate::ids::ClusterId(0), serial: 0 },
+        );
+        self.index.tags.range(start..).take_while(|(t, _)| t == tag).map(|(_, id)| *id).collect()
+    }
+
+    /// What destroying the selected data units' keys would do (SPEC O7, O9).
+    pub fn destroy_preview(
+        &self,
+        data_units: &[DataUnitId],
+        selection: DestroySelection,
+        now_ms: u64,
+    ) -> Result<ImpactPreview, Reject> {
+        self.check_data_unit_selection(data_units)?;
+        let wanted = |state: KeyState| match selection {
+            DestroySelection::DeactivatedOnly => state == KeyState::Deactivated,
+            DestroySelection::CompromisedOnly => state == KeyState::Compromised,
+            DestroySelection::DeactivatedAndCompromised => {
+                state == KeyState::Deactivated || state == KeyState::Compromised
+            }
+        };
+        let keys: BTreeSet<KeyId> = data_units
+            .iter()
+            .filter_map(|id| self.data_units.get(id))
+            .flat_map(|unit| unit.keys.iter().map(|a| a.key_id))
+            .filter(|id| {
+                self.keys.get(id).is_some_and(|key| wanted(self.key_state_at(key, now_ms)))
+            })
+            .collect();
+        Ok(self.impact_of(data_units, keys))
+    }
+
+    /// What moving the selected data units' keys to `group` would do (SPEC O8).
+    pub fn group_change_preview(
+        &self,
+        data_units: &[DataUnitId],
+        group: &str,
+        now_ms: u64,
+    ) -> Result<ImpactPreview, Reject> {
+        self.group_id(group)?;
+        self.check_data_unit_selection(data_units)?;
+        let keys: BTreeSet<KeyId> = data_units
+            .iter()
+            .filter_map(|id| self.data_units.get(id))
+            .flat_map(|unit| unit.keys.iter().map(|a| a.key_id))
+            .filter(|id| {
+                self.keys.get(id).is_some_and(|key| !self.key_state_at(key, now_ms).is_destroyed())
+            })
+            .collect();
+        Ok(self.impact_of(data_units, keys))
+    }
+}

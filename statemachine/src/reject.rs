@@ -1,0 +1,260 @@
+//! Why `apply` refused a command. Each variant names the rule that failed and carries the values
+//! involved; `code()` is persisted (audit log, API) and frozen: a golden test guards it.
+
+use alloc::string::String;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::ids::{DataUnitId, KeyId};
+use crate::key::KeyState;
+use crate::permission::CommandKind;
+use crate::role::RoleSet;
+
+/// What is wrong with a name or a free-text field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TextProblem {
+    Empty,
+    TooLong { len_max: u32 },
+    ControlCharacter,
+}
+
+/// What is wrong with a proposed quorum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QuorumProblem {
+    NoMembers,
+    TooManyMembers { members_max: u32 },
+    ThresholdOutOfRange { threshold: u8, members: u32 },
+    DuplicateMember,
+    ShareMissingOrTooLarge,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum Reject {
+    #[error("the cluster is not initialised yet: run the quickstart (kma init) first")]
+    ClusterNotInitialized,
+    #[error("the cluster is already initialised")]
+    ClusterAlreadyInitialized,
+    #[error("unknown user '{user}'")]
+    UnknownUser { user: String },
+    #[error("user '{user}' is disabled: a Security Officer can enable it")]
+    UserDisabled { user: String },
+    #[error("unknown agent '{agent}'")]
+    UnknownAgent { agent: String },
+    #[error("agent '{agent}' is disabled: an Operator can enable it")]
+    AgentDisabled { agent: String },
+    #[error("agent '{agent}' is not enrolled: enroll the drive with its passphrase")]
+    AgentNotEnrolled { agent: String },
+    #[error("{kind:?} needs the role {required}; the user has {held}")]
+    MissingRole { kind: CommandKind, required: RoleSet, held: RoleSet },
+    #[error("{kind:?} cannot be issued by this kind of actor (users, agents and KMAs differ)")]
+    WrongIssuer { kind: CommandKind },
+    #[error(
+        "request {seq} of client {client:016x} is older than the {kept} \
+         remembered; query the state instead of retrying"
+    )]
+    RequestTooOld { client: u64, seq: u64, kept: u32 },
+    #[error("request {seq} of client {client:016x} was already used for a different command")]
+    ExistsWithDifferentBody { client: u64, seq: u64 },
+    #[error("invalid {field}: {problem:?}")]
+    InvalidText { field: String, problem: TextProblem },
+    #[error("too many {what}: {count} given, at most {max}")]
+    TooMany { what: String, count: u64, max: u64 },
+    #[error("invalid setting {field}: {reason}")]
+    InvalidSetting { field: String, reason: String },
+    #[error("site '{name}' already exists")]
+    SiteExists { name: String },
+    #[error("unknown site '{name}': create it first")]
+    UnknownSite { name: String },
+    #[error("site '{name}' is still used by {kmas} KMAs and {agents} agents")]
+    SiteInUse { name: String, kmas: u32, agents: u32 },
+    #[error("KMA '{name}' already exists")]
+    KmaExists { name: String },
+    #[error("unknown KMA '{name}'")]
+    UnknownKma { name: String },
+    #[error("KMA '{name}' cannot do this in status {status}")]
+    KmaWrongStatus { name: String, status: String },
+    #[error("KMA '{name}' is the last member of the cluster and cannot be deleted")]
+    LastKma { name: String },
+    #[error("user '{user}' already exists")]
+    UserExists { user: String },
+    #[error("a user needs at least one role")]
+    NoRoles,
+    #[error("this would leave no enabled Security Officer")]
+    LastSecurityOfficer,
+    #[error("invalid quorum: {problem:?}")]
+    InvalidQuorum { problem: QuorumProblem },
+    #[error("unknown quorum operation {id}")]
+    UnknownQuorumOperation { id: u64 },
+    #[error("quorum operation {id} expired at {expired_at_ms} ms; start it again")]
+    QuorumOperationExpired { id: u64, expired_at_ms: u64 },
+    #[error("'{member}' is not a quorum member")]
+    NotAQuorumMember { member: String },
+    #[error("quorum member '{member}' already approved operation {id}")]
+    AlreadyApproved { id: u64, member: String },
+    #[error("key policy '{name}' already exists")]
+    PolicyExists { name: String },
+    #[error("unknown key policy '{name}'")]
+    UnknownPolicy { name: String },
+    #[error(
+        "the cryptoperiod ({cryptoperiod_ms} ms) must be at least the \
+         encryption period ({encryption_period_ms} ms), both above zero"
+    )]
+    PolicyPeriodsInvalid { encryption_period_ms: u64, cryptoperiod_ms: u64 },
+    #[error("key policy '{name}' is used by {groups} key groups")]
+    PolicyInUse { name: String, groups: u32 },
+    #[error("key group '{name}' already exists")]
+    GroupExists { name: String },
+    #[error("unknown key group '{name}'")]
+    UnknownGroup { name: String },
+    #[error(
+        "key group '{name}' still holds {keys} keys and is assigned to {agents} \
+         agents and {partners} partners"
+    )]
+    GroupInUse { name: String, keys: u64, agents: u32, partners: u32 },
+    #[error("agent '{agent}' already exists")]
+    AgentExists { agent: String },
+    #[error(
+        "key group '{group}' is not assigned to agent '{agent}': a Compliance \
+         Officer can assign it"
+    )]
+    GroupNotAssignedToAgent { agent: String, group: String },
+    #[error("agent '{agent}' has no default key group: a Compliance Officer can set one")]
+    AgentHasNoDefaultGroup { agent: String },
+    #[error("key group '{group}' is the default of agent '{agent}': set another default first")]
+    GroupIsAgentDefault { agent: String, group: String },
+    #[error("key {key_id} already exists")]
+    KeyExists { key_id: KeyId },
+    #[error("key {key_id} does not carry this cluster's ID")]
+    KeyFromOtherCluster { key_id: KeyId },
+    #[error(
+        "the key pool holds {size} keys; {adding} more would pass the high water mark {high_water}"
+    )]
+    KeyPoolFull { size: u64, adding: u64, high_water: u64 },
+    #[error(
+        "no Ready key in the pool (retryable: the pool refills once the cluster has a majority)"
+    )]
+    KeyPoolEmpty,
+    #[error("unknown data unit {data_unit}")]
+    UnknownDataUnit { data_unit: DataUnitId },
+    #[error(
+        "agent cannot access key group of write key {key_id} of data unit \
+         {data_unit}; only a write from BOT may start a new key"
+    )]
+    AgentCannotAccessWriteKey { data_unit: DataUnitId, key_id: KeyId },
+    #[error("data unit {data_unit} is shredded: only a write from BOT can use it again")]
+    DataUnitShredded { data_unit: DataUnitId },
+    #[error("unknown key {key_id}")]
+    UnknownKey { key_id: KeyId },
+    #[error("key {key_id} is {state}")]
+    KeyUnusable { key_id: KeyId, state: KeyState },
+    #[error("agent cannot access the key group of key {key_id}")]
+    AgentCannotAccessKey { key_id: KeyId },
+    #[error("key {key_id} is {state}: only deactivated or compromised keys can be destroyed")]
+    DestroyNeedsDeactivatedOrCompromised { key_id: KeyId, state: KeyState },
+    #[error("no data units selected")]
+    NothingSelected,
+    #[error(
+        "the impact preview changed (digest {expected:016x}, now \
+         {actual:016x}): preview again and confirm"
+    )]
+    ImpactPreviewChanged { expected: u64, actual: u64 },
+    #[error("transfer partner '{name}' already exists")]
+    PartnerExists { name: String },
+    #[error("unknown transfer partner '{name}'")]
+    UnknownPartner { name: String },
+    #[error("the policy of key group '{group}' does not allow export")]
+    PolicyForbidsExport { group: String },
+    #[error("the policy of key group '{group}' does not allow import")]
+    PolicyForbidsImport { group: String },
+    #[error("key group '{group}' is not assigned to partner '{partner}' for this direction")]
+    GroupNotAssignedToPartner { partner: String, group: String },
+    #[error("key {key_id} exists with a different value: nothing imported (is the file corrupt?)")]
+    ImportValueMismatch { key_id: KeyId },
+    #[error("unknown backup {id}")]
+    UnknownBackup { id: u64 },
+    #[error("backup {id} is already marked destroyed")]
+    BackupAlreadyDestroyed { id: u64 },
+    #[error("a backup cannot cover log index {covers_index}, past the current index {index}")]
+    BackupCoversFuture { covers_index: u64, index: u64 },
+    #[error("the cluster has no transfer key pair: a Security Officer must create one")]
+    NoTransferKeyPair,
+}
+
+impl Reject {
+    /// Frozen numeric code of each rule. Never renumber; append new codes.
+    #[allow(clippy::too_many_lines)] // One line per variant: a table reads best whole.
+    pub fn code(&self) -> u16 {
+        use Reject as R;
+        match self {
+            R::ClusterNotInitialized => 1,
+            R::ClusterAlreadyInitialized => 2,
+            R::UnknownUser { .. } => 3,
+            R::UserDisabled { .. } => 4,
+            R::UnknownAgent { .. } => 5,
+            R::AgentDisabled { .. } => 6,
+            R::AgentNotEnrolled { .. } => 7,
+            R::MissingRole { .. } => 8,
+            R::WrongIssuer { .. } => 9,
+            R::RequestTooOld { .. } => 10,
+            R::ExistsWithDifferentBody { .. } => 11,
+            R::InvalidText { .. } => 12,
+            R::TooMany { .. } => 13,
+            R::InvalidSetting { .. } => 14,
+            R::SiteExists { .. } => 15,
+            R::UnknownSite { .. } => 16,
+            R::SiteInUse { .. } => 17,
+            R::KmaExists { .. } => 18,
+            R::UnknownKma { .. } => 19,
+            R::KmaWrongStatus { .. } => 20,
+            R::LastKma { .. } => 21,
+            R::UserExists { .. } => 22,
+            R::NoRoles => 23,
+            R::LastSecurityOfficer => 24,
+            R::InvalidQuorum { .. } => 25,
+            R::UnknownQuorumOperation { .. } => 26,
+            R::QuorumOperationExpired { .. } => 27,
+            R::NotAQuorumMember { .. } => 28,
+            R::AlreadyApproved { .. } => 29,
+            R::PolicyExists { .. } => 30,
+            R::UnknownPolicy { .. } => 31,
+            R::PolicyPeriodsInvalid { .. } => 32,
+            R::PolicyInUse { .. } => 33,
+            R::GroupExists { .. } => 34,
+            R::UnknownGroup { .. } => 35,
+            R::GroupInUse { .. } => 36,
+            R::AgentExists { .. } => 37,
+            R::GroupNotAssignedToAgent { .. } => 38,
+            R::AgentHasNoDefaultGroup { .. } => 39,
+            R::GroupIsAgentDefault { .. } => 40,
+            R::KeyExists { .. } => 41,
+            R::KeyFromOtherCluster { .. } => 42,
+            R::KeyPoolFull { .. } => 43,
+            R::KeyPoolEmpty => 44,
+            R::UnknownDataUnit { .. } => 45,
+            R::AgentCannotAccessWriteKey { .. } => 46,
+            R::DataUnitShredded { .. } => 47,
+            R::UnknownKey { .. } => 48,
+            R::KeyUnusable { .. } => 49,
+            R::AgentCannotAccessKey { .. } => 50,
+            R::DestroyNeedsDeactivatedOrCompromised { .. } => 51,
+            R::NothingSelected => 52,
+            R::ImpactPreviewChanged { .. } => 53,
+            R::PartnerExists { .. } => 54,
+            R::UnknownPartner { .. } => 55,
+            R::PolicyForbidsExport { .. } => 56,
+            R::PolicyForbidsImport { .. } => 57,
+            R::GroupNotAssignedToPartner { .. } => 58,
+            R::ImportValueMismatch { .. } => 59,
+            R::UnknownBackup { .. } => 60,
+            R::BackupAlreadyDestroyed { .. } => 61,
+            R::BackupCoversFuture { .. } => 62,
+            R::NoTransferKeyPair => 63,
+        }
+    }
+
+    /// A retryable rejection may succeed later unchanged; it is not remembered for the request
+    /// ID, so the client's retry runs again instead of getting this answer back.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Reject::KeyPoolEmpty)
+    }
+}

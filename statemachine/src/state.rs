@@ -1,0 +1,284 @@
+//! The replicated state of a cluster and the derived views of it.
+//!
+//! `meta` holds the small records, `keys` and `data_units` the large ones; `index` is derived
+//! from the three, never serialized, and rebuilt after a snapshot is loaded.
+
+use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::string::String;
+use serde::{Deserialize, Serialize};
+
+use crate::agent::Agent;
+use crate::backup::{Backup, BackupKind};
+use crate::cluster::{
+    BackupSchedule, ClusterInfo, KeyPoolLimits, Kma, KmaStatus, SecuritySettings, Site, User,
+};
+use crate::command::Actor;
+use crate::data_unit::{DataUnit, DataUnitState};
+use crate::ids::{ClusterId, DataUnitId, KeyGroupId, KeyId, KeyPolicyId};
+use crate::key::{key_state_at, Key, KeyState};
+use crate::partner::{TransferKeyPair, TransferPartner};
+use crate::policy::{KeyGroup, KeyPolicy};
+use crate::quorum::{PendingQuorumOperation, Quorum};
+use crate::reject::Reject;
+use crate::reply::Reply;
+
+/// Outcome of one request, kept so a retry gets the same answer (SPEC A6).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedOutcome {
+    pub seq: u64,
+    pub body_digest: u64,
+    pub result: Result<Reply, Reject>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientSession {
+    pub last_used_ms: u64,
+    pub outcomes: VecDeque<RecordedOutcome>,
+}
+
+/// Every record but keys and data units: small enough to snapshot in one piece.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    pub cluster: Option<ClusterInfo>,
+    pub last_applied_index: u64,
+    pub time_ms_last: u64,
+    pub next_node_id: u64,
+    pub next_data_unit_serial: u64,
+    pub next_policy_id: u32,
+    pub next_group_id: u32,
+    pub next_quorum_operation_id: u64,
+    pub next_backup_id: u64,
+    pub security: SecuritySettings,
+    pub pool_limits: KeyPoolLimits,
+    pub backup_schedule: Option<BackupSchedule>,
+    pub sites: BTreeMap<String, Site>,
+    pub kmas: BTreeMap<String, Kma>,
+    pub users: BTreeMap<String, User>,
+    pub quorum: Quorum,
+    pub quorum_operations: BTreeMap<u64, PendingQuorumOperation>,
+    pub policies: BTreeMap<KeyPolicyId, KeyPolicy>,
+    pub groups: BTreeMap<KeyGroupId, KeyGroup>,
+    pub agents: BTreeMap<String, Agent>,
+    pub partners: BTreeMap<String, TransferPartner>,
+    pub transfer_key_pair: Option<TransferKeyPair>,
+    pub backups: BTreeMap<u64, Backup>,
+    pub sessions: BTreeMap<Actor, BTreeMap<u64, ClientSession>>,
+}
+
+/// Lookups derived from the records; see [`State::rebuild_index`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Index {
+    /// Unassigned, protected pool keys: the ones a new write key is drawn from.
+    pub ready_pool: BTreeSet<KeyId>,
+    /// Unassigned pool keys not yet protected (single KMA without a backup).
+    pub generated_pool: BTreeSet<KeyId>,
+    /// (instant, key) of the next change time brings to each active key (STYLE "Pulse").
+    pub transitions: BTreeSet<(u64, KeyId)>,
+    /// (destroy log index, key) of destroyed keys, for backup bookkeeping (SPEC B4).
+    pub destroyed: BTreeSet<(u64, KeyId)>,
+    /// (covers_index, id) of database backups not marked destroyed.
+    pub live_database_backups: BTreeSet<(u64, u64)>,
+    pub tags: BTreeSet<(String, DataUnitId)>,
+    pub policy_names: BTreeMap<String, KeyPolicyId>,
+    pub group_names: BTreeMap<String, KeyGroupId>,
+    pub keys_per_group: BTreeMap<KeyGroupId, u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct State {
+    pub(crate) meta: Meta,
+    /// Boxed: a B-tree node keeps room for eleven values, and with keys this large the empty
+    /// slots of half-full nodes would cost more than the boxes' pointers.
+    pub(crate) keys: BTreeMap<KeyId, Box<Key>>,
+    pub(crate) data_units: BTreeMap<DataUnitId, DataUnit>,
+    pub(crate) index: Index,
+}
+
+impl State {
+    pub fn new() -> Self {
+        State::default()
+    }
+
+    /// Assembles a state from its records (snapshot load) and derives the index.
+    pub fn from_parts(
+        meta: Meta,
+        keys: BTreeMap<KeyId, Box<Key>>,
+        data_units: BTreeMap<DataUnitId, DataUnit>,
+    ) -> Self {
+        let mut state = State { meta, keys, data_units, index: Index::default() };
+        state.rebuild_index();
+        state
+    }
+
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    pub fn keys(&self) -> &BTreeMap<KeyId, Box<Key>> {
+        &self.keys
+    }
+
+    pub fn data_units(&self) -> &BTreeMap<DataUnitId, DataUnit> {
+        &self.data_units
+    }
+
+    pub fn cluster_id(&self) -> Option<ClusterId> {
+        self.meta.cluster.map(|info| info.cluster_id)
+    }
+
+    pub fn last_applied_index(&self) -> u64 {
+        self.meta.last_applied_index
+    }
+
+    pub fn key(&self, key_id: &KeyId) -> Option<&Key> {
+        self.keys.get(key_id).map(|key| &**key)
+    }
+
+    pub fn data_unit(&self, id: &DataUnitId) -> Option<&DataUnit> {
+        self.data_units.get(id)
+    }
+
+    pub fn group_by_name(&self, name: &str) -> Option<&KeyGroup> {
+        let id = self.index.group_names.get(name)?;
+        self.meta.groups.get(id)
+    }
+
+    pub fn policy_by_name(&self, name: &str) -> Option<&KeyPolicy> {
+        let id = self.index.policy_names.get(name)?;
+        self.meta.policies.get(id)
+    }
+
+    /// Unassigned keys: (Ready, Generated).
+    pub fn pool_size(&self) -> (usize, usize) {
+        (self.index.ready_pool.len(), self.index.generated_pool.len())
+    }
+
+    /// KMAs that vote: more than one means a committed key is already on two machines.
+    pub fn member_count(&self) -> usize {
+        self.meta.kmas.values().filter(|kma| kma.status == KmaStatus::Member).count()
+    }
+
+    /// Whether a backup not marked destroyed still holds the key's material (SPEC B4).
+    pub fn held_by_live_backup(&self, key: &Key) -> bool {
+        let Some(destroyed_index) = key.destroyed_index else {
+            return self
+                .index
+                .live_database_backups
+                .range((key.created_index, 0)..)
+                .next()
+                .is_some();
+        };
+        self.index
+            .live_database_backups
+            .range((key.created_index, 0)..(destroyed_index.get(), 0))
+            .next()
+            .is_some()
+    }
+
+    pub fn key_state_at(&self, key: &Key, now_ms: u64) -> KeyState {
+        let held = key.destroyed_at_ms.is_some() && self.held_by_live_backup(key);
+        key_state_at(key, now_ms, held)
+    }
+
+    /// A data unit's state (SPEC O6), derived from the states of its keys at `now_ms`.
+    pub fn data_unit_state_at(&self, data_unit: &DataUnit, now_ms: u64) -> DataUnitState {
+        if data_unit.keys.is_empty() {
+            return DataUnitState::NoKey;
+        }
+        let mut all_destroyed = true;
+        let mut writable = false;
+        for association in &data_unit.keys {
+            let Some(key) = self.keys.get(&association.key_id) else {
+                continue;
+            };
+            let state = key_state_at(key, now_ms, false);
+            all_destroyed &= state.is_destroyed();
+            writable |= association.in_use && state == KeyState::ProtectAndProcess;
+        }
+        if all_destroyed {
+            DataUnitState::Shredded
+        } else if writable {
+            DataUnitState::Normal
+        } else {
+            DataUnitState::NeedsRekey
+        }
+    }
+
+    /// The earliest instant at which time alone changes something that must be audited: a key
+    /// transition or a quorum operation expiring. The leader proposes `Pulse` once it has passed.
+    pub fn next_transition_ms(&self) -> Option<u64> {
+        let key_due = self.index.transitions.first().map(|(at_ms, _)| *at_ms);
+        let expiry_due = self.meta.quorum_operations.values().map(|op| op.expires_at_ms).min();
+        match (key_due, expiry_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Derives every lookup of [`Index`] from the records.
+    pub fn rebuild_index(&mut self) {
+        let mut index = Index::default();
+        for (id, policy) in &self.meta.policies {
+            index.policy_names.insert(policy.name.clone(), *id);
+        }
+        for (id, group) in &self.meta.groups {
+            index.group_names.insert(group.name.clone(), *id);
+        }
+        for backup in self.meta.backups.values() {
+            if backup.kind == BackupKind::Database && !backup.destroyed {
+                index.live_database_backups.insert((backup.covers_index, backup.id));
+            }
+        }
+        for (id, key) in &self.keys {
+            index_key(&mut index, key);
+            debug_assert_eq!(*id, key.id);
+        }
+        for (id, data_unit) in &self.data_units {
+            index.tags.insert((data_unit.external_tag.clone(), *id));
+        }
+        self.index = index;
+    }
+}
+
+/// Adds one key to the lookups.
+pub(crate) fn index_key(index: &mut Index, key: &Key) {
+    let in_pool = key.group.is_none()
+        && !key.recovery_only
+        && key.compromised_at_ms.is_none()
+        && key.destroyed_at_ms.is_none();
+    if in_pool && key.protected {
+        index.ready_pool.insert(key.id);
+    } else if in_pool {
+        index.generated_pool.insert(key.id);
+    }
+    if let Some(group) = key.group {
+        *index.keys_per_group.entry(group).or_insert(0) += 1;
+    }
+    if let Some(destroyed_index) = key.destroyed_index {
+        index.destroyed.insert((destroyed_index.get(), key.id));
+    }
+    if let Some(at_ms) = key.next_audit_at_ms {
+        index.transitions.insert((at_ms.get(), key.id));
+    }
+}
+
+/// Removes one key from the lookups, before it changes; [`index_key`] adds it back after.
+pub(crate) fn unindex_key(index: &mut Index, key: &Key) {
+    index.ready_pool.remove(&key.id);
+    index.generated_pool.remove(&key.id);
+    if let Some(group) = key.group {
+        if let Some(count) = index.keys_per_group.get_mut(&group) {
+            *count -= 1;
+            if *count == 0 {
+                index.keys_per_group.remove(&group);
+            }
+        }
+    }
+    if let Some(destroyed_index) = key.destroyed_index {
+        index.destroyed.remove(&(destroyed_index.get(), key.id));
+    }
+    if let Some(at_ms) = key.next_audit_at_ms {
+        index.transitions.remove(&(at_ms.get(), key.id));
+    }
+}
