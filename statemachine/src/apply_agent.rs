@@ -246,6 +246,10 @@ impl State {
         let before = self.unit_state_or_no_key(unit_id, cx.now_ms);
         match (already, group) {
             (Some(association), _) if association.in_use => {}
+            // A key a write from BOT retired stays out of use while it could still encrypt:
+            // in use again it would be a second write key for the data unit.
+            (Some(_), _)
+                if self.key_state(key_id, cx.now_ms) == Some(KeyState::ProtectAndProcess) => {}
             (Some(_), _) => self.set_in_use(unit_id, &[*key_id], true),
             (None, Some(group)) => self.activate_for_recovery(cx, key_id, group, unit_id),
             (None, None) => self.add_association(key_id, unit_id),

@@ -263,7 +263,11 @@ fn run(steps: &[Step]) -> (State, Vec<(u64, Envelope)>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    // 96 cases by default; PROPTEST_CASES=5000 for a long hunt.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(96),
+        ..ProptestConfig::default()
+    })]
 
     /// Setup: two KMAs, two groups, two drives with different access. Action: up to 80 random
     /// steps. Expect after each: allowed key and data unit transitions only; rejections change

@@ -402,3 +402,25 @@ fn a6_retry_after_empty_pool_runs_again() {
         Ok(Reply::WriteKey { reused: false, .. })
     ));
 }
+
+/// Regression found by the property test: drive2 writes a tape with a key of a group drive1
+/// cannot access; drive1 writes from BOT (the old key is retired, SPEC A3); drive2 then asks
+/// for the old key by ID for that tape. Expect: the key is readable but stays out of use, so
+/// the tape keeps one protect-and-process key in use.
+#[test]
+fn a3_a5_retired_write_key_asked_by_id_stays_out_of_use() {
+    let mut cluster = standard(10 * DAY_MS, 54 * WEEK_MS);
+    cluster.policy_and_group("other", 10 * DAY_MS, 54 * WEEK_MS);
+    cluster.enrolled_agent("drive2", &["other", "std"]);
+    let unit = cluster.create_data_unit("drive1", "VOL400");
+    let (old, _) = cluster.write_key("drive2", unit, false);
+    let (new, _) = cluster.write_key("drive1", unit, true);
+    let read = Command::AssociateKeyForRead {
+        key_id: old,
+        data_unit: Some(unit),
+        external_tag: String::new(),
+    };
+    cluster.ok(agent("drive2"), read);
+    assert_eq!(cluster.mount("drive2", &unit), vec![new]);
+    assert_eq!(cluster.write_key("drive2", unit, false), (new, true));
+}
