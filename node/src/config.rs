@@ -1,0 +1,125 @@
+//! The KMA's configuration file (`<data dir>/kma.toml`) and the layout of its data dir.
+//!
+//! Every field is required and unknown fields are refused, so a typo never silently falls back
+//! to a default: the error names the field and the file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub const CONFIG_FILE: &str = "kma.toml";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Raft node ID, unique in the cluster; given by the cluster when the KMA joins.
+    pub node_id: u64,
+    /// The KMA's name in the cluster.
+    pub name: String,
+    /// The site this KMA serves (SPEC C2).
+    pub site: String,
+    /// Where the management listener (admin API and KMA-to-KMA Raft traffic) binds.
+    pub management_listen: SocketAddr,
+    /// How other KMAs reach the management listener: `host:port`; the host is in the KMA's
+    /// certificate.
+    pub management_advertise: String,
+    /// Where the service listener (agents) binds.
+    pub service_listen: SocketAddr,
+    /// Election timeout range and heartbeat of Raft, in milliseconds.
+    #[serde(default = "default_election_timeout_ms_min")]
+    pub election_timeout_ms_min: u64,
+    #[serde(default = "default_election_timeout_ms_max")]
+    pub election_timeout_ms_max: u64,
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+}
+
+fn default_election_timeout_ms_min() -> u64 {
+    600
+}
+fn default_election_timeout_ms_max() -> u64 {
+    1_200
+}
+fn default_heartbeat_ms() -> u64 {
+    150
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}; is the data dir right? (`kma init` or `kma join` creates it)")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a valid KMA configuration: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+impl NodeConfig {
+    pub fn load(data_dir: &Path) -> Result<NodeConfig, ConfigError> {
+        let path = data_dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        let config: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+            path: path.clone(),
+            message: e.message().into(),
+        })?;
+        config.check().map_err(|message| ConfigError::Invalid { path, message })?;
+        Ok(config)
+    }
+
+    pub fn save(&self, data_dir: &Path) -> Result<(), ConfigError> {
+        let path = data_dir.join(CONFIG_FILE);
+        let text = toml::to_string_pretty(self)
+            .map_err(|e| ConfigError::Invalid { path: path.clone(), message: e.to_string() })?;
+        std::fs::write(&path, text).map_err(|source| ConfigError::Write { path, source })
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.node_id == 0 {
+            return Err("node_id must be 1 or more".into());
+        }
+        if self.election_timeout_ms_min <= self.heartbeat_ms * 2
+            || self.election_timeout_ms_max <= self.election_timeout_ms_min
+        {
+            return Err(
+                "need heartbeat_ms * 2 < election_timeout_ms_min < election_timeout_ms_max".into(),
+            );
+        }
+        if advertise_host(&self.management_advertise).is_none() {
+            return Err(format!(
+                "management_advertise '{}' must be host:port",
+                self.management_advertise
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The host part of `host:port`.
+pub fn advertise_host(address: &str) -> Option<&str> {
+    let (host, port) = address.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    (!host.is_empty()).then_some(host)
+}
+
+/// Paths inside a KMA's data dir.
+pub struct DataDirLayout {
+    pub root: PathBuf,
+}
+
+impl DataDirLayout {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        DataDirLayout { root: root.into() }
+    }
+    pub fn raft_dir(&self) -> PathBuf {
+        self.root.join("raft")
+    }
+    pub fn tls_dir(&self) -> PathBuf {
+        self.root.join("tls")
+    }
+    pub fn tokens_dir(&self) -> PathBuf {
+        self.root.join("join-tokens")
+    }
+}

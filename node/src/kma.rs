@@ -1,0 +1,436 @@
+//! One running KMA: the Raft instance on RocksDB, the write path (stamp, propose, forward to the
+//! leader), reads of the local state, membership changes, and the leader's pulse.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, Raft, ServerState, SnapshotPolicy};
+use raft_storage::{ApplyResponse, KmaRaft, StateHandle};
+use rand::Rng;
+use sha2::{Digest, Sha256};
+use statemachine::{Actor, Command, Envelope, RequestId};
+use thiserror::Error;
+
+use crate::config::{DataDirLayout, NodeConfig};
+use crate::network::KmaNetwork;
+use crate::pki::{self, Identity};
+use crate::tls;
+use crate::wire::{
+    JoinRequest, JoinResponse, MembershipRequest, NodeStatus, ProposeError, ProposeRequest,
+    ProposeResponse, StateDigest, POSTCARD,
+};
+
+#[derive(Debug, Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Storage(#[from] raft_storage::StorageError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("HTTP client: {0}")]
+    Http(String),
+}
+
+pub struct Kma {
+    pub config: NodeConfig,
+    pub layout: DataDirLayout,
+    pub raft: Raft<KmaRaft>,
+    pub state: StateHandle,
+    /// Client for other KMAs, authenticated as this KMA.
+    pub peers: reqwest::Client,
+    last_stamp_ms: AtomicU64,
+}
+
+/// Milliseconds since the Unix epoch from the wall clock.
+pub fn wall_clock_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+/// An HTTPS client with the given TLS config, keeping connections open between calls.
+pub fn https_client(tls: rustls::ClientConfig) -> Result<reqwest::Client, NodeError> {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .pool_idle_timeout(Duration::from_secs(300))
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| NodeError::Http(e.to_string()))
+}
+
+fn raft_config(config: &NodeConfig) -> Result<openraft::Config, NodeError> {
+    // openraft 0.9 draws the election timeout once per process: a per-process random offset
+    // keeps two KMAs from timing out in lockstep election after election.
+    let spread = config.election_timeout_ms_max - config.election_timeout_ms_min;
+    let jitter = rand::thread_rng().gen_range(0..=spread / 2);
+    let raft = openraft::Config {
+        cluster_name: "kms".into(),
+        heartbeat_interval: config.heartbeat_ms,
+        election_timeout_min: config.election_timeout_ms_min + jitter,
+        election_timeout_max: config.election_timeout_ms_max + jitter,
+        // Snapshots are rare (each streams the whole state) and followers that were away for a
+        // while still catch up from the log: 20,000 entries are kept behind each snapshot.
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(50_000),
+        max_in_snapshot_log_to_keep: 20_000,
+        snapshot_max_chunk_size: raft_storage::SNAPSHOT_CHUNK_LEN as u64,
+        install_snapshot_timeout: 30_000,
+        purge_batch_size: 1024,
+        max_payload_entries: 512,
+        ..Default::default()
+    };
+    raft.validate().map_err(|e| NodeError::Raft(e.to_string()))
+}
+
+impl Kma {
+    /// Opens the data dir and starts Raft (not yet serving: see `server::serve`).
+    pub async fn start(data_dir: &Path) -> Result<Arc<Kma>, NodeError> {
+        let config = NodeConfig::load(data_dir)?;
+        let layout = DataDirLayout::new(data_dir);
+        let raft_dir = layout.raft_dir();
+        let (_dir, log_store, state_machine) =
+            tokio::task::spawn_blocking(move || raft_storage::open_stores(raft_dir))
+                .await
+                .map_err(|e| NodeError::Raft(e.to_string()))??;
+        let state = state_machine.state();
+        let client_tls =
+            tls::client_config(&layout.tls_dir(), pki::NODE_CERT_FILE, pki::NODE_KEY_FILE)?;
+        let peers = https_client(client_tls)?;
+        let network = KmaNetwork { http: peers.clone() };
+        let raft_config = Arc::new(raft_config(&config)?);
+        let raft = Raft::new(config.node_id, raft_config, network, log_store, state_machine)
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        Ok(Arc::new(Kma { config, layout, raft, state, peers, last_stamp_ms: AtomicU64::new(0) }))
+    }
+
+    /// Makes this KMA the single voter of a new cluster (first start after `kma init`).
+    pub async fn initialize_if_new(&self) -> Result<(), NodeError> {
+        let initialized =
+            self.raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))?;
+        if initialized {
+            return Ok(());
+        }
+        let me = BasicNode { addr: self.config.management_advertise.clone() };
+        let members = BTreeMap::from([(self.config.node_id, me)]);
+        self.raft.initialize(members).await.map_err(|e| NodeError::Raft(e.to_string()))
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.config.node_id
+    }
+
+    /// The leader's stamp: its wall clock, never going backwards (SPEC "Determinism").
+    fn stamp(&self) -> u64 {
+        let now = wall_clock_ms();
+        self.last_stamp_ms.fetch_max(now, Ordering::SeqCst).max(now)
+    }
+
+    /// Proposes a command: on the leader directly, elsewhere forwarded to the leader.
+    pub async fn propose(
+        &self,
+        actor: Actor,
+        origin: u64,
+        request_id: Option<RequestId>,
+        command: Command,
+    ) -> ProposeResponse {
+        let leader = self.raft.metrics().borrow().current_leader;
+        match leader {
+            Some(leader) if leader == self.node_id() => {
+                self.propose_here(actor, origin, request_id, command).await
+            }
+            Some(leader) => self.forward(leader, actor, origin, request_id, command).await,
+            None => Err(ProposeError::NoLeader),
+        }
+    }
+
+    async fn propose_here(
+        &self,
+        actor: Actor,
+        origin: u64,
+        request_id: Option<RequestId>,
+        command: Command,
+    ) -> ProposeResponse {
+        let envelope = Envelope {
+            time_ms: self.stamp(),
+            origin_node_id: origin,
+            actor: actor.clone(),
+            request_id,
+            command: command.clone(),
+        };
+        match self.raft.client_write(envelope).await {
+            Ok(response) => Ok(response.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                match forward.leader_id {
+                    Some(leader) if leader != self.node_id() => {
+                        self.forward(leader, actor, origin, request_id, command).await
+                    }
+                    _ => Err(ProposeError::NoLeader),
+                }
+            }
+            Err(other) => Err(ProposeError::Raft(other.to_string())),
+        }
+    }
+
+    fn address_of(&self, node_id: u64) -> Option<String> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership().clone();
+        let address =
+            membership.nodes().find(|(id, _)| **id == node_id).map(|(_, node)| node.addr.clone());
+        address
+    }
+
+    async fn forward(
+        &self,
+        leader: u64,
+        actor: Actor,
+        origin: u64,
+        request_id: Option<RequestId>,
+        command: Command,
+    ) -> ProposeResponse {
+        let address = self.address_of(leader).ok_or(ProposeError::NoLeader)?;
+        let request = ProposeRequest {
+            actor: Some(actor),
+            origin_node_id: Some(origin),
+            request_id,
+            command,
+        };
+        let unreachable =
+            |detail: String| ProposeError::LeaderUnreachable { leader_id: leader, detail };
+        let body = postcard::to_allocvec(&request).map_err(|e| unreachable(e.to_string()))?;
+        let response = self
+            .peers
+            .post(format!("https://{address}/v1/propose"))
+            .header(reqwest::header::CONTENT_TYPE, POSTCARD)
+            .timeout(Duration::from_secs(10))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| unreachable(format!("{e:#}")))?;
+        let bytes = response.bytes().await.map_err(|e| unreachable(e.to_string()))?;
+        postcard::from_bytes::<ProposeResponse>(&bytes).map_err(|e| unreachable(e.to_string()))?
+    }
+
+    pub async fn status(&self) -> NodeStatus {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership().clone();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let learners: Vec<u64> = membership.learner_ids().collect();
+        let role = match metrics.state {
+            ServerState::Leader => "leader",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            _ if !voters.contains(&self.node_id()) => "learner",
+            _ => "follower",
+        };
+        let cluster_id = self.state.read().await.cluster_id().map(|id| id.to_string());
+        NodeStatus {
+            node_id: self.node_id(),
+            name: self.config.name.clone(),
+            site: self.config.site.clone(),
+            cluster_id,
+            role: role.into(),
+            leader_id: metrics.current_leader,
+            term: metrics.current_term,
+            last_log_index: metrics.last_log_index,
+            applied_index: self.state.applied_index(),
+            voters,
+            learners,
+        }
+    }
+
+    /// SHA-256 of the applied state, after waiting (up to 30 s) for `min_index` to be applied.
+    pub async fn digest(&self, min_index: u64) -> Result<StateDigest, NodeError> {
+        let wait = self.state.wait_applied(min_index);
+        tokio::time::timeout(Duration::from_secs(30), wait)
+            .await
+            .map_err(|_| NodeError::Raft(format!("index {min_index} not applied within 30 s")))??;
+        let state = self.state.read().await;
+        let mut hasher = Sha256::new();
+        for chunk in statemachine::codec::snapshot_chunks(&state, 1 << 20) {
+            hasher.update(&chunk);
+        }
+        Ok(StateDigest {
+            applied_index: state.last_applied_index(),
+            sha256: hex::encode(hasher.finalize()),
+        })
+    }
+
+    /// Runs a membership change on the leader (forwarded there if needed).
+    pub async fn change_membership(&self, request: MembershipRequest) -> Result<u64, String> {
+        let result = match request {
+            MembershipRequest::AddLearner { node_id, address } => {
+                self.raft.add_learner(node_id, BasicNode { addr: address }, false).await
+            }
+            MembershipRequest::Promote { node_id } => {
+                self.raft
+                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])), true)
+                    .await
+            }
+            MembershipRequest::Remove { node_id } => {
+                let voters = ChangeMembers::RemoveVoters(BTreeSet::from([node_id]));
+                match self.raft.change_membership(voters, true).await {
+                    Ok(_) => {
+                        self.raft
+                            .change_membership(
+                                ChangeMembers::RemoveNodes(BTreeSet::from([node_id])),
+                                false,
+                            )
+                            .await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        result.map(|response| response.log_id.index).map_err(|e| e.to_string())
+    }
+
+    /// Admits a new KMA that holds a join token issued by this KMA: signs its certificate and
+    /// adds it as a learner; a background task promotes it to voter once it has caught up.
+    pub async fn admit(self: &Arc<Self>, request: JoinRequest) -> Result<JoinResponse, String> {
+        let tokens = self.layout.tokens_dir();
+        if !pki::consume_join_token(&tokens, &request.token_secret) {
+            return Err(pki::PkiError::UnknownToken.to_string());
+        }
+        let ca =
+            pki::CertificateAuthority::load(&self.layout.tls_dir()).map_err(|e| e.to_string())?;
+        let metrics = self.raft.metrics().borrow().clone();
+        let known: Vec<u64> =
+            metrics.membership_config.membership().nodes().map(|(id, _)| *id).collect();
+        let node_id = known.iter().max().copied().unwrap_or(0) + 1;
+        let host = crate::config::advertise_host(&request.management_advertise)
+            .ok_or("management address must be host:port")?
+            .to_string();
+        let cert_pem = ca
+            .sign_request(
+                &request.csr_pem,
+                &Identity::Kma(node_id),
+                &[host, "localhost".into(), "127.0.0.1".into()],
+            )
+            .map_err(|e| e.to_string())?;
+        let add = MembershipRequest::AddLearner {
+            node_id,
+            address: request.management_advertise.clone(),
+        };
+        self.membership_on_leader(add).await?;
+        let kma = Arc::clone(self);
+        tokio::spawn(async move { kma.promote_when_caught_up(node_id).await });
+        Ok(JoinResponse { node_id, cert_pem, ca_pem: ca.cert_pem.clone() })
+    }
+
+    /// Sends a membership change to the leader (this KMA or another).
+    pub async fn membership_on_leader(&self, request: MembershipRequest) -> Result<u64, String> {
+        let leader = self.raft.metrics().borrow().current_leader.ok_or("no leader is known")?;
+        if leader == self.node_id() {
+            return self.change_membership(request).await;
+        }
+        let address = self.address_of(leader).ok_or("the leader's address is unknown")?;
+        let body = postcard::to_allocvec(&request).map_err(|e| e.to_string())?;
+        let response = self
+            .peers
+            .post(format!("https://{address}/v1/members"))
+            .header(reqwest::header::CONTENT_TYPE, POSTCARD)
+            .body(body)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+        postcard::from_bytes::<Result<u64, String>>(&bytes).map_err(|e| e.to_string())?
+    }
+
+    /// Promotes a learner to voter once its log is within 100 entries of the leader's.
+    async fn promote_when_caught_up(&self, node_id: u64) {
+        for _attempt in 0..1200 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let metrics = self.raft.metrics().borrow().clone();
+            let Some(last) = metrics.last_log_index else { continue };
+            let matched = metrics
+                .replication
+                .as_ref()
+                .and_then(|replication| replication.get(&node_id).cloned().flatten())
+                .map(|log_id| log_id.index);
+            let remote_lag_ok = matched.is_some_and(|index| index + 100 >= last);
+            if metrics.current_leader == Some(self.node_id()) && !remote_lag_ok {
+                continue;
+            }
+            match self.membership_on_leader(MembershipRequest::Promote { node_id }).await {
+                Ok(_) => {
+                    tracing::info!(node_id, "promoted the new KMA to voter");
+                    return;
+                }
+                Err(error) => tracing::warn!(node_id, %error, "promotion not possible yet"),
+            }
+        }
+        tracing::error!(node_id, "gave up promoting the new KMA after 10 minutes");
+    }
+
+    /// On the leader, proposes `Pulse` whenever a time-driven transition is due (STYLE 4).
+    pub async fn run_pulse_loop(self: Arc<Self>) {
+        let mut ticker = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            ticker.tick().await;
+            if self.raft.metrics().borrow().current_leader != Some(self.node_id()) {
+                continue;
+            }
+            let due = self
+                .state
+                .read()
+                .await
+                .next_transition_ms()
+                .is_some_and(|at| at <= wall_clock_ms());
+            if due {
+                let result =
+                    self.propose(Actor::System, self.node_id(), None, Command::Pulse).await;
+                if let Err(error) = result {
+                    tracing::warn!(%error, "pulse not proposed");
+                }
+            }
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.layout.root.clone()
+    }
+}
+
+/// Re-exported for the server: what an applied entry answered.
+pub type Applied = ApplyResponse;
+
+impl Kma {
+    /// Proposes the pending quickstart of `kma init` once this KMA leads, then forgets it.
+    pub async fn run_quickstart(self: Arc<Self>) {
+        let path = self.layout.root.join(crate::setup::QUICKSTART_FILE);
+        let Ok(text) = std::fs::read_to_string(&path) else { return };
+        let quickstart: crate::setup::Quickstart = match toml::from_str(&text) {
+            Ok(quickstart) => quickstart,
+            Err(error) => {
+                tracing::error!(path = %path.display(), %error, "unreadable quickstart file");
+                return;
+            }
+        };
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if self.state.read().await.cluster_id().is_some() {
+                break;
+            }
+            let command = Command::InitCluster(quickstart.command());
+            match self.propose(Actor::System, self.node_id(), None, command).await {
+                Ok(applied) => {
+                    tracing::info!(index = applied.index, result = ?applied.result, "quickstart applied");
+                    break;
+                }
+                Err(error) => tracing::debug!(%error, "quickstart waits for a leader"),
+            }
+        }
+        if let Err(error) = std::fs::remove_file(&path) {
+            tracing::warn!(%error, "could not remove the quickstart file");
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! The `kma` daemon: one Key Management Appliance. It wires the pure state machine
+//! (`statemachine`) to Raft on RocksDB (`raft-storage`) and serves it over mutual TLS.
+//!
+//! This crate owns configuration, certificates, the network between KMAs, the write path (the
+//! leader's time stamp, forwarding to the leader) and process life. It must not hold domain
+//! rules: every decision about keys, roles and lifecycles is `statemachine`'s.
+//!
+//! Module map:
+//! - [`config`]: `kma.toml` and the data dir layout.
+//! - [`pki`]: the cluster CA, KMA and user certificates, join tokens.
+//! - [`tls`]: rustls configurations (TLS 1.3, mutual authentication).
+//! - [`kma`]: one running KMA: Raft, propose/forward, status, digest, membership, pulse.
+//! - [`network`]: Raft RPCs to other KMAs. [`server`]: the management listener.
+//! - [`wire`]: messages on the management listener. [`client`]: a client for tools and tests.
+//! - [`setup`]: `kma init` and `kma join`. [`local`]: a whole cluster on one machine.
+
+pub mod client;
+pub mod config;
+pub mod kma;
+pub mod local;
+pub mod network;
+pub mod pki;
+pub mod server;
+pub mod setup;
+pub mod tls;
+pub mod wire;

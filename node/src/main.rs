@@ -1,0 +1,261 @@
+//! `kma`: run a Key Management Appliance, create or join a cluster, or start a local one.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use node::client::KmaClient;
+use node::kma::Kma;
+use node::setup::Listeners;
+use statemachine::role::RoleSet;
+use statemachine::Command;
+
+#[derive(Parser)]
+#[command(name = "kma", version, about = "Key Management Appliance: one node of a KMS cluster")]
+struct Cli {
+    #[command(subcommand)]
+    command: Action,
+}
+
+#[derive(clap::Args)]
+struct Where {
+    /// Data directory of this KMA.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// This KMA's name in the cluster.
+    #[arg(long)]
+    name: String,
+    /// The site this KMA serves.
+    #[arg(long)]
+    site: String,
+    /// Management listener (admin API, Raft between KMAs).
+    #[arg(long, default_value = "127.0.0.1:7001")]
+    management: SocketAddr,
+    /// How other KMAs reach the management listener, host:port (default: --management).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Service listener (agents).
+    #[arg(long, default_value = "127.0.0.1:7101")]
+    service: SocketAddr,
+}
+
+impl Where {
+    fn listeners(&self) -> Listeners {
+        Listeners {
+            management_listen: self.management,
+            management_advertise: self
+                .advertise
+                .clone()
+                .unwrap_or_else(|| self.management.to_string()),
+            service_listen: self.service,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Action {
+    /// Create a new cluster: its ID, its CA, and this first KMA.
+    Init {
+        #[command(flatten)]
+        at: Where,
+        /// Quorum member IDs (the master key split comes with the security core).
+        #[arg(long = "quorum-member", default_values_t = ["q1".to_string()])]
+        quorum_members: Vec<String>,
+        #[arg(long, default_value_t = 1)]
+        quorum_threshold: u8,
+    },
+    /// Join a running cluster with a token printed by `kma token` on one of its KMAs, then run.
+    Join {
+        #[command(flatten)]
+        at: Where,
+        /// Management address of the KMA that issued the token.
+        #[arg(long)]
+        peer: String,
+        #[arg(long)]
+        token: String,
+    },
+    /// Serve: the KMA in this data directory.
+    Run {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Print a one-time join token (run on the first KMA's data directory).
+    Token {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Start a whole cluster on this machine: N KMAs on loopback, data under --dir.
+    Local {
+        #[arg(long, default_value = ".kms-local")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        #[arg(long, default_value_t = 7000)]
+        base_port: u16,
+    },
+    /// Show a KMA's status (as the administrator of the data directory given).
+    Status {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        peer: String,
+    },
+    /// Create N users through the cluster: a quick write test.
+    Write {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        peer: String,
+        #[arg(long, default_value_t = 100)]
+        count: u32,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(dispatch(cli.command))
+}
+
+async fn dispatch(action: Action) -> anyhow::Result<()> {
+    match action {
+        Action::Init { at, quorum_members, quorum_threshold } => {
+            let cluster_id = node::setup::init(
+                &at.data_dir,
+                &at.name,
+                &at.site,
+                &at.listeners(),
+                (quorum_members, quorum_threshold),
+            )?;
+            println!(
+                "created cluster {cluster_id:016x} with KMA '{}' in {}",
+                at.name,
+                at.data_dir.display()
+            );
+            println!("next: kma run --data-dir {}", at.data_dir.display());
+            println!("then, for each further KMA: kma token --data-dir {} and kma join ... --token <token>", at.data_dir.display());
+            Ok(())
+        }
+        Action::Join { at, peer, token } => {
+            let node_id =
+                node::setup::join(&at.data_dir, &at.name, &at.site, &at.listeners(), &peer, &token)
+                    .await?;
+            println!(
+                "joined as node {node_id}; serving (later starts: kma run --data-dir {})",
+                at.data_dir.display()
+            );
+            run(&at.data_dir).await
+        }
+        Action::Run { data_dir } => run(&data_dir).await,
+        Action::Token { data_dir } => {
+            let ca = node::pki::read(&data_dir.join("tls").join(node::pki::CA_FILE))?;
+            println!("{}", node::pki::create_join_token(&data_dir.join("join-tokens"), &ca)?);
+            Ok(())
+        }
+        Action::Local { dir, nodes, base_port } => local(&dir, nodes, base_port).await,
+        Action::Status { data_dir, peer } => {
+            let status = KmaClient::admin(&data_dir)?.status(&peer).await?;
+            println!("{}", serde_json::to_string_pretty(&status)?);
+            Ok(())
+        }
+        Action::Write { data_dir, peer, count } => write(&data_dir, &peer, count).await,
+    }
+}
+
+async fn run(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let kma = Kma::start(data_dir)
+        .await
+        .with_context(|| format!("cannot start the KMA in {}", data_dir.display()))?;
+    if data_dir.join(node::setup::QUICKSTART_FILE).exists() {
+        kma.initialize_if_new().await?;
+        tokio::spawn(Arc::clone(&kma).run_quickstart());
+    }
+    tokio::spawn(Arc::clone(&kma).run_pulse_loop());
+    let address = kma.config.management_listen;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address}: is another KMA running there?"))?;
+    tracing::info!(node_id = kma.node_id(), %address, "KMA serving");
+    tokio::select! {
+        served = node::server::serve(Arc::clone(&kma), listener) => served?,
+        () = stop_requested() => tracing::info!("stopping"),
+    }
+    kma.raft.shutdown().await.map_err(|e| anyhow::anyhow!("raft shutdown: {e}"))?;
+    Ok(())
+}
+
+async fn local(dir: &std::path::Path, nodes: usize, base_port: u16) -> anyhow::Result<()> {
+    let binary = std::env::current_exe()?;
+    let children = node::local::start(&binary, dir, nodes, base_port).await?;
+    let first = dir.join("kma1");
+    println!("local cluster of {nodes} KMAs is up; data and logs under {}", dir.display());
+    for entry in node::local::layout(dir, nodes, base_port) {
+        println!(
+            "  {}  management https://{}  data {}",
+            entry.name,
+            entry.management,
+            entry.data_dir.display()
+        );
+    }
+    println!("try: kma status --data-dir {} --peer 127.0.0.1:{}", first.display(), base_port + 1);
+    println!(
+        "     kma write --data-dir {} --peer 127.0.0.1:{} --count 100",
+        first.display(),
+        base_port + 2
+    );
+    println!("Ctrl-C stops the cluster; running this command again restarts it with its data.");
+    stop_requested().await;
+    drop(children);
+    Ok(())
+}
+
+async fn write(data_dir: &std::path::Path, peer: &str, count: u32) -> anyhow::Result<()> {
+    let client = KmaClient::admin(data_dir)?;
+    let started = std::time::Instant::now();
+    let prefix = format!("{:08x}", rand::random::<u32>());
+    let mut last = 0;
+    for n in 0..count {
+        let command = Command::CreateUser {
+            id: format!("user-{prefix}-{n}"),
+            roles: RoleSet::of(statemachine::Role::Auditor),
+            passphrase_verifier: vec![1; 32],
+        };
+        let applied = client.propose(peer, None, command).await??;
+        if let Err(reject) = applied.result {
+            anyhow::bail!("the cluster refused the write: {reject}");
+        }
+        last = applied.index;
+    }
+    let seconds = started.elapsed().as_secs_f64().max(Duration::from_millis(1).as_secs_f64());
+    println!(
+        "{count} users created through {peer}, last log index {last}, {:.0} writes/s",
+        f64::from(count) / seconds
+    );
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM (what `docker stop` and service managers send).
+async fn stop_requested() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch SIGTERM; only Ctrl-C stops the KMA");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}

@@ -1,0 +1,235 @@
+//! The cluster's own certificate authority (rcgen) and the certificates it issues: one per KMA
+//! for mutual TLS between KMAs, one for the bootstrap administrator, and join tokens that let a
+//! new KMA get its certificate (SPEC S2; the quorum-approved join comes with the security issue).
+//!
+//! A joining KMA sends a certificate signing request: its private key never leaves it.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use rand::RngCore;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
+};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+pub const CA_FILE: &str = "ca.pem";
+pub const CA_KEY_FILE: &str = "ca-key.pem";
+pub const NODE_CERT_FILE: &str = "node.pem";
+pub const NODE_KEY_FILE: &str = "node-key.pem";
+pub const ADMIN_CERT_FILE: &str = "admin.pem";
+pub const ADMIN_KEY_FILE: &str = "admin-key.pem";
+const TOKEN_PREFIX: &str = "kmsjoin1.";
+
+#[derive(Debug, Error)]
+pub enum PkiError {
+    #[error("cannot create a certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("{path} holds no usable certificate or key: {detail}")]
+    Parse { path: PathBuf, detail: String },
+    #[error("malformed join token: copy the whole token `kma token` printed")]
+    MalformedToken,
+    #[error("unknown or already used join token: ask for a new one with `kma token` on a KMA of the cluster")]
+    UnknownToken,
+    #[error("this KMA holds no CA key, so it cannot issue certificates or join tokens: use the first KMA")]
+    NoCaKey,
+}
+
+/// Who a certificate names: a KMA by node ID or a user by ID. Read back from the common name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Identity {
+    Kma(u64),
+    User(String),
+}
+
+impl Identity {
+    pub fn common_name(&self) -> String {
+        match self {
+            Identity::Kma(node_id) => format!("kma-{node_id}"),
+            Identity::User(user) => format!("user:{user}"),
+        }
+    }
+
+    pub fn from_common_name(name: &str) -> Option<Identity> {
+        if let Some(id) = name.strip_prefix("kma-") {
+            return id.parse().ok().map(Identity::Kma);
+        }
+        name.strip_prefix("user:").map(|user| Identity::User(user.into()))
+    }
+}
+
+/// A CA certificate with its key, able to sign.
+pub struct CertificateAuthority {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+    pub cert_pem: String,
+}
+
+impl CertificateAuthority {
+    /// A new CA for cluster `cluster_id`, valid for 20 years (keys live for a decade or more).
+    pub fn create(cluster_id: u64) -> Result<Self, PkiError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name = dn(&format!("KMS cluster {cluster_id:016x} CA"));
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.not_after = rcgen::date_time_ymd(years_from_now(20), 1, 1);
+        let cert = params.self_signed(&key)?;
+        let cert_pem = cert.pem();
+        Ok(CertificateAuthority { cert, key, cert_pem })
+    }
+
+    /// Loads the CA of a data dir's TLS folder; only KMAs that created the cluster hold its key.
+    pub fn load(tls_dir: &Path) -> Result<Self, PkiError> {
+        let key_path = tls_dir.join(CA_KEY_FILE);
+        if !key_path.exists() {
+            return Err(PkiError::NoCaKey);
+        }
+        let cert_pem = read(&tls_dir.join(CA_FILE))?;
+        let key_pem = read(&key_path)?;
+        let parse = |detail: String| PkiError::Parse { path: key_path.clone(), detail };
+        let key = KeyPair::from_pem(&key_pem).map_err(|e| parse(e.to_string()))?;
+        let params =
+            CertificateParams::from_ca_cert_pem(&cert_pem).map_err(|e| parse(e.to_string()))?;
+        // Re-signing the same parameters with the same key yields an equivalent issuer.
+        let cert = params.self_signed(&key)?;
+        Ok(CertificateAuthority { cert, key, cert_pem })
+    }
+
+    pub fn save(&self, tls_dir: &Path) -> Result<(), PkiError> {
+        write(&tls_dir.join(CA_FILE), &self.cert_pem, false)?;
+        write(&tls_dir.join(CA_KEY_FILE), &self.key.serialize_pem(), true)
+    }
+
+    /// Issues a certificate for `identity` and a fresh key pair (PEM cert, PEM key).
+    pub fn issue(
+        &self,
+        identity: &Identity,
+        hosts: &[String],
+    ) -> Result<(String, String), PkiError> {
+        let key = KeyPair::generate()?;
+        let cert = leaf_params(identity, hosts)?.signed_by(&key, &self.cert, &self.key)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// Signs a request from a joining KMA. Names and usages come from the issuer, not from the
+    /// request: only the public key is taken from it.
+    pub fn sign_request(
+        &self,
+        csr_pem: &str,
+        identity: &Identity,
+        hosts: &[String],
+    ) -> Result<String, PkiError> {
+        let mut request = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| PkiError::Parse { path: "join request".into(), detail: e.to_string() })?;
+        request.params = leaf_params(identity, hosts)?;
+        Ok(request.signed_by(&self.cert, &self.key)?.pem())
+    }
+}
+
+/// A key pair and a signing request for it (the joining side).
+pub fn signing_request() -> Result<(String, String), PkiError> {
+    let key = KeyPair::generate()?;
+    let params = CertificateParams::new(Vec::<String>::new())?;
+    let csr = params.serialize_request(&key)?;
+    Ok((csr.pem()?, key.serialize_pem()))
+}
+
+fn leaf_params(identity: &Identity, hosts: &[String]) -> Result<CertificateParams, PkiError> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name = dn(&identity.common_name());
+    params.subject_alt_names = hosts
+        .iter()
+        .map(|host| match host.parse() {
+            Ok(ip) => Ok(SanType::IpAddress(ip)),
+            Err(_) => host.clone().try_into().map(SanType::DnsName),
+        })
+        .collect::<Result<_, _>>()?;
+    params.extended_key_usages =
+        vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    params.not_after = rcgen::date_time_ymd(years_from_now(10), 1, 1);
+    Ok(params)
+}
+
+fn dn(common_name: &str) -> DistinguishedName {
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, common_name);
+    name
+}
+
+/// The year that is `years` after the current one.
+fn years_from_now(years: i32) -> i32 {
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    let year = 1970 + (now_s / 31_556_952) as i32;
+    year + years
+}
+
+/// SHA-256 of a PEM certificate's DER bytes, as lowercase hex: what a joining KMA pins.
+pub fn fingerprint(cert_pem: &str) -> Result<[u8; 32], PkiError> {
+    let mut reader = std::io::BufReader::new(cert_pem.as_bytes());
+    let der = rustls_pemfile::certs(&mut reader).next().and_then(Result::ok).ok_or_else(|| {
+        PkiError::Parse { path: "certificate".into(), detail: "no PEM certificate".into() }
+    })?;
+    Ok(Sha256::digest(der.as_ref()).into())
+}
+
+/// A one-time join token: a random secret the issuing KMA remembers (by hash) and the CA
+/// fingerprint the joiner pins before it trusts anything the KMA says.
+pub fn create_join_token(tokens_dir: &Path, ca_pem: &str) -> Result<String, PkiError> {
+    let mut secret = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut secret);
+    std::fs::create_dir_all(tokens_dir)
+        .map_err(|source| PkiError::Write { path: tokens_dir.into(), source })?;
+    let hash = hex::encode(Sha256::digest(secret));
+    write(&tokens_dir.join(hash), "", true)?;
+    let mut payload = secret.to_vec();
+    payload.extend_from_slice(&fingerprint(ca_pem)?);
+    Ok(format!(
+        "{TOKEN_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(payload)
+    ))
+}
+
+/// (secret, CA fingerprint) of a token.
+pub fn parse_join_token(token: &str) -> Result<([u8; 32], [u8; 32]), PkiError> {
+    let body = token.trim().strip_prefix(TOKEN_PREFIX).ok_or(PkiError::MalformedToken)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(body)
+        .map_err(|_| PkiError::MalformedToken)?;
+    let (secret, pin) = bytes.split_at_checked(32).ok_or(PkiError::MalformedToken)?;
+    let secret: [u8; 32] = secret.try_into().map_err(|_| PkiError::MalformedToken)?;
+    let pin: [u8; 32] = pin.try_into().map_err(|_| PkiError::MalformedToken)?;
+    Ok((secret, pin))
+}
+
+/// Uses up a token: true once, false for an unknown or used one.
+pub fn consume_join_token(tokens_dir: &Path, secret: &[u8; 32]) -> bool {
+    let path = tokens_dir.join(hex::encode(Sha256::digest(secret)));
+    std::fs::remove_file(path).is_ok()
+}
+
+pub fn read(path: &Path) -> Result<String, PkiError> {
+    std::fs::read_to_string(path).map_err(|source| PkiError::Read { path: path.into(), source })
+}
+
+/// Writes a file; secret ones (private keys) are created with mode 0600.
+pub fn write(path: &Path, text: &str, secret: bool) -> Result<(), PkiError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    if secret {
+        options.mode(0o600);
+    }
+    let mut file =
+        options.open(path).map_err(|source| PkiError::Write { path: path.into(), source })?;
+    file.write_all(text.as_bytes()).map_err(|source| PkiError::Write { path: path.into(), source })
+}

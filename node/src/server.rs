@@ -1,0 +1,253 @@
+//! The management listener: HTTPS with mutual TLS, serving Raft RPCs between KMAs, proposals,
+//! status, state digests, membership changes and joins.
+
+// A handler helper returns the refusal response itself; boxing it would only add noise.
+#![allow(clippy::result_large_err)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use statemachine::Actor;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+use crate::kma::Kma;
+use crate::pki::Identity;
+use crate::wire::{
+    JoinRequest, MembershipRequest, ProposeError, ProposeRequest, ProposeResponse, POSTCARD,
+};
+
+/// Who is on the other end of a connection, from its verified client certificate.
+#[derive(Clone, Debug)]
+pub struct Peer(pub Option<Identity>);
+
+pub fn router(kma: Arc<Kma>) -> Router {
+    Router::new()
+        .route("/raft/append", post(raft_append))
+        .route("/raft/vote", post(raft_vote))
+        .route("/raft/snapshot", post(raft_snapshot))
+        .route("/v1/propose", post(propose))
+        .route("/v1/status", get(status))
+        .route("/v1/digest", get(digest))
+        .route("/v1/users", get(users))
+        .route("/v1/members", post(members))
+        .route("/v1/join", post(join))
+        .route("/v1/ca", get(ca))
+        .with_state(kma)
+}
+
+/// Accepts TLS connections until the process ends; each connection is served on its own task.
+pub async fn serve(kma: Arc<Kma>, listener: TcpListener) -> Result<(), crate::kma::NodeError> {
+    let acceptor = TlsAcceptor::from(crate::tls::server_config(&kma.layout.tls_dir())?);
+    let app = router(kma);
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(serve_connection(acceptor.clone(), app.clone(), stream, remote));
+    }
+}
+
+async fn serve_connection(
+    acceptor: TlsAcceptor,
+    app: Router,
+    stream: tokio::net::TcpStream,
+    remote: SocketAddr,
+) {
+    let tls = match acceptor.accept(stream).await {
+        Ok(tls) => tls,
+        Err(error) => {
+            // A certificate from another cluster's CA ends here, before any request is read.
+            tracing::warn!(%remote, %error, "TLS handshake refused (is the peer from another cluster?)");
+            return;
+        }
+    };
+    let identity = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(crate::tls::identity_of);
+    let service = app.map_request(move |mut request: axum::http::Request<_>| {
+        request.extensions_mut().insert(Peer(identity.clone()));
+        request
+    });
+    let connection = Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))
+        .await;
+    if let Err(error) = connection {
+        tracing::debug!(%remote, %error, "connection ended");
+    }
+}
+
+fn postcard_reply<T: Serialize>(value: &T) -> Response {
+    match postcard::to_allocvec(value) {
+        Ok(bytes) => ([(header::CONTENT_TYPE, POSTCARD)], bytes).into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+    }
+}
+
+fn decode<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
+    postcard::from_bytes(body)
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("malformed body: {e}")).into_response())
+}
+
+fn forbidden(what: &str) -> Response {
+    (StatusCode::FORBIDDEN, format!("{what}: present a certificate from this cluster's CA"))
+        .into_response()
+}
+
+/// Raft RPCs come only from KMAs of this cluster.
+fn require_kma(peer: &Peer) -> Result<(), Response> {
+    match peer.0 {
+        Some(Identity::Kma(_)) => Ok(()),
+        _ => Err(forbidden("Raft traffic needs a KMA certificate")),
+    }
+}
+
+async fn raft_append(
+    State(kma): State<Arc<Kma>>,
+    Extension(peer): Extension<Peer>,
+    body: Bytes,
+) -> Response {
+    if let Err(refused) = require_kma(&peer) {
+        return refused;
+    }
+    match decode(&body) {
+        Ok(request) => postcard_reply(&kma.raft.append_entries(request).await),
+        Err(refused) => refused,
+    }
+}
+
+async fn raft_vote(
+    State(kma): State<Arc<Kma>>,
+    Extension(peer): Extension<Peer>,
+    body: Bytes,
+) -> Response {
+    if let Err(refused) = require_kma(&peer) {
+        return refused;
+    }
+    match decode(&body) {
+        Ok(request) => postcard_reply(&kma.raft.vote(request).await),
+        Err(refused) => refused,
+    }
+}
+
+async fn raft_snapshot(
+    State(kma): State<Arc<Kma>>,
+    Extension(peer): Extension<Peer>,
+    body: Bytes,
+) -> Response {
+    if let Err(refused) = require_kma(&peer) {
+        return refused;
+    }
+    match decode(&body) {
+        Ok(request) => postcard_reply(&kma.raft.install_snapshot(request).await),
+        Err(refused) => refused,
+    }
+}
+
+async fn propose(
+    State(kma): State<Arc<Kma>>,
+    Extension(peer): Extension<Peer>,
+    body: Bytes,
+) -> Response {
+    let request: ProposeRequest = match decode(&body) {
+        Ok(request) => request,
+        Err(refused) => return refused,
+    };
+    let (actor, origin) = match (&peer.0, request.actor) {
+        // A KMA forwards on behalf of the client it authenticated.
+        (Some(Identity::Kma(node)), Some(actor)) => {
+            (actor, request.origin_node_id.unwrap_or(*node))
+        }
+        (Some(Identity::User(user)), _) => (Actor::User(user.clone()), kma.node_id()),
+        _ => {
+            let refused: ProposeResponse =
+                Err(ProposeError::Unauthorised("a user or KMA certificate is needed".into()));
+            return postcard_reply(&refused);
+        }
+    };
+    postcard_reply(&kma.propose(actor, origin, request.request_id, request.command).await)
+}
+
+async fn status(State(kma): State<Arc<Kma>>, Extension(peer): Extension<Peer>) -> Response {
+    if peer.0.is_none() {
+        return forbidden("status");
+    }
+    Json(kma.status().await).into_response()
+}
+
+#[derive(Deserialize)]
+struct DigestQuery {
+    min_index: Option<u64>,
+}
+
+async fn digest(
+    State(kma): State<Arc<Kma>>,
+    Extension(peer): Extension<Peer>,
+    Query(query): Query<DigestQuery>,
+) -> Response {
+    if peer.0.is_none() {
+        return forbidden("digest");
+    }
+    match kma.digest(query.min_index.unwrap_or(0)).await {
+        Ok(digest) => Json(digest).into_response(),
+        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response(),
+    }
+}
+
+async fn members(
+    State(kma): State<Arc<Kma>>,
+    Extension(peer): Extension<Peer>,
+    body: Bytes,
+) -> Response {
+    if peer.0.is_none() {
+        return forbidden("membership changes");
+    }
+    match decode::<MembershipRequest>(&body) {
+        Ok(request) => postcard_reply(&kma.membership_on_leader(request).await),
+        Err(refused) => refused,
+    }
+}
+
+async fn join(State(kma): State<Arc<Kma>>, body: Bytes) -> Response {
+    match decode::<JoinRequest>(&body) {
+        Ok(request) => postcard_reply(&kma.admit(request).await),
+        Err(refused) => refused,
+    }
+}
+
+async fn ca(State(kma): State<Arc<Kma>>) -> Response {
+    match crate::pki::read(&kma.layout.tls_dir().join(crate::pki::CA_FILE)) {
+        Ok(pem) => pem.into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+    }
+}
+
+/// IDs of the users in the local state (a read; the admin API of issue #6 replaces it).
+async fn users(State(kma): State<Arc<Kma>>, Extension(peer): Extension<Peer>) -> Response {
+    if peer.0.is_none() {
+        return forbidden("users");
+    }
+    let state = kma.state.read().await;
+    let ids: Vec<String> = state.meta().users.keys().cloned().collect();
+    Json(ids).into_response()
+}

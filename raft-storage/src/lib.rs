@@ -1,0 +1,51 @@
+//! openraft 0.9 storage for the KMA cluster on RocksDB: the Raft log, the state machine that
+//! applies it to [`statemachine::State`], its snapshots and its audit log.
+//!
+//! This crate owns the data dir of one KMA and the durability of everything in it: a write
+//! openraft relies on returns only after the RocksDB WAL is synced, and a damaged or newer data
+//! dir is refused with an error that tells the operator what to do, never rewritten silently.
+//! It must never reach the network, decide anything about time (the leader's stamp inside each
+//! envelope is the only clock), or handle clear key material (keys arrive wrapped, inside the
+//! envelopes and the state, and are stored as opaque bytes).
+//!
+//! Module map:
+//! - [`types`]: the openraft type config [`KmaRaft`] and [`ApplyResponse`].
+//! - [`data_dir`]: [`RocksDataDir`], the RocksDB database with its column families, the versioned
+//!   value encoding and the one synced write path.
+//! - [`log_store`]: [`RocksLogStore`], openraft's `RaftLogStorage` and `RaftLogReader`.
+//! - [`state_machine`]: [`RocksStateMachine`] and [`RocksSnapshotBuilder`], openraft's
+//!   `RaftStateMachine` and `RaftSnapshotBuilder`.
+//! - [`state_handle`]: [`StateHandle`], local reads and read-your-writes waits for the node.
+//! - `snapshot_file`: streaming snapshot files in and out. `audit_log`: the audit column family.
+//! - [`error`]: [`StorageError`], whose messages say what the operator should do.
+
+pub mod data_dir;
+pub mod error;
+pub mod log_store;
+pub mod state_handle;
+pub mod state_machine;
+pub mod types;
+
+mod audit_log;
+mod snapshot_file;
+
+use std::path::Path;
+
+pub use data_dir::RocksDataDir;
+pub use error::StorageError;
+pub use log_store::RocksLogStore;
+pub use snapshot_file::SNAPSHOT_CHUNK_LEN;
+pub use state_handle::StateHandle;
+pub use state_machine::{RocksSnapshotBuilder, RocksStateMachine};
+pub use types::{ApplyResponse, KmaRaft};
+
+/// Opens the data dir at `dir` and the two stores openraft needs, sharing one database.
+/// Blocking (it loads the latest snapshot): call it before serving or on `spawn_blocking`.
+pub fn open_stores(
+    dir: impl AsRef<Path>,
+) -> Result<(std::sync::Arc<RocksDataDir>, RocksLogStore, RocksStateMachine), StorageError> {
+    let data_dir = RocksDataDir::open(dir)?;
+    let log_store = RocksLogStore::new(data_dir.clone());
+    let state_machine = RocksStateMachine::open(data_dir.clone())?;
+    Ok((data_dir, log_store, state_machine))
+}

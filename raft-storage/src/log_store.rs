@@ -1,0 +1,247 @@
+//! The Raft log on RocksDB: entries in [`CF_LOG`], vote, committed and last purged log ids in
+//! [`CF_LOG_META`].
+//!
+//! openraft's storage contract (SPEC "Known pitfalls"): every write it must find again after a
+//! crash goes through [`RocksDataDir::write_synced`], and `append` reports its entries flushed
+//! only after that synced write returned. Writes are made inline, one at a time, so vote and log
+//! writes reach the disk in the order openraft issued them. Throughput comes from openraft
+//! batching many entries into one `append`, never from skipping the sync.
+
+use std::fmt::Debug;
+use std::io;
+use std::marker::PhantomData;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{
+    ErrorSubject, ErrorVerb, LogId, LogState, OptionalSend, RaftLogId, RaftLogReader,
+    RaftTypeConfig, Vote,
+};
+use rocksdb::{Direction, IteratorMode, WriteBatch};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::data_dir::{encode, RocksDataDir, CF_LOG, CF_LOG_META};
+use crate::error::StorageError;
+use crate::types::KmaRaft;
+
+type RaftResult<T> = Result<T, openraft::StorageError<u64>>;
+
+const KEY_VOTE: &str = "vote";
+const KEY_COMMITTED: &str = "committed";
+const KEY_LAST_PURGED: &str = "last_purged";
+
+/// The Raft log of one KMA. Generic over the type config only so that tests can observe the
+/// flush callback; the node uses the default, [`KmaRaft`].
+pub struct RocksLogStore<C = KmaRaft> {
+    data_dir: Arc<RocksDataDir>,
+    _config: PhantomData<fn() -> C>,
+}
+
+impl<C> Clone for RocksLogStore<C> {
+    fn clone(&self) -> Self {
+        RocksLogStore { data_dir: self.data_dir.clone(), _config: PhantomData }
+    }
+}
+
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+impl<C> RocksLogStore<C>
+where
+    C: RaftTypeConfig<NodeId = u64>,
+{
+    pub fn new(data_dir: Arc<RocksDataDir>) -> Self {
+        RocksLogStore { data_dir, _config: PhantomData }
+    }
+
+    fn read_meta<T: DeserializeOwned>(
+        &self,
+        what: &'static str,
+        key: &'static str,
+    ) -> Result<Option<T>, StorageError> {
+        self.data_dir.get_decoded(what, CF_LOG_META, key)
+    }
+
+    fn write_meta<T: Serialize>(
+        &self,
+        what: &'static str,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.data_dir.cf(CF_LOG_META)?, key, encode(what, value)?);
+        self.data_dir.write_synced(batch, CF_LOG_META, key)
+    }
+
+    /// Entries with indexes in `range`, in order, stopping at the first gap.
+    fn read_entries(&self, range: &impl RangeBounds<u64>) -> Result<Vec<C::Entry>, StorageError> {
+        let start = match range.start_bound() {
+            Bound::Included(&start) => start,
+            Bound::Excluded(&start) => start.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let db = &self.data_dir;
+        let from = index_key(start);
+        let mode = IteratorMode::From(&from, Direction::Forward);
+        let mut entries = Vec::new();
+        for item in db.db().iterator_cf(db.cf(CF_LOG)?, mode) {
+            let (key, value) =
+                item.map_err(|e| db.rocks_error("read", CF_LOG, format!("index {start}.."), e))?;
+            let index = decode_index(db, &key)?;
+            if !range.contains(&index) {
+                break;
+            }
+            let entry: C::Entry =
+                db.decode("log entry", CF_LOG, format!("index {index}"), &value)?;
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+
+    fn last_log_id_in_log(&self) -> Result<Option<LogId<u64>>, StorageError> {
+        let db = &self.data_dir;
+        let Some(item) = db.db().iterator_cf(db.cf(CF_LOG)?, IteratorMode::End).next() else {
+            return Ok(None);
+        };
+        let (key, value) = item.map_err(|e| db.rocks_error("read", CF_LOG, "last", e))?;
+        let index = decode_index(db, &key)?;
+        let entry: C::Entry = db.decode("log entry", CF_LOG, format!("index {index}"), &value)?;
+        Ok(Some(*entry.get_log_id()))
+    }
+
+    fn log_state(&self) -> Result<LogState<C>, StorageError> {
+        let last_purged_log_id: Option<LogId<u64>> =
+            self.read_meta("last purged log id", KEY_LAST_PURGED)?;
+        let last_log_id = self.last_log_id_in_log()?.or(last_purged_log_id);
+        Ok(LogState { last_purged_log_id, last_log_id })
+    }
+
+    /// Writes `entries` in one synced batch; returns once they are durable.
+    fn append_entries<I>(&self, entries: I) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = C::Entry>,
+    {
+        let cf = self.data_dir.cf(CF_LOG)?;
+        let mut batch = WriteBatch::default();
+        let (mut first, mut last) = (None, 0);
+        for entry in entries {
+            let index = entry.get_log_id().index;
+            first.get_or_insert(index);
+            last = index;
+            batch.put_cf(cf, index_key(index), encode("log entry", &entry)?);
+        }
+        let Some(first) = first else { return Ok(()) };
+        self.data_dir.write_synced(batch, CF_LOG, format!("indexes {first}..={last}"))
+    }
+
+    /// Deletes every entry from `index` on.
+    fn truncate_from(&self, index: u64) -> Result<(), StorageError> {
+        let cf = self.data_dir.cf(CF_LOG)?;
+        let mut batch = WriteBatch::default();
+        // The range end is exclusive: the entry at u64::MAX needs its own delete.
+        batch.delete_range_cf(cf, index_key(index), index_key(u64::MAX));
+        batch.delete_cf(cf, index_key(u64::MAX));
+        self.data_dir.write_synced(batch, CF_LOG, format!("indexes {index}.."))
+    }
+
+    /// Records `log_id` as last purged and deletes the entries up to it, in one atomic batch:
+    /// no crash can leave entries deleted without the purge recorded (the contract asks for
+    /// last-purged first; atomicity gives that and more).
+    fn purge_upto(&self, log_id: LogId<u64>) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::default();
+        let purged = encode("last purged log id", &log_id)?;
+        batch.put_cf(self.data_dir.cf(CF_LOG_META)?, KEY_LAST_PURGED, purged);
+        let end = log_id.index.saturating_add(1);
+        batch.delete_range_cf(self.data_dir.cf(CF_LOG)?, index_key(0), index_key(end));
+        self.data_dir.write_synced(batch, CF_LOG, format!("indexes ..={}", log_id.index))
+    }
+}
+
+fn decode_index(db: &RocksDataDir, key: &[u8]) -> Result<u64, StorageError> {
+    let bytes: [u8; 8] = key
+        .try_into()
+        .map_err(|_| db.decode_error("log index", CF_LOG, format!("{key:02x?}"), "not 8 bytes"))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+impl<C> RaftLogReader<C> for RocksLogStore<C>
+where
+    C: RaftTypeConfig<NodeId = u64>,
+{
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> RaftResult<Vec<C::Entry>> {
+        self.read_entries(&range).map_err(|e| e.into_raft(ErrorSubject::Logs, ErrorVerb::Read))
+    }
+}
+
+impl<C> RaftLogStorage<C> for RocksLogStore<C>
+where
+    C: RaftTypeConfig<NodeId = u64>,
+{
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> RaftResult<LogState<C>> {
+        self.log_state().map_err(|e| e.into_raft(ErrorSubject::Logs, ErrorVerb::Read))
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<u64>) -> RaftResult<()> {
+        self.write_meta("vote", KEY_VOTE, vote)
+            .map_err(|e| e.into_raft(ErrorSubject::Vote, ErrorVerb::Write))
+    }
+
+    async fn read_vote(&mut self) -> RaftResult<Option<Vote<u64>>> {
+        self.read_meta("vote", KEY_VOTE)
+            .map_err(|e| e.into_raft(ErrorSubject::Vote, ErrorVerb::Read))
+    }
+
+    /// Persisted so that after a restart openraft re-applies the committed tail of the log onto
+    /// the state loaded from the latest snapshot.
+    async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> RaftResult<()> {
+        self.write_meta("committed log id", KEY_COMMITTED, &committed)
+            .map_err(|e| e.into_raft(ErrorSubject::Store, ErrorVerb::Write))
+    }
+
+    async fn read_committed(&mut self) -> RaftResult<Option<LogId<u64>>> {
+        let committed: Option<Option<LogId<u64>>> = self
+            .read_meta("committed log id", KEY_COMMITTED)
+            .map_err(|e| e.into_raft(ErrorSubject::Store, ErrorVerb::Read))?;
+        Ok(committed.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<C>) -> RaftResult<()>
+    where
+        I: IntoIterator<Item = C::Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        // The callback tells openraft the entries are durable: only after the synced write.
+        match self.append_entries(entries) {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(error) => {
+                callback.log_io_completed(Err(io::Error::other(error.to_string())));
+                Err(error.into_raft(ErrorSubject::Logs, ErrorVerb::Write))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<u64>) -> RaftResult<()> {
+        self.truncate_from(log_id.index)
+            .map_err(|e| e.into_raft(ErrorSubject::Log(log_id), ErrorVerb::Delete))
+    }
+
+    async fn purge(&mut self, log_id: LogId<u64>) -> RaftResult<()> {
+        self.purge_upto(log_id)
+            .map_err(|e| e.into_raft(ErrorSubject::Log(log_id), ErrorVerb::Delete))
+    }
+}

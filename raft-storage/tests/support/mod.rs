@@ -1,0 +1,120 @@
+//! Shared by the integration tests: a data dir in a temp dir, and a workload of real
+//! statemachine commands as openraft log entries.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use openraft::storage::{RaftLogStorageExt, RaftStateMachine};
+use openraft::{CommittedLeaderId, EntryPayload, LogId, Membership};
+use raft_storage::{
+    open_stores, ApplyResponse, KmaRaft, RocksDataDir, RocksLogStore, RocksStateMachine,
+};
+use statemachine::command::{InitCluster, NewKey};
+use statemachine::key::KeyCheckValue;
+use statemachine::quorum::{Quorum, QuorumMember};
+use statemachine::{
+    Actor, ClusterId, Command, Envelope, KeyId, RequestId, Role, RoleSet, WrappedKey,
+};
+use tempfile::TempDir;
+
+pub type Entry = openraft::Entry<KmaRaft>;
+
+pub const CLUSTER: ClusterId = ClusterId(0x6b6d_6100_0000_0001);
+const TIME_MS_START: u64 = 1_700_000_000_000;
+
+pub struct Stores {
+    pub data_dir: Arc<RocksDataDir>,
+    pub log: RocksLogStore,
+    pub sm: RocksStateMachine,
+}
+
+pub fn open(dir: &TempDir) -> Stores {
+    let (data_dir, log, sm) = open_stores(dir.path()).expect("open the data dir");
+    Stores { data_dir, log, sm }
+}
+
+pub fn log_id(index: u64) -> LogId<u64> {
+    LogId::new(CommittedLeaderId::new(1, 1), index)
+}
+
+/// As openraft writes a new single-node cluster: the membership entry (index 0) and the leader's
+/// blank entry (index 1); then `commands` envelopes from index 2: the cluster is initialised
+/// first, then pool keys, users and pulses alternate.
+pub fn workload(commands: u64) -> Vec<Entry> {
+    let members = BTreeSet::from([1u64]);
+    let mut entries = vec![
+        Entry {
+            log_id: log_id(0),
+            payload: EntryPayload::Membership(Membership::new(vec![members], None)),
+        },
+        Entry { log_id: log_id(1), payload: EntryPayload::Blank },
+    ];
+    for i in 0..commands {
+        let envelope = envelope(i);
+        entries.push(Entry { log_id: log_id(2 + i), payload: EntryPayload::Normal(envelope) });
+    }
+    entries
+}
+
+fn envelope(i: u64) -> Envelope {
+    let so = Actor::User("so".into());
+    let (actor, request_id, command) = match i % 4 {
+        _ if i == 0 => (Actor::System, None, Command::InitCluster(init_cluster())),
+        0 => (Actor::System, None, Command::GeneratePoolKeys { keys: pool_keys(i) }),
+        1 => (so, None, create_user(i)),
+        2 => (Actor::System, None, Command::Pulse),
+        _ => (so, Some(RequestId { client: 9, seq: i }), create_user(i)),
+    };
+    Envelope { time_ms: TIME_MS_START + i * 1_000, origin_node_id: 1, actor, request_id, command }
+}
+
+fn init_cluster() -> InitCluster {
+    InitCluster {
+        cluster_id: CLUSTER,
+        kma_name: "kma1".into(),
+        site: "site1".into(),
+        security_officer: "so".into(),
+        security_officer_verifier: vec![7; 32],
+        quorum: Quorum {
+            members: vec![QuorumMember { id: "m1".into(), wrapped_share: vec![1; 32] }],
+            threshold: 1,
+        },
+    }
+}
+
+fn create_user(i: u64) -> Command {
+    let roles = RoleSet::of(Role::Operator);
+    Command::CreateUser { id: format!("user{i}"), roles, passphrase_verifier: vec![3; 32] }
+}
+
+/// Three pool keys with IDs and (fake, wrapped) material derived from `i`.
+fn pool_keys(i: u64) -> Vec<NewKey> {
+    (0..3u8)
+        .map(|k| {
+            let mut random = [k; 22];
+            random[..8].copy_from_slice(&i.to_be_bytes());
+            NewKey {
+                id: KeyId::native(CLUSTER, random),
+                material: WrappedKey { nonce: [k; 12], ciphertext: [i as u8; 32], tag: [1; 16] },
+                check_value: KeyCheckValue([2; 16]),
+            }
+        })
+        .collect()
+}
+
+pub async fn append(log: &mut RocksLogStore, entries: &[Entry]) {
+    log.blocking_append(entries.to_vec()).await.expect("append");
+}
+
+pub async fn apply(sm: &mut RocksStateMachine, entries: &[Entry]) -> Vec<ApplyResponse> {
+    sm.apply(entries.to_vec()).await.expect("apply")
+}
+
+/// The state's snapshot bytes: equal bytes mean equal states.
+pub async fn state_bytes(sm: &RocksStateMachine) -> Vec<u8> {
+    let state = sm.state();
+    let state = state.read().await;
+    state.check_invariants();
+    statemachine::codec::encode_snapshot(&state)
+}
