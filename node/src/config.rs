@@ -34,6 +34,20 @@ pub struct NodeConfig {
     pub election_timeout_ms_max: u64,
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
+    /// A snapshot is built after this many log entries since the last one.
+    #[serde(default = "default_snapshot_logs_since_last")]
+    pub snapshot_logs_since_last: u64,
+    /// Log entries kept behind a snapshot, so a KMA that was away briefly catches up from the
+    /// log instead of needing the whole snapshot.
+    #[serde(default = "default_snapshot_logs_kept")]
+    pub snapshot_logs_kept: u64,
+}
+
+fn default_snapshot_logs_since_last() -> u64 {
+    50_000
+}
+fn default_snapshot_logs_kept() -> u64 {
+    20_000
 }
 
 fn default_election_timeout_ms_min() -> u64 {

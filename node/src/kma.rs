@@ -76,9 +76,9 @@ fn raft_config(config: &NodeConfig) -> Result<openraft::Config, NodeError> {
         election_timeout_min: config.election_timeout_ms_min + jitter,
         election_timeout_max: config.election_timeout_ms_max + jitter,
         // Snapshots are rare (each streams the whole state) and followers that were away for a
-        // while still catch up from the log: 20,000 entries are kept behind each snapshot.
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(50_000),
-        max_in_snapshot_log_to_keep: 20_000,
+        // while still catch up from the log (defaults: every 50,000 entries, 20,000 kept).
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs_since_last),
+        max_in_snapshot_log_to_keep: config.snapshot_logs_kept,
         snapshot_max_chunk_size: raft_storage::SNAPSHOT_CHUNK_LEN as u64,
         install_snapshot_timeout: 30_000,
         purge_batch_size: 1024,
@@ -240,6 +240,8 @@ impl Kma {
             term: metrics.current_term,
             last_log_index: metrics.last_log_index,
             applied_index: self.state.applied_index(),
+            snapshot_index: metrics.snapshot.map(|log_id| log_id.index),
+            purged_index: metrics.purged.map(|log_id| log_id.index),
             voters,
             learners,
         }
@@ -408,19 +410,17 @@ impl Kma {
     pub async fn run_quickstart(self: Arc<Self>) {
         let path = self.layout.root.join(crate::setup::QUICKSTART_FILE);
         let Ok(text) = std::fs::read_to_string(&path) else { return };
-        let quickstart: crate::setup::Quickstart = match toml::from_str(&text) {
-            Ok(quickstart) => quickstart,
-            Err(error) => {
-                tracing::error!(path = %path.display(), %error, "unreadable quickstart file");
-                return;
-            }
+        let parsed: Result<crate::setup::Quickstart, _> = toml::from_str(&text);
+        let Some(init) = parsed.ok().and_then(|quickstart| quickstart.command()) else {
+            tracing::error!(path = %path.display(), "unreadable quickstart file: run kma init again in a new data dir");
+            return;
         };
         loop {
             tokio::time::sleep(Duration::from_millis(200)).await;
             if self.state.read().await.cluster_id().is_some() {
                 break;
             }
-            let command = Command::InitCluster(quickstart.command());
+            let command = Command::InitCluster(init.clone());
             match self.propose(Actor::System, self.node_id(), None, command).await {
                 Ok(applied) => {
                     tracing::info!(index = applied.index, result = ?applied.result, "quickstart applied");

@@ -25,7 +25,8 @@ pub struct Listeners {
 /// What the first start of the first KMA proposes once it leads (see `Kma::run_quickstart`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Quickstart {
-    pub cluster_id: u64,
+    /// Hex: TOML integers stop at 2^63.
+    pub cluster_id: String,
     pub kma_name: String,
     pub site: String,
     pub security_officer: String,
@@ -38,7 +39,8 @@ pub const QUICKSTART_FILE: &str = "quickstart.toml";
 impl Quickstart {
     /// The quickstart command. The master key and the members' wrapped shares come with the
     /// security core (issue #4): until then each share is 48 random bytes that protect nothing.
-    pub fn command(&self) -> InitCluster {
+    pub fn command(&self) -> Option<InitCluster> {
+        let cluster_id = u64::from_str_radix(&self.cluster_id, 16).ok()?;
         let members = self
             .quorum_members
             .iter()
@@ -48,14 +50,14 @@ impl Quickstart {
                 QuorumMember { id: id.clone(), wrapped_share: share }
             })
             .collect();
-        InitCluster {
-            cluster_id: ClusterId(self.cluster_id),
+        Some(InitCluster {
+            cluster_id: ClusterId(cluster_id),
             kma_name: self.kma_name.clone(),
             site: self.site.clone(),
             security_officer: self.security_officer.clone(),
             security_officer_verifier: vec![0; 32],
             quorum: Quorum { members, threshold: self.quorum_threshold },
-        }
+        })
     }
 }
 
@@ -99,7 +101,7 @@ pub fn init(
     pki::write(&tls_dir.join(pki::ADMIN_CERT_FILE), &cert, false)?;
     pki::write(&tls_dir.join(pki::ADMIN_KEY_FILE), &key, true)?;
     let quickstart = Quickstart {
-        cluster_id,
+        cluster_id: format!("{cluster_id:016x}"),
         kma_name: name.into(),
         site: site.into(),
         security_officer: "admin".into(),
@@ -122,6 +124,8 @@ fn config(node_id: u64, name: &str, site: &str, listeners: &Listeners) -> NodeCo
         election_timeout_ms_min: 600,
         election_timeout_ms_max: 1_200,
         heartbeat_ms: 150,
+        snapshot_logs_since_last: 50_000,
+        snapshot_logs_kept: 20_000,
     }
 }
 

@@ -46,6 +46,10 @@ pub struct NodeStatus {
     pub term: u64,
     pub last_log_index: Option<u64>,
     pub applied_index: u64,
+    /// Last log index covered by this KMA's latest snapshot.
+    pub snapshot_index: Option<u64>,
+    /// Last log index deleted from this KMA's log (behind a snapshot).
+    pub purged_index: Option<u64>,
     pub voters: Vec<u64>,
     pub learners: Vec<u64>,
 }

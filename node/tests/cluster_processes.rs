@@ -1,0 +1,154 @@
+//! Real `kma` processes on loopback under a stream of writes: crashes, restarts, joins after the
+//! log was purged, whole-cluster restarts, and a five-KMA cluster losing two (SPEC C1, C7).
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+async fn write_for(cluster: &Cluster, prefix: &str, acked: &Acked, stop_after: Duration) {
+    let addresses = cluster.running().iter().map(|i| cluster.nodes[*i].address.clone()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer =
+        spawn_writer(cluster.admin.clone(), addresses, prefix, acked.clone(), stop.clone());
+    tokio::time::sleep(stop_after).await;
+    stop.store(true, Ordering::SeqCst);
+    writer.await.expect("writer");
+}
+
+/// Setup: three KMAs, a writer sending to all of them. Action: kill -9 the leader, then a
+/// follower, restarting each. Expect: writes continue through the remaining majority; every
+/// acknowledged write is on every KMA and the state digests agree. (SPEC C1, C7)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c1_c7_kill_leader_then_follower_under_writes() {
+    let mut cluster = Cluster::start(3, 17010, no_change).await;
+    let acked = Acked::default();
+    let addresses: Vec<String> = cluster.nodes.iter().map(|n| n.address.clone()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = spawn_writer(cluster.admin.clone(), addresses, "w", acked.clone(), stop.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    cluster.kill9(leader).await;
+    let new_leader = cluster.leader(Duration::from_secs(15)).await;
+    assert_ne!(new_leader, leader);
+    let before = acked.count();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(acked.count() > before, "writes go on with one KMA down");
+    cluster.restart(leader).await;
+    cluster.wait_ready(leader).await;
+
+    let follower = (0..3).find(|i| *i != new_leader).expect("a follower");
+    cluster.kill9(follower).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.restart(follower).await;
+    cluster.wait_ready(follower).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::SeqCst);
+    writer.await.expect("writer");
+
+    assert!(acked.count() > 50, "only {} writes were acknowledged", acked.count());
+    cluster.assert_converged(&acked).await;
+}
+
+/// Setup: three KMAs that snapshot every 200 entries and keep 50. Action: 600 writes, then a
+/// fourth KMA joins. Expect: the leader purged its log behind a snapshot, so the newcomer is
+/// brought up by a snapshot install; it becomes a voter and its digest equals the others'.
+/// (SPEC C4, C7)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c7_new_kma_joins_after_log_purge_and_gets_a_snapshot() {
+    let mut cluster = Cluster::start(3, 17030, small_snapshots).await;
+    let acked = Acked::default();
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    let address = cluster.nodes[leader].address.clone();
+    for n in 0..600 {
+        assert!(write_user(&cluster.admin, &address, format!("u{n}"), &acked).await);
+    }
+    // openraft purges behind a snapshot once the followers have the entries: poll for it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut n = 600;
+    loop {
+        let status = cluster.admin.status(&address).await.expect("status");
+        if status.purged_index.unwrap_or(0) > 100 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the leader never purged its log: {status:?}");
+        assert!(write_user(&cluster.admin, &address, format!("u{n}"), &acked).await);
+        n += 1;
+    }
+
+    let newcomer = cluster.add_node(4, 17030, small_snapshots).await;
+    cluster.wait_voters(4).await;
+    cluster.assert_converged(&acked).await;
+    let status = cluster.admin.status(&cluster.nodes[newcomer].address).await.expect("status");
+    assert!(status.snapshot_index.is_some(), "the newcomer holds a snapshot: {status:?}");
+    assert_eq!(status.voters.len(), 4);
+}
+
+/// Setup: three KMAs with 300 writes. Action: stop all three, start all three. Expect: the same
+/// digest as before, and the cluster takes writes again. (SPEC C1, C7)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c7_whole_cluster_stopped_and_restarted_keeps_its_digest() {
+    let mut cluster = Cluster::start(3, 17050, no_change).await;
+    let acked = Acked::default();
+    write_for(&cluster, "before", &acked, Duration::from_secs(3)).await;
+    let (_, index) = acked.snapshot();
+    let before = cluster.admin.digest(&cluster.nodes[0].address, index).await.expect("digest");
+    for index in 0..3 {
+        cluster.stop(index).await;
+    }
+    for index in 0..3 {
+        cluster.restart(index).await;
+    }
+    for index in 0..3 {
+        cluster.wait_ready(index).await;
+        let after = cluster.admin.digest(&cluster.nodes[index].address, before.applied_index).await;
+        let after = after.expect("digest");
+        if after.applied_index == before.applied_index {
+            assert_eq!(after.sha256, before.sha256, "{} after restart", cluster.nodes[index].name);
+        }
+    }
+    write_for(&cluster, "after", &acked, Duration::from_secs(2)).await;
+    cluster.assert_converged(&acked).await;
+}
+
+/// Setup: five KMAs under writes. Action: kill -9 the leader and one follower. Expect: the three
+/// left elect a leader, keep taking writes, and agree. (SPEC C1)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c1_five_kmas_survive_two_losses() {
+    let mut cluster = Cluster::start(5, 17070, no_change).await;
+    let acked = Acked::default();
+    write_for(&cluster, "five", &acked, Duration::from_secs(2)).await;
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    let follower = (0..5).find(|i| *i != leader).expect("follower");
+    cluster.kill9(leader).await;
+    cluster.kill9(follower).await;
+    cluster.leader(Duration::from_secs(15)).await;
+    let before = acked.count();
+    write_for(&cluster, "three", &acked, Duration::from_secs(3)).await;
+    assert!(acked.count() > before + 10, "the three remaining KMAs take writes");
+    cluster.assert_converged(&acked).await;
+}
+
+/// openraft 0.9 draws election timeouts once per process; the node adds per-process jitter.
+/// Setup: three KMAs. Action: kill the leader five times (restarting it each time). Expect: a
+/// new leader each time, within 10 s; the times are printed. (SPEC "Known pitfalls")
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c7_repeated_leader_kills_always_elect_a_new_leader() {
+    let mut cluster = Cluster::start(3, 17090, no_change).await;
+    let mut times = Vec::new();
+    for _round in 0..5 {
+        let leader = cluster.leader(Duration::from_secs(15)).await;
+        let started = Instant::now();
+        cluster.kill9(leader).await;
+        let next = cluster.leader(Duration::from_secs(10)).await;
+        times.push(started.elapsed());
+        assert_ne!(next, leader);
+        cluster.restart(leader).await;
+        cluster.wait_ready(leader).await;
+    }
+    println!("time to a new leader after kill -9: {times:?}");
+}

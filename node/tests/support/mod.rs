@@ -1,0 +1,297 @@
+//! A cluster of real `kma` processes on loopback for tests: start, kill -9, restart, write, and
+//! compare what every KMA holds. Each test gets its own ports and data dirs.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use node::client::KmaClient;
+use node::config::NodeConfig;
+use node::setup::Listeners;
+use statemachine::{Command, Role, RoleSet};
+use tokio::process::Child;
+
+pub const KMA: &str = env!("CARGO_BIN_EXE_kma");
+
+pub struct Node {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub address: String,
+    pub child: Option<Child>,
+}
+
+pub struct Cluster {
+    pub root: tempfile::TempDir,
+    pub nodes: Vec<Node>,
+    pub admin: KmaClient,
+}
+
+/// Small snapshot thresholds so tests see snapshots and purged logs with a few hundred writes.
+pub fn small_snapshots(config: &mut NodeConfig) {
+    config.snapshot_logs_since_last = 200;
+    config.snapshot_logs_kept = 50;
+}
+
+pub fn no_change(_: &mut NodeConfig) {}
+
+fn tweak(data_dir: &Path, change: fn(&mut NodeConfig)) {
+    let mut config = NodeConfig::load(data_dir).expect("config written by init/join");
+    change(&mut config);
+    config.save(data_dir).expect("config saved");
+}
+
+impl Cluster {
+    /// `count` KMAs, management ports `base_port + n`, every config passed through `change`.
+    pub async fn start(count: usize, base_port: u16, change: fn(&mut NodeConfig)) -> Cluster {
+        let root = tempfile::tempdir().expect("temp dir");
+        let first = root.path().join("kma1");
+        let address = format!("127.0.0.1:{}", base_port + 1);
+        let output = tokio::process::Command::new(KMA)
+            .args(["init", "--name", "kma1", "--site", "east", "--management", &address])
+            .args(["--service", &format!("127.0.0.1:{}", base_port + 101)])
+            .arg("--data-dir")
+            .arg(&first)
+            .output()
+            .await
+            .expect("kma init runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "kma init failed: {stderr}");
+        tweak(&first, change);
+        let admin = KmaClient::admin(&first).expect("admin client");
+        let mut cluster = Cluster { root, nodes: Vec::new(), admin };
+        cluster.nodes.push(Node { name: "kma1".into(), data_dir: first, address, child: None });
+        cluster.restart(0).await;
+        cluster.wait_ready(0).await;
+        for n in 2..=count {
+            cluster.add_node(n, base_port, change).await;
+        }
+        cluster.wait_voters(count).await;
+        cluster
+    }
+
+    /// Joins KMA number `n` with a token from kma1 and starts it.
+    pub async fn add_node(
+        &mut self,
+        n: usize,
+        base_port: u16,
+        change: fn(&mut NodeConfig),
+    ) -> usize {
+        let data_dir = self.root.path().join(format!("kma{n}"));
+        let address = format!("127.0.0.1:{}", base_port + n as u16);
+        let ca = node::pki::read(&self.nodes[0].data_dir.join("tls/ca.pem")).expect("CA");
+        let token = node::pki::create_join_token(&self.nodes[0].data_dir.join("join-tokens"), &ca)
+            .expect("token");
+        let listeners = Listeners {
+            management_listen: address.parse().expect("address"),
+            management_advertise: address.clone(),
+            service_listen: format!("127.0.0.1:{}", base_port + 100 + n as u16)
+                .parse()
+                .expect("address"),
+        };
+        let site = if n % 2 == 0 { "east" } else { "west" };
+        let name = format!("kma{n}");
+        node::setup::join(&data_dir, &name, site, &listeners, &self.nodes[0].address, &token)
+            .await
+            .expect("join");
+        tweak(&data_dir, change);
+        self.nodes.push(Node { name, data_dir, address, child: None });
+        let index = self.nodes.len() - 1;
+        self.restart(index).await;
+        index
+    }
+
+    pub async fn restart(&mut self, index: usize) {
+        let node = &mut self.nodes[index];
+        assert!(node.child.is_none(), "{} is already running", node.name);
+        node.child =
+            Some(node::local::spawn_run(Path::new(KMA), &node.data_dir).expect("spawn kma run"));
+    }
+
+    /// SIGKILL: no shutdown, no flush beyond what was already synced.
+    pub async fn kill9(&mut self, index: usize) {
+        if let Some(mut child) = self.nodes[index].child.take() {
+            child.start_kill().expect("kill -9");
+            child.wait().await.expect("reaped");
+        }
+    }
+
+    /// SIGTERM and wait: a clean stop.
+    pub async fn stop(&mut self, index: usize) {
+        if let Some(mut child) = self.nodes[index].child.take() {
+            if let Some(pid) = child.id() {
+                let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
+            }
+            let waited = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+            assert!(
+                waited.is_ok(),
+                "{} did not stop within 20 s of SIGTERM",
+                self.nodes[index].name
+            );
+        }
+    }
+
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.nodes.len()).filter(|i| self.nodes[*i].child.is_some()).collect()
+    }
+
+    pub async fn wait_ready(&self, index: usize) {
+        node::local::wait_ready(&self.admin, &self.nodes[index].address, Duration::from_secs(60))
+            .await
+            .expect("KMA ready");
+    }
+
+    /// Waits until some running KMA reports `count` voters.
+    pub async fn wait_voters(&self, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while Instant::now() < deadline {
+            for index in self.running() {
+                if let Ok(status) = self.admin.status(&self.nodes[index].address).await {
+                    if status.voters.len() == count && status.learners.is_empty() {
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("the cluster did not reach {count} voters within 90 s");
+    }
+
+    /// Index (in `nodes`) of the leader that a running KMA reports, waiting for one.
+    pub async fn leader(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            for index in self.running() {
+                let Ok(status) = self.admin.status(&self.nodes[index].address).await else {
+                    continue;
+                };
+                let Some(leader) = status.leader_id else { continue };
+                let found = self.node_index(leader);
+                if found.is_some_and(|i| self.nodes[i].child.is_some())
+                    && status.role != "candidate"
+                {
+                    return found.expect("checked");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no leader among the running KMAs within {timeout:?}");
+    }
+
+    pub fn node_index(&self, node_id: u64) -> Option<usize> {
+        self.nodes.iter().position(|node| {
+            NodeConfig::load(&node.data_dir)
+                .map(|config| config.node_id == node_id)
+                .unwrap_or(false)
+        })
+    }
+
+    /// Checks that every running KMA holds every acknowledged user and that all digests agree
+    /// at the same applied index.
+    pub async fn assert_converged(&self, acked: &Acked) {
+        let (users, max_index) = acked.snapshot();
+        let mut digests = BTreeSet::new();
+        for index in self.running() {
+            let address = &self.nodes[index].address;
+            let digest = self.admin.digest(address, max_index).await.expect("digest");
+            let present: BTreeSet<String> =
+                self.admin.users(address).await.expect("users").into_iter().collect();
+            let missing: Vec<&String> =
+                users.iter().filter(|user| !present.contains(*user)).collect();
+            assert!(
+                missing.is_empty(),
+                "{} lacks acknowledged users {missing:?}",
+                self.nodes[index].name
+            );
+            digests.insert((digest.applied_index, digest.sha256));
+        }
+        // Digests are taken at possibly different applied indexes if writes still trickle in;
+        // compare at one index by retrying until all agree.
+        if digests.len() > 1 {
+            self.wait_same_digest().await;
+        }
+    }
+
+    async fn wait_same_digest(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut digests = BTreeSet::new();
+            for index in self.running() {
+                let digest =
+                    self.admin.digest(&self.nodes[index].address, 0).await.expect("digest");
+                digests.insert((digest.applied_index, digest.sha256));
+            }
+            if digests.len() == 1 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "digests differ: {digests:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Acknowledged writes: user IDs and the highest log index acknowledged.
+#[derive(Clone, Default)]
+pub struct Acked(Arc<Mutex<(Vec<String>, u64)>>);
+
+impl Acked {
+    pub fn record(&self, user: String, index: u64) {
+        let mut inner = self.0.lock().expect("lock");
+        inner.0.push(user);
+        inner.1 = inner.1.max(index);
+    }
+
+    pub fn snapshot(&self) -> (Vec<String>, u64) {
+        self.0.lock().expect("lock").clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.0.lock().expect("lock").0.len()
+    }
+}
+
+/// One user creation through `address`. True when the cluster answered (the write was applied,
+/// or an earlier unanswered attempt had already created the user); acknowledged writes are
+/// recorded.
+pub async fn write_user(admin: &KmaClient, address: &str, user: String, acked: &Acked) -> bool {
+    let command = Command::CreateUser {
+        id: user.clone(),
+        roles: RoleSet::of(Role::Auditor),
+        passphrase_verifier: vec![1; 32],
+    };
+    match admin.propose(address, None, command).await {
+        Ok(Ok(applied)) => {
+            if applied.result.is_ok() {
+                acked.record(user, applied.index);
+            }
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Writes users round-robin over `addresses` until `stop` is set; failures are retried on the
+/// next KMA (a write may land twice only as a rejected duplicate, never as two users).
+pub fn spawn_writer(
+    admin: KmaClient,
+    addresses: Vec<String>,
+    prefix: &str,
+    acked: Acked,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    let prefix = prefix.to_string();
+    tokio::spawn(async move {
+        let mut n = 0usize;
+        let mut attempt = 0usize;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let address = &addresses[attempt % addresses.len()];
+            attempt += 1;
+            if write_user(&admin, address, format!("{prefix}-{n}"), &acked).await {
+                n += 1;
+            } else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    })
+}
