@@ -62,8 +62,31 @@ impl KmaClient {
     }
 
     pub async fn users(&self, address: &str) -> Result<Vec<String>, ClientError> {
-        let bytes = self.send(address, "/v1/users", None, Duration::from_secs(5)).await?;
+        self.users_read(address, 0, false).await
+    }
+
+    /// Users as of at least `min_index`; `linearizable` asks for a current answer.
+    pub async fn users_read(
+        &self,
+        address: &str,
+        min_index: u64,
+        linearizable: bool,
+    ) -> Result<Vec<String>, ClientError> {
+        let consistency = if linearizable { "&consistency=linearizable" } else { "" };
+        let path = format!("/v1/users?min_index={min_index}{consistency}");
+        let bytes = self.send(address, &path, None, Duration::from_secs(35)).await?;
         serde_json::from_slice(&bytes).map_err(|e| transport(address, e))
+    }
+
+    /// A membership change, run by the leader.
+    pub async fn membership(
+        &self,
+        address: &str,
+        request: &crate::wire::MembershipRequest,
+    ) -> Result<Result<u64, String>, ClientError> {
+        let body = postcard::to_allocvec(request).map_err(|e| transport(address, e))?;
+        let bytes = self.send(address, "/v1/members", Some(body), Duration::from_secs(35)).await?;
+        postcard::from_bytes(&bytes).map_err(|e| transport(address, e))
     }
 
     async fn send(

@@ -247,12 +247,29 @@ impl Kma {
         }
     }
 
-    /// SHA-256 of the applied state, after waiting (up to 30 s) for `min_index` to be applied.
-    pub async fn digest(&self, min_index: u64) -> Result<StateDigest, NodeError> {
-        let wait = self.state.wait_applied(min_index);
+    /// Waits until a read may be served: `min_index` applied here (read-your-writes) and, when
+    /// `linearizable`, leadership confirmed by a quorum and everything it committed applied
+    /// (one quorum round: for admin reads, not the agent path).
+    pub async fn read_barrier(&self, min_index: u64, linearizable: bool) -> Result<(), NodeError> {
+        let mut index = min_index;
+        if linearizable {
+            let read_log_id = self
+                .raft
+                .ensure_linearizable()
+                .await
+                .map_err(|e| NodeError::Raft(e.to_string()))?;
+            index = index.max(read_log_id.map_or(0, |log_id| log_id.index));
+        }
+        let wait = self.state.wait_applied(index);
         tokio::time::timeout(Duration::from_secs(30), wait)
             .await
-            .map_err(|_| NodeError::Raft(format!("index {min_index} not applied within 30 s")))??;
+            .map_err(|_| NodeError::Raft(format!("index {index} not applied within 30 s")))??;
+        Ok(())
+    }
+
+    /// SHA-256 of the applied state, after waiting (up to 30 s) for `min_index` to be applied.
+    pub async fn digest(&self, min_index: u64) -> Result<StateDigest, NodeError> {
+        self.read_barrier(min_index, false).await?;
         let state = self.state.read().await;
         let mut hasher = Sha256::new();
         for chunk in statemachine::codec::snapshot_chunks(&state, 1 << 20) {

@@ -242,10 +242,26 @@ async fn ca(State(kma): State<Arc<Kma>>) -> Response {
     }
 }
 
+#[derive(Deserialize)]
+struct ReadQuery {
+    /// Wait until this KMA has applied at least this index (read-your-writes).
+    min_index: Option<u64>,
+    /// `linearizable`: confirm leadership with a quorum first, so the answer is current.
+    consistency: Option<String>,
+}
+
 /// IDs of the users in the local state (a read; the admin API of issue #6 replaces it).
-async fn users(State(kma): State<Arc<Kma>>, Extension(peer): Extension<Peer>) -> Response {
+async fn users(
+    State(kma): State<Arc<Kma>>,
+    Extension(peer): Extension<Peer>,
+    Query(query): Query<ReadQuery>,
+) -> Response {
     if peer.0.is_none() {
         return forbidden("users");
+    }
+    let linearizable = query.consistency.as_deref() == Some("linearizable");
+    if let Err(error) = kma.read_barrier(query.min_index.unwrap_or(0), linearizable).await {
+        return (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response();
     }
     let state = kma.state.read().await;
     let ids: Vec<String> = state.meta().users.keys().cloned().collect();

@@ -152,3 +152,33 @@ async fn c7_repeated_leader_kills_always_elect_a_new_leader() {
     }
     println!("time to a new leader after kill -9: {times:?}");
 }
+
+/// Setup: four KMAs. Action: an administrator removes one through a follower; a write through
+/// one KMA is read through another, first waiting for its index, then linearizably.
+/// Expect: three voters remain and take writes; both reads see the write. (SPEC C1, C5)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c5_remove_a_kma_and_read_your_writes_elsewhere() {
+    let mut cluster = Cluster::start(4, 17110, no_change).await;
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    let follower = (0..4).find(|i| *i != leader).expect("follower");
+    let removed = (0..4).find(|i| *i != leader && *i != follower).expect("another follower");
+    let removed_id =
+        node::config::NodeConfig::load(&cluster.nodes[removed].data_dir).expect("config").node_id;
+    let request = node::wire::MembershipRequest::Remove { node_id: removed_id };
+    let answer = cluster.admin.membership(&cluster.nodes[follower].address, &request).await;
+    answer.expect("reached").expect("removed");
+    cluster.kill9(removed).await;
+    cluster.wait_voters(3).await;
+
+    let acked = Acked::default();
+    assert!(
+        write_user(&cluster.admin, &cluster.nodes[follower].address, "ryw".into(), &acked).await
+    );
+    let (_, index) = acked.snapshot();
+    let other = (0..4).find(|i| *i != follower && *i != removed).expect("third KMA");
+    let address = &cluster.nodes[other].address;
+    let seen = cluster.admin.users_read(address, index, false).await.expect("read at index");
+    assert!(seen.contains(&"ryw".to_string()));
+    let current = cluster.admin.users_read(address, 0, true).await.expect("linearizable read");
+    assert!(current.contains(&"ryw".to_string()));
+}
