@@ -1,0 +1,219 @@
+//! The compose cluster as an administrator sees it: three KMAs (`kma1`, `kma2` at site `east`,
+//! `kma3` at `west`), each reached on its published management port with the admin certificate
+//! that kma1 exports to a temporary host directory.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::Duration;
+
+use node::client::KmaClient;
+use node::wire::{NodeStatus, StateDigest};
+use tokio::time::Instant;
+
+use crate::compose::Compose;
+use crate::workload::Acked;
+
+/// The compose file's KMA services.
+pub const SERVICES: [&str; 3] = ["kma1", "kma2", "kma3"];
+const MANAGEMENT_PORT: u16 = 7001;
+const POLL_PAUSE: Duration = Duration::from_millis(250);
+/// First start: containers, `kma init`, two joins one after the other, promotions.
+const FORMATION_TIMEOUT: Duration = Duration::from_secs(180);
+const CONVERGE_ATTEMPTS_MAX: u32 = 40;
+
+pub struct DockerCluster {
+    /// Declared first so it drops first: the project goes down before the export dir goes.
+    pub compose: Compose,
+    pub admin: KmaClient,
+    export: tempfile::TempDir,
+}
+
+impl DockerCluster {
+    /// Checks Docker, builds the KMA image, starts a new compose project and waits until the
+    /// three KMAs are voters that know their leader.
+    pub async fn start() -> anyhow::Result<DockerCluster> {
+        crate::image::require_docker().await?;
+        crate::image::build_kma_image().await?;
+        let export = tempfile::Builder::new().prefix("kms-docker-").tempdir()?;
+        let compose = Compose::new("kmschaos", compose_env(export.path())?);
+        let tls = export.path().join("tls");
+        let admin = async {
+            compose.up().await?;
+            wait_for_files(&tls, &["ca.pem", "admin.pem", "admin-key.pem"], FORMATION_TIMEOUT)
+                .await?;
+            Ok::<_, anyhow::Error>(KmaClient::new(&tls, "admin.pem", "admin-key.pem")?)
+        }
+        .await;
+        let admin = admin.map_err(|e| e.context(format!("logs:\n{}", compose.logs())))?;
+        let cluster = DockerCluster { compose, admin, export };
+        if let Err(error) = cluster.wait_formed(FORMATION_TIMEOUT).await {
+            return Err(error.context(format!("logs:\n{}", cluster.compose.logs())));
+        }
+        Ok(cluster)
+    }
+
+    /// Where the admin certificate was exported (`tls/` inside).
+    pub fn export_dir(&self) -> &Path {
+        self.export.path()
+    }
+
+    /// `127.0.0.1:PORT` of the service's management listener; an error while it is not running.
+    pub async fn address(&self, service: &str) -> anyhow::Result<String> {
+        self.compose.port(service, MANAGEMENT_PORT).await
+    }
+
+    pub async fn status(&self, service: &str) -> anyhow::Result<NodeStatus> {
+        let address = self.address(service).await?;
+        Ok(self.admin.status(&address).await?)
+    }
+
+    /// The status of every KMA that answers.
+    async fn statuses(&self) -> Vec<(&'static str, NodeStatus)> {
+        let mut answers = Vec::new();
+        for service in SERVICES {
+            if let Ok(status) = self.status(service).await {
+                answers.push((service, status));
+            }
+        }
+        answers
+    }
+
+    /// The leader: a KMA that says it leads, confirmed by another KMA that follows it.
+    pub async fn leader(&self, timeout: Duration) -> anyhow::Result<&'static str> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let statuses = self.statuses().await;
+            let confirmed = statuses.iter().find(|(_, status)| {
+                status.role == "leader"
+                    && statuses.iter().any(|(_, other)| {
+                        other.node_id != status.node_id && other.leader_id == Some(status.node_id)
+                    })
+            });
+            if let Some((service, _)) = confirmed {
+                return Ok(service);
+            }
+            anyhow::ensure!(Instant::now() < deadline, "no confirmed leader: {statuses:#?}");
+            tokio::time::sleep(POLL_PAUSE).await;
+        }
+    }
+
+    /// Waits until `service` answers, knows a leader and has applied `applied_min`.
+    pub async fn wait_ready(
+        &self,
+        service: &str,
+        applied_min: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<NodeStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let answer = self.status(service).await;
+            match answer {
+                Ok(status) if status.leader_id.is_some() && status.applied_index >= applied_min => {
+                    return Ok(status)
+                }
+                _ if Instant::now() < deadline => tokio::time::sleep(POLL_PAUSE).await,
+                _ => anyhow::bail!("{service} not ready (applied {applied_min}+): {answer:?}"),
+            }
+        }
+    }
+
+    /// Waits until every KMA answers with three voters, no learner, and a leader.
+    async fn wait_formed(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let statuses = self.statuses().await;
+            let formed = statuses.len() == SERVICES.len()
+                && statuses.iter().all(|(_, status)| {
+                    status.voters.len() == SERVICES.len()
+                        && status.learners.is_empty()
+                        && status.leader_id.is_some()
+                });
+            if formed {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the compose cluster did not form within {timeout:?}: {statuses:#?}"
+            );
+            tokio::time::sleep(POLL_PAUSE).await;
+        }
+    }
+
+    /// Every acknowledged write is on every KMA, and the three state digests are equal at the
+    /// same applied index (at or past the last acknowledged write).
+    pub async fn check_converged(&self, acked: &Acked) -> anyhow::Result<StateDigest> {
+        let digest = self.equal_digests(acked.index_max()).await?;
+        let expected = acked.ids();
+        for service in SERVICES {
+            let address = self.address(service).await?;
+            let users: BTreeSet<String> = self.admin.users(&address).await?.into_iter().collect();
+            let missing: Vec<&String> = expected.iter().filter(|id| !users.contains(*id)).collect();
+            anyhow::ensure!(
+                missing.is_empty(),
+                "{service} lacks {} of {} acknowledged writes, first {:?}",
+                missing.len(),
+                expected.len(),
+                missing.iter().take(5).collect::<Vec<_>>()
+            );
+        }
+        Ok(digest)
+    }
+
+    /// Asks every KMA for its digest once it has applied the leader's last log index; entries
+    /// may still arrive meanwhile (a new term's blank entry), so it retries until the three
+    /// answer at the same index. Different digests at one index are a divergence: no retry.
+    async fn equal_digests(&self, index_min: u64) -> anyhow::Result<StateDigest> {
+        let mut digests = Vec::new();
+        for _attempt in 0..CONVERGE_ATTEMPTS_MAX {
+            let leader = self.leader(Duration::from_secs(30)).await?;
+            let last = self.status(leader).await?.last_log_index.unwrap_or(0).max(index_min);
+            digests.clear();
+            for service in SERVICES {
+                let address = self.address(service).await?;
+                digests.push((service, self.admin.digest(&address, last).await?));
+            }
+            let first = digests[0].1.clone();
+            if digests.iter().all(|(_, digest)| digest.applied_index == first.applied_index) {
+                anyhow::ensure!(
+                    digests.iter().all(|(_, digest)| *digest == first),
+                    "the KMAs diverged: different state digests at index {}: {digests:#?}",
+                    first.applied_index
+                );
+                return Ok(first);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        anyhow::bail!("the KMAs never answered at the same applied index: {digests:#?}")
+    }
+}
+
+/// The compose file's variables for a test project: its own export dir, exported files owned
+/// by this user, and management ports on 127.0.0.1 chosen by Docker (no clash with other tests
+/// or a cluster someone runs on 7701-7703).
+fn compose_env(export: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let owner = std::fs::metadata(export)?;
+    let mut env = vec![
+        ("KMS_IMAGE".to_string(), crate::image::KMA_IMAGE.to_string()),
+        ("KMS_DOCKER_DIR".into(), export.display().to_string()),
+        ("KMS_EXPORT_UID".into(), owner.uid().to_string()),
+        ("KMS_EXPORT_GID".into(), owner.gid().to_string()),
+    ];
+    for n in 1..=SERVICES.len() {
+        env.push((format!("KMS_KMA{n}_PUBLISH"), "127.0.0.1:".into()));
+    }
+    Ok(env)
+}
+
+async fn wait_for_files(dir: &Path, names: &[&str], timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !names.iter().all(|name| dir.join(name).exists()) {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "kma1 did not export its admin certificate to {} within {timeout:?}",
+            dir.display()
+        );
+        tokio::time::sleep(POLL_PAUSE).await;
+    }
+    Ok(())
+}
