@@ -48,6 +48,9 @@ pub struct Kma {
     /// Client for other KMAs, authenticated as this KMA.
     pub peers: reqwest::Client,
     last_stamp_ms: AtomicU64,
+    /// One admission at a time: a new KMA's ID is the highest known plus one, so two joins in
+    /// flight together must not both read the same membership.
+    admissions: tokio::sync::Mutex<()>,
 }
 
 /// Milliseconds since the Unix epoch from the wall clock.
@@ -107,7 +110,16 @@ impl Kma {
         let raft = Raft::new(config.node_id, raft_config, network, log_store, state_machine)
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
-        Ok(Arc::new(Kma { config, layout, raft, state, peers, last_stamp_ms: AtomicU64::new(0) }))
+        let admissions = tokio::sync::Mutex::new(());
+        Ok(Arc::new(Kma {
+            config,
+            layout,
+            raft,
+            state,
+            peers,
+            last_stamp_ms: AtomicU64::new(0),
+            admissions,
+        }))
     }
 
     /// Makes this KMA the single voter of a new cluster (first start after `kma init`).
@@ -311,8 +323,9 @@ impl Kma {
     }
 
     /// Admits a new KMA that holds a join token issued by this KMA: signs its certificate and
-    /// adds it as a learner; a background task promotes it to voter once it has caught up.
+    /// adds it as a learner; the leader promotes it to voter once it has caught up.
     pub async fn admit(self: &Arc<Self>, request: JoinRequest) -> Result<JoinResponse, String> {
+        let _one_at_a_time = self.admissions.lock().await;
         let tokens = self.layout.tokens_dir();
         if !pki::consume_join_token(&tokens, &request.token_secret) {
             return Err(pki::PkiError::UnknownToken.to_string());
@@ -338,8 +351,6 @@ impl Kma {
             address: request.management_advertise.clone(),
         };
         self.membership_on_leader(add).await?;
-        let kma = Arc::clone(self);
-        tokio::spawn(async move { kma.promote_when_caught_up(node_id).await });
         Ok(JoinResponse { node_id, cert_pem, ca_pem: ca.cert_pem.clone() })
     }
 
@@ -364,40 +375,39 @@ impl Kma {
         postcard::from_bytes::<Result<u64, String>>(&bytes).map_err(|e| e.to_string())?
     }
 
-    /// Promotes a learner to voter once its log is within 100 entries of the leader's.
-    async fn promote_when_caught_up(&self, node_id: u64) {
-        for _attempt in 0..1200 {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let metrics = self.raft.metrics().borrow().clone();
-            let Some(last) = metrics.last_log_index else { continue };
+    /// On the leader: promotes every learner whose log is within 100 entries of the leader's.
+    /// Run from the leader's loop, so a promotion survives the restart of the KMA that admitted
+    /// the learner.
+    async fn promote_caught_up_learners(&self) {
+        let metrics = self.raft.metrics().borrow().clone();
+        let Some(last) = metrics.last_log_index else { return };
+        let learners: Vec<u64> = metrics.membership_config.membership().learner_ids().collect();
+        for node_id in learners {
             let matched = metrics
                 .replication
                 .as_ref()
                 .and_then(|replication| replication.get(&node_id).cloned().flatten())
                 .map(|log_id| log_id.index);
-            let remote_lag_ok = matched.is_some_and(|index| index + 100 >= last);
-            if metrics.current_leader == Some(self.node_id()) && !remote_lag_ok {
+            if matched.is_none_or(|index| index + 100 < last) {
                 continue;
             }
-            match self.membership_on_leader(MembershipRequest::Promote { node_id }).await {
-                Ok(_) => {
-                    tracing::info!(node_id, "promoted the new KMA to voter");
-                    return;
-                }
+            match self.change_membership(MembershipRequest::Promote { node_id }).await {
+                Ok(_) => tracing::info!(node_id, "promoted a caught-up KMA to voter"),
                 Err(error) => tracing::warn!(node_id, %error, "promotion not possible yet"),
             }
         }
-        tracing::error!(node_id, "gave up promoting the new KMA after 10 minutes");
     }
 
-    /// On the leader, proposes `Pulse` whenever a time-driven transition is due (STYLE 4).
-    pub async fn run_pulse_loop(self: Arc<Self>) {
+    /// The leader's duties, twice a second: propose `Pulse` whenever a time-driven transition
+    /// is due (STYLE 4), and promote learners that have caught up.
+    pub async fn run_leader_loop(self: Arc<Self>) {
         let mut ticker = tokio::time::interval(Duration::from_millis(500));
         loop {
             ticker.tick().await;
             if self.raft.metrics().borrow().current_leader != Some(self.node_id()) {
                 continue;
             }
+            self.promote_caught_up_learners().await;
             let due = self
                 .state
                 .read()

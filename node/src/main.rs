@@ -179,7 +179,7 @@ async fn run(data_dir: &std::path::Path) -> anyhow::Result<()> {
         kma.initialize_if_new().await?;
         tokio::spawn(Arc::clone(&kma).run_quickstart());
     }
-    tokio::spawn(Arc::clone(&kma).run_pulse_loop());
+    tokio::spawn(Arc::clone(&kma).run_leader_loop());
     let address = kma.config.management_listen;
     let listener = tokio::net::TcpListener::bind(address)
         .await

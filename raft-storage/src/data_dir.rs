@@ -160,6 +160,26 @@ impl RocksDataDir {
 
     /// Writes `batch` atomically and returns only once the RocksDB WAL is synced to disk: the
     /// one write path for everything openraft must find again after a crash.
+    /// Writes without waiting for the disk: the entries are readable at once and become durable
+    /// with the next synced write or [`RocksDataDir::sync_wal`].
+    pub(crate) fn write_unsynced(
+        &self,
+        batch: WriteBatch,
+        cf: &'static str,
+        key_name: impl Display,
+    ) -> Result<(), StorageError> {
+        self.db
+            .write_opt(batch, &WriteOptions::default())
+            .map_err(|source| self.rocks_error("write", cf, key_name, source))
+    }
+
+    /// Makes every write that already returned durable: one fsync of the write-ahead log.
+    pub(crate) fn sync_wal(&self) -> Result<(), StorageError> {
+        self.db
+            .flush_wal(true)
+            .map_err(|source| self.rocks_error("sync the WAL of", "all", "-", source))
+    }
+
     pub(crate) fn write_synced(
         &self,
         batch: WriteBatch,

@@ -127,7 +127,10 @@ impl RocksStateMachine {
         let mut batch = audit.into_batch();
         let value = encode("last applied log id", &last_applied)?;
         batch.put_cf(self.data_dir.cf(CF_SM_META)?, KEY_LAST_APPLIED, value);
-        self.data_dir.write_synced(
+        // Not synced: after a crash the state comes from the last snapshot and openraft applies
+        // the log again from there, writing the same audit events under the same keys; the
+        // synced write that records a snapshot makes everything it covers durable first.
+        self.data_dir.write_unsynced(
             batch,
             CF_SM_META,
             format!("{KEY_LAST_APPLIED} {last_applied}"),
