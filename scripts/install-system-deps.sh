@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build needs and nothing else:
 # - libclang-dev and clang: bindgen generates RocksDB's Rust bindings from its C headers.
+# Packages named as arguments are installed instead (scripts/install-bench-deps.sh uses that).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 
-wanted=(libclang-dev clang)
+if [ "$#" -gt 0 ]; then
+  wanted=("$@")
+else
+  wanted=(libclang-dev clang)
+fi
 missing=()
 for package in "${wanted[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then

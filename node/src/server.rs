@@ -115,10 +115,24 @@ fn forbidden(what: &str) -> Response {
 }
 
 /// Raft RPCs come only from KMAs of this cluster.
-fn require_kma(peer: &Peer) -> Result<(), Response> {
-    match peer.0 {
-        Some(Identity::Kma(_)) => Ok(()),
-        _ => Err(forbidden("Raft traffic needs a KMA certificate")),
+/// Decodes a Raft RPC from another KMA of this cluster, runs it, and encodes openraft's answer.
+/// Raft RPCs come only from KMAs: a user certificate is refused.
+async fn raft_rpc<Request, Answer, Run>(
+    peer: &Peer,
+    body: &Bytes,
+    run: impl FnOnce(Request) -> Run,
+) -> Response
+where
+    Request: DeserializeOwned,
+    Answer: Serialize,
+    Run: std::future::Future<Output = Answer>,
+{
+    if !matches!(peer.0, Some(Identity::Kma(_))) {
+        return forbidden("Raft traffic needs a KMA certificate");
+    }
+    match decode(body) {
+        Ok(request) => postcard_reply(&run(request).await),
+        Err(refused) => refused,
     }
 }
 
@@ -127,13 +141,7 @@ async fn raft_append(
     Extension(peer): Extension<Peer>,
     body: Bytes,
 ) -> Response {
-    if let Err(refused) = require_kma(&peer) {
-        return refused;
-    }
-    match decode(&body) {
-        Ok(request) => postcard_reply(&kma.raft.append_entries(request).await),
-        Err(refused) => refused,
-    }
+    raft_rpc(&peer, &body, |request| async move { kma.raft.append_entries(request).await }).await
 }
 
 async fn raft_vote(
@@ -141,13 +149,7 @@ async fn raft_vote(
     Extension(peer): Extension<Peer>,
     body: Bytes,
 ) -> Response {
-    if let Err(refused) = require_kma(&peer) {
-        return refused;
-    }
-    match decode(&body) {
-        Ok(request) => postcard_reply(&kma.raft.vote(request).await),
-        Err(refused) => refused,
-    }
+    raft_rpc(&peer, &body, |request| async move { kma.raft.vote(request).await }).await
 }
 
 async fn raft_snapshot(
@@ -155,13 +157,7 @@ async fn raft_snapshot(
     Extension(peer): Extension<Peer>,
     body: Bytes,
 ) -> Response {
-    if let Err(refused) = require_kma(&peer) {
-        return refused;
-    }
-    match decode(&body) {
-        Ok(request) => postcard_reply(&kma.raft.install_snapshot(request).await),
-        Err(refused) => refused,
-    }
+    raft_rpc(&peer, &body, |request| async move { kma.raft.install_snapshot(request).await }).await
 }
 
 async fn propose(
