@@ -92,6 +92,7 @@ pub async fn start(
             .args(["--management", &first.management, "--service", &first.service])
             .arg("--data-dir")
             .arg(&first.data_dir)
+            .stdout(Stdio::null())
             .status()
             .await?;
         anyhow::ensure!(status.success(), "kma init failed");

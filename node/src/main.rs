@@ -206,11 +206,12 @@ async fn local(dir: &std::path::Path, nodes: usize, base_port: u16) -> anyhow::R
             entry.data_dir.display()
         );
     }
-    println!("try: kma status --data-dir {} --peer 127.0.0.1:{}", first.display(), base_port + 1);
+    let kma = binary.display();
+    let (status_port, write_port) = (base_port + 1, base_port + 2);
+    println!("try: {kma} status --data-dir {} --peer 127.0.0.1:{status_port}", first.display());
     println!(
-        "     kma write --data-dir {} --peer 127.0.0.1:{} --count 100",
-        first.display(),
-        base_port + 2
+        "     {kma} write --data-dir {} --peer 127.0.0.1:{write_port} --count 100",
+        first.display()
     );
     println!("Ctrl-C stops the cluster; running this command again restarts it with its data.");
     stop_requested().await;
