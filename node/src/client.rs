@@ -31,6 +31,13 @@ impl KmaClient {
     }
 
     pub fn admin(data_dir: &Path) -> Result<KmaClient, NodeError> {
+        if !data_dir.join("tls").join(crate::pki::ADMIN_CERT_FILE).exists() {
+            return Err(NodeError::Usage(format!(
+                "{} holds no administrator certificate (tls/admin.pem): give the data dir of the \
+                 KMA created by `kma init` or `kma local` (for `kma local`: .kms-local/kma1)",
+                data_dir.display()
+            )));
+        }
         KmaClient::new(
             &data_dir.join("tls"),
             crate::pki::ADMIN_CERT_FILE,

@@ -36,6 +36,9 @@ pub enum NodeError {
     Pki(#[from] pki::PkiError),
     #[error("raft: {0}")]
     Raft(String),
+    /// Wrong arguments or files, with what to give instead.
+    #[error("{0}")]
+    Usage(String),
     #[error("HTTP client: {0}")]
     Http(String),
 }
