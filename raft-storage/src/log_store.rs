@@ -59,7 +59,8 @@ type FlushedCallback = Box<dyn FnOnce(io::Result<()>) + Send>;
 /// entries; alone, an append costs one fsync as before. A callback is never completed before
 /// the sync that covers its write (the write returned before the callback was queued).
 struct WalSyncer {
-    queue: std::sync::Mutex<std::sync::mpsc::Sender<FlushedCallback>>,
+    queue: std::sync::Mutex<Option<std::sync::mpsc::Sender<FlushedCallback>>>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl WalSyncer {
@@ -75,17 +76,43 @@ impl WalSyncer {
                 }
             }
         });
-        if let Err(error) = spawned {
-            tracing::error!(%error, "cannot start the WAL sync thread: every append will fail");
-        }
-        Arc::new(WalSyncer { queue: std::sync::Mutex::new(sender) })
+        let thread = match spawned {
+            Ok(handle) => Some(handle),
+            Err(error) => {
+                tracing::error!(%error, "cannot start the WAL sync thread: every append will fail");
+                None
+            }
+        };
+        Arc::new(WalSyncer {
+            queue: std::sync::Mutex::new(Some(sender)),
+            thread: std::sync::Mutex::new(thread),
+        })
     }
 
     /// Queues a callback; if the sync thread is gone, fails it at once.
     fn after_next_sync(&self, callback: FlushedCallback) {
         let queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Err(std::sync::mpsc::SendError(callback)) = queue.send(callback) {
+        let refused = match queue.as_ref() {
+            Some(sender) => sender.send(callback).err().map(|std::sync::mpsc::SendError(c)| c),
+            None => Some(callback),
+        };
+        if let Some(callback) = refused {
             callback(Err(io::Error::other("the WAL sync thread stopped: restart the KMA")));
+        }
+    }
+}
+
+impl Drop for WalSyncer {
+    /// Closes the queue and waits for the thread, so the database (which the thread holds) is
+    /// closed when the last log store is dropped, and the data dir can be opened again at once.
+    fn drop(&mut self) {
+        let queue = self.queue.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        drop(queue.take());
+        let thread = self.thread.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(handle) = thread.take() {
+            if handle.join().is_err() {
+                tracing::error!("the WAL sync thread panicked");
+            }
         }
     }
 }
