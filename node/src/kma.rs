@@ -54,6 +54,9 @@ pub struct Kma {
     /// One admission at a time: a new KMA's ID is the highest known plus one, so two joins in
     /// flight together must not both read the same membership.
     admissions: tokio::sync::Mutex<()>,
+    /// Wall-clock ms of the last AppendEntries accepted from a leader or vote granted: the
+    /// election watchdog runs from it (see `run_election_watchdog`).
+    last_leader_contact_ms: AtomicU64,
 }
 
 /// Milliseconds since the Unix epoch from the wall clock.
@@ -72,8 +75,9 @@ pub fn https_client(tls: rustls::ClientConfig) -> Result<reqwest::Client, NodeEr
 }
 
 fn raft_config(config: &NodeConfig) -> Result<openraft::Config, NodeError> {
-    // openraft 0.9 draws the election timeout once per process: a per-process random offset
-    // keeps two KMAs from timing out in lockstep election after election.
+    // openraft 0.9 draws the election timeout once per process, so two candidates whose
+    // timeouts happen to be close could split the vote election after election. A per-process
+    // offset makes that unlikely; `run_election_watchdog` breaks it when it happens anyway.
     let spread = config.election_timeout_ms_max - config.election_timeout_ms_min;
     let jitter = rand::thread_rng().gen_range(0..=spread / 2);
     let raft = openraft::Config {
@@ -122,6 +126,7 @@ impl Kma {
             peers,
             last_stamp_ms: AtomicU64::new(0),
             admissions,
+            last_leader_contact_ms: AtomicU64::new(wall_clock_ms()),
         }))
     }
 
@@ -398,6 +403,43 @@ impl Kma {
                 Ok(_) => tracing::info!(node_id, "promoted a caught-up KMA to voter"),
                 Err(error) => tracing::warn!(node_id, %error, "promotion not possible yet"),
             }
+        }
+    }
+
+    /// Records contact with a leader (an accepted AppendEntries) or a granted vote: both put
+    /// off this KMA's own candidacy.
+    pub fn leader_contact(&self) {
+        self.last_leader_contact_ms.fetch_max(wall_clock_ms(), Ordering::SeqCst);
+    }
+
+    /// openraft's election timer handles the normal case (including letting KMAs with a longer
+    /// log go first); this watchdog only breaks a run of split votes: a voter that has heard no
+    /// leader for two election timeouts plus a delay drawn afresh each time starts one itself.
+    pub async fn run_election_watchdog(self: Arc<Self>) {
+        let max = self.config.election_timeout_ms_max;
+        let draw = move || 2 * max + rand::thread_rng().gen_range(0..=max);
+        let mut patience_ms = draw();
+        let mut ticker = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            ticker.tick().await;
+            let metrics = self.raft.metrics().borrow().clone();
+            let voter =
+                metrics.membership_config.membership().voter_ids().any(|id| id == self.node_id());
+            if metrics.current_leader.is_some() || !voter {
+                self.leader_contact();
+                continue;
+            }
+            let silent_ms =
+                wall_clock_ms().saturating_sub(self.last_leader_contact_ms.load(Ordering::SeqCst));
+            if silent_ms < patience_ms {
+                continue;
+            }
+            tracing::info!(silent_ms, "no leader for a while: starting an election");
+            if let Err(error) = self.raft.trigger().elect().await {
+                tracing::error!(%error, "cannot start an election");
+            }
+            self.leader_contact();
+            patience_ms = draw();
         }
     }
 

@@ -180,6 +180,7 @@ async fn run(data_dir: &std::path::Path) -> anyhow::Result<()> {
         tokio::spawn(Arc::clone(&kma).run_quickstart());
     }
     tokio::spawn(Arc::clone(&kma).run_leader_loop());
+    tokio::spawn(Arc::clone(&kma).run_election_watchdog());
     let address = kma.config.management_listen;
     let listener = tokio::net::TcpListener::bind(address)
         .await

@@ -16,6 +16,7 @@ use axum::{Extension, Json, Router};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
+use openraft::raft::AppendEntriesResponse;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use statemachine::Actor;
@@ -141,7 +142,14 @@ async fn raft_append(
     Extension(peer): Extension<Peer>,
     body: Bytes,
 ) -> Response {
-    raft_rpc(&peer, &body, |request| async move { kma.raft.append_entries(request).await }).await
+    raft_rpc(&peer, &body, |request| async move {
+        let answer = kma.raft.append_entries(request).await;
+        if matches!(&answer, Ok(response) if !matches!(response, AppendEntriesResponse::HigherVote(_))) {
+            kma.leader_contact();
+        }
+        answer
+    })
+    .await
 }
 
 async fn raft_vote(
@@ -149,7 +157,14 @@ async fn raft_vote(
     Extension(peer): Extension<Peer>,
     body: Bytes,
 ) -> Response {
-    raft_rpc(&peer, &body, |request| async move { kma.raft.vote(request).await }).await
+    raft_rpc(&peer, &body, |request| async move {
+        let answer = kma.raft.vote(request).await;
+        if matches!(&answer, Ok(response) if response.vote_granted) {
+            kma.leader_contact();
+        }
+        answer
+    })
+    .await
 }
 
 async fn raft_snapshot(

@@ -135,7 +135,8 @@ async fn c1_five_kmas_survive_two_losses() {
 
 /// openraft 0.9 draws election timeouts once per process; the node adds per-process jitter.
 /// Setup: three KMAs. Action: kill the leader five times (restarting it each time). Expect: a
-/// new leader each time, within 10 s; the times are printed. (SPEC "Known pitfalls")
+/// new leader each time (a liveness bound of 20 s, not a speed target); the times are printed.
+/// (SPEC "Known pitfalls")
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c7_repeated_leader_kills_always_elect_a_new_leader() {
     let mut cluster = Cluster::start(3, 17090, no_change).await;
@@ -144,7 +145,7 @@ async fn c7_repeated_leader_kills_always_elect_a_new_leader() {
         let leader = cluster.leader(Duration::from_secs(15)).await;
         let started = Instant::now();
         cluster.kill9(leader).await;
-        let next = cluster.leader(Duration::from_secs(10)).await;
+        let next = cluster.leader(Duration::from_secs(20)).await;
         times.push(started.elapsed());
         assert_ne!(next, leader);
         cluster.restart(leader).await;

@@ -142,20 +142,23 @@ impl Cluster {
             .expect("KMA ready");
     }
 
-    /// Waits until some running KMA reports `count` voters.
+    /// Waits until every running KMA reports `count` voters and no learner. Every KMA, not just
+    /// the leader: a follower still in the joint configuration of a promotion needs the old
+    /// majority too, so losing the leader at that moment would rightly leave it without one.
     pub async fn wait_voters(&self, count: usize) {
         let deadline = Instant::now() + Duration::from_secs(90);
         while Instant::now() < deadline {
+            let mut settled = true;
             for index in self.running() {
-                if let Ok(status) = self.admin.status(&self.nodes[index].address).await {
-                    if status.voters.len() == count && status.learners.is_empty() {
-                        return;
-                    }
-                }
+                let status = self.admin.status(&self.nodes[index].address).await;
+                settled &= status.is_ok_and(|s| s.voters.len() == count && s.learners.is_empty());
+            }
+            if settled {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        panic!("the cluster did not reach {count} voters within 90 s");
+        panic!("the KMAs did not all reach {count} voters within 90 s");
     }
 
     /// Index (in `nodes`) of the leader that a running KMA reports, waiting for one.
