@@ -2,14 +2,14 @@
 //! leader), reads of the local state, membership changes, and the leader's pulse.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, Raft, ServerState, SnapshotPolicy};
-use raft_storage::{ApplyResponse, KmaRaft, StateHandle};
+use raft_storage::{KmaRaft, StateHandle};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 use statemachine::{Actor, Command, Envelope, RequestId};
@@ -57,6 +57,22 @@ pub struct Kma {
     /// Wall-clock ms of the last AppendEntries accepted from a leader or vote granted: the
     /// election watchdog runs from it (see `run_election_watchdog`).
     last_leader_contact_ms: AtomicU64,
+}
+
+/// A command on its way into the log, with who asked for it and through which KMA.
+#[derive(Clone, Debug)]
+pub struct Proposal {
+    pub actor: Actor,
+    pub origin_node_id: u64,
+    pub request_id: Option<RequestId>,
+    pub command: Command,
+}
+
+impl Proposal {
+    /// A command the KMA software proposes itself (pulse, quickstart).
+    pub fn system(kma: &Kma, command: Command) -> Proposal {
+        Proposal { actor: Actor::System, origin_node_id: kma.node_id(), request_id: None, command }
+    }
 }
 
 /// Milliseconds since the Unix epoch from the wall clock.
@@ -153,44 +169,31 @@ impl Kma {
     }
 
     /// Proposes a command: on the leader directly, elsewhere forwarded to the leader.
-    pub async fn propose(
-        &self,
-        actor: Actor,
-        origin: u64,
-        request_id: Option<RequestId>,
-        command: Command,
-    ) -> ProposeResponse {
+    pub async fn propose(&self, proposal: Proposal) -> ProposeResponse {
         let leader = self.raft.metrics().borrow().current_leader;
         match leader {
-            Some(leader) if leader == self.node_id() => {
-                self.propose_here(actor, origin, request_id, command).await
-            }
-            Some(leader) => self.forward(leader, actor, origin, request_id, command).await,
+            Some(leader) if leader == self.node_id() => self.propose_here(proposal).await,
+            Some(leader) => self.forward(leader, proposal).await,
             None => Err(ProposeError::NoLeader),
         }
     }
 
-    async fn propose_here(
-        &self,
-        actor: Actor,
-        origin: u64,
-        request_id: Option<RequestId>,
-        command: Command,
-    ) -> ProposeResponse {
+    async fn propose_here(&self, proposal: Proposal) -> ProposeResponse {
+        // Kept for the rare case that leadership moved since the check in `propose`: openraft
+        // does not hand the entry back with its ForwardToLeader error.
+        let retry = proposal.clone();
         let envelope = Envelope {
             time_ms: self.stamp(),
-            origin_node_id: origin,
-            actor: actor.clone(),
-            request_id,
-            command: command.clone(),
+            origin_node_id: proposal.origin_node_id,
+            actor: proposal.actor,
+            request_id: proposal.request_id,
+            command: proposal.command,
         };
         match self.raft.client_write(envelope).await {
             Ok(response) => Ok(response.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
                 match forward.leader_id {
-                    Some(leader) if leader != self.node_id() => {
-                        self.forward(leader, actor, origin, request_id, command).await
-                    }
+                    Some(leader) if leader != self.node_id() => self.forward(leader, retry).await,
                     _ => Err(ProposeError::NoLeader),
                 }
             }
@@ -199,27 +202,19 @@ impl Kma {
     }
 
     fn address_of(&self, node_id: u64) -> Option<String> {
-        let metrics = self.raft.metrics().borrow().clone();
-        let membership = metrics.membership_config.membership().clone();
-        let address =
-            membership.nodes().find(|(id, _)| **id == node_id).map(|(_, node)| node.addr.clone());
-        address
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let mut nodes = metrics.membership_config.membership().nodes();
+        nodes.find(|(id, _)| **id == node_id).map(|(_, node)| node.addr.clone())
     }
 
-    async fn forward(
-        &self,
-        leader: u64,
-        actor: Actor,
-        origin: u64,
-        request_id: Option<RequestId>,
-        command: Command,
-    ) -> ProposeResponse {
+    async fn forward(&self, leader: u64, proposal: Proposal) -> ProposeResponse {
         let address = self.address_of(leader).ok_or(ProposeError::NoLeader)?;
         let request = ProposeRequest {
-            actor: Some(actor),
-            origin_node_id: Some(origin),
-            request_id,
-            command,
+            actor: Some(proposal.actor),
+            origin_node_id: Some(proposal.origin_node_id),
+            request_id: proposal.request_id,
+            command: proposal.command,
         };
         let unreachable =
             |detail: String| ProposeError::LeaderUnreachable { leader_id: leader, detail };
@@ -460,22 +455,14 @@ impl Kma {
                 .next_transition_ms()
                 .is_some_and(|at| at <= wall_clock_ms());
             if due {
-                let result =
-                    self.propose(Actor::System, self.node_id(), None, Command::Pulse).await;
+                let result = self.propose(Proposal::system(&self, Command::Pulse)).await;
                 if let Err(error) = result {
                     tracing::warn!(%error, "pulse not proposed");
                 }
             }
         }
     }
-
-    pub fn data_dir(&self) -> PathBuf {
-        self.layout.root.clone()
-    }
 }
-
-/// Re-exported for the server: what an applied entry answered.
-pub type Applied = ApplyResponse;
 
 impl Kma {
     /// Proposes the pending quickstart of `kma init` once this KMA leads, then forgets it.
@@ -493,7 +480,7 @@ impl Kma {
                 break;
             }
             let command = Command::InitCluster(init.clone());
-            match self.propose(Actor::System, self.node_id(), None, command).await {
+            match self.propose(Proposal::system(&self, command)).await {
                 Ok(applied) => {
                     tracing::info!(index = applied.index, result = ?applied.result, "quickstart applied");
                     break;

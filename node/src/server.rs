@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::kma::Kma;
+use crate::kma::{Kma, Proposal};
 use crate::pki::Identity;
 use crate::wire::{
     JoinRequest, MembershipRequest, ProposeError, ProposeRequest, ProposeResponse, POSTCARD,
@@ -196,7 +196,13 @@ async fn propose(
             return postcard_reply(&refused);
         }
     };
-    postcard_reply(&kma.propose(actor, origin, request.request_id, request.command).await)
+    let proposal = Proposal {
+        actor,
+        origin_node_id: origin,
+        request_id: request.request_id,
+        command: request.command,
+    };
+    postcard_reply(&kma.propose(proposal).await)
 }
 
 async fn status(State(kma): State<Arc<Kma>>, Extension(peer): Extension<Peer>) -> Response {
