@@ -79,6 +79,7 @@ impl Bench {
             security_officer: "so".into(),
             security_officer_verifier: vec![1; 32],
             quorum,
+            autonomous_unlock: false,
         };
         bench.apply(Actor::System, None, Command::InitCluster(init));
         let so = Actor::User("so".into());

@@ -213,7 +213,12 @@ impl State {
         id: &str,
         certificate_fingerprint: [u8; 32],
     ) -> Result<Reply, Reject> {
-        self.agent_mut(id)?.certificate_fingerprint = Some(certificate_fingerprint);
+        // A passphrase enrolls once: re-enrollment needs a new one (SPEC A1).
+        let agent = self.agent_mut(id)?;
+        if agent.enrolled() {
+            return Err(Reject::AgentAlreadyEnrolled { agent: id.into() });
+        }
+        agent.certificate_fingerprint = Some(certificate_fingerprint);
         Ok(Reply::Done)
     }
 

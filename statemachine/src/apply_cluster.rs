@@ -49,7 +49,7 @@ impl State {
             passphrase_verifier: Vec::new(),
             // The first KMA made the master key, so it holds it.
             locked: false,
-            autonomous_unlock: false,
+            autonomous_unlock: init.autonomous_unlock,
             software_version: 0,
             created_at_ms: now_ms,
         };

@@ -99,6 +99,9 @@ pub struct InitCluster {
     pub security_officer: String,
     pub security_officer_verifier: Vec<u8>,
     pub quorum: Quorum,
+    /// The quorum that `kma init` just created chose to let this first KMA unlock itself after
+    /// a reboot (SPEC C6); later KMAs need a quorum operation for it.
+    pub autonomous_unlock: bool,
 }
 
 /// Every mutation of the replicated state.

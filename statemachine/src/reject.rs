@@ -178,6 +178,8 @@ pub enum Reject {
     BackupCoversFuture { covers_index: u64, index: u64 },
     #[error("the cluster has no transfer key pair: a Security Officer must create one")]
     NoTransferKeyPair,
+    #[error("agent '{agent}' is already enrolled: an Operator sets a new passphrase to re-enroll it (the old certificate is revoked then)")]
+    AgentAlreadyEnrolled { agent: String },
 }
 
 impl Reject {
@@ -249,6 +251,7 @@ impl Reject {
             R::BackupAlreadyDestroyed { .. } => 61,
             R::BackupCoversFuture { .. } => 62,
             R::NoTransferKeyPair => 63,
+            R::AgentAlreadyEnrolled { .. } => 64,
         }
     }
 

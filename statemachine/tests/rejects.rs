@@ -47,6 +47,7 @@ fn scenarios() -> Vec<(u16, &'static str, Scenario)> {
                 security_officer: s("so"),
                 security_officer_verifier: vec![1],
                 quorum: quorum(1, 1),
+                autonomous_unlock: false,
             };
             c.apply(Actor::System, Command::InitCluster(init))
         }),
@@ -396,6 +397,15 @@ fn scenarios() -> Vec<(u16, &'static str, Scenario)> {
                 Command::RecordKeyExport { partner: s("p1"), data_units: vec![f.unit] },
             )
         }),
+        (64, "AgentAlreadyEnrolled", |c, _| {
+            c.apply(
+                Actor::System,
+                Command::RecordAgentEnrollment {
+                    id: s("drive1"),
+                    certificate_fingerprint: [3; 32],
+                },
+            )
+        }),
     ]
 }
 
@@ -414,7 +424,7 @@ fn every_reject_variant_has_a_triggering_scenario_and_a_frozen_code() {
         assert!(!reject.to_string().is_empty());
         assert!(codes.insert(code), "{name}: code {code} listed twice");
     }
-    let expected: BTreeSet<u16> = (1..=63).collect();
+    let expected: BTreeSet<u16> = (1..=64).collect();
     assert_eq!(codes, expected, "every code has a scenario");
 }
 

@@ -56,6 +56,7 @@ fn samples(cluster: &mut TestCluster, f: &Fixture) -> Vec<Command> {
             security_officer: s("x"),
             security_officer_verifier: vec![1],
             quorum: quorum(1, 1),
+            autonomous_unlock: false,
         }),
         Command::CreateSite { name: s("west") },
         Command::DeleteSite { name: s("empty-site") },

@@ -80,6 +80,7 @@ fn init_cluster() -> InitCluster {
             members: vec![QuorumMember { id: "m1".into(), wrapped_share: vec![1; 32] }],
             threshold: 1,
         },
+        autonomous_unlock: false,
     }
 }
 

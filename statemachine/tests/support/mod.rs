@@ -77,6 +77,7 @@ impl TestCluster {
             security_officer: "so".into(),
             security_officer_verifier: vec![1; 32],
             quorum: quorum(3, 2),
+            autonomous_unlock: false,
         };
         cluster.ok(Actor::System, Command::InitCluster(init));
         for (id, role) in [
