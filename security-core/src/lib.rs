@@ -1,0 +1,45 @@
+//! The KMA's cryptography: everything that touches clear key material or a passphrase. The
+//! state machine only ever sees what this crate makes from them (wrapped keys, check values,
+//! wrapped shares, verifiers); the node holds the results in memory and on disk.
+//!
+//! This crate owns the master key, its quorum split, the wrapping of data keys, the sealing of the
+//! master key to a node, and the passphrase challenge/response. It must never reach a file, a
+//! socket, a clock or a log: it takes bytes and returns bytes, so that no clear value can leak
+//! through it into storage or output. Randomness comes from the operating system (`OsRng`).
+//!
+//! Module map:
+//! - [`master_key`]: [`MasterKey`], the cluster's root key, and its check value.
+//! - [`kdf`]: [`KdfParams`] for argon2id, the only passphrase hash used.
+//! - [`quorum_shares`]: the M-of-N Shamir split of the master key, one share per quorum member,
+//!   each wrapped under that member's passphrase (SPEC S3, S4).
+//! - [`key_wrap`]: [`KeyMaterial`] of data keys wrapped under the master key, check values, new
+//!   pool keys ready to propose.
+//! - [`seal`]: the master key sealed to a node's own secret, for autonomous unlock (SPEC C6).
+//! - [`challenge`]: passphrase login in the shape of SCRAM over argon2id (SPEC A1, S2).
+//! - [`error`]: [`SecurityError`], each message telling the operator what to do next.
+//!
+//! Persisted blobs (wrapped shares, sealed master keys, verifiers) start with a format version
+//! byte and a kind byte, then a postcard body: they must stay readable for a decade. Secret types
+//! are zeroized on drop and print as `Name(..)`; none implements `Display`.
+#![forbid(unsafe_code)]
+
+mod blob;
+pub mod challenge;
+mod crypto;
+pub mod error;
+pub mod kdf;
+pub mod key_wrap;
+pub mod master_key;
+pub mod quorum_shares;
+pub mod seal;
+
+pub use challenge::{
+    create_verifier, verifier_kdf, ClientAwaitingServer, ClientHello, ClientLogin, ClientProof,
+    ServerChallenge, ServerFinal, ServerLogin,
+};
+pub use error::SecurityError;
+pub use kdf::KdfParams;
+pub use key_wrap::{check_value, new_pool_key, new_pool_keys, unwrap_key, wrap_key, KeyMaterial};
+pub use master_key::MasterKey;
+pub use quorum_shares::{combine_shares, split_master_key, unwrap_share, Share};
+pub use seal::{seal_master_key, unseal_master_key};
