@@ -1,0 +1,125 @@
+//! How the gateway refuses a request: an HTTP status and an [`ErrorBody`] whose `retryable`
+//! flag tells the agent whether to try the same request (same request ID) on another KMA.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use statemachine::Reject;
+
+use crate::backend::BackendError;
+use crate::wire::{codes, ErrorBody};
+
+/// A refusal on its way to the agent.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub body: ErrorBody,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            body: ErrorBody {
+                code: code.into(),
+                message: message.into(),
+                retryable: false,
+                reject: None,
+                help: None,
+                retry_after_ms: None,
+            },
+        }
+    }
+
+    pub fn retryable(mut self) -> Self {
+        self.body.retryable = true;
+        self
+    }
+
+    pub fn help(mut self, help: impl Into<String>) -> Self {
+        self.body.help = Some(help.into());
+        self
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, message)
+            .help("see docs/agent-protocol.md for the request shapes")
+    }
+
+    pub fn locked() -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            codes::KMA_LOCKED,
+            "this KMA is locked and hands out no key material",
+        )
+        .retryable()
+        .help(
+            "send the same request to another KMA (GET /agent/v1/discovery lists them); \
+             the quorum unlocks this one",
+        )
+    }
+
+    /// A wrapped key that does not open here: this KMA's master key or stored copy is at fault,
+    /// not the request, so another KMA may well answer.
+    pub fn unwrap_failed(detail: &str) -> Self {
+        tracing::error!(detail, "a wrapped key did not open under this KMA's master key");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            codes::INTERNAL,
+            "this KMA could not open a stored key",
+        )
+        .retryable()
+        .help("try another KMA; tell a Security Officer to check this KMA's master key")
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, message)
+    }
+}
+
+impl From<BackendError> for ApiError {
+    fn from(error: BackendError) -> Self {
+        if error.retryable {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, error.message)
+                .retryable()
+                .help("retry with the same request ID, here or on another KMA")
+        } else {
+            ApiError::internal(error.message)
+        }
+    }
+}
+
+impl From<Reject> for ApiError {
+    fn from(reject: Reject) -> Self {
+        let mut error = ApiError::new(reject_status(&reject), codes::REJECTED, reject.to_string());
+        error.body.reject = Some(reject.code());
+        if reject.is_retryable() {
+            error = error.retryable().help("retry later with the same request ID");
+        }
+        error
+    }
+}
+
+/// The HTTP status of a refusal by the state machine: the rule decides the code, the status
+/// only tells generic HTTP tooling what kind of refusal it is.
+fn reject_status(reject: &Reject) -> StatusCode {
+    use Reject as R;
+    match reject {
+        _ if reject.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
+        R::UnknownDataUnit { .. } | R::UnknownKey { .. } => StatusCode::NOT_FOUND,
+        R::UnknownAgent { .. }
+        | R::AgentDisabled { .. }
+        | R::AgentNotEnrolled { .. }
+        | R::WrongIssuer { .. }
+        | R::MissingRole { .. }
+        | R::AgentCannotAccessKey { .. }
+        | R::AgentCannotAccessWriteKey { .. } => StatusCode::FORBIDDEN,
+        R::InvalidText { .. } | R::TooMany { .. } => StatusCode::BAD_REQUEST,
+        _ => StatusCode::CONFLICT,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body)).into_response()
+    }
+}

@@ -1,0 +1,34 @@
+//! The agent gateway: the service listener through which drives (agents) enroll and get their
+//! keys, and the client library those drives link (SPEC A1–A6, C2, C3).
+//!
+//! This crate owns the agent protocol: JSON over HTTPS (HTTP/1.1 and HTTP/2, TLS 1.3 with the
+//! agent's client certificate), who an agent is (its certificate's common name `agent:<ID>` and
+//! the fingerprint recorded at enrollment), enrollment throttling, and the unwrapping of key
+//! values on their way into an agent's TLS session. It must never decide a rule about keys or
+//! data units (the state machine does, through [`Backend::propose`] and the state's queries),
+//! never log or keep a clear key value, and never reach Raft or storage except through
+//! [`Backend`].
+//!
+//! Module map:
+//! - [`backend`]: [`Backend`], what the gateway needs from the KMA it runs in.
+//! - [`server`]: [`serve`] (TLS listener) and [`router`]; peer certificates and the per-request
+//!   check against the state. `routes` holds the agent operations, `enroll` the enrollment
+//!   challenge/response, `throttle` its in-memory tables.
+//! - [`wire`]: the JSON bodies and error codes, shared with the client; `error`: how the gateway
+//!   turns rejects and backend errors into refusals.
+//! - [`client`]: [`AgentClient`] and [`enroll`](client::enroll), for drives and integrators.
+//!
+//! The protocol is described for integrators in `docs/agent-protocol.md`.
+
+pub mod backend;
+pub mod client;
+mod enroll;
+mod error;
+mod routes;
+pub mod server;
+pub mod throttle;
+pub mod wire;
+
+pub use backend::{Backend, BackendError, KmaEndpoint};
+pub use client::{AgentClient, AgentCredentials, ClientError, ClientOptions};
+pub use server::{router, serve, Peer, PeerCertificate};

@@ -1,0 +1,281 @@
+//! The service listener: TLS 1.3, HTTP/1.1 and HTTP/2 on one port, the routes of the agent
+//! protocol, and who the caller is (from its client certificate, checked against the state).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use rustls::pki_types::CertificateDer;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use statemachine::{Reject, State};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+use zeroize::Zeroize;
+
+use crate::backend::Backend;
+use crate::error::ApiError;
+use crate::throttle::{Failures, PendingChallenges};
+use crate::wire::{codes, AGENT_CN_PREFIX};
+use crate::{enroll, routes};
+
+/// A client that has not finished its handshake by then is dropped, so that idle sockets
+/// cannot pile up on the listener.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the gateway shares between requests.
+pub(crate) struct Gateway<B> {
+    pub backend: Arc<B>,
+    pub pending: Mutex<PendingChallenges>,
+    pub failures: Mutex<Failures>,
+}
+
+/// The client certificate of a connection, as far as TLS alone can tell; whether it is the
+/// agent's current certificate is checked against the state on every request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerCertificate {
+    None,
+    Agent {
+        agent_id: String,
+        fingerprint: [u8; 32],
+    },
+    /// A certificate of this cluster's CA for something else (a user, a KMA).
+    Other {
+        common_name: String,
+    },
+}
+
+/// Put into each request's extensions by [`serve`]; a node that serves [`router`] itself must
+/// insert one too, or every agent route answers `certificate_required`.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub remote: Option<SocketAddr>,
+    pub certificate: PeerCertificate,
+}
+
+impl Peer {
+    /// `certificate` must already be verified against the cluster CA by the TLS layer.
+    pub fn new(remote: Option<SocketAddr>, certificate: Option<&CertificateDer<'_>>) -> Self {
+        let certificate = match certificate {
+            None => PeerCertificate::None,
+            Some(der) => classify(der),
+        };
+        Peer { remote, certificate }
+    }
+
+    /// The source address recorded with failed enrollments.
+    pub fn source(&self) -> String {
+        self.remote.map_or_else(|| "unknown".into(), |remote| remote.ip().to_string())
+    }
+}
+
+fn classify(der: &CertificateDer<'_>) -> PeerCertificate {
+    let common_name = x509_parser::parse_x509_certificate(der.as_ref())
+        .ok()
+        .and_then(|(_, parsed)| {
+            let name = parsed.subject().iter_common_name().next()?.as_str().ok()?.to_owned();
+            Some(name)
+        })
+        .unwrap_or_default();
+    match common_name.strip_prefix(AGENT_CN_PREFIX) {
+        Some(agent_id) if !agent_id.is_empty() => PeerCertificate::Agent {
+            agent_id: agent_id.into(),
+            fingerprint: Sha256::digest(der.as_ref()).into(),
+        },
+        _ => PeerCertificate::Other { common_name },
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<Peer>().cloned();
+        Ok(peer.unwrap_or(Peer { remote: None, certificate: PeerCertificate::None }))
+    }
+}
+
+/// An agent that presented some agent certificate; [`authorize`] checks it is the current one.
+pub(crate) struct Claimed<'a> {
+    pub agent_id: &'a str,
+    pub fingerprint: &'a [u8; 32],
+}
+
+pub(crate) fn claimed(peer: &Peer) -> Result<Claimed<'_>, ApiError> {
+    match &peer.certificate {
+        PeerCertificate::Agent { agent_id, fingerprint } => Ok(Claimed { agent_id, fingerprint }),
+        PeerCertificate::None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            codes::CERTIFICATE_REQUIRED,
+            "this route needs the agent's client certificate",
+        )
+        .help("enroll the drive (POST /agent/v1/enroll/hello) and present its certificate")),
+        PeerCertificate::Other { common_name } => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            codes::NOT_AN_AGENT,
+            format!("the certificate names {common_name:?}, not an agent"),
+        )
+        .help("present a certificate whose common name is agent:<ID>")),
+    }
+}
+
+/// Refuses an agent that is unknown, disabled, or presents a certificate other than the one
+/// recorded at its last enrollment (a re-enrollment revokes the old one, SPEC A1).
+pub(crate) fn authorize(state: &State, claimed: &Claimed<'_>) -> Result<(), ApiError> {
+    let agent_id = claimed.agent_id;
+    let agent = state
+        .meta()
+        .agents
+        .get(agent_id)
+        .ok_or_else(|| Reject::UnknownAgent { agent: agent_id.into() })?;
+    if !agent.enabled {
+        return Err(Reject::AgentDisabled { agent: agent_id.into() }.into());
+    }
+    if agent.certificate_fingerprint.as_ref() != Some(claimed.fingerprint) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            codes::CERTIFICATE_REVOKED,
+            format!("this certificate of agent '{agent_id}' was revoked by a later enrollment"),
+        )
+        .help("enroll the drive again with the passphrase its Operator set"));
+    }
+    Ok(())
+}
+
+/// The router of the agent protocol; [`serve`] runs it behind TLS.
+pub fn router<B: Backend>(backend: Arc<B>) -> Router {
+    let gateway = Arc::new(Gateway {
+        backend,
+        pending: Mutex::new(PendingChallenges::default()),
+        failures: Mutex::new(Failures::default()),
+    });
+    Router::new()
+        .route("/agent/v1/enroll/hello", post(enroll::hello::<B>))
+        .route("/agent/v1/enroll/proof", post(enroll::proof::<B>))
+        .route("/agent/v1/discovery", get(routes::discovery::<B>))
+        .route("/agent/v1/data-units", post(routes::create_data_unit::<B>))
+        .route("/agent/v1/data-units/{id}/keys", get(routes::keys::<B>))
+        .route("/agent/v1/data-units/{id}/write-key", post(routes::write_key::<B>))
+        .route("/agent/v1/data-units/{id}/disassociate-on-bot", post(routes::disassociate::<B>))
+        .route("/agent/v1/keys/{key_id}", get(routes::key::<B>))
+        .fallback(not_found)
+        .with_state(gateway)
+}
+
+async fn not_found() -> Response {
+    ApiError::new(StatusCode::NOT_FOUND, codes::BAD_REQUEST, "no such route")
+        .help("routes start with /agent/v1; see docs/agent-protocol.md")
+        .into_response()
+}
+
+/// Accepts TLS connections until the task is dropped; each connection is served on its own
+/// task. `tls` must offer TLS 1.3 and verify client certificates against the cluster CA while
+/// allowing clients without one (enrollment is anonymous).
+pub async fn serve<B: Backend>(
+    backend: Arc<B>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let app = router(backend);
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors, typically: pause rather than spin.
+                tracing::warn!(%error, "service listener: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(serve_connection(acceptor.clone(), app.clone(), stream, remote));
+    }
+}
+
+async fn serve_connection(
+    acceptor: TlsAcceptor,
+    app: Router,
+    stream: TcpStream,
+    remote: SocketAddr,
+) {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => {
+            // Expired certificates and those of another CA end here, before any request.
+            tracing::info!(%remote, %error, "service listener: TLS handshake refused");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%remote, "service listener: TLS handshake timed out");
+            return;
+        }
+    };
+    let certificate = tls.get_ref().1.peer_certificates().and_then(|chain| chain.first());
+    let peer = Peer::new(Some(remote), certificate);
+    let service = app.map_request(move |mut request: axum::http::Request<_>| {
+        request.extensions_mut().insert(peer.clone());
+        request
+    });
+    let connection = Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))
+        .await;
+    if let Err(error) = connection {
+        tracing::debug!(%remote, %error, "service connection ended");
+    }
+}
+
+/// Parses a JSON request body, answering `bad_request` with serde's reason.
+pub(crate) fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|error| ApiError::bad_request(format!("body: {error}")))
+}
+
+pub(crate) fn json_response<T: Serialize>(value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(error) => ApiError::internal(format!("encoding the answer: {error}")).into_response(),
+    }
+}
+
+/// A response body holding clear key values: zeroized when hyper drops it.
+struct SecretBody(Vec<u8>);
+
+impl AsRef<[u8]> for SecretBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for SecretBody {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+/// Like [`json_response`] for answers that carry key values. The buffer is sized up front so
+/// that growing it leaves no copy of a key behind in freed memory.
+pub(crate) fn secret_json_response<T: Serialize>(value: &T, keys: usize) -> Response {
+    let mut buffer = Vec::with_capacity(512 + keys * 256);
+    match serde_json::to_writer(&mut buffer, value) {
+        Ok(()) => {
+            let body = Bytes::from_owner(SecretBody(buffer));
+            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        Err(error) => {
+            buffer.zeroize();
+            ApiError::internal(format!("encoding the answer: {error}")).into_response()
+        }
+    }
+}
