@@ -89,9 +89,9 @@ async fn write_users(
         let command = Command::CreateUser {
             id: id.clone(),
             roles: RoleSet::of(Role::Auditor),
-            passphrase_verifier: vec![1; 32],
+            passphrase_verifier: Vec::new(),
         };
-        match client.propose(&address, None, command).await {
+        match client.propose_with_passphrase(&address, None, command, Some("workload-pass")).await {
             Ok(Ok(applied)) => match applied.result {
                 Ok(_) => {
                     acked.push(id, applied.index);

@@ -45,13 +45,59 @@ impl KmaClient {
         )
     }
 
+    /// Logs `user` in at `address` by passphrase challenge/response: the passphrase stays
+    /// here, the KMA proves itself, and the answer is a short-lived certificate for a key pair
+    /// made here.
+    pub async fn login(
+        address: &str,
+        ca_pem: &str,
+        user: &str,
+        passphrase: &str,
+    ) -> anyhow::Result<KmaClient> {
+        use crate::security_api::PURPOSE_USER;
+        use security_core::challenge::{ClientLogin, ServerChallenge};
+        let anonymous = https_client(crate::tls::anonymous_client_config(ca_pem)?)?;
+        let (login, hello) = ClientLogin::start(user, PURPOSE_USER);
+        let url = format!("https://{address}/v1/login/hello");
+        let challenge: ServerChallenge = crate::setup::post_json(&anonymous, &url, &hello).await?;
+        let (awaiting, proof) = login.respond(passphrase, &challenge)?;
+        let (csr_pem, key_pem) = crate::pki::signing_request()?;
+        let request = crate::wire::ProofRequest { proof, csr_pem, management_advertise: None };
+        let url = format!("https://{address}/v1/login/proof");
+        let granted: crate::wire::LoginGranted =
+            crate::setup::post_json(&anonymous, &url, &request).await?;
+        awaiting.verify_server(&granted.server_final).map_err(|_| {
+            anyhow::anyhow!("{address} could not prove it knows your verifier: not your cluster")
+        })?;
+        let tls = crate::tls::client_config_from_pem(ca_pem, &granted.cert_pem, &key_pem)?;
+        Ok(KmaClient { http: https_client(tls)? })
+    }
+
     pub async fn propose(
         &self,
         address: &str,
         request_id: Option<RequestId>,
         command: Command,
     ) -> Result<ProposeResponse, ClientError> {
-        let request = ProposeRequest { actor: None, origin_node_id: None, request_id, command };
+        self.propose_with_passphrase(address, request_id, command, None).await
+    }
+
+    /// Proposes a command that sets a passphrase (users, agents, KMAs); the KMA keeps only a
+    /// verifier made from it.
+    pub async fn propose_with_passphrase(
+        &self,
+        address: &str,
+        request_id: Option<RequestId>,
+        command: Command,
+        passphrase: Option<&str>,
+    ) -> Result<ProposeResponse, ClientError> {
+        let request = ProposeRequest {
+            actor: None,
+            origin_node_id: None,
+            request_id,
+            command,
+            passphrase: passphrase.map(str::to_string),
+        };
         let body = postcard::to_allocvec(&request).map_err(|e| transport(address, e))?;
         let bytes = self.send(address, "/v1/propose", Some(body), Duration::from_secs(15)).await?;
         postcard::from_bytes(&bytes).map_err(|e| transport(address, e))
@@ -83,6 +129,52 @@ impl KmaClient {
         let path = format!("/v1/users?min_index={min_index}{consistency}");
         let bytes = self.send(address, &path, None, Duration::from_secs(35)).await?;
         serde_json::from_slice(&bytes).map_err(|e| transport(address, e))
+    }
+
+    /// Enters a quorum member's approval of `operation` (started at log index `min_index`).
+    pub async fn approve(
+        &self,
+        address: &str,
+        operation: u64,
+        member: &str,
+        passphrase: &str,
+        min_index: u64,
+    ) -> anyhow::Result<ProposeResponse> {
+        let request = crate::wire::ApproveRequest {
+            operation,
+            member: member.into(),
+            passphrase: passphrase.into(),
+            min_index,
+            on_behalf_of: None,
+        };
+        let url = format!("https://{address}/v1/quorum/approve");
+        crate::setup::post_json(&self.http, &url, &request).await
+    }
+
+    /// Pending quorum operations and their approvals so far.
+    pub async fn pending_operations(
+        &self,
+        address: &str,
+    ) -> Result<Vec<crate::wire::PendingOperation>, ClientError> {
+        let bytes =
+            self.send(address, "/v1/quorum/operations", None, Duration::from_secs(10)).await?;
+        serde_json::from_slice(&bytes).map_err(|e| transport(address, e))
+    }
+
+    /// Starts a change of the quorum; the KMA at `address` re-splits its master key.
+    pub async fn change_quorum(
+        &self,
+        address: &str,
+        members: &[(&str, &str)],
+        threshold: u8,
+    ) -> anyhow::Result<ProposeResponse> {
+        let request = crate::wire::ChangeQuorumRequest {
+            members: members.iter().map(|(id, p)| ((*id).into(), (*p).into())).collect(),
+            threshold,
+            ttl_ms: None,
+        };
+        let url = format!("https://{address}/v1/quorum/change");
+        crate::setup::post_json(&self.http, &url, &request).await
     }
 
     /// A membership change, run by the leader.

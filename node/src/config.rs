@@ -111,6 +111,14 @@ impl NodeConfig {
     }
 }
 
+impl NodeConfig {
+    /// How agents reach the service listener: the advertised management host, the service port.
+    pub fn service_advertise(&self) -> String {
+        let host = advertise_host(&self.management_advertise).unwrap_or("127.0.0.1");
+        format!("{host}:{}", self.service_listen.port())
+    }
+}
+
 /// The host part of `host:port`.
 pub fn advertise_host(address: &str) -> Option<&str> {
     let (host, port) = address.rsplit_once(':')?;
@@ -132,8 +140,5 @@ impl DataDirLayout {
     }
     pub fn tls_dir(&self) -> PathBuf {
         self.root.join("tls")
-    }
-    pub fn tokens_dir(&self) -> PathBuf {
-        self.root.join("join-tokens")
     }
 }

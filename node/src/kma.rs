@@ -16,12 +16,14 @@ use statemachine::{Actor, Command, Envelope, RequestId};
 use thiserror::Error;
 
 use crate::config::{DataDirLayout, NodeConfig};
+use crate::login::Logins;
 use crate::network::KmaNetwork;
-use crate::pki::{self, Identity};
+use crate::pki;
 use crate::tls;
+use crate::vault::Vault;
 use crate::wire::{
-    JoinRequest, JoinResponse, MembershipRequest, NodeStatus, ProposeError, ProposeRequest,
-    ProposeResponse, StateDigest, POSTCARD,
+    MembershipRequest, NodeStatus, ProposeError, ProposeRequest, ProposeResponse, StateDigest,
+    POSTCARD,
 };
 
 #[derive(Debug, Error)]
@@ -41,6 +43,21 @@ pub enum NodeError {
     Usage(String),
     #[error("HTTP client: {0}")]
     Http(String),
+    #[error(transparent)]
+    Vault(#[from] crate::vault::VaultError),
+}
+
+/// The secret behind decoy login challenges: derived from the CA key, which every KMA holds,
+/// so that all KMAs answer an unknown principal with the same salt.
+fn decoy_secret(layout: &DataDirLayout) -> [u8; 32] {
+    match pki::read(&layout.tls_dir().join(pki::CA_KEY_FILE)) {
+        Ok(ca_key) => Sha256::new()
+            .chain_update(b"kms decoy login salt v1")
+            .chain_update(ca_key.as_bytes())
+            .finalize()
+            .into(),
+        Err(_) => rand::random(),
+    }
 }
 
 pub struct Kma {
@@ -51,12 +68,13 @@ pub struct Kma {
     /// Client for other KMAs, authenticated as this KMA.
     pub peers: reqwest::Client,
     last_stamp_ms: AtomicU64,
-    /// One admission at a time: a new KMA's ID is the highest known plus one, so two joins in
-    /// flight together must not both read the same membership.
-    admissions: tokio::sync::Mutex<()>,
     /// Wall-clock ms of the last AppendEntries accepted from a leader or vote granted: the
     /// election watchdog runs from it (see `run_election_watchdog`).
     last_leader_contact_ms: AtomicU64,
+    /// The master key while unlocked (SPEC C6).
+    pub vault: Vault,
+    /// Pending login challenges and failure counts (SPEC S2).
+    pub logins: Logins,
 }
 
 /// A command on its way into the log, with who asked for it and through which KMA.
@@ -133,7 +151,9 @@ impl Kma {
         let raft = Raft::new(config.node_id, raft_config, network, log_store, state_machine)
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
-        let admissions = tokio::sync::Mutex::new(());
+        let node_key = pki::read(&layout.tls_dir().join(pki::NODE_KEY_FILE))?;
+        let vault = Vault::open(data_dir, &node_key)?;
+        let logins = Logins::new(decoy_secret(&layout));
         Ok(Arc::new(Kma {
             config,
             layout,
@@ -141,8 +161,9 @@ impl Kma {
             state,
             peers,
             last_stamp_ms: AtomicU64::new(0),
-            admissions,
             last_leader_contact_ms: AtomicU64::new(wall_clock_ms()),
+            vault,
+            logins,
         }))
     }
 
@@ -201,7 +222,7 @@ impl Kma {
         }
     }
 
-    fn address_of(&self, node_id: u64) -> Option<String> {
+    pub(crate) fn address_of_node(&self, node_id: u64) -> Option<String> {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
         let mut nodes = metrics.membership_config.membership().nodes();
@@ -209,12 +230,14 @@ impl Kma {
     }
 
     async fn forward(&self, leader: u64, proposal: Proposal) -> ProposeResponse {
-        let address = self.address_of(leader).ok_or(ProposeError::NoLeader)?;
+        let address = self.address_of_node(leader).ok_or(ProposeError::NoLeader)?;
         let request = ProposeRequest {
             actor: Some(proposal.actor),
             origin_node_id: Some(proposal.origin_node_id),
             request_id: proposal.request_id,
             command: proposal.command,
+            // The verifier was made on the KMA that took the passphrase.
+            passphrase: None,
         };
         let unreachable =
             |detail: String| ProposeError::LeaderUnreachable { leader_id: leader, detail };
@@ -259,6 +282,8 @@ impl Kma {
             purged_index: metrics.purged.map(|log_id| log_id.index),
             voters,
             learners,
+            locked: self.is_locked().await,
+            service_address: self.config.service_advertise(),
         }
     }
 
@@ -325,45 +350,13 @@ impl Kma {
         result.map(|response| response.log_id.index).map_err(|e| e.to_string())
     }
 
-    /// Admits a new KMA that holds a join token issued by this KMA: signs its certificate and
-    /// adds it as a learner; the leader promotes it to voter once it has caught up.
-    pub async fn admit(self: &Arc<Self>, request: JoinRequest) -> Result<JoinResponse, String> {
-        let _one_at_a_time = self.admissions.lock().await;
-        let tokens = self.layout.tokens_dir();
-        if !pki::consume_join_token(&tokens, &request.token_secret) {
-            return Err(pki::PkiError::UnknownToken.to_string());
-        }
-        let ca =
-            pki::CertificateAuthority::load(&self.layout.tls_dir()).map_err(|e| e.to_string())?;
-        let metrics = self.raft.metrics().borrow().clone();
-        let known: Vec<u64> =
-            metrics.membership_config.membership().nodes().map(|(id, _)| *id).collect();
-        let node_id = known.iter().max().copied().unwrap_or(0) + 1;
-        let host = crate::config::advertise_host(&request.management_advertise)
-            .ok_or("management address must be host:port")?
-            .to_string();
-        let cert_pem = ca
-            .sign_request(
-                &request.csr_pem,
-                &Identity::Kma(node_id),
-                &[host, "localhost".into(), "127.0.0.1".into()],
-            )
-            .map_err(|e| e.to_string())?;
-        let add = MembershipRequest::AddLearner {
-            node_id,
-            address: request.management_advertise.clone(),
-        };
-        self.membership_on_leader(add).await?;
-        Ok(JoinResponse { node_id, cert_pem, ca_pem: ca.cert_pem.clone() })
-    }
-
     /// Sends a membership change to the leader (this KMA or another).
     pub async fn membership_on_leader(&self, request: MembershipRequest) -> Result<u64, String> {
         let leader = self.raft.metrics().borrow().current_leader.ok_or("no leader is known")?;
         if leader == self.node_id() {
             return self.change_membership(request).await;
         }
-        let address = self.address_of(leader).ok_or("the leader's address is unknown")?;
+        let address = self.address_of_node(leader).ok_or("the leader's address is unknown")?;
         let body = postcard::to_allocvec(&request).map_err(|e| e.to_string())?;
         let response = self
             .peers
@@ -448,6 +441,8 @@ impl Kma {
                 continue;
             }
             self.promote_caught_up_learners().await;
+            self.record_joined_kmas().await;
+            self.refill_key_pool().await;
             let due = self
                 .state
                 .read()

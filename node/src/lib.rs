@@ -7,20 +7,32 @@
 //!
 //! Module map:
 //! - [`config`]: `kma.toml` and the data dir layout.
-//! - [`pki`]: the cluster CA, KMA and user certificates, join tokens.
+//! - [`pki`]: the cluster CA, KMA, user and agent certificates.
 //! - [`tls`]: rustls configurations (TLS 1.3, mutual authentication).
 //! - [`kma`]: one running KMA: Raft, propose/forward, status, digest, membership, pulse.
 //! - [`network`]: Raft RPCs to other KMAs. [`server`]: the management listener.
 //! - [`wire`]: messages on the management listener. [`client`]: a client for tools and tests.
 //! - [`setup`]: `kma init` and `kma join`. [`local`]: a whole cluster on one machine.
+//! - [`vault`]: the master key in memory, sealed for autonomous unlock. [`login`]: passphrase
+//!   challenges and throttling. [`security_api`]: login, join, quorum approvals.
+//!   [`kma_security`]: the vault kept in step with the state, pool refills, joined KMAs.
+//! - [`gateway_backend`]: this KMA as the agent gateway's backend (service listener).
+//! - [`prompt`]: secrets typed in. [`quorum_flow`]: scripted quorum operations (local setups).
 
 pub mod client;
 pub mod config;
+pub mod gateway_backend;
 pub mod kma;
+pub mod kma_security;
 pub mod local;
+pub mod login;
 pub mod network;
 pub mod pki;
+pub mod prompt;
+pub mod quorum_flow;
+pub mod security_api;
 pub mod server;
 pub mod setup;
 pub mod tls;
+pub mod vault;
 pub mod wire;

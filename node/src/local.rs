@@ -9,6 +9,7 @@ use tokio::process::{Child, Command};
 
 use crate::client::KmaClient;
 use crate::config::CONFIG_FILE;
+use crate::setup::InitSecrets;
 
 pub struct LocalNode {
     pub name: String,
@@ -75,6 +76,31 @@ pub async fn wait_ready(
     }
 }
 
+/// The quickstart secrets of a local cluster: random passphrases in `<root>/secrets.toml`
+/// (mode 0600). A convenience for a cluster on one machine, where one person is every role; a
+/// real cluster's quorum members keep their passphrases to themselves.
+fn local_secrets(root: &Path) -> anyhow::Result<(PathBuf, InitSecrets)> {
+    let path = root.join(SECRETS_FILE);
+    if !path.exists() {
+        let passphrase = || hex::encode(rand::random::<[u8; 12]>());
+        let text = format!(
+            "# Secrets of the local cluster (kma local): development only.\n\
+             security_officer = \"admin\"\n\
+             security_officer_passphrase = \"{}\"\n\
+             quorum_threshold = 1\n\
+             autonomous_unlock = true\n\n\
+             [[quorum]]\nid = \"q1\"\npassphrase = \"{}\"\n",
+            passphrase(),
+            passphrase()
+        );
+        crate::vault::write_private(&path, text.as_bytes())?;
+    }
+    let secrets = crate::setup::read_secrets(&path)?;
+    Ok((path, secrets))
+}
+
+pub const SECRETS_FILE: &str = "secrets.toml";
+
 /// Creates (first time) or restarts (later) a local cluster and returns its running processes.
 pub async fn start(
     binary: &Path,
@@ -83,6 +109,7 @@ pub async fn start(
     base_port: u16,
 ) -> anyhow::Result<Vec<Child>> {
     std::fs::create_dir_all(root)?;
+    let (secrets_path, secrets) = local_secrets(root)?;
     let layout = layout(root, nodes, base_port);
     let first = &layout[0];
     let mut children = Vec::new();
@@ -92,6 +119,8 @@ pub async fn start(
             .args(["--management", &first.management, "--service", &first.service])
             .arg("--data-dir")
             .arg(&first.data_dir)
+            .arg("--secrets-file")
+            .arg(&secrets_path)
             .stdout(Stdio::null())
             .status()
             .await?;
@@ -102,27 +131,70 @@ pub async fn start(
     wait_ready(&admin, &first.management, Duration::from_secs(60)).await?;
     for (n, node) in layout.iter().enumerate().skip(1) {
         if !node.data_dir.join(CONFIG_FILE).exists() {
-            let ca = crate::pki::read(&first.data_dir.join("tls").join(crate::pki::CA_FILE))?;
-            let token = crate::pki::create_join_token(&first.data_dir.join("join-tokens"), &ca)?;
-            let listeners = crate::setup::Listeners {
-                management_listen: node.management.parse()?,
-                management_advertise: node.management.clone(),
-                service_listen: node.service.parse()?,
-            };
-            crate::setup::join(
-                &node.data_dir,
-                &node.name,
-                site_of(n + 1),
-                &listeners,
-                &first.management,
-                &token,
-            )
-            .await?;
+            join_local(&admin, first, node, site_of(n + 1), &secrets).await?;
+            children.push(spawn_run(binary, &node.data_dir)?);
+            wait_ready(&admin, &node.management, Duration::from_secs(60)).await?;
+            unlock_when_member(&admin, &first.management, &secrets, &node.name, true).await?;
+        } else {
+            children.push(spawn_run(binary, &node.data_dir)?);
         }
-        children.push(spawn_run(binary, &node.data_dir)?);
     }
     for node in &layout {
         wait_ready(&admin, &node.management, Duration::from_secs(60)).await?;
     }
     Ok(children)
+}
+
+/// Admits `node` through the quorum and writes its data dir with `kma join`'s steps.
+async fn join_local(
+    admin: &KmaClient,
+    first: &LocalNode,
+    node: &LocalNode,
+    site: &str,
+    secrets: &InitSecrets,
+) -> anyhow::Result<()> {
+    let passphrase = hex::encode(rand::random::<[u8; 12]>());
+    crate::quorum_flow::admit_kma(
+        admin,
+        &first.management,
+        secrets,
+        (&node.name, site),
+        &passphrase,
+    )
+    .await?;
+    let listeners = crate::setup::Listeners {
+        management_listen: node.management.parse()?,
+        management_advertise: node.management.clone(),
+        service_listen: node.service.parse()?,
+    };
+    let credentials = crate::setup::JoinCredentials {
+        peer: &first.management,
+        passphrase: &passphrase,
+        ca_fingerprint: None,
+        wait: Duration::from_secs(60),
+    };
+    crate::setup::join(&node.data_dir, &node.name, site, &listeners, &credentials).await?;
+    Ok(())
+}
+
+/// A joined KMA starts locked (SPEC C6); once it is a member, the quorum unlocks it and lets it
+/// unlock itself after restarts, so the local cluster survives Ctrl-C and a rerun.
+pub async fn unlock_when_member(
+    admin: &KmaClient,
+    peer: &str,
+    secrets: &InitSecrets,
+    name: &str,
+    autonomous: bool,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match crate::quorum_flow::unlock_kma(admin, peer, secrets, name, autonomous).await {
+            Ok(()) => return Ok(()),
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(%error, kma = name, "not a member yet");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Err(error) => return Err(error.context(format!("unlocking {name}"))),
+        }
+    }
 }

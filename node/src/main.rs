@@ -55,35 +55,74 @@ impl Where {
     }
 }
 
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// Data directory of the first KMA (its bootstrap Security Officer certificate is used).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The quickstart secrets file (holds the quorum members' passphrases).
+    #[arg(long)]
+    secrets_file: PathBuf,
+    /// Management address of a KMA of the cluster.
+    #[arg(long)]
+    peer: String,
+}
+
 #[derive(Subcommand)]
 enum Action {
-    /// Create a new cluster: its ID, its CA, and this first KMA.
+    /// Create a new cluster: its ID, its CA, the first Security Officer, the quorum and a new
+    /// master key split among it, and this first KMA.
     Init {
         #[command(flatten)]
         at: Where,
-        /// Quorum member IDs (the master key split comes with the security core).
-        #[arg(long = "quorum-member", default_values_t = ["q1".to_string()])]
-        quorum_members: Vec<String>,
-        #[arg(long, default_value_t = 1)]
-        quorum_threshold: u8,
+        /// A TOML file with the quickstart's secrets (see docs/security.md); without it, the
+        /// values are asked for on the terminal.
+        #[arg(long)]
+        secrets_file: Option<PathBuf>,
     },
-    /// Join a running cluster with a token printed by `kma token` on one of its KMAs, then run.
+    /// Join a running cluster as the KMA a Security Officer created, once the quorum approves.
     Join {
         #[command(flatten)]
         at: Where,
-        /// Management address of the KMA that issued the token.
+        /// Management address of any KMA of the cluster.
         #[arg(long)]
         peer: String,
+        /// File holding this KMA's one-time passphrase (else $KMS_JOIN_PASSPHRASE, else asked).
         #[arg(long)]
-        token: String,
+        passphrase_file: Option<PathBuf>,
+        /// SHA-256 of the cluster CA certificate (hex), as `kma init` printed it.
+        #[arg(long)]
+        ca_fingerprint: Option<String>,
+        /// Seconds to wait for the quorum's approval.
+        #[arg(long, default_value_t = 600)]
+        wait_s: u64,
+    },
+    /// Scripted setups where one operator holds every secret (containers, tests): create a KMA
+    /// entry with a one-time passphrase and have the quorum from the secrets file approve its join.
+    Admit {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The new KMA's name and site.
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        site: String,
+        /// File with the new KMA's one-time passphrase (for its `kma join --passphrase-file`).
+        #[arg(long)]
+        passphrase_file: PathBuf,
+    },
+    /// Scripted setups: have the quorum from the secrets file unlock a member KMA (and, with
+    /// --autonomous, let it unlock itself after reboots).
+    Unlock {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        autonomous: bool,
     },
     /// Serve: the KMA in this data directory.
     Run {
-        #[arg(long)]
-        data_dir: PathBuf,
-    },
-    /// Print a one-time join token (run on the first KMA's data directory).
-    Token {
         #[arg(long)]
         data_dir: PathBuf,
     },
@@ -128,26 +167,36 @@ fn main() -> anyhow::Result<()> {
 
 async fn dispatch(action: Action) -> anyhow::Result<()> {
     match action {
-        Action::Init { at, quorum_members, quorum_threshold } => {
-            let cluster_id = node::setup::init(
-                &at.data_dir,
-                &at.name,
-                &at.site,
-                &at.listeners(),
-                (quorum_members, quorum_threshold),
-            )?;
+        Action::Init { at, secrets_file } => {
+            let secrets = match secrets_file {
+                Some(path) => node::setup::read_secrets(&path)?,
+                None => node::prompt::init_secrets()?,
+            };
+            let cluster_id =
+                node::setup::init(&at.data_dir, &at.name, &at.site, &at.listeners(), &secrets)?;
+            let ca = node::pki::read(&at.data_dir.join("tls").join(node::pki::CA_FILE))?;
             println!(
                 "created cluster {cluster_id:016x} with KMA '{}' in {}",
                 at.name,
                 at.data_dir.display()
             );
+            println!(
+                "CA fingerprint (for kma join --ca-fingerprint): {}",
+                hex::encode(node::pki::fingerprint(&ca)?)
+            );
             println!("next: kma run --data-dir {}", at.data_dir.display());
-            println!("then, for each further KMA: kma token --data-dir {} and kma join ... --token <token>", at.data_dir.display());
             Ok(())
         }
-        Action::Join { at, peer, token } => {
+        Action::Join { at, peer, passphrase_file, ca_fingerprint, wait_s } => {
+            let passphrase = node::prompt::join_passphrase(passphrase_file.as_deref())?;
+            let credentials = node::setup::JoinCredentials {
+                peer: &peer,
+                passphrase: &passphrase,
+                ca_fingerprint: ca_fingerprint.as_deref(),
+                wait: Duration::from_secs(wait_s),
+            };
             let node_id =
-                node::setup::join(&at.data_dir, &at.name, &at.site, &at.listeners(), &peer, &token)
+                node::setup::join(&at.data_dir, &at.name, &at.site, &at.listeners(), &credentials)
                     .await?;
             println!(
                 "joined as node {node_id}; serving (later starts: kma run --data-dir {})",
@@ -156,9 +205,15 @@ async fn dispatch(action: Action) -> anyhow::Result<()> {
             run(&at.data_dir).await
         }
         Action::Run { data_dir } => run(&data_dir).await,
-        Action::Token { data_dir } => {
-            let ca = node::pki::read(&data_dir.join("tls").join(node::pki::CA_FILE))?;
-            println!("{}", node::pki::create_join_token(&data_dir.join("join-tokens"), &ca)?);
+        Action::Admit { admin, name, site, passphrase_file } => {
+            admit(&admin, &name, &site, &passphrase_file).await
+        }
+        Action::Unlock { admin, name, autonomous } => {
+            let client = KmaClient::admin(&admin.data_dir)?;
+            let secrets = node::setup::read_secrets(&admin.secrets_file)?;
+            node::local::unlock_when_member(&client, &admin.peer, &secrets, &name, autonomous)
+                .await?;
+            println!("KMA '{name}' unlocked");
             Ok(())
         }
         Action::Local { dir, nodes, base_port } => local(&dir, nodes, base_port).await,
@@ -171,6 +226,20 @@ async fn dispatch(action: Action) -> anyhow::Result<()> {
     }
 }
 
+async fn admit(
+    admin: &AdminArgs,
+    name: &str,
+    site: &str,
+    passphrase_file: &std::path::Path,
+) -> anyhow::Result<()> {
+    let client = KmaClient::admin(&admin.data_dir)?;
+    let secrets = node::setup::read_secrets(&admin.secrets_file)?;
+    let passphrase = node::prompt::join_passphrase(Some(passphrase_file))?;
+    node::quorum_flow::admit_kma(&client, &admin.peer, &secrets, (name, site), &passphrase).await?;
+    println!("KMA '{name}' admitted: run kma join on it with its passphrase");
+    Ok(())
+}
+
 async fn run(data_dir: &std::path::Path) -> anyhow::Result<()> {
     let kma = Kma::start(data_dir)
         .await
@@ -180,14 +249,25 @@ async fn run(data_dir: &std::path::Path) -> anyhow::Result<()> {
         tokio::spawn(Arc::clone(&kma).run_quickstart());
     }
     tokio::spawn(Arc::clone(&kma).run_leader_loop());
+    tokio::spawn(Arc::clone(&kma).run_security_loop());
     tokio::spawn(Arc::clone(&kma).run_election_watchdog());
     let address = kma.config.management_listen;
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("cannot listen on {address}: is another KMA running there?"))?;
-    tracing::info!(node_id = kma.node_id(), %address, "KMA serving");
+    let service_address = kma.config.service_listen;
+    let service_listener =
+        tokio::net::TcpListener::bind(service_address).await.with_context(|| {
+            format!("cannot listen on {service_address} (service): is another KMA running there?")
+        })?;
+    let gateway = node::gateway_backend::GatewayBackend::new(Arc::clone(&kma));
+    tokio::spawn(gateway.clone().run_lock_cache());
+    tokio::spawn(gateway.clone().run_discovery_cache());
+    let service_tls = node::tls::server_config(&kma.layout.tls_dir())?;
+    tracing::info!(node_id = kma.node_id(), %address, %service_address, "KMA serving");
     tokio::select! {
         served = node::server::serve(Arc::clone(&kma), listener) => served?,
+        () = agent_gateway::serve(Arc::new(gateway), service_listener, service_tls) => {}
         () = stop_requested() => tracing::info!("stopping"),
     }
     kma.raft.shutdown().await.map_err(|e| anyhow::anyhow!("raft shutdown: {e}"))?;
@@ -229,9 +309,11 @@ async fn write(data_dir: &std::path::Path, peer: &str, count: u32) -> anyhow::Re
         let command = Command::CreateUser {
             id: format!("user-{prefix}-{n}"),
             roles: RoleSet::of(statemachine::Role::Auditor),
-            passphrase_verifier: vec![1; 32],
+            passphrase_verifier: Vec::new(),
         };
-        let applied = client.propose(peer, None, command).await??;
+        let applied = client
+            .propose_with_passphrase(peer, None, command, Some("write-test-passphrase"))
+            .await??;
         if let Err(reject) = applied.result {
             anyhow::bail!("the cluster refused the write: {reject}");
         }

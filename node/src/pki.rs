@@ -1,13 +1,12 @@
 //! The cluster's own certificate authority (rcgen) and the certificates it issues: one per KMA
-//! for mutual TLS between KMAs, one for the bootstrap administrator, and join tokens that let a
-//! new KMA get its certificate (SPEC S2; the quorum-approved join comes with the security issue).
+//! for mutual TLS between KMAs, one for the bootstrap administrator, and certificates signed
+//! from requests: short-lived ones for users after a passphrase login, long-lived ones for
+//! agents and joining KMAs (SPEC S2).
 //!
-//! A joining KMA sends a certificate signing request: its private key never leaves it.
+//! A client sends a certificate signing request: its private key never leaves it.
 
 use std::path::{Path, PathBuf};
 
-use base64::Engine;
-use rand::RngCore;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
@@ -21,7 +20,6 @@ pub const NODE_CERT_FILE: &str = "node.pem";
 pub const NODE_KEY_FILE: &str = "node-key.pem";
 pub const ADMIN_CERT_FILE: &str = "admin.pem";
 pub const ADMIN_KEY_FILE: &str = "admin-key.pem";
-const TOKEN_PREFIX: &str = "kmsjoin1.";
 
 #[derive(Debug, Error)]
 pub enum PkiError {
@@ -33,11 +31,7 @@ pub enum PkiError {
     Write { path: PathBuf, source: std::io::Error },
     #[error("{path} holds no usable certificate or key: {detail}")]
     Parse { path: PathBuf, detail: String },
-    #[error("malformed join token: copy the whole token `kma token` printed")]
-    MalformedToken,
-    #[error("unknown or already used join token: ask for a new one with `kma token` on a KMA of the cluster")]
-    UnknownToken,
-    #[error("this KMA holds no CA key, so it cannot issue certificates or join tokens: use the first KMA")]
+    #[error("this KMA holds no CA key (tls/ca-key.pem), so it cannot issue certificates: it was set up by an older version; join it again or copy the key from the first KMA")]
     NoCaKey,
 }
 
@@ -46,6 +40,7 @@ pub enum PkiError {
 pub enum Identity {
     Kma(u64),
     User(String),
+    Agent(String),
 }
 
 impl Identity {
@@ -53,12 +48,16 @@ impl Identity {
         match self {
             Identity::Kma(node_id) => format!("kma-{node_id}"),
             Identity::User(user) => format!("user:{user}"),
+            Identity::Agent(agent) => format!("agent:{agent}"),
         }
     }
 
     pub fn from_common_name(name: &str) -> Option<Identity> {
         if let Some(id) = name.strip_prefix("kma-") {
             return id.parse().ok().map(Identity::Kma);
+        }
+        if let Some(agent) = name.strip_prefix("agent:") {
+            return Some(Identity::Agent(agent.into()));
         }
         name.strip_prefix("user:").map(|user| Identity::User(user.into()))
     }
@@ -126,10 +125,34 @@ impl CertificateAuthority {
         identity: &Identity,
         hosts: &[String],
     ) -> Result<String, PkiError> {
-        let mut request = CertificateSigningRequestParams::from_pem(csr_pem)
-            .map_err(|e| PkiError::Parse { path: "join request".into(), detail: e.to_string() })?;
+        self.sign_request_valid_for(csr_pem, identity, hosts, None)
+    }
+
+    /// As `sign_request`, valid for `valid_for` from now instead of ten years (user sessions).
+    pub fn sign_request_valid_for(
+        &self,
+        csr_pem: &str,
+        identity: &Identity,
+        hosts: &[String],
+        valid_for: Option<std::time::Duration>,
+    ) -> Result<String, PkiError> {
+        let mut request = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
+            PkiError::Parse { path: "certificate request".into(), detail: e.to_string() }
+        })?;
         request.params = leaf_params(identity, hosts)?;
+        if let Some(valid_for) = valid_for {
+            let now = time::OffsetDateTime::now_utc();
+            // A little slack before now: clocks of KMAs and clients differ by seconds.
+            request.params.not_before = now - time::Duration::minutes(5);
+            request.params.not_after = now + valid_for;
+        }
         Ok(request.signed_by(&self.cert, &self.key)?.pem())
+    }
+
+    /// The CA's private key, PEM: handed to a KMA that joins, so every KMA can issue
+    /// certificates even while the cluster is locked (no deadlock on a cold restart).
+    pub fn key_pem(&self) -> String {
+        self.key.serialize_pem()
     }
 }
 
@@ -179,41 +202,6 @@ pub fn fingerprint(cert_pem: &str) -> Result<[u8; 32], PkiError> {
         PkiError::Parse { path: "certificate".into(), detail: "no PEM certificate".into() }
     })?;
     Ok(Sha256::digest(der.as_ref()).into())
-}
-
-/// A one-time join token: a random secret the issuing KMA remembers (by hash) and the CA
-/// fingerprint the joiner pins before it trusts anything the KMA says.
-pub fn create_join_token(tokens_dir: &Path, ca_pem: &str) -> Result<String, PkiError> {
-    let mut secret = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut secret);
-    std::fs::create_dir_all(tokens_dir)
-        .map_err(|source| PkiError::Write { path: tokens_dir.into(), source })?;
-    let hash = hex::encode(Sha256::digest(secret));
-    write(&tokens_dir.join(hash), "", true)?;
-    let mut payload = secret.to_vec();
-    payload.extend_from_slice(&fingerprint(ca_pem)?);
-    Ok(format!(
-        "{TOKEN_PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(payload)
-    ))
-}
-
-/// (secret, CA fingerprint) of a token.
-pub fn parse_join_token(token: &str) -> Result<([u8; 32], [u8; 32]), PkiError> {
-    let body = token.trim().strip_prefix(TOKEN_PREFIX).ok_or(PkiError::MalformedToken)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(body)
-        .map_err(|_| PkiError::MalformedToken)?;
-    let (secret, pin) = bytes.split_at_checked(32).ok_or(PkiError::MalformedToken)?;
-    let secret: [u8; 32] = secret.try_into().map_err(|_| PkiError::MalformedToken)?;
-    let pin: [u8; 32] = pin.try_into().map_err(|_| PkiError::MalformedToken)?;
-    Ok((secret, pin))
-}
-
-/// Uses up a token: true once, false for an unknown or used one.
-pub fn consume_join_token(tokens_dir: &Path, secret: &[u8; 32]) -> bool {
-    let path = tokens_dir.join(hex::encode(Sha256::digest(secret)));
-    std::fs::remove_file(path).is_ok()
 }
 
 pub fn read(path: &Path) -> Result<String, PkiError> {

@@ -19,16 +19,15 @@ use hyper_util::service::TowerToHyperService;
 use openraft::raft::AppendEntriesResponse;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use statemachine::Actor;
+use statemachine::quorum::QuorumOperation;
+use statemachine::{Actor, Command};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::kma::{Kma, Proposal};
 use crate::pki::Identity;
-use crate::wire::{
-    JoinRequest, MembershipRequest, ProposeError, ProposeRequest, ProposeResponse, POSTCARD,
-};
+use crate::wire::{MembershipRequest, ProposeError, ProposeRequest, ProposeResponse, POSTCARD};
 
 /// Who is on the other end of a connection, from its verified client certificate.
 #[derive(Clone, Debug)]
@@ -44,8 +43,8 @@ pub fn router(kma: Arc<Kma>) -> Router {
         .route("/v1/digest", get(digest))
         .route("/v1/users", get(users))
         .route("/v1/members", post(members))
-        .route("/v1/join", post(join))
         .route("/v1/ca", get(ca))
+        .merge(crate::security_api::routes())
         .with_state(kma)
 }
 
@@ -88,6 +87,7 @@ async fn serve_connection(
         .and_then(crate::tls::identity_of);
     let service = app.map_request(move |mut request: axum::http::Request<_>| {
         request.extensions_mut().insert(Peer(identity.clone()));
+        request.extensions_mut().insert(crate::security_api::Remote(remote));
         request
     });
     let connection = Builder::new(TokioExecutor::new())
@@ -184,25 +184,73 @@ async fn propose(
         Ok(request) => request,
         Err(refused) => return refused,
     };
-    let (actor, origin) = match (&peer.0, request.actor) {
+    let (actor, origin, command) = match (&peer.0, request.actor) {
         // A KMA forwards on behalf of the client it authenticated.
         (Some(Identity::Kma(node)), Some(actor)) => {
-            (actor, request.origin_node_id.unwrap_or(*node))
+            (actor, request.origin_node_id.unwrap_or(*node), request.command)
         }
-        (Some(Identity::User(user)), _) => (Actor::User(user.clone()), kma.node_id()),
+        (Some(Identity::User(user)), _) => {
+            let len_min = kma.state.read().await.meta().security.passphrase_len_min;
+            match user_command(request.command, request.passphrase.as_deref(), len_min) {
+                Ok(command) => (Actor::User(user.clone()), kma.node_id(), command),
+                Err(refused) => return postcard_reply::<ProposeResponse>(&Err(refused)),
+            }
+        }
         _ => {
             let refused: ProposeResponse =
                 Err(ProposeError::Unauthorised("a user or KMA certificate is needed".into()));
             return postcard_reply(&refused);
         }
     };
-    let proposal = Proposal {
-        actor,
-        origin_node_id: origin,
-        request_id: request.request_id,
-        command: request.command,
-    };
+    let proposal =
+        Proposal { actor, origin_node_id: origin, request_id: request.request_id, command };
     postcard_reply(&kma.propose(proposal).await)
+}
+
+/// Checks a command a user sent: commands that need the node's own proof (quorum approvals,
+/// a re-split master key) have their own endpoints, and a passphrase becomes a verifier here,
+/// so that the cluster's minimum length holds and clients never choose verifiers.
+fn user_command(
+    mut command: Command,
+    passphrase: Option<&str>,
+    len_min: u32,
+) -> Result<Command, ProposeError> {
+    let elsewhere = |what: &str| Err(ProposeError::Unauthorised(what.into()));
+    match &command {
+        Command::ApproveQuorumOperation { .. } => {
+            return elsewhere(
+                "approvals go through POST /v1/quorum/approve with the member's passphrase",
+            )
+        }
+        Command::StartQuorumOperation {
+            operation: QuorumOperation::ChangeQuorum { .. }, ..
+        } => return elsewhere(
+            "a new quorum goes through POST /v1/quorum/change (the KMA re-splits the master key)",
+        ),
+        _ => {}
+    }
+    let verifier = match &mut command {
+        Command::CreateUser { passphrase_verifier, .. }
+        | Command::SetUserPassphrase { passphrase_verifier, .. }
+        | Command::CreateAgent { passphrase_verifier, .. }
+        | Command::SetAgentPassphrase { passphrase_verifier, .. }
+        | Command::CreateKma { passphrase_verifier, .. } => Some(passphrase_verifier),
+        _ => None,
+    };
+    match (verifier, passphrase) {
+        (Some(verifier), Some(passphrase)) => {
+            *verifier = crate::security_api::make_verifier(passphrase, len_min)
+                .map_err(ProposeError::Unauthorised)?;
+        }
+        (Some(_), None) => {
+            return elsewhere(
+                "this command sets a passphrase: send it in the request's passphrase field",
+            )
+        }
+        (None, Some(_)) => return elsewhere("this command takes no passphrase"),
+        (None, None) => {}
+    }
+    Ok(command)
 }
 
 async fn status(State(kma): State<Arc<Kma>>, Extension(peer): Extension<Peer>) -> Response {
@@ -241,13 +289,6 @@ async fn members(
     }
     match decode::<MembershipRequest>(&body) {
         Ok(request) => postcard_reply(&kma.membership_on_leader(request).await),
-        Err(refused) => refused,
-    }
-}
-
-async fn join(State(kma): State<Arc<Kma>>, body: Bytes) -> Response {
-    match decode::<JoinRequest>(&body) {
-        Ok(request) => postcard_reply(&kma.admit(request).await),
         Err(refused) => refused,
     }
 }

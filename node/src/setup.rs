@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use rand::RngCore;
+use security_core::challenge::{ClientLogin, ServerChallenge};
+use security_core::{KdfParams, MasterKey};
 use serde::{Deserialize, Serialize};
 use statemachine::command::InitCluster;
 use statemachine::quorum::{Quorum, QuorumMember};
@@ -13,7 +14,8 @@ use statemachine::ClusterId;
 use crate::config::{advertise_host, DataDirLayout, NodeConfig, CONFIG_FILE};
 use crate::kma::https_client;
 use crate::pki::{self, CertificateAuthority, Identity};
-use crate::wire::{JoinRequest, JoinResponse, POSTCARD};
+use crate::vault::Vault;
+use crate::wire::{JoinGranted, ProofRequest, SecurityRefusal};
 
 /// Where a new KMA listens and how others reach it.
 pub struct Listeners {
@@ -23,6 +25,9 @@ pub struct Listeners {
 }
 
 /// What the first start of the first KMA proposes once it leads (see `Kma::run_quickstart`).
+/// Holds no secret: the shares are wrapped under the members' passphrases and the officer's
+/// passphrase is only a verifier. The master key itself waits, sealed to this KMA, in
+/// `vault::SEALED_FILE`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Quickstart {
     /// Hex: TOML integers stop at 2^63.
@@ -30,34 +35,88 @@ pub struct Quickstart {
     pub kma_name: String,
     pub site: String,
     pub security_officer: String,
-    pub quorum_members: Vec<String>,
+    /// Hex of the officer's passphrase verifier.
+    pub security_officer_verifier: String,
+    /// (member ID, hex of the wrapped share).
+    pub quorum_shares: Vec<(String, String)>,
     pub quorum_threshold: u8,
+    pub autonomous_unlock: bool,
 }
 
 pub const QUICKSTART_FILE: &str = "quickstart.toml";
 
 impl Quickstart {
-    /// The quickstart command. The master key and the members' wrapped shares come with the
-    /// security core (issue #4): until then each share is 48 random bytes that protect nothing.
     pub fn command(&self) -> Option<InitCluster> {
         let cluster_id = u64::from_str_radix(&self.cluster_id, 16).ok()?;
         let members = self
-            .quorum_members
+            .quorum_shares
             .iter()
-            .map(|id| {
-                let mut share = vec![0u8; 48];
-                rand::thread_rng().fill_bytes(&mut share);
-                QuorumMember { id: id.clone(), wrapped_share: share }
+            .map(|(id, share)| {
+                Some(QuorumMember { id: id.clone(), wrapped_share: hex::decode(share).ok()? })
             })
-            .collect();
+            .collect::<Option<Vec<_>>>()?;
         Some(InitCluster {
             cluster_id: ClusterId(cluster_id),
             kma_name: self.kma_name.clone(),
             site: self.site.clone(),
             security_officer: self.security_officer.clone(),
-            security_officer_verifier: vec![0; 32],
+            security_officer_verifier: hex::decode(&self.security_officer_verifier).ok()?,
             quorum: Quorum { members, threshold: self.quorum_threshold },
+            autonomous_unlock: self.autonomous_unlock,
         })
+    }
+}
+
+/// The secrets of a quickstart, from a file (scripts) or typed in (people).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitSecrets {
+    pub security_officer: String,
+    pub security_officer_passphrase: String,
+    /// (member ID, passphrase), in order.
+    pub quorum: Vec<QuorumMemberSecret>,
+    pub quorum_threshold: u8,
+    #[serde(default)]
+    pub autonomous_unlock: bool,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuorumMemberSecret {
+    pub id: String,
+    pub passphrase: String,
+}
+
+/// Reads the quickstart's secrets from a TOML file (scripts, tests, `kma local`).
+pub fn read_secrets(path: &Path) -> anyhow::Result<InitSecrets> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// The shortest passphrase the quickstart accepts (the cluster's default minimum).
+pub const PASSPHRASE_LEN_MIN: usize = 8;
+
+impl InitSecrets {
+    fn check(&self) -> anyhow::Result<()> {
+        let short = |what: &str, passphrase: &str| {
+            (passphrase.chars().count() < PASSPHRASE_LEN_MIN).then(|| {
+                anyhow::anyhow!(
+                    "the passphrase of {what} is shorter than {PASSPHRASE_LEN_MIN} characters"
+                )
+            })
+        };
+        if let Some(error) = short("the Security Officer", &self.security_officer_passphrase) {
+            return Err(error);
+        }
+        for member in &self.quorum {
+            if let Some(error) =
+                short(&format!("quorum member '{}'", member.id), &member.passphrase)
+            {
+                return Err(error);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -81,32 +140,51 @@ fn hosts_for(advertise: &str) -> anyhow::Result<Vec<String>> {
 }
 
 /// Creates the first KMA of a new cluster: cluster ID, CA, the KMA's and the bootstrap
-/// administrator's certificates, its configuration, and the pending quickstart.
+/// officer's certificates, a fresh master key split among the quorum, its configuration, and
+/// the pending quickstart.
 pub fn init(
     data_dir: &Path,
     name: &str,
     site: &str,
     listeners: &Listeners,
-    quorum: (Vec<String>, u8),
+    secrets: &InitSecrets,
 ) -> anyhow::Result<u64> {
+    secrets.check()?;
+    let master = MasterKey::generate();
+    let cluster_id = rand::random::<u64>();
+    let members: Vec<(&str, &str)> =
+        secrets.quorum.iter().map(|m| (m.id.as_str(), m.passphrase.as_str())).collect();
+    let kdf = KdfParams::default();
+    let shares = security_core::split_master_key(
+        &master,
+        ClusterId(cluster_id),
+        &members,
+        secrets.quorum_threshold,
+        kdf,
+    )?;
+    let verifier = security_core::create_verifier(&secrets.security_officer_passphrase, kdf)?;
     refuse_existing(data_dir)?;
     let tls_dir = DataDirLayout::new(data_dir).tls_dir();
-    let cluster_id = rand::random::<u64>();
     let ca = CertificateAuthority::create(cluster_id)?;
     ca.save(&tls_dir)?;
     let (cert, key) = ca.issue(&Identity::Kma(1), &hosts_for(&listeners.management_advertise)?)?;
     pki::write(&tls_dir.join(pki::NODE_CERT_FILE), &cert, false)?;
     pki::write(&tls_dir.join(pki::NODE_KEY_FILE), &key, true)?;
-    let (cert, key) = ca.issue(&Identity::User("admin".into()), &[])?;
+    let officer = Identity::User(secrets.security_officer.clone());
+    let (cert, admin_key) = ca.issue(&officer, &[])?;
     pki::write(&tls_dir.join(pki::ADMIN_CERT_FILE), &cert, false)?;
-    pki::write(&tls_dir.join(pki::ADMIN_KEY_FILE), &key, true)?;
+    pki::write(&tls_dir.join(pki::ADMIN_KEY_FILE), &admin_key, true)?;
+    // Until the quickstart is committed this KMA is the only holder of the master key.
+    Vault::open(data_dir, &key)?.seal(&master, ClusterId(cluster_id))?;
     let quickstart = Quickstart {
         cluster_id: format!("{cluster_id:016x}"),
         kma_name: name.into(),
         site: site.into(),
-        security_officer: "admin".into(),
-        quorum_members: quorum.0,
-        quorum_threshold: quorum.1,
+        security_officer: secrets.security_officer.clone(),
+        security_officer_verifier: hex::encode(verifier),
+        quorum_shares: shares.into_iter().map(|(id, share)| (id, hex::encode(share))).collect(),
+        quorum_threshold: secrets.quorum_threshold,
+        autonomous_unlock: secrets.autonomous_unlock,
     };
     std::fs::write(data_dir.join(QUICKSTART_FILE), toml::to_string_pretty(&quickstart)?)?;
     config(1, name, site, listeners).save(data_dir)?;
@@ -129,46 +207,131 @@ fn config(node_id: u64, name: &str, site: &str, listeners: &Listeners) -> NodeCo
     }
 }
 
-/// Joins a running cluster through `peer` with a token from `kma token`: pins the CA by the
-/// token's fingerprint, sends a signing request, and writes the data dir.
+/// How a new KMA proves itself to the cluster: its name and one-time passphrase, which a
+/// Security Officer set when creating its entry (`CreateKma`).
+pub struct JoinCredentials<'a> {
+    pub peer: &'a str,
+    pub passphrase: &'a str,
+    /// SHA-256 of the cluster CA certificate (hex), when the operator has it to compare.
+    pub ca_fingerprint: Option<&'a str>,
+    /// How long to wait for the quorum to approve the join.
+    pub wait: Duration,
+}
+
+/// Joins a running cluster through `peer`: proves the passphrase by challenge/response (the
+/// KMA proves itself back), waits for the quorum's approval, and writes the data dir with the
+/// certificate it receives for a key pair made here.
 pub async fn join(
     data_dir: &Path,
     name: &str,
     site: &str,
     listeners: &Listeners,
-    peer: &str,
-    token: &str,
+    credentials: &JoinCredentials<'_>,
 ) -> anyhow::Result<u64> {
-    let (secret, pin) = pki::parse_join_token(token)?;
-    let ca_pem = fetch_pinned_ca(peer, &pin).await?;
+    let peer = credentials.peer;
+    let ca_pem = fetch_ca(peer, credentials.ca_fingerprint).await?;
+    if data_dir.join(CONFIG_FILE).exists() {
+        // Checked before asking the cluster anything; `refuse_existing` below says why.
+        refuse_existing(data_dir)?;
+    }
+    let (csr_pem, key_pem) = pki::signing_request()?;
+    let client = https_client(crate::tls::anonymous_client_config(&ca_pem)?)?;
+    let deadline = tokio::time::Instant::now() + credentials.wait;
+    let mut told = false;
+    let granted = loop {
+        match join_once(&client, name, listeners, credentials, &csr_pem).await? {
+            JoinStep::Granted(granted) => break granted,
+            JoinStep::AwaitingQuorum(message) => {
+                if tokio::time::Instant::now() >= deadline {
+                    anyhow::bail!("{message} (gave up after {} s)", credentials.wait.as_secs());
+                }
+                if !told {
+                    eprintln!("{message}; waiting...");
+                    told = true;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
     refuse_existing(data_dir)?;
     let tls_dir = DataDirLayout::new(data_dir).tls_dir();
-    let (csr_pem, key_pem) = pki::signing_request()?;
-    let request = JoinRequest {
-        token_secret: secret,
-        name: name.into(),
-        site: site.into(),
-        management_advertise: listeners.management_advertise.clone(),
-        csr_pem,
+    pki::write(&tls_dir.join(pki::CA_FILE), &granted.ca_pem, false)?;
+    pki::write(&tls_dir.join(pki::CA_KEY_FILE), &granted.ca_key_pem, true)?;
+    pki::write(&tls_dir.join(pki::NODE_CERT_FILE), &granted.cert_pem, false)?;
+    pki::write(&tls_dir.join(pki::NODE_KEY_FILE), &key_pem, true)?;
+    config(granted.node_id, name, site, listeners).save(data_dir)?;
+    Ok(granted.node_id)
+}
+
+enum JoinStep {
+    Granted(JoinGranted),
+    AwaitingQuorum(String),
+}
+
+async fn join_once(
+    client: &reqwest::Client,
+    name: &str,
+    listeners: &Listeners,
+    credentials: &JoinCredentials<'_>,
+    csr_pem: &str,
+) -> anyhow::Result<JoinStep> {
+    let peer = credentials.peer;
+    let (login, hello) = ClientLogin::start(name, crate::security_api::PURPOSE_JOIN);
+    let challenge: ServerChallenge =
+        post_json(client, &format!("https://{peer}/v1/join/hello"), &hello).await?;
+    let (awaiting, proof) = login.respond(credentials.passphrase, &challenge)?;
+    let request = ProofRequest {
+        proof,
+        csr_pem: csr_pem.into(),
+        management_advertise: Some(listeners.management_advertise.clone()),
     };
-    let client = https_client(crate::tls::anonymous_client_config(&ca_pem)?)?;
     let response = client
-        .post(format!("https://{peer}/v1/join"))
-        .header(reqwest::header::CONTENT_TYPE, POSTCARD)
-        .body(postcard::to_allocvec(&request)?)
+        .post(format!("https://{peer}/v1/join/proof"))
+        .json(&request)
         .timeout(Duration::from_secs(60))
         .send()
         .await?;
-    let answer: Result<JoinResponse, String> = postcard::from_bytes(&response.bytes().await?)?;
-    let joined = answer.map_err(|refusal| anyhow::anyhow!("{peer} refused the join: {refusal}"))?;
-    pki::write(&tls_dir.join(pki::CA_FILE), &joined.ca_pem, false)?;
-    pki::write(&tls_dir.join(pki::NODE_CERT_FILE), &joined.cert_pem, false)?;
-    pki::write(&tls_dir.join(pki::NODE_KEY_FILE), &key_pem, true)?;
-    config(joined.node_id, name, site, listeners).save(data_dir)?;
-    Ok(joined.node_id)
+    if response.status() == reqwest::StatusCode::CONFLICT {
+        let refusal: SecurityRefusal = response.json().await?;
+        return Ok(JoinStep::AwaitingQuorum(refusal.message));
+    }
+    let granted: JoinGranted = json_or_refusal(response).await?;
+    awaiting.verify_server(&granted.server_final).map_err(|_| {
+        anyhow::anyhow!(
+            "{peer} did not prove that it knows this KMA's passphrase verifier: it is not a KMA \
+             of the cluster you meant; nothing was written"
+        )
+    })?;
+    Ok(JoinStep::Granted(granted))
 }
 
-async fn fetch_pinned_ca(peer: &str, pin: &[u8; 32]) -> anyhow::Result<String> {
+/// POSTs JSON and decodes the JSON answer, or the refusal's message.
+pub async fn post_json<T: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    url: &str,
+    body: &impl Serialize,
+) -> anyhow::Result<T> {
+    let response = client.post(url).json(body).timeout(Duration::from_secs(60)).send().await?;
+    json_or_refusal(response).await
+}
+
+pub async fn json_or_refusal<T: serde::de::DeserializeOwned>(
+    response: reqwest::Response,
+) -> anyhow::Result<T> {
+    let status = response.status();
+    let bytes = response.bytes().await?;
+    if status.is_success() {
+        return Ok(serde_json::from_slice(&bytes)?);
+    }
+    match serde_json::from_slice::<SecurityRefusal>(&bytes) {
+        Ok(refusal) => Err(anyhow::Error::new(refusal)),
+        Err(_) => anyhow::bail!("{status}: {}", String::from_utf8_lossy(&bytes)),
+    }
+}
+
+/// The cluster CA from `peer`. With a fingerprint it is checked at once; without one the
+/// passphrase exchange is what proves the peer is the cluster (see `join_once`).
+async fn fetch_ca(peer: &str, fingerprint: Option<&str>) -> anyhow::Result<String> {
     let client = https_client(crate::tls::ca_fetch_client_config()?)?;
     let ca_pem = client
         .get(format!("https://{peer}/v1/ca"))
@@ -178,11 +341,14 @@ async fn fetch_pinned_ca(peer: &str, pin: &[u8; 32]) -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!("cannot reach {peer}: {e:#}"))?
         .text()
         .await?;
-    if pki::fingerprint(&ca_pem)? != *pin {
-        anyhow::bail!(
-            "the CA of {peer} does not match the join token's fingerprint: the token is for \
-             another cluster, or something between you and {peer} is not the KMA"
-        );
+    if let Some(expected) = fingerprint {
+        let actual = hex::encode(pki::fingerprint(&ca_pem)?);
+        if !actual.eq_ignore_ascii_case(expected.trim()) {
+            anyhow::bail!(
+                "the CA of {peer} has fingerprint {actual}, not {expected}: wrong cluster, or \
+                 something between you and {peer} is not the KMA"
+            );
+        }
     }
     Ok(ca_pem)
 }

@@ -83,12 +83,26 @@ pub fn client_config(
     key_file: &str,
 ) -> Result<ClientConfig, TlsError> {
     let ca_pem = pki::read(&tls_dir.join(pki::CA_FILE))?;
-    let chain = certs_from_pem(&pki::read(&tls_dir.join(cert_file))?);
-    let key = key_from_pem(&tls_dir.join(key_file))?;
+    let cert_pem = pki::read(&tls_dir.join(cert_file))?;
+    let key_pem = pki::read(&tls_dir.join(key_file))?;
+    client_config_from_pem(&ca_pem, &cert_pem, &key_pem)
+}
+
+/// As `client_config`, from PEM text in memory (a certificate fresh from a login).
+pub fn client_config_from_pem(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<ClientConfig, TlsError> {
+    let chain = certs_from_pem(cert_pem);
+    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(key_pem.as_bytes()))
+        .ok()
+        .flatten()
+        .ok_or(TlsError::Config { what: "private key", detail: "no PEM key".into() })?;
     ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(config_error("TLS 1.3"))?
-        .with_root_certificates(roots(&ca_pem)?)
+        .with_root_certificates(roots(ca_pem)?)
         .with_client_auth_cert(chain, key)
         .map_err(config_error("client certificate"))
 }

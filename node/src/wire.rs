@@ -9,13 +9,17 @@ use raft_storage::ApplyResponse;
 pub const POSTCARD: &str = "application/x-postcard";
 
 /// A command for the cluster. `actor` is honoured only when a KMA forwards the request on behalf
-/// of a client it authenticated; otherwise the actor is the client's certificate.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// of a client it authenticated; otherwise the actor is the client's certificate. No `Debug`:
+/// it may carry a passphrase.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct ProposeRequest {
     pub actor: Option<Actor>,
     pub origin_node_id: Option<u64>,
     pub request_id: Option<RequestId>,
     pub command: Command,
+    /// For commands that set a passphrase (users, agents, KMAs): the KMA checks it against the
+    /// cluster's minimum length and stores only a verifier made from it.
+    pub passphrase: Option<String>,
 }
 
 /// Why a proposal did not produce an applied entry.
@@ -52,6 +56,10 @@ pub struct NodeStatus {
     pub purged_index: Option<u64>,
     pub voters: Vec<u64>,
     pub learners: Vec<u64>,
+    /// Holds no master key or is locked by an administrator: serves no key material.
+    pub locked: bool,
+    /// host:port of the service listener (agents), as other hosts reach it.
+    pub service_address: String,
 }
 
 /// What `GET /v1/digest` answers: a SHA-256 of the applied state's snapshot encoding.
@@ -84,4 +92,80 @@ pub enum MembershipRequest {
     AddLearner { node_id: u64, address: String },
     Promote { node_id: u64 },
     Remove { node_id: u64 },
+}
+
+/// `POST /v1/login/proof` (users) and `/v1/join/proof` (KMAs): the answer to a challenge and
+/// a certificate request for the key pair the client made (its private key stays with it).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProofRequest {
+    pub proof: security_core::challenge::ClientProof,
+    pub csr_pem: String,
+    /// Joining KMAs only: how the others reach its management listener.
+    pub management_advertise: Option<String>,
+}
+
+/// A successful login: the server's proof of itself, then the client's certificate.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LoginGranted {
+    pub server_final: security_core::challenge::ServerFinal,
+    pub cert_pem: String,
+    pub ca_pem: String,
+    /// Users: seconds the certificate is valid for.
+    pub valid_for_s: u64,
+}
+
+/// A successful join: the KMA certificate, and the CA key so this KMA can issue certificates
+/// too (logins and enrollments must work on any KMA, even while the cluster is locked).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JoinGranted {
+    pub server_final: security_core::challenge::ServerFinal,
+    pub node_id: u64,
+    pub cert_pem: String,
+    pub ca_pem: String,
+    pub ca_key_pem: String,
+}
+
+/// `POST /v1/quorum/approve`: a quorum member approves through a user's session (SPEC S4).
+/// The passphrase unwraps the member's share on the KMA that needs it; it is not stored.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ApproveRequest {
+    pub operation: u64,
+    pub member: String,
+    pub passphrase: String,
+    /// The index of the entry that started the operation, so any KMA can see it.
+    pub min_index: u64,
+    /// Set by a KMA that forwards the approval: the user it authenticated.
+    pub on_behalf_of: Option<String>,
+}
+
+/// `POST /v1/quorum/change`: a new quorum; the KMA re-splits its master key for it.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ChangeQuorumRequest {
+    /// (member ID, passphrase).
+    pub members: Vec<(String, String)>,
+    pub threshold: u8,
+    pub ttl_ms: Option<u64>,
+}
+
+/// An error of the security endpoints, with the HTTP status it travels with.
+#[derive(Clone, Debug, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct SecurityRefusal {
+    pub code: String,
+    pub message: String,
+    pub retryable: bool,
+}
+
+/// `GET /v1/quorum/operations`: one pending quorum operation.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PendingOperation {
+    pub id: u64,
+    /// What it does once approved, e.g. `UnlockKma { kma: "kma2" }`.
+    pub operation: String,
+    pub started_by: String,
+    pub started_at_ms: u64,
+    pub expires_at_ms: u64,
+    /// Quorum members who have approved so far.
+    pub approvals: Vec<String>,
+    pub threshold: u8,
 }

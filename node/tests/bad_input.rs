@@ -69,47 +69,109 @@ async fn certificate_from_another_cluster_is_refused() {
     assert!(foreign_kma.digest(address_a, 0).await.is_err(), "B's KMA is not served by A");
 }
 
-/// A join token is one-time and names the cluster by its CA: a second use is refused, and a
-/// token of another cluster is caught before anything is trusted. (SPEC C4, S2)
+/// A join needs the entry's one-time passphrase and the quorum's approval: a wrong passphrase
+/// is refused and nothing is written; an unapproved join waits and gives up clearly; a pinned CA
+/// of another cluster is caught before anything is trusted; after the join the passphrase is
+/// spent. (SPEC C4, S2)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn join_tokens_are_single_use_and_pinned_to_their_cluster() {
+async fn joins_need_the_passphrase_and_the_quorum() {
     let cluster_a = Cluster::start(1, 17240, no_change).await;
     let cluster_b = Cluster::start(1, 17250, no_change).await;
     let first = &cluster_a.nodes[0];
-    let ca = node::pki::read(&first.data_dir.join("tls/ca.pem")).expect("CA");
-    let token =
-        node::pki::create_join_token(&first.data_dir.join("join-tokens"), &ca).expect("token");
     let listeners = |port: u16| node::setup::Listeners {
         management_listen: format!("127.0.0.1:{port}").parse().expect("address"),
         management_advertise: format!("127.0.0.1:{port}"),
         service_listen: format!("127.0.0.1:{}", port + 100).parse().expect("address"),
     };
+    let credentials = |passphrase: &'static str, wait_s: u64| node::setup::JoinCredentials {
+        peer: &first.address,
+        passphrase,
+        ca_fingerprint: None,
+        wait: Duration::from_secs(wait_s),
+    };
     let root = tempfile::tempdir().expect("temp dir");
-    node::setup::join(
-        &root.path().join("n2"),
+    create_kma_entry(&cluster_a, "n2", "n2-one-time-pass").await;
+
+    let dir = root.path().join("n2");
+    let wrong = node::setup::join(
+        &dir,
         "n2",
         "east",
         &listeners(17243),
-        &first.address,
-        &token,
-    )
-    .await
-    .expect("first use joins");
-    let again = node::setup::join(
-        &root.path().join("n3"),
-        "n3",
-        "east",
-        &listeners(17244),
-        &first.address,
-        &token,
+        &credentials("wrong-passphrase", 5),
     )
     .await;
-    let again = again.expect_err("second use").to_string();
-    assert!(again.contains("unknown or already used join token"), "{again}");
-    let other = &cluster_b.nodes[0].address;
-    let wrong =
-        node::setup::join(&root.path().join("n4"), "n4", "east", &listeners(17245), other, &token)
-            .await;
-    let wrong = wrong.expect_err("token of cluster A at cluster B").to_string();
-    assert!(wrong.contains("does not match the join token's fingerprint"), "{wrong}");
+    let wrong = format!("{:#}", wrong.expect_err("a wrong passphrase is refused"));
+    assert!(wrong.contains("wrong passphrase"), "{wrong}");
+    assert!(!dir.join("kma.toml").exists(), "nothing written on a refused join");
+
+    let waiting = node::setup::join(
+        &dir,
+        "n2",
+        "east",
+        &listeners(17243),
+        &credentials("n2-one-time-pass", 2),
+    )
+    .await;
+    let waiting = format!("{:#}", waiting.expect_err("no approval yet"));
+    assert!(waiting.contains("waits for the quorum"), "{waiting}");
+
+    let ca_a = node::pki::read(&first.data_dir.join("tls/ca.pem")).expect("CA");
+    let foreign = join_pinned(&dir, &cluster_b.nodes[0].address, &ca_a).await;
+    assert!(foreign.contains("wrong cluster"), "{foreign}");
+
+    let join = statemachine::quorum::QuorumOperation::JoinKma { kma: "n2".into() };
+    node::quorum_flow::run_quorum_operation(
+        &cluster_a.admin,
+        &first.address,
+        &cluster_a.secrets,
+        join,
+    )
+    .await
+    .expect("the quorum approves the join");
+    let node_id = node::setup::join(
+        &dir,
+        "n2",
+        "east",
+        &listeners(17243),
+        &credentials("n2-one-time-pass", 10),
+    )
+    .await
+    .expect("approved join");
+    assert_eq!(node_id, 2);
+    assert!(dir.join("tls/ca-key.pem").exists(), "the new KMA can issue certificates too");
+}
+
+/// A join at `peer` pinned to the CA `ca_pem`: the error it ends with.
+async fn join_pinned(dir: &std::path::Path, peer: &str, ca_pem: &str) -> String {
+    let fingerprint = hex::encode(node::pki::fingerprint(ca_pem).expect("fingerprint"));
+    let credentials = node::setup::JoinCredentials {
+        peer,
+        passphrase: "n2-one-time-pass",
+        ca_fingerprint: Some(&fingerprint),
+        wait: Duration::from_secs(2),
+    };
+    let listeners = node::setup::Listeners {
+        management_listen: "127.0.0.1:17243".parse().expect("address"),
+        management_advertise: "127.0.0.1:17243".into(),
+        service_listen: "127.0.0.1:17343".parse().expect("address"),
+    };
+    let joined = node::setup::join(dir, "n2", "east", &listeners, &credentials).await;
+    format!("{:#}", joined.expect_err("another cluster's CA"))
+}
+
+/// A Security Officer's `CreateKma` with a one-time passphrase.
+async fn create_kma_entry(cluster: &Cluster, name: &str, passphrase: &str) {
+    let create = statemachine::Command::CreateKma {
+        name: name.into(),
+        site: "east".into(),
+        passphrase_verifier: Vec::new(),
+    };
+    let created = cluster
+        .admin
+        .propose_with_passphrase(&cluster.nodes[0].address, None, create, Some(passphrase))
+        .await
+        .expect("reach")
+        .expect("proposed");
+    assert!(created.result.is_ok(), "{:?}", created.result);
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use node::client::KmaClient;
 use node::config::NodeConfig;
-use node::setup::Listeners;
+use node::setup::{InitSecrets, Listeners};
 use statemachine::{Command, Role, RoleSet};
 use tokio::process::Child;
 
@@ -26,7 +26,28 @@ pub struct Cluster {
     pub root: tempfile::TempDir,
     pub nodes: Vec<Node>,
     pub admin: KmaClient,
+    pub secrets: InitSecrets,
 }
+
+/// The quickstart secrets the test clusters use: officer `admin`, quorum q1..q3, two approvals.
+pub const SECRETS: &str = r#"
+security_officer = "admin"
+security_officer_passphrase = "officer-passphrase-1"
+quorum_threshold = 2
+autonomous_unlock = true
+
+[[quorum]]
+id = "q1"
+passphrase = "member-one-passphrase"
+
+[[quorum]]
+id = "q2"
+passphrase = "member-two-passphrase"
+
+[[quorum]]
+id = "q3"
+passphrase = "member-three-passphrase"
+"#;
 
 /// Small snapshot thresholds so tests see snapshots and purged logs with a few hundred writes.
 pub fn small_snapshots(config: &mut NodeConfig) {
@@ -47,12 +68,17 @@ impl Cluster {
     pub async fn start(count: usize, base_port: u16, change: fn(&mut NodeConfig)) -> Cluster {
         let root = tempfile::tempdir().expect("temp dir");
         let first = root.path().join("kma1");
+        let secrets_path = root.path().join("secrets.toml");
+        std::fs::write(&secrets_path, SECRETS).expect("secrets file");
+        let secrets = node::setup::read_secrets(&secrets_path).expect("secrets parse");
         let address = format!("127.0.0.1:{}", base_port + 1);
         let output = tokio::process::Command::new(KMA)
             .args(["init", "--name", "kma1", "--site", "east", "--management", &address])
             .args(["--service", &format!("127.0.0.1:{}", base_port + 101)])
             .arg("--data-dir")
             .arg(&first)
+            .arg("--secrets-file")
+            .arg(&secrets_path)
             .output()
             .await
             .expect("kma init runs");
@@ -60,7 +86,7 @@ impl Cluster {
         assert!(output.status.success(), "kma init failed: {stderr}");
         tweak(&first, change);
         let admin = KmaClient::admin(&first).expect("admin client");
-        let mut cluster = Cluster { root, nodes: Vec::new(), admin };
+        let mut cluster = Cluster { root, nodes: Vec::new(), admin, secrets };
         cluster.nodes.push(Node { name: "kma1".into(), data_dir: first, address, child: None });
         cluster.restart(0).await;
         cluster.wait_ready(0).await;
@@ -71,7 +97,8 @@ impl Cluster {
         cluster
     }
 
-    /// Joins KMA number `n` with a token from kma1 and starts it.
+    /// Admits KMA number `n` through the quorum, joins it, starts it, and has the quorum unlock
+    /// it (SPEC C4, C6); `autonomous` lets it unlock itself after restarts.
     pub async fn add_node(
         &mut self,
         n: usize,
@@ -80,9 +107,6 @@ impl Cluster {
     ) -> usize {
         let data_dir = self.root.path().join(format!("kma{n}"));
         let address = format!("127.0.0.1:{}", base_port + n as u16);
-        let ca = node::pki::read(&self.nodes[0].data_dir.join("tls/ca.pem")).expect("CA");
-        let token = node::pki::create_join_token(&self.nodes[0].data_dir.join("join-tokens"), &ca)
-            .expect("token");
         let listeners = Listeners {
             management_listen: address.parse().expect("address"),
             management_advertise: address.clone(),
@@ -92,13 +116,25 @@ impl Cluster {
         };
         let site = if n % 2 == 0 { "east" } else { "west" };
         let name = format!("kma{n}");
-        node::setup::join(&data_dir, &name, site, &listeners, &self.nodes[0].address, &token)
+        let passphrase = format!("join-passphrase-{n}");
+        let peer = self.nodes[0].address.clone();
+        node::quorum_flow::admit_kma(&self.admin, &peer, &self.secrets, (&name, site), &passphrase)
             .await
-            .expect("join");
+            .expect("admit");
+        let credentials = node::setup::JoinCredentials {
+            peer: &peer,
+            passphrase: &passphrase,
+            ca_fingerprint: None,
+            wait: Duration::from_secs(30),
+        };
+        node::setup::join(&data_dir, &name, site, &listeners, &credentials).await.expect("join");
         tweak(&data_dir, change);
-        self.nodes.push(Node { name, data_dir, address, child: None });
+        self.nodes.push(Node { name: name.clone(), data_dir, address, child: None });
         let index = self.nodes.len() - 1;
         self.restart(index).await;
+        node::local::unlock_when_member(&self.admin, &peer, &self.secrets, &name, true)
+            .await
+            .expect("quorum unlock");
         index
     }
 
@@ -261,9 +297,9 @@ pub async fn write_user(admin: &KmaClient, address: &str, user: String, acked: &
     let command = Command::CreateUser {
         id: user.clone(),
         roles: RoleSet::of(Role::Auditor),
-        passphrase_verifier: vec![1; 32],
+        passphrase_verifier: Vec::new(),
     };
-    match admin.propose(address, None, command).await {
+    match admin.propose_with_passphrase(address, None, command, Some("workload-pass")).await {
         Ok(Ok(applied)) => {
             if applied.result.is_ok() {
                 acked.record(user, applied.index);

@@ -1,0 +1,171 @@
+//! The node side of the agent gateway's boundary: the gateway reads this KMA's state, proposes
+//! through its Raft write path, and gets the master key only while this KMA is unlocked.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent_gateway::backend::{Backend, BackendError, KmaEndpoint};
+use raft_storage::ApplyResponse;
+use statemachine::{Actor, ClusterId, Command, RequestId, State};
+
+use crate::kma::{Kma, Proposal};
+use crate::pki::Identity;
+use crate::wire::ProposeError;
+
+/// A `Kma` as the gateway sees it.
+#[derive(Clone)]
+pub struct GatewayBackend {
+    pub kma: Arc<Kma>,
+    /// Cached each second by `run_lock_cache`: the gateway asks on every request.
+    master_key: Arc<std::sync::RwLock<Option<security_core::MasterKey>>>,
+    cluster_id: Arc<std::sync::RwLock<Option<ClusterId>>>,
+    /// The members' service listeners as their own status reports them (SPEC C3).
+    endpoints: Arc<std::sync::RwLock<Vec<KmaEndpoint>>>,
+}
+
+fn unpoison<T>(result: Result<T, std::sync::PoisonError<T>>) -> T {
+    result.unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn retryable(error: &ProposeError) -> bool {
+    matches!(error, ProposeError::NoLeader | ProposeError::LeaderUnreachable { .. })
+}
+
+impl GatewayBackend {
+    pub fn new(kma: Arc<Kma>) -> GatewayBackend {
+        GatewayBackend {
+            kma,
+            master_key: Arc::default(),
+            cluster_id: Arc::default(),
+            endpoints: Arc::default(),
+        }
+    }
+
+    /// Asks every member for its status every two seconds; one that does not answer is listed
+    /// as unhealthy with the address it last reported.
+    pub async fn run_discovery_cache(self) {
+        loop {
+            let metrics = self.kma.raft.metrics().borrow().clone();
+            let members: Vec<(u64, String)> = metrics
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(id, node)| (*id, node.addr.clone()))
+                .collect();
+            let mut fresh = Vec::new();
+            for (node_id, address) in members {
+                let status = if node_id == self.kma.node_id() {
+                    Some(self.kma.status().await)
+                } else {
+                    self.fetch_status(&address).await
+                };
+                let known = unpoison(self.endpoints.read())
+                    .iter()
+                    .find(|e| e.name.ends_with(&format!("#{node_id}")))
+                    .cloned();
+                match (status, known) {
+                    (Some(status), _) => fresh.push(KmaEndpoint {
+                        name: format!("{}#{node_id}", status.name),
+                        site: status.site,
+                        service_address: status.service_address,
+                        healthy: !status.locked,
+                    }),
+                    (None, Some(known)) => fresh.push(KmaEndpoint { healthy: false, ..known }),
+                    (None, None) => {}
+                }
+            }
+            *unpoison(self.endpoints.write()) = fresh;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+
+    async fn fetch_status(&self, address: &str) -> Option<crate::wire::NodeStatus> {
+        let response = self
+            .kma
+            .peers
+            .get(format!("https://{address}/v1/status"))
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await
+            .ok()?;
+        response.json().await.ok()
+    }
+
+    /// Keeps the cached lock state current: on every applied entry and every 200 ms.
+    pub async fn run_lock_cache(self) {
+        let mut applied = self.kma.state.subscribe_applied();
+        loop {
+            let master = self.kma.serving_master_key().await;
+            let cluster_id = self.kma.state.read().await.cluster_id();
+            *unpoison(self.master_key.write()) = master;
+            *unpoison(self.cluster_id.write()) = cluster_id;
+            tokio::select! {
+                _ = applied.changed() => {}
+                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    }
+}
+
+impl Backend for GatewayBackend {
+    async fn read<R: Send>(
+        &self,
+        min_index: u64,
+        read: impl FnOnce(&State) -> R + Send,
+    ) -> Result<R, BackendError> {
+        self.kma.read_barrier(min_index, false).await.map_err(|error| BackendError {
+            retryable: true,
+            message: format!("{error} (try another KMA)"),
+        })?;
+        let state = self.kma.state.read().await;
+        Ok(read(&state))
+    }
+
+    async fn propose(
+        &self,
+        agent: Option<&str>,
+        request_id: Option<RequestId>,
+        command: Command,
+    ) -> Result<ApplyResponse, BackendError> {
+        let actor = agent.map_or(Actor::System, |agent| Actor::Agent(agent.into()));
+        let proposal = Proposal { actor, origin_node_id: self.kma.node_id(), request_id, command };
+        self.kma.propose(proposal).await.map_err(|error| BackendError {
+            retryable: retryable(&error),
+            message: error.to_string(),
+        })
+    }
+
+    fn master_key(&self) -> Option<security_core::MasterKey> {
+        unpoison(self.master_key.read()).clone()
+    }
+
+    fn cluster_id(&self) -> Option<ClusterId> {
+        *unpoison(self.cluster_id.read())
+    }
+
+    fn sign_agent_certificate(
+        &self,
+        agent: &str,
+        csr_pem: &str,
+    ) -> Result<(String, String), BackendError> {
+        let fail =
+            |e: crate::pki::PkiError| BackendError { retryable: false, message: e.to_string() };
+        let ca = self.kma.certificate_authority().map_err(fail)?;
+        let cert = ca.sign_request(csr_pem, &Identity::Agent(agent.into()), &[]).map_err(fail)?;
+        Ok((cert, ca.cert_pem.clone()))
+    }
+
+    async fn discovery(&self) -> Vec<KmaEndpoint> {
+        unpoison(self.endpoints.read())
+            .iter()
+            .map(|e| KmaEndpoint {
+                name: e.name.split('#').next().unwrap_or_default().to_string(),
+                ..e.clone()
+            })
+            .collect()
+    }
+
+    fn decoy_secret(&self) -> [u8; 32] {
+        self.kma.logins.decoy_secret()
+    }
+}

@@ -1,0 +1,77 @@
+//! Secrets typed in by people: the quickstart's passphrases and a joining KMA's passphrase.
+//! Nothing typed here is echoed, logged or written anywhere.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+
+use crate::setup::{InitSecrets, QuorumMemberSecret};
+
+fn line(prompt: &str) -> anyhow::Result<String> {
+    print!("{prompt}");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(answer.trim().to_string())
+}
+
+/// A passphrase typed twice, not echoed.
+fn new_passphrase(whose: &str) -> anyhow::Result<String> {
+    loop {
+        let first = rpassword::prompt_password(format!("passphrase for {whose}: "))?;
+        if first.chars().count() < crate::setup::PASSPHRASE_LEN_MIN {
+            eprintln!("at least {} characters, please", crate::setup::PASSPHRASE_LEN_MIN);
+            continue;
+        }
+        let again = rpassword::prompt_password("again: ")?;
+        if first == again {
+            return Ok(first);
+        }
+        eprintln!("the two entries differ; once more");
+    }
+}
+
+/// The quickstart asked on the terminal.
+pub fn init_secrets() -> anyhow::Result<InitSecrets> {
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!(
+            "no terminal to ask the quickstart's passphrases on: give them in a file with \
+             --secrets-file (see docs/security.md)"
+        );
+    }
+    println!("Quickstart of a new cluster. Passphrases are not echoed.");
+    let officer = line("first Security Officer's user ID [admin]: ")?;
+    let security_officer = if officer.is_empty() { "admin".to_string() } else { officer };
+    let security_officer_passphrase = new_passphrase(&security_officer)?;
+    let count: usize = line("number of quorum members (1-10) [1]: ")?.parse().unwrap_or(1);
+    let mut quorum = Vec::new();
+    for n in 1..=count.clamp(1, 10) {
+        let id = line(&format!("ID of quorum member {n}: "))?;
+        let passphrase = new_passphrase(&format!("quorum member '{id}'"))?;
+        quorum.push(QuorumMemberSecret { id, passphrase });
+    }
+    let threshold: u8 = line(&format!("approvals needed (1-{count}) [1]: "))?.parse().unwrap_or(1);
+    let autonomous = line("unlock this KMA by itself after a reboot (y/N): ")?;
+    Ok(InitSecrets {
+        security_officer,
+        security_officer_passphrase,
+        quorum,
+        quorum_threshold: threshold,
+        autonomous_unlock: autonomous.eq_ignore_ascii_case("y"),
+    })
+}
+
+/// A joining KMA's passphrase: from a file, the environment, or the terminal.
+pub fn join_passphrase(file: Option<&Path>) -> anyhow::Result<String> {
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+        return Ok(text.trim_end_matches(['\n', '\r']).to_string());
+    }
+    if let Ok(passphrase) = std::env::var("KMS_JOIN_PASSPHRASE") {
+        return Ok(passphrase);
+    }
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!("give the KMA's passphrase with --passphrase-file or $KMS_JOIN_PASSPHRASE");
+    }
+    Ok(rpassword::prompt_password("this KMA's one-time passphrase: ")?)
+}

@@ -1,0 +1,525 @@
+//! Security endpoints of the management listener (SPEC S2–S4, C4): user login, the join of a
+//! new KMA, quorum approvals and quorum changes. JSON bodies, so they can be read in a trace.
+//!
+//! Each handler checks what only the node can check (a passphrase, a share, the master key)
+//! and then proposes the command; the state machine still decides whether it is allowed.
+
+// A handler helper returns the refusal response itself; boxing it would only add noise.
+#![allow(clippy::result_large_err)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Extension, Json, Router};
+use security_core::challenge::ClientHello;
+use security_core::KdfParams;
+use statemachine::cluster::KmaStatus;
+use statemachine::quorum::{Quorum, QuorumMember, QuorumOperation};
+use statemachine::reply::Reply;
+use statemachine::role::Role;
+use statemachine::{Actor, Command};
+
+use crate::kma::{Kma, Proposal};
+use crate::pki::Identity;
+use crate::server::Peer;
+use crate::wire::{
+    ApproveRequest, ChangeQuorumRequest, JoinGranted, LoginGranted, MembershipRequest,
+    PendingOperation, ProofRequest, SecurityRefusal,
+};
+
+/// How long a user's certificate from a passphrase login is valid.
+pub const USER_SESSION: Duration = Duration::from_secs(8 * 3600);
+pub const PURPOSE_USER: &str = "user-login";
+pub const PURPOSE_JOIN: &str = "kma-join";
+
+/// The client's address, put into each request by `server::serve_connection`.
+#[derive(Clone, Copy, Debug)]
+pub struct Remote(pub SocketAddr);
+
+pub fn routes() -> Router<Arc<Kma>> {
+    Router::new()
+        .route("/v1/login/hello", post(login_hello))
+        .route("/v1/login/proof", post(login_proof))
+        .route("/v1/join/hello", post(join_hello))
+        .route("/v1/join/proof", post(join_proof))
+        .route("/v1/quorum/approve", post(approve))
+        .route("/v1/quorum/change", post(change_quorum))
+        .route("/v1/quorum/operations", axum::routing::get(pending_operations))
+}
+
+/// Pending quorum operations with who has approved so far (SPEC S4), for any logged-in user.
+async fn pending_operations(
+    State(kma): State<Arc<Kma>>,
+    Extension(peer): Extension<Peer>,
+) -> Response {
+    if peer.0.is_none() {
+        return refuse(StatusCode::FORBIDDEN, "no_session", "log in first", false);
+    }
+    let state = kma.state.read().await;
+    let meta = state.meta();
+    let operations: Vec<PendingOperation> = meta
+        .quorum_operations
+        .values()
+        .map(|op| PendingOperation {
+            id: op.id,
+            operation: format!("{:?}", op.operation),
+            started_by: op.started_by.clone(),
+            started_at_ms: op.started_at_ms,
+            expires_at_ms: op.expires_at_ms,
+            approvals: op.approvals.iter().cloned().collect(),
+            threshold: meta.quorum.threshold,
+        })
+        .collect();
+    Json(operations).into_response()
+}
+
+fn refuse(status: StatusCode, code: &str, message: impl Into<String>, retryable: bool) -> Response {
+    let body = SecurityRefusal { code: code.into(), message: message.into(), retryable };
+    (status, Json(body)).into_response()
+}
+
+fn login_refusal(error: &crate::login::LoginError) -> Response {
+    use crate::login::LoginError as E;
+    match error {
+        E::Throttled { .. } => {
+            refuse(StatusCode::TOO_MANY_REQUESTS, "throttled", error.to_string(), true)
+        }
+        E::Refused => refuse(StatusCode::UNAUTHORIZED, "refused", error.to_string(), false),
+        E::UnknownChallenge => {
+            refuse(StatusCode::UNAUTHORIZED, "unknown_challenge", error.to_string(), false)
+        }
+        E::Other(_) => refuse(StatusCode::SERVICE_UNAVAILABLE, "busy", error.to_string(), true),
+    }
+}
+
+/// Records a failed authentication in the audit log (SPEC S2); best effort: the refusal stands
+/// whether or not the record can be written now.
+fn audit_failure(kma: &Arc<Kma>, principal: String, source: IpAddr) {
+    let kma = Arc::clone(kma);
+    tokio::spawn(async move {
+        let command =
+            Command::RecordAuthenticationFailure { principal, source: source.to_string() };
+        if let Err(error) = kma.propose(Proposal::system(&kma, command)).await {
+            tracing::warn!(%error, "authentication failure not recorded in the audit log");
+        }
+    });
+}
+
+/// Step one of a login or join: the verifier comes from the replicated state.
+async fn hello(
+    kma: &Arc<Kma>,
+    remote: Remote,
+    hello: &ClientHello,
+    verifier: Option<Vec<u8>>,
+) -> Response {
+    let settings = kma.state.read().await.meta().security;
+    let source = remote.0.ip();
+    if let Err(error) = kma.logins.check_throttle(&hello.principal, source, &settings) {
+        return login_refusal(&error);
+    }
+    match kma.logins.challenge(hello, verifier.as_deref(), source) {
+        Ok(challenge) => Json(challenge).into_response(),
+        Err(error) => login_refusal(&error),
+    }
+}
+
+async fn login_hello(
+    State(kma): State<Arc<Kma>>,
+    Extension(remote): Extension<Remote>,
+    Json(client): Json<ClientHello>,
+) -> Response {
+    let verifier = if client.purpose == PURPOSE_USER {
+        let state = kma.state.read().await;
+        state
+            .meta()
+            .users
+            .get(&client.principal)
+            .filter(|user| user.enabled)
+            .map(|user| user.passphrase_verifier.clone())
+    } else {
+        None
+    };
+    hello(&kma, remote, &client, verifier).await
+}
+
+/// Step two: checks the proof; a failure is throttled and audited.
+async fn verify_proof(
+    kma: &Arc<Kma>,
+    remote: Remote,
+    request: &ProofRequest,
+    purpose: &str,
+) -> Result<crate::login::Verified, Response> {
+    let source = remote.0.ip();
+    let settings = kma.state.read().await.meta().security;
+    let verified =
+        kma.logins.verify(&request.proof, source, &settings).map_err(|(error, principal)| {
+            if let Some(principal) = principal {
+                audit_failure(kma, principal, source);
+            }
+            login_refusal(&error)
+        })?;
+    if verified.purpose != purpose {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "wrong_purpose",
+            "this challenge was for another purpose",
+            false,
+        ));
+    }
+    Ok(verified)
+}
+
+async fn login_proof(
+    State(kma): State<Arc<Kma>>,
+    Extension(remote): Extension<Remote>,
+    Json(request): Json<ProofRequest>,
+) -> Response {
+    let verified = match verify_proof(&kma, remote, &request, PURPOSE_USER).await {
+        Ok(verified) => verified,
+        Err(refused) => return refused,
+    };
+    let signed = kma.certificate_authority().and_then(|ca| {
+        let identity = Identity::User(verified.principal.clone());
+        let cert =
+            ca.sign_request_valid_for(&request.csr_pem, &identity, &[], Some(USER_SESSION))?;
+        Ok((cert, ca.cert_pem.clone()))
+    });
+    match signed {
+        Ok((cert_pem, ca_pem)) => Json(LoginGranted {
+            server_final: verified.server_final,
+            cert_pem,
+            ca_pem,
+            valid_for_s: USER_SESSION.as_secs(),
+        })
+        .into_response(),
+        Err(error) => refuse(StatusCode::BAD_REQUEST, "bad_request", error.to_string(), false),
+    }
+}
+
+async fn join_hello(
+    State(kma): State<Arc<Kma>>,
+    Extension(remote): Extension<Remote>,
+    Json(client): Json<ClientHello>,
+) -> Response {
+    let verifier = if client.purpose == PURPOSE_JOIN {
+        let state = kma.state.read().await;
+        state
+            .meta()
+            .kmas
+            .get(&client.principal)
+            .filter(|k| matches!(k.status, KmaStatus::Created | KmaStatus::JoinApproved))
+            .map(|k| k.passphrase_verifier.clone())
+    } else {
+        None
+    };
+    hello(&kma, remote, &client, verifier).await
+}
+
+/// A joining KMA proved its one-time passphrase: once the quorum has approved its join, it
+/// gets its certificate and the CA, and becomes a learner (SPEC C4).
+async fn join_proof(
+    State(kma): State<Arc<Kma>>,
+    Extension(remote): Extension<Remote>,
+    Json(request): Json<ProofRequest>,
+) -> Response {
+    let verified = match verify_proof(&kma, remote, &request, PURPOSE_JOIN).await {
+        Ok(verified) => verified,
+        Err(refused) => return refused,
+    };
+    let name = verified.principal;
+    let entry = kma.state.read().await.meta().kmas.get(&name).cloned();
+    let Some(entry) = entry else {
+        return refuse(StatusCode::NOT_FOUND, "unknown_kma", format!("no KMA '{name}'"), false);
+    };
+    if entry.status == KmaStatus::Created {
+        let message = format!(
+            "the join of '{name}' waits for the quorum: a Security Officer starts the JoinKma \
+             operation and quorum members approve it"
+        );
+        return refuse(StatusCode::CONFLICT, "awaiting_quorum", message, true);
+    }
+    let Some(advertise) = request.management_advertise.clone() else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "management_advertise missing",
+            false,
+        );
+    };
+    match admit(&kma, entry.node_id, &advertise, &request.csr_pem).await {
+        Ok((cert_pem, ca_pem, ca_key_pem)) => Json(JoinGranted {
+            server_final: verified.server_final,
+            node_id: entry.node_id,
+            cert_pem,
+            ca_pem,
+            ca_key_pem,
+        })
+        .into_response(),
+        Err(message) => refuse(StatusCode::SERVICE_UNAVAILABLE, "join_failed", message, true),
+    }
+}
+
+/// Signs the new KMA's certificate and adds it as a learner.
+async fn admit(
+    kma: &Arc<Kma>,
+    node_id: u64,
+    advertise: &str,
+    csr_pem: &str,
+) -> Result<(String, String, String), String> {
+    let host = crate::config::advertise_host(advertise)
+        .ok_or("management address must be host:port")?
+        .to_string();
+    let ca = kma.certificate_authority().map_err(|e| e.to_string())?;
+    let hosts = [host, "localhost".into(), "127.0.0.1".into()];
+    let cert_pem =
+        ca.sign_request(csr_pem, &Identity::Kma(node_id), &hosts).map_err(|e| e.to_string())?;
+    let add = MembershipRequest::AddLearner { node_id, address: advertise.into() };
+    kma.membership_on_leader(add).await?;
+    Ok((cert_pem, ca.cert_pem.clone(), ca.key_pem()))
+}
+
+/// The user behind a request: its certificate, or the user a forwarding KMA vouches for.
+fn user_of(peer: &Peer, on_behalf_of: Option<&String>) -> Option<String> {
+    match (&peer.0, on_behalf_of) {
+        (Some(Identity::User(user)), _) => Some(user.clone()),
+        (Some(Identity::Kma(_)), Some(user)) => Some(user.clone()),
+        _ => None,
+    }
+}
+
+async fn approve(
+    State(kma): State<Arc<Kma>>,
+    Extension(peer): Extension<Peer>,
+    Extension(remote): Extension<Remote>,
+    Json(request): Json<ApproveRequest>,
+) -> Response {
+    let Some(user) = user_of(&peer, request.on_behalf_of.as_ref()) else {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "no_session",
+            "log in as a Security Officer or Backup Operator first",
+            false,
+        );
+    };
+    match approve_as(&kma, &user, remote, request).await {
+        Ok(response) | Err(response) => response,
+    }
+}
+
+/// What an approval needs to know about its operation, read from the local state.
+struct PendingView {
+    operation: QuorumOperation,
+    wrapped: Option<Vec<u8>>,
+    cluster_id: Option<statemachine::ClusterId>,
+    settings: statemachine::cluster::SecuritySettings,
+    /// The KMA that must see the share: the one being unlocked.
+    target: Option<u64>,
+}
+
+async fn pending_view(
+    kma: &Arc<Kma>,
+    user: &str,
+    request: &ApproveRequest,
+) -> Result<PendingView, Response> {
+    let unavailable = |e: crate::kma::NodeError| {
+        refuse(StatusCode::SERVICE_UNAVAILABLE, "not_applied", e.to_string(), true)
+    };
+    kma.read_barrier(request.min_index, false).await.map_err(unavailable)?;
+    let state = kma.state.read().await;
+    let meta = state.meta();
+    let may_approve = meta.users.get(user).is_some_and(|u| {
+        u.enabled
+            && (u.roles.contains(Role::SecurityOfficer) || u.roles.contains(Role::BackupOperator))
+    });
+    if !may_approve {
+        let message = format!(
+            "'{user}' needs the role Security Officer or Backup Operator to enter approvals"
+        );
+        return Err(refuse(StatusCode::FORBIDDEN, "missing_role", message, false));
+    }
+    let Some(pending) = meta.quorum_operations.get(&request.operation) else {
+        let message = format!(
+            "no pending quorum operation {} (completed, cancelled or expired?)",
+            request.operation
+        );
+        return Err(refuse(StatusCode::NOT_FOUND, "unknown_operation", message, false));
+    };
+    let wrapped = meta
+        .quorum
+        .members
+        .iter()
+        .find(|m| m.id == request.member)
+        .map(|m| m.wrapped_share.clone());
+    let target = match &pending.operation {
+        QuorumOperation::UnlockKma { kma } => meta.kmas.get(kma).map(|k| k.node_id),
+        _ => None,
+    };
+    Ok(PendingView {
+        operation: pending.operation.clone(),
+        wrapped,
+        cluster_id: state.cluster_id(),
+        settings: meta.security,
+        target,
+    })
+}
+
+/// Proves the member's passphrase by unwrapping its share; failures are throttled and audited.
+async fn member_share(
+    kma: &Arc<Kma>,
+    view: &PendingView,
+    request: &ApproveRequest,
+    source: IpAddr,
+) -> Result<security_core::Share, Response> {
+    let principal = format!("quorum member {}", request.member);
+    if let Err(error) = kma.logins.check_throttle(&principal, source, &view.settings) {
+        return Err(login_refusal(&error));
+    }
+    let unwrapped = match (view.wrapped.clone(), view.cluster_id) {
+        (Some(wrapped), Some(cluster_id)) => {
+            let (member, passphrase) = (request.member.clone(), request.passphrase.clone());
+            tokio::task::spawn_blocking(move || {
+                security_core::unwrap_share(&wrapped, cluster_id, &member, &passphrase)
+            })
+            .await
+            .ok()
+            .and_then(Result::ok)
+        }
+        _ => None,
+    };
+    unwrapped.ok_or_else(|| {
+        kma.logins.record_failure(&principal, source, &view.settings);
+        audit_failure(kma, principal, source);
+        login_refusal(&crate::login::LoginError::Refused)
+    })
+}
+
+async fn approve_as(
+    kma: &Arc<Kma>,
+    user: &str,
+    remote: Remote,
+    mut request: ApproveRequest,
+) -> Result<Response, Response> {
+    let view = pending_view(kma, user, &request).await?;
+    // The share of an unlock is needed on the KMA being unlocked: the approval goes there.
+    if let Some(target) = view.target.filter(|id| *id != kma.node_id()) {
+        request.on_behalf_of = Some(user.to_string());
+        return Ok(kma.forward_approval(target, &request).await);
+    }
+    let share = member_share(kma, &view, &request, remote.0.ip()).await?;
+    let unlocks_me = matches!(&view.operation,
+        QuorumOperation::UnlockKma { kma: name } if *name == kma.config.name);
+    let operation = request.operation;
+    if unlocks_me {
+        kma.vault.stash_share(operation, share);
+    }
+    let command = Command::ApproveQuorumOperation { id: operation, member: request.member };
+    let proposal = Proposal {
+        actor: Actor::User(user.into()),
+        origin_node_id: kma.node_id(),
+        request_id: None,
+        command,
+    };
+    let applied = kma.propose(proposal).await;
+    if unlocks_me {
+        let completed = matches!(&applied,
+            Ok(response) if matches!(response.result, Ok(Reply::QuorumApproval { completed: true, .. })));
+        let refused = !matches!(&applied, Ok(response) if response.result.is_ok());
+        if completed {
+            if let Err(error) = kma.vault.complete_unlock(operation) {
+                let message = error.to_string();
+                return Err(refuse(StatusCode::CONFLICT, "unlock_failed", message, false));
+            }
+            tracing::info!(operation, "unlocked by the quorum");
+        } else if refused {
+            kma.vault.drop_shares(operation);
+        }
+    }
+    Ok(Json(applied).into_response())
+}
+
+async fn change_quorum(
+    State(kma): State<Arc<Kma>>,
+    Extension(peer): Extension<Peer>,
+    Json(request): Json<ChangeQuorumRequest>,
+) -> Response {
+    let Some(Identity::User(user)) = peer.0.clone() else {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "no_session",
+            "log in as a Security Officer first",
+            false,
+        );
+    };
+    let Some(master) = kma.vault.master_key() else {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "kma_locked",
+            "this KMA is locked: send the quorum change to an unlocked KMA",
+            true,
+        );
+    };
+    let (cluster_id, len_min) = {
+        let state = kma.state.read().await;
+        (state.cluster_id(), state.meta().security.passphrase_len_min as usize)
+    };
+    let Some(cluster_id) = cluster_id else {
+        return refuse(
+            StatusCode::CONFLICT,
+            "not_initialised",
+            "the cluster is not initialised",
+            false,
+        );
+    };
+    if let Some((id, _)) = request.members.iter().find(|(_, p)| p.chars().count() < len_min) {
+        return refuse(StatusCode::BAD_REQUEST, "passphrase_too_short", format!("the passphrase of '{id}' is shorter than the cluster's minimum of {len_min} characters"), false);
+    }
+    let members = request.members.clone();
+    let threshold = request.threshold;
+    let split = tokio::task::spawn_blocking(move || {
+        let pairs: Vec<(&str, &str)> =
+            members.iter().map(|(id, p)| (id.as_str(), p.as_str())).collect();
+        security_core::split_master_key(
+            &master,
+            cluster_id,
+            &pairs,
+            threshold,
+            KdfParams::default(),
+        )
+    })
+    .await;
+    let wrapped = match split {
+        Ok(Ok(wrapped)) => wrapped,
+        Ok(Err(error)) => {
+            return refuse(StatusCode::BAD_REQUEST, "bad_quorum", error.to_string(), false)
+        }
+        Err(error) => {
+            return refuse(StatusCode::INTERNAL_SERVER_ERROR, "internal", error.to_string(), false)
+        }
+    };
+    let members =
+        wrapped.into_iter().map(|(id, wrapped_share)| QuorumMember { id, wrapped_share }).collect();
+    let operation = QuorumOperation::ChangeQuorum { quorum: Quorum { members, threshold } };
+    let command = Command::StartQuorumOperation { operation, ttl_ms: request.ttl_ms };
+    let proposal = Proposal {
+        actor: Actor::User(user),
+        origin_node_id: kma.node_id(),
+        request_id: None,
+        command,
+    };
+    Json(kma.propose(proposal).await).into_response()
+}
+
+/// The verifier a KMA makes from a passphrase a user sent with a command (never the other way).
+pub fn make_verifier(passphrase: &str, len_min: u32) -> Result<Vec<u8>, String> {
+    if passphrase.chars().count() < len_min as usize {
+        return Err(format!(
+            "the passphrase is shorter than the cluster's minimum of {len_min} characters"
+        ));
+    }
+    security_core::create_verifier(passphrase, KdfParams::default()).map_err(|e| e.to_string())
+}

@@ -1,0 +1,241 @@
+//! Agents against running `kma` processes (SPEC A1, C6, S3 "key material at rest"): enrollment,
+//! revoked certificates, a locked KMA serving no key, and no clear key value anywhere on disk.
+//! Ports 17500-17599.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use agent_gateway::{AgentClient, ClientOptions};
+use node::client::KmaClient;
+use statemachine::cluster::KeyPoolLimits;
+use statemachine::{Command, DataUnitId};
+use support::{no_change, Cluster};
+
+fn service(base_port: u16, n: u16) -> String {
+    format!("127.0.0.1:{}", base_port + 100 + n)
+}
+
+async fn ok(admin: &KmaClient, address: &str, command: Command, passphrase: Option<&str>) {
+    let applied = admin
+        .propose_with_passphrase(address, None, command, passphrase)
+        .await
+        .expect("reachable")
+        .expect("proposed");
+    assert!(applied.result.is_ok(), "{:?}", applied.result);
+}
+
+/// A small pool, a policy, a group and agent `drive1` with access to it.
+async fn catalogue(cluster: &Cluster, address: &str) {
+    let admin = &cluster.admin;
+    // The bootstrap officer gets the other roles for the setup.
+    let roles = statemachine::RoleSet::of(statemachine::Role::SecurityOfficer)
+        .with(statemachine::Role::ComplianceOfficer)
+        .with(statemachine::Role::Operator);
+    ok(admin, address, Command::SetUserRoles { id: "admin".into(), roles }, None).await;
+    let limits = KeyPoolLimits { low_water: 20, high_water: 40 };
+    ok(admin, address, Command::SetKeyPoolLimits(limits), None).await;
+    let policy = Command::CreateKeyPolicy {
+        name: "tapes".into(),
+        encryption_period_ms: 86_400_000,
+        cryptoperiod_ms: 2 * 86_400_000,
+        allow_export: false,
+        allow_import: false,
+    };
+    ok(admin, address, policy, None).await;
+    let group = Command::CreateKeyGroup { name: "tapes".into(), policy: "tapes".into() };
+    ok(admin, address, group, None).await;
+    let agent = Command::CreateAgent {
+        id: "drive1".into(),
+        site: "east".into(),
+        passphrase_verifier: Vec::new(),
+    };
+    ok(admin, address, agent, Some("drive-one-passphrase")).await;
+    let assign = Command::AssignKeyGroupToAgent { agent: "drive1".into(), group: "tapes".into() };
+    ok(admin, address, assign, None).await;
+}
+
+fn ca_pem(cluster: &Cluster) -> String {
+    node::pki::read(&cluster.nodes[0].data_dir.join("tls/ca.pem")).expect("CA")
+}
+
+/// A write key for a new data unit, retried while the pool fills after the setup.
+async fn write_key(client: &AgentClient, tag: &str) -> (DataUnitId, [u8; 32]) {
+    let unit = client.create_data_unit(tag).await.expect("data unit").data_unit;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match client.write_key(unit, true).await {
+            Ok(write) => return (unit, *write.key.value),
+            Err(error) if std::time::Instant::now() < deadline => {
+                tracing_free_pause(&error.to_string()).await;
+            }
+            Err(error) => panic!("no write key: {error}"),
+        }
+    }
+}
+
+async fn tracing_free_pause(_why: &str) {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+/// Discovery is refreshed every two seconds on each KMA: waits until `count` KMAs are known.
+async fn wait_discovered(drive: &AgentClient, count: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        drive.discover().await.expect("discovery works");
+        if drive.known_kmas().len() >= count {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "discovery: {:?}", drive.known_kmas());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the KMA refuses the drive's old, revoked certificate.
+async fn wait_refused(old: &AgentClient, unit: DataUnitId) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match old.keys(unit).await {
+            Err(error) if error.to_string().contains("revoked") => return,
+            other => {
+                assert!(std::time::Instant::now() < deadline, "old certificate works: {other:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Every file under `root` that contains `needle`.
+fn files_containing(root: &Path, needle: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                if bytes.windows(needle.len()).any(|window| window == needle) {
+                    found.push(path.display().to_string());
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Setup: three KMAs joined and unlocked through the quorum; a policy, group and agent. Action:
+/// the drive enrolls at kma1, gets write keys, reads them back; an officer locks kma1; the
+/// drive, knowing only kma1, reads again; its passphrase is reset. Expect: the locked kma1
+/// refuses with a retryable `kma_locked` and the drive gets the same key from another KMA; the
+/// old certificate is refused after the reset; the new passphrase enrolls once. (SPEC A1, C6)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c6_locked_kma_serves_no_key_and_the_agent_fails_over() {
+    const BASE: u16 = 17500;
+    let mut cluster = Cluster::start(3, BASE, no_change).await;
+    let address = cluster.nodes[0].address.clone();
+    catalogue(&cluster, &address).await;
+    let ca = ca_pem(&cluster);
+    let kma1 = service(BASE, 1);
+    let credentials = agent_gateway::client::enroll(&kma1, &ca, "drive1", "drive-one-passphrase")
+        .await
+        .expect("enrollment");
+    let options = ClientOptions {
+        discovery_interval: Duration::from_millis(500),
+        ..ClientOptions::default()
+    };
+    let drive =
+        AgentClient::from_credentials(std::slice::from_ref(&kma1), &credentials, options.clone())
+            .expect("client");
+    let (unit, value) = write_key(&drive, "VOL001").await;
+    let read = drive.keys(unit).await.expect("keys");
+    assert_eq!(read.keys.len(), 1);
+    assert_eq!(*read.keys[0].value, value, "the key read back is the key handed out");
+
+    ok(&cluster.admin, &address, Command::LockKma { name: "kma1".into() }, None).await;
+    // Straight to kma1, no failover: it says it is locked, and that another KMA may serve.
+    let tls = node::tls::client_config_from_pem(
+        &credentials.ca_pem,
+        &credentials.certificate_pem,
+        &credentials.private_key_pem,
+    )
+    .expect("agent TLS");
+    let direct = node::kma::https_client(tls).expect("client");
+    let url = format!("https://{kma1}/agent/v1/data-units/{unit}/keys");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = direct.get(&url).send().await.expect("kma1 answers");
+        let status = answer.status().as_u16();
+        let body = answer.text().await.expect("body");
+        if status == 503 {
+            assert!(body.contains("kma_locked") && body.contains("\"retryable\":true"), "{body}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "kma1 still serves: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_discovered(&drive, 3).await;
+    let failed_over = drive.keys(unit).await.expect("another KMA serves the key");
+    assert_eq!(*failed_over.keys[0].value, value);
+
+    let reset =
+        Command::SetAgentPassphrase { id: "drive1".into(), passphrase_verifier: Vec::new() };
+    ok(&cluster.admin, &address, reset, Some("drive-one-new-passphrase")).await;
+    let kma2 = service(BASE, 2);
+    let old = AgentClient::from_credentials(
+        std::slice::from_ref(&kma2),
+        &credentials,
+        ClientOptions { rounds: 1, ..options },
+    )
+    .expect("client");
+    wait_refused(&old, unit).await;
+    agent_gateway::client::enroll(&kma2, &ca, "drive1", "drive-one-new-passphrase")
+        .await
+        .expect("re-enrollment with the new passphrase");
+    let again =
+        agent_gateway::client::enroll(&kma2, &ca, "drive1", "drive-one-new-passphrase").await;
+    assert!(again.is_err(), "a passphrase enrolls once");
+    for index in 0..3 {
+        cluster.stop(index).await;
+    }
+}
+
+/// Setup: three KMAs, a drive. Action: the drive gets write keys for 20 data units; every KMA is
+/// stopped. Expect: no file under any KMA's data directory (RocksDB files, Raft log, snapshots,
+/// sealed key, logs) holds any of the clear key values, raw or in hex; the search finds a value
+/// planted on purpose, so it can fail. (SPEC "Key material at rest", S3)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_no_clear_key_value_in_any_file_of_any_kma() {
+    const BASE: u16 = 17550;
+    let mut cluster = Cluster::start(3, BASE, support::small_snapshots).await;
+    let address = cluster.nodes[0].address.clone();
+    catalogue(&cluster, &address).await;
+    let ca = ca_pem(&cluster);
+    let credentials =
+        agent_gateway::client::enroll(&service(BASE, 2), &ca, "drive1", "drive-one-passphrase")
+            .await
+            .expect("enrollment");
+    let addresses: Vec<String> = (1..=3).map(|n| service(BASE, n)).collect();
+    let drive = AgentClient::from_credentials(&addresses, &credentials, ClientOptions::default())
+        .expect("client");
+    let mut values = Vec::new();
+    for n in 0..20 {
+        let (_, value) = write_key(&drive, &format!("VOL{n:03}")).await;
+        values.push(value);
+    }
+    for index in 0..3 {
+        cluster.stop(index).await;
+    }
+    let root = cluster.root.path();
+    for value in &values {
+        let raw = files_containing(root, value);
+        assert!(raw.is_empty(), "clear key value found in {raw:?}");
+        let text = files_containing(root, hex::encode(value).as_bytes());
+        assert!(text.is_empty(), "key value in hex found in {text:?}");
+    }
+    let planted = root.join("kma1/planted.bin");
+    std::fs::write(&planted, [b"xx".as_slice(), &values[0], b"yy"].concat()).expect("plant");
+    assert_eq!(files_containing(root, &values[0]), vec![planted.display().to_string()]);
+}

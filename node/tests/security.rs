@@ -1,0 +1,484 @@
+//! The security core through running `kma` processes (SPEC S1–S4, C4, C6): passphrase logins,
+//! the role matrix at the admin API, quorum approvals, lock and unlock, cold restarts.
+//! Ports 17300-17499.
+
+mod support;
+
+use std::time::Duration;
+
+use node::client::KmaClient;
+use statemachine::backup::BackupKind;
+use statemachine::cluster::{KeyPoolLimits, SecuritySettings};
+use statemachine::command::DestroySelection;
+use statemachine::quorum::QuorumOperation;
+use statemachine::reply::Reply;
+use statemachine::{Command, CommandKind, DataUnitId, Issuer, KeyId, Reject, Role, RoleSet};
+use support::{no_change, Cluster};
+
+const ROLES: [(&str, Role); 5] = [
+    ("so-user", Role::SecurityOfficer),
+    ("co-user", Role::ComplianceOfficer),
+    ("op-user", Role::Operator),
+    ("bo-user", Role::BackupOperator),
+    ("au-user", Role::Auditor),
+];
+
+fn ca_pem(cluster: &Cluster) -> String {
+    node::pki::read(&cluster.nodes[0].data_dir.join("tls/ca.pem")).expect("CA")
+}
+
+/// One command of every kind a user may issue through `/v1/propose`, with made-up arguments:
+/// whether it is authorised is decided before its arguments are looked at. Approvals and quorum
+/// changes have their own endpoints (tested below).
+#[allow(clippy::too_many_lines)]
+fn user_commands() -> Vec<(Command, Option<&'static str>)> {
+    let s = |text: &str| text.to_string();
+    let unit = DataUnitId { cluster_id: statemachine::ClusterId(1), serial: 1 };
+    let key = KeyId([1; 30]);
+    let pass = Some("a-long-enough-passphrase");
+    vec![
+        (Command::CreateSite { name: s("site-x") }, None),
+        (Command::DeleteSite { name: s("nowhere") }, None),
+        (
+            Command::CreateKma { name: s("kma-x"), site: s("east"), passphrase_verifier: vec![] },
+            pass,
+        ),
+        (Command::DeleteKma { name: s("nobody") }, None),
+        (Command::LockKma { name: s("nobody") }, None),
+        (Command::DisableAutonomousUnlock { name: s("nobody") }, None),
+        (Command::SetSecuritySettings(SecuritySettings::default()), None),
+        (Command::SetKeyPoolLimits(KeyPoolLimits::default()), None),
+        (
+            Command::CreateUser {
+                id: s("new-user"),
+                roles: RoleSet::of(Role::Auditor),
+                passphrase_verifier: vec![],
+            },
+            pass,
+        ),
+        (Command::SetUserRoles { id: s("nobody"), roles: RoleSet::of(Role::Auditor) }, None),
+        (Command::SetUserEnabled { id: s("nobody"), enabled: true }, None),
+        (Command::SetUserPassphrase { id: s("nobody"), passphrase_verifier: vec![] }, pass),
+        (Command::DeleteUser { id: s("nobody") }, None),
+        (
+            Command::StartQuorumOperation {
+                operation: QuorumOperation::JoinKma { kma: s("nobody") },
+                ttl_ms: None,
+            },
+            None,
+        ),
+        (
+            Command::StartQuorumOperation {
+                operation: QuorumOperation::UnlockKma { kma: s("nobody") },
+                ttl_ms: None,
+            },
+            None,
+        ),
+        (
+            Command::StartQuorumOperation {
+                operation: QuorumOperation::EnableAutonomousUnlock { kma: s("nobody") },
+                ttl_ms: None,
+            },
+            None,
+        ),
+        (
+            Command::StartQuorumOperation {
+                operation: QuorumOperation::CreateTransferPartner {
+                    name: s("p"),
+                    public_key: vec![1; 32],
+                },
+                ttl_ms: None,
+            },
+            None,
+        ),
+        (
+            Command::StartQuorumOperation {
+                operation: QuorumOperation::RestoreFromBackup { backup_id: 99 },
+                ttl_ms: None,
+            },
+            None,
+        ),
+        (Command::CancelQuorumOperation { id: 999 }, None),
+        (
+            Command::CreateKeyPolicy {
+                name: s("pol"),
+                encryption_period_ms: 60_000,
+                cryptoperiod_ms: 60_000,
+                allow_export: false,
+                allow_import: false,
+            },
+            None,
+        ),
+        (
+            Command::SetKeyPolicyFlags { name: s("nopol"), allow_export: true, allow_import: true },
+            None,
+        ),
+        (Command::DeleteKeyPolicy { name: s("nopol") }, None),
+        (Command::CreateKeyGroup { name: s("grp"), policy: s("nopol") }, None),
+        (Command::DeleteKeyGroup { name: s("nogrp") }, None),
+        (
+            Command::CreateAgent { id: s("drive-x"), site: s("east"), passphrase_verifier: vec![] },
+            pass,
+        ),
+        (Command::SetAgentPassphrase { id: s("nodrive"), passphrase_verifier: vec![] }, pass),
+        (Command::SetAgentEnabled { id: s("nodrive"), enabled: false }, None),
+        (Command::SetAgentSite { id: s("nodrive"), site: s("east") }, None),
+        (Command::DeleteAgent { id: s("nodrive") }, None),
+        (Command::AssignKeyGroupToAgent { agent: s("nodrive"), group: s("nogrp") }, None),
+        (Command::UnassignKeyGroupFromAgent { agent: s("nodrive"), group: s("nogrp") }, None),
+        (Command::SetAgentDefaultKeyGroup { agent: s("nodrive"), group: s("nogrp") }, None),
+        (Command::CompromiseKeys { keys: vec![key] }, None),
+        (Command::DestroyKeys { keys: vec![key] }, None),
+        (
+            Command::DestroyDataUnitKeys {
+                data_units: vec![unit],
+                selection: DestroySelection::DeactivatedOnly,
+                preview_digest: 0,
+            },
+            None,
+        ),
+        (
+            Command::ChangeDataUnitKeyGroup {
+                data_units: vec![unit],
+                group: s("nogrp"),
+                preview_digest: 0,
+            },
+            None,
+        ),
+        (
+            Command::SetTransferKeyPair {
+                public_key: vec![1; 32],
+                wrapped_private_key: vec![1; 32],
+            },
+            None,
+        ),
+        (Command::DeleteTransferPartner { name: s("nop") }, None),
+        (
+            Command::AssignKeyGroupToPartner {
+                partner: s("nop"),
+                group: s("nogrp"),
+                direction: statemachine::command::TransferDirection::Export,
+            },
+            None,
+        ),
+        (
+            Command::UnassignKeyGroupFromPartner {
+                partner: s("nop"),
+                group: s("nogrp"),
+                direction: statemachine::command::TransferDirection::Export,
+            },
+            None,
+        ),
+        (Command::RecordKeyExport { partner: s("nop"), data_units: vec![unit] }, None),
+        (
+            Command::ImportTransferredKeys {
+                partner: s("nop"),
+                group: s("nogrp"),
+                data_units: vec![],
+            },
+            None,
+        ),
+        (Command::Import1xKeys { group: s("nogrp"), keys: vec![] }, None),
+        (
+            Command::RecordBackup {
+                kind: BackupKind::CoreSecurity,
+                kma: s("kma1"),
+                file_name: s("f"),
+                covers_index: 1,
+            },
+            None,
+        ),
+        (Command::MarkBackupDestroyed { id: 999 }, None),
+        (Command::SetBackupSchedule { schedule: None }, None),
+    ]
+}
+
+/// Logs in each of the five role users (created by the officer with passphrases).
+async fn role_clients(cluster: &Cluster, address: &str) -> Vec<(Role, KmaClient)> {
+    let ca = ca_pem(cluster);
+    let officer = KmaClient::login(address, &ca, "admin", "officer-passphrase-1")
+        .await
+        .expect("the quickstart officer logs in by passphrase");
+    let mut clients = Vec::new();
+    for (id, role) in ROLES {
+        let passphrase = format!("{id}-passphrase");
+        let command = Command::CreateUser {
+            id: id.into(),
+            roles: RoleSet::of(role),
+            passphrase_verifier: Vec::new(),
+        };
+        let applied = officer
+            .propose_with_passphrase(address, None, command, Some(&passphrase))
+            .await
+            .expect("reachable")
+            .expect("proposed");
+        assert!(applied.result.is_ok(), "create {id}: {:?}", applied.result);
+        let client = KmaClient::login(address, &ca, id, &passphrase).await.expect("login");
+        clients.push((role, client));
+    }
+    clients
+}
+
+/// Setup: one KMA; the officer from the quickstart logs in by passphrase and creates one user
+/// per role, who log in too. Action: every user command kind by every role through the admin
+/// API, and an approval entered by every role. Expect: the roles of the matrix get past
+/// authorisation; every other role is refused with the missing role named. (SPEC S1, S2)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s1_every_user_command_by_every_role_through_the_admin_api() {
+    let cluster = Cluster::start(1, 17300, no_change).await;
+    let address = cluster.nodes[0].address.clone();
+    let clients = role_clients(&cluster, &address).await;
+    let commands = user_commands();
+    let kinds: std::collections::BTreeSet<CommandKind> =
+        commands.iter().map(|(c, _)| c.kind()).collect();
+    let expected: std::collections::BTreeSet<CommandKind> = CommandKind::ALL
+        .into_iter()
+        .filter(|k| matches!(k.issuer(), Issuer::Users(_)))
+        .filter(|k| {
+            !matches!(k, CommandKind::ApproveQuorumOperation | CommandKind::StartChangeQuorum)
+        })
+        .collect();
+    assert_eq!(kinds, expected, "one sample per user command kind");
+    for (command, passphrase) in commands {
+        let kind = command.kind();
+        let Issuer::Users(required) = kind.issuer() else { unreachable!("filtered above") };
+        for (role, client) in &clients {
+            let applied = client
+                .propose_with_passphrase(&address, None, command.clone(), passphrase)
+                .await
+                .expect("reachable")
+                .unwrap_or_else(|e| panic!("{kind:?} by {role:?}: {e}"));
+            let refused = matches!(&applied.result, Err(Reject::MissingRole { .. }));
+            if required.contains(*role) {
+                assert!(!refused, "{kind:?} by {role:?} must pass: {:?}", applied.result);
+            } else {
+                let Err(reject) = &applied.result else { panic!("{kind:?} by {role:?} passed") };
+                assert!(refused, "{kind:?} by {role:?}: {reject:?}");
+                assert!(reject.to_string().contains(&required.to_string()), "{reject}");
+            }
+        }
+    }
+    // Approvals: only officers and backup operators may enter them.
+    let started = clients[0]
+        .1
+        .propose(
+            &address,
+            None,
+            Command::StartQuorumOperation {
+                operation: QuorumOperation::EnableAutonomousUnlock { kma: "kma1".into() },
+                ttl_ms: None,
+            },
+        )
+        .await
+        .expect("reachable")
+        .expect("proposed");
+    let Ok(Reply::QuorumOperationStarted { id, .. }) = started.result else {
+        panic!("{started:?}")
+    };
+    for (role, client) in &clients[1..] {
+        let answer =
+            client.approve(&address, id, "q1", "member-one-passphrase", started.index).await;
+        let may = matches!(role, Role::BackupOperator);
+        assert_eq!(answer.is_ok(), may, "approval entered by {role:?}: {answer:?}");
+        if !may {
+            let message = format!("{:#}", answer.expect_err("refused"));
+            assert!(message.contains("Security Officer or Backup Operator"), "{message}");
+        }
+    }
+}
+
+/// Setup: one KMA, quorum of three with threshold two. Action: wrong passphrases for a member
+/// until throttled; then an operation approved by one member, then by a second. Expect: wrong
+/// passphrases are refused and, past the limit, throttled (HTTP 429) and audited; one approval
+/// changes nothing, two run the operation. (SPEC S2, S4)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s4_m_minus_1_approvals_change_nothing_and_m_do() {
+    let cluster = Cluster::start(1, 17320, no_change).await;
+    let address = cluster.nodes[0].address.clone();
+    let officer = KmaClient::login(&address, &ca_pem(&cluster), "admin", "officer-passphrase-1")
+        .await
+        .expect("login");
+    // Three failures within three seconds throttle, so that the test can wait it out.
+    let settings = SecuritySettings {
+        login_failures_max: 3,
+        login_throttle_ms: 3_000,
+        ..SecuritySettings::default()
+    };
+    let set = Command::SetSecuritySettings(settings);
+    officer.propose(&address, None, set).await.expect("reach").expect("ok");
+    let start = Command::StartQuorumOperation {
+        operation: QuorumOperation::EnableAutonomousUnlock { kma: "kma1".into() },
+        ttl_ms: None,
+    };
+    // Autonomous unlock is on for kma1 from the quickstart: disable it, then ask the quorum.
+    let disable = Command::DisableAutonomousUnlock { name: "kma1".into() };
+    officer.propose(&address, None, disable).await.expect("reach").expect("ok");
+    wait_sealed(&cluster, false).await;
+    let started = officer.propose(&address, None, start).await.expect("reach").expect("ok");
+    let Ok(Reply::QuorumOperationStarted { id, .. }) = started.result else {
+        panic!("{started:?}")
+    };
+
+    let mut throttled = false;
+    for attempt in 0..8 {
+        let answer = officer.approve(&address, id, "q3", "not-the-passphrase", started.index).await;
+        let message = format!("{:#}", answer.expect_err("a wrong passphrase is refused"));
+        if message.contains("too many failed attempts") {
+            assert!(attempt >= 3, "throttled after {attempt} attempts: {message}");
+            throttled = true;
+            break;
+        }
+        assert!(message.contains("wrong passphrase"), "{message}");
+    }
+    assert!(throttled, "repeated failures are throttled");
+    let audit_wait = Duration::from_millis(3_500);
+    tokio::time::sleep(audit_wait).await;
+
+    let first = officer.approve(&address, id, "q1", "member-one-passphrase", started.index).await;
+    let first = first.expect("approval").expect("proposed");
+    assert!(matches!(
+        first.result,
+        Ok(Reply::QuorumApproval { completed: false, approvals: 1, .. })
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!sealed(&cluster), "one approval of two changes nothing");
+
+    let second = officer.approve(&address, id, "q2", "member-two-passphrase", first.index).await;
+    let second = second.expect("approval").expect("proposed");
+    assert!(
+        matches!(second.result, Ok(Reply::QuorumApproval { completed: true, .. })),
+        "{second:?}"
+    );
+    // The second approval enabled autonomous unlock: the KMA seals its key.
+    wait_sealed(&cluster, true).await;
+}
+
+fn sealed(cluster: &Cluster) -> bool {
+    cluster.nodes[0].data_dir.join(node::vault::SEALED_FILE).exists()
+}
+
+async fn wait_sealed(cluster: &Cluster, expected: bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sealed(cluster) != expected {
+        assert!(std::time::Instant::now() < deadline, "sealed file present: {}", !expected);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_locked(client: &KmaClient, address: &str, locked: bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = client.status(address).await;
+        if matches!(&status, Ok(s) if s.locked == locked) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{address} locked={locked}: {status:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Setup: three KMAs joined through the quorum; kma2 without autonomous unlock. Action: an
+/// officer locks kma3; the quorum unlocks it; then every KMA is killed and restarted. Expect:
+/// the lock takes effect; after the cold restart the cluster elects a leader, kma1 and kma3
+/// unlock by themselves, kma2 stays locked until the quorum unlocks it through another KMA
+/// (its approvals are forwarded to it): no deadlock. A pending operation with one approval
+/// survives the restart, is listed with that approval, and completes with the second. (SPEC
+/// C4, C6, S4)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c6_lock_unlock_and_whole_cluster_cold_restart() {
+    let mut cluster = Cluster::start(3, 17340, no_change).await;
+    let (a1, a2, a3) = (
+        cluster.nodes[0].address.clone(),
+        cluster.nodes[1].address.clone(),
+        cluster.nodes[2].address.clone(),
+    );
+    for address in [&a1, &a2, &a3] {
+        wait_locked(&cluster.admin, address, false).await;
+    }
+    let disable = Command::DisableAutonomousUnlock { name: "kma2".into() };
+    cluster.admin.propose(&a1, None, disable).await.expect("reach").expect("ok");
+    let lock = Command::LockKma { name: "kma3".into() };
+    cluster.admin.propose(&a2, None, lock).await.expect("reach").expect("ok");
+    wait_locked(&cluster.admin, &a3, true).await;
+    node::quorum_flow::unlock_kma(&cluster.admin, &a1, &cluster.secrets, "kma3", false)
+        .await
+        .expect("quorum unlock of kma3 through kma1");
+    wait_locked(&cluster.admin, &a3, false).await;
+
+    // A pending operation with one approval of two, then every KMA killed at once.
+    let start = Command::StartQuorumOperation {
+        operation: QuorumOperation::EnableAutonomousUnlock { kma: "kma1".into() },
+        ttl_ms: None,
+    };
+    let started = cluster.admin.propose(&a1, None, start).await.expect("reach").expect("ok");
+    let Ok(Reply::QuorumOperationStarted { id, .. }) = started.result else {
+        panic!("{started:?}")
+    };
+    let one = cluster.admin.approve(&a2, id, "q1", "member-one-passphrase", started.index).await;
+    let one = one.expect("approval").expect("proposed");
+
+    for index in 0..3 {
+        cluster.kill9(index).await;
+    }
+    for index in 0..3 {
+        cluster.restart(index).await;
+    }
+    for index in 0..3 {
+        cluster.wait_ready(index).await;
+    }
+    let pending = cluster.admin.pending_operations(&a3).await.expect("list");
+    let listed = pending.iter().find(|op| op.id == id).expect("survives the restart");
+    assert_eq!(listed.approvals, vec!["q1".to_string()], "{listed:?}");
+    let two = cluster.admin.approve(&a3, id, "q2", "member-two-passphrase", one.index).await;
+    let two = two.expect("approval").expect("proposed");
+    assert!(matches!(two.result, Ok(Reply::QuorumApproval { completed: true, .. })), "{two:?}");
+    wait_locked(&cluster.admin, &a1, false).await;
+    wait_locked(&cluster.admin, &a3, false).await;
+    wait_locked(&cluster.admin, &a2, true).await;
+    node::quorum_flow::unlock_kma(&cluster.admin, &a3, &cluster.secrets, "kma2", false)
+        .await
+        .expect("quorum unlock of kma2 entered at kma3");
+    wait_locked(&cluster.admin, &a2, false).await;
+}
+
+/// Setup: one KMA, quorum q1..q3 with threshold two. Action: an officer asks for a new quorum of
+/// q4 and q5 with threshold one; q1 and q2 approve; a new operation is approved by q1, then q5.
+/// Expect: the KMA re-split its master key: the old member's passphrase no longer opens a share,
+/// the new member's does, and one approval suffices. (SPEC S3, S4)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_a_quorum_change_resplits_the_master_key() {
+    let cluster = Cluster::start(1, 17360, no_change).await;
+    let address = cluster.nodes[0].address.clone();
+    let officer = KmaClient::login(&address, &ca_pem(&cluster), "admin", "officer-passphrase-1")
+        .await
+        .expect("login");
+    // A new quorum: the KMA re-splits its master key; the old quorum approves the change.
+    let change = officer
+        .change_quorum(
+            &address,
+            &[("q4", "member-four-passphrase"), ("q5", "member-five-passphrase")],
+            1,
+        )
+        .await
+        .expect("reach")
+        .expect("proposed");
+    let Ok(Reply::QuorumOperationStarted { id, .. }) = change.result else { panic!("{change:?}") };
+    let mut index = change.index;
+    for (member, passphrase) in [("q1", "member-one-passphrase"), ("q2", "member-two-passphrase")] {
+        let approved = officer.approve(&address, id, member, passphrase, index).await;
+        index = approved.expect("approval").expect("proposed").index;
+    }
+    let start = Command::StartQuorumOperation {
+        operation: QuorumOperation::EnableAutonomousUnlock { kma: "kma1".into() },
+        ttl_ms: None,
+    };
+    let started = officer.propose(&address, None, start).await.expect("reach").expect("ok");
+    let Ok(Reply::QuorumOperationStarted { id, .. }) = started.result else {
+        panic!("{started:?}")
+    };
+    let old = officer.approve(&address, id, "q1", "member-one-passphrase", started.index).await;
+    assert!(old.is_err(), "the old quorum's shares are gone: {old:?}");
+    let new = officer.approve(&address, id, "q5", "member-five-passphrase", started.index).await;
+    let new = new.expect("the new member's share unwraps").expect("proposed");
+    assert!(matches!(new.result, Ok(Reply::QuorumApproval { completed: true, .. })), "{new:?}");
+}
