@@ -188,52 +188,79 @@ pub async fn serve<B: Backend>(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
 ) {
+    let tag = |certificate: Option<&CertificateDer<'_>>, remote: SocketAddr| {
+        let mut extensions = axum::http::Extensions::new();
+        extensions.insert(Peer::new(Some(remote), certificate));
+        extensions
+    };
+    serve_tls(listener, tls, router(backend), "service listener", tag).await;
+}
+
+/// The TLS server of both listeners of a KMA: accepts connections until the task is dropped,
+/// serves each on its own task (HTTP/1.1 and HTTP/2), and puts into every request what `tag`
+/// makes of the client's verified certificate and address.
+pub async fn serve_tls<Tag>(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: Router,
+    name: &'static str,
+    tag: Tag,
+) where
+    Tag: Fn(Option<&CertificateDer<'_>>, SocketAddr) -> axum::http::Extensions
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
     let acceptor = TlsAcceptor::from(tls);
-    let app = router(backend);
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(error) => {
                 // Out of file descriptors, typically: pause rather than spin.
-                tracing::warn!(%error, "service listener: accept failed");
+                tracing::warn!(%error, name, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_connection(acceptor.clone(), app.clone(), stream, remote));
+        let accepted = (acceptor.clone(), stream, remote);
+        tokio::spawn(serve_connection(accepted, app.clone(), name, tag.clone()));
     }
 }
 
-async fn serve_connection(
-    acceptor: TlsAcceptor,
+/// One accepted connection: the handshake (bounded in time), then HTTP until the client goes.
+async fn serve_connection<Tag>(
+    (acceptor, stream, remote): (TlsAcceptor, TcpStream, SocketAddr),
     app: Router,
-    stream: TcpStream,
-    remote: SocketAddr,
-) {
+    name: &'static str,
+    tag: Tag,
+) where
+    Tag: Fn(Option<&CertificateDer<'_>>, SocketAddr) -> axum::http::Extensions,
+{
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => {
             // Expired certificates and those of another CA end here, before any request.
-            tracing::info!(%remote, %error, "service listener: TLS handshake refused");
+            tracing::info!(%remote, %error, name, "TLS handshake refused");
             return;
         }
         Err(_) => {
-            tracing::info!(%remote, "service listener: TLS handshake timed out");
+            tracing::info!(%remote, name, "TLS handshake timed out");
             return;
         }
     };
     let certificate = tls.get_ref().1.peer_certificates().and_then(|chain| chain.first());
-    let peer = Peer::new(Some(remote), certificate);
+    let extensions = tag(certificate, remote);
     let service = app.map_request(move |mut request: axum::http::Request<_>| {
-        request.extensions_mut().insert(peer.clone());
+        request.extensions_mut().extend(extensions.clone());
         request
     });
     let connection = Builder::new(TokioExecutor::new())
         .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))
         .await;
     if let Err(error) = connection {
-        tracing::debug!(%remote, %error, "service connection ended");
+        tracing::debug!(%remote, %error, name, "connection ended");
     }
 }
 

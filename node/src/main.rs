@@ -281,12 +281,15 @@ async fn local(dir: &std::path::Path, nodes: usize, base_port: u16) -> anyhow::R
     println!("local cluster of {nodes} KMAs is up; data and logs under {}", dir.display());
     for entry in node::local::layout(dir, nodes, base_port) {
         println!(
-            "  {}  management https://{}  data {}",
+            "  {}  management https://{}  service https://{}  data {}",
             entry.name,
             entry.management,
+            entry.service,
             entry.data_dir.display()
         );
     }
+    let secrets = dir.join(node::local::SECRETS_FILE);
+    println!("quickstart secrets (development only): {}", secrets.display());
     let kma = binary.display();
     let (status_port, write_port) = (base_port + 1, base_port + 2);
     println!("try: {kma} status --data-dir {} --peer 127.0.0.1:{status_port}", first.display());

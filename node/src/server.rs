@@ -13,17 +13,13 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::service::TowerToHyperService;
 use openraft::raft::AppendEntriesResponse;
+use rustls::pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use statemachine::quorum::QuorumOperation;
 use statemachine::{Actor, Command};
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
 
 use crate::kma::{Kma, Proposal};
 use crate::pki::Identity;
@@ -48,54 +44,19 @@ pub fn router(kma: Arc<Kma>) -> Router {
         .with_state(kma)
 }
 
-/// Accepts TLS connections until the process ends; each connection is served on its own task.
+/// Accepts TLS connections until the process ends (the TLS server is the gateway's, shared by
+/// both listeners); each request carries the client's identity and address.
 pub async fn serve(kma: Arc<Kma>, listener: TcpListener) -> Result<(), crate::kma::NodeError> {
-    let acceptor = TlsAcceptor::from(crate::tls::server_config(&kma.layout.tls_dir())?);
-    let app = router(kma);
-    loop {
-        let (stream, remote) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "accept failed");
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_connection(acceptor.clone(), app.clone(), stream, remote));
-    }
-}
-
-async fn serve_connection(
-    acceptor: TlsAcceptor,
-    app: Router,
-    stream: tokio::net::TcpStream,
-    remote: SocketAddr,
-) {
-    let tls = match acceptor.accept(stream).await {
-        Ok(tls) => tls,
-        Err(error) => {
-            // A certificate from another cluster's CA ends here, before any request is read.
-            tracing::warn!(%remote, %error, "TLS handshake refused (is the peer from another cluster?)");
-            return;
-        }
+    let tls = crate::tls::server_config(&kma.layout.tls_dir())?;
+    let tag = |certificate: Option<&CertificateDer<'_>>, remote: SocketAddr| {
+        let mut extensions = axum::http::Extensions::new();
+        // A certificate from another cluster's CA never gets here: the handshake refuses it.
+        extensions.insert(Peer(certificate.and_then(crate::tls::identity_of)));
+        extensions.insert(crate::security_api::Remote(remote));
+        extensions
     };
-    let identity = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|chain| chain.first())
-        .and_then(crate::tls::identity_of);
-    let service = app.map_request(move |mut request: axum::http::Request<_>| {
-        request.extensions_mut().insert(Peer(identity.clone()));
-        request.extensions_mut().insert(crate::security_api::Remote(remote));
-        request
-    });
-    let connection = Builder::new(TokioExecutor::new())
-        .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))
-        .await;
-    if let Err(error) = connection {
-        tracing::debug!(%remote, %error, "connection ended");
-    }
+    agent_gateway::server::serve_tls(listener, tls, router(kma), "management listener", tag).await;
+    Ok(())
 }
 
 fn postcard_reply<T: Serialize>(value: &T) -> Response {
