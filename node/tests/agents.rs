@@ -8,76 +8,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use agent_gateway::{AgentClient, ClientOptions};
-use node::client::KmaClient;
-use statemachine::cluster::KeyPoolLimits;
 use statemachine::{Command, DataUnitId};
+use support::agents::{ca_pem, catalogue, ok, service, write_key, DAY_MS};
 use support::{no_change, Cluster};
-
-fn service(base_port: u16, n: u16) -> String {
-    format!("127.0.0.1:{}", base_port + 100 + n)
-}
-
-async fn ok(admin: &KmaClient, address: &str, command: Command, passphrase: Option<&str>) {
-    let applied = admin
-        .propose_with_passphrase(address, None, command, passphrase)
-        .await
-        .expect("reachable")
-        .expect("proposed");
-    assert!(applied.result.is_ok(), "{:?}", applied.result);
-}
-
-/// A small pool, a policy, a group and agent `drive1` with access to it.
-async fn catalogue(cluster: &Cluster, address: &str) {
-    let admin = &cluster.admin;
-    // The bootstrap officer gets the other roles for the setup.
-    let roles = statemachine::RoleSet::of(statemachine::Role::SecurityOfficer)
-        .with(statemachine::Role::ComplianceOfficer)
-        .with(statemachine::Role::Operator);
-    ok(admin, address, Command::SetUserRoles { id: "admin".into(), roles }, None).await;
-    let limits = KeyPoolLimits { low_water: 20, high_water: 40 };
-    ok(admin, address, Command::SetKeyPoolLimits(limits), None).await;
-    let policy = Command::CreateKeyPolicy {
-        name: "tapes".into(),
-        encryption_period_ms: 86_400_000,
-        cryptoperiod_ms: 2 * 86_400_000,
-        allow_export: false,
-        allow_import: false,
-    };
-    ok(admin, address, policy, None).await;
-    let group = Command::CreateKeyGroup { name: "tapes".into(), policy: "tapes".into() };
-    ok(admin, address, group, None).await;
-    let agent = Command::CreateAgent {
-        id: "drive1".into(),
-        site: "east".into(),
-        passphrase_verifier: Vec::new(),
-    };
-    ok(admin, address, agent, Some("drive-one-passphrase")).await;
-    let assign = Command::AssignKeyGroupToAgent { agent: "drive1".into(), group: "tapes".into() };
-    ok(admin, address, assign, None).await;
-}
-
-fn ca_pem(cluster: &Cluster) -> String {
-    node::pki::read(&cluster.nodes[0].data_dir.join("tls/ca.pem")).expect("CA")
-}
-
-/// A write key for a new data unit, retried while the pool fills after the setup.
-async fn write_key(client: &AgentClient, tag: &str) -> (DataUnitId, [u8; 32]) {
-    let unit = client.create_data_unit(tag).await.expect("data unit").data_unit;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match client.write_key(unit, true).await {
-            Ok(write) => return (unit, *write.key.value),
-            Err(error) if std::time::Instant::now() < deadline => {
-                tracing_free_pause(&error.to_string()).await;
-            }
-            Err(error) => panic!("no write key: {error}"),
-        }
-    }
-}
-
-async fn tracing_free_pause(_why: &str) {
-    tokio::time::sleep(Duration::from_millis(200)).await;
-}
 
 /// Discovery is refreshed every two seconds on each KMA: waits until `count` KMAs are known.
 async fn wait_discovered(drive: &AgentClient, count: usize) {
@@ -136,7 +69,7 @@ async fn c6_locked_kma_serves_no_key_and_the_agent_fails_over() {
     const BASE: u16 = 17500;
     let mut cluster = Cluster::start(3, BASE, no_change).await;
     let address = cluster.nodes[0].address.clone();
-    catalogue(&cluster, &address).await;
+    catalogue(&cluster, &address, (DAY_MS, 2 * DAY_MS)).await;
     let ca = ca_pem(&cluster);
     let kma1 = service(BASE, 1);
     let credentials = agent_gateway::client::enroll(&kma1, &ca, "drive1", "drive-one-passphrase")
@@ -211,7 +144,7 @@ async fn s3_no_clear_key_value_in_any_file_of_any_kma() {
     const BASE: u16 = 17550;
     let mut cluster = Cluster::start(3, BASE, support::small_snapshots).await;
     let address = cluster.nodes[0].address.clone();
-    catalogue(&cluster, &address).await;
+    catalogue(&cluster, &address, (DAY_MS, 2 * DAY_MS)).await;
     let ca = ca_pem(&cluster);
     let credentials =
         agent_gateway::client::enroll(&service(BASE, 2), &ca, "drive1", "drive-one-passphrase")

@@ -2,6 +2,8 @@
 //! compare what every KMA holds. Each test gets its own ports and data dirs.
 #![allow(dead_code)]
 
+pub mod agents;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,87 @@
+//! Agents against a test cluster: the catalogue a drive needs (pool, policy, group, agent),
+//! enrollment, and a write key that waits for the pool to fill.
+
+use std::time::Duration;
+
+use agent_gateway::AgentClient;
+use node::client::KmaClient;
+use statemachine::cluster::KeyPoolLimits;
+use statemachine::{Command, DataUnitId};
+
+use super::Cluster;
+
+pub const DAY_MS: u64 = 86_400_000;
+
+/// host:port of KMA number `n`'s service listener in a cluster started at `base_port`.
+pub fn service(base_port: u16, n: u16) -> String {
+    format!("127.0.0.1:{}", base_port + 100 + n)
+}
+
+pub async fn ok(admin: &KmaClient, address: &str, command: Command, passphrase: Option<&str>) {
+    let applied = admin
+        .propose_with_passphrase(address, None, command, passphrase)
+        .await
+        .expect("reachable")
+        .expect("proposed");
+    assert!(applied.result.is_ok(), "{:?}", applied.result);
+}
+
+/// A small pool, policy and group `tapes` with the given periods, and agent `drive1` with
+/// access to it (passphrase `drive-one-passphrase`).
+pub async fn catalogue(cluster: &Cluster, address: &str, (encryption_ms, crypto_ms): (u64, u64)) {
+    let admin = &cluster.admin;
+    // The bootstrap officer gets the other roles for the setup.
+    let roles = statemachine::RoleSet::of(statemachine::Role::SecurityOfficer)
+        .with(statemachine::Role::ComplianceOfficer)
+        .with(statemachine::Role::Operator);
+    ok(admin, address, Command::SetUserRoles { id: "admin".into(), roles }, None).await;
+    let limits = KeyPoolLimits { low_water: 20, high_water: 40 };
+    ok(admin, address, Command::SetKeyPoolLimits(limits), None).await;
+    let policy = Command::CreateKeyPolicy {
+        name: "tapes".into(),
+        encryption_period_ms: encryption_ms,
+        cryptoperiod_ms: crypto_ms,
+        allow_export: false,
+        allow_import: false,
+    };
+    ok(admin, address, policy, None).await;
+    let group = Command::CreateKeyGroup { name: "tapes".into(), policy: "tapes".into() };
+    ok(admin, address, group, None).await;
+    let agent = Command::CreateAgent {
+        id: "drive1".into(),
+        site: "east".into(),
+        passphrase_verifier: Vec::new(),
+    };
+    ok(admin, address, agent, Some("drive-one-passphrase")).await;
+    let assign = Command::AssignKeyGroupToAgent { agent: "drive1".into(), group: "tapes".into() };
+    ok(admin, address, assign, None).await;
+}
+
+pub fn ca_pem(cluster: &Cluster) -> String {
+    node::pki::read(&cluster.nodes[0].data_dir.join("tls/ca.pem")).expect("CA")
+}
+
+/// A write key for `unit`, retried while the pool fills after the setup.
+pub async fn write_key_for(
+    client: &AgentClient,
+    unit: DataUnitId,
+    from_bot: bool,
+) -> agent_gateway::client::WriteKey {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match client.write_key(unit, from_bot).await {
+            Ok(write) => return write,
+            Err(error) if std::time::Instant::now() < deadline => {
+                let _ = error;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => panic!("no write key: {error}"),
+        }
+    }
+}
+
+/// A new data unit tagged `tag` and its first write key (from BOT).
+pub async fn write_key(client: &AgentClient, tag: &str) -> (DataUnitId, [u8; 32]) {
+    let unit = client.create_data_unit(tag).await.expect("data unit").data_unit;
+    (unit, *write_key_for(client, unit, true).await.key.value)
+}
