@@ -15,7 +15,9 @@ use crate::pki::{self, CertificateAuthority};
 use crate::wire::ApproveRequest;
 
 /// Pool keys made and proposed in one command (the state machine takes at most 1,024).
-const POOL_BATCH: usize = 512;
+const POOL_BATCH: usize = 1_024;
+/// Commands per leader tick: a drained pool of 8,192 keys is back within one tick.
+const POOL_BATCHES_PER_TICK: usize = 8;
 
 /// What the replicated state says about this KMA.
 struct MyEntry {
@@ -137,27 +139,49 @@ impl Kma {
     /// On the leader: keeps the pool between its water marks with keys made and wrapped here
     /// (SPEC O5); the clear values never leave this process.
     pub(crate) async fn refill_key_pool(&self) {
-        let Some(master) = self.serving_master_key().await else { return };
-        let (cluster_id, missing) = {
-            let state = self.state.read().await;
-            let Some(cluster_id) = state.cluster_id() else { return };
-            let (ready, generated) = state.pool_size();
-            let limits = state.meta().pool_limits;
-            if ready + generated >= limits.low_water as usize {
+        for batch in 0..POOL_BATCHES_PER_TICK {
+            if !self.refill_key_pool_once(batch > 0).await {
                 return;
             }
-            (cluster_id, limits.high_water as usize - (ready + generated))
+        }
+    }
+
+    /// One command's worth of pool keys; false when the pool needs none (or cannot get any).
+    /// A refill starts below the low water mark and, once `started`, goes on to the high one.
+    async fn refill_key_pool_once(&self, started: bool) -> bool {
+        let Some(master) = self.serving_master_key().await else { return false };
+        let (cluster_id, missing) = {
+            let state = self.state.read().await;
+            let Some(cluster_id) = state.cluster_id() else { return false };
+            let (ready, generated) = state.pool_size();
+            let limits = state.meta().pool_limits;
+            let size = ready + generated;
+            if size >= limits.high_water as usize || (!started && size >= limits.low_water as usize)
+            {
+                return false;
+            }
+            (cluster_id, limits.high_water as usize - size)
         };
         let count = missing.min(POOL_BATCH);
         let made = tokio::task::spawn_blocking(move || {
             security_core::new_pool_keys(&master, cluster_id, count)
         })
         .await;
-        let Ok(keys) = made else { return };
+        let Ok(keys) = made else { return false };
         let proposal = Proposal::system(self, Command::GeneratePoolKeys { keys });
         match self.propose(proposal).await {
-            Ok(applied) => tracing::debug!(index = applied.index, count, "pool keys added"),
-            Err(error) => tracing::warn!(%error, "pool refill not proposed"),
+            Ok(applied) if applied.result.is_ok() => {
+                tracing::debug!(index = applied.index, count, "pool keys added");
+                true
+            }
+            Ok(applied) => {
+                tracing::warn!(result = ?applied.result, "pool refill refused");
+                false
+            }
+            Err(error) => {
+                tracing::warn!(%error, "pool refill not proposed");
+                false
+            }
         }
     }
 

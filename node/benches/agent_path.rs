@@ -1,0 +1,243 @@
+//! The agent path through three real KMAs on loopback (issue #5, point 7): get-keys requests
+//! served by one KMA from its local state, and new-key assignments committed through the
+//! cluster, at 1, 16 and 64 concurrent drives. Prints one table.
+//!
+//! `cargo bench -p node --bench agent_path`. `BENCH_SECS` (default 5) is the measured time of
+//! each run, `BENCH_DRIVES` (default `1,16,64`) the concurrency levels.
+//!
+//! Each drive is one task with its own TLS connection (HTTP/2) and the enrolled agent's
+//! certificate, sending one request after another. A read is `GET keys of a data unit` on
+//! kma1's service listener. An assignment is `POST write-key` (from BOT) for a data unit created
+//! just before (not timed): a pool key is activated and associated by a committed command, and
+//! its value unwrapped for the drive.
+
+use std::time::{Duration, Instant};
+
+use agent_gateway::wire::{CreateDataUnitRequest, WireRequestId, WriteKeyRequest};
+use anyhow::Context;
+use node::client::KmaClient;
+use statemachine::cluster::KeyPoolLimits;
+use statemachine::Command;
+
+const BASE_PORT: u16 = 25000;
+const DAY_MS: u64 = 86_400_000;
+const LATENCIES_PER_DRIVE_MAX: usize = 2_000_000;
+
+struct Run {
+    ops: usize,
+    elapsed: Duration,
+    latencies_us: Vec<u64>,
+}
+
+impl Run {
+    fn row(&self, what: &str, drives: usize) -> String {
+        let mut sorted = self.latencies_us.clone();
+        sorted.sort_unstable();
+        let pick = |q: f64| {
+            let at = ((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1));
+            sorted.get(at).copied().unwrap_or(0) as f64 / 1000.0
+        };
+        format!(
+            "| {what} | {drives} | {:.0} | {:.2} | {:.2} |",
+            self.ops as f64 / self.elapsed.as_secs_f64(),
+            pick(0.50),
+            pick(0.99)
+        )
+    }
+}
+
+async fn ok(admin: &KmaClient, address: &str, command: Command, passphrase: Option<&str>) {
+    let applied = admin.propose_with_passphrase(address, None, command, passphrase).await;
+    match applied {
+        Ok(Ok(applied)) if applied.result.is_ok() => {}
+        other => panic!("setup command refused: {:?}", other.map(|r| r.map(|a| a.result))),
+    }
+}
+
+/// Policy, group, a large pool and agent `bench` with access; returns its credentials.
+async fn setup(
+    admin: &KmaClient,
+    address: &str,
+    service: &str,
+    ca_pem: &str,
+) -> agent_gateway::AgentCredentials {
+    let roles = statemachine::RoleSet::of(statemachine::Role::SecurityOfficer)
+        .with(statemachine::Role::ComplianceOfficer)
+        .with(statemachine::Role::Operator);
+    ok(admin, address, Command::SetUserRoles { id: "admin".into(), roles }, None).await;
+    let limits = KeyPoolLimits { low_water: 40_000, high_water: 80_000 };
+    ok(admin, address, Command::SetKeyPoolLimits(limits), None).await;
+    let policy = Command::CreateKeyPolicy {
+        name: "bench".into(),
+        encryption_period_ms: 30 * DAY_MS,
+        cryptoperiod_ms: 365 * DAY_MS,
+        allow_export: false,
+        allow_import: false,
+    };
+    ok(admin, address, policy, None).await;
+    ok(
+        admin,
+        address,
+        Command::CreateKeyGroup { name: "bench".into(), policy: "bench".into() },
+        None,
+    )
+    .await;
+    let agent = Command::CreateAgent {
+        id: "bench".into(),
+        site: "east".into(),
+        passphrase_verifier: Vec::new(),
+    };
+    ok(admin, address, agent, Some("bench-agent-passphrase")).await;
+    let assign = Command::AssignKeyGroupToAgent { agent: "bench".into(), group: "bench".into() };
+    ok(admin, address, assign, None).await;
+    agent_gateway::client::enroll(service, ca_pem, "bench", "bench-agent-passphrase")
+        .await
+        .expect("enrollment")
+}
+
+fn drive_client(credentials: &agent_gateway::AgentCredentials) -> reqwest::Client {
+    let tls = node::tls::client_config_from_pem(
+        &credentials.ca_pem,
+        &credentials.certificate_pem,
+        &credentials.private_key_pem,
+    )
+    .expect("agent TLS");
+    node::kma::https_client(tls).expect("client")
+}
+
+/// A request ID: one client ID per drive and level, so that no two drives share a session.
+fn request_id(drives: usize, drive: usize, seq: u64) -> WireRequestId {
+    WireRequestId { client: ((drives as u64) << 32) | drive as u64, seq }
+}
+
+/// Creates a data unit through `service` (not timed); its ID in hex.
+async fn new_data_unit(
+    client: &reqwest::Client,
+    service: &str,
+    tag: &str,
+    request_id: WireRequestId,
+) -> String {
+    let body = CreateDataUnitRequest { external_tag: tag.into(), request_id };
+    let answer: serde_json::Value = client
+        .post(format!("https://{service}/agent/v1/data-units"))
+        .json(&body)
+        .send()
+        .await
+        .expect("create data unit")
+        .json()
+        .await
+        .expect("json");
+    answer["data_unit"].as_str().expect("data unit id").to_string()
+}
+
+async fn measure<F, Fut>(drives: usize, duration: Duration, work: F) -> Run
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Option<Duration>> + Send,
+{
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::new();
+    for drive in 0..drives {
+        let work = work.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut n = 0u64;
+            while Instant::now() < deadline && latencies.len() < LATENCIES_PER_DRIVE_MAX {
+                if let Some(took) = work(drive, n).await {
+                    latencies.push(took.as_micros() as u64);
+                }
+                n += 1;
+            }
+            latencies
+        }));
+    }
+    let mut latencies_us = Vec::new();
+    for task in tasks {
+        latencies_us.extend(task.await.expect("drive task"));
+    }
+    Run { ops: latencies_us.len(), elapsed: started.elapsed(), latencies_us }
+}
+
+fn settings() -> (Duration, Vec<usize>) {
+    let secs = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let drives = std::env::var("BENCH_DRIVES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 16, 64]);
+    (Duration::from_secs(secs), drives)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let (duration, levels) = settings();
+    let root = tempfile::tempdir()?;
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_kma"));
+    let dir = root.path().join("kms");
+    let _children =
+        node::local::start(binary, &dir, 3, BASE_PORT).await.context("local cluster")?;
+    let admin = KmaClient::admin(&dir.join("kma1"))?;
+    let address = format!("127.0.0.1:{}", BASE_PORT + 1);
+    let service = format!("127.0.0.1:{}", BASE_PORT + 101);
+    let ca_pem = node::pki::read(&dir.join("kma1/tls/ca.pem"))?;
+    let credentials = setup(&admin, &address, &service, &ca_pem).await;
+    eprintln!("filling the key pool...");
+    tokio::time::sleep(Duration::from_secs(15)).await;
+
+    let mut rows = Vec::new();
+    for &drives in &levels {
+        let clients: Vec<reqwest::Client> =
+            (0..drives).map(|_| drive_client(&credentials)).collect();
+        let mut units = Vec::new();
+        for (drive, client) in clients.iter().enumerate() {
+            let tag = format!("R{drive:05}");
+            let unit = new_data_unit(client, &service, &tag, request_id(drives, drive, 0)).await;
+            let write = format!("https://{service}/agent/v1/data-units/{unit}/write-key");
+            let body = WriteKeyRequest { from_bot: true, request_id: request_id(drives, drive, 1) };
+            client.post(write).json(&body).send().await?.error_for_status()?;
+            units.push(unit);
+        }
+        let (clients_r, units_r, service_r) = (clients.clone(), units.clone(), service.clone());
+        let reads = measure(drives, duration, move |drive, _| {
+            let client = clients_r[drive].clone();
+            let url = format!("https://{service_r}/agent/v1/data-units/{}/keys", units_r[drive]);
+            async move {
+                let started = Instant::now();
+                let answer = client.get(url).send().await.ok()?;
+                answer.status().is_success().then(|| started.elapsed())
+            }
+        })
+        .await;
+        rows.push(reads.row("get keys, one KMA (local reads)", drives));
+        let service_w = service.clone();
+        let assigns = measure(drives, duration, move |drive, n| {
+            let client = clients[drive].clone();
+            let service = service_w.clone();
+            async move {
+                let unit =
+                    new_data_unit(&client, &service, "A", request_id(drives, drive, 2 + 2 * n))
+                        .await;
+                let body = WriteKeyRequest {
+                    from_bot: true,
+                    request_id: request_id(drives, drive, 3 + 2 * n),
+                };
+                let started = Instant::now();
+                let answer = client
+                    .post(format!("https://{service}/agent/v1/data-units/{unit}/write-key"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .ok()?;
+                answer.status().is_success().then(|| started.elapsed())
+            }
+        })
+        .await;
+        rows.push(assigns.row("new-key assignments, 3 KMAs", drives));
+    }
+    println!("| operation | drives | ops/s | p50 ms | p99 ms |");
+    println!("|---|---|---|---|---|");
+    for row in rows {
+        println!("{row}");
+    }
+    Ok(())
+}
