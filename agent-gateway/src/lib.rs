@@ -17,11 +17,15 @@
 //! - [`wire`]: the JSON bodies and error codes, shared with the client; `error`: how the gateway
 //!   turns rejects and backend errors into refusals.
 //! - [`client`]: [`AgentClient`] and [`enroll`](client::enroll), for drives and integrators.
+//! - [`drive_sim`]: a fleet of simulated StorageTek or LTO4 drives writing and verifying
+//!   encrypted tapes through [`AgentClient`] ([`run_fleet`](drive_sim::run_fleet)); the
+//!   `drive-sim` binary is its command line.
 //!
 //! The protocol is described for integrators in `docs/agent-protocol.md`.
 
 pub mod backend;
 pub mod client;
+pub mod drive_sim;
 mod enroll;
 mod error;
 mod routes;
