@@ -68,6 +68,35 @@ async fn a2_example_1_append_after_the_encryption_period_rekeys() {
     assert_eq!(after.keys[0].key_id, rekeyed.key.key_id);
 }
 
+/// Setup: three KMAs, policy "tapes" with a 2 s encryption period. Action (seed appendix, an
+/// LTO4 drive): write from BOT without disassociating, write again after a reposition within
+/// the period, then from BOT after it; read each record by key ID on demand. Expect: the write
+/// within the period gets the current key; after the period a new one; both stay associated
+/// (no disassociation), and a key fetched by ID has the value handed out for its write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a4_lto4_keys_on_demand_and_no_disassociation() {
+    const BASE: u16 = 17620;
+    let cluster = Cluster::start(3, BASE, no_change).await;
+    let address = cluster.nodes[0].address.clone();
+    catalogue(&cluster, &address, (2 * SECOND_MS, 60 * SECOND_MS)).await;
+    let addresses: Vec<String> = (1..=3).map(|n| service(BASE, n)).collect();
+    let drive = enrolled_drive(&cluster, BASE, &addresses).await;
+
+    let unit = drive.create_data_unit("LTO001").await.expect("data unit").data_unit;
+    let first = write_key_for(&drive, unit, true).await;
+    let repositioned = write_key_for(&drive, unit, false).await;
+    assert_eq!(repositioned.key.key_id, first.key.key_id, "still protect-and-process");
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let second = write_key_for(&drive, unit, true).await;
+    assert_ne!(second.key.key_id, first.key.key_id, "a new key after the encryption period");
+
+    let keys = drive.keys(unit).await.expect("keys");
+    assert_eq!(keys.keys.len(), 2, "no disassociation on a write from BOT: {keys:?}");
+    let on_demand = drive.key(first.key.key_id, Some(unit), "LTO001").await.expect("key by ID");
+    assert_eq!(*on_demand.key.value, *first.key.value);
+    assert_eq!(on_demand.key.state, "process-only");
+}
+
 /// Sends SIGSTOP or SIGCONT to a running KMA.
 fn signal(cluster: &Cluster, index: usize, signal: &str) {
     let pid = cluster.nodes[index].child.as_ref().and_then(tokio::process::Child::id);
