@@ -14,7 +14,7 @@ pub const DAY_MS: u64 = 86_400_000;
 
 /// host:port of KMA number `n`'s service listener in a cluster started at `base_port`.
 pub fn service(base_port: u16, n: u16) -> String {
-    format!("127.0.0.1:{}", base_port + 100 + n)
+    format!("127.0.0.1:{}", base_port + super::SERVICE_OFFSET + n)
 }
 
 pub async fn ok(admin: &KmaClient, address: &str, command: Command, passphrase: Option<&str>) {

@@ -17,6 +17,11 @@ use tokio::process::Child;
 
 pub const KMA: &str = env!("CARGO_BIN_EXE_kma");
 
+/// KMA `n` of a cluster at `base_port` serves agents on `base_port + SERVICE_OFFSET + n`: far
+/// enough from every test's management ports (bases 20 apart, below 17800) that clusters
+/// running side by side in one test binary never meet.
+pub const SERVICE_OFFSET: u16 = 500;
+
 pub struct Node {
     pub name: String,
     pub data_dir: PathBuf,
@@ -76,7 +81,7 @@ impl Cluster {
         let address = format!("127.0.0.1:{}", base_port + 1);
         let output = tokio::process::Command::new(KMA)
             .args(["init", "--name", "kma1", "--site", "east", "--management", &address])
-            .args(["--service", &format!("127.0.0.1:{}", base_port + 101)])
+            .args(["--service", &format!("127.0.0.1:{}", base_port + SERVICE_OFFSET + 1)])
             .arg("--data-dir")
             .arg(&first)
             .arg("--secrets-file")
@@ -112,7 +117,7 @@ impl Cluster {
         let listeners = Listeners {
             management_listen: address.parse().expect("address"),
             management_advertise: address.clone(),
-            service_listen: format!("127.0.0.1:{}", base_port + 100 + n as u16)
+            service_listen: format!("127.0.0.1:{}", base_port + SERVICE_OFFSET + n as u16)
                 .parse()
                 .expect("address"),
         };
