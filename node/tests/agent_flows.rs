@@ -1,6 +1,6 @@
 //! The seed's drive flows against running `kma` processes, with a key policy of seconds (SPEC
 //! A2–A4, O4, O6), and a KMA cut off from the majority (SPEC "Availability trade-off").
-//! Ports 17600-17699.
+//! Management ports 17600-17699 (service ports 500 above).
 
 mod support;
 

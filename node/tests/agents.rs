@@ -1,6 +1,6 @@
 //! Agents against running `kma` processes (SPEC A1, C6, S3 "key material at rest"): enrollment,
 //! revoked certificates, a locked KMA serving no key, and no clear key value anywhere on disk.
-//! Ports 17500-17599.
+//! Management ports 17500-17599 (service ports 500 above).
 
 mod support;
 

@@ -1,6 +1,6 @@
 //! drive-sim against three running KMAs while the KMAs the drives use are killed (SPEC A2–A6,
 //! C1, C7): the fleet goes on through the others and every record reads back exactly.
-//! Ports 17700-17799.
+//! Management ports 17700-17799 (service ports 500 above).
 
 mod support;
 

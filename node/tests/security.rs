@@ -1,6 +1,6 @@
 //! The security core through running `kma` processes (SPEC S1–S4, C4, C6): passphrase logins,
 //! the role matrix at the admin API, quorum approvals, lock and unlock, cold restarts.
-//! Ports 17300-17499.
+//! Management ports 17300-17399 (service ports 500 above).
 
 mod support;
 

@@ -37,9 +37,11 @@ impl fmt::Debug for WrappedKey {
     }
 }
 
-/// A keyed MAC of a clear key value (made by the proposing node under a key derived from the
-/// master key), so that `apply` can tell "same ID, same value" from "same ID, other value" when a
-/// 1.x file or a transfer file is imported (SPEC M1, T4) without ever seeing the value.
+/// A MAC of a fixed label under the clear key value (made by the proposing node, see
+/// `security_core::check_value`), so that `apply` can tell "same ID, same value" from "same ID,
+/// other value" when a 1.x file or a transfer file is imported (SPEC M1, T4) without ever seeing
+/// the value. Whoever holds a candidate value can test it against this, as against any key check
+/// value; it reveals nothing else.
 #[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyCheckValue(pub [u8; 16]);
 
