@@ -16,8 +16,9 @@ use crate::wire::ProposeError;
 #[derive(Clone)]
 pub struct GatewayBackend {
     pub kma: Arc<Kma>,
-    /// Set once the quickstart is applied (`run_discovery_cache`); it never changes after.
-    cluster_id: Arc<std::sync::OnceLock<ClusterId>>,
+    /// Cached each second by `run_lock_cache`: the gateway asks on every request.
+    master_key: Arc<std::sync::RwLock<Option<security_core::MasterKey>>>,
+    cluster_id: Arc<std::sync::RwLock<Option<ClusterId>>>,
     /// The members' service listeners as their own status reports them (SPEC C3).
     endpoints: Arc<std::sync::RwLock<Vec<KmaEndpoint>>>,
 }
@@ -32,16 +33,18 @@ fn retryable(error: &ProposeError) -> bool {
 
 impl GatewayBackend {
     pub fn new(kma: Arc<Kma>) -> GatewayBackend {
-        GatewayBackend { kma, cluster_id: Arc::default(), endpoints: Arc::default() }
+        GatewayBackend {
+            kma,
+            master_key: Arc::default(),
+            cluster_id: Arc::default(),
+            endpoints: Arc::default(),
+        }
     }
 
     /// Asks every member for its status every two seconds; one that does not answer is listed
     /// as unhealthy with the address it last reported.
     pub async fn run_discovery_cache(self) {
         loop {
-            if let Some(cluster_id) = self.kma.state.read().await.cluster_id() {
-                let _ = self.cluster_id.set(cluster_id);
-            }
             let metrics = self.kma.raft.metrics().borrow().clone();
             let members: Vec<(u64, String)> = metrics
                 .membership_config
@@ -87,6 +90,21 @@ impl GatewayBackend {
             .ok()?;
         response.json().await.ok()
     }
+
+    /// Keeps the cached lock state current: on every applied entry and every 200 ms.
+    pub async fn run_lock_cache(self) {
+        let mut applied = self.kma.state.subscribe_applied();
+        loop {
+            let master = self.kma.serving_master_key().await;
+            let cluster_id = self.kma.state.read().await.cluster_id();
+            *unpoison(self.master_key.write()) = master;
+            *unpoison(self.cluster_id.write()) = cluster_id;
+            tokio::select! {
+                _ = applied.changed() => {}
+                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    }
 }
 
 impl Backend for GatewayBackend {
@@ -117,14 +135,12 @@ impl Backend for GatewayBackend {
         })
     }
 
-    /// The vault holds the key only while this KMA is unlocked: `run_security_loop` drops it
-    /// as soon as a LockKma is applied.
     fn master_key(&self) -> Option<security_core::MasterKey> {
-        self.kma.vault.master_key()
+        unpoison(self.master_key.read()).clone()
     }
 
     fn cluster_id(&self) -> Option<ClusterId> {
-        self.cluster_id.get().copied()
+        *unpoison(self.cluster_id.read())
     }
 
     fn sign_agent_certificate(

@@ -64,13 +64,12 @@ impl Kma {
         })
     }
 
-    /// Keeps the vault in step with the state: after entries are applied (at most every 50 ms,
-    /// so a busy log costs one check per burst, not one per entry) and every second.
+    /// Keeps the vault in step with the state, at every applied entry and every second.
     pub async fn run_security_loop(self: Arc<Self>) {
         let mut applied = self.state.subscribe_applied();
         loop {
             tokio::select! {
-                _ = applied.changed() => tokio::time::sleep(Duration::from_millis(50)).await,
+                _ = applied.changed() => {}
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
             if let Err(error) = self.reconcile_vault().await {

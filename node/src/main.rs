@@ -261,6 +261,7 @@ async fn run(data_dir: &std::path::Path) -> anyhow::Result<()> {
             format!("cannot listen on {service_address} (service): is another KMA running there?")
         })?;
     let gateway = node::gateway_backend::GatewayBackend::new(Arc::clone(&kma));
+    tokio::spawn(gateway.clone().run_lock_cache());
     tokio::spawn(gateway.clone().run_discovery_cache());
     let service_tls = node::tls::server_config(&kma.layout.tls_dir())?;
     tracing::info!(node_id = kma.node_id(), %address, %service_address, "KMA serving");
