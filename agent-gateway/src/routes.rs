@@ -87,11 +87,21 @@ async fn propose<B: Backend>(
     Ok((applied.index, applied.result?))
 }
 
-/// Checks, on the local state, that the caller's certificate is its agent's current one.
-async fn authenticate<B: Backend>(gateway: &Gateway<B>, peer: &Peer) -> Result<String, ApiError> {
+/// Checks, on the local state once it has applied `min_index`, that the caller's certificate is
+/// its agent's current one. The client sends the index of its enrollment: a KMA that lags
+/// behind it would otherwise take a fresh certificate for one a re-enrollment revoked.
+async fn authenticate<B: Backend>(
+    gateway: &Gateway<B>,
+    peer: &Peer,
+    min_index: u64,
+) -> Result<String, ApiError> {
     let claimed = claimed(peer)?;
-    gateway.backend.read(0, |state| authorize(state, &claimed)).await??;
+    gateway.backend.read(min_index, |state| authorize(state, &claimed)).await??;
     Ok(claimed.agent_id.to_owned())
+}
+
+fn min_index(read_query: Result<Query<ReadQuery>, QueryRejection>) -> Result<u64, ApiError> {
+    Ok(query(read_query)?.min_index.unwrap_or(0))
 }
 
 pub(crate) async fn discovery<B: Backend>(State(gateway): Gw<B>, peer: Peer) -> Response {
@@ -115,12 +125,14 @@ pub(crate) async fn discovery<B: Backend>(State(gateway): Gw<B>, peer: Peer) -> 
 pub(crate) async fn create_data_unit<B: Backend>(
     State(gateway): Gw<B>,
     peer: Peer,
+    read_query: Result<Query<ReadQuery>, QueryRejection>,
     body: Bytes,
 ) -> Response {
     respond(
         async {
+            let min_index = min_index(read_query)?;
             let request: CreateDataUnitRequest = json_body(&body)?;
-            let agent_id = authenticate(&gateway, &peer).await?;
+            let agent_id = authenticate(&gateway, &peer, min_index).await?;
             let command = Command::CreateDataUnit { external_tag: request.external_tag };
             let (index, reply) =
                 propose(&gateway, &agent_id, Some(request.request_id.into()), command).await?;
@@ -139,15 +151,17 @@ pub(crate) async fn write_key<B: Backend>(
     State(gateway): Gw<B>,
     peer: Peer,
     Path(id): Path<String>,
+    read_query: Result<Query<ReadQuery>, QueryRejection>,
     body: Bytes,
 ) -> Response {
     respond(
         async {
             let data_unit = data_unit_id(&id)?;
+            let min_index = min_index(read_query)?;
             let request: WriteKeyRequest = json_body(&body)?;
             claimed(&peer)?;
             let master = master_key(&gateway)?;
-            let agent_id = authenticate(&gateway, &peer).await?;
+            let agent_id = authenticate(&gateway, &peer, min_index).await?;
             let command = Command::AssignWriteKey { data_unit, from_bot: request.from_bot };
             let (index, reply) =
                 propose(&gateway, &agent_id, Some(request.request_id.into()), command).await?;
@@ -178,7 +192,7 @@ pub(crate) async fn keys<B: Backend>(
     respond(
         async {
             let data_unit = data_unit_id(&id)?;
-            let min_index = query(read_query)?.min_index.unwrap_or(0);
+            let min_index = min_index(read_query)?;
             let claimed = claimed(&peer)?;
             let master = master_key(&gateway)?;
             let (keys, cluster_id, index) = gateway
@@ -250,13 +264,15 @@ pub(crate) async fn disassociate<B: Backend>(
     State(gateway): Gw<B>,
     peer: Peer,
     Path(id): Path<String>,
+    read_query: Result<Query<ReadQuery>, QueryRejection>,
     body: Bytes,
 ) -> Response {
     respond(
         async {
             let data_unit = data_unit_id(&id)?;
+            let min_index = min_index(read_query)?;
             let request: DisassociateRequest = json_body(&body)?;
-            let agent_id = authenticate(&gateway, &peer).await?;
+            let agent_id = authenticate(&gateway, &peer, min_index).await?;
             let command = Command::DisassociateKeysOnBot { data_unit };
             let (index, reply) =
                 propose(&gateway, &agent_id, Some(request.request_id.into()), command).await?;

@@ -219,7 +219,7 @@ pub struct Disassociated {
     pub index: u64,
 }
 
-/// `?min_index=N` of the keys route.
+/// `?min_index=N` of every agent route but the key by ID (which has [`KeyQuery`]).
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct ReadQuery {
     pub min_index: Option<u64>,

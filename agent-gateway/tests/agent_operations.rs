@@ -209,6 +209,62 @@ async fn c2_client_prefers_kmas_of_its_own_site() {
     assert_eq!(west.proposals.load(Ordering::SeqCst), west_before);
 }
 
+/// Setup: three KMAs of the drive's site, all healthy. Action: 30 data units created and read.
+/// Expectation: every KMA serves a share of the requests (the client spreads its load, SPEC
+/// C3): none gets fewer than a sixth of them.
+#[tokio::test]
+async fn c3_client_spreads_requests_over_the_kmas_of_its_site() {
+    let cluster = Cluster::new();
+    let kmas = [FakeKma::new(&cluster), FakeKma::new(&cluster), FakeKma::new(&cluster)];
+    let mut addresses = Vec::new();
+    for (n, kma) in kmas.iter().enumerate() {
+        let address = start(kma).await;
+        list(&cluster, &format!("kma{n}"), "east", &address, true);
+        addresses.push(address);
+    }
+    let credentials = enrolled(&cluster, &addresses[0]).await;
+    let client = client(&[&addresses[0]], &credentials);
+    client.discover().await.expect("discovery");
+    let before: Vec<usize> = kmas.iter().map(|kma| kma.proposals.load(Ordering::SeqCst)).collect();
+
+    for n in 0..30 {
+        client.create_data_unit(&format!("VOL{n:03}")).await.expect("data unit");
+    }
+
+    let served: Vec<usize> = kmas
+        .iter()
+        .zip(&before)
+        .map(|(kma, before)| kma.proposals.load(Ordering::SeqCst) - before)
+        .collect();
+    assert_eq!(served.iter().sum::<usize>(), 30, "{served:?}");
+    assert!(served.iter().all(|count| *count >= 5), "load is not spread: {served:?}");
+}
+
+/// Setup: a KMA listed in discovery at an address this drive cannot use. Action: a client with
+/// discovery turned off makes requests through its one configured KMA. Expectation: it never
+/// learns the discovered address; every request goes to the configured one.
+#[tokio::test]
+async fn c3_discovery_off_keeps_the_configured_addresses() {
+    let cluster = Cluster::new();
+    let kma = FakeKma::new(&cluster);
+    let address = start(&kma).await;
+    list(&cluster, "behind-nat", "east", "127.0.0.1:1", true);
+    let credentials = enrolled(&cluster, &address).await;
+    let options = agent_gateway::ClientOptions { discovery: false, ..fast_options() };
+    let client = agent_gateway::AgentClient::from_credentials(
+        std::slice::from_ref(&address),
+        &credentials,
+        options,
+    )
+    .expect("client");
+
+    for tag in ["VOL001", "VOL002"] {
+        client.create_data_unit(tag).await.expect("data unit");
+    }
+
+    assert_eq!(client.known_kmas(), vec![address]);
+}
+
 /// Setup: two KMAs, the first without a majority (proposals fail, retryable). Expectation: the
 /// gateway answers 503 unavailable, retryable; the client's write succeeds on the other KMA with
 /// the same request ID (one data unit is created, not two).

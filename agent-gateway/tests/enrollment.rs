@@ -48,6 +48,41 @@ async fn a1_enrollment_gives_a_certificate_the_listener_accepts() {
     assert!(created.index > 0);
 }
 
+/// Setup: two KMAs; kma2 stops applying entries (its reads see the state from before the
+/// enrollment). Action: the drive enrolls through kma1, then, knowing only kma2, creates a data
+/// unit; kma2 catches up; the drive asks again. Expectation: kma2 does not refuse the new
+/// certificate as revoked (it has not seen the enrollment): it is asked to wait for the
+/// enrollment's index and answers "not applied yet", retryable; once caught up it serves the
+/// same request. Regression: CI of 2026-11-26 failed `a4_lto4_keys_on_demand_and_no_disassociation`
+/// with `certificate_revoked` from a KMA a few entries behind.
+#[tokio::test]
+async fn a1_t90_issue_5_a_lagging_kma_waits_for_the_enrollment_instead_of_refusing() {
+    let cluster = Cluster::new();
+    let kma1 = FakeKma::new(&cluster);
+    let kma2 = FakeKma::new(&cluster);
+    let address1 = start(&kma1).await;
+    let address2 = start(&kma2).await;
+    kma2.fall_behind();
+
+    let credentials = enroll(&address1, &cluster.ca.pem, AGENT, PASSPHRASE).await.expect("enroll");
+    let client = client(&[&address2], &credentials);
+    let behind = client.create_data_unit("VOL001").await;
+
+    assert!(credentials.enrolled_index > 0);
+    assert!(
+        matches!(behind, Err(ClientError::Unavailable { .. })),
+        "a lagging KMA must answer retryably, not refuse the certificate: {behind:?}"
+    );
+    let asked = kma2.min_indexes.lock().expect("reads").clone();
+    assert!(
+        asked.contains(&credentials.enrolled_index),
+        "kma2 waited for the enrollment: {asked:?}"
+    );
+    kma2.catch_up();
+    let created = client.create_data_unit("VOL001").await.expect("served once caught up");
+    assert_eq!(client.min_index(), created.index);
+}
+
 /// Setup: source 127.0.0.1, `login_failures_max` = 3. Action: an unknown agent, then drive1
 /// with a wrong passphrase twice, then drive1 with the right one. Expectation: the first three
 /// are refused alike (an unknown agent is not told apart) and each is audited with principal and

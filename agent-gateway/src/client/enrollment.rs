@@ -59,6 +59,7 @@ pub async fn enroll(
         certificate_pem: result.certificate_pem,
         private_key_pem: Zeroizing::new(key.serialize_pem()),
         ca_pem: result.ca_pem,
+        enrolled_index: result.index,
     })
 }
 

@@ -2,8 +2,9 @@
 //! cluster. It starts from one or more KMA addresses, learns the cluster through discovery,
 //! prefers the KMAs of its own site and spreads requests across them, fails over on connection
 //! errors, timeouts and retryable refusals, and retries a write with the same request ID so a
-//! retry never assigns a second key (SPEC A6, C2, C3). Reads carry the index of the client's
-//! last write, so the KMA that serves them waits until it has applied it.
+//! retry never assigns a second key (SPEC A6, C2, C3). Every request carries the index of the
+//! client's last write (or of its enrollment), so the KMA that serves it waits until it has
+//! applied it: the drive's own changes are never missing on the next KMA it talks to.
 
 mod enrollment;
 
@@ -68,6 +69,9 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// How often the list of KMAs is refreshed from discovery.
     pub discovery_interval: Duration,
+    /// `false` keeps the configured addresses only: for drives that reach the KMAs through
+    /// addresses the KMAs do not know themselves (NAT, published container ports).
+    pub discovery: bool,
     /// A KMA that failed is tried last for this long.
     pub failover_pause: Duration,
     /// Rounds over all known KMAs before giving up, with `round_pause` in between.
@@ -83,6 +87,7 @@ impl Default for ClientOptions {
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
             discovery_interval: Duration::from_secs(60),
+            discovery: true,
             failover_pause: Duration::from_secs(5),
             rounds: 2,
             round_pause: Duration::from_millis(200),
@@ -98,6 +103,10 @@ pub struct AgentCredentials {
     pub certificate_pem: String,
     pub private_key_pem: Zeroizing<String>,
     pub ca_pem: String,
+    /// The log index the enrollment was applied at: the client's first requests wait for it,
+    /// so a KMA that has not applied the enrollment yet does not take the new certificate for
+    /// a revoked one. 0 for credentials loaded from files (enrolled long ago).
+    pub enrolled_index: u64,
 }
 
 impl fmt::Debug for AgentCredentials {
@@ -304,13 +313,15 @@ impl AgentClient {
         credentials: &AgentCredentials,
         options: ClientOptions,
     ) -> Result<Self, ClientError> {
-        Self::with_options(
+        let client = Self::with_options(
             addresses,
             &credentials.ca_pem,
             &credentials.certificate_pem,
             &credentials.private_key_pem,
             options,
-        )
+        )?;
+        client.saw_index(credentials.enrolled_index);
+        Ok(client)
     }
 
     pub fn with_options(
@@ -383,7 +394,8 @@ impl AgentClient {
             external_tag: external_tag.into(),
             request_id: self.next_request_id(),
         };
-        let created: DataUnitCreated = self.write(format!("{PREFIX}/data-units"), &request).await?;
+        let path = format!("{PREFIX}/data-units?min_index={}", self.min_index());
+        let created: DataUnitCreated = self.write(path, &request).await?;
         self.saw_index(created.index);
         Ok(created)
     }
@@ -396,7 +408,8 @@ impl AgentClient {
         from_bot: bool,
     ) -> Result<WriteKey, ClientError> {
         let request = WriteKeyRequest { from_bot, request_id: self.next_request_id() };
-        let path = format!("{PREFIX}/data-units/{data_unit}/write-key");
+        let min_index = self.min_index();
+        let path = format!("{PREFIX}/data-units/{data_unit}/write-key?min_index={min_index}");
         let (answer, address): (WriteKeyResponse, String) = self.write_from(path, &request).await?;
         self.saw_index(answer.index);
         let key = agent_key(&address, answer.key)?;
@@ -449,7 +462,9 @@ impl AgentClient {
         data_unit: DataUnitId,
     ) -> Result<Disassociated, ClientError> {
         let request = DisassociateRequest { request_id: self.next_request_id() };
-        let path = format!("{PREFIX}/data-units/{data_unit}/disassociate-on-bot");
+        let min_index = self.min_index();
+        let path =
+            format!("{PREFIX}/data-units/{data_unit}/disassociate-on-bot?min_index={min_index}");
         let answer: Disassociated = self.write(path, &request).await?;
         self.saw_index(answer.index);
         Ok(answer)
@@ -585,7 +600,10 @@ impl AgentClient {
         let due =
             lock(&self.inner.endpoints).next_discovery.is_none_or(|next| next <= Instant::now());
         // One discovery at a time; the others go on with the list they have.
-        if !due || self.inner.discovering.swap(true, Ordering::AcqRel) {
+        if !due
+            || !self.inner.options.discovery
+            || self.inner.discovering.swap(true, Ordering::AcqRel)
+        {
             return;
         }
         if let Err(error) = self.discover().await {

@@ -339,6 +339,8 @@ pub struct FakeKma {
     pub locked_refusals: AtomicUsize,
     /// `min_index` of every read, in order.
     pub min_indexes: Mutex<Vec<u64>>,
+    /// While set, reads see this copy of the state, as on a KMA that lags behind the log.
+    pub lagging: Mutex<Option<State>>,
 }
 
 impl FakeKma {
@@ -350,7 +352,18 @@ impl FakeKma {
             proposals: AtomicUsize::new(0),
             locked_refusals: AtomicUsize::new(0),
             min_indexes: Mutex::new(Vec::new()),
+            lagging: Mutex::new(None),
         })
+    }
+
+    /// From now on this KMA's reads see the state as it is now, until [`FakeKma::catch_up`].
+    pub fn fall_behind(&self) {
+        let now = self.cluster.state.lock().expect("state").clone();
+        *self.lagging.lock().expect("lagging") = Some(now);
+    }
+
+    pub fn catch_up(&self) {
+        *self.lagging.lock().expect("lagging") = None;
     }
 }
 
@@ -361,14 +374,16 @@ impl Backend for FakeKma {
         read: impl FnOnce(&State) -> R + Send,
     ) -> impl Future<Output = Result<R, BackendError>> + Send {
         self.min_indexes.lock().expect("reads").push(min_index);
-        let state = self.cluster.state.lock().expect("state");
+        let lagging = self.lagging.lock().expect("lagging");
+        let current = self.cluster.state.lock().expect("state");
+        let state = lagging.as_ref().unwrap_or(&current);
         let result = if state.last_applied_index() < min_index {
             Err(BackendError {
                 retryable: true,
                 message: format!("index {min_index} not applied yet"),
             })
         } else {
-            Ok(read(&state))
+            Ok(read(state))
         };
         std::future::ready(result)
     }
