@@ -41,6 +41,13 @@ pub struct NodeConfig {
     /// log instead of needing the whole snapshot.
     #[serde(default = "default_snapshot_logs_kept")]
     pub snapshot_logs_kept: u64,
+    /// Log entries behind a snapshot are deleted once at least this many can go at once.
+    #[serde(default = "default_purge_batch_entries")]
+    pub purge_batch_entries: u64,
+}
+
+fn default_purge_batch_entries() -> u64 {
+    1_024
 }
 
 fn default_snapshot_logs_since_last() -> u64 {

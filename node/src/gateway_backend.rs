@@ -12,6 +12,11 @@ use crate::kma::{Kma, Proposal};
 use crate::pki::Identity;
 use crate::wire::ProposeError;
 
+/// How long an agent read waits for this KMA to apply the index the drive sent: well inside a
+/// drive's request timeout, so that a KMA that lags (or is cut off) sends the drive elsewhere
+/// with a retryable answer instead of holding it.
+pub const AGENT_READ_WAIT: Duration = Duration::from_secs(2);
+
 /// A `Kma` as the gateway sees it.
 #[derive(Clone)]
 pub struct GatewayBackend {
@@ -28,7 +33,12 @@ fn unpoison<T>(result: Result<T, std::sync::PoisonError<T>>) -> T {
 }
 
 fn retryable(error: &ProposeError) -> bool {
-    matches!(error, ProposeError::NoLeader | ProposeError::LeaderUnreachable { .. })
+    matches!(
+        error,
+        ProposeError::NoLeader
+            | ProposeError::LeaderUnreachable { .. }
+            | ProposeError::NotCommitted { .. }
+    )
 }
 
 impl GatewayBackend {
@@ -113,9 +123,9 @@ impl Backend for GatewayBackend {
         min_index: u64,
         read: impl FnOnce(&State) -> R + Send,
     ) -> Result<R, BackendError> {
-        self.kma.read_barrier(min_index, false).await.map_err(|error| BackendError {
-            retryable: true,
-            message: format!("{error} (try another KMA)"),
+        let wait_max = AGENT_READ_WAIT;
+        self.kma.read_barrier_within(min_index, false, wait_max).await.map_err(|error| {
+            BackendError { retryable: true, message: format!("{error} (try another KMA)") }
         })?;
         let state = self.kma.state.read().await;
         Ok(read(&state))

@@ -7,14 +7,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, Raft, ServerState, SnapshotPolicy};
 use raft_storage::{KmaRaft, StateHandle};
 use rand::Rng;
 use sha2::{Digest, Sha256};
-use statemachine::{Actor, Command, Envelope, RequestId};
+use statemachine::{Actor, Command, RequestId};
 use thiserror::Error;
 
+use crate::batching;
 use crate::config::{DataDirLayout, NodeConfig};
 use crate::login::Logins;
 use crate::network::KmaNetwork;
@@ -75,6 +75,8 @@ pub struct Kma {
     pub vault: Vault,
     /// Pending login challenges and failure counts (SPEC S2).
     pub logins: Logins,
+    /// Proposals on their way into the next log entry (see `batching`).
+    proposals: tokio::sync::mpsc::Sender<batching::Queued>,
 }
 
 /// A command on its way into the log, with who asked for it and through which KMA.
@@ -125,7 +127,7 @@ fn raft_config(config: &NodeConfig) -> Result<openraft::Config, NodeError> {
         max_in_snapshot_log_to_keep: config.snapshot_logs_kept,
         snapshot_max_chunk_size: raft_storage::SNAPSHOT_CHUNK_LEN as u64,
         install_snapshot_timeout: 30_000,
-        purge_batch_size: 1024,
+        purge_batch_size: config.purge_batch_entries.max(1),
         max_payload_entries: 512,
         ..Default::default()
     };
@@ -154,7 +156,8 @@ impl Kma {
         let node_key = pki::read(&layout.tls_dir().join(pki::NODE_KEY_FILE))?;
         let vault = Vault::open(data_dir, &node_key)?;
         let logins = Logins::new(decoy_secret(&layout));
-        Ok(Arc::new(Kma {
+        let (proposals, queue) = batching::queue();
+        let kma = Arc::new(Kma {
             config,
             layout,
             raft,
@@ -164,7 +167,10 @@ impl Kma {
             last_leader_contact_ms: AtomicU64::new(wall_clock_ms()),
             vault,
             logins,
-        }))
+            proposals,
+        });
+        tokio::spawn(batching::run(kma.clone(), queue));
+        Ok(kma)
     }
 
     /// Makes this KMA the single voter of a new cluster (first start after `kma init`).
@@ -184,7 +190,7 @@ impl Kma {
     }
 
     /// The leader's stamp: its wall clock, never going backwards (SPEC "Determinism").
-    fn stamp(&self) -> u64 {
+    pub(crate) fn stamp(&self) -> u64 {
         let now = wall_clock_ms();
         self.last_stamp_ms.fetch_max(now, Ordering::SeqCst).max(now)
     }
@@ -199,27 +205,20 @@ impl Kma {
         }
     }
 
+    /// Queues the proposal for the next log entry this leader writes (see `batching`).
     async fn propose_here(&self, proposal: Proposal) -> ProposeResponse {
-        // Kept for the rare case that leadership moved since the check in `propose`: openraft
-        // does not hand the entry back with its ForwardToLeader error.
-        let retry = proposal.clone();
-        let envelope = Envelope {
-            time_ms: self.stamp(),
-            origin_node_id: proposal.origin_node_id,
-            actor: proposal.actor,
-            request_id: proposal.request_id,
-            command: proposal.command,
-        };
-        match self.raft.client_write(envelope).await {
-            Ok(response) => Ok(response.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-                match forward.leader_id {
-                    Some(leader) if leader != self.node_id() => self.forward(leader, retry).await,
-                    _ => Err(ProposeError::NoLeader),
-                }
-            }
-            Err(other) => Err(ProposeError::Raft(other.to_string())),
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let queued = batching::Queued { proposal, reply };
+        if self.proposals.send(queued).await.is_err() {
+            return Err(ProposeError::Raft("this KMA is shutting down".into()));
         }
+        answer.await.unwrap_or_else(|_| Err(ProposeError::Raft("the proposal was dropped".into())))
+    }
+
+    /// A voter or learner of the current membership: a KMA deleted from the cluster still has
+    /// a certificate of its CA, but no longer speaks for anyone.
+    pub fn is_member(&self, node_id: u64) -> bool {
+        self.address_of_node(node_id).is_some()
     }
 
     pub(crate) fn address_of_node(&self, node_id: u64) -> Option<String> {
@@ -229,7 +228,7 @@ impl Kma {
         nodes.find(|(id, _)| **id == node_id).map(|(_, node)| node.addr.clone())
     }
 
-    async fn forward(&self, leader: u64, proposal: Proposal) -> ProposeResponse {
+    pub(crate) async fn forward(&self, leader: u64, proposal: Proposal) -> ProposeResponse {
         let address = self.address_of_node(leader).ok_or(ProposeError::NoLeader)?;
         let request = ProposeRequest {
             actor: Some(proposal.actor),
@@ -289,8 +288,18 @@ impl Kma {
 
     /// Waits until a read may be served: `min_index` applied here (read-your-writes) and, when
     /// `linearizable`, leadership confirmed by a quorum and everything it committed applied
-    /// (one quorum round: for admin reads, not the agent path).
+    /// (one quorum round: for admin reads, not the agent path). Gives up after 30 s.
     pub async fn read_barrier(&self, min_index: u64, linearizable: bool) -> Result<(), NodeError> {
+        self.read_barrier_within(min_index, linearizable, Duration::from_secs(30)).await
+    }
+
+    /// [`Kma::read_barrier`] with its own bound on the wait.
+    pub async fn read_barrier_within(
+        &self,
+        min_index: u64,
+        linearizable: bool,
+        wait_max: Duration,
+    ) -> Result<(), NodeError> {
         let mut index = min_index;
         if linearizable {
             let read_log_id = self
@@ -301,9 +310,10 @@ impl Kma {
             index = index.max(read_log_id.map_or(0, |log_id| log_id.index));
         }
         let wait = self.state.wait_applied(index);
-        tokio::time::timeout(Duration::from_secs(30), wait)
-            .await
-            .map_err(|_| NodeError::Raft(format!("index {index} not applied within 30 s")))??;
+        let seconds = wait_max.as_secs_f64();
+        tokio::time::timeout(wait_max, wait).await.map_err(|_| {
+            NodeError::Raft(format!("index {index} not applied here within {seconds} s"))
+        })??;
         Ok(())
     }
 

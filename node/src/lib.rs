@@ -10,6 +10,7 @@
 //! - [`pki`]: the cluster CA, KMA, user and agent certificates.
 //! - [`tls`]: rustls configurations (TLS 1.3, mutual authentication).
 //! - [`kma`]: one running KMA: Raft, propose/forward, status, digest, membership, pulse.
+//!   [`batching`]: the leader's group commit of proposals into one log entry.
 //! - [`network`]: Raft RPCs to other KMAs. [`server`]: the management listener.
 //! - [`wire`]: messages on the management listener. [`client`]: a client for tools and tests.
 //! - [`setup`]: `kma init` and `kma join`. [`local`]: a whole cluster on one machine.
@@ -19,6 +20,7 @@
 //! - [`gateway_backend`]: this KMA as the agent gateway's backend (service listener).
 //! - [`prompt`]: secrets typed in. [`quorum_flow`]: scripted quorum operations (local setups).
 
+pub mod batching;
 pub mod client;
 pub mod config;
 pub mod gateway_backend;

@@ -33,6 +33,12 @@ pub enum ProposeError {
     Unauthorised(String),
     #[error("raft refused the proposal: {0}")]
     Raft(String),
+    #[error(
+        "the leader could not commit the command within {seconds} s: a majority of KMAs may be \
+         unreachable; it may still be applied (retryable: a retry with the same request ID is \
+         answered once)"
+    )]
+    NotCommitted { seconds: u64 },
 }
 
 pub type ProposeResponse = Result<ApplyResponse, ProposeError>;

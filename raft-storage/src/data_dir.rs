@@ -20,8 +20,11 @@ use serde::Serialize;
 
 use crate::error::{StorageError, HELP_DISK, HELP_LOCKED, HELP_RESTORE};
 
-/// First byte of every RocksDB value this crate writes.
-pub const FORMAT_VERSION: u8 = 1;
+/// First byte of every RocksDB value this crate writes, and the database's format marker.
+/// 1: a log entry carried one envelope (development builds before 2026-12). 2: a log entry
+/// carries a `statemachine::Batch`. A database of another version is refused on open, never
+/// misread; a KMA of an older format rejoins its cluster and catches up from a snapshot.
+pub const FORMAT_VERSION: u8 = 2;
 
 /// Log entries, keyed by index (big endian u64).
 pub(crate) const CF_LOG: &str = "log";

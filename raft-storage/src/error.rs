@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageIOError};
 
 /// The data dir cannot be trusted: it is damaged or was written by software we cannot read.
-pub const HELP_RESTORE: &str = "the data dir is corrupt or was written by a newer KMA version: \
+pub const HELP_RESTORE: &str = "the data dir is corrupt or was written by another KMA version: \
      restore this KMA from the cluster (stop it, delete the data dir and rejoin), \
-     or run the newer KMA software";
+     or run the KMA software that wrote it";
 
 /// The data dir is probably fine but the disk or the operating system refused the operation.
 pub const HELP_DISK: &str = "check the disk that holds the data dir (free space, permissions, \

@@ -9,7 +9,7 @@
 //! envelopes and the state, and are stored as opaque bytes).
 //!
 //! Module map:
-//! - [`types`]: the openraft type config [`KmaRaft`] and [`ApplyResponse`].
+//! - [`types`]: the openraft type config [`KmaRaft`], [`EntryResponse`] and [`ApplyResponse`].
 //! - [`data_dir`]: [`RocksDataDir`], the RocksDB database with its column families, the versioned
 //!   value encoding and the one synced write path.
 //! - [`log_store`]: [`RocksLogStore`], openraft's `RaftLogStorage` and `RaftLogReader`.
@@ -37,7 +37,7 @@ pub use log_store::RocksLogStore;
 pub use snapshot_file::SNAPSHOT_CHUNK_LEN;
 pub use state_handle::StateHandle;
 pub use state_machine::{RocksSnapshotBuilder, RocksStateMachine};
-pub use types::{ApplyResponse, KmaRaft};
+pub use types::{ApplyResponse, EntryResponse, KmaRaft};
 
 /// Opens the data dir at `dir` and the two stores openraft needs, sharing one database.
 /// Blocking (it loads the latest snapshot): call it before serving or on `spawn_blocking`.

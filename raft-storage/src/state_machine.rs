@@ -19,7 +19,7 @@ use openraft::{
     BasicNode, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftSnapshotBuilder,
     Snapshot, SnapshotMeta, StoredMembership,
 };
-use statemachine::{Reply, State};
+use statemachine::State;
 use tokio::sync::{watch, Mutex, RwLock};
 
 use crate::audit_log::AuditBatch;
@@ -27,7 +27,7 @@ use crate::data_dir::{encode, RocksDataDir, CF_SM_META};
 use crate::error::StorageError;
 use crate::snapshot_file::{self, SnapshotFile, SnapshotRecord};
 use crate::state_handle::StateHandle;
-use crate::types::{ApplyResponse, KmaRaft};
+use crate::types::{EntryResponse, KmaRaft};
 
 type RaftResult<T> = Result<T, openraft::StorageError<u64>>;
 type Entry = openraft::Entry<KmaRaft>;
@@ -106,7 +106,7 @@ impl RocksStateMachine {
 
     /// Applies `entries` in memory, then writes their audit events and the new last applied log
     /// id in one synced batch.
-    async fn apply_entries<I>(&mut self, entries: I) -> Result<Vec<ApplyResponse>, StorageError>
+    async fn apply_entries<I>(&mut self, entries: I) -> Result<Vec<EntryResponse>, StorageError>
     where
         I: IntoIterator<Item = Entry>,
     {
@@ -183,26 +183,33 @@ impl RocksStateMachine {
     }
 }
 
+/// Applies one entry: each envelope of its batch in order, at the entry's index. The audit
+/// events of the whole batch are numbered in one sequence under that index.
 fn apply_entry(
     applied: &mut AppliedState,
     entry: Entry,
     audit: &mut AuditBatch<'_>,
-) -> Result<ApplyResponse, StorageError> {
+) -> Result<EntryResponse, StorageError> {
     let index = entry.log_id.index;
     applied.last_applied = Some(entry.log_id);
-    let result = match entry.payload {
-        EntryPayload::Blank => Ok(Reply::Done),
-        EntryPayload::Normal(envelope) => {
-            let outcome = applied.state.apply(index, &envelope);
-            audit.push(index, &outcome.events)?;
-            outcome.result
+    let mut results = Vec::new();
+    match entry.payload {
+        EntryPayload::Blank => {}
+        EntryPayload::Normal(batch) => {
+            let mut events = Vec::new();
+            results.reserve(batch.envelopes.len());
+            for envelope in &batch.envelopes {
+                let mut outcome = applied.state.apply(index, envelope);
+                events.append(&mut outcome.events);
+                results.push(outcome.result);
+            }
+            audit.push(index, &events)?;
         }
         EntryPayload::Membership(membership) => {
             applied.membership = StoredMembership::new(Some(entry.log_id), membership);
-            Ok(Reply::Done)
         }
-    };
-    Ok(ApplyResponse { index, result })
+    }
+    Ok(EntryResponse { index, results })
 }
 
 /// Makes `record` the current snapshot unless a newer one is already current (a build that
@@ -287,7 +294,7 @@ impl RaftStateMachine<KmaRaft> for RocksStateMachine {
         Ok((applied.last_applied, applied.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> RaftResult<Vec<ApplyResponse>>
+    async fn apply<I>(&mut self, entries: I) -> RaftResult<Vec<EntryResponse>>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,

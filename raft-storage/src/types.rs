@@ -1,14 +1,14 @@
-//! The openraft type configuration of the KMA cluster and the response of one applied entry.
+//! The openraft type configuration of the KMA cluster and the responses of applied entries.
 
 use serde::{Deserialize, Serialize};
 use statemachine::{Reject, Reply};
 
 openraft::declare_raft_types!(
-    /// openraft types of a KMA cluster: each log entry carries one [`statemachine::Envelope`];
-    /// snapshots are files, so a 10-million-key state is never held twice in memory.
+    /// openraft types of a KMA cluster: each log entry carries a [`statemachine::Batch`] of
+    /// envelopes; snapshots are files, so a 10-million-key state is never held twice in memory.
     pub KmaRaft:
-        D = statemachine::Envelope,
-        R = ApplyResponse,
+        D = statemachine::Batch,
+        R = EntryResponse,
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<KmaRaft>,
@@ -16,10 +16,19 @@ openraft::declare_raft_types!(
         AsyncRuntime = openraft::TokioRuntime,
 );
 
-/// What applying one log entry answered. Blank and membership entries answer `Ok(Reply::Done)`.
+/// What applying one log entry answered: one result per envelope of its batch, in order.
+/// Blank and membership entries answer no result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryResponse {
+    pub index: u64,
+    pub results: Vec<Result<Reply, Reject>>,
+}
+
+/// What one command answered, as its proposer receives it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApplyResponse {
-    /// Log index of the entry: a client passes it to any KMA to read its own writes.
+    /// Log index of the entry that carried it (shared by the commands of one batch): a client
+    /// passes it to any KMA to read its own writes.
     pub index: u64,
     pub result: Result<Reply, Reject>,
 }

@@ -12,17 +12,22 @@ use statemachine::{Applied, State};
 use support::{append, apply, open, state_bytes, workload, Entry};
 use tempfile::TempDir;
 
-/// What applying `entries` to a plain `State` gives, entry by entry (normal entries only).
+/// What applying `entries` to a plain `State` gives, envelope by envelope (normal entries only).
 fn expected_outcomes(entries: &[Entry]) -> Vec<Applied> {
     let mut state = State::new();
     entries
         .iter()
         .filter_map(|entry| match &entry.payload {
-            openraft::EntryPayload::Normal(envelope) => {
-                Some(state.apply(entry.log_id.index, envelope))
-            }
+            openraft::EntryPayload::Normal(batch) => Some(
+                batch
+                    .envelopes
+                    .iter()
+                    .map(|envelope| state.apply(entry.log_id.index, envelope))
+                    .collect::<Vec<_>>(),
+            ),
             _ => None,
         })
+        .flatten()
         .collect()
 }
 
@@ -43,7 +48,17 @@ async fn c7_restart_replays_the_committed_tail_onto_the_snapshot() {
         let snapshot =
             stores.sm.get_snapshot_builder().await.build_snapshot().await.expect("build");
         let responses = apply(&mut stores.sm, &entries[250..]).await;
-        assert!(responses.iter().all(|r| r.result.is_ok()), "workload commands succeed");
+        let results = responses.iter().flat_map(|r| r.results.iter());
+        assert!(results.clone().all(Result::is_ok), "workload commands succeed");
+        let envelopes: usize = entries[250..]
+            .iter()
+            .map(|entry| match &entry.payload {
+                openraft::EntryPayload::Normal(batch) => batch.envelopes.len(),
+                _ => 0,
+            })
+            .sum();
+        assert!(envelopes > entries[250..].len(), "the workload has batches of several");
+        assert_eq!(results.count(), envelopes, "one result per envelope");
         let audit = stores.sm.state().audit_events(0, usize::MAX).expect("audit");
         let applied = stores.sm.applied_state().await.expect("applied state");
         (state_bytes(&stores.sm).await, applied, audit, snapshot.meta.last_log_id)
@@ -255,18 +270,33 @@ fn poke(dir: &TempDir, cf: &str, key: &[u8], value: &[u8]) {
     db.put_cf(db.cf_handle(cf).expect("cf"), key, value).expect("raw put");
 }
 
-/// Setup: a data dir whose format marker says version 2. Expectation: refused on open, naming
+/// Setup: a data dir whose format marker says version 3. Expectation: refused on open, naming
 /// the versions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c7_data_dir_of_a_newer_version_is_refused() {
     let dir = TempDir::new().expect("temp dir");
     fill(&dir).await;
-    poke(&dir, "log_meta", b"format", &[2]);
+    poke(&dir, "log_meta", b"format", &[3]);
     let error = open_error(&dir);
     assert!(
-        matches!(error, StorageError::FormatVersion { found: 2, supported: 1, .. }),
+        matches!(error, StorageError::FormatVersion { found: 3, supported: 2, .. }),
         "{error:?}"
     );
+}
+
+/// Setup: a data dir whose format marker says version 1 (one envelope per log entry, before
+/// batching). Expectation: refused on open with the way out (rejoin), never misread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c7_data_dir_of_the_single_envelope_format_is_refused() {
+    let dir = TempDir::new().expect("temp dir");
+    fill(&dir).await;
+    poke(&dir, "log_meta", b"format", &[1]);
+    let error = open_error(&dir);
+    assert!(
+        matches!(error, StorageError::FormatVersion { found: 1, supported: 2, .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("rejoin"), "{error}");
 }
 
 /// Setup: a log entry overwritten with garbage. Action: read the log.
@@ -275,7 +305,8 @@ async fn c7_data_dir_of_a_newer_version_is_refused() {
 async fn c7_corrupt_log_entry_names_column_family_and_key() {
     let dir = TempDir::new().expect("temp dir");
     fill(&dir).await;
-    poke(&dir, "log", &5u64.to_be_bytes(), &[1, 0xff, 0xff, 0xff]);
+    let version = raft_storage::data_dir::FORMAT_VERSION;
+    poke(&dir, "log", &5u64.to_be_bytes(), &[version, 0xff, 0xff, 0xff]);
     let mut stores = open(&dir);
     let error = openraft::RaftLogReader::try_get_log_entries(&mut stores.log, 1..10)
         .await

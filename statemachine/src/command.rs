@@ -40,6 +40,23 @@ pub struct Envelope {
     pub command: Command,
 }
 
+/// What one Raft log entry carries: the envelopes the leader gathered while its earlier entries
+/// were being appended, applied in order at the entry's index. One fsync and one replication
+/// round trip then carry many commands (SPEC "Known pitfalls": throughput comes from batching,
+/// never from skipping the sync). The leader keeps a batch within
+/// [`crate::limits::ENVELOPES_PER_ENTRY_MAX`]; `apply` takes any length, since log input is
+/// checked, never trusted to be small.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    pub envelopes: Vec<Envelope>,
+}
+
+impl Batch {
+    pub fn one(envelope: Envelope) -> Batch {
+        Batch { envelopes: alloc::vec![envelope] }
+    }
+}
+
 /// A new pool key: ID and wrapped material made by the proposing node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewKey {

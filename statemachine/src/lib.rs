@@ -58,7 +58,7 @@ pub mod state;
 
 pub use apply::Applied;
 pub use audit::{AuditEvent, AuditWhat, Outcome};
-pub use command::{Actor, Command, Envelope};
+pub use command::{Actor, Batch, Command, Envelope};
 pub use data_unit::DataUnitState;
 pub use ids::{ClusterId, DataUnitId, KeyGroupId, KeyId, KeyPolicyId, NodeId, RequestId};
 pub use key::{KeyState, WrappedKey};

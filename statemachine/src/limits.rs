@@ -34,6 +34,8 @@ pub const DATA_UNITS_PER_COMMAND_MAX: usize = 10_000;
 pub const IMPORT_KEYS_PER_COMMAND_MAX: usize = 50_000;
 /// A pulse records at most this many transitions; the leader pulses again while more are due.
 pub const PULSE_TRANSITIONS_MAX: usize = 10_000;
+/// Envelopes the leader puts into one log entry (see [`crate::Batch`]).
+pub const ENVELOPES_PER_ENTRY_MAX: usize = 256;
 
 /// Outcomes remembered per client for retries (SPEC A6).
 pub const CLIENT_OUTCOMES_KEPT: usize = 32;

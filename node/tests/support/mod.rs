@@ -60,6 +60,7 @@ passphrase = "member-three-passphrase"
 pub fn small_snapshots(config: &mut NodeConfig) {
     config.snapshot_logs_since_last = 200;
     config.snapshot_logs_kept = 50;
+    config.purge_batch_entries = 64;
 }
 
 pub fn no_change(_: &mut NodeConfig) {}

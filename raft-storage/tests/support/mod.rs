@@ -8,13 +8,13 @@ use std::sync::Arc;
 use openraft::storage::{RaftLogStorageExt, RaftStateMachine};
 use openraft::{CommittedLeaderId, EntryPayload, LogId, Membership};
 use raft_storage::{
-    open_stores, ApplyResponse, KmaRaft, RocksDataDir, RocksLogStore, RocksStateMachine,
+    open_stores, EntryResponse, KmaRaft, RocksDataDir, RocksLogStore, RocksStateMachine,
 };
 use statemachine::command::{InitCluster, NewKey};
 use statemachine::key::KeyCheckValue;
 use statemachine::quorum::{Quorum, QuorumMember};
 use statemachine::{
-    Actor, ClusterId, Command, Envelope, KeyId, RequestId, Role, RoleSet, WrappedKey,
+    Actor, Batch, ClusterId, Command, Envelope, KeyId, RequestId, Role, RoleSet, WrappedKey,
 };
 use tempfile::TempDir;
 
@@ -51,10 +51,27 @@ pub fn workload(commands: u64) -> Vec<Entry> {
         Entry { log_id: log_id(1), payload: EntryPayload::Blank },
     ];
     for i in 0..commands {
-        let envelope = envelope(i);
-        entries.push(Entry { log_id: log_id(2 + i), payload: EntryPayload::Normal(envelope) });
+        let payload = EntryPayload::Normal(batch(i));
+        entries.push(Entry { log_id: log_id(2 + i), payload });
     }
     entries
+}
+
+/// The batch of entry `i`: one envelope, or, every fifth entry, two (as the leader packs
+/// commands that arrive during an append).
+fn batch(i: u64) -> Batch {
+    let mut batch = Batch::one(envelope(i));
+    if i % 5 == 4 {
+        let so = Actor::User("so".into());
+        let extra = Envelope {
+            actor: so,
+            request_id: None,
+            command: create_user(1_000_000 + i),
+            ..envelope(i)
+        };
+        batch.envelopes.push(extra);
+    }
+    batch
 }
 
 fn envelope(i: u64) -> Envelope {
@@ -108,7 +125,7 @@ pub async fn append(log: &mut RocksLogStore, entries: &[Entry]) {
     log.blocking_append(entries.to_vec()).await.expect("append");
 }
 
-pub async fn apply(sm: &mut RocksStateMachine, entries: &[Entry]) -> Vec<ApplyResponse> {
+pub async fn apply(sm: &mut RocksStateMachine, entries: &[Entry]) -> Vec<EntryResponse> {
     sm.apply(entries.to_vec()).await.expect("apply")
 }
 
