@@ -57,8 +57,10 @@ async fn pending_operations(
     State(kma): State<Arc<Kma>>,
     Extension(peer): Extension<Peer>,
 ) -> Response {
-    if peer.0.is_none() {
-        return refuse(StatusCode::FORBIDDEN, "no_session", "log in first", false);
+    if let Err(refused) =
+        crate::server::admitted(&kma, &peer, "pending quorum operations", None).await
+    {
+        return refused;
     }
     let state = kma.state.read().await;
     let meta = state.meta();
@@ -455,6 +457,11 @@ async fn change_quorum(
             false,
         );
     };
+    // Checked before the argon2id work of the split, which nobody else may make this KMA do.
+    let role = Some(statemachine::Role::SecurityOfficer);
+    if let Err(refused) = crate::server::admitted(&kma, &peer, "a quorum change", role).await {
+        return refused;
+    }
     let Some(master) = kma.vault.master_key() else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,

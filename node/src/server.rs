@@ -18,7 +18,7 @@ use rustls::pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use statemachine::quorum::QuorumOperation;
-use statemachine::{Actor, Command};
+use statemachine::{Actor, Command, Role};
 use tokio::net::TcpListener;
 
 use crate::kma::{Kma, Proposal};
@@ -74,6 +74,49 @@ fn decode<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
 fn forbidden(what: &str) -> Response {
     (StatusCode::FORBIDDEN, format!("{what}: present a certificate from this cluster's CA"))
         .into_response()
+}
+
+/// Who may use a management route: other KMAs, and users who exist, are enabled and, when
+/// `role` is given, hold it (the role matrix of `statemachine::permission` for the same
+/// records). Agents never: their routes are on the service listener.
+pub(crate) async fn admitted(
+    kma: &Kma,
+    peer: &Peer,
+    what: &str,
+    role: Option<Role>,
+) -> Result<(), Response> {
+    let user = match &peer.0 {
+        Some(Identity::Kma(node)) if role.is_none() || kma.is_member(*node) => return Ok(()),
+        Some(Identity::Kma(node)) => {
+            let refusal = format!("{what}: KMA {node} is not a member of this cluster");
+            return Err((StatusCode::FORBIDDEN, refusal).into_response());
+        }
+        Some(Identity::User(user)) => user,
+        Some(Identity::Agent(agent)) => {
+            let refusal = format!(
+                "{what}: agent '{agent}' has no business on the management listener; \
+                 help: agents use the service listener"
+            );
+            return Err((StatusCode::FORBIDDEN, refusal).into_response());
+        }
+        None => return Err(forbidden(what)),
+    };
+    let state = kma.state.read().await;
+    let refusal = match state.meta().users.get(user) {
+        None => format!("{what}: user '{user}' does not exist (any more)"),
+        Some(record) if !record.enabled => format!(
+            "{what}: user '{user}' is disabled; help: a Security Officer enables the user again"
+        ),
+        Some(record) => match role {
+            Some(role) if !record.roles.contains(role) => format!(
+                "{what}: needs the {} role, which user '{user}' does not hold; help: ask a \
+                 Security Officer",
+                role.name()
+            ),
+            _ => return Ok(()),
+        },
+    };
+    Err((StatusCode::FORBIDDEN, refusal).into_response())
 }
 
 /// Raft RPCs come only from KMAs of this cluster.
@@ -147,8 +190,14 @@ async fn propose(
     };
     let (actor, origin, command) = match (&peer.0, request.actor) {
         // A KMA forwards on behalf of the client it authenticated.
-        (Some(Identity::Kma(node)), Some(actor)) => {
+        (Some(Identity::Kma(node)), Some(actor)) if kma.is_member(*node) => {
             (actor, request.origin_node_id.unwrap_or(*node), request.command)
+        }
+        (Some(Identity::Kma(node)), _) => {
+            let refused: ProposeResponse = Err(ProposeError::Unauthorised(format!(
+                "KMA {node} is not a member of this cluster: it was deleted, or has not joined yet"
+            )));
+            return postcard_reply(&refused);
         }
         (Some(Identity::User(user)), _) => {
             let len_min = kma.state.read().await.meta().security.passphrase_len_min;
@@ -215,8 +264,8 @@ fn user_command(
 }
 
 async fn status(State(kma): State<Arc<Kma>>, Extension(peer): Extension<Peer>) -> Response {
-    if peer.0.is_none() {
-        return forbidden("status");
+    if let Err(refused) = admitted(&kma, &peer, "status", None).await {
+        return refused;
     }
     Json(kma.status().await).into_response()
 }
@@ -231,8 +280,8 @@ async fn digest(
     Extension(peer): Extension<Peer>,
     Query(query): Query<DigestQuery>,
 ) -> Response {
-    if peer.0.is_none() {
-        return forbidden("digest");
+    if let Err(refused) = admitted(&kma, &peer, "digest", None).await {
+        return refused;
     }
     match kma.digest(query.min_index.unwrap_or(0)).await {
         Ok(digest) => Json(digest).into_response(),
@@ -245,8 +294,11 @@ async fn members(
     Extension(peer): Extension<Peer>,
     body: Bytes,
 ) -> Response {
-    if peer.0.is_none() {
-        return forbidden("membership changes");
+    // Adding, promoting and removing KMAs is the Security Officer's (SPEC S1), as the KMA
+    // records are; the join flow reaches here with a KMA's own certificate.
+    let role = Some(Role::SecurityOfficer);
+    if let Err(refused) = admitted(&kma, &peer, "membership changes", role).await {
+        return refused;
     }
     match decode::<MembershipRequest>(&body) {
         Ok(request) => postcard_reply(&kma.membership_on_leader(request).await),
@@ -275,8 +327,8 @@ async fn users(
     Extension(peer): Extension<Peer>,
     Query(query): Query<ReadQuery>,
 ) -> Response {
-    if peer.0.is_none() {
-        return forbidden("users");
+    if let Err(refused) = admitted(&kma, &peer, "users", None).await {
+        return refused;
     }
     let linearizable = query.consistency.as_deref() == Some("linearizable");
     if let Err(error) = kma.read_barrier(query.min_index.unwrap_or(0), linearizable).await {

@@ -13,6 +13,7 @@ use statemachine::command::DestroySelection;
 use statemachine::quorum::QuorumOperation;
 use statemachine::reply::Reply;
 use statemachine::{Command, CommandKind, DataUnitId, Issuer, KeyId, Reject, Role, RoleSet};
+use support::agents::DAY_MS;
 use support::{no_change, Cluster};
 
 const ROLES: [(&str, Role); 5] = [
@@ -221,8 +222,9 @@ async fn role_clients(cluster: &Cluster, address: &str) -> Vec<(Role, KmaClient)
 
 /// Setup: one KMA; the officer from the quickstart logs in by passphrase and creates one user
 /// per role, who log in too. Action: every user command kind by every role through the admin
-/// API, and an approval entered by every role. Expect: the roles of the matrix get past
-/// authorisation; every other role is refused with the missing role named. (SPEC S1, S2)
+/// API, an approval entered by every role, and a membership change by every role. Expect: the
+/// roles of the matrix get past authorisation; every other role is refused with the missing
+/// role named. (SPEC S1, S2)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s1_every_user_command_by_every_role_through_the_admin_api() {
     let cluster = Cluster::start(1, 17300, no_change).await;
@@ -283,6 +285,20 @@ async fn s1_every_user_command_by_every_role_through_the_admin_api() {
         if !may {
             let message = format!("{:#}", answer.expect_err("refused"));
             assert!(message.contains("Security Officer or Backup Operator"), "{message}");
+        }
+    }
+    // Membership changes (KMAs are the Security Officer's): the others are refused before
+    // Raft sees the request; the officer's gets to Raft, which has no learner 99 to promote.
+    let promote = node::wire::MembershipRequest::Promote { node_id: 99 };
+    for (role, client) in &clients {
+        let answer = client.membership(&address, &promote).await;
+        if *role == Role::SecurityOfficer {
+            let raft = answer.expect("the officer's request reaches Raft");
+            assert!(raft.is_err(), "there is no node 99: {raft:?}");
+        } else {
+            let message = answer.expect_err("refused").to_string();
+            assert!(message.contains("403"), "membership change by {role:?}: {message}");
+            assert!(message.contains("Security Officer"), "{message}");
         }
     }
 }
@@ -441,14 +457,37 @@ async fn c6_lock_unlock_and_whole_cluster_cold_restart() {
     wait_locked(&cluster.admin, &a2, false).await;
 }
 
-/// Setup: one KMA, quorum q1..q3 with threshold two. Action: an officer asks for a new quorum of
-/// q4 and q5 with threshold one; q1 and q2 approve; a new operation is approved by q1, then q5.
-/// Expect: the KMA re-split its master key: the old member's passphrase no longer opens a share,
-/// the new member's does, and one approval suffices. (SPEC S3, S4)
+/// Setup: three KMAs, quorum q1..q3 with threshold two, a drive with a key written for VOL001.
+/// Action: an officer asks for a new quorum of q4 and q5 with threshold one; q1 and q2 approve;
+/// a new operation is approved by q1, then q5; then kma1 is locked and unlocked by q5 alone.
+/// Expect: the old member's passphrase no longer opens a share, the new member's does, one
+/// approval suffices, and the master key kma1 rebuilds from the new shares unwraps the key
+/// written before the change: the re-split is of the same master key. (SPEC S3, S4, C6)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_a_quorum_change_resplits_the_master_key() {
-    let cluster = Cluster::start(1, 17360, no_change).await;
+    const BASE: u16 = 17360;
+    let cluster = Cluster::start(3, BASE, no_change).await;
     let address = cluster.nodes[0].address.clone();
+    support::agents::catalogue(&cluster, &address, (DAY_MS, 2 * DAY_MS)).await;
+    let kma1_service = support::agents::service(BASE, 1);
+    let credentials = agent_gateway::client::enroll(
+        &kma1_service,
+        &ca_pem(&cluster),
+        "drive1",
+        "drive-one-passphrase",
+    )
+    .await
+    .expect("enrollment");
+    // Only kma1: the read at the end must come from the KMA that rebuilt its key.
+    let options = agent_gateway::ClientOptions { discovery: false, ..Default::default() };
+    let drive = agent_gateway::AgentClient::from_credentials(
+        std::slice::from_ref(&kma1_service),
+        &credentials,
+        options,
+    )
+    .expect("drive");
+    let (unit, value) = support::agents::write_key(&drive, "VOL001").await;
+
     let officer = KmaClient::login(&address, &ca_pem(&cluster), "admin", "officer-passphrase-1")
         .await
         .expect("login");
@@ -481,4 +520,106 @@ async fn s3_a_quorum_change_resplits_the_master_key() {
     let new = officer.approve(&address, id, "q5", "member-five-passphrase", started.index).await;
     let new = new.expect("the new member's share unwraps").expect("proposed");
     assert!(matches!(new.result, Ok(Reply::QuorumApproval { completed: true, .. })), "{new:?}");
+
+    // kma1 forgets its master key and rebuilds it from the new quorum's one share.
+    let lock = Command::LockKma { name: "kma1".into() };
+    cluster.admin.propose(&address, None, lock).await.expect("reach").expect("ok");
+    wait_locked(&cluster.admin, &address, true).await;
+    let start = Command::StartQuorumOperation {
+        operation: QuorumOperation::UnlockKma { kma: "kma1".into() },
+        ttl_ms: None,
+    };
+    let started = officer.propose(&address, None, start).await.expect("reach").expect("ok");
+    let Ok(Reply::QuorumOperationStarted { id, .. }) = started.result else {
+        panic!("{started:?}")
+    };
+    let unlock = officer.approve(&address, id, "q5", "member-five-passphrase", started.index).await;
+    unlock.expect("approval").expect("proposed");
+    wait_locked(&cluster.admin, &address, false).await;
+    let keys = drive.keys(unit).await.expect("kma1 serves the key again");
+    assert_eq!(keys.keys.len(), 1, "{keys:?}");
+    assert_eq!(*keys.keys[0].value, value, "the rebuilt master key is the one that wrapped it");
+}
+
+/// The hello step of a user login sent from `source` (a loopback address of its own), with no
+/// client certificate: for telling throttling per source from throttling per principal.
+async fn hello_from(cluster: &Cluster, address: &str, source: &str, user: &str) -> (u16, String) {
+    let tls = node::tls::anonymous_client_config(&ca_pem(cluster)).expect("TLS");
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .local_address(source.parse::<std::net::IpAddr>().expect("address"))
+        .build()
+        .expect("client");
+    let (_, hello) =
+        security_core::challenge::ClientLogin::start(user, node::security_api::PURPOSE_USER);
+    let response = http
+        .post(format!("https://{address}/v1/login/hello"))
+        .json(&hello)
+        .send()
+        .await
+        .expect("reachable");
+    (response.status().as_u16(), response.text().await.unwrap_or_default())
+}
+
+/// Setup: one KMA, `login_failures_max` 5. Action: five logins of `admin` with a wrong
+/// passphrase from 127.0.0.1; then `admin` with the right one; then principal `nobody` from
+/// 127.0.0.1; then `admin`'s hello from 127.0.0.2; the KMA is stopped and its audit log read
+/// from its RocksDB. Expect: the five are refused; the right passphrase is refused too, throttled
+/// for the principal; `nobody` is throttled for the source; `admin` from another source is
+/// throttled for the principal; the audit log holds one authentication failure per wrong
+/// passphrase, with principal and source. (SPEC S2, S5)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s2_failed_user_logins_are_throttled_per_principal_and_source_and_audited() {
+    let mut cluster = Cluster::start(1, 17380, no_change).await;
+    let address = cluster.nodes[0].address.clone();
+    let ca = ca_pem(&cluster);
+    let applied_before = cluster.admin.status(&address).await.expect("status").applied_index;
+    for attempt in 0..5 {
+        let refused = KmaClient::login(&address, &ca, "admin", "not-the-passphrase").await;
+        let message = format!("{:#}", refused.err().expect("a wrong passphrase is refused"));
+        assert!(message.contains("wrong passphrase"), "attempt {attempt}: {message}");
+    }
+    let right = KmaClient::login(&address, &ca, "admin", "officer-passphrase-1").await;
+    let message = format!("{:#}", right.err().expect("throttled"));
+    assert!(message.contains("principal:admin"), "{message}");
+    let other = KmaClient::login(&address, &ca, "nobody", "whatever-passphrase").await;
+    let message = format!("{:#}", other.err().expect("throttled"));
+    assert!(message.contains("source:127.0.0.1"), "{message}");
+    let (status, body) = hello_from(&cluster, &address, "127.0.0.2", "admin").await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("principal:admin"), "{body}");
+
+    // The failures are audited by commands of their own: wait until they are applied (five
+    // more entries at least, then no change for a second).
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut last = 0;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let applied = cluster.admin.status(&address).await.expect("status").applied_index;
+        if applied >= applied_before + 5 && applied == last {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "audit records not applied: {applied}");
+        last = applied;
+    }
+    cluster.stop(0).await;
+    let raft_dir = cluster.nodes[0].data_dir.join("raft");
+    let (_dir, _log, state_machine) = raft_storage::open_stores(&raft_dir).expect("data dir");
+    let events = state_machine.state().audit_events(0, usize::MAX).expect("audit log");
+    let failures: Vec<(String, String)> = events
+        .iter()
+        .filter_map(|event| match &event.what {
+            statemachine::AuditWhat::AuthenticationFailure { principal, source } => {
+                Some((principal.clone(), source.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failures.len(), 5, "{failures:?}");
+    assert!(
+        failures
+            .iter()
+            .all(|(principal, source)| principal.contains("admin") && source == "127.0.0.1"),
+        "{failures:?}"
+    );
 }
