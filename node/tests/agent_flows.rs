@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use agent_gateway::{AgentClient, ClientOptions};
-use support::agents::{ca_pem, catalogue, service, write_key_for};
+use support::agents::{ca_pem, catalogue, raw_drive, service, write_key_for};
 use support::{no_change, Cluster};
 
 const SECOND_MS: u64 = 1_000;
@@ -143,4 +143,74 @@ async fn c2_a_kma_cut_off_from_the_majority_serves_existing_keys_and_refuses_new
             }
         }
     }
+}
+
+async fn post_json(
+    client: &reqwest::Client,
+    url: String,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let response = client.post(url).json(&body).send().await.expect("reachable");
+    let status = response.status();
+    let answer: serde_json::Value = response.json().await.expect("json");
+    assert!(status.is_success(), "{status}: {answer}");
+    answer
+}
+
+/// Setup: three KMAs, a drive enrolled and the pool filled. Action: the drive creates a data
+/// unit and asks for its write key with fixed request IDs, each request sent to kma1 and then,
+/// as a retry after a lost answer would be, to kma2 (a follower or the leader) with the same
+/// body. Expect: the retry returns the same data unit and the same key as the first answer,
+/// and the data unit has exactly one key: a retry never assigns a second key (SPEC A6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a6_a_retry_on_another_kma_with_the_same_request_id_assigns_no_second_key() {
+    const BASE: u16 = 17670;
+    let cluster = Cluster::start(3, BASE, no_change).await;
+    let address = cluster.nodes[0].address.clone();
+    catalogue(&cluster, &address, (60 * SECOND_MS, 120 * SECOND_MS)).await;
+    let addresses: Vec<String> = (1..=3).map(|n| service(BASE, n)).collect();
+    let credentials = agent_gateway::client::enroll(
+        &service(BASE, 1),
+        &ca_pem(&cluster),
+        "drive1",
+        "drive-one-passphrase",
+    )
+    .await
+    .expect("enrollment");
+    let drive = AgentClient::from_credentials(&addresses, &credentials, ClientOptions::default())
+        .expect("client");
+    let warm = drive.create_data_unit("WARM01").await.expect("data unit").data_unit;
+    let warmed = write_key_for(&drive, warm, true).await;
+    let raw = raw_drive(&credentials);
+    let min_index = drive.min_index().max(warmed.index);
+    let url =
+        |n: u16, path: &str| format!("https://{}{path}?min_index={min_index}", service(BASE, n));
+
+    let create = serde_json::json!({
+        "external_tag": "VOL777",
+        "request_id": {"client": "00000000000a6a6a", "seq": 1},
+    });
+    let first = post_json(&raw, url(1, "/agent/v1/data-units"), create.clone()).await;
+    let again = post_json(&raw, url(2, "/agent/v1/data-units"), create).await;
+    assert_eq!(first["data_unit"], again["data_unit"], "one data unit for one request ID");
+    let unit = first["data_unit"].as_str().expect("data unit ID").to_owned();
+
+    let write = serde_json::json!({
+        "from_bot": true,
+        "request_id": {"client": "00000000000a6a6a", "seq": 2},
+    });
+    let path = format!("/agent/v1/data-units/{unit}/write-key");
+    let first = post_json(&raw, url(1, &path), write.clone()).await;
+    let again = post_json(&raw, url(2, &path), write).await;
+    assert_eq!(first["key"]["key_id"], again["key"]["key_id"], "one key for one request ID");
+    assert_eq!(first["key"]["value"], again["key"]["value"]);
+
+    let index = again["index"].as_u64().expect("index");
+    let read =
+        format!("https://{}/agent/v1/data-units/{unit}/keys?min_index={index}", service(BASE, 3));
+    let keys: serde_json::Value =
+        raw.get(read).send().await.expect("reachable").json().await.expect("json");
+    let keys = keys["keys"].as_array().expect("keys");
+    assert_eq!(keys.len(), 1, "the retry assigned no second key: {keys:?}");
+    assert_eq!(keys[0]["key_id"], first["key"]["key_id"]);
 }

@@ -8,6 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use agent_gateway::{AgentClient, ClientOptions};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
 use statemachine::{Command, DataUnitId};
 use support::agents::{ca_pem, catalogue, ok, service, write_key, DAY_MS};
 use support::{no_change, Cluster};
@@ -36,6 +38,19 @@ async fn wait_refused(old: &AgentClient, unit: DataUnitId) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+/// Waits until the KMA at `address` has built a snapshot and purged log entries behind it.
+async fn wait_snapshot_and_purge(cluster: &Cluster, address: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = cluster.admin.status(address).await;
+        if matches!(&status, Ok(s) if s.snapshot_index.is_some() && s.purged_index.is_some()) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no snapshot and purge: {status:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -135,10 +150,12 @@ async fn c6_locked_kma_serves_no_key_and_the_agent_fails_over() {
     }
 }
 
-/// Setup: three KMAs, a drive. Action: the drive gets write keys for 20 data units; every KMA is
-/// stopped. Expect: no file under any KMA's data directory (RocksDB files, Raft log, snapshots,
-/// sealed key, logs) holds any of the clear key values, raw or in hex; the search finds a value
-/// planted on purpose, so it can fail. (SPEC "Key material at rest", S3)
+/// Setup: three KMAs with small snapshot thresholds, a drive. Action: the drive gets write keys
+/// for 20 data units; 300 more entries follow, until every KMA has a snapshot holding those keys
+/// and has purged its log behind it; every KMA is stopped. Expect: no file under any KMA's data
+/// directory (RocksDB files, Raft log, snapshots, sealed key, logs) holds any of the clear key
+/// values, raw, in hex or in base64; the search finds a value planted on purpose, so it can
+/// fail. (SPEC "Key material at rest", S3)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_no_clear_key_value_in_any_file_of_any_kma() {
     const BASE: u16 = 17550;
@@ -158,6 +175,14 @@ async fn s3_no_clear_key_value_in_any_file_of_any_kma() {
         let (_, value) = write_key(&drive, &format!("VOL{n:03}")).await;
         values.push(value);
     }
+    // Enough entries after the keys for every KMA to snapshot them and purge its log.
+    let limits = statemachine::cluster::KeyPoolLimits { low_water: 20, high_water: 40 };
+    for _ in 0..300 {
+        ok(&cluster.admin, &address, Command::SetKeyPoolLimits(limits), None).await;
+    }
+    for node in &cluster.nodes {
+        wait_snapshot_and_purge(&cluster, &node.address).await;
+    }
     for index in 0..3 {
         cluster.stop(index).await;
     }
@@ -165,8 +190,14 @@ async fn s3_no_clear_key_value_in_any_file_of_any_kma() {
     for value in &values {
         let raw = files_containing(root, value);
         assert!(raw.is_empty(), "clear key value found in {raw:?}");
-        let text = files_containing(root, hex::encode(value).as_bytes());
-        assert!(text.is_empty(), "key value in hex found in {text:?}");
+        for text in [hex::encode(value), hex::encode_upper(value)] {
+            let found = files_containing(root, text.as_bytes());
+            assert!(found.is_empty(), "key value in hex found in {found:?}");
+        }
+        for text in [STANDARD.encode(value), URL_SAFE_NO_PAD.encode(value)] {
+            let found = files_containing(root, &text.as_bytes()[..40]);
+            assert!(found.is_empty(), "key value in base64 found in {found:?}");
+        }
     }
     let planted = root.join("kma1/planted.bin");
     std::fs::write(&planted, [b"xx".as_slice(), &values[0], b"yy"].concat()).expect("plant");

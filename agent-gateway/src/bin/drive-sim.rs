@@ -1,6 +1,7 @@
 //! `drive-sim`: runs a fleet of simulated tape drives against the KMAs of a cluster and prints
 //! ops/s, latency percentiles and verification failures. Exits 1 on an error, 2 when any
-//! record read back did not decrypt to what was written.
+//! record read back did not decrypt to what was written, 3 when a drive gave up because every
+//! KMA kept failing it.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -174,9 +175,11 @@ async fn main() -> ExitCode {
         Ok((report, verified)) => {
             println!("{report}");
             let mut failures = report.verification_failures;
+            let mut given_up = report.drives_given_up;
             if let Some(verified) = verified {
                 println!("\nverification pass:\n{verified}");
                 failures += verified.verification_failures;
+                given_up += verified.drives_given_up;
             }
             if failures > 0 {
                 eprintln!(
@@ -185,6 +188,13 @@ async fn main() -> ExitCode {
                      show which keys and data units were involved"
                 );
                 return ExitCode::from(2);
+            }
+            if given_up > 0 {
+                eprintln!(
+                    "error: {given_up} drives gave up: every KMA failed them too often in a \
+                     row\nhelp: check that a majority of KMAs is up and unlocked (`kma status`)"
+                );
+                return ExitCode::from(3);
             }
             ExitCode::SUCCESS
         }

@@ -113,6 +113,7 @@ impl Drive {
         while self.shared.running() {
             if self.errors_in_a_row >= ERRORS_IN_A_ROW_MAX {
                 tracing::warn!(drive = self.index, "too many errors in a row; the drive stops");
+                self.stats.drives_given_up = 1;
                 break;
             }
             let (tape, first) = match self.retry.take() {
@@ -132,9 +133,11 @@ impl Drive {
                 continue;
             }
             loop {
-                if self.shared.stop.load(Ordering::Relaxed)
-                    || self.errors_in_a_row >= ERRORS_IN_A_ROW_MAX
-                {
+                if self.shared.stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                if self.errors_in_a_row >= ERRORS_IN_A_ROW_MAX {
+                    self.stats.drives_given_up = 1;
                     return Ok(());
                 }
                 let result = self.read_session(tape).await;

@@ -148,6 +148,8 @@ pub struct DriveStats {
     pub verification_failures: u64,
     pub records_written: u64,
     pub records_verified: u64,
+    /// Drives that stopped early after too many failed operations in a row.
+    pub drives_given_up: usize,
 }
 
 impl DriveStats {
@@ -164,6 +166,7 @@ impl DriveStats {
         self.verification_failures += other.verification_failures;
         self.records_written += other.records_written;
         self.records_verified += other.records_verified;
+        self.drives_given_up += other.drives_given_up;
     }
 }
 
@@ -201,6 +204,9 @@ pub struct FleetReport {
     pub errors: u64,
     pub records_written: u64,
     pub records_verified: u64,
+    /// Drives that stopped before the end of the run: every KMA failed them too many times in
+    /// a row. A healthy cluster run has none.
+    pub drives_given_up: usize,
     pub by_kind: BTreeMap<OpKind, KindReport>,
 }
 
@@ -242,6 +248,7 @@ impl FleetReport {
             errors: stats.errors.values().sum(),
             records_written: stats.records_written,
             records_verified: stats.records_verified,
+            drives_given_up: stats.drives_given_up,
             by_kind,
         }
     }
@@ -285,7 +292,15 @@ impl fmt::Display for FleetReport {
             f,
             "records written {}, records verified {}, verification failures {}",
             self.records_written, self.records_verified, self.verification_failures
-        )
+        )?;
+        if self.drives_given_up > 0 {
+            write!(
+                f,
+                "\n{} drives gave up after failing too often in a row (see their errors above)",
+                self.drives_given_up
+            )?;
+        }
+        Ok(())
     }
 }
 

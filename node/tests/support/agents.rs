@@ -85,3 +85,15 @@ pub async fn write_key(client: &AgentClient, tag: &str) -> (DataUnitId, [u8; 32]
     let unit = client.create_data_unit(tag).await.expect("data unit").data_unit;
     (unit, *write_key_for(client, unit, true).await.key.value)
 }
+
+/// A drive's raw HTTPS client with its enrolled certificate: for requests the agent library
+/// would never send twice on its own (a retry with a fixed request ID).
+pub fn raw_drive(credentials: &agent_gateway::AgentCredentials) -> reqwest::Client {
+    let tls = node::tls::client_config_from_pem(
+        &credentials.ca_pem,
+        &credentials.certificate_pem,
+        &credentials.private_key_pem,
+    )
+    .expect("agent TLS");
+    node::kma::https_client(tls).expect("client")
+}
