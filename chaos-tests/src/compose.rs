@@ -129,6 +129,58 @@ impl Compose {
         self.docker(&["network", "connect", "--alias", service, &network], service).await
     }
 
+    /// The PID of `service`'s main process on the host (for `nsenter` into its namespaces).
+    async fn pid(&self, service: &str) -> anyhow::Result<String> {
+        let id = self.container_id(service).await?;
+        let mut inspect = Command::new("docker");
+        inspect.args(["inspect", "-f", "{{.State.Pid}}", &id]);
+        let out = crate::run(&mut inspect, CALL_TIMEOUT).await?;
+        let pid = out.trim().to_string();
+        anyhow::ensure!(pid != "0" && !pid.is_empty(), "{service} is not running");
+        Ok(pid)
+    }
+
+    /// The address of `service` on the cluster network.
+    pub async fn ip(&self, service: &str) -> anyhow::Result<String> {
+        let id = self.container_id(service).await?;
+        let network = format!("{}_{NETWORK}", self.project);
+        let format = format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}");
+        let mut inspect = Command::new("docker");
+        inspect.args(["inspect", "-f", &format, &id]);
+        let out = crate::run(&mut inspect, CALL_TIMEOUT).await?;
+        let ip = out.trim().to_string();
+        anyhow::ensure!(
+            ip.contains('.'),
+            "{service} has no address on the cluster network: '{ip}'"
+        );
+        Ok(ip)
+    }
+
+    /// Drops, inside `service`'s network namespace, every packet from and to `peers`: its
+    /// connections to them and theirs to it stop, while the host (published ports, through the
+    /// bridge's gateway) still reaches it. `heal` takes the rules out again.
+    pub async fn cut_off(&self, service: &str, peers: &[&str]) -> anyhow::Result<()> {
+        self.filter(service, peers, "-A").await
+    }
+
+    pub async fn heal(&self, service: &str, peers: &[&str]) -> anyhow::Result<()> {
+        self.filter(service, peers, "-D").await
+    }
+
+    async fn filter(&self, service: &str, peers: &[&str], action: &str) -> anyhow::Result<()> {
+        let pid = self.pid(service).await?;
+        for peer in peers {
+            let ip = self.ip(peer).await?;
+            for (chain, direction) in [("INPUT", "-s"), ("OUTPUT", "-d")] {
+                let mut command = Command::new("nsenter");
+                command.args(["-t", &pid, "-n", "iptables", action, chain, direction, &ip]);
+                command.args(["-j", "DROP"]);
+                crate::run(&mut command, CALL_TIMEOUT).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// The last lines of every container's log.
     pub fn logs(&self) -> String {
         let tail = format!("--tail={FAILURE_LOG_LINES}");

@@ -10,11 +10,14 @@
 //! - [`image`]: Docker present? The KMA image built from the release binary
 //!   (`scripts/docker-image.sh`, which makes the base image when missing).
 //! - [`compose`]: one compose project (`-p`, unique per test): up, down with its volumes on drop,
-//!   container IDs, kill / stop / start / pause / unpause a service, cut it off the network.
+//!   container IDs, kill / stop / start / pause / unpause a service, cut it off the network or
+//!   off its peers only (iptables in its namespace).
 //! - [`cluster`]: the compose cluster seen by an administrator: addresses, status, the leader,
 //!   waits, and the convergence check (acknowledged writes on every KMA, equal digests).
 //! - [`workload`]: a writer of `CreateUser` commands that records every acknowledged write.
+//! - [`agents`]: a catalogue, an enrolled drive and agent clients on the published service ports.
 
+pub mod agents;
 pub mod cluster;
 pub mod compose;
 pub mod image;

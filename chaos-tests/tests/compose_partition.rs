@@ -1,0 +1,144 @@
+//! One KMA cut off from the other two while drives keep working (SPEC "Availability trade-off",
+//! C2, A6): the real `kma` image, three KMAs on a compose network, the cut made with iptables
+//! inside the cut-off KMA's network namespace, so that the drives (on the host, through the
+//! published ports) still reach it.
+//!
+//! Needs Docker Engine, docker-compose, nsenter and iptables (run as root); without them it
+//! fails and says so.
+
+use std::time::{Duration, Instant};
+
+use agent_gateway::drive_sim::{run_fleet, verify_fleet, DriveMode, FleetConfig};
+use agent_gateway::wire::ErrorBody;
+use chaos_tests::agents;
+use chaos_tests::cluster::{DockerCluster, SERVICES};
+use chaos_tests::workload::Acked;
+
+const ELECTION_TIMEOUT: Duration = Duration::from_secs(30);
+const DRIVES: usize = 4;
+
+/// Waits until `service` reports no leader (it has noticed that it is alone).
+async fn wait_leaderless(cluster: &DockerCluster, service: &str) {
+    let deadline = Instant::now() + ELECTION_TIMEOUT;
+    loop {
+        let status = cluster.status(service).await.unwrap_or_else(|e| panic!("{e:#}"));
+        if status.leader_id.is_none() || status.role == "candidate" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{service} still follows a leader: {status:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A data unit created through `address` alone, with the agent's certificate, by hand: the
+/// answer of that one KMA, without the client library's failover.
+async fn create_on(
+    credentials: &agent_gateway::AgentCredentials,
+    address: &str,
+) -> (u16, serde_json::Value) {
+    let tls = node::tls::client_config_from_pem(
+        &credentials.ca_pem,
+        &credentials.certificate_pem,
+        &credentials.private_key_pem,
+    )
+    .expect("agent TLS");
+    let http = node::kma::https_client(tls).expect("client");
+    let body = serde_json::json!({
+        "external_tag": "CUT001",
+        "request_id": {"client": "00000000c0ffee00", "seq": 1},
+    });
+    let response = http
+        .post(format!("https://{address}/agent/v1/data-units"))
+        .json(&body)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("the cut-off KMA answers its drives");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("a JSON answer"))
+}
+
+/// Setup: the compose cluster, a catalogue and an enrolled drive; a data unit with its key
+/// written through follower F. Action: F is cut off from the other two KMAs (its packets from
+/// them are dropped; the host still reaches it) while a fleet of four StorageTek drives that
+/// know all three KMAs runs for 12 s; then the cut heals. Expect: F serves the existing key
+/// from its own state; F refuses a new data unit at once with a retryable 503 (it has no
+/// majority); the fleet's writes succeed on the other two (operations complete during the cut,
+/// no verification failure, no drive gives up); after the heal F catches up and the three state
+/// digests are equal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c2_a_kma_cut_off_serves_existing_keys_refuses_new_ones_and_drives_write_elsewhere() {
+    let started = Instant::now();
+    let cluster = DockerCluster::start().await.unwrap_or_else(|e| panic!("{e:#}"));
+    let leader = cluster.leader(ELECTION_TIMEOUT).await.unwrap_or_else(|e| panic!("{e:#}"));
+    let cut = SERVICES.into_iter().find(|service| *service != leader).expect("a follower");
+    let others: Vec<&str> = SERVICES.into_iter().filter(|service| *service != cut).collect();
+    agents::catalogue(&cluster, leader).await;
+    let credentials = agents::enroll(&cluster, leader).await;
+    let cut_address = agents::service_address(&cluster, cut).await;
+    let alone = agents::client(std::slice::from_ref(&cut_address), &credentials);
+    let unit = loop {
+        // The pool fills within a leader tick or two after the catalogue.
+        match alone.create_data_unit("VOL001").await {
+            Ok(created) => match alone.write_key(created.data_unit, true).await {
+                Ok(written) => break (created.data_unit, written),
+                Err(error) => eprintln!("waiting for the pool: {error}"),
+            },
+            Err(error) => eprintln!("waiting for the pool: {error}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(400), "no key before the cut");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let (unit, written) = unit;
+
+    let tapes = tempfile::tempdir().expect("tape dir");
+    let config = FleetConfig {
+        drives: DRIVES,
+        mode: DriveMode::StorageTek,
+        tapes_per_drive: 2,
+        block_len: 512,
+        ops: None,
+        duration: Some(Duration::from_secs(12)),
+        tape_dir: tapes.path().to_path_buf(),
+        seed: 11,
+    };
+    let addresses = agents::service_addresses(&cluster).await;
+    let fleet: Vec<_> = (0..DRIVES).map(|_| agents::client(&addresses, &credentials)).collect();
+    cluster.compose.cut_off(cut, &others).await.unwrap_or_else(|e| panic!("cut off {cut}: {e:#}"));
+    let bar = indicatif::ProgressBar::hidden();
+    let run = tokio::spawn(run_fleet(fleet.clone(), config.clone(), Some(bar.clone())));
+    wait_leaderless(&cluster, cut).await;
+
+    let read = alone.keys(unit).await.expect("the cut-off KMA serves an existing key");
+    assert_eq!(read.keys.len(), 1, "{read:?}");
+    assert_eq!(*read.keys[0].value, *written.key.value);
+    let asked = Instant::now();
+    let (status, answer) = create_on(&credentials, &cut_address).await;
+    let body: ErrorBody = serde_json::from_value(answer.clone()).expect("an error body");
+    assert_eq!(status, 503, "{answer}");
+    assert!(body.retryable, "a KMA without a majority refuses retryably: {answer}");
+    assert!(asked.elapsed() < Duration::from_secs(3), "refused at once, not after a timeout");
+
+    let report = run.await.expect("fleet task").expect("fleet ran");
+    println!("during the cut: {report}");
+    assert!(report.ops > 0 && report.records_written > 0, "{report}");
+    assert_eq!(report.verification_failures, 0, "{report}");
+    assert_eq!(report.drives_given_up, 0, "{report}");
+
+    cluster.compose.heal(cut, &others).await.unwrap_or_else(|e| panic!("heal {cut}: {e:#}"));
+    let verified = verify_fleet(fleet, config, None).await.expect("read-back ran");
+    assert_eq!(verified.verification_failures, 0, "{verified}");
+    assert!(verified.records_verified > 0, "{verified}");
+    let leader_status = cluster.status(leader).await.unwrap_or_else(|e| panic!("{e:#}"));
+    let last = leader_status.last_log_index.unwrap_or(0);
+    let caught_up = cluster.wait_ready(cut, last, Duration::from_secs(60)).await;
+    caught_up.unwrap_or_else(|e| panic!("{cut} after the heal: {e:#}"));
+    let digest = cluster.check_converged(&Acked::default()).await;
+    let digest = digest.unwrap_or_else(|e| panic!("{e:#}"));
+    eprintln!(
+        "{cut} cut off for the fleet's run ({} ops elsewhere); digests equal at index {}; {:?}",
+        report.ops,
+        digest.applied_index,
+        started.elapsed()
+    );
+}
