@@ -6,10 +6,14 @@
 //! each run, `BENCH_DRIVES` (default `1,16,64`) the concurrency levels.
 //!
 //! Each drive is one task with its own TLS connection (HTTP/2) and the enrolled agent's
-//! certificate, sending one request after another. A read is `GET keys of a data unit` on
-//! kma1's service listener. An assignment is `POST write-key` (from BOT) for a data unit created
-//! just before (not timed): a pool key is activated and associated by a committed command, and
-//! its value unwrapped for the drive.
+//! certificate, sending one request after another, all to kma1's service listener (a follower
+//! or the leader: kma1 forwards to the leader as any KMA does). A read is `GET keys of a data
+//! unit`. The data units for the assignments are created first, in a phase of their own (a
+//! committed command each; its row is printed too); an assignment is then `POST write-key`
+//! (from BOT) on one of them: a pool key is activated and associated by a committed command,
+//! and its value unwrapped for the drive. Refused or failed requests are counted, not timed.
+//! The pool is filled before the runs and its low water mark is below what a run can drain, so
+//! no refill runs beside the measured requests.
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +29,7 @@ const LATENCIES_PER_DRIVE_MAX: usize = 2_000_000;
 
 struct Run {
     ops: usize,
+    errors: usize,
     elapsed: Duration,
     latencies_us: Vec<u64>,
 }
@@ -38,10 +43,11 @@ impl Run {
             sorted.get(at).copied().unwrap_or(0) as f64 / 1000.0
         };
         format!(
-            "| {what} | {drives} | {:.0} | {:.2} | {:.2} |",
+            "| {what} | {drives} | {:.0} | {:.2} | {:.2} | {} |",
             self.ops as f64 / self.elapsed.as_secs_f64(),
             pick(0.50),
-            pick(0.99)
+            pick(0.99),
+            self.errors
         )
     }
 }
@@ -65,7 +71,8 @@ async fn setup(
         .with(statemachine::Role::ComplianceOfficer)
         .with(statemachine::Role::Operator);
     ok(admin, address, Command::SetUserRoles { id: "admin".into(), roles }, None).await;
-    let limits = KeyPoolLimits { low_water: 40_000, high_water: 80_000 };
+    // Filled once up to the high mark; the runs drain less than the gap, so no refill starts.
+    let limits = KeyPoolLimits { low_water: 2_000, high_water: 120_000 };
     ok(admin, address, Command::SetKeyPoolLimits(limits), None).await;
     let policy = Command::CreateKeyPolicy {
         name: "bench".into(),
@@ -130,10 +137,17 @@ async fn new_data_unit(
     answer["data_unit"].as_str().expect("data unit id").to_string()
 }
 
+/// What one timed request gave: its latency, a failure, or nothing left to do for this drive.
+enum Done {
+    Took(Duration),
+    Failed,
+    Exhausted,
+}
+
 async fn measure<F, Fut>(drives: usize, duration: Duration, work: F) -> Run
 where
     F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = Option<Duration>> + Send,
+    Fut: std::future::Future<Output = Done> + Send,
 {
     let started = Instant::now();
     let deadline = started + duration;
@@ -141,22 +155,46 @@ where
     for drive in 0..drives {
         let work = work.clone();
         tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
+            let (mut latencies, mut errors) = (Vec::new(), 0usize);
             let mut n = 0u64;
             while Instant::now() < deadline && latencies.len() < LATENCIES_PER_DRIVE_MAX {
-                if let Some(took) = work(drive, n).await {
-                    latencies.push(took.as_micros() as u64);
+                match work(drive, n).await {
+                    Done::Took(took) => latencies.push(took.as_micros() as u64),
+                    Done::Failed => errors += 1,
+                    Done::Exhausted => break,
                 }
                 n += 1;
             }
-            latencies
+            (latencies, errors)
         }));
     }
-    let mut latencies_us = Vec::new();
+    let (mut latencies_us, mut errors) = (Vec::new(), 0);
     for task in tasks {
-        latencies_us.extend(task.await.expect("drive task"));
+        let (latencies, failed) = task.await.expect("drive task");
+        latencies_us.extend(latencies);
+        errors += failed;
     }
-    Run { ops: latencies_us.len(), elapsed: started.elapsed(), latencies_us }
+    Run { ops: latencies_us.len(), errors, elapsed: started.elapsed(), latencies_us }
+}
+
+/// Sends `request` and times it until the whole answer has arrived; `parse` decodes the JSON
+/// (creates need the data unit ID; for reads and assignments the bench client's own parsing
+/// would only take CPU from the KMAs on these two cores).
+async fn timed(request: reqwest::RequestBuilder, parse: bool) -> (Done, Option<serde_json::Value>) {
+    let started = Instant::now();
+    let Ok(answer) = request.send().await else { return (Done::Failed, None) };
+    if !answer.status().is_success() {
+        return (Done::Failed, None);
+    }
+    let Ok(body) = answer.bytes().await else { return (Done::Failed, None) };
+    let took = started.elapsed();
+    if !parse {
+        return (Done::Took(took), None);
+    }
+    match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(body) => (Done::Took(took), Some(body)),
+        Err(_) => (Done::Failed, None),
+    }
 }
 
 fn settings() -> (Duration, Vec<usize>) {
@@ -166,6 +204,78 @@ fn settings() -> (Duration, Vec<usize>) {
         .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1, 16, 64]);
     (Duration::from_secs(secs), drives)
+}
+
+/// The three runs of one concurrency level: reads, creates, assignments; one row each.
+async fn level(
+    drives: usize,
+    duration: Duration,
+    credentials: &agent_gateway::AgentCredentials,
+    service: &str,
+) -> anyhow::Result<Vec<String>> {
+    let service = service.to_owned();
+    let mut rows = Vec::new();
+    let clients: Vec<reqwest::Client> = (0..drives).map(|_| drive_client(credentials)).collect();
+    let mut units = Vec::new();
+    for (drive, client) in clients.iter().enumerate() {
+        let tag = format!("R{drive:05}");
+        let unit = new_data_unit(client, &service, &tag, request_id(drives, drive, 0)).await;
+        let write = format!("https://{service}/agent/v1/data-units/{unit}/write-key");
+        let body = WriteKeyRequest { from_bot: true, request_id: request_id(drives, drive, 1) };
+        client.post(write).json(&body).send().await?.error_for_status()?;
+        units.push(unit);
+    }
+    let (clients_r, units_r, service_r) = (clients.clone(), units.clone(), service.clone());
+    let reads = measure(drives, duration, move |drive, _| {
+        let client = clients_r[drive].clone();
+        let url = format!("https://{service_r}/agent/v1/data-units/{}/keys", units_r[drive]);
+        async move { timed(client.get(url), false).await.0 }
+    })
+    .await;
+    rows.push(reads.row("get keys, one KMA (local reads)", drives));
+
+    // The data units to assign keys to, one committed command each.
+    let created: Vec<std::sync::Mutex<Vec<String>>> =
+        (0..drives).map(|_| std::sync::Mutex::new(Vec::new())).collect();
+    let created = std::sync::Arc::new(created);
+    let (clients_c, service_c, created_c) = (clients.clone(), service.clone(), created.clone());
+    let creates = measure(drives, duration, move |drive, n| {
+        let (client, created) = (clients_c[drive].clone(), created_c.clone());
+        let body = CreateDataUnitRequest {
+            external_tag: "A".into(),
+            request_id: request_id(drives, drive, 2 + n),
+        };
+        let url = format!("https://{service_c}/agent/v1/data-units");
+        async move {
+            let (done, body) = timed(client.post(url).json(&body), true).await;
+            if let Some(unit) = body.as_ref().and_then(|b| b["data_unit"].as_str()) {
+                created[drive].lock().expect("units").push(unit.to_owned());
+            }
+            done
+        }
+    })
+    .await;
+    rows.push(creates.row("create data unit, 3 KMAs", drives));
+
+    let service_w = service.clone();
+    let assigns = measure(drives, duration, move |drive, n| {
+        let client = clients[drive].clone();
+        let unit = created[drive].lock().expect("units").get(n as usize).cloned();
+        let body = WriteKeyRequest {
+            from_bot: true,
+            request_id: request_id(drives, drive, 10_000_000 + n),
+        };
+        let url = unit.map(|u| format!("https://{service_w}/agent/v1/data-units/{u}/write-key"));
+        async move {
+            match url {
+                Some(url) => timed(client.post(url).json(&body), false).await.0,
+                None => Done::Exhausted,
+            }
+        }
+    })
+    .await;
+    rows.push(assigns.row("new-key assignments, 3 KMAs", drives));
+    Ok(rows)
 }
 
 #[tokio::main]
@@ -186,56 +296,10 @@ async fn main() -> anyhow::Result<()> {
 
     let mut rows = Vec::new();
     for &drives in &levels {
-        let clients: Vec<reqwest::Client> =
-            (0..drives).map(|_| drive_client(&credentials)).collect();
-        let mut units = Vec::new();
-        for (drive, client) in clients.iter().enumerate() {
-            let tag = format!("R{drive:05}");
-            let unit = new_data_unit(client, &service, &tag, request_id(drives, drive, 0)).await;
-            let write = format!("https://{service}/agent/v1/data-units/{unit}/write-key");
-            let body = WriteKeyRequest { from_bot: true, request_id: request_id(drives, drive, 1) };
-            client.post(write).json(&body).send().await?.error_for_status()?;
-            units.push(unit);
-        }
-        let (clients_r, units_r, service_r) = (clients.clone(), units.clone(), service.clone());
-        let reads = measure(drives, duration, move |drive, _| {
-            let client = clients_r[drive].clone();
-            let url = format!("https://{service_r}/agent/v1/data-units/{}/keys", units_r[drive]);
-            async move {
-                let started = Instant::now();
-                let answer = client.get(url).send().await.ok()?;
-                answer.status().is_success().then(|| started.elapsed())
-            }
-        })
-        .await;
-        rows.push(reads.row("get keys, one KMA (local reads)", drives));
-        let service_w = service.clone();
-        let assigns = measure(drives, duration, move |drive, n| {
-            let client = clients[drive].clone();
-            let service = service_w.clone();
-            async move {
-                let unit =
-                    new_data_unit(&client, &service, "A", request_id(drives, drive, 2 + 2 * n))
-                        .await;
-                let body = WriteKeyRequest {
-                    from_bot: true,
-                    request_id: request_id(drives, drive, 3 + 2 * n),
-                };
-                let started = Instant::now();
-                let answer = client
-                    .post(format!("https://{service}/agent/v1/data-units/{unit}/write-key"))
-                    .json(&body)
-                    .send()
-                    .await
-                    .ok()?;
-                answer.status().is_success().then(|| started.elapsed())
-            }
-        })
-        .await;
-        rows.push(assigns.row("new-key assignments, 3 KMAs", drives));
+        rows.extend(level(drives, duration, &credentials, &service).await?);
     }
-    println!("| operation | drives | ops/s | p50 ms | p99 ms |");
-    println!("|---|---|---|---|---|");
+    println!("| operation | drives | ops/s | p50 ms | p99 ms | errors |");
+    println!("|---|---|---|---|---|---|");
     for row in rows {
         println!("{row}");
     }

@@ -166,8 +166,10 @@ async fn kms_leader_and_follower(
 fn kms_command(writer_index: usize, sequence: u64) -> Command {
     // Varying limits, always valid (low below high, high at most 2,000,000): every write is a
     // distinct committed entry, and settings never grow the state the way users or keys would.
-    let low_water = ((sequence * 256 + writer_index as u64) % 1_000_000) as u32;
-    Command::SetKeyPoolLimits(KeyPoolLimits { low_water, high_water: low_water + 1 })
+    // The low water mark stays 0, so the leader never starts a pool refill: a refill would
+    // generate and replicate thousands of wrapped keys a second beside the measured writes.
+    let high_water = 1 + ((sequence * 256 + writer_index as u64) % 1_000_000) as u32;
+    Command::SetKeyPoolLimits(KeyPoolLimits { low_water: 0, high_water })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -77,6 +77,8 @@ pub struct Kma {
     pub logins: Logins,
     /// Proposals on their way into the next log entry (see `batching`).
     proposals: tokio::sync::mpsc::Sender<batching::Queued>,
+    /// A pool refill is under way: it goes on until the high water mark (`kma_security`).
+    pub(crate) pool_refilling: std::sync::atomic::AtomicBool,
 }
 
 /// A command on its way into the log, with who asked for it and through which KMA.
@@ -168,6 +170,7 @@ impl Kma {
             vault,
             logins,
             proposals,
+            pool_refilling: std::sync::atomic::AtomicBool::new(false),
         });
         tokio::spawn(batching::run(kma.clone(), queue));
         Ok(kma)
@@ -266,7 +269,10 @@ impl Kma {
             _ if !voters.contains(&self.node_id()) => "learner",
             _ => "follower",
         };
-        let cluster_id = self.state.read().await.cluster_id().map(|id| id.to_string());
+        let (cluster_id, (key_pool_ready, key_pool_generated)) = {
+            let state = self.state.read().await;
+            (state.cluster_id().map(|id| id.to_string()), state.pool_size())
+        };
         NodeStatus {
             node_id: self.node_id(),
             name: self.config.name.clone(),
@@ -283,6 +289,8 @@ impl Kma {
             learners,
             locked: self.is_locked().await,
             service_address: self.config.service_advertise(),
+            key_pool_ready,
+            key_pool_generated,
         }
     }
 

@@ -2,6 +2,7 @@
 //! state, sealing or unsealing for autonomous unlock, refilling the key pool with wrapped keys,
 //! and recording KMAs that finished joining.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,15 @@ use crate::wire::ApproveRequest;
 const POOL_BATCH: usize = 1_024;
 /// Commands per leader tick: a drained pool of 8,192 keys is back within one tick.
 const POOL_BATCHES_PER_TICK: usize = 8;
+
+/// What one refill step did.
+enum Refill {
+    Added,
+    /// At the high water mark, or at or above the low one with no refill under way.
+    Full,
+    /// Locked, not initialised, or the proposal failed: try again at the next tick.
+    NotNow,
+}
 
 /// What the replicated state says about this KMA.
 struct MyEntry {
@@ -137,28 +147,38 @@ impl Kma {
     }
 
     /// On the leader: keeps the pool between its water marks with keys made and wrapped here
-    /// (SPEC O5); the clear values never leave this process.
+    /// (SPEC O5); the clear values never leave this process. A refill starts when the pool is
+    /// below the low water mark and goes on, tick after tick, until it reaches the high one, so
+    /// that a drained pool is refilled in long runs rather than a little at every tick.
     pub(crate) async fn refill_key_pool(&self) {
-        for batch in 0..POOL_BATCHES_PER_TICK {
-            if !self.refill_key_pool_once(batch > 0).await {
-                return;
+        let mut refilling = self.pool_refilling.load(Ordering::Acquire);
+        for _ in 0..POOL_BATCHES_PER_TICK {
+            match self.refill_key_pool_once(refilling).await {
+                Refill::Added => refilling = true,
+                Refill::Full => {
+                    refilling = false;
+                    break;
+                }
+                // Kept as it is: the next tick tries again.
+                Refill::NotNow => break,
             }
         }
+        self.pool_refilling.store(refilling, Ordering::Release);
     }
 
-    /// One command's worth of pool keys; false when the pool needs none (or cannot get any).
-    /// A refill starts below the low water mark and, once `started`, goes on to the high one.
-    async fn refill_key_pool_once(&self, started: bool) -> bool {
-        let Some(master) = self.serving_master_key().await else { return false };
+    /// One command's worth of pool keys, when the pool needs them.
+    async fn refill_key_pool_once(&self, refilling: bool) -> Refill {
+        let Some(master) = self.serving_master_key().await else { return Refill::NotNow };
         let (cluster_id, missing) = {
             let state = self.state.read().await;
-            let Some(cluster_id) = state.cluster_id() else { return false };
+            let Some(cluster_id) = state.cluster_id() else { return Refill::NotNow };
             let (ready, generated) = state.pool_size();
             let limits = state.meta().pool_limits;
             let size = ready + generated;
-            if size >= limits.high_water as usize || (!started && size >= limits.low_water as usize)
+            if size >= limits.high_water as usize
+                || (!refilling && size >= limits.low_water as usize)
             {
-                return false;
+                return Refill::Full;
             }
             (cluster_id, limits.high_water as usize - size)
         };
@@ -167,20 +187,20 @@ impl Kma {
             security_core::new_pool_keys(&master, cluster_id, count)
         })
         .await;
-        let Ok(keys) = made else { return false };
+        let Ok(keys) = made else { return Refill::NotNow };
         let proposal = Proposal::system(self, Command::GeneratePoolKeys { keys });
         match self.propose(proposal).await {
             Ok(applied) if applied.result.is_ok() => {
                 tracing::debug!(index = applied.index, count, "pool keys added");
-                true
+                Refill::Added
             }
             Ok(applied) => {
                 tracing::warn!(result = ?applied.result, "pool refill refused");
-                false
+                Refill::NotNow
             }
             Err(error) => {
                 tracing::warn!(%error, "pool refill not proposed");
-                false
+                Refill::NotNow
             }
         }
     }

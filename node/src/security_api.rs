@@ -444,24 +444,27 @@ async fn approve_as(
     Ok(Json(applied).into_response())
 }
 
+/// The logged-in user behind `peer` when it is an enabled Security Officer; else the refusal.
+async fn security_officer(kma: &Kma, peer: &Peer) -> Result<String, Response> {
+    let Some(Identity::User(user)) = peer.0.clone() else {
+        let message = "log in as a Security Officer first";
+        return Err(refuse(StatusCode::FORBIDDEN, "no_session", message, false));
+    };
+    let officer = Some(statemachine::Role::SecurityOfficer);
+    crate::server::admitted(kma, peer, "a quorum change", officer).await?;
+    Ok(user)
+}
+
 async fn change_quorum(
     State(kma): State<Arc<Kma>>,
     Extension(peer): Extension<Peer>,
     Json(request): Json<ChangeQuorumRequest>,
 ) -> Response {
-    let Some(Identity::User(user)) = peer.0.clone() else {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "no_session",
-            "log in as a Security Officer first",
-            false,
-        );
-    };
     // Checked before the argon2id work of the split, which nobody else may make this KMA do.
-    let role = Some(statemachine::Role::SecurityOfficer);
-    if let Err(refused) = crate::server::admitted(&kma, &peer, "a quorum change", role).await {
-        return refused;
-    }
+    let user = match security_officer(&kma, &peer).await {
+        Ok(user) => user,
+        Err(refused) => return refused,
+    };
     let Some(master) = kma.vault.master_key() else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,

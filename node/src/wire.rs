@@ -66,6 +66,11 @@ pub struct NodeStatus {
     pub locked: bool,
     /// host:port of the service listener (agents), as other hosts reach it.
     pub service_address: String,
+    /// Pool keys ready to be handed out, and generated ones not yet protected (SPEC O4, O5).
+    #[serde(default)]
+    pub key_pool_ready: usize,
+    #[serde(default)]
+    pub key_pool_generated: usize,
 }
 
 /// What `GET /v1/digest` answers: a SHA-256 of the applied state's snapshot encoding.

@@ -214,3 +214,87 @@ async fn a6_a_retry_on_another_kma_with_the_same_request_id_assigns_no_second_ke
     assert_eq!(keys.len(), 1, "the retry assigned no second key: {keys:?}");
     assert_eq!(keys[0]["key_id"], first["key"]["key_id"]);
 }
+
+/// Pool keys (ready + generated) as kma1 reports them.
+async fn pool_size(cluster: &Cluster) -> usize {
+    let status = cluster.admin.status(&cluster.nodes[0].address).await.expect("status");
+    status.key_pool_ready + status.key_pool_generated
+}
+
+/// Polls the pool for `seconds`: every reading within `max`; returns the last one.
+async fn watch_pool(cluster: &Cluster, seconds: u64, max: usize) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+    let mut size = pool_size(cluster).await;
+    while std::time::Instant::now() < deadline {
+        assert!(size <= max, "the pool grew past its high water mark {max}: {size}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        size = pool_size(cluster).await;
+    }
+    size
+}
+
+/// Setup: three KMAs, a drive; once the pool has stopped growing at S keys, its water marks are
+/// set to S+10 and S+9,000, then, once full at P, to P+10 and P+30. Action: wait for each fill;
+/// take 15 keys (the pool at P+15, above the low mark); wait 2 s; take 10 more (at P+5, below
+/// it); wait. Expect: the first refill, longer than one leader tick, goes on to exactly S+9,000;
+/// the pool fills to exactly P+30; at P+15 no refill starts (four leader ticks); below the low
+/// mark a refill brings it back to P+30; no reading ever exceeds the high mark (SPEC O5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn o5_the_pool_refills_from_below_its_low_mark_to_its_high_one_and_never_above() {
+    const BASE: u16 = 17690;
+    let cluster = Cluster::start(3, BASE, no_change).await;
+    let address = cluster.nodes[0].address.clone();
+    catalogue(&cluster, &address, (60 * SECOND_MS, 120 * SECOND_MS)).await;
+    let mut stable = pool_size(&cluster).await;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = pool_size(&cluster).await;
+        if now == stable && now > 0 {
+            break;
+        }
+        stable = now;
+    }
+    // A refill longer than one leader tick (8 commands of 1,024 keys) goes on to the end.
+    let far = stable + 9_000;
+    let limits = statemachine::cluster::KeyPoolLimits {
+        low_water: stable as u32 + 10,
+        high_water: far as u32,
+    };
+    let command = statemachine::Command::SetKeyPoolLimits(limits);
+    support::agents::ok(&cluster.admin, &address, command, None).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while pool_size(&cluster).await < far {
+        assert!(std::time::Instant::now() < deadline, "the refill stopped short of {far}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(watch_pool(&cluster, 1, far).await, far, "refilled to the high water mark");
+    let stable = far;
+
+    let (low, high) = (stable + 10, stable + 30);
+    let limits =
+        statemachine::cluster::KeyPoolLimits { low_water: low as u32, high_water: high as u32 };
+    support::agents::ok(
+        &cluster.admin,
+        &address,
+        statemachine::Command::SetKeyPoolLimits(limits),
+        None,
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while pool_size(&cluster).await < high {
+        assert!(std::time::Instant::now() < deadline, "the pool never filled to {high}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(watch_pool(&cluster, 1, high).await, high, "filled to the high water mark");
+    let addresses: Vec<String> = (1..=3).map(|n| service(BASE, n)).collect();
+    let drive = enrolled_drive(&cluster, BASE, &addresses).await;
+    let mut taken = 0;
+    for (count, expected) in [(15, high - 15), (10, high)] {
+        for _ in 0..count {
+            let unit = drive.create_data_unit(&format!("P{taken:03}")).await.expect("data unit");
+            write_key_for(&drive, unit.data_unit, true).await;
+            taken += 1;
+        }
+        assert_eq!(watch_pool(&cluster, 2, high).await, expected, "after {taken} keys taken");
+    }
+}

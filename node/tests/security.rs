@@ -287,11 +287,15 @@ async fn s1_every_user_command_by_every_role_through_the_admin_api() {
             assert!(message.contains("Security Officer or Backup Operator"), "{message}");
         }
     }
-    // Membership changes (KMAs are the Security Officer's): the others are refused before
-    // Raft sees the request; the officer's gets to Raft, which has no learner 99 to promote.
+    membership_by_every_role(&clients, &address).await;
+}
+
+/// Membership changes (KMAs are the Security Officer's): the other roles are refused before
+/// Raft sees the request; the officer's gets to Raft, which has no learner 99 to promote.
+async fn membership_by_every_role(clients: &[(Role, KmaClient)], address: &str) {
     let promote = node::wire::MembershipRequest::Promote { node_id: 99 };
-    for (role, client) in &clients {
-        let answer = client.membership(&address, &promote).await;
+    for (role, client) in clients {
+        let answer = client.membership(address, &promote).await;
         if *role == Role::SecurityOfficer {
             let raft = answer.expect("the officer's request reaches Raft");
             assert!(raft.is_err(), "there is no node 99: {raft:?}");
