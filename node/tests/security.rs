@@ -627,3 +627,90 @@ async fn s2_failed_user_logins_are_throttled_per_principal_and_source_and_audite
         "{failures:?}"
     );
 }
+
+/// Setup: one KMA; the quorum admits kma2, which joins. Action: wait until kma2 votes; ask it
+/// for a key as a drive would; then the quorum unlocks it. Expect: as a voter, before the
+/// unlock, kma2 reports itself locked and its service listener refuses key material with a
+/// retryable `kma_locked`; after the quorum's unlock it is unlocked. (SPEC C4, C6)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c4_c6_a_joined_kma_starts_locked_until_the_quorum_unlocks_it() {
+    const BASE: u16 = 17390;
+    let mut cluster = Cluster::start(1, BASE, no_change).await;
+    let address = cluster.nodes[0].address.clone();
+    support::agents::catalogue(&cluster, &address, (DAY_MS, 2 * DAY_MS)).await;
+    let index = cluster.add_node_locked(2, BASE, no_change).await;
+    cluster.wait_voters(2).await;
+    let kma2 = cluster.nodes[index].address.clone();
+    let status = cluster.admin.status(&kma2).await.expect("status");
+    assert!(status.voters.contains(&status.node_id), "kma2 votes: {status:?}");
+    assert!(status.locked, "a newly joined KMA starts locked: {status:?}");
+
+    let kma2_service = support::agents::service(BASE, 2);
+    let credentials = agent_gateway::client::enroll(
+        &support::agents::service(BASE, 1),
+        &ca_pem(&cluster),
+        "drive1",
+        "drive-one-passphrase",
+    )
+    .await
+    .expect("enrollment");
+    let options = agent_gateway::ClientOptions { discovery: false, ..Default::default() };
+    let only_kma2 = agent_gateway::AgentClient::from_credentials(
+        std::slice::from_ref(&kma2_service),
+        &credentials,
+        options,
+    )
+    .expect("drive");
+    let unit = only_kma2.create_data_unit("VOL001").await.expect("a data unit needs no key");
+    let refused = only_kma2.write_key(unit.data_unit, true).await.expect_err("locked");
+    assert!(refused.to_string().contains("kma_locked"), "{refused}");
+
+    node::local::unlock_when_member(&cluster.admin, &address, &cluster.secrets, "kma2", false)
+        .await
+        .expect("quorum unlock");
+    wait_locked(&cluster.admin, &kma2, false).await;
+}
+
+/// Setup: one KMA, quorum q1..q3 with threshold two. Action: an operation with a 2 s time to
+/// live, approved once; wait 4 s (the leader's pulse is due at the expiry); approve again; stop
+/// the KMA and read its audit log. Expect: the operation is no longer listed, the late approval
+/// is refused, and the audit log records the expiry. (SPEC S4, S5)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s4_a_pending_operation_expires_after_its_time_to_live() {
+    let mut cluster = Cluster::start(1, 17395, no_change).await;
+    let address = cluster.nodes[0].address.clone();
+    let start = Command::StartQuorumOperation {
+        operation: QuorumOperation::EnableAutonomousUnlock { kma: "kma1".into() },
+        ttl_ms: Some(2_000),
+    };
+    let started = cluster.admin.propose(&address, None, start).await.expect("reach").expect("ok");
+    let Ok(Reply::QuorumOperationStarted { id, .. }) = started.result else {
+        panic!("{started:?}")
+    };
+    let one = cluster.admin.approve(&address, id, "q1", "member-one-passphrase", started.index);
+    let one = one.await.expect("approval").expect("proposed");
+    assert!(cluster
+        .admin
+        .pending_operations(&address)
+        .await
+        .expect("list")
+        .iter()
+        .any(|op| op.id == id));
+
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let pending = cluster.admin.pending_operations(&address).await.expect("list");
+    assert!(pending.iter().all(|op| op.id != id), "expired, yet listed: {pending:?}");
+    let late = cluster.admin.approve(&address, id, "q2", "member-two-passphrase", one.index).await;
+    let completed = matches!(&late, Ok(Ok(applied))
+        if matches!(applied.result, Ok(Reply::QuorumApproval { completed: true, .. })));
+    assert!(!completed, "an expired operation cannot complete: {late:?}");
+
+    cluster.stop(0).await;
+    let raft_dir = cluster.nodes[0].data_dir.join("raft");
+    let (_dir, _log, state_machine) = raft_storage::open_stores(&raft_dir).expect("data dir");
+    let events = state_machine.state().audit_events(0, usize::MAX).expect("audit log");
+    let expired = events.iter().any(|event| {
+        matches!(&event.what, statemachine::AuditWhat::QuorumOperationExpired { id: gone } if *gone == id)
+    });
+    assert!(expired, "the expiry is audited");
+}

@@ -107,7 +107,23 @@ impl Cluster {
 
     /// Admits KMA number `n` through the quorum, joins it, starts it, and has the quorum unlock
     /// it (SPEC C4, C6); `autonomous` lets it unlock itself after restarts.
+    /// Admits, joins and starts KMA `n`, then has the quorum unlock it.
     pub async fn add_node(
+        &mut self,
+        n: usize,
+        base_port: u16,
+        change: fn(&mut NodeConfig),
+    ) -> usize {
+        let index = self.add_node_locked(n, base_port, change).await;
+        let (peer, name) = (self.nodes[0].address.clone(), self.nodes[index].name.clone());
+        node::local::unlock_when_member(&self.admin, &peer, &self.secrets, &name, true)
+            .await
+            .expect("quorum unlock");
+        index
+    }
+
+    /// Admits, joins and starts KMA `n`, which starts locked (SPEC C6): no quorum unlock.
+    pub async fn add_node_locked(
         &mut self,
         n: usize,
         base_port: u16,
@@ -140,9 +156,6 @@ impl Cluster {
         self.nodes.push(Node { name: name.clone(), data_dir, address, child: None });
         let index = self.nodes.len() - 1;
         self.restart(index).await;
-        node::local::unlock_when_member(&self.admin, &peer, &self.secrets, &name, true)
-            .await
-            .expect("quorum unlock");
         index
     }
 
