@@ -169,13 +169,37 @@ impl Vault {
 /// Writes a file readable by its owner only.
 pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(path)?;
+    // `mode` applies only when the file is created: a file left with looser permissions (by
+    // hand, by a restore) is narrowed before the secret goes in.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     file.write_all(bytes)?;
     file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Setup: a file readable by everyone. Action: a secret written over it. Expect: the file
+    /// holds the secret and is readable by its owner only (SPEC C6: the sealed master key).
+    #[test]
+    fn c6_a_private_file_is_narrowed_to_its_owner_even_when_it_existed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("secret");
+        std::fs::write(&path, b"old").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+
+        super::write_private(&path, b"sealed bytes").expect("write_private");
+
+        let mode = std::fs::metadata(&path).expect("metadata").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(std::fs::read(&path).expect("read"), b"sealed bytes");
+    }
 }

@@ -714,3 +714,75 @@ async fn s4_a_pending_operation_expires_after_its_time_to_live() {
     });
     assert!(expired, "the expiry is audited");
 }
+
+/// Setup: three KMAs, none with autonomous unlock (the sealed files removed). Action: every
+/// KMA is killed at once and restarted; then the quorum unlocks each one, its approvals
+/// entered at another KMA. Expect: the three elect a leader while all are locked (Raft needs
+/// no key), each reports itself locked, and each unlocks through the quorum: no deadlock
+/// (SPEC C6; the failure a popular peer's auto-unseal had).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c6_a_cold_restart_with_every_kma_locked_comes_back_through_the_quorum() {
+    let mut cluster = Cluster::start(3, 17384, no_change).await;
+    let addresses: Vec<String> = cluster.nodes.iter().map(|n| n.address.clone()).collect();
+    for name in ["kma1", "kma2", "kma3"] {
+        let disable = Command::DisableAutonomousUnlock { name: name.into() };
+        cluster.admin.propose(&addresses[0], None, disable).await.expect("reach").expect("ok");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while cluster.nodes.iter().any(|n| n.data_dir.join(node::vault::SEALED_FILE).exists()) {
+        assert!(std::time::Instant::now() < deadline, "sealed files still present");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    for index in 0..3 {
+        cluster.kill9(index).await;
+    }
+    for index in 0..3 {
+        cluster.restart(index).await;
+    }
+    for index in 0..3 {
+        cluster.wait_ready(index).await;
+        wait_locked(&cluster.admin, &addresses[index], true).await;
+    }
+    for (index, name) in ["kma1", "kma2", "kma3"].into_iter().enumerate() {
+        let elsewhere = &addresses[(index + 1) % 3];
+        node::quorum_flow::unlock_kma(&cluster.admin, elsewhere, &cluster.secrets, name, false)
+            .await
+            .unwrap_or_else(|e| panic!("quorum unlock of {name}: {e:#}"));
+        wait_locked(&cluster.admin, &addresses[index], false).await;
+    }
+}
+
+/// Setup: one KMA; the officer creates an Operator who logs in. Action: the officer disables
+/// the user; the user, with the certificate it already has, proposes a command and reads the
+/// status; then tries to log in again. Expect: the command is refused as from a disabled user,
+/// the read is refused (403), and the new login is refused. (SPEC S1, S2)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s1_a_disabled_user_can_neither_act_nor_read_nor_log_in() {
+    let cluster = Cluster::start(1, 17398, no_change).await;
+    let address = cluster.nodes[0].address.clone();
+    let ca = ca_pem(&cluster);
+    let create = Command::CreateUser {
+        id: "op-user".into(),
+        roles: RoleSet::of(Role::Operator),
+        passphrase_verifier: Vec::new(),
+    };
+    let passphrase = Some("op-user-passphrase");
+    let created = cluster.admin.propose_with_passphrase(&address, None, create, passphrase).await;
+    assert!(created.expect("reach").expect("proposed").result.is_ok());
+    let user = KmaClient::login(&address, &ca, "op-user", "op-user-passphrase").await;
+    let user = user.expect("login");
+    user.status(&address).await.expect("an enabled user reads the status");
+
+    let disable = Command::SetUserEnabled { id: "op-user".into(), enabled: false };
+    let disabled = cluster.admin.propose(&address, None, disable).await.expect("reach");
+    let index = disabled.expect("proposed").index;
+    let policy = Command::SetKeyPoolLimits(KeyPoolLimits { low_water: 1, high_water: 2 });
+    let refused = user.propose(&address, None, policy).await.expect("reach").expect("proposed");
+    assert!(matches!(refused.result, Err(Reject::UserDisabled { .. })), "{refused:?}");
+    assert!(refused.index > index);
+    let read = user.status(&address).await.expect_err("a disabled user reads nothing");
+    assert!(read.to_string().contains("403") && read.to_string().contains("disabled"), "{read}");
+    let again = KmaClient::login(&address, &ca, "op-user", "op-user-passphrase").await;
+    assert!(again.is_err(), "a disabled user cannot log in");
+}
