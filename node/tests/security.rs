@@ -740,9 +740,9 @@ async fn c6_a_cold_restart_with_every_kma_locked_comes_back_through_the_quorum()
     for index in 0..3 {
         cluster.restart(index).await;
     }
-    for index in 0..3 {
+    for (index, address) in addresses.iter().enumerate() {
         cluster.wait_ready(index).await;
-        wait_locked(&cluster.admin, &addresses[index], true).await;
+        wait_locked(&cluster.admin, address, true).await;
     }
     for (index, name) in ["kma1", "kma2", "kma3"].into_iter().enumerate() {
         let elsewhere = &addresses[(index + 1) % 3];
