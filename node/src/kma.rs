@@ -317,6 +317,10 @@ impl Kma {
                 .map_err(|e| NodeError::Raft(e.to_string()))?;
             index = index.max(read_log_id.map_or(0, |log_id| log_id.index));
         }
+        // The usual case on the agent path: nothing to wait for, so no timer to set.
+        if self.state.applied_index() >= index {
+            return Ok(());
+        }
         let wait = self.state.wait_applied(index);
         let seconds = wait_max.as_secs_f64();
         tokio::time::timeout(wait_max, wait).await.map_err(|_| {
