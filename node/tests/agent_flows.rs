@@ -7,6 +7,7 @@ mod support;
 use std::time::Duration;
 
 use agent_gateway::{AgentClient, ClientOptions};
+use statemachine::DataUnitState;
 use support::agents::{ca_pem, catalogue, raw_drive, service, write_key_for};
 use support::{no_change, Cluster};
 
@@ -26,14 +27,15 @@ async fn enrolled_drive(cluster: &Cluster, base: u16, addresses: &[String]) -> A
 }
 
 /// Setup: three KMAs, policy "tapes" with a 3 s encryption period and a 60 s cryptoperiod.
-/// Action (seed ch.7 Example 1, StorageTek drive): write from BOT, append at once, append after
-/// the encryption period, read. Expect: the first append reuses the key (still
-/// protect-and-process); after the period the append gets a new key and the old one is
+/// Action (seed ch.7 Example 1, StorageTek drive): write from BOT, append at once; after the
+/// encryption period kma3 is stopped and its data unit read from its data dir; append, read.
+/// Expect: the first append reuses the key (still protect-and-process); after the period the
+/// data unit needs a rekey (SPEC O6), the append gets a new key and the old one is
 /// process-only; the read returns both keys, each with the value handed out for the write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a2_example_1_append_after_the_encryption_period_rekeys() {
     const BASE: u16 = 17600;
-    let cluster = Cluster::start(3, BASE, no_change).await;
+    let mut cluster = Cluster::start(3, BASE, no_change).await;
     let address = cluster.nodes[0].address.clone();
     catalogue(&cluster, &address, (3 * SECOND_MS, 60 * SECOND_MS)).await;
     let addresses: Vec<String> = (1..=3).map(|n| service(BASE, n)).collect();
@@ -48,6 +50,8 @@ async fn a2_example_1_append_after_the_encryption_period_rekeys() {
     assert_eq!(append.key.key_id, first.key.key_id);
 
     tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let stopped = persisted_data_unit_state(&mut cluster, 2, unit).await;
+    assert_eq!(stopped, DataUnitState::NeedsRekey, "its only key can no longer encrypt");
     let rekeyed = write_key_for(&drive, unit, false).await;
     assert!(!rekeyed.reused, "after the encryption period an append gets a new key");
     assert_ne!(rekeyed.key.key_id, first.key.key_id);
@@ -66,6 +70,26 @@ async fn a2_example_1_append_after_the_encryption_period_rekeys() {
     let after = drive.keys(unit).await.expect("keys");
     assert_eq!(after.keys.len(), 1, "only the protect-and-process key remains: {after:?}");
     assert_eq!(after.keys[0].key_id, rekeyed.key.key_id);
+}
+
+/// Stops KMA `index` cleanly, rebuilds its state from its data dir as a restart would (the
+/// latest snapshot, then the committed log replayed) and derives `unit`'s state now.
+async fn persisted_data_unit_state(
+    cluster: &mut Cluster,
+    index: usize,
+    unit: statemachine::DataUnitId,
+) -> DataUnitState {
+    cluster.stop(index).await;
+    let raft_dir = cluster.nodes[index].data_dir.join("raft");
+    let (_dir, mut log, mut state_machine) = raft_storage::open_stores(&raft_dir).expect("open");
+    openraft::StorageHelper::new(&mut log, &mut state_machine)
+        .get_initial_state()
+        .await
+        .expect("replay of the committed log");
+    let handle = state_machine.state();
+    let state = handle.read().await;
+    let record = state.data_unit(&unit).expect("the data unit is in kma3's state");
+    state.data_unit_state_at(record, node::kma::wall_clock_ms())
 }
 
 /// Setup: three KMAs, policy "tapes" with a 2 s encryption period. Action (seed appendix, an
