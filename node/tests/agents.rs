@@ -203,3 +203,37 @@ async fn s3_no_clear_key_value_in_any_file_of_any_kma() {
     std::fs::write(&planted, [b"xx".as_slice(), &values[0], b"yy"].concat()).expect("plant");
     assert_eq!(files_containing(root, &values[0]), vec![planted.display().to_string()]);
 }
+
+/// Setup: three KMAs, kma1 and kma2 at site `east`, kma3 at `west`; drive `drive1` belongs to
+/// `east`. Action: a drive configured with kma3's address alone enrolls there, learns the
+/// cluster through discovery, then writes and reads. Expect: it knows all three KMAs, tries the
+/// two of its own site first (SPEC C2, C3), and its requests are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c2_c3_a_drive_told_one_kma_learns_the_cluster_and_prefers_its_own_site() {
+    const BASE: u16 = 17580;
+    let cluster = Cluster::start(3, BASE, no_change).await;
+    let address = cluster.nodes[0].address.clone();
+    catalogue(&cluster, &address, (DAY_MS, 2 * DAY_MS)).await;
+    let west = service(BASE, 3);
+    let credentials =
+        agent_gateway::client::enroll(&west, &ca_pem(&cluster), "drive1", "drive-one-passphrase")
+            .await
+            .expect("enrollment");
+    let drive = AgentClient::from_credentials(
+        std::slice::from_ref(&west),
+        &credentials,
+        ClientOptions::default(),
+    )
+    .expect("client");
+
+    wait_discovered(&drive, 3).await;
+    let known = drive.known_kmas();
+    assert_eq!(drive.site().as_deref(), Some("east"), "discovery names the drive's site");
+    let mut east = known[..2].to_vec();
+    east.sort();
+    assert_eq!(east, vec![service(BASE, 1), service(BASE, 2)], "own site first: {known:?}");
+    assert_eq!(known[2], west, "the other site last: {known:?}");
+    let (unit, value) = write_key(&drive, "VOL001").await;
+    let keys = drive.keys(unit).await.expect("keys");
+    assert_eq!(*keys.keys[0].value, value);
+}
