@@ -474,22 +474,8 @@ async fn s3_a_quorum_change_resplits_the_master_key() {
     let address = cluster.nodes[0].address.clone();
     support::agents::catalogue(&cluster, &address, (DAY_MS, 2 * DAY_MS)).await;
     let kma1_service = support::agents::service(BASE, 1);
-    let credentials = agent_gateway::client::enroll(
-        &kma1_service,
-        &ca_pem(&cluster),
-        "drive1",
-        "drive-one-passphrase",
-    )
-    .await
-    .expect("enrollment");
     // Only kma1: the read at the end must come from the KMA that rebuilt its key.
-    let options = agent_gateway::ClientOptions { discovery: false, ..Default::default() };
-    let drive = agent_gateway::AgentClient::from_credentials(
-        std::slice::from_ref(&kma1_service),
-        &credentials,
-        options,
-    )
-    .expect("drive");
+    let drive = support::agents::pinned_drive(&cluster, &kma1_service, &kma1_service).await;
     let (unit, value) = support::agents::write_key(&drive, "VOL001").await;
 
     let officer = KmaClient::login(&address, &ca_pem(&cluster), "admin", "officer-passphrase-1")
@@ -645,22 +631,9 @@ async fn c4_c6_a_joined_kma_starts_locked_until_the_quorum_unlocks_it() {
     assert!(status.voters.contains(&status.node_id), "kma2 votes: {status:?}");
     assert!(status.locked, "a newly joined KMA starts locked: {status:?}");
 
-    let kma2_service = support::agents::service(BASE, 2);
-    let credentials = agent_gateway::client::enroll(
-        &support::agents::service(BASE, 1),
-        &ca_pem(&cluster),
-        "drive1",
-        "drive-one-passphrase",
-    )
-    .await
-    .expect("enrollment");
-    let options = agent_gateway::ClientOptions { discovery: false, ..Default::default() };
-    let only_kma2 = agent_gateway::AgentClient::from_credentials(
-        std::slice::from_ref(&kma2_service),
-        &credentials,
-        options,
-    )
-    .expect("drive");
+    let (kma1_service, kma2_service) =
+        (support::agents::service(BASE, 1), support::agents::service(BASE, 2));
+    let only_kma2 = support::agents::pinned_drive(&cluster, &kma1_service, &kma2_service).await;
     let unit = only_kma2.create_data_unit("VOL001").await.expect("a data unit needs no key");
     let refused = only_kma2.write_key(unit.data_unit, true).await.expect_err("locked");
     assert!(refused.to_string().contains("kma_locked"), "{refused}");

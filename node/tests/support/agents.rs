@@ -97,3 +97,18 @@ pub fn raw_drive(credentials: &agent_gateway::AgentCredentials) -> reqwest::Clie
     .expect("agent TLS");
     node::kma::https_client(tls).expect("client")
 }
+
+/// Enrolls `drive1` through the service listener `enroll_at` and gives a client that talks to
+/// `only` and nothing else (discovery off): for tests that must know which KMA answers.
+pub async fn pinned_drive(cluster: &Cluster, enroll_at: &str, only: &str) -> AgentClient {
+    let credentials = agent_gateway::client::enroll(
+        enroll_at,
+        &ca_pem(cluster),
+        "drive1",
+        "drive-one-passphrase",
+    )
+    .await
+    .expect("enrollment");
+    let options = agent_gateway::ClientOptions { discovery: false, ..Default::default() };
+    AgentClient::from_credentials(&[only.to_owned()], &credentials, options).expect("drive")
+}
