@@ -6,7 +6,7 @@
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{AuditEvent, AuditWhat, Outcome};
+use crate::audit::{AuditEvent, AuditLink, AuditWhat, ChainedAuditEvent, Outcome};
 use crate::command::{Actor, Command, Envelope};
 use crate::digest::body_digest;
 use crate::limits::{CLIENT_OUTCOMES_KEPT, CLIENT_SESSIONS_PER_ACTOR_MAX};
@@ -22,6 +22,31 @@ pub struct Applied {
     pub result: Result<Reply, Reject>,
     /// In order; the first is always the `AuditWhat::Command` record of the entry itself.
     pub events: Vec<AuditEvent>,
+    /// Where each event sits in the audit chain: `links[i]` is that of `events[i]`. Apart, so
+    /// that readers of the events alone are not touched by the chain.
+    pub links: Vec<AuditLink>,
+}
+
+impl Applied {
+    /// The events with their places in the chain, as the audit log stores them.
+    pub fn chained_events(&self) -> impl Iterator<Item = ChainedAuditEvent> + '_ {
+        assert_eq!(self.events.len(), self.links.len(), "one chain link per audit event");
+        self.events.iter().zip(&self.links).map(|(event, link)| ChainedAuditEvent {
+            seq: link.seq,
+            link: link.link,
+            event: event.clone(),
+        })
+    }
+
+    /// The result, and the events with their places in the chain, without copying the events.
+    pub fn into_chained(self) -> (Result<Reply, Reject>, Vec<ChainedAuditEvent>) {
+        assert_eq!(self.events.len(), self.links.len(), "one chain link per audit event");
+        let events = self.events.into_iter().zip(self.links);
+        let chained = events
+            .map(|(event, link)| ChainedAuditEvent { seq: link.seq, link: link.link, event })
+            .collect();
+        (self.result, chained)
+    }
 }
 
 /// What a handler knows about the entry being applied.
@@ -78,9 +103,17 @@ impl State {
         let mut events = Vec::with_capacity(cx.events.len() + 1);
         events.push(AuditEvent { index, at_ms: now_ms, what: record });
         events.append(&mut cx.events);
+        let chain_before = self.meta.audit_chain;
+        let links: Vec<AuditLink> =
+            events.iter().map(|event| self.meta.audit_chain.append(event)).collect();
+        assert_eq!(
+            self.meta.audit_chain.events,
+            chain_before.events + events.len() as u64,
+            "the audit chain advances by one link per returned event"
+        );
         #[cfg(debug_assertions)]
         self.check_invariants();
-        Applied { result, events }
+        Applied { result, events, links }
     }
 
     /// The remembered outcome of a retried request, or a rejection when the request ID is
@@ -303,6 +336,7 @@ impl State {
             }
             C::MarkBackupDestroyed { id } => self.mark_backup_destroyed(cx, *id),
             C::SetBackupSchedule { schedule } => self.set_backup_schedule(schedule.as_ref()),
+            C::RecordLogin { principal, source } => self.record_login(cx, principal, source),
         }
     }
 }

@@ -212,6 +212,18 @@ impl State {
         Ok(Reply::Done)
     }
 
+    pub(crate) fn record_login(
+        &mut self,
+        cx: &mut Cx<'_>,
+        principal: &str,
+        source: &str,
+    ) -> Result<Reply, Reject> {
+        check_text("principal", principal, DETAIL_LEN_MAX, true)?;
+        check_text("source", source, DETAIL_LEN_MAX, true)?;
+        cx.event(AuditWhat::Login { principal: principal.into(), source: source.into() });
+        Ok(Reply::Done)
+    }
+
     pub(crate) fn set_security_settings(
         &mut self,
         settings: &SecuritySettings,

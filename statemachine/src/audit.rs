@@ -1,8 +1,17 @@
 //! Audit events (SPEC S5): what `apply` returns besides its reply, in order. They never carry key
 //! material, only IDs, states and names. Persisted for decades: variants are only appended.
+//!
+//! Every event ever applied is a link of one hash chain, [`AuditChain`], whose head is part of
+//! the replicated state: each KMA computes the same links, and a snapshot carries the head. An
+//! edited, removed or reordered stored event no longer fits the chain, which [`verify_chain`]
+//! reports; a removed tail shows against the head of the state.
 
 use alloc::string::String;
+use core::ops::Deref;
+use postcard::ser_flavors::Flavor;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
 
 use crate::command::Actor;
 use crate::data_unit::DataUnitState;
@@ -116,4 +125,180 @@ pub enum AuditWhat {
         principal: String,
         source: String,
     },
+    /// A user proved their passphrase and was granted a session certificate.
+    Login {
+        principal: String,
+        source: String,
+    },
+}
+
+/// Opens every hashed link, so that a link can never be mistaken for another SHA-256 of ours.
+/// Part of the persisted format: a new tag is a new chain.
+pub const AUDIT_CHAIN_DOMAIN: &[u8] = b"kma-audit-chain-v1";
+
+/// A position in the audit chain: how many events it holds and the link of the last one. The
+/// empty chain of a new cluster is all zero.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AuditChain {
+    pub events: u64,
+    pub head: [u8; 32],
+}
+
+/// Where one event sits in the chain: its position, counted from 1, and its link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditLink {
+    pub seq: u64,
+    pub link: [u8; 32],
+}
+
+/// An event with its place in the chain: the form the audit log stores and readers verify.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainedAuditEvent {
+    pub seq: u64,
+    pub link: [u8; 32],
+    pub event: AuditEvent,
+}
+
+/// A chained event reads as the event it carries: readers filter on `what` and `index`, and
+/// only a verifier looks at the chain fields.
+impl Deref for ChainedAuditEvent {
+    type Target = AuditEvent;
+
+    fn deref(&self) -> &AuditEvent {
+        &self.event
+    }
+}
+
+impl AuditChain {
+    /// The chain of a cluster before its first event.
+    pub const GENESIS: AuditChain = AuditChain { events: 0, head: [0; 32] };
+
+    /// Adds `event` as the next link and returns where it sits.
+    pub fn append(&mut self, event: &AuditEvent) -> AuditLink {
+        let link = chain_link(&self.head, event);
+        // 2^64 events are never reached; were they, a wrapped position would be ambiguous.
+        let seq = self.events.wrapping_add(1);
+        assert!(seq > self.events, "audit chain positions only grow");
+        *self = AuditChain { events: seq, head: link };
+        AuditLink { seq, link }
+    }
+
+    /// Where the chain stands once `event` is its last event.
+    pub fn after(event: &ChainedAuditEvent) -> AuditChain {
+        AuditChain { events: event.seq, head: event.link }
+    }
+}
+
+/// An anchor as (events before the first, head before the first).
+impl From<(u64, [u8; 32])> for AuditChain {
+    fn from((events, head): (u64, [u8; 32])) -> Self {
+        AuditChain { events, head }
+    }
+}
+
+/// The link of `event` after `previous`: SHA-256(domain tag, previous head, postcard(event)).
+pub fn chain_link(previous: &[u8; 32], event: &AuditEvent) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(AUDIT_CHAIN_DOMAIN);
+    hasher.update(previous);
+    // Serializing plain data into a hasher cannot fail: no flavor method returns an error.
+    match postcard::serialize_with_flavor(event, Sha256Flavor(hasher)) {
+        Ok(link) => link,
+        Err(_) => unreachable!("postcard encodes an audit event into a hasher without error"),
+    }
+}
+
+/// A postcard flavor that feeds SHA-256 instead of storing: no allocation per event.
+struct Sha256Flavor(Sha256);
+
+impl Flavor for Sha256Flavor {
+    type Output = [u8; 32];
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.update([byte]);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.update(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<[u8; 32]> {
+        Ok(self.0.finalize().into())
+    }
+}
+
+/// A run of events that fits the chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChainCheck {
+    /// How many events were checked.
+    pub events: u64,
+    /// The chain after the last of them (the anchor when there were none). Equal to the
+    /// state's `audit_chain` when nothing is missing at the end either.
+    pub head: AuditChain,
+}
+
+/// Where and how a run of stored events stops fitting the chain. `seq` is always the first
+/// position that is wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
+pub enum ChainBreak {
+    /// The event at `seq` does not hash to its link: the event or its link was changed.
+    #[error("audit event {seq} does not match its link: it was changed after it was written")]
+    LinkMismatch { seq: u64 },
+    /// Events `seq` to `found - 1` are missing: the next event present is `found`.
+    #[error(
+        "audit events {seq} to {last} are missing: the next one present is {found}",
+        last = .found.saturating_sub(1)
+    )]
+    Gap { seq: u64, found: u64 },
+    /// Event `found` stands where `seq` belongs: events were reordered or repeated.
+    #[error("audit event {found} stands where event {seq} belongs: the log was reordered")]
+    OutOfOrder { seq: u64, found: u64 },
+}
+
+impl ChainBreak {
+    /// The first chain position that is wrong.
+    pub fn seq(&self) -> u64 {
+        match *self {
+            ChainBreak::LinkMismatch { seq }
+            | ChainBreak::Gap { seq, .. }
+            | ChainBreak::OutOfOrder { seq, .. } => seq,
+        }
+    }
+}
+
+/// Checks that `events` continue the chain from `anchor` = (events before the first, head
+/// before the first), one position after another, each hashing to its link. Stops at the first
+/// break. A missing event is told from a reordered one by looking one event ahead: if the event
+/// that belongs here comes next, the two were swapped.
+pub fn verify_chain<'a>(
+    anchor: impl Into<AuditChain>,
+    events: impl Iterator<Item = &'a ChainedAuditEvent>,
+) -> Result<ChainCheck, ChainBreak> {
+    let anchor: AuditChain = anchor.into();
+    let mut chain = anchor;
+    let mut checked = 0u64;
+    let mut events = events.peekable();
+    while let Some(event) = events.next() {
+        let seq = chain.events.saturating_add(1);
+        if event.seq < seq {
+            return Err(ChainBreak::OutOfOrder { seq, found: event.seq });
+        }
+        if event.seq > seq {
+            let swapped = events.peek().is_some_and(|next| next.seq == seq);
+            return Err(if swapped {
+                ChainBreak::OutOfOrder { seq, found: event.seq }
+            } else {
+                ChainBreak::Gap { seq, found: event.seq }
+            });
+        }
+        if chain_link(&chain.head, &event.event) != event.link {
+            return Err(ChainBreak::LinkMismatch { seq });
+        }
+        chain = AuditChain::after(event);
+        checked += 1;
+    }
+    debug_assert_eq!(chain.events, anchor.events + checked, "one position per checked event");
+    Ok(ChainCheck { events: checked, head: chain })
 }

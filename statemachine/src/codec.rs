@@ -19,7 +19,8 @@ use crate::key::Key;
 use crate::state::{Meta, State};
 
 pub const ENVELOPE_FORMAT_VERSION: u8 = 1;
-pub const SNAPSHOT_FORMAT_VERSION: u8 = 1;
+/// 1: before the audit chain. 2: `Meta` ends with `audit_chain`.
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 2;
 /// A single record larger than this is corruption, not data (the largest real one is `Meta`).
 const SNAPSHOT_RECORD_LEN_MAX: usize = 256 * 1024 * 1024;
 
@@ -32,6 +33,11 @@ pub enum CodecError {
          {supported}: upgrade the KMA software"
     )]
     UnknownVersion { what: &'static str, found: u8, supported: u8 },
+    #[error(
+        "{what} has format version {found}, written by an older KMA software; this software \
+         reads version {supported} only: run one software version on every KMA of the cluster"
+    )]
+    OlderVersion { what: &'static str, found: u8, supported: u8 },
     #[error("corrupt {what}: {detail}")]
     Corrupt { what: &'static str, detail: String },
 }
@@ -153,6 +159,13 @@ impl SnapshotReader {
     pub fn push(&mut self, mut bytes: &[u8]) -> Result<(), CodecError> {
         if !self.version_seen {
             let Some((&version, rest)) = bytes.split_first() else { return Ok(()) };
+            if version < SNAPSHOT_FORMAT_VERSION {
+                return Err(CodecError::OlderVersion {
+                    what: SNAPSHOT,
+                    found: version,
+                    supported: SNAPSHOT_FORMAT_VERSION,
+                });
+            }
             if version != SNAPSHOT_FORMAT_VERSION {
                 return Err(CodecError::UnknownVersion {
                     what: SNAPSHOT,

@@ -341,4 +341,10 @@ pub enum Command {
     SetBackupSchedule {
         schedule: Option<BackupSchedule>,
     },
+    // Audit records (SPEC S5), after the others: a variant's encoding is its position.
+    /// A user logged in; proposed by the KMA that granted the session, for the audit log.
+    RecordLogin {
+        principal: String,
+        source: String,
+    },
 }

@@ -13,6 +13,8 @@ impl State {
         self.check_key_invariants();
         self.check_association_invariants();
         self.check_catalog_invariants();
+        let chain = self.meta.audit_chain;
+        assert!(chain.events > 0 || chain.head == [0; 32], "an empty audit chain has a zero head");
         let mut rebuilt = self.clone();
         rebuilt.rebuild_index();
         assert!(rebuilt.index == self.index, "the index must equal one rebuilt from the records");

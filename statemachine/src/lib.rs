@@ -13,7 +13,8 @@
 //!   `apply*.rs`, one file per area (cluster, catalog, keys, agent protocol, transfer/backup).
 //! - [`permission`]: the role matrix. [`reject`]: why a command was refused, with frozen codes.
 //! - [`key`], [`data_unit`], [`policy`], [`agent`], [`cluster`], [`quorum`], [`partner`],
-//!   [`backup`]: the managed objects. [`audit`]: the events `apply` returns. [`reply`]: answers.
+//!   [`backup`]: the managed objects. [`audit`]: the events `apply` returns and the hash chain
+//!   they form. [`reply`]: answers.
 //! - [`query`]: reads for the gateway and the admin API (keys for a drive, impact previews).
 //! - [`codec`]: versioned envelope and chunked snapshot encodings.
 //! - [`migration`]: the KMS 1.x key file reader. [`duration`]: `10d`-style durations.
@@ -57,7 +58,10 @@ pub mod role;
 pub mod state;
 
 pub use apply::Applied;
-pub use audit::{AuditEvent, AuditWhat, Outcome};
+pub use audit::{
+    verify_chain, AuditChain, AuditEvent, AuditLink, AuditWhat, ChainBreak, ChainCheck,
+    ChainedAuditEvent, Outcome,
+};
 pub use command::{Actor, Batch, Command, Envelope};
 pub use data_unit::DataUnitState;
 pub use ids::{ClusterId, DataUnitId, KeyGroupId, KeyId, KeyPolicyId, NodeId, RequestId};

@@ -73,6 +73,7 @@ pub enum CommandKind {
     RecordBackup,
     MarkBackupDestroyed,
     SetBackupSchedule,
+    RecordLogin,
 }
 
 /// Who may issue a kind of command.
@@ -108,7 +109,7 @@ impl CommandKind {
             K::SetSecuritySettings | K::SetKeyPoolLimits => Users(SO),
             K::CreateUser | K::SetUserRoles | K::SetUserEnabled => Users(SO),
             K::SetUserPassphrase | K::DeleteUser => Users(SO),
-            K::RecordAuthenticationFailure => System,
+            K::RecordAuthenticationFailure | K::RecordLogin => System,
             K::StartJoinKma | K::StartUnlockKma | K::StartEnableAutonomousUnlock => Users(SO),
             K::StartChangeQuorum | K::StartCreateTransferPartner => Users(SO),
             K::StartRestoreFromBackup => Users(BO),
@@ -135,7 +136,7 @@ impl CommandKind {
     }
 
     /// Every kind, in declaration order (for the role-matrix test and documentation).
-    pub const ALL: [CommandKind; 61] = {
+    pub const ALL: [CommandKind; 62] = {
         use CommandKind as K;
         [
             K::InitCluster,
@@ -199,6 +200,7 @@ impl CommandKind {
             K::RecordBackup,
             K::MarkBackupDestroyed,
             K::SetBackupSchedule,
+            K::RecordLogin,
         ]
     };
 }
@@ -272,6 +274,7 @@ impl Command {
             C::RecordBackup { .. } => K::RecordBackup,
             C::MarkBackupDestroyed { .. } => K::MarkBackupDestroyed,
             C::SetBackupSchedule { .. } => K::SetBackupSchedule,
+            C::RecordLogin { .. } => K::RecordLogin,
         }
     }
 }

@@ -9,6 +9,7 @@ use alloc::string::String;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::Agent;
+use crate::audit::AuditChain;
 use crate::backup::{Backup, BackupKind};
 use crate::cluster::{
     BackupSchedule, ClusterInfo, KeyPoolLimits, Kma, KmaStatus, SecuritySettings, Site, User,
@@ -64,6 +65,9 @@ pub struct Meta {
     pub transfer_key_pair: Option<TransferKeyPair>,
     pub backups: BTreeMap<u64, Backup>,
     pub sessions: BTreeMap<Actor, BTreeMap<u64, ClientSession>>,
+    /// Every audit event applied so far, as a hash chain: the same on every KMA, carried by
+    /// snapshots, so a KMA that joined from one continues the chain (SPEC S5).
+    pub audit_chain: AuditChain,
 }
 
 /// Lookups derived from the records; see [`State::rebuild_index`].
@@ -129,6 +133,11 @@ impl State {
 
     pub fn last_applied_index(&self) -> u64 {
         self.meta.last_applied_index
+    }
+
+    /// The audit chain after the last applied event: what a complete audit log ends at.
+    pub fn audit_chain(&self) -> AuditChain {
+        self.meta.audit_chain
     }
 
     pub fn key(&self, key_id: &KeyId) -> Option<&Key> {

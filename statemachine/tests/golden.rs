@@ -2,6 +2,10 @@
 //! would make old logs, snapshots or audit records unreadable, or read differently, fails here
 //! (SPEC "Serialization"). Regenerate only for a deliberate new format version:
 //! `BLESS=1 cargo test -p statemachine --test golden`.
+//!
+//! Snapshot version 2 added the audit chain head at the end of `Meta` (SPEC S5): the log of
+//! version 1 and its audit events kept their bytes; only the snapshot it replays to changed,
+//! hence `snapshot-v2.bin`. `snapshot-v1.bin` stays, to show an old snapshot is refused.
 
 mod support;
 
@@ -77,8 +81,9 @@ fn replay(entries: &[&[u8]]) -> (State, Vec<u8>) {
 }
 
 /// Setup: the checked-in log of version 1. Action: decode and apply it on a fresh state.
-/// Expect: every entry re-encodes to its bytes; the snapshot and the audit events equal the
-/// checked-in ones byte for byte; the snapshot decodes to the same state.
+/// Expect: every entry re-encodes to its bytes; the snapshot (version 2, with the audit chain
+/// head) and the audit events equal the checked-in ones byte for byte; the snapshot decodes to
+/// the same state.
 #[test]
 fn golden_log_v1_decodes_and_replays_to_the_golden_snapshot() {
     if std::env::var_os("BLESS").is_some() {
@@ -86,14 +91,14 @@ fn golden_log_v1_decodes_and_replays_to_the_golden_snapshot() {
         let refs: Vec<&[u8]> = entries.iter().map(Vec::as_slice).collect();
         let (state, events) = replay(&refs);
         std::fs::write(golden("log-v1.bin"), frame(&entries)).expect("write log");
-        std::fs::write(golden("snapshot-v1.bin"), encode_snapshot(&state)).expect("write snapshot");
+        std::fs::write(golden("snapshot-v2.bin"), encode_snapshot(&state)).expect("write snapshot");
         std::fs::write(golden("audit-v1.bin"), events).expect("write audit");
     }
     let log = std::fs::read(golden("log-v1.bin")).expect("tests/golden/log-v1.bin is checked in");
     let entries = unframe(&log);
     assert!(entries.len() > 40, "the sample log covers a real history");
     let (state, events) = replay(&entries);
-    let snapshot = std::fs::read(golden("snapshot-v1.bin")).expect("golden snapshot");
+    let snapshot = std::fs::read(golden("snapshot-v2.bin")).expect("golden snapshot");
     assert_eq!(
         encode_snapshot(&state),
         snapshot,
@@ -115,8 +120,28 @@ fn unknown_format_versions_are_refused() {
         error.to_string(),
         "log entry has format version 2; this software reads version 1: upgrade the KMA software"
     );
-    let mut snapshot = std::fs::read(golden("snapshot-v1.bin")).expect("golden snapshot");
+    let mut snapshot = std::fs::read(golden("snapshot-v2.bin")).expect("golden snapshot");
+    snapshot[0] = 3;
+    let newer = decode_snapshot(&snapshot).expect_err("version 3 is unknown");
+    assert_eq!(
+        newer.to_string(),
+        "snapshot has format version 3; this software reads version 2: upgrade the KMA software"
+    );
+    snapshot[0] = 2;
     snapshot.truncate(snapshot.len() - 3);
     let truncated = decode_snapshot(&snapshot).expect_err("truncated");
     assert_eq!(truncated.to_string(), "corrupt snapshot: truncated: no trailer");
+}
+
+/// Setup: the checked-in snapshot of version 1, from before the audit chain. Action: decode.
+/// Expect: refused as older, saying what to do, never read as a state without a chain.
+#[test]
+fn golden_snapshot_v1_is_refused_as_older() {
+    let snapshot = std::fs::read(golden("snapshot-v1.bin")).expect("golden snapshot v1");
+    let error = decode_snapshot(&snapshot).expect_err("version 1 is retired");
+    assert_eq!(
+        error.to_string(),
+        "snapshot has format version 1, written by an older KMA software; this software reads \
+         version 2 only: run one software version on every KMA of the cluster"
+    );
 }

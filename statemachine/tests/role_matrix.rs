@@ -184,6 +184,7 @@ fn samples(cluster: &mut TestCluster, f: &Fixture) -> Vec<Command> {
         Command::SetBackupSchedule {
             schedule: Some(BackupSchedule { interval_ms: DAY_MS, kma: s("kma1") }),
         },
+        Command::RecordLogin { principal: s("co"), source: s("10.0.0.7") },
     ]
 }
 
