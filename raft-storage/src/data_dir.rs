@@ -22,17 +22,19 @@ use crate::error::{StorageError, HELP_DISK, HELP_LOCKED, HELP_RESTORE};
 
 /// First byte of every RocksDB value this crate writes, and the database's format marker.
 /// 1: a log entry carried one envelope (development builds before 2026-12). 2: a log entry
-/// carries a `statemachine::Batch`. A database of another version is refused on open, never
-/// misread; a KMA of an older format rejoins its cluster and catches up from a snapshot.
-pub const FORMAT_VERSION: u8 = 2;
+/// carries a `statemachine::Batch`. 3: audit rows are chained (`statemachine::
+/// ChainedAuditEvent`), the audit anchors are recorded, and snapshots carry the chain head.
+/// A database of another version is refused on open, never misread; a KMA of an older format
+/// rejoins its cluster and catches up from a snapshot.
+pub const FORMAT_VERSION: u8 = 3;
 
 /// Log entries, keyed by index (big endian u64).
 pub(crate) const CF_LOG: &str = "log";
 /// Log store records: vote, committed, last purged, format marker.
 pub(crate) const CF_LOG_META: &str = "log_meta";
-/// State machine records: last applied, current snapshot.
+/// State machine records: last applied, current snapshot, audit anchors.
 pub(crate) const CF_SM_META: &str = "sm_meta";
-/// Audit events, keyed by (log index, event sequence), both big endian.
+/// Chained audit events, keyed by (log index, event sequence within the entry), big endian.
 pub(crate) const CF_AUDIT: &str = "audit";
 const COLUMN_FAMILIES: [&str; 4] = [CF_LOG, CF_LOG_META, CF_SM_META, CF_AUDIT];
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use statemachine::{AuditEvent, State};
+use statemachine::{AuditChain, ChainedAuditEvent, State};
 use tokio::sync::{watch, RwLock, RwLockReadGuard};
 
 use crate::audit_log;
@@ -51,8 +51,9 @@ impl StateHandle {
         self.applied_index.clone()
     }
 
-    /// Up to `limit` audit events of this KMA from log index `from_index` on, in log order.
-    /// Blocking (a RocksDB scan): call it from `spawn_blocking` for large pages.
+    /// Up to `limit` audit events of this KMA from log index `from_index` on, in log order,
+    /// each with its place in the audit chain. Blocking (a RocksDB scan): call it from
+    /// `spawn_blocking` for large pages.
     ///
     /// A KMA that caught up by installing a snapshot has no events for the entries the
     /// snapshot covered; another KMA of the cluster has them.
@@ -60,7 +61,28 @@ impl StateHandle {
         &self,
         from_index: u64,
         limit: usize,
-    ) -> Result<Vec<AuditEvent>, StorageError> {
+    ) -> Result<Vec<ChainedAuditEvent>, StorageError> {
         audit_log::read_events(&self.data_dir, from_index, limit)
+    }
+
+    /// The chain position the local audit log starts from: what `statemachine::verify_chain`
+    /// takes as its anchor for the first stored event. The empty chain when this KMA has
+    /// stored nothing yet. Blocking (one RocksDB read).
+    pub fn audit_anchor(&self) -> Result<AuditChain, StorageError> {
+        let anchors = audit_log::read_anchors(&self.data_dir)?;
+        Ok(anchors.first().copied().unwrap_or(AuditChain::GENESIS))
+    }
+
+    /// Every chain position a run of local events starts from, in order: the first is
+    /// [`StateHandle::audit_anchor`]; each other one follows a snapshot install that skipped
+    /// events, so a gap that ends at one of them is explained, not a deletion. Blocking.
+    pub fn audit_anchors(&self) -> Result<Vec<AuditChain>, StorageError> {
+        audit_log::read_anchors(&self.data_dir)
+    }
+
+    /// The audit chain after every event applied here, from the replicated state: a complete
+    /// local log verifies to this head.
+    pub async fn audit_head(&self) -> AuditChain {
+        self.read().await.audit_chain()
     }
 }

@@ -19,10 +19,11 @@ use openraft::{
     BasicNode, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftSnapshotBuilder,
     Snapshot, SnapshotMeta, StoredMembership,
 };
+use rocksdb::WriteBatch;
 use statemachine::State;
 use tokio::sync::{watch, Mutex, RwLock};
 
-use crate::audit_log::AuditBatch;
+use crate::audit_log::{AuditBatch, AuditExtent};
 use crate::data_dir::{encode, RocksDataDir, CF_SM_META};
 use crate::error::StorageError;
 use crate::snapshot_file::{self, SnapshotFile, SnapshotRecord};
@@ -68,6 +69,8 @@ pub struct RocksStateMachine {
     applied_index: watch::Sender<u64>,
     /// Files handed to openraft by `begin_receiving_snapshot`, removed after an install.
     receiving: Vec<std::path::PathBuf>,
+    /// The anchors and end of the local audit log, to know when rows start a new run.
+    audit: AuditExtent,
 }
 
 impl RocksStateMachine {
@@ -88,13 +91,14 @@ impl RocksStateMachine {
             },
         };
         let (applied_index, _) = watch::channel(applied.last_applied.map_or(0, |id| id.index));
+        let audit = AuditExtent::read(&data_dir)?;
         let shared = Arc::new(Shared {
             applied: Arc::new(RwLock::new(applied)),
             apply_io: Mutex::new(()),
             snapshot: Mutex::new(()),
             file_seq: AtomicU64::new(0),
         });
-        Ok(RocksStateMachine { data_dir, shared, applied_index, receiving: Vec::new() })
+        Ok(RocksStateMachine { data_dir, shared, applied_index, receiving: Vec::new(), audit })
     }
 
     /// A handle for local reads and for waiting until an index is applied; valid after this
@@ -114,17 +118,23 @@ impl RocksStateMachine {
         let mut applied = self.shared.applied.write().await;
         // No await from here on: a RocksDB write batch cannot cross threads.
         let mut audit = AuditBatch::new(&self.data_dir)?;
+        let chain_before = applied.state.audit_chain();
         let mut responses = Vec::new();
         for entry in entries {
             responses.push(apply_entry(&mut applied, entry, &mut audit)?);
         }
         let last_applied = applied.last_applied;
+        let chain_after = applied.state.audit_chain();
         // Readers may go on while the batch syncs; `apply_io` keeps snapshots out until then.
         drop(applied);
         let Some(last_applied) = last_applied.filter(|_| !responses.is_empty()) else {
             return Ok(responses);
         };
         let mut batch = audit.into_batch();
+        if chain_after != chain_before {
+            self.audit.continue_from(&self.data_dir, chain_before, &mut batch)?;
+            self.audit.extend_to(chain_after.events);
+        }
         let value = encode("last applied log id", &last_applied)?;
         batch.put_cf(self.data_dir.cf(CF_SM_META)?, KEY_LAST_APPLIED, value);
         // Not synced: after a crash the state comes from the last snapshot and openraft applies
@@ -166,6 +176,12 @@ impl RocksStateMachine {
         }
         let record = SnapshotRecord { meta: meta.clone(), file };
         commit_snapshot(&self.data_dir, &self.shared, record, true).await?;
+        // Rows from here on follow the installed chain; if that leaves a hole after the local
+        // rows, they start a new run, whose anchor must outlive a crash like the snapshot.
+        let mut batch = WriteBatch::default();
+        if self.audit.continue_from(&self.data_dir, state.audit_chain(), &mut batch)? {
+            self.data_dir.write_synced(batch, CF_SM_META, "audit anchors")?;
+        }
         {
             let _io = self.shared.apply_io.lock().await;
             let mut applied = self.shared.applied.write().await;
@@ -199,9 +215,9 @@ fn apply_entry(
             let mut events = Vec::new();
             results.reserve(batch.envelopes.len());
             for envelope in &batch.envelopes {
-                let mut outcome = applied.state.apply(index, envelope);
-                events.append(&mut outcome.events);
-                results.push(outcome.result);
+                let (result, mut chained) = applied.state.apply(index, envelope).into_chained();
+                events.append(&mut chained);
+                results.push(result);
             }
             audit.push(index, &events)?;
         }

@@ -2,14 +2,13 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::{RaftSnapshotBuilder, StorageHelper};
-use raft_storage::{RocksStateMachine, StorageError};
+use raft_storage::StorageError;
 use statemachine::{Applied, State};
-use support::{append, apply, open, state_bytes, workload, Entry};
+use support::{append, apply, open, receive, state_bytes, workload, Entry};
 use tempfile::TempDir;
 
 /// What applying `entries` to a plain `State` gives, envelope by envelope (normal entries only).
@@ -80,8 +79,8 @@ async fn c7_restart_replays_the_committed_tail_onto_the_snapshot() {
 }
 
 /// Setup: a fresh store. Action: apply the workload in three `apply` calls.
-/// Expectation: the audit column family holds exactly the events `State::apply` returned, in log
-/// order, and a page read from an index starts at that index.
+/// Expectation: the audit column family holds exactly the events `State::apply` returned, with
+/// their places in the audit chain, in log order, and a page read from an index starts there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s5_audit_events_are_persisted_in_log_order() {
     let dir = TempDir::new().expect("temp dir");
@@ -90,7 +89,8 @@ async fn s5_audit_events_are_persisted_in_log_order() {
     for part in entries.chunks(50) {
         apply(&mut stores.sm, part).await;
     }
-    let expected: Vec<_> = expected_outcomes(&entries).into_iter().flat_map(|a| a.events).collect();
+    let expected: Vec<_> =
+        expected_outcomes(&entries).into_iter().flat_map(|a| a.into_chained().1).collect();
     let handle = stores.sm.state();
     assert_eq!(handle.audit_events(0, usize::MAX).expect("audit"), expected);
     let page = handle.audit_events(100, 5).expect("audit page");
@@ -100,21 +100,6 @@ async fn s5_audit_events_are_persisted_in_log_order() {
         page[..],
         expected.iter().skip_while(|e| e.index < 100).take(5).cloned().collect::<Vec<_>>()[..]
     );
-}
-
-/// Copies a snapshot into a file of `sm` as openraft's transfer would, keeping `len` bytes.
-async fn receive(
-    sm: &mut RocksStateMachine,
-    source: tokio::fs::File,
-    len: Option<usize>,
-) -> Box<tokio::fs::File> {
-    let mut bytes = Vec::new();
-    source.into_std().await.read_to_end(&mut bytes).expect("read snapshot");
-    bytes.truncate(len.unwrap_or(bytes.len()));
-    let target = sm.begin_receiving_snapshot().await.expect("begin receiving");
-    let mut target = (*target).into_std().await;
-    target.write_all(&bytes).expect("write received snapshot");
-    Box::new(tokio::fs::File::from_std(target))
 }
 
 /// Setup: a leader store with 300 commands applied and a snapshot built.
@@ -270,18 +255,35 @@ fn poke(dir: &TempDir, cf: &str, key: &[u8], value: &[u8]) {
     db.put_cf(db.cf_handle(cf).expect("cf"), key, value).expect("raw put");
 }
 
-/// Setup: a data dir whose format marker says version 3. Expectation: refused on open, naming
+/// Setup: a data dir whose format marker says version 4. Expectation: refused on open, naming
 /// the versions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c7_data_dir_of_a_newer_version_is_refused() {
     let dir = TempDir::new().expect("temp dir");
     fill(&dir).await;
-    poke(&dir, "log_meta", b"format", &[3]);
+    poke(&dir, "log_meta", b"format", &[4]);
     let error = open_error(&dir);
     assert!(
-        matches!(error, StorageError::FormatVersion { found: 3, supported: 2, .. }),
+        matches!(error, StorageError::FormatVersion { found: 4, supported: 3, .. }),
         "{error:?}"
     );
+}
+
+/// Setup: a data dir whose format marker says version 2 (audit rows without the chain).
+/// Expectation: refused on open with the way out (rejoin), never read as a log with no chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s5_data_dir_of_the_unchained_audit_format_is_refused() {
+    let dir = TempDir::new().expect("temp dir");
+    fill(&dir).await;
+    poke(&dir, "log_meta", b"format", &[2]);
+    let error = open_error(&dir);
+    assert!(
+        matches!(error, StorageError::FormatVersion { found: 2, supported: 3, .. }),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(message.contains("has format version 2; this software reads version 3"), "{message}");
+    assert!(message.contains("delete the data dir and rejoin"), "{message}");
 }
 
 /// Setup: a data dir whose format marker says version 1 (one envelope per log entry, before
@@ -293,7 +295,7 @@ async fn c7_data_dir_of_the_single_envelope_format_is_refused() {
     poke(&dir, "log_meta", b"format", &[1]);
     let error = open_error(&dir);
     assert!(
-        matches!(error, StorageError::FormatVersion { found: 1, supported: 2, .. }),
+        matches!(error, StorageError::FormatVersion { found: 1, supported: 3, .. }),
         "{error:?}"
     );
     assert!(error.to_string().contains("rejoin"), "{error}");

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
+use std::io::{Read, Write};
 use std::sync::Arc;
 
 use openraft::storage::{RaftLogStorageExt, RaftStateMachine};
@@ -135,4 +136,37 @@ pub async fn state_bytes(sm: &RocksStateMachine) -> Vec<u8> {
     let state = state.read().await;
     state.check_invariants();
     statemachine::codec::encode_snapshot(&state)
+}
+
+/// Copies a snapshot into a file of `sm` as openraft's transfer would, keeping `len` bytes.
+pub async fn receive(
+    sm: &mut RocksStateMachine,
+    source: tokio::fs::File,
+    len: Option<usize>,
+) -> Box<tokio::fs::File> {
+    let mut bytes = Vec::new();
+    source.into_std().await.read_to_end(&mut bytes).expect("read snapshot");
+    bytes.truncate(len.unwrap_or(bytes.len()));
+    let target = sm.begin_receiving_snapshot().await.expect("begin receiving");
+    let mut target = (*target).into_std().await;
+    target.write_all(&bytes).expect("write received snapshot");
+    Box::new(tokio::fs::File::from_std(target))
+}
+
+/// The column families of a data dir, for tests that open it with plain RocksDB.
+pub const COLUMN_FAMILIES: [&str; 4] = ["log", "log_meta", "sm_meta", "audit"];
+
+/// The data dir's database opened with plain RocksDB, as damage or an attacker would; the
+/// stores must be dropped first.
+pub fn raw_db(dir: &TempDir) -> rocksdb::DB {
+    let path = dir.path().join("rocksdb");
+    rocksdb::DB::open_cf(&rocksdb::Options::default(), path, COLUMN_FAMILIES).expect("raw open")
+}
+
+/// Every (key, value) of column family `cf`, in key order.
+pub fn raw_rows(db: &rocksdb::DB, cf: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let cf = db.cf_handle(cf).expect("cf");
+    db.iterator_cf(cf, rocksdb::IteratorMode::Start)
+        .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).expect("raw read"))
+        .collect()
 }
