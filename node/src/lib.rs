@@ -11,7 +11,10 @@
 //! - [`tls`]: rustls configurations (TLS 1.3, mutual authentication).
 //! - [`kma`]: one running KMA: Raft, propose/forward, status, digest, membership, pulse.
 //!   [`batching`]: the leader's group commit of proposals into one log entry.
-//! - [`network`]: Raft RPCs to other KMAs. [`server`]: the management listener.
+//! - [`network`]: Raft RPCs to other KMAs, and their failures in the audit log.
+//!   [`server`]: the management listener.
+//! - [`health`]: `/healthz`, `/readyz`, `/metrics`. [`metrics`]: request metrics of both
+//!   listeners and the Prometheus text format.
 //! - [`wire`]: messages on the management listener. [`client`]: a client for tools and tests.
 //! - [`setup`]: `kma init` and `kma join`. [`local`]: a whole cluster on one machine.
 //! - [`vault`]: the master key in memory, sealed for autonomous unlock. [`login`]: passphrase
@@ -24,10 +27,12 @@ pub mod batching;
 pub mod client;
 pub mod config;
 pub mod gateway_backend;
+pub mod health;
 pub mod kma;
 pub mod kma_security;
 pub mod local;
 pub mod login;
+pub mod metrics;
 pub mod network;
 pub mod pki;
 pub mod prompt;

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use node::client::KmaClient;
 use node::kma::Kma;
 use node::setup::Listeners;
+use rustls::pki_types::CertificateDer;
 use statemachine::role::RoleSet;
 use statemachine::Command;
 
@@ -251,6 +252,7 @@ async fn run(data_dir: &std::path::Path) -> anyhow::Result<()> {
     tokio::spawn(Arc::clone(&kma).run_leader_loop());
     tokio::spawn(Arc::clone(&kma).run_security_loop());
     tokio::spawn(Arc::clone(&kma).run_election_watchdog());
+    tokio::spawn(node::network::run_communication_audit(Arc::clone(&kma)));
     let address = kma.config.management_listen;
     let listener = tokio::net::TcpListener::bind(address)
         .await
@@ -267,11 +269,28 @@ async fn run(data_dir: &std::path::Path) -> anyhow::Result<()> {
     tracing::info!(node_id = kma.node_id(), %address, %service_address, "KMA serving");
     tokio::select! {
         served = node::server::serve(Arc::clone(&kma), listener) => served?,
-        () = agent_gateway::serve(Arc::new(gateway), service_listener, service_tls) => {}
+        () = serve_service(gateway, service_listener, service_tls) => {}
         () = stop_requested() => tracing::info!("stopping"),
     }
     kma.raft.shutdown().await.map_err(|e| anyhow::anyhow!("raft shutdown: {e}"))?;
     Ok(())
+}
+
+/// The agent gateway on the service listener, as `agent_gateway::serve` runs it, with the
+/// request metrics of `node::metrics` around its router.
+async fn serve_service(
+    gateway: node::gateway_backend::GatewayBackend,
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+) {
+    let tag = |certificate: Option<&CertificateDer<'_>>, remote: SocketAddr| {
+        let mut extensions = axum::http::Extensions::new();
+        extensions.insert(agent_gateway::Peer::new(Some(remote), certificate));
+        extensions
+    };
+    let layer = node::metrics::MetricsLayer::new(node::metrics::SERVICE);
+    let app = agent_gateway::router(Arc::new(gateway)).layer(layer);
+    agent_gateway::server::serve_tls(listener, tls, app, "service listener", tag).await;
 }
 
 async fn local(dir: &std::path::Path, nodes: usize, base_port: u16) -> anyhow::Result<()> {

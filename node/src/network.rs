@@ -1,7 +1,13 @@
 //! openraft's network: Raft RPCs to other KMAs over HTTPS with mutual TLS, postcard bodies, on
 //! long-lived pooled connections (a full TLS handshake costs far more than an RPC).
+//!
+//! Every RPC's outcome is noted per peer ([`peer_links`]); when the RPCs to a peer start failing
+//! or work again, [`run_communication_audit`] records it in the audit log (SPEC C8), off the
+//! RPC path and at most once per peer per [`COMMUNICATION_AUDIT_INTERVAL`].
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -16,6 +22,9 @@ use raft_storage::KmaRaft;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use statemachine::Command;
+
+use crate::kma::{wall_clock_ms, Kma, Proposal};
 use crate::wire::POSTCARD;
 
 /// Makes one client per peer; they share the connection pool.
@@ -28,22 +37,30 @@ impl RaftNetworkFactory<KmaRaft> for KmaNetwork {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
-        PeerClient { http: self.http.clone(), target, base: format!("https://{}", node.addr) }
+        let (address, base) = (node.addr.clone(), format!("https://{}", node.addr));
+        PeerClient { http: self.http.clone(), target, address, base }
     }
 }
 
 pub struct PeerClient {
     http: reqwest::Client,
     target: u64,
+    /// host:port of the peer's management listener, as its membership entry gives it.
+    address: String,
     base: String,
 }
 
 /// Either a transport failure (the peer is unreachable or broke the connection) or the peer's
-/// own Raft error.
+/// own Raft error. A transport failure carries `why`, a short reason for the audit log and the
+/// metrics (no URL, no body, nothing the peer sent), and `detail`, the full text for openraft.
 enum CallError<E> {
-    Unreachable(String),
-    Network(String),
+    Unreachable { why: &'static str, detail: String },
+    Network { why: String, detail: String },
     Remote(E),
+}
+
+fn network<E>(why: impl Into<String>, detail: String) -> CallError<E> {
+    CallError::Network { why: why.into(), detail }
 }
 
 impl PeerClient {
@@ -58,7 +75,8 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: DeserializeOwned,
     {
-        let body = postcard::to_allocvec(request).map_err(|e| CallError::Network(e.to_string()))?;
+        let body = postcard::to_allocvec(request)
+            .map_err(|e| network("request not encodable", e.to_string()))?;
         let response = self
             .http
             .post(format!("{}{path}", self.base))
@@ -68,21 +86,36 @@ impl PeerClient {
             .send()
             .await
             .map_err(|e| {
-                if e.is_connect() || e.is_timeout() {
-                    CallError::Unreachable(format!("{e:#}"))
+                let detail = format!("{e:#}");
+                if e.is_timeout() {
+                    CallError::Unreachable { why: "timed out", detail }
+                } else if e.is_connect() {
+                    CallError::Unreachable { why: "cannot connect", detail }
                 } else {
-                    CallError::Network(format!("{e:#}"))
+                    network("connection failed", detail)
                 }
             })?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| CallError::Network(e.to_string()))?;
+        let bytes = response.bytes().await.map_err(|e| network("answer cut off", e.to_string()))?;
         if !status.is_success() {
             let text = String::from_utf8_lossy(&bytes).into_owned();
-            return Err(CallError::Network(format!("HTTP {status}: {text}")));
+            let why = format!("refused with HTTP {}", status.as_u16());
+            return Err(network(why, format!("HTTP {status}: {text}")));
         }
-        let reply: Result<Resp, E> =
-            postcard::from_bytes(&bytes).map_err(|e| CallError::Network(e.to_string()))?;
+        let reply: Result<Resp, E> = postcard::from_bytes(&bytes)
+            .map_err(|e| network("answer not decodable", e.to_string()))?;
         reply.map_err(CallError::Remote)
+    }
+
+    /// Notes the outcome of one RPC for [`peer_links`]: a transport failure counts against the
+    /// link; an answer, even the peer's own Raft error, shows that the link works.
+    fn observe<T, E>(&self, result: &Result<T, CallError<E>>) {
+        let why = match result {
+            Err(CallError::Unreachable { why, .. }) => Some(*why),
+            Err(CallError::Network { why, .. }) => Some(why.as_str()),
+            Ok(_) | Err(CallError::Remote(_)) => None,
+        };
+        LINKS.observe(self.target, &self.address, why);
     }
 
     fn convert<E: std::error::Error>(
@@ -90,10 +123,10 @@ impl PeerClient {
         error: CallError<RaftError<u64, E>>,
     ) -> RPCError<u64, BasicNode, RaftError<u64, E>> {
         match error {
-            CallError::Unreachable(detail) => {
+            CallError::Unreachable { detail, .. } => {
                 RPCError::Unreachable(Unreachable::new(&std::io::Error::other(detail)))
             }
-            CallError::Network(detail) => {
+            CallError::Network { detail, .. } => {
                 RPCError::Network(NetworkError::new(&std::io::Error::other(detail)))
             }
             CallError::Remote(raft) => RPCError::RemoteError(RemoteError::new(self.target, raft)),
@@ -107,7 +140,9 @@ impl RaftNetwork<KmaRaft> for PeerClient {
         rpc: AppendEntriesRequest<KmaRaft>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        self.call("/raft/append", &rpc, option.hard_ttl()).await.map_err(|e| self.convert(e))
+        let result = self.call("/raft/append", &rpc, option.hard_ttl()).await;
+        self.observe(&result);
+        result.map_err(|e| self.convert(e))
     }
 
     async fn install_snapshot(
@@ -118,7 +153,9 @@ impl RaftNetwork<KmaRaft> for PeerClient {
         InstallSnapshotResponse<u64>,
         RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
     > {
-        self.call("/raft/snapshot", &rpc, option.hard_ttl()).await.map_err(|e| self.convert(e))
+        let result = self.call("/raft/snapshot", &rpc, option.hard_ttl()).await;
+        self.observe(&result);
+        result.map_err(|e| self.convert(e))
     }
 
     async fn vote(
@@ -126,6 +163,243 @@ impl RaftNetwork<KmaRaft> for PeerClient {
         rpc: VoteRequest<u64>,
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        self.call("/raft/vote", &rpc, option.hard_ttl()).await.map_err(|e| self.convert(e))
+        let result = self.call("/raft/vote", &rpc, option.hard_ttl()).await;
+        self.observe(&result);
+        result.map_err(|e| self.convert(e))
+    }
+}
+
+/// At most one communication-error record per peer in this interval (SPEC C8): a peer that
+/// flaps, or one that stays down, does not flood the replicated audit log; what happened
+/// meanwhile is summed up in the next record.
+pub const COMMUNICATION_AUDIT_INTERVAL: Duration = Duration::from_secs(60);
+/// Audit details are cut to this many bytes (the state machine takes up to 256).
+const COMMUNICATION_DETAIL_LEN_MAX: usize = 200;
+
+/// What this KMA's Raft RPCs to one peer have been doing lately.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerLink {
+    /// host:port of the peer's management listener.
+    pub address: String,
+    /// The last RPC failed in transport.
+    pub failing: bool,
+    /// Failed RPCs in a row (0 while working).
+    pub failures_in_a_row: u64,
+    /// Short reason of the last failure (no URL, nothing the peer sent).
+    pub last_failure: String,
+    /// Changes between working and failing since this process started.
+    pub changes: u64,
+    /// Wall-clock ms of the last change.
+    pub changed_at_ms: u64,
+    /// Records about this peer this KMA got into the audit log, saying failing / working.
+    pub recorded_failing: u64,
+    pub recorded_working: u64,
+}
+
+/// The links of this process to its peers, by node ID: one KMA per process, and the Raft RPC
+/// path only takes this lock for a few map operations.
+struct PeerLinks {
+    links: Mutex<BTreeMap<u64, PeerLink>>,
+    changed: tokio::sync::Notify,
+}
+
+static LINKS: PeerLinks =
+    PeerLinks { links: Mutex::new(BTreeMap::new()), changed: tokio::sync::Notify::const_new() };
+
+impl PeerLinks {
+    fn observe(&self, target: u64, address: &str, failure: Option<&str>) {
+        let changed = {
+            let mut links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+            let link = links.entry(target).or_insert_with(|| PeerLink {
+                address: address.to_string(),
+                failing: false,
+                failures_in_a_row: 0,
+                last_failure: String::new(),
+                changes: 0,
+                changed_at_ms: wall_clock_ms(),
+                recorded_failing: 0,
+                recorded_working: 0,
+            });
+            if link.address != address {
+                address.clone_into(&mut link.address);
+            }
+            let changed = link.failing != failure.is_some();
+            if changed {
+                link.failing = failure.is_some();
+                link.changes += 1;
+                link.changed_at_ms = wall_clock_ms();
+            }
+            match failure {
+                Some(why) => {
+                    link.failures_in_a_row += 1;
+                    if link.last_failure != why {
+                        why.clone_into(&mut link.last_failure);
+                    }
+                }
+                None => link.failures_in_a_row = 0,
+            }
+            changed
+        };
+        if changed {
+            self.changed.notify_one();
+        }
+    }
+}
+
+/// The links of this KMA's Raft RPCs to its peers (peers it never sent an RPC to are absent).
+pub fn peer_links() -> BTreeMap<u64, PeerLink> {
+    LINKS.links.lock().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
+/// Counts a communication-error record about `peer` that the cluster applied.
+fn count_record(peer: u64, failing: bool) {
+    let mut links = LINKS.links.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(link) = links.get_mut(&peer) {
+        if failing {
+            link.recorded_failing += 1;
+        } else {
+            link.recorded_working += 1;
+        }
+    }
+}
+
+/// What the audit log was last told about one peer, and when this KMA last tried to tell it.
+#[derive(Clone, Copy, Debug, Default)]
+struct Told {
+    changes: u64,
+    attempted_at: Option<Instant>,
+}
+
+/// Records in the audit log, as `Actor::System`, each peer whose Raft RPCs started failing or
+/// work again (SPEC C8). Runs on its own task, so the Raft RPC path only notes outcomes; a
+/// proposal that fails (no leader) is tried again after the interval, if still news.
+pub async fn run_communication_audit(kma: Arc<Kma>) {
+    let mut told: BTreeMap<u64, Told> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            () = LINKS.changed.notified() => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        for (peer, link) in peer_links() {
+            let last = told.get(&peer).copied().unwrap_or_default();
+            let waited =
+                last.attempted_at.is_none_or(|at| at.elapsed() >= COMMUNICATION_AUDIT_INTERVAL);
+            if link.changes == last.changes || !waited {
+                continue;
+            }
+            let recorded =
+                record_communication(&kma, peer, &link, link.changes - last.changes).await;
+            let changes = if recorded { link.changes } else { last.changes };
+            told.insert(peer, Told { changes, attempted_at: Some(Instant::now()) });
+        }
+    }
+}
+
+/// Proposes one record about `peer`; true once applied.
+async fn record_communication(kma: &Arc<Kma>, peer: u64, link: &PeerLink, changes: u64) -> bool {
+    let to_kma = {
+        let state = kma.state.read().await;
+        if state.cluster_id().is_none() {
+            return false;
+        }
+        let named = state.meta().kmas.values().find(|entry| entry.node_id == peer);
+        named.map_or_else(|| format!("node-{peer}"), |entry| entry.name.clone())
+    };
+    let detail = communication_detail(peer, link, changes);
+    let command =
+        Command::RecordCommunicationError { from_kma: kma.config.name.clone(), to_kma, detail };
+    match kma.propose(Proposal::system(kma, command)).await {
+        Ok(applied) if applied.result.is_ok() => {
+            count_record(peer, link.failing);
+            true
+        }
+        Ok(applied) => {
+            tracing::warn!(peer, result = ?applied.result, "communication error record refused");
+            false
+        }
+        Err(error) => {
+            tracing::warn!(peer, %error, "communication error not recorded in the audit log");
+            false
+        }
+    }
+}
+
+/// The audit detail: the link's state now, its address, the reason, and how many changes the
+/// record sums up. Short, and built only from our own words, the node ID and the address.
+fn communication_detail(peer: u64, link: &PeerLink, changes: u64) -> String {
+    let mut detail = if link.failing {
+        format!(
+            "raft RPCs to node {peer} at {} failing: {} ({} in a row)",
+            link.address, link.last_failure, link.failures_in_a_row
+        )
+    } else {
+        format!("raft RPCs to node {peer} at {} working again", link.address)
+    };
+    if changes > 1 {
+        detail += &format!("; {changes} changes since the last record");
+    }
+    if detail.len() > COMMUNICATION_DETAIL_LEN_MAX {
+        let mut end = COMMUNICATION_DETAIL_LEN_MAX;
+        while !detail.is_char_boundary(end) {
+            end -= 1;
+        }
+        detail.truncate(end);
+    }
+    detail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(failing: bool, address: &str) -> PeerLink {
+        PeerLink {
+            address: address.into(),
+            failing,
+            failures_in_a_row: if failing { 3 } else { 0 },
+            last_failure: if failing { "cannot connect".into() } else { String::new() },
+            changes: 1,
+            changed_at_ms: 0,
+            recorded_failing: 0,
+            recorded_working: 0,
+        }
+    }
+
+    /// Setup: a failing link, a working one after three changes, one with a very long
+    /// address. Action: make their audit details. Expect: state, address and reason in few
+    /// words, the number of changes summed up, and the length bound kept. (SPEC C8)
+    #[test]
+    fn c8_communication_details_are_short_and_say_what_changed() {
+        let failing = communication_detail(3, &link(true, "10.0.0.3:7001"), 1);
+        assert_eq!(
+            failing,
+            "raft RPCs to node 3 at 10.0.0.3:7001 failing: cannot connect (3 in a row)"
+        );
+        let working = communication_detail(2, &link(false, "kma2:7001"), 3);
+        assert_eq!(
+            working,
+            "raft RPCs to node 2 at kma2:7001 working again; 3 changes since the last record"
+        );
+        let long = communication_detail(4, &link(true, &"é".repeat(300)), 1);
+        assert!(long.len() <= COMMUNICATION_DETAIL_LEN_MAX, "{}", long.len());
+        assert!(long.len() + 1 >= COMMUNICATION_DETAIL_LEN_MAX);
+    }
+
+    /// Setup: no link to node 901. Action: a failed RPC, two more, a success. Expect: one
+    /// change to failing (counted in a row, with its reason), then one back to working.
+    /// (SPEC C8)
+    #[test]
+    fn c8_links_change_only_between_working_and_failing() {
+        LINKS.observe(901, "127.0.0.1:1", Some("cannot connect"));
+        LINKS.observe(901, "127.0.0.1:1", Some("timed out"));
+        LINKS.observe(901, "127.0.0.1:1", Some("timed out"));
+        let failing = peer_links()[&901].clone();
+        assert!(failing.failing);
+        assert_eq!((failing.changes, failing.failures_in_a_row), (1, 3));
+        assert_eq!(failing.last_failure, "timed out");
+        LINKS.observe(901, "127.0.0.1:1", None);
+        let working = peer_links()[&901].clone();
+        assert!(!working.failing);
+        assert_eq!((working.changes, working.failures_in_a_row), (2, 0));
     }
 }

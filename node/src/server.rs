@@ -41,7 +41,9 @@ pub fn router(kma: Arc<Kma>) -> Router {
         .route("/v1/members", post(members))
         .route("/v1/ca", get(ca))
         .merge(crate::security_api::routes())
+        .merge(crate::health::routes())
         .with_state(kma)
+        .layer(crate::metrics::MetricsLayer::new(crate::metrics::MANAGEMENT))
 }
 
 /// Accepts TLS connections until the process ends (the TLS server is the gateway's, shared by
