@@ -112,6 +112,19 @@ fn audit_failure(kma: &Arc<Kma>, principal: String, source: IpAddr) {
     });
 }
 
+/// Records a granted login in the audit log (SPEC S5): the principal and the client address,
+/// nothing of the proof. Best effort and spawned, like [`audit_failure`]: the user has the
+/// certificate already, and waiting for a commit would slow every login down.
+fn audit_login(kma: &Arc<Kma>, principal: String, source: IpAddr) {
+    let kma = Arc::clone(kma);
+    tokio::spawn(async move {
+        let command = Command::RecordLogin { principal, source: source.to_string() };
+        if let Err(error) = kma.propose(Proposal::system(&kma, command)).await {
+            tracing::warn!(%error, "login not recorded in the audit log");
+        }
+    });
+}
+
 /// Step one of a login or join: the verifier comes from the replicated state.
 async fn hello(
     kma: &Arc<Kma>,
@@ -192,13 +205,16 @@ async fn login_proof(
         Ok((cert, ca.cert_pem.clone()))
     });
     match signed {
-        Ok((cert_pem, ca_pem)) => Json(LoginGranted {
-            server_final: verified.server_final,
-            cert_pem,
-            ca_pem,
-            valid_for_s: USER_SESSION.as_secs(),
-        })
-        .into_response(),
+        Ok((cert_pem, ca_pem)) => {
+            audit_login(&kma, verified.principal, remote.0.ip());
+            Json(LoginGranted {
+                server_final: verified.server_final,
+                cert_pem,
+                ca_pem,
+                valid_for_s: USER_SESSION.as_secs(),
+            })
+            .into_response()
+        }
         Err(error) => refuse(StatusCode::BAD_REQUEST, "bad_request", error.to_string(), false),
     }
 }

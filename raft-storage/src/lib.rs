@@ -16,7 +16,8 @@
 //! - [`state_machine`]: [`RocksStateMachine`] and [`RocksSnapshotBuilder`], openraft's
 //!   `RaftStateMachine` and `RaftSnapshotBuilder`.
 //! - [`state_handle`]: [`StateHandle`], local reads and read-your-writes waits for the node.
-//! - `snapshot_file`: streaming snapshot files in and out. `audit_log`: the audit column family.
+//! - `snapshot_file`: streaming snapshot files in and out. `audit_log`: the audit column family
+//!   (chained events) and its anchors.
 //! - [`error`]: [`StorageError`], whose messages say what the operator should do.
 
 pub mod data_dir;
