@@ -72,6 +72,9 @@ pub struct DataUnitId {
 }
 
 impl DataUnitId {
+    /// The smallest ID: where a range over IDs starts.
+    pub const MIN: DataUnitId = DataUnitId { cluster_id: ClusterId(0), serial: 0 };
+
     /// Parses the 32-hex-digit form printed by [`fmt::Display`].
     pub fn from_hex(text: &str) -> Option<Self> {
         let mut bytes = [0u8; 16];

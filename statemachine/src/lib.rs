@@ -15,7 +15,8 @@
 //! - [`key`], [`data_unit`], [`policy`], [`agent`], [`cluster`], [`quorum`], [`partner`],
 //!   [`backup`]: the managed objects. [`audit`]: the events `apply` returns and the hash chain
 //!   they form. [`reply`]: answers.
-//! - [`query`]: reads for the gateway and the admin API (keys for a drive, impact previews).
+//! - [`query`]: reads for the gateway and the admin API (keys for a drive, impact previews);
+//!   [`list`]: paged, filtered lists for the admin API, bounded per page.
 //! - [`codec`]: versioned envelope and chunked snapshot encodings.
 //! - [`migration`]: the KMS 1.x key file reader. [`duration`]: `10d`-style durations.
 //! - [`limits`]: every bound, named.
@@ -46,6 +47,7 @@ pub mod ids;
 mod invariants;
 pub mod key;
 pub mod limits;
+pub mod list;
 pub mod migration;
 pub mod partner;
 pub mod permission;

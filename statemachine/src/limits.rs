@@ -44,3 +44,9 @@ pub const CLIENT_SESSIONS_PER_ACTOR_MAX: usize = 64;
 
 /// Longest period a policy may set: keys are kept for decades, not centuries.
 pub const PERIOD_MS_MAX: u64 = 200 * 365 * 24 * 3_600_000;
+
+/// Rows one page of an admin list returns at most (SPEC U2).
+pub const LIST_PAGE_MAX: usize = 1_000;
+/// Records one page may examine: a selective filter returns a short page and a cursor rather
+/// than scanning the whole state in one request.
+pub const LIST_SCAN_MAX: usize = 20_000;
