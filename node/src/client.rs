@@ -128,7 +128,9 @@ impl KmaClient {
         let consistency = if linearizable { "&consistency=linearizable" } else { "" };
         let path = format!("/v1/users?min_index={min_index}{consistency}");
         let bytes = self.send(address, &path, None, Duration::from_secs(35)).await?;
-        serde_json::from_slice(&bytes).map_err(|e| transport(address, e))
+        let users: Vec<admin_api::api::User> =
+            serde_json::from_slice(&bytes).map_err(|e| transport(address, e))?;
+        Ok(users.into_iter().map(|user| user.id).collect())
     }
 
     /// Enters a quorum member's approval of `operation` (started at log index `min_index`).

@@ -135,7 +135,7 @@ async fn lock_problem(kma: &Kma) -> Option<String> {
 
 /// The committed log index as the Raft core knows it (0 before the first), or `None` if the
 /// core does not answer within [`RAFT_CORE_WAIT`].
-async fn committed_index(raft: &openraft::Raft<KmaRaft>) -> Option<u64> {
+pub(crate) async fn committed_index(raft: &openraft::Raft<KmaRaft>) -> Option<u64> {
     let asked = raft.with_raft_state(|st| st.committed.map_or(0, |log_id| log_id.index));
     tokio::time::timeout(RAFT_CORE_WAIT, asked).await.ok()?.ok()
 }

@@ -12,17 +12,19 @@
 //! - [`kma`]: one running KMA: Raft, propose/forward, status, digest, membership, pulse.
 //!   [`batching`]: the leader's group commit of proposals into one log entry.
 //! - [`network`]: Raft RPCs to other KMAs, and their failures in the audit log.
-//!   [`server`]: the management listener.
+//!   [`server`]: the management listener. [`admin`]: this KMA as the management API's node
+//!   (`admin-api` serves the JSON API and `kmsctl` on the management listener).
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`. [`metrics`]: request metrics of both
 //!   listeners and the Prometheus text format.
 //! - [`wire`]: messages on the management listener. [`client`]: a client for tools and tests.
-//! - [`setup`]: `kma init` and `kma join`. [`local`]: a whole cluster on one machine.
+//! - [`setup`]: `kma init` and `kma join`. [`reset`]: `kma reset` (factory defaults, scrub). [`local`]: a whole cluster on one machine.
 //! - [`vault`]: the master key in memory, sealed for autonomous unlock. [`login`]: passphrase
 //!   challenges and throttling. [`security_api`]: login, join, quorum approvals.
 //!   [`kma_security`]: the vault kept in step with the state, pool refills, joined KMAs.
 //! - [`gateway_backend`]: this KMA as the agent gateway's backend (service listener).
 //! - [`prompt`]: secrets typed in. [`quorum_flow`]: scripted quorum operations (local setups).
 
+pub mod admin;
 pub mod batching;
 pub mod client;
 pub mod config;
@@ -37,6 +39,7 @@ pub mod network;
 pub mod pki;
 pub mod prompt;
 pub mod quorum_flow;
+pub mod reset;
 pub mod security_api;
 pub mod server;
 pub mod setup;

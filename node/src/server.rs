@@ -30,6 +30,11 @@ use crate::wire::{MembershipRequest, ProposeError, ProposeRequest, ProposeRespon
 pub struct Peer(pub Option<Identity>);
 
 pub fn router(kma: Arc<Kma>) -> Router {
+    let admin = admin_api::backend::Admin {
+        state: kma.state.clone(),
+        node: Arc::new(crate::admin::NodeAdmin { kma: kma.clone() }),
+    };
+    let (management_api, _document) = admin_api::routes::router(Arc::new(admin));
     Router::new()
         .route("/raft/append", post(raft_append))
         .route("/raft/vote", post(raft_vote))
@@ -37,12 +42,12 @@ pub fn router(kma: Arc<Kma>) -> Router {
         .route("/v1/propose", post(propose))
         .route("/v1/status", get(status))
         .route("/v1/digest", get(digest))
-        .route("/v1/users", get(users))
         .route("/v1/members", post(members))
         .route("/v1/ca", get(ca))
         .merge(crate::security_api::routes())
         .merge(crate::health::routes())
         .with_state(kma)
+        .merge(management_api)
         .layer(crate::metrics::MetricsLayer::new(crate::metrics::MANAGEMENT))
 }
 
@@ -53,7 +58,13 @@ pub async fn serve(kma: Arc<Kma>, listener: TcpListener) -> Result<(), crate::km
     let tag = |certificate: Option<&CertificateDer<'_>>, remote: SocketAddr| {
         let mut extensions = axum::http::Extensions::new();
         // A certificate from another cluster's CA never gets here: the handshake refuses it.
-        extensions.insert(Peer(certificate.and_then(crate::tls::identity_of)));
+        let identity = certificate.and_then(crate::tls::identity_of);
+        let user = match &identity {
+            Some(Identity::User(user)) => Some(user.clone()),
+            _ => None,
+        };
+        extensions.insert(admin_api::backend::Caller(user));
+        extensions.insert(Peer(identity));
         extensions.insert(crate::security_api::Remote(remote));
         extensions
     };
@@ -222,7 +233,7 @@ async fn propose(
 /// Checks a command a user sent: commands that need the node's own proof (quorum approvals,
 /// a re-split master key) have their own endpoints, and a passphrase becomes a verifier here,
 /// so that the cluster's minimum length holds and clients never choose verifiers.
-fn user_command(
+pub(crate) fn user_command(
     mut command: Command,
     passphrase: Option<&str>,
     len_min: u32,
@@ -313,30 +324,4 @@ async fn ca(State(kma): State<Arc<Kma>>) -> Response {
         Ok(pem) => pem.into_response(),
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
     }
-}
-
-#[derive(Deserialize)]
-struct ReadQuery {
-    /// Wait until this KMA has applied at least this index (read-your-writes).
-    min_index: Option<u64>,
-    /// `linearizable`: confirm leadership with a quorum first, so the answer is current.
-    consistency: Option<String>,
-}
-
-/// IDs of the users in the local state (a read; the admin API of issue #6 replaces it).
-async fn users(
-    State(kma): State<Arc<Kma>>,
-    Extension(peer): Extension<Peer>,
-    Query(query): Query<ReadQuery>,
-) -> Response {
-    if let Err(refused) = admitted(&kma, &peer, "users", None).await {
-        return refused;
-    }
-    let linearizable = query.consistency.as_deref() == Some("linearizable");
-    if let Err(error) = kma.read_barrier(query.min_index.unwrap_or(0), linearizable).await {
-        return (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response();
-    }
-    let state = kma.state.read().await;
-    let ids: Vec<String> = state.meta().users.keys().cloned().collect();
-    Json(ids).into_response()
 }

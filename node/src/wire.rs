@@ -105,26 +105,6 @@ pub enum MembershipRequest {
     Remove { node_id: u64 },
 }
 
-/// `POST /v1/login/proof` (users) and `/v1/join/proof` (KMAs): the answer to a challenge and
-/// a certificate request for the key pair the client made (its private key stays with it).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ProofRequest {
-    pub proof: security_core::challenge::ClientProof,
-    pub csr_pem: String,
-    /// Joining KMAs only: how the others reach its management listener.
-    pub management_advertise: Option<String>,
-}
-
-/// A successful login: the server's proof of itself, then the client's certificate.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct LoginGranted {
-    pub server_final: security_core::challenge::ServerFinal,
-    pub cert_pem: String,
-    pub ca_pem: String,
-    /// Users: seconds the certificate is valid for.
-    pub valid_for_s: u64,
-}
-
 /// A successful join: the KMA certificate, and the CA key so this KMA can issue certificates
 /// too (logins and enrollments must work on any KMA, even while the cluster is locked).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -134,19 +114,6 @@ pub struct JoinGranted {
     pub cert_pem: String,
     pub ca_pem: String,
     pub ca_key_pem: String,
-}
-
-/// `POST /v1/quorum/approve`: a quorum member approves through a user's session (SPEC S4).
-/// The passphrase unwraps the member's share on the KMA that needs it; it is not stored.
-#[derive(Clone, Serialize, Deserialize)]
-pub struct ApproveRequest {
-    pub operation: u64,
-    pub member: String,
-    pub passphrase: String,
-    /// The index of the entry that started the operation, so any KMA can see it.
-    pub min_index: u64,
-    /// Set by a KMA that forwards the approval: the user it authenticated.
-    pub on_behalf_of: Option<String>,
 }
 
 /// `POST /v1/quorum/change`: a new quorum; the KMA re-splits its master key for it.
@@ -180,3 +147,5 @@ pub struct PendingOperation {
     pub approvals: Vec<String>,
     pub threshold: u8,
 }
+
+pub use admin_api::api::{ApproveRequest, LoginGranted, ProofRequest};

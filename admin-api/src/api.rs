@@ -1,0 +1,540 @@
+//! The JSON shapes of the management API: what `kmsctl` and any script send and receive. These
+//! are a public contract (the OpenAPI document in `admin-api/openapi.json` is generated from
+//! them): fields are only added, never renamed. IDs travel as hex, states and roles by their
+//! kebab-case names, instants as milliseconds since the Unix epoch.
+
+use serde::{Deserialize, Serialize};
+use statemachine::{DataUnitState, KeyState, Role};
+use utoipa::{IntoParams, ToSchema};
+
+/// Every refusal: a stable code for scripts, a message for people (with the next step), and
+/// whether the same request may simply be sent again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    /// `bad-request`, `unauthenticated`, `forbidden`, `not-found`, `rejected`, `unavailable`,
+    /// `confirmation-needed`.
+    pub code: String,
+    pub message: String,
+    pub retryable: bool,
+    /// The state machine's frozen rejection code, when the cluster refused the command.
+    pub reject_code: Option<u16>,
+}
+
+/// What a command that changed the cluster answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Done {
+    /// Log index of the command: pass it as `min_index` to read your write from any KMA.
+    pub index: u64,
+    /// Whatever the command created or counted, e.g. `{"node_id": 4}` or `{"count": 12}`.
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+}
+
+/// Query parameters of every read.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, IntoParams)]
+pub struct ReadParams {
+    /// Wait until this KMA has applied at least this log index (read-your-writes).
+    pub min_index: Option<u64>,
+    /// `linearizable`: confirm leadership with a quorum first, so the answer is current.
+    pub consistency: Option<String>,
+}
+
+// ---- Cluster (SPEC C1–C8) ----
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterStatus {
+    pub cluster_id: Option<String>,
+    /// The KMA that answered.
+    pub answered_by: String,
+    pub leader: Option<String>,
+    pub term: u64,
+    pub commit_index: u64,
+    pub kmas: Vec<KmaHealth>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct KmaHealth {
+    pub name: String,
+    pub node_id: u64,
+    pub site: String,
+    /// `member`, `pending` (created, not joined), as the replicated record says.
+    pub status: String,
+    /// `leader`, `follower`, `learner` or `unknown`, as the answering KMA sees it.
+    pub role: String,
+    /// Whether the answering KMA reached it just now.
+    pub reachable: bool,
+    pub locked: bool,
+    pub autonomous_unlock: bool,
+    pub software_version: u32,
+    /// Log entries it is behind the leader (known on the leader only).
+    pub replication_lag: Option<u64>,
+    pub last_applied_index: Option<u64>,
+    pub management_address: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Site {
+    pub name: String,
+    pub created_at_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NewSite {
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Kma {
+    pub name: String,
+    pub node_id: u64,
+    pub site: String,
+    pub status: String,
+    pub locked: bool,
+    pub autonomous_unlock: bool,
+    pub software_version: u32,
+    pub created_at_ms: u64,
+}
+
+/// A KMA entry for a new appliance; the passphrase is the one `kma join` will be given.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct NewKma {
+    pub name: String,
+    pub site: String,
+    pub passphrase: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SecuritySettings {
+    pub passphrase_len_min: u32,
+    pub login_failures_max: u32,
+    pub login_throttle_ms: u64,
+    pub quorum_operation_ttl_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct KeyPoolLimits {
+    pub low_water: u32,
+    pub high_water: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Settings {
+    pub security: SecuritySettings,
+    pub key_pool: KeyPoolLimits,
+    pub key_pool_ready: u64,
+    pub key_pool_generated: u64,
+}
+
+// ---- Users and the quorum (SPEC S1–S4) ----
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct User {
+    pub id: String,
+    /// Kebab-case role names: `security-officer`, `compliance-officer`, `operator`,
+    /// `backup-operator`, `auditor`.
+    pub roles: Vec<String>,
+    pub enabled: bool,
+    pub created_at_ms: u64,
+}
+
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct NewUser {
+    pub id: String,
+    pub roles: Vec<String>,
+    pub passphrase: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Roles {
+    pub roles: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Enabled {
+    pub enabled: bool,
+}
+
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct Passphrase {
+    pub passphrase: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct QuorumView {
+    pub members: Vec<String>,
+    pub threshold: u8,
+    pub pending: Vec<QuorumOperationView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct QuorumOperationView {
+    pub id: u64,
+    /// e.g. `unlock-kma kma2`.
+    pub operation: String,
+    pub started_by: String,
+    pub started_at_ms: u64,
+    pub expires_at_ms: u64,
+    pub approvals: Vec<String>,
+    pub threshold: u8,
+}
+
+/// Starts a quorum operation; members then approve it (`POST /v1/quorum/approve`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NewQuorumOperation {
+    /// `join-kma`, `unlock-kma`, `enable-autonomous-unlock` or `restore-from-backup`.
+    pub operation: String,
+    /// The KMA, or for `restore-from-backup` the backup ID.
+    pub target: String,
+    pub ttl_ms: Option<u64>,
+}
+
+// ---- Key policies, key groups, agents (SPEC O1–O3) ----
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct KeyPolicy {
+    pub name: String,
+    pub encryption_period_ms: u64,
+    pub cryptoperiod_ms: u64,
+    pub allow_export: bool,
+    pub allow_import: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PolicyFlags {
+    pub allow_export: bool,
+    pub allow_import: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct KeyGroup {
+    pub name: String,
+    pub policy: String,
+    pub keys: u64,
+    pub created_at_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NewKeyGroup {
+    pub name: String,
+    pub policy: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Agent {
+    pub id: String,
+    pub site: String,
+    pub enrolled: bool,
+    pub enabled: bool,
+    pub key_groups: Vec<String>,
+    pub default_key_group: Option<String>,
+    pub created_at_ms: u64,
+}
+
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct NewAgent {
+    pub id: String,
+    pub site: String,
+    /// The enrollment passphrase the drive will be given.
+    pub passphrase: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SiteName {
+    pub site: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GroupName {
+    pub group: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, IntoParams)]
+pub struct AgentQuery {
+    pub site: Option<String>,
+    pub enabled: Option<bool>,
+    /// Only agents that can access this key group.
+    pub group: Option<String>,
+    /// Resume after this agent ID (the `next` of the previous page).
+    pub after: Option<String>,
+    pub limit: Option<usize>,
+    pub min_index: Option<u64>,
+}
+
+/// One page of a list; `next` is the cursor to pass as `after`, absent on the last page.
+/// A page may hold fewer rows than asked (even none) while `next` is present: each page
+/// examines a bounded number of records (SPEC U2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Page<T> {
+    pub rows: Vec<T>,
+    pub next: Option<String>,
+}
+
+// ---- Keys and data units (SPEC O4–O9) ----
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Key {
+    pub id: String,
+    pub state: String,
+    pub group: Option<String>,
+    /// `pool`, `imported-1x` or `transferred`.
+    pub origin: String,
+    pub created_at_ms: u64,
+    pub activated_at_ms: Option<u64>,
+    pub encryption_ends_at_ms: Option<u64>,
+    pub deactivates_at_ms: Option<u64>,
+    pub compromised_at_ms: Option<u64>,
+    pub destroyed_at_ms: Option<u64>,
+    pub data_units: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, IntoParams)]
+pub struct KeyQuery {
+    /// A key state name, e.g. `deactivated`.
+    pub state: Option<String>,
+    pub group: Option<String>,
+    /// Only the keys of this data unit (ID in hex).
+    pub data_unit: Option<String>,
+    pub after: Option<String>,
+    pub limit: Option<usize>,
+    pub min_index: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DataUnit {
+    pub id: String,
+    pub external_tag: String,
+    pub state: String,
+    pub created_at_ms: u64,
+    pub keys: Vec<DataUnitKey>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DataUnitKey {
+    pub key_id: String,
+    pub in_use: bool,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, IntoParams)]
+pub struct DataUnitQuery {
+    /// Exact external tag (VOLSER).
+    pub tag: Option<String>,
+    /// A data unit state name, e.g. `needs-rekey`.
+    pub state: Option<String>,
+    pub after: Option<String>,
+    pub limit: Option<usize>,
+    pub min_index: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct KeyIds {
+    pub keys: Vec<String>,
+}
+
+/// Which keys of the selected data units a destroy takes (SPEC O7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum DestroyOption {
+    DeactivatedOnly,
+    CompromisedOnly,
+    DeactivatedAndCompromised,
+}
+
+/// Destroys keys of data units (SPEC O7, O9). Without `confirm` the answer is the preview;
+/// with the preview's `digest` as `confirm`, the destroy runs if the impact is still the same.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DestroyDataUnitKeys {
+    pub data_units: Vec<String>,
+    pub option: DestroyOption,
+    pub confirm: Option<String>,
+}
+
+/// Moves the keys of data units to another key group (SPEC O8, O9); `confirm` as above.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ChangeKeyGroup {
+    pub data_units: Vec<String>,
+    pub group: String,
+    pub confirm: Option<String>,
+}
+
+/// Destroys keys by ID (SPEC O7); `confirm` as above.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DestroyKeys {
+    pub keys: Vec<String>,
+    pub confirm: Option<String>,
+}
+
+/// What an operation would do; repeat the request with `confirm` = `digest` to carry it out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ImpactPreview {
+    pub keys: Vec<String>,
+    /// Every data unit that uses one of the keys: on a destroy, these lose access.
+    pub data_units_losing_access: Vec<String>,
+    /// Those outside the selection that share the keys: the ripple effect.
+    pub shared_with_unselected: Vec<String>,
+    pub digest: String,
+}
+
+/// Either the preview (nothing changed yet) or the outcome.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case", tag = "result")]
+pub enum PreviewOrDone {
+    Preview(ImpactPreview),
+    Done(Done),
+}
+
+// ---- Backups (SPEC B2, B4, B5) ----
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Backup {
+    pub id: u64,
+    /// `database` or `core-security`.
+    pub kind: String,
+    pub kma: String,
+    pub file_name: String,
+    pub covers_index: u64,
+    pub taken_at_ms: u64,
+    pub destroyed: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BackupSchedule {
+    /// `None` turns scheduled backups off.
+    pub interval_ms: Option<u64>,
+    pub kma: Option<String>,
+}
+
+// ---- The audit log (SPEC S5) ----
+
+/// One audit event with its place in the hash chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditRecord {
+    /// Position in the cluster-wide chain (from 1).
+    pub seq: u64,
+    /// Log index of the command that caused it.
+    pub index: u64,
+    pub at_ms: u64,
+    /// e.g. `command`, `login`, `authentication-failure`, `key-state-changed`.
+    pub kind: String,
+    /// `user:<id>`, `agent:<id>`, `system`, when the event names one.
+    pub actor: Option<String>,
+    pub kma: Option<String>,
+    /// `applied`, `rejected:<code>`, when the event is a command.
+    pub outcome: Option<String>,
+    /// The event in full, as words.
+    pub detail: String,
+    /// The chain link after this event (hex SHA-256).
+    pub link: String,
+    /// The event's canonical encoding (hex postcard), from which `link` is recomputed.
+    pub encoded: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, IntoParams)]
+pub struct AuditQuery {
+    /// Resume after this record: the `next` of the previous page (opaque).
+    pub after: Option<String>,
+    pub limit: Option<usize>,
+    /// Only events of this kind.
+    pub kind: Option<String>,
+    /// Only events naming this actor (`user:alice`, `agent:drive-1`, `system`).
+    pub actor: Option<String>,
+    pub since_ms: Option<u64>,
+    pub until_ms: Option<u64>,
+    pub min_index: Option<u64>,
+}
+
+/// Where this KMA's audit log starts and where the cluster's chain stands now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditHead {
+    /// The chain position before this KMA's first stored event (0 from the cluster's start).
+    pub anchor_seq: u64,
+    pub anchor_link: String,
+    /// The replicated chain head: every KMA that applied `index` has the same.
+    pub head_seq: u64,
+    pub head_link: String,
+    pub index: u64,
+}
+
+// ---- Login and quorum approvals (the node's security endpoints; JSON) ----
+
+/// `POST /v1/login/proof` (users) and `/v1/join/proof` (KMAs): the answer to a challenge and
+/// a certificate request for the key pair the client made (its private key stays with it).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProofRequest {
+    pub proof: security_core::challenge::ClientProof,
+    pub csr_pem: String,
+    /// Joining KMAs only: how the others reach its management listener.
+    pub management_advertise: Option<String>,
+}
+
+/// A successful login: the server's proof of itself, then the client's certificate.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LoginGranted {
+    pub server_final: security_core::challenge::ServerFinal,
+    pub cert_pem: String,
+    pub ca_pem: String,
+    /// Users: seconds the certificate is valid for.
+    pub valid_for_s: u64,
+}
+
+/// `POST /v1/quorum/approve`: a quorum member approves through a user's session (SPEC S4).
+/// The passphrase unwraps the member's share on the KMA that needs it; it is not stored.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ApproveRequest {
+    pub operation: u64,
+    pub member: String,
+    pub passphrase: String,
+    /// The index of the entry that started the operation, so any KMA can see it.
+    pub min_index: u64,
+    /// Set by a KMA that forwards the approval: the user it authenticated.
+    pub on_behalf_of: Option<String>,
+}
+
+// ---- Names of enums on the wire ----
+
+pub fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::SecurityOfficer => "security-officer",
+        Role::ComplianceOfficer => "compliance-officer",
+        Role::Operator => "operator",
+        Role::BackupOperator => "backup-operator",
+        Role::Auditor => "auditor",
+    }
+}
+
+pub fn parse_role(name: &str) -> Option<Role> {
+    Role::ALL.into_iter().find(|role| role_name(*role) == name)
+}
+
+const KEY_STATES: [KeyState; 10] = [
+    KeyState::Generated,
+    KeyState::Ready,
+    KeyState::ProtectAndProcess,
+    KeyState::ProcessOnly,
+    KeyState::Deactivated,
+    KeyState::Compromised,
+    KeyState::IncompletelyDestroyed,
+    KeyState::CompletelyDestroyed,
+    KeyState::IncompletelyDestroyedCompromised,
+    KeyState::CompletelyDestroyedCompromised,
+];
+
+pub fn parse_key_state(name: &str) -> Option<KeyState> {
+    KEY_STATES.into_iter().find(|state| state.name() == name)
+}
+
+pub fn key_state_names() -> impl Iterator<Item = &'static str> {
+    KEY_STATES.into_iter().map(KeyState::name)
+}
+
+pub fn parse_data_unit_state(name: &str) -> Option<DataUnitState> {
+    [
+        DataUnitState::NoKey,
+        DataUnitState::Normal,
+        DataUnitState::NeedsRekey,
+        DataUnitState::Shredded,
+    ]
+    .into_iter()
+    .find(|state| state.name() == name)
+}

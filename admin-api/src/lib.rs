@@ -1,0 +1,21 @@
+//! The management API of a KMA cluster and its command-line client, `kmsctl` (SPEC U1–U3, S5,
+//! O8, O9). The API is JSON over HTTPS with mutual TLS on each KMA's management listener; the
+//! node mounts [`routes::router`] there and implements [`backend::AdminBackend`]. Every change
+//! goes through the state machine as a `Command`; this crate decides nothing about keys, roles or
+//! lifecycles, it translates and renders.
+//!
+//! Module map:
+//! - [`api`]: the JSON shapes (the public contract; `openapi.json` is generated from them).
+//! - [`backend`]: what the API needs from a KMA (read the state, propose, cluster health, the
+//!   audit log), implemented by the node and by an in-memory fake in the tests.
+//! - [`routes`]: the axum handlers, one file per area, and the OpenAPI document.
+//! - [`view`]: state records → API shapes; audit events → audit records.
+//! - [`client`]: the HTTPS client `kmsctl` uses (profiles, failover, typed errors).
+//! - [`cli`]: `kmsctl`'s commands, tables and exit codes.
+
+pub mod api;
+pub mod backend;
+pub mod cli;
+pub mod client;
+pub mod routes;
+pub mod view;

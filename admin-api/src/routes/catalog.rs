@@ -1,0 +1,266 @@
+//! Key policies, key groups and agents (SPEC O1–O3).
+
+use axum::extract::{Path, Query, State};
+use axum::{Extension, Json};
+use statemachine::list::{page_size, AgentFilter};
+use statemachine::Command;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{read, run, AdminState, Answer, CallerExt, Refusal};
+use crate::api::{
+    Agent, AgentQuery, ApiError, Done, Enabled, GroupName, KeyGroup, KeyPolicy, NewAgent,
+    NewKeyGroup, Page, Passphrase, PolicyFlags, ReadParams, SiteName,
+};
+use crate::view;
+
+pub fn routes() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_policies, create_policy))
+        .routes(routes!(delete_policy))
+        .routes(routes!(set_policy_flags))
+        .routes(routes!(list_groups, create_group))
+        .routes(routes!(delete_group))
+        .routes(routes!(list_agents, create_agent))
+        .routes(routes!(get_agent, delete_agent))
+        .routes(routes!(set_agent_passphrase))
+        .routes(routes!(set_agent_enabled))
+        .routes(routes!(set_agent_site))
+        .routes(routes!(add_agent_group))
+        .routes(routes!(remove_agent_group))
+        .routes(routes!(set_default_group))
+}
+
+#[utoipa::path(get, path = "/v1/policies", tag = "catalog", params(ReadParams),
+    responses((status = 200, body = Vec<KeyPolicy>), (status = "default", body = ApiError)))]
+async fn list_policies(
+    State(admin): State<AdminState>,
+    Extension(caller): CallerExt,
+    Query(params): Query<ReadParams>,
+) -> Answer<Vec<KeyPolicy>> {
+    read(&admin, &caller, params.min_index, None, |state, _| {
+        Ok(state.meta().policies.values().map(view::policy).collect())
+    })
+    .await
+    .map(Json)
+}
+
+#[utoipa::path(post, path = "/v1/policies", tag = "catalog", request_body = KeyPolicy,
+    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+async fn create_policy(
+    State(admin): State<AdminState>,
+    Extension(caller): CallerExt,
+    Json(policy): Json<KeyPolicy>,
+) -> Answer<Done> {
+    let command = Command::CreateKeyPolicy {
+        name: policy.name,
+        encryption_period_ms: policy.encryption_period_ms,
+        cryptoperiod_ms: policy.cryptoperiod_ms,
+        allow_export: policy.allow_export,
+        allow_import: policy.allow_import,
+    };
+    run(&admin, &caller, command, None).await
+}
+
+#[utoipa::path(delete, path = "/v1/policies/{name}", tag = "catalog",
+    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+async fn delete_policy(
+    State(admin): State<AdminState>,
+    Extension(caller): CallerExt,
+    Path(name): Path<String>,
+) -> Answer<Done> {
+    run(&admin, &caller, Command::DeleteKeyPolicy { name }, None).await
+}
+
+/// The export and import flags stay modifiable (SPEC O1); the periods do not.
+#[utoipa::path(put, path = "/v1/policies/{name}/flags", tag = "catalog",
+    request_body = PolicyFlags,
+    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+async fn set_policy_flags(
+    State(admin): State<AdminState>,
+    Extension(caller): CallerExt,
+    Path(name): Path<String>,
+    Json(flags): Json<PolicyFlags>,
+) -> Answer<Done> {
+    let command = Command::SetKeyPolicyFlags {
+        name,
+        allow_export: flags.allow_export,
+        allow_import: flags.allow_import,
+    };
+    run(&admin, &caller, command, None).await
+}
+
+#[utoipa::path(get, path = "/v1/groups", tag = "catalog", params(ReadParams),
+    responses((status = 200, body = Vec<KeyGroup>), (status = "default", body = ApiError)))]
+async fn list_groups(
+    State(admin): State<AdminState>,
+    Extension(caller): CallerExt,
+    Query(params): Query<ReadParams>,
+) -> Answer<Vec<KeyGroup>> {
+    read(&admin, &caller, params.min_index, None, |state, _| {
+        Ok(state.meta().groups.values().map(|group| view::group(state, group)).collect())
+    })
+    .await
+    .map(Json)
+}
+
+#[utoipa::path(post, path = "/v1/groups", tag = "catalog", request_body = NewKeyGroup,
+    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+async fn create_group(
+    State(admin): State<AdminState>,
+    Extension(caller): CallerExt,
+    Json(group): Json<NewKeyGroup>,
+) -> Answer<Done> {
+    run(&admin, &caller, Command::CreateKeyGroup { name: group.name, policy: group.policy }, None)
+        .await
+}
+
+#[utoipa::path(delete, path = "/v1/groups/{name}", tag = "catalog",
+    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+async fn delete_group(
+    State(admin): State<AdminState>,
+    Extension(caller): CallerExt,
+    Path(name): Path<String>,
+) -> Answer<Done> {
+    run(&admin, &caller, Command::DeleteKeyGroup { name }, None).await
+}
+
+/// Agents, filtered and paged on the server (SPEC U2).
+#[utoipa::path(get, path = "/v1/agents", tag = "catalog", params(AgentQuery),
+    responses((status = 200, body = Page<Agent>), (status = "default", body = ApiError)))]
+async fn list_agents(
+    State(admin): State<AdminState>,
+    Extension(caller): CallerExt,
+    Query(query): Query<AgentQuery>,
+) -> Answer<Page<Agent>> {
+    read(&admin, &caller, query.min_index, None, |state, _| {
+        let group = match &query.group {
+            Some(name) => Some(
+                state
+                    .group_by_name(name)
+                    .ok_or_else(|| Refusal::not_found(format!("unknown key group '{name}'")))?
+                    .id,
+            ),
+            None => None,
+        };
+        let filter = AgentFilter { site: query.site.clone(), enabled: query.enabled, group };
+        let page = state.agents_page(&filter, query.after.as_deref(), page_size(query.limit));
+        Ok(Page {
+            rows: page.rows.iter().map(|agent| view::agent(state, agent)).collect(),
+            next: page.resume_after.map(str::to_string),
+        })
+    })
+    .await
+    .map(Json)
+}
+
+#[utoipa::path(post, path = "/v1/agents", tag = "catalog", request_body = NewAgent,
+    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+async fn create_agent(
+    State(admin): State<AdminState>,
+    Extension(caller): CallerExt,
+    Json(agent): Json<NewAgent>,
+) -> Answer<Done> {
+    let command =
+        Command::CreateAgent { id: agent.id, site: agent.site, passphrase_verifier: Vec::new() };
+    run(&admin, &caller, command, Some(agent.passphrase)).await
+}
+
+#[utoipa::path(get, path = "/v1/agents/{id}", tag = "catalog", params(ReadParams),
+    responses((status = 200, body = Agent), (status = "default", body = ApiError)))]
+async fn get_agent(
+    State(admin): State<AdminState>,
+    Extension(caller): CallerExt,
+    Path(id): Path<String>,
+    Query(params): Query<ReadParams>,
+) -> Answer<Agent> {
+    read(&admin, &caller, params.min_index, None, |state, _| {
+        let agent = state
+            .meta()
+            .agents
+            .get(&id)
+            .ok_or_else(|| Refusal::not_found(format!("unknown agent '{id}'")))?;
+        Ok(view::agent(state, agent))
+    })
+    .await
+    .map(Json)
+}
+
+#[utoipa::path(delete, path = "/v1/agents/{id}", tag = "catalog",
+    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+async fn delete_agent(
+    State(admin): State<AdminState>,
+    Extension(caller): CallerExt,
+    Path(id): Path<String>,
+) -> Answer<Done> {
+    run(&admin, &caller, Command::DeleteAgent { id }, None).await
+}
+
+/// A new enrollment passphrase; the drive's current certificate is revoked (SPEC A1).
+#[utoipa::path(put, path = "/v1/agents/{id}/passphrase", tag = "catalog",
+    request_body = Passphrase,
+    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+async fn set_agent_passphrase(
+    State(admin): State<AdminState>,
+    Extension(caller): CallerExt,
+    Path(id): Path<String>,
+    Json(passphrase): Json<Passphrase>,
+) -> Answer<Done> {
+    let command = Command::SetAgentPassphrase { id, passphrase_verifier: Vec::new() };
+    run(&admin, &caller, command, Some(passphrase.passphrase)).await
+}
+
+#[utoipa::path(put, path = "/v1/agents/{id}/enabled", tag = "catalog", request_body = Enabled,
+    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+async fn set_agent_enabled(
+    State(admin): State<AdminState>,
+    Extension(caller): CallerExt,
+    Path(id): Path<String>,
+    Json(enabled): Json<Enabled>,
+) -> Answer<Done> {
+    run(&admin, &caller, Command::SetAgentEnabled { id, enabled: enabled.enabled }, None).await
+}
+
+#[utoipa::path(put, path = "/v1/agents/{id}/site", tag = "catalog", request_body = SiteName,
+    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+async fn set_agent_site(
+    State(admin): State<AdminState>,
+    Extension(caller): CallerExt,
+    Path(id): Path<String>,
+    Json(site): Json<SiteName>,
+) -> Answer<Done> {
+    run(&admin, &caller, Command::SetAgentSite { id, site: site.site }, None).await
+}
+
+#[utoipa::path(post, path = "/v1/agents/{id}/groups", tag = "catalog", request_body = GroupName,
+    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+async fn add_agent_group(
+    State(admin): State<AdminState>,
+    Extension(caller): CallerExt,
+    Path(agent): Path<String>,
+    Json(group): Json<GroupName>,
+) -> Answer<Done> {
+    run(&admin, &caller, Command::AssignKeyGroupToAgent { agent, group: group.group }, None).await
+}
+
+#[utoipa::path(delete, path = "/v1/agents/{id}/groups/{group}", tag = "catalog",
+    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+async fn remove_agent_group(
+    State(admin): State<AdminState>,
+    Extension(caller): CallerExt,
+    Path((agent, group)): Path<(String, String)>,
+) -> Answer<Done> {
+    run(&admin, &caller, Command::UnassignKeyGroupFromAgent { agent, group }, None).await
+}
+
+#[utoipa::path(put, path = "/v1/agents/{id}/default-group", tag = "catalog",
+    request_body = GroupName,
+    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+async fn set_default_group(
+    State(admin): State<AdminState>,
+    Extension(caller): CallerExt,
+    Path(agent): Path<String>,
+    Json(group): Json<GroupName>,
+) -> Answer<Done> {
+    run(&admin, &caller, Command::SetAgentDefaultKeyGroup { agent, group: group.group }, None).await
+}
