@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-system-deps.sh
-cargo build --release -p node --bin kma
+cargo build --release -p node --bin kma -p admin-api --bin kmsctl
 exec "${CARGO_TARGET_DIR:-target}/release/kma" local --dir .kms-local "$@"

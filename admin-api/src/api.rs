@@ -450,10 +450,21 @@ pub struct AuditHead {
     /// The chain position before this KMA's first stored event (0 from the cluster's start).
     pub anchor_seq: u64,
     pub anchor_link: String,
+    /// Every position this KMA's log starts again from: the first is the anchor above; each
+    /// later one follows a snapshot install that skipped events this KMA never stored (they
+    /// are on the other KMAs), so a verifier restarts there instead of reporting a deletion.
+    pub anchors: Vec<AuditAnchor>,
     /// The replicated chain head: every KMA that applied `index` has the same.
     pub head_seq: u64,
     pub head_link: String,
     pub index: u64,
+}
+
+/// A chain position a local audit log (re)starts from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditAnchor {
+    pub seq: u64,
+    pub link: String,
 }
 
 // ---- Login and quorum approvals (the node's security endpoints; JSON) ----

@@ -136,6 +136,18 @@ enum Action {
         #[arg(long, default_value_t = 7000)]
         base_port: u16,
     },
+    /// Return this appliance to factory defaults (SPEC C5): remove its data directory, after
+    /// `kmsctl kma delete` took it out of the cluster. The KMA must be stopped.
+    Reset {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Overwrite every file (twice, synced) before removing it.
+        #[arg(long)]
+        scrub: bool,
+        /// Confirm: the wrapped keys, certificates and audit log on this machine are removed.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Show a KMA's status (as the administrator of the data directory given).
     Status {
         #[arg(long)]
@@ -168,6 +180,22 @@ fn main() -> anyhow::Result<()> {
 
 async fn dispatch(action: Action) -> anyhow::Result<()> {
     match action {
+        Action::Reset { data_dir, scrub, yes } => {
+            anyhow::ensure!(
+                yes,
+                "kma reset removes everything this KMA holds in {}; run it again with --yes \
+                 (and --scrub to overwrite the files first)",
+                data_dir.display()
+            );
+            let report = node::reset::reset(&data_dir, scrub)?;
+            println!(
+                "reset: removed {} files from {} ({} bytes overwritten first)",
+                report.files,
+                data_dir.display(),
+                report.bytes_scrubbed
+            );
+            Ok(())
+        }
         Action::Init { at, secrets_file } => {
             let secrets = match secrets_file {
                 Some(path) => node::setup::read_secrets(&path)?,
@@ -311,6 +339,15 @@ async fn local(dir: &std::path::Path, nodes: usize, base_port: u16) -> anyhow::R
     println!("quickstart secrets (development only): {}", secrets.display());
     let kma = binary.display();
     let (status_port, write_port) = (base_port + 1, base_port + 2);
+    let kmsctl = binary.with_file_name("kmsctl");
+    let ca = first.join("tls").join(node::pki::CA_FILE);
+    println!(
+        "log in (the officer's passphrase is in the secrets file):\n  {} login --address \
+         127.0.0.1:{status_port} --address 127.0.0.1:{write_port} --ca {} --user admin",
+        kmsctl.display(),
+        ca.display()
+    );
+    println!("  then e.g. {} status; {} user list", kmsctl.display(), kmsctl.display());
     println!("try: {kma} status --data-dir {} --peer 127.0.0.1:{status_port}", first.display());
     println!(
         "     {kma} write --data-dir {} --peer 127.0.0.1:{write_port} --count 100",

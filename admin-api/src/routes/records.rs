@@ -17,7 +17,8 @@ use utoipa_axum::routes;
 
 use super::{read, run, AdminState, Answer, CallerExt, Refusal};
 use crate::api::{
-    ApiError, AuditHead, AuditQuery, AuditRecord, Backup, BackupSchedule, Done, Page, ReadParams,
+    ApiError, AuditAnchor, AuditHead, AuditQuery, AuditRecord, Backup, BackupSchedule, Done, Page,
+    ReadParams,
 };
 use crate::view;
 
@@ -201,15 +202,20 @@ async fn audit_head(
     Query(params): Query<ReadParams>,
 ) -> Answer<AuditHead> {
     read(&admin, &caller, params.min_index, Some(Role::Auditor), |_, _| Ok(())).await?;
-    let anchor = admin
+    let anchors = admin
         .state
-        .audit_anchor()
+        .audit_anchors()
         .map_err(|e| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let anchor = anchors.first().copied().unwrap_or(statemachine::audit::AuditChain::GENESIS);
     let state = admin.state.read().await;
     let head = state.meta().audit_chain;
     Ok(Json(AuditHead {
         anchor_seq: anchor.events,
         anchor_link: hex::encode(anchor.head),
+        anchors: anchors
+            .iter()
+            .map(|a| AuditAnchor { seq: a.events, link: hex::encode(a.head) })
+            .collect(),
         head_seq: head.events,
         head_link: hex::encode(head.head),
         index: state.last_applied_index(),
