@@ -1,0 +1,206 @@
+//! `kmsctl user` and `kmsctl quorum` (SPEC S1, S4).
+
+use clap::Subcommand;
+use reqwest::Method;
+
+use super::args::{duration_ms, quorum_operations, roles, PassphraseArgs};
+use super::cluster::quorum_operation_of;
+use super::context::{note, Ctx};
+use super::exit::CliError;
+use super::prompt::{self, Source};
+use super::render;
+use crate::api::{
+    ApiError, ApproveRequest, Done, Enabled, NewQuorumOperation, NewUser, Passphrase, QuorumView,
+    Roles, User,
+};
+use crate::client::{segment, ClientError};
+
+#[derive(Clone, Debug, Subcommand)]
+pub enum UserCommand {
+    /// List the users and their roles.
+    List,
+    /// Create a user with one or more roles; the passphrase is asked twice (or read from stdin).
+    Create {
+        id: String,
+        /// A role, repeatable.
+        #[arg(long = "role", value_name = "ROLE", required = true, value_parser = roles())]
+        roles: Vec<String>,
+        #[command(flatten)]
+        passphrase: PassphraseArgs,
+    },
+    /// Replace the roles of a user.
+    Roles {
+        id: String,
+        /// A role, repeatable.
+        #[arg(long = "role", value_name = "ROLE", required = true, value_parser = roles())]
+        roles: Vec<String>,
+    },
+    /// Allow a user to log in again.
+    Enable { id: String },
+    /// Stop a user from logging in and end what their certificate may do.
+    Disable { id: String },
+    /// Set a new passphrase for a user.
+    Passphrase {
+        id: String,
+        #[command(flatten)]
+        passphrase: PassphraseArgs,
+    },
+    /// Delete a user.
+    Delete { id: String },
+}
+
+#[derive(Clone, Debug, Subcommand)]
+pub enum QuorumCommand {
+    /// Show the quorum members, the threshold and the pending operations.
+    Show,
+    /// Start a quorum operation; members then approve it.
+    Start {
+        #[arg(value_parser = quorum_operations())]
+        operation: String,
+        /// The KMA, or for restore-from-backup the backup ID.
+        target: String,
+        /// How long it waits for approvals [default: the security setting].
+        #[arg(long, value_parser = duration_ms, value_name = "DURATION")]
+        ttl: Option<u64>,
+    },
+    /// Cancel a pending quorum operation.
+    Cancel { id: u64 },
+    /// Approve a pending operation as a quorum member (the member's passphrase unwraps its share).
+    Approve {
+        id: u64,
+        /// The quorum member approving.
+        #[arg(long)]
+        member: String,
+        /// The index the operation was started at (printed by the command that started it).
+        #[arg(long, default_value_t = 0)]
+        min_index: u64,
+        #[command(flatten)]
+        passphrase: PassphraseArgs,
+    },
+}
+
+pub async fn user(ctx: &Ctx, command: UserCommand) -> Result<(), CliError> {
+    let client = &ctx.client;
+    match command {
+        UserCommand::List => {
+            let rows: Vec<User> = client.get("/v1/users").await?;
+            ctx.show(&rows, |rows| render::users(rows))
+        }
+        UserCommand::Create { id, roles, passphrase } => {
+            let source = Source::from_flag(passphrase.passphrase_stdin);
+            let secret = prompt::new_passphrase(source, &format!("passphrase of user {id}"))?;
+            let body = NewUser { id: id.clone(), roles, passphrase: secret.to_string() };
+            let done = client.write(Method::POST, "/v1/users", Some(&body)).await;
+            prompt::wipe(body.passphrase);
+            ctx.done(&format!("User {id} created"), &done?)
+        }
+        UserCommand::Passphrase { id, passphrase } => {
+            let source = Source::from_flag(passphrase.passphrase_stdin);
+            let secret = prompt::new_passphrase(source, &format!("passphrase of user {id}"))?;
+            let body = Passphrase { passphrase: secret.to_string() };
+            let path = format!("/v1/users/{}/passphrase", segment(&id));
+            let done = client.write(Method::PUT, &path, Some(&body)).await;
+            prompt::wipe(body.passphrase);
+            ctx.done(&format!("Passphrase of user {id} changed"), &done?)
+        }
+        UserCommand::Roles { id, roles } => {
+            let path = format!("/v1/users/{}/roles", segment(&id));
+            let done = client.write(Method::PUT, &path, Some(&Roles { roles })).await?;
+            ctx.done(&format!("Roles of user {id} set"), &done)
+        }
+        UserCommand::Enable { id } => set_enabled(ctx, &id, true).await,
+        UserCommand::Disable { id } => set_enabled(ctx, &id, false).await,
+        UserCommand::Delete { id } => {
+            let path = format!("/v1/users/{}", segment(&id));
+            let done = client.write::<()>(Method::DELETE, &path, None).await?;
+            ctx.done(&format!("User {id} deleted"), &done)
+        }
+    }
+}
+
+async fn set_enabled(ctx: &Ctx, id: &str, enabled: bool) -> Result<(), CliError> {
+    let path = format!("/v1/users/{}/enabled", segment(id));
+    let done = ctx.client.write(Method::PUT, &path, Some(&Enabled { enabled })).await?;
+    let what = if enabled { "enabled" } else { "disabled" };
+    ctx.done(&format!("User {id} {what}"), &done)
+}
+
+pub async fn quorum(ctx: &Ctx, command: QuorumCommand) -> Result<(), CliError> {
+    let client = &ctx.client;
+    match command {
+        QuorumCommand::Show => {
+            let view: QuorumView = client.get("/v1/quorum").await?;
+            ctx.show(&view, render::quorum)
+        }
+        QuorumCommand::Start { operation, target, ttl } => {
+            let body = NewQuorumOperation { operation: operation.clone(), target, ttl_ms: ttl };
+            let done = client.write(Method::POST, "/v1/quorum/start", Some(&body)).await?;
+            ctx.done(&format!("Quorum operation {operation} started"), &done)?;
+            if let (Some(id), false) = (quorum_operation_of(&done), ctx.json) {
+                note(&format!(
+                    "help: each quorum member approves with: kmsctl quorum approve {id} --member \
+                     MEMBER --min-index {}",
+                    done.index
+                ));
+            }
+            Ok(())
+        }
+        QuorumCommand::Cancel { id } => {
+            let path = format!("/v1/quorum/operations/{id}");
+            let done = client.write::<()>(Method::DELETE, &path, None).await?;
+            ctx.done(&format!("Quorum operation {id} cancelled"), &done)
+        }
+        QuorumCommand::Approve { id, member, min_index, passphrase } => {
+            let source = Source::from_flag(passphrase.passphrase_stdin);
+            let prompt_text = format!("Passphrase of quorum member {member}: ");
+            let what = format!("passphrase of quorum member {member}");
+            let secret = prompt::passphrase(source, &prompt_text, &what, None)?;
+            let body = ApproveRequest {
+                operation: id,
+                member: member.clone(),
+                passphrase: secret.to_string(),
+                min_index,
+                on_behalf_of: None,
+            };
+            let answer = client.send(Method::POST, "/v1/quorum/approve", Some(&body)).await;
+            prompt::wipe(body.passphrase);
+            let done = approval_outcome(answer?)?;
+            client.observe_index(done.index);
+            ctx.done(&format!("Approval of operation {id} by {member}"), &done)
+        }
+    }
+}
+
+/// The approval endpoint answers a [`Done`], or (as the node serves it today) the proposal's
+/// `Result<ApplyResponse, ProposeError>` as JSON: `{"Ok":{"index":..,"result":{"Ok":reply}}}`,
+/// a rejection in `result.Err`, no leader in `Err`. Both become a `Done` or a refusal.
+pub fn approval_outcome(answer: serde_json::Value) -> Result<Done, CliError> {
+    if let Ok(done) = serde_json::from_value::<Done>(answer.clone()) {
+        return Ok(done);
+    }
+    let refusal = |code: &str, message: String, retryable: bool, status: u16| {
+        let error = ApiError { code: code.into(), message, retryable, reject_code: None };
+        CliError::Client(ClientError::Api { status, address: "the approving KMA".into(), error })
+    };
+    if let Some(proposed) = answer.get("Ok") {
+        let index = proposed.get("index").and_then(serde_json::Value::as_u64).unwrap_or(0);
+        match proposed.get("result") {
+            Some(result) if result.get("Ok").is_some() => {
+                return Ok(Done { index, detail: result["Ok"].clone() });
+            }
+            Some(result) if result.get("Err").is_some() => {
+                let message = format!("the approval was rejected: {}", result["Err"]);
+                return Err(refusal("rejected", message, false, 409));
+            }
+            _ => {}
+        }
+    }
+    if let Some(error) = answer.get("Err") {
+        let message = format!("the approval could not be proposed: {error}");
+        return Err(refusal("unavailable", message, true, 503));
+    }
+    Err(CliError::Other {
+        message: format!("unexpected answer to the approval: {answer}"),
+        help: None,
+    })
+}

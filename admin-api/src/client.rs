@@ -1,0 +1,558 @@
+//! A client of the management API (what `kmsctl` uses, and any Rust program may): HTTPS with
+//! mutual TLS 1.3 to a KMA's management listener, JSON both ways.
+//!
+//! - Every non-2xx answer carries an [`ApiError`]; it comes back as [`ClientError::Api`] with the
+//!   HTTP status.
+//! - A profile names several KMAs. A request goes to the KMA that answered last; when it cannot
+//!   be reached (connect error, TLS handshake failure) or answers `503 unavailable`, the next
+//!   one is tried. Only when all fail is the answer [`ClientError::Unreachable`]. A write is
+//!   never sent twice after it may have arrived: a timeout on a write stops there.
+//! - Read-your-writes: the client remembers the highest [`Done::index`] it saw and passes it as
+//!   `min_index` on every later read, so a read from any KMA shows this client's writes.
+//! - [`login`] runs the passphrase challenge/response (no client certificate), checks that the
+//!   KMA proved it holds the user's verifier, and returns the granted certificate with the key
+//!   pair made here (the private key never leaves this process).
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+use crate::api::{ApiError, Done, LoginGranted, PreviewOrDone, ProofRequest};
+
+/// The purpose of a user login in the challenge transcript. Mirrors `PURPOSE_USER` in
+/// `node/src/security_api.rs` (node depends on this crate, not the reverse): the two must match,
+/// or every login fails the proof.
+pub const PURPOSE_USER: &str = "user-login";
+
+/// How long a connection attempt to one KMA may take before the next one is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one request may take: reads with `min_index` wait up to 30 s on the server.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest error body quoted in a message when it is not an [`ApiError`].
+const BODY_QUOTE_LEN_MAX: usize = 200;
+
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// The KMA answered with a refusal.
+    #[error("{error}")]
+    Api { status: u16, address: String, error: ApiError },
+    /// No KMA of the profile could be reached, or every one answered `unavailable`.
+    #[error("no KMA answered: {}", .attempts.join("; "))]
+    Unreachable { attempts: Vec<String> },
+    /// A write was sent but no answer came in time: it may or may not have been applied.
+    #[error(
+        "{address} did not answer {path} in time; the command may or may not have been applied"
+    )]
+    OutcomeUnknown { address: String, path: String },
+    /// A 2xx answer whose body is not what the contract says.
+    #[error("{address}: the answer to {path} could not be read: {detail}")]
+    Decode { address: String, path: String, detail: String },
+    /// Building the TLS configuration or the certificate request failed.
+    #[error("{what}: {detail}")]
+    Config { what: &'static str, detail: String },
+    /// The login challenge could not be answered (e.g. key-derivation parameters out of bounds).
+    #[error("login to {address}: {detail}")]
+    Login { address: String, detail: String },
+    /// The KMA accepted the proof but could not prove it holds the user's verifier.
+    #[error("{address} could not prove it knows your passphrase verifier: not your cluster")]
+    ServerNotProven { address: String },
+}
+
+impl ClientError {
+    /// Whether the cause was that no KMA could serve the request now (exit code 4).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            ClientError::Unreachable { .. } | ClientError::OutcomeUnknown { .. } => true,
+            ClientError::Api { error, .. } => error.code == "unavailable" || error.retryable,
+            _ => false,
+        }
+    }
+}
+
+/// A client for the management API of one cluster, logged in as one user.
+#[derive(Clone, Debug)]
+pub struct AdminClient {
+    http: reqwest::Client,
+    addresses: Arc<Vec<String>>,
+    /// The address that answered last: tried first next time.
+    preferred: Arc<AtomicUsize>,
+    /// The highest `Done.index` seen: `min_index` of every read.
+    seen_index: Arc<AtomicU64>,
+}
+
+/// What a login grants: the user's certificate and the private key made for it.
+pub struct Credentials {
+    /// The KMA that granted them.
+    pub address: String,
+    pub cert_pem: String,
+    pub key_pem: Zeroizing<String>,
+    /// The CA the KMA sent; the caller trusted its own copy to reach the KMA.
+    pub ca_pem: String,
+    pub valid_for_s: u64,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("address", &self.address)
+            .field("valid_for_s", &self.valid_for_s)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdminClient {
+    /// A client that trusts only `ca_pem` and presents the user's certificate.
+    pub fn new(
+        addresses: Vec<String>,
+        ca_pem: &str,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> Result<AdminClient, ClientError> {
+        if addresses.is_empty() {
+            return Err(ClientError::Config { what: "addresses", detail: "none given".into() });
+        }
+        let tls = tls_config(ca_pem, Some((cert_pem, key_pem)))?;
+        Ok(AdminClient {
+            http: https_client(tls)?,
+            addresses: Arc::new(addresses),
+            preferred: Arc::new(AtomicUsize::new(0)),
+            seen_index: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    pub fn addresses(&self) -> &[String] {
+        &self.addresses
+    }
+
+    /// The address requests go to first: the one that answered last.
+    pub fn current_address(&self) -> &str {
+        let slot = self.preferred.load(Ordering::Relaxed) % self.addresses.len().max(1);
+        // `new` refuses an empty list and `at` makes a list of one: a slot always exists.
+        self.addresses.get(slot).map_or("", String::as_str)
+    }
+
+    /// The same client (connections, credentials, seen index) talking to one KMA only.
+    pub fn at(&self, address: &str) -> AdminClient {
+        AdminClient {
+            http: self.http.clone(),
+            addresses: Arc::new(vec![address.to_string()]),
+            preferred: Arc::new(AtomicUsize::new(0)),
+            seen_index: Arc::clone(&self.seen_index),
+        }
+    }
+
+    /// The `min_index` later reads carry.
+    pub fn seen_index(&self) -> u64 {
+        self.seen_index.load(Ordering::Relaxed)
+    }
+
+    /// Raises the `min_index` of later reads to `index` (never lowers it).
+    pub fn observe_index(&self, index: u64) {
+        self.seen_index.fetch_max(index, Ordering::Relaxed);
+    }
+
+    /// `GET path` with `min_index`.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.get_with(path, &()).await
+    }
+
+    /// `GET path?query` with `min_index`; `None` fields of `query` are left out.
+    pub async fn get_with<Q: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &Q,
+    ) -> Result<T, ClientError> {
+        let min_index = self.seen_index();
+        let request = Request { method: Method::GET, path, query, min_index, body: None::<&()> };
+        self.call(request).await
+    }
+
+    /// Sends a request with an optional JSON body and reads the JSON answer. Not retried on
+    /// another KMA once it may have arrived.
+    pub async fn send<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        self.call(Request { method, path, query: &(), min_index: 0, body }).await
+    }
+
+    /// A command: remembers the index of its [`Done`] for later reads.
+    pub async fn write<B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<Done, ClientError> {
+        let done: Done = self.send(method, path, body).await?;
+        self.observe_index(done.index);
+        Ok(done)
+    }
+
+    /// A command that answers with an impact preview until it is confirmed.
+    pub async fn preview_or_done<B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<PreviewOrDone, ClientError> {
+        let answer: PreviewOrDone = self.send(Method::POST, path, Some(body)).await?;
+        if let PreviewOrDone::Done(done) = &answer {
+            self.observe_index(done.index);
+        }
+        Ok(answer)
+    }
+
+    async fn call<Q: Serialize, B: Serialize, T: DeserializeOwned>(
+        &self,
+        request: Request<'_, Q, B>,
+    ) -> Result<T, ClientError> {
+        let count = self.addresses.len();
+        let first = self.preferred.load(Ordering::Relaxed) % count.max(1);
+        let mut attempts = Vec::new();
+        for offset in 0..count {
+            let slot = (first + offset) % count;
+            let address = &self.addresses[slot];
+            match self.call_once(address, &request).await {
+                Attempt::Answer(bytes) => {
+                    self.preferred.store(slot, Ordering::Relaxed);
+                    return decode(address, request.path, &bytes);
+                }
+                Attempt::Refused(error) => return Err(error),
+                Attempt::TryNext(reason) => attempts.push(format!("{address}: {reason}")),
+            }
+        }
+        Err(ClientError::Unreachable { attempts })
+    }
+
+    async fn call_once<Q: Serialize, B: Serialize>(
+        &self,
+        address: &str,
+        request: &Request<'_, Q, B>,
+    ) -> Attempt {
+        let url = format!("https://{address}{}", request.path);
+        let mut builder = self
+            .http
+            .request(request.method.clone(), &url)
+            .query(request.query)
+            .timeout(REQUEST_TIMEOUT);
+        if request.min_index > 0 {
+            builder = builder.query(&[("min_index", request.min_index)]);
+        }
+        if let Some(body) = request.body {
+            builder = builder.json(body);
+        }
+        let response = match builder.send().await {
+            Ok(response) => response,
+            Err(e) if e.is_connect() => return Attempt::TryNext(error_chain(&e)),
+            Err(e) if e.is_timeout() && request.method != Method::GET => {
+                let path = request.path.to_string();
+                return Attempt::Refused(ClientError::OutcomeUnknown {
+                    address: address.to_string(),
+                    path,
+                });
+            }
+            Err(e) => return Attempt::TryNext(error_chain(&e)),
+        };
+        let status = response.status();
+        let bytes = match response.bytes().await {
+            Ok(bytes) => bytes,
+            Err(e) => return Attempt::TryNext(error_chain(&e)),
+        };
+        if status.is_success() {
+            return Attempt::Answer(bytes.to_vec());
+        }
+        let error = api_error(status, &bytes);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            return Attempt::TryNext(format!("{} ({})", error.message, error.code));
+        }
+        Attempt::Refused(ClientError::Api {
+            status: status.as_u16(),
+            address: address.to_string(),
+            error,
+        })
+    }
+}
+
+struct Request<'a, Q, B> {
+    method: Method,
+    path: &'a str,
+    query: &'a Q,
+    min_index: u64,
+    body: Option<&'a B>,
+}
+
+enum Attempt {
+    Answer(Vec<u8>),
+    Refused(ClientError),
+    TryNext(String),
+}
+
+fn decode<T: DeserializeOwned>(address: &str, path: &str, bytes: &[u8]) -> Result<T, ClientError> {
+    serde_json::from_slice(bytes).map_err(|e| ClientError::Decode {
+        address: address.to_string(),
+        path: path.to_string(),
+        detail: e.to_string(),
+    })
+}
+
+/// The refusal in a non-2xx body; a body that is not an [`ApiError`] (a proxy's page, an
+/// unknown route) becomes one named after the status.
+pub fn api_error(status: StatusCode, body: &[u8]) -> ApiError {
+    if let Ok(error) = serde_json::from_slice::<ApiError>(body) {
+        return error;
+    }
+    let code = match status {
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => "bad-request",
+        StatusCode::UNAUTHORIZED => "unauthenticated",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => "not-found",
+        StatusCode::CONFLICT => "rejected",
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => {
+            "unavailable"
+        }
+        _ => "http-error",
+    };
+    let text = String::from_utf8_lossy(body);
+    let quoted: String = text.trim().chars().take(BODY_QUOTE_LEN_MAX).collect();
+    let message =
+        if quoted.is_empty() { status.to_string() } else { format!("{status}: {quoted}") };
+    ApiError {
+        code: code.to_string(),
+        message,
+        retryable: code == "unavailable",
+        reject_code: None,
+    }
+}
+
+/// The error and its causes in one line: reqwest's own message alone says only "error sending
+/// request"; the TLS or socket reason is further down.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Percent-encodes one path segment (a user ID, a name) so that `/`, `?` or spaces in it stay
+/// inside the segment.
+pub fn segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn tls_error(what: &'static str) -> impl Fn(rustls::Error) -> ClientError {
+    move |e| ClientError::Config { what, detail: e.to_string() }
+}
+
+/// TLS 1.3 only, trusting only the cluster CA; with `identity`, presenting the user's
+/// certificate (as `node/src/tls.rs` builds its clients, with the ring provider).
+fn tls_config(
+    ca_pem: &str,
+    identity: Option<(&str, &str)>,
+) -> Result<rustls::ClientConfig, ClientError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let mut reader = std::io::BufReader::new(ca_pem.as_bytes());
+    for cert in rustls_pemfile::certs(&mut reader) {
+        let cert =
+            cert.map_err(|e| ClientError::Config { what: "cluster CA", detail: e.to_string() })?;
+        roots.add(cert).map_err(tls_error("cluster CA"))?;
+    }
+    if roots.is_empty() {
+        return Err(ClientError::Config {
+            what: "cluster CA",
+            detail: "no PEM certificate".into(),
+        });
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_error("TLS 1.3"))?
+        .with_root_certificates(roots);
+    let Some((cert_pem, key_pem)) = identity else {
+        return Ok(builder.with_no_client_auth());
+    };
+    let chain: Vec<_> = rustls_pemfile::certs(&mut std::io::BufReader::new(cert_pem.as_bytes()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| ClientError::Config { what: "user certificate", detail: e.to_string() })?;
+    if chain.is_empty() {
+        return Err(ClientError::Config {
+            what: "user certificate",
+            detail: "no PEM certificate".into(),
+        });
+    }
+    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(key_pem.as_bytes()))
+        .map_err(|e| ClientError::Config { what: "private key", detail: e.to_string() })?
+        .ok_or(ClientError::Config { what: "private key", detail: "no PEM key".into() })?;
+    builder.with_client_auth_cert(chain, key).map_err(tls_error("user certificate"))
+}
+
+fn https_client(tls: rustls::ClientConfig) -> Result<reqwest::Client, ClientError> {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| ClientError::Config { what: "HTTPS client", detail: error_chain(&e) })
+}
+
+/// A fresh key pair and a certificate signing request for it: (CSR PEM, private key PEM).
+/// The KMA names the certificate after the authenticated user, not after the CSR.
+pub fn signing_request() -> Result<(String, Zeroizing<String>), ClientError> {
+    let config = |e: rcgen::Error| ClientError::Config {
+        what: "certificate request",
+        detail: e.to_string(),
+    };
+    let key = rcgen::KeyPair::generate().map_err(config)?;
+    let params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(config)?;
+    let csr = params.serialize_request(&key).map_err(config)?;
+    Ok((csr.pem().map_err(config)?, Zeroizing::new(key.serialize_pem())))
+}
+
+/// Logs `user` in at the first of `addresses` that can be reached (no client certificate):
+/// hello, challenge, proof with a certificate request, grant; then checks the KMA's proof that
+/// it holds the user's verifier and refuses the grant otherwise.
+pub async fn login(
+    addresses: &[String],
+    ca_pem: &str,
+    user: &str,
+    passphrase: &str,
+) -> Result<Credentials, ClientError> {
+    let http = https_client(tls_config(ca_pem, None)?)?;
+    let mut attempts = Vec::new();
+    for address in addresses {
+        match login_at(&http, address, user, passphrase).await {
+            Err(LoginAttempt::TryNext(reason)) => attempts.push(format!("{address}: {reason}")),
+            Err(LoginAttempt::Failed(error)) => return Err(error),
+            Ok(credentials) => return Ok(credentials),
+        }
+    }
+    Err(ClientError::Unreachable { attempts })
+}
+
+enum LoginAttempt {
+    TryNext(String),
+    Failed(ClientError),
+}
+
+async fn login_at(
+    http: &reqwest::Client,
+    address: &str,
+    user: &str,
+    passphrase: &str,
+) -> Result<Credentials, LoginAttempt> {
+    use security_core::challenge::{ClientLogin, ServerChallenge};
+    let failed = |detail: String| {
+        LoginAttempt::Failed(ClientError::Login { address: address.to_string(), detail })
+    };
+    let (login, hello) = ClientLogin::start(user, PURPOSE_USER);
+    let challenge: ServerChallenge = post_login(http, address, "/v1/login/hello", &hello).await?;
+    let (awaiting, proof) =
+        login.respond(passphrase, &challenge).map_err(|e| failed(e.to_string()))?;
+    let (csr_pem, key_pem) = signing_request().map_err(LoginAttempt::Failed)?;
+    let request = ProofRequest { proof, csr_pem, management_advertise: None };
+    // The challenge lives on the KMA that sent it: the proof goes to the same one, and a
+    // failure from here on is not retried elsewhere.
+    let granted: LoginGranted = post_login(http, address, "/v1/login/proof", &request)
+        .await
+        .map_err(|attempt| match attempt {
+            LoginAttempt::TryNext(reason) => failed(reason),
+            failed => failed,
+        })?;
+    awaiting.verify_server(&granted.server_final).map_err(|_| {
+        LoginAttempt::Failed(ClientError::ServerNotProven { address: address.to_string() })
+    })?;
+    Ok(Credentials {
+        address: address.to_string(),
+        cert_pem: granted.cert_pem,
+        key_pem,
+        ca_pem: granted.ca_pem,
+        valid_for_s: granted.valid_for_s,
+    })
+}
+
+async fn post_login<B: Serialize, T: DeserializeOwned>(
+    http: &reqwest::Client,
+    address: &str,
+    path: &str,
+    body: &B,
+) -> Result<T, LoginAttempt> {
+    let url = format!("https://{address}{path}");
+    let response = match http.post(&url).json(body).timeout(REQUEST_TIMEOUT).send().await {
+        Ok(response) => response,
+        Err(e) => return Err(LoginAttempt::TryNext(error_chain(&e))),
+    };
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(|e| LoginAttempt::TryNext(error_chain(&e)))?;
+    if status.is_success() {
+        return decode(address, path, &bytes).map_err(LoginAttempt::Failed);
+    }
+    let error = api_error(status, &bytes);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        return Err(LoginAttempt::TryNext(format!("{} ({})", error.message, error.code)));
+    }
+    Err(LoginAttempt::Failed(ClientError::Api {
+        status: status.as_u16(),
+        address: address.to_string(),
+        error,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Setup: names with characters that mean something in a URL. Expectation: they stay one
+    /// path segment.
+    #[test]
+    fn u1_path_segments_are_percent_encoded() {
+        assert_eq!(segment("alice"), "alice");
+        assert_eq!(segment("a/b c?"), "a%2Fb%20c%3F");
+        assert_eq!(segment("drive-1.lto_4~"), "drive-1.lto_4~");
+    }
+
+    /// Setup: error bodies that are and are not an ApiError. Expectation: the contract's body is
+    /// kept as is; any other becomes a refusal named after the status.
+    #[test]
+    fn u1_non_api_error_bodies_become_api_errors() {
+        let body = br#"{"code":"rejected","message":"no","retryable":false,"reject_code":12}"#;
+        let error = api_error(StatusCode::CONFLICT, body);
+        assert_eq!(error.reject_code, Some(12));
+        let error = api_error(StatusCode::NOT_FOUND, b"nothing here");
+        assert_eq!(error.code, "not-found");
+        assert_eq!(error.message, "404 Not Found: nothing here");
+        let error = api_error(StatusCode::SERVICE_UNAVAILABLE, b"");
+        assert!(error.retryable);
+    }
+
+    /// Setup: a fresh certificate request. Expectation: PEM CSR and PEM key.
+    #[test]
+    fn s2_signing_request_is_pem() {
+        let (csr, key) = signing_request().unwrap();
+        assert!(csr.starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
+        assert!(key.contains("PRIVATE KEY-----"));
+    }
+}

@@ -1,0 +1,97 @@
+//! Exit codes of `kmsctl` (see `admin_api::cli::exit`): each refusal of the API and each
+//! local failure maps to the code scripts rely on.
+
+use admin_api::api::ApiError;
+use admin_api::cli::exit::{self, client_exit_code, CliError};
+use admin_api::cli::security::approval_outcome;
+use admin_api::client::ClientError;
+
+fn api(status: u16, code: &str, retryable: bool) -> ClientError {
+    let error = ApiError {
+        code: code.into(),
+        message: format!("{code} says no"),
+        retryable,
+        reject_code: None,
+    };
+    ClientError::Api { status, address: "kma1:8443".into(), error }
+}
+
+/// Setup: one refusal per code of the contract. Expectation: the documented exit code.
+#[test]
+fn u1_api_error_codes_map_to_exit_codes() {
+    let cases = [
+        (400, "bad-request", false, exit::REFUSED),
+        (403, "forbidden", false, exit::REFUSED),
+        (404, "not-found", false, exit::REFUSED),
+        (409, "rejected", false, exit::REFUSED),
+        (503, "unavailable", true, exit::UNAVAILABLE),
+        (409, "confirmation-needed", false, exit::CONFIRMATION_NEEDED),
+        (401, "unauthenticated", false, exit::NOT_LOGGED_IN),
+    ];
+    for (status, code, retryable, expected) in cases {
+        assert_eq!(client_exit_code(&api(status, code, retryable)), expected, "{code}");
+    }
+}
+
+/// Setup: refusals in the words of the login and quorum endpoints (snake_case codes, no reject
+/// code). Expectation: mapped by retryable flag and HTTP status.
+#[test]
+fn s2_security_endpoint_refusals_map_by_status() {
+    assert_eq!(client_exit_code(&api(401, "refused", false)), exit::NOT_LOGGED_IN);
+    assert_eq!(client_exit_code(&api(429, "throttled", true)), exit::UNAVAILABLE);
+    assert_eq!(client_exit_code(&api(403, "no_session", false)), exit::REFUSED);
+    assert_eq!(client_exit_code(&api(503, "not_applied", true)), exit::UNAVAILABLE);
+    assert_eq!(client_exit_code(&api(409, "unlock_failed", false)), exit::REFUSED);
+    assert_eq!(client_exit_code(&api(500, "internal", false)), exit::OTHER);
+}
+
+/// Setup: client failures that are not refusals. Expectation: unavailable for unreachable and
+/// unknown outcomes, "other" for the rest.
+#[test]
+fn u1_client_failures_map_to_exit_codes() {
+    let unreachable =
+        ClientError::Unreachable { attempts: vec!["kma1:8443: connection refused".into()] };
+    assert_eq!(client_exit_code(&unreachable), exit::UNAVAILABLE);
+    assert_eq!(unreachable.to_string(), "no KMA answered: kma1:8443: connection refused");
+    let unknown =
+        ClientError::OutcomeUnknown { address: "kma1:8443".into(), path: "/v1/sites".into() };
+    assert_eq!(client_exit_code(&unknown), exit::UNAVAILABLE);
+    let decode =
+        ClientError::Decode { address: "a".into(), path: "/v1/keys".into(), detail: "x".into() };
+    assert_eq!(client_exit_code(&decode), exit::OTHER);
+    let impostor = ClientError::ServerNotProven { address: "a".into() };
+    assert_eq!(client_exit_code(&impostor), exit::OTHER);
+    assert!(CliError::from(impostor).help().unwrap().contains("--ca"));
+}
+
+/// Setup: each local error kind. Expectation: its exit code, and the help line where one is.
+#[test]
+fn u1_local_errors_map_to_exit_codes() {
+    let not_logged_in = CliError::NotLoggedIn { message: "m".into(), help: "log in".into() };
+    assert_eq!(not_logged_in.exit_code(), exit::NOT_LOGGED_IN);
+    assert_eq!(not_logged_in.help().as_deref(), Some("log in"));
+    let confirm = CliError::ConfirmationNeeded { message: "m".into(), help: "h".into() };
+    assert_eq!(confirm.exit_code(), exit::CONFIRMATION_NEEDED);
+    assert_eq!(CliError::AuditBroken { message: "m".into() }.exit_code(), exit::AUDIT_BROKEN);
+    assert_eq!(CliError::usage("m").exit_code(), exit::USAGE);
+    assert_eq!(CliError::file("/x", "gone").exit_code(), exit::OTHER);
+    assert_eq!(CliError::file("/x", "gone").to_string(), "/x: gone");
+}
+
+/// Setup: the answers the approval endpoint gives (a Done, or the node's proposal result).
+/// Expectation: a Done, a refusal (3) or unavailable (4).
+#[test]
+fn s4_approval_answers_become_done_or_refusals() {
+    let done =
+        approval_outcome(serde_json::json!({"index": 9, "detail": {"completed": false}})).unwrap();
+    assert_eq!(done.index, 9);
+    let proposed = serde_json::json!({"Ok": {"index": 12, "result": {"Ok": {"QuorumApproval": {
+        "id": 7, "approvals": 2, "threshold": 2, "completed": true}}}}});
+    let done = approval_outcome(proposed).unwrap();
+    assert_eq!(done.index, 12);
+    assert_eq!(done.detail["QuorumApproval"]["completed"], true);
+    let rejected = serde_json::json!({"Ok": {"index": 13, "result": {"Err": {"NotAMember": {}}}}});
+    assert_eq!(approval_outcome(rejected).unwrap_err().exit_code(), exit::REFUSED);
+    let no_leader = serde_json::json!({"Err": "NoLeader"});
+    assert_eq!(approval_outcome(no_leader).unwrap_err().exit_code(), exit::UNAVAILABLE);
+}
