@@ -180,22 +180,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn dispatch(action: Action) -> anyhow::Result<()> {
     match action {
-        Action::Reset { data_dir, scrub, yes } => {
-            anyhow::ensure!(
-                yes,
-                "kma reset removes everything this KMA holds in {}; run it again with --yes \
-                 (and --scrub to overwrite the files first)",
-                data_dir.display()
-            );
-            let report = node::reset::reset(&data_dir, scrub)?;
-            println!(
-                "reset: removed {} files from {} ({} bytes overwritten first)",
-                report.files,
-                data_dir.display(),
-                report.bytes_scrubbed
-            );
-            Ok(())
-        }
+        Action::Reset { data_dir, scrub, yes } => reset(&data_dir, scrub, yes),
         Action::Init { at, secrets_file } => {
             let secrets = match secrets_file {
                 Some(path) => node::setup::read_secrets(&path)?,
@@ -253,6 +238,23 @@ async fn dispatch(action: Action) -> anyhow::Result<()> {
         }
         Action::Write { data_dir, peer, count } => write(&data_dir, &peer, count).await,
     }
+}
+
+fn reset(data_dir: &std::path::Path, scrub: bool, yes: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        yes,
+        "kma reset removes everything this KMA holds in {}; run it again with --yes (and \
+         --scrub to overwrite the files first)",
+        data_dir.display()
+    );
+    let report = node::reset::reset(data_dir, scrub)?;
+    println!(
+        "reset: removed {} files from {} ({} bytes overwritten first)",
+        report.files,
+        data_dir.display(),
+        report.bytes_scrubbed
+    );
+    Ok(())
 }
 
 async fn admit(

@@ -151,6 +151,11 @@ async fn u1_every_cluster_security_and_catalog_operation_through_kmsctl() {
     )
     .await;
 
+    users_and_quorum(&cluster, &ctl).await;
+}
+
+/// Users, roles and passphrases, and a quorum operation started and cancelled.
+async fn users_and_quorum(cluster: &Cluster, ctl: &Ctl) {
     // Users and roles.
     ctl.ok(
         &["user", "create", "carol", "--role", "auditor", "--passphrase-stdin"],
@@ -169,7 +174,7 @@ async fn u1_every_cluster_security_and_catalog_operation_through_kmsctl() {
         .await;
     // The new passphrase logs in; the old one no longer does.
     let carol_ctl = Ctl::new();
-    carol_ctl.login(&cluster, "default", "carol", "carol-passphrase-2").await;
+    carol_ctl.login(cluster, "default", "carol", "carol-passphrase-2").await;
     assert!(carol_ctl.json(&["user", "list"]).await.is_array());
     // An Auditor/Operator may not create sites: refused, exit 3.
     carol_ctl.fails(&["site", "create", "south"], None, 3).await;
@@ -186,6 +191,12 @@ async fn u1_every_cluster_security_and_catalog_operation_through_kmsctl() {
     ctl.ok(&["quorum", "cancel", &id], None).await;
     assert_eq!(count(&ctl.json(&["quorum", "show"]).await["pending"]), 0);
 
+    catalog_and_agents(ctl).await;
+    backups_and_openapi(ctl).await;
+}
+
+/// Key policies, key groups and agents, each operation through kmsctl.
+async fn catalog_and_agents(ctl: &Ctl) {
     // Policies and groups need the Compliance Officer; agents the Operator.
     let roles =
         ["--role", "security-officer", "--role", "compliance-officer", "--role", "operator"];
@@ -232,8 +243,11 @@ async fn u1_every_cluster_security_and_catalog_operation_through_kmsctl() {
     ctl.ok(&["agent", "delete", "drive1"], None).await;
     ctl.ok(&["group", "delete", "tapes"], None).await;
     ctl.ok(&["policy", "delete", "tapes"], None).await;
+}
 
-    // Backups: none taken yet; the schedule is recorded; an unknown backup is refused.
+/// Backups (none yet) and the served OpenAPI document.
+async fn backups_and_openapi(ctl: &Ctl) {
+    // Backups: none taken yet; an unknown backup is refused.
     assert_eq!(count(&ctl.json(&["backup", "list"]).await), 0);
     ctl.fails(&["backup", "mark-destroyed", "7"], None, 3).await;
 
@@ -364,26 +378,31 @@ async fn o9_destroy_and_group_change_need_a_confirmed_preview_and_lists_page_on_
     let moved = ctl.json(&["key", "list", "--data-unit", &unit_b]).await;
     assert_eq!(moved[0]["group"], "vault", "{moved}");
 
+    destroy_after_confirmed_preview(&ctl, &key_a, &unit_a).await;
+}
+
+/// A destroy of a compromised key: previewed, refused unconfirmed, carried out confirmed.
+async fn destroy_after_confirmed_preview(ctl: &Ctl, key_a: &str, unit_a: &str) {
     // Destroy needs a compromised (or deactivated) key: compromise A's, preview, confirm.
-    ctl.ok(&["key", "compromise", &key_a], None).await;
-    ctl.fails(&["data-unit", "destroy-keys", &unit_a, "--option", "compromised-only"], None, 5)
+    ctl.ok(&["key", "compromise", key_a], None).await;
+    ctl.fails(&["data-unit", "destroy-keys", unit_a, "--option", "compromised-only"], None, 5)
         .await;
-    let still = ctl.json(&["key", "show", &key_a]).await;
+    let still = ctl.json(&["key", "show", key_a]).await;
     assert_eq!(still["state"], "compromised", "{still}");
     let output = ctl
         .run(
-            &["--json", "data-unit", "destroy-keys", &unit_a, "--option", "compromised-only"],
+            &["--json", "data-unit", "destroy-keys", unit_a, "--option", "compromised-only"],
             None,
         )
         .await;
     let preview: Value = serde_json::from_slice(&output.stdout).expect("preview JSON");
-    assert_eq!(preview["keys"][0], key_a.as_str(), "{preview}");
+    assert_eq!(preview["keys"][0], key_a, "{preview}");
     let digest = preview["digest"].as_str().expect("digest").to_string();
     ctl.ok(
         &[
             "data-unit",
             "destroy-keys",
-            &unit_a,
+            unit_a,
             "--option",
             "compromised-only",
             "--confirm",
@@ -392,10 +411,15 @@ async fn o9_destroy_and_group_change_need_a_confirmed_preview_and_lists_page_on_
         None,
     )
     .await;
-    let destroyed = ctl.json(&["key", "show", &key_a]).await;
+    let destroyed = ctl.json(&["key", "show", key_a]).await;
     assert!(destroyed["state"].as_str().is_some_and(|s| s.contains("destroyed")), "{destroyed}");
-    assert_eq!(ctl.json(&["data-unit", "show", &unit_a]).await["state"], "shredded");
+    assert_eq!(ctl.json(&["data-unit", "show", unit_a]).await["state"], "shredded");
 
+    paging_over_more_than_one_scan(ctl).await;
+}
+
+/// Lists over 25,000 pool keys, more than one page may examine.
+async fn paging_over_more_than_one_scan(ctl: &Ctl) {
     // Paging over a state larger than one page's scan: 25,000 pool keys.
     ctl.ok(&["settings", "key-pool", "--low-water", "24000", "--high-water", "25000"], None).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
@@ -490,6 +514,13 @@ async fn s5_the_audit_log_is_filtered_exported_and_verified_and_an_edit_is_detec
     auditor.ok(&["audit", "verify"], None).await;
     auditor.ok(&["audit", "verify", "--addresses-all"], None).await;
 
+    edited_row_is_detected(&mut cluster, &auditor).await;
+}
+
+/// The tamper half of the audit test: an edit on one KMA's disk is found there and by the
+/// comparison of every KMA's head.
+async fn edited_row_is_detected(cluster: &mut Cluster, auditor: &Ctl) {
+    let address = cluster.nodes[0].address.clone();
     // Enough entries for kma3 to snapshot past the early ones.
     for n in 0..150 {
         let name = format!("filler-{n}");
@@ -504,7 +535,7 @@ async fn s5_the_audit_log_is_filtered_exported_and_verified_and_an_edit_is_detec
     cluster.restart(2).await;
     cluster.wait_ready(2).await;
     let only_kma3 = Ctl::new();
-    let ca = ca_path(&cluster);
+    let ca = ca_path(cluster);
     only_kma3
         .ok(
             &[
