@@ -518,18 +518,7 @@ pub fn parse_role(name: &str) -> Option<Role> {
     Role::ALL.into_iter().find(|role| role_name(*role) == name)
 }
 
-const KEY_STATES: [KeyState; 10] = [
-    KeyState::Generated,
-    KeyState::Ready,
-    KeyState::ProtectAndProcess,
-    KeyState::ProcessOnly,
-    KeyState::Deactivated,
-    KeyState::Compromised,
-    KeyState::IncompletelyDestroyed,
-    KeyState::CompletelyDestroyed,
-    KeyState::IncompletelyDestroyedCompromised,
-    KeyState::CompletelyDestroyedCompromised,
-];
+const KEY_STATES: [KeyState; 10] = KeyState::ALL;
 
 pub fn parse_key_state(name: &str) -> Option<KeyState> {
     KEY_STATES.into_iter().find(|state| state.name() == name)

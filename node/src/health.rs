@@ -31,18 +31,7 @@ pub const LEADER_QUORUM_ACK_MS_MAX: u64 = 5_000;
 const RAFT_CORE_WAIT: Duration = Duration::from_secs(1);
 
 /// Every key state, in the order the metrics list them.
-const KEY_STATES: [KeyState; 10] = [
-    KeyState::Generated,
-    KeyState::Ready,
-    KeyState::ProtectAndProcess,
-    KeyState::ProcessOnly,
-    KeyState::Deactivated,
-    KeyState::Compromised,
-    KeyState::IncompletelyDestroyed,
-    KeyState::CompletelyDestroyed,
-    KeyState::IncompletelyDestroyedCompromised,
-    KeyState::CompletelyDestroyedCompromised,
-];
+const KEY_STATES: [KeyState; 10] = KeyState::ALL;
 
 pub fn routes() -> Router<Arc<Kma>> {
     Router::new()

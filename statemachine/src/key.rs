@@ -117,6 +117,20 @@ pub enum KeyState {
 }
 
 impl KeyState {
+    /// Every state, in lifecycle order (lists, metrics and filters name them in this order).
+    pub const ALL: [KeyState; 10] = [
+        KeyState::Generated,
+        KeyState::Ready,
+        KeyState::ProtectAndProcess,
+        KeyState::ProcessOnly,
+        KeyState::Deactivated,
+        KeyState::Compromised,
+        KeyState::IncompletelyDestroyed,
+        KeyState::CompletelyDestroyed,
+        KeyState::IncompletelyDestroyedCompromised,
+        KeyState::CompletelyDestroyedCompromised,
+    ];
+
     pub fn is_destroyed(self) -> bool {
         matches!(
             self,
