@@ -502,6 +502,15 @@ pub struct ApproveRequest {
     pub on_behalf_of: Option<String>,
 }
 
+/// `POST /v1/quorum/change`: a new quorum; the KMA re-splits its master key for it.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ChangeQuorumRequest {
+    /// (member ID, passphrase).
+    pub members: Vec<(String, String)>,
+    pub threshold: u8,
+    pub ttl_ms: Option<u64>,
+}
+
 // ---- Names of enums on the wire ----
 
 pub fn role_name(role: Role) -> &'static str {

@@ -89,7 +89,9 @@ fn s4_approval_answers_become_done_or_refusals() {
         "id": 7, "approvals": 2, "threshold": 2, "completed": true}}}}});
     let done = approval_outcome(proposed).unwrap();
     assert_eq!(done.index, 12);
-    assert_eq!(done.detail["QuorumApproval"]["completed"], true);
+    // Rendered like every other command's Done.detail (admin_api::view::reply).
+    assert_eq!(done.detail["completed"], true);
+    assert_eq!(done.detail["quorum_operation"], 7);
     let rejected = serde_json::json!({"Ok": {"index": 13, "result": {"Err": {"NotAMember": {}}}}});
     assert_eq!(approval_outcome(rejected).unwrap_err().exit_code(), exit::REFUSED);
     let no_leader = serde_json::json!({"Err": "NoLeader"});

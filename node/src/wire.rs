@@ -116,15 +116,6 @@ pub struct JoinGranted {
     pub ca_key_pem: String,
 }
 
-/// `POST /v1/quorum/change`: a new quorum; the KMA re-splits its master key for it.
-#[derive(Clone, Serialize, Deserialize)]
-pub struct ChangeQuorumRequest {
-    /// (member ID, passphrase).
-    pub members: Vec<(String, String)>,
-    pub threshold: u8,
-    pub ttl_ms: Option<u64>,
-}
-
 /// An error of the security endpoints, with the HTTP status it travels with.
 #[derive(Clone, Debug, Serialize, Deserialize, thiserror::Error)]
 #[error("{message}")]
@@ -148,4 +139,4 @@ pub struct PendingOperation {
     pub threshold: u8,
 }
 
-pub use admin_api::api::{ApproveRequest, LoginGranted, ProofRequest};
+pub use admin_api::api::{ApproveRequest, ChangeQuorumRequest, LoginGranted, ProofRequest};

@@ -190,9 +190,37 @@ async fn users_and_quorum(cluster: &Cluster, ctl: &Ctl) {
     let id = pending[0]["id"].as_u64().expect("operation id").to_string();
     ctl.ok(&["quorum", "cancel", &id], None).await;
     assert_eq!(count(&ctl.json(&["quorum", "show"]).await["pending"]), 0);
+    change_the_quorum(ctl).await;
 
     catalog_and_agents(ctl).await;
     backups_and_openapi(ctl).await;
+}
+
+/// A new quorum (q1, q2, q4; two of three), started with the new members' passphrases and
+/// approved by two members of the current one (SPEC S4).
+async fn change_the_quorum(ctl: &Ctl) {
+    let new_members = ["--member", "q1", "--member", "q2", "--member", "q4"];
+    let mut args = vec!["--json", "quorum", "change", "--threshold", "2", "--passphrase-stdin"];
+    args.extend(new_members);
+    let passphrases = "member-one-again\nmember-two-again\nmember-four-new\n";
+    let started: Value =
+        serde_json::from_str(&ctl.ok(&args, Some(passphrases)).await).expect("Done");
+    let id = started["detail"]["quorum_operation"].as_u64().expect("operation id").to_string();
+    let index = started["index"].as_u64().expect("index").to_string();
+    let approve = |member: &'static str| {
+        ["quorum", "approve", "--member", member, "--min-index", "", "--passphrase-stdin", ""]
+    };
+    for (member, passphrase) in [("q1", "member-one-passphrase"), ("q2", "member-two-passphrase")] {
+        let mut args = approve(member);
+        args[5] = &index;
+        args[7] = &id;
+        ctl.ok(&args, Some(&format!("{passphrase}\n"))).await;
+    }
+    let quorum = ctl.json(&["quorum", "show"]).await;
+    let members: Vec<&str> =
+        quorum["members"].as_array().expect("members").iter().filter_map(Value::as_str).collect();
+    assert_eq!(members, ["q1", "q2", "q4"], "{quorum}");
+    assert_eq!(count(&quorum["pending"]), 0, "{quorum}");
 }
 
 /// Key policies, key groups and agents, each operation through kmsctl.
@@ -390,10 +418,7 @@ async fn destroy_after_confirmed_preview(ctl: &Ctl, key_a: &str, unit_a: &str) {
     let still = ctl.json(&["key", "show", key_a]).await;
     assert_eq!(still["state"], "compromised", "{still}");
     let output = ctl
-        .run(
-            &["--json", "data-unit", "destroy-keys", unit_a, "--option", "compromised-only"],
-            None,
-        )
+        .run(&["--json", "data-unit", "destroy-keys", unit_a, "--option", "compromised-only"], None)
         .await;
     let preview: Value = serde_json::from_slice(&output.stdout).expect("preview JSON");
     assert_eq!(preview["keys"][0], key_a, "{preview}");

@@ -10,8 +10,8 @@ use super::exit::CliError;
 use super::prompt::{self, Source};
 use super::render;
 use crate::api::{
-    ApiError, ApproveRequest, Done, Enabled, NewQuorumOperation, NewUser, Passphrase, QuorumView,
-    Roles, User,
+    ApiError, ApproveRequest, ChangeQuorumRequest, Done, Enabled, NewQuorumOperation, NewUser,
+    Passphrase, QuorumView, Roles, User,
 };
 use crate::client::{segment, ClientError};
 
@@ -65,6 +65,22 @@ pub enum QuorumCommand {
     },
     /// Cancel a pending quorum operation.
     Cancel { id: u64 },
+    /// Start a change of the quorum: the KMA re-splits the master key among the new members
+    /// (their passphrases, one per member, asked or read from standard input in order); the
+    /// current quorum then approves it.
+    Change {
+        /// A member of the new quorum; repeat for each (at most 10).
+        #[arg(long = "member", value_name = "ID", required = true)]
+        members: Vec<String>,
+        /// How many of them must approve a quorum operation.
+        #[arg(long)]
+        threshold: u8,
+        /// How long it waits for approvals [default: the security setting].
+        #[arg(long, value_parser = duration_ms, value_name = "DURATION")]
+        ttl: Option<u64>,
+        #[command(flatten)]
+        passphrase: PassphraseArgs,
+    },
     /// Approve a pending operation as a quorum member (the member's passphrase unwraps its share).
     Approve {
         id: u64,
@@ -150,6 +166,9 @@ pub async fn quorum(ctx: &Ctx, command: QuorumCommand) -> Result<(), CliError> {
             let done = client.write::<()>(Method::DELETE, &path, None).await?;
             ctx.done(&format!("Quorum operation {id} cancelled"), &done)
         }
+        QuorumCommand::Change { members, threshold, ttl, passphrase } => {
+            change_quorum(ctx, members, threshold, ttl, passphrase).await
+        }
         QuorumCommand::Approve { id, member, min_index, passphrase } => {
             let source = Source::from_flag(passphrase.passphrase_stdin);
             let prompt_text = format!("Passphrase of quorum member {member}: ");
@@ -171,6 +190,40 @@ pub async fn quorum(ctx: &Ctx, command: QuorumCommand) -> Result<(), CliError> {
     }
 }
 
+/// `kmsctl quorum change`: the new members' passphrases go to the KMA inside the TLS session,
+/// which wraps a share for each and starts the quorum operation.
+async fn change_quorum(
+    ctx: &Ctx,
+    members: Vec<String>,
+    threshold: u8,
+    ttl_ms: Option<u64>,
+    passphrase: PassphraseArgs,
+) -> Result<(), CliError> {
+    let source = Source::from_flag(passphrase.passphrase_stdin);
+    let mut pairs = Vec::with_capacity(members.len());
+    for member in &members {
+        let what = format!("passphrase of new quorum member {member}");
+        let secret = prompt::new_passphrase(source, &what)?;
+        pairs.push((member.clone(), secret.to_string()));
+    }
+    let body = ChangeQuorumRequest { members: pairs, threshold, ttl_ms };
+    let answer = ctx.client.send(Method::POST, "/v1/quorum/change", Some(&body)).await;
+    for (_, secret) in body.members {
+        prompt::wipe(secret);
+    }
+    let done = approval_outcome(answer?)?;
+    ctx.client.observe_index(done.index);
+    ctx.done(&format!("Quorum change to {threshold} of {} started", members.join(", ")), &done)?;
+    if let (Some(id), false) = (quorum_operation_of(&done), ctx.json) {
+        note(&format!(
+            "help: the current quorum approves with: kmsctl quorum approve {id} --member MEMBER \
+             --min-index {}",
+            done.index
+        ));
+    }
+    Ok(())
+}
+
 /// The approval endpoint answers a [`Done`], or (as the node serves it today) the proposal's
 /// `Result<ApplyResponse, ProposeError>` as JSON: `{"Ok":{"index":..,"result":{"Ok":reply}}}`,
 /// a rejection in `result.Err`, no leader in `Err`. Both become a `Done` or a refusal.
@@ -186,7 +239,10 @@ pub fn approval_outcome(answer: serde_json::Value) -> Result<Done, CliError> {
         let index = proposed.get("index").and_then(serde_json::Value::as_u64).unwrap_or(0);
         match proposed.get("result") {
             Some(result) if result.get("Ok").is_some() => {
-                return Ok(Done { index, detail: result["Ok"].clone() });
+                // The state machine's reply, rendered as every other command's `Done.detail`.
+                let detail = serde_json::from_value::<statemachine::Reply>(result["Ok"].clone())
+                    .map_or_else(|_| result["Ok"].clone(), |reply| crate::view::reply(&reply));
+                return Ok(Done { index, detail });
             }
             Some(result) if result.get("Err").is_some() => {
                 let message = format!("the approval was rejected: {}", result["Err"]);
