@@ -527,14 +527,12 @@ pub fn parse_role(name: &str) -> Option<Role> {
     Role::ALL.into_iter().find(|role| role_name(*role) == name)
 }
 
-const KEY_STATES: [KeyState; 10] = KeyState::ALL;
-
 pub fn parse_key_state(name: &str) -> Option<KeyState> {
-    KEY_STATES.into_iter().find(|state| state.name() == name)
+    KeyState::ALL.into_iter().find(|state| state.name() == name)
 }
 
 pub fn key_state_names() -> impl Iterator<Item = &'static str> {
-    KEY_STATES.into_iter().map(KeyState::name)
+    KeyState::ALL.into_iter().map(KeyState::name)
 }
 
 pub fn parse_data_unit_state(name: &str) -> Option<DataUnitState> {

@@ -30,9 +30,6 @@ pub const LEADER_QUORUM_ACK_MS_MAX: u64 = 5_000;
 /// How long a scrape or probe waits for the Raft core's committed index.
 const RAFT_CORE_WAIT: Duration = Duration::from_secs(1);
 
-/// Every key state, in the order the metrics list them.
-const KEY_STATES: [KeyState; 10] = KeyState::ALL;
-
 pub fn routes() -> Router<Arc<Kma>> {
     Router::new()
         .route("/healthz", get(healthz))
@@ -132,7 +129,7 @@ pub(crate) async fn committed_index(raft: &openraft::Raft<KmaRaft>) -> Option<u6
 /// Keys by state at one moment, and when they were counted.
 #[derive(Clone, Debug)]
 struct KeyCounts {
-    by_state: [u64; KEY_STATES.len()],
+    by_state: [u64; KeyState::ALL.len()],
     counted_at: Instant,
 }
 
@@ -157,7 +154,7 @@ async fn key_counts(kma: &Kma) -> KeyCounts {
 /// counts are not of one instant when commands apply meanwhile; a gauge needs no more.
 async fn count_keys(kma: &Kma) -> KeyCounts {
     let now_ms = wall_clock_ms();
-    let mut by_state = [0; KEY_STATES.len()];
+    let mut by_state = [0; KeyState::ALL.len()];
     let mut after: Option<KeyId> = None;
     loop {
         let state = kma.state.read().await;
@@ -165,8 +162,8 @@ async fn count_keys(kma: &Kma) -> KeyCounts {
         let mut seen = 0;
         for (key_id, key) in state.keys().range((start, Bound::Unbounded)).take(KEY_COUNT_CHUNK) {
             let key_state = state.key_state_at(key, now_ms);
-            // Every state is listed in KEY_STATES, so the position is always found.
-            if let Some(n) = KEY_STATES.iter().position(|s| *s == key_state) {
+            // Every state is listed in KeyState::ALL, so the position is always found.
+            if let Some(n) = KeyState::ALL.iter().position(|s| *s == key_state) {
                 by_state[n] += 1;
             }
             after = Some(*key_id);
@@ -195,7 +192,7 @@ async fn key_metrics(kma: &Kma, out: &mut Exposition) {
     let counts = key_counts(kma).await;
     let help = "Keys by state (recounted at most every 10 s; see kms_key_counts_age_seconds).";
     out.family("kms_keys", Kind::Gauge, help);
-    for (key_state, count) in KEY_STATES.iter().zip(counts.by_state) {
+    for (key_state, count) in KeyState::ALL.iter().zip(counts.by_state) {
         out.sample_u64("kms_keys", &[("state", key_state.name())], count);
     }
     let help = "Seconds since the key counts of kms_keys were taken.";

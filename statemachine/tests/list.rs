@@ -17,18 +17,6 @@ use statemachine::{
 };
 use support::*;
 
-const KEY_STATES: [KeyState; 10] = [
-    KeyState::Generated,
-    KeyState::Ready,
-    KeyState::ProtectAndProcess,
-    KeyState::ProcessOnly,
-    KeyState::Deactivated,
-    KeyState::Compromised,
-    KeyState::IncompletelyDestroyed,
-    KeyState::CompletelyDestroyed,
-    KeyState::IncompletelyDestroyedCompromised,
-    KeyState::CompletelyDestroyedCompromised,
-];
 const UNIT_STATES: [DataUnitState; 4] = [
     DataUnitState::NoKey,
     DataUnitState::Normal,
@@ -166,7 +154,7 @@ fn check_every_key_filter(state: &State, limit: usize, now_ms: u64) {
         .chain(state.data_units().keys().copied().map(Some))
         .collect();
     let states: Vec<Option<KeyState>> =
-        [None].into_iter().chain(KEY_STATES.into_iter().map(Some)).collect();
+        [None].into_iter().chain(KeyState::ALL.into_iter().map(Some)).collect();
     for group in group_choices(state) {
         for data_unit in &units {
             for key_state in &states {
