@@ -153,14 +153,18 @@ impl KmaClient {
         crate::setup::post_json(&self.http, &url, &request).await
     }
 
-    /// Pending quorum operations and their approvals so far.
+    /// Pending quorum operations and their approvals, as of at least `min_index` (after a
+    /// restart a KMA may not yet have replayed the approval a caller was told of).
     pub async fn pending_operations(
         &self,
         address: &str,
-    ) -> Result<Vec<crate::wire::PendingOperation>, ClientError> {
-        let bytes =
-            self.send(address, "/v1/quorum/operations", None, Duration::from_secs(10)).await?;
-        serde_json::from_slice(&bytes).map_err(|e| transport(address, e))
+        min_index: u64,
+    ) -> Result<Vec<admin_api::api::QuorumOperationView>, ClientError> {
+        let path = format!("/v1/quorum?min_index={min_index}");
+        let bytes = self.send(address, &path, None, Duration::from_secs(35)).await?;
+        let quorum: admin_api::api::QuorumView =
+            serde_json::from_slice(&bytes).map_err(|e| transport(address, e))?;
+        Ok(quorum.pending)
     }
 
     /// Starts a change of the quorum; the KMA at `address` re-splits its master key.

@@ -29,7 +29,7 @@ use crate::pki::Identity;
 use crate::server::Peer;
 use crate::wire::{
     ApproveRequest, ChangeQuorumRequest, JoinGranted, LoginGranted, MembershipRequest,
-    PendingOperation, ProofRequest, SecurityRefusal,
+    ProofRequest, SecurityRefusal,
 };
 
 /// How long a user's certificate from a passphrase login is valid.
@@ -49,35 +49,6 @@ pub fn routes() -> Router<Arc<Kma>> {
         .route("/v1/join/proof", post(join_proof))
         .route("/v1/quorum/approve", post(approve))
         .route("/v1/quorum/change", post(change_quorum))
-        .route("/v1/quorum/operations", axum::routing::get(pending_operations))
-}
-
-/// Pending quorum operations with who has approved so far (SPEC S4), for any logged-in user.
-async fn pending_operations(
-    State(kma): State<Arc<Kma>>,
-    Extension(peer): Extension<Peer>,
-) -> Response {
-    if let Err(refused) =
-        crate::server::admitted(&kma, &peer, "pending quorum operations", None).await
-    {
-        return refused;
-    }
-    let state = kma.state.read().await;
-    let meta = state.meta();
-    let operations: Vec<PendingOperation> = meta
-        .quorum_operations
-        .values()
-        .map(|op| PendingOperation {
-            id: op.id,
-            operation: format!("{:?}", op.operation),
-            started_by: op.started_by.clone(),
-            started_at_ms: op.started_at_ms,
-            expires_at_ms: op.expires_at_ms,
-            approvals: op.approvals.iter().cloned().collect(),
-            threshold: meta.quorum.threshold,
-        })
-        .collect();
-    Json(operations).into_response()
 }
 
 fn refuse(status: StatusCode, code: &str, message: impl Into<String>, retryable: bool) -> Response {

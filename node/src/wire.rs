@@ -125,18 +125,4 @@ pub struct SecurityRefusal {
     pub retryable: bool,
 }
 
-/// `GET /v1/quorum/operations`: one pending quorum operation.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct PendingOperation {
-    pub id: u64,
-    /// What it does once approved, e.g. `UnlockKma { kma: "kma2" }`.
-    pub operation: String,
-    pub started_by: String,
-    pub started_at_ms: u64,
-    pub expires_at_ms: u64,
-    /// Quorum members who have approved so far.
-    pub approvals: Vec<String>,
-    pub threshold: u8,
-}
-
 pub use admin_api::api::{ApproveRequest, ChangeQuorumRequest, LoginGranted, ProofRequest};

@@ -446,7 +446,7 @@ async fn c6_lock_unlock_and_whole_cluster_cold_restart() {
     for index in 0..3 {
         cluster.wait_ready(index).await;
     }
-    let pending = cluster.admin.pending_operations(&a3).await.expect("list");
+    let pending = cluster.admin.pending_operations(&a3, one.index).await.expect("list");
     let listed = pending.iter().find(|op| op.id == id).expect("survives the restart");
     assert_eq!(listed.approvals, vec!["q1".to_string()], "{listed:?}");
     let two = cluster.admin.approve(&a3, id, "q2", "member-two-passphrase", one.index).await;
@@ -664,14 +664,14 @@ async fn s4_a_pending_operation_expires_after_its_time_to_live() {
     let one = one.await.expect("approval").expect("proposed");
     assert!(cluster
         .admin
-        .pending_operations(&address)
+        .pending_operations(&address, one.index)
         .await
         .expect("list")
         .iter()
         .any(|op| op.id == id));
 
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let pending = cluster.admin.pending_operations(&address).await.expect("list");
+    let pending = cluster.admin.pending_operations(&address, one.index).await.expect("list");
     assert!(pending.iter().all(|op| op.id != id), "expired, yet listed: {pending:?}");
     let late = cluster.admin.approve(&address, id, "q2", "member-two-passphrase", one.index).await;
     let completed = matches!(&late, Ok(Ok(applied))
