@@ -193,18 +193,39 @@ pub async fn serve<B: Backend>(
         extensions.insert(Peer::new(Some(remote), certificate));
         extensions
     };
-    serve_tls(listener, tls, router(backend), "service listener", tag).await;
+    serve_tls(listener, tls, router(backend), "service listener", tag, None).await;
+}
+
+/// A connection the client opened for a protocol other than HTTP, chosen through ALPN: the
+/// handshake is done (client certificate verified), the stream is the handler's.
+pub type HandedOff = (tokio_rustls::server::TlsStream<TcpStream>, SocketAddr);
+
+/// What serves a handed-off connection, until it ends.
+pub type HandoffServer = Arc<
+    dyn Fn(HandedOff) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// A protocol served beside HTTP on the same listener: connections whose client offered
+/// `protocol` in ALPN go to `serve` instead of HTTP (the management listener's Raft links).
+#[derive(Clone)]
+pub struct Handoff {
+    pub protocol: &'static [u8],
+    pub serve: HandoffServer,
 }
 
 /// The TLS server of both listeners of a KMA: accepts connections until the task is dropped,
 /// serves each on its own task (HTTP/1.1 and HTTP/2), and puts into every request what `tag`
-/// makes of the client's verified certificate and address.
+/// makes of the client's verified certificate and address. A connection whose client chose
+/// `handoff`'s protocol in ALPN is given to it instead.
 pub async fn serve_tls<Tag>(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: Router,
     name: &'static str,
     tag: Tag,
+    handoff: Option<Handoff>,
 ) where
     Tag: Fn(Option<&CertificateDer<'_>>, SocketAddr) -> axum::http::Extensions
         + Clone
@@ -225,7 +246,8 @@ pub async fn serve_tls<Tag>(
         };
         let _ = stream.set_nodelay(true);
         let accepted = (acceptor.clone(), stream, remote);
-        tokio::spawn(serve_connection(accepted, app.clone(), name, tag.clone()));
+        let handoff = handoff.clone();
+        tokio::spawn(serve_connection(accepted, app.clone(), name, tag.clone(), handoff));
     }
 }
 
@@ -235,6 +257,7 @@ async fn serve_connection<Tag>(
     app: Router,
     name: &'static str,
     tag: Tag,
+    handoff: Option<Handoff>,
 ) where
     Tag: Fn(Option<&CertificateDer<'_>>, SocketAddr) -> axum::http::Extensions,
 {
@@ -250,6 +273,12 @@ async fn serve_connection<Tag>(
             return;
         }
     };
+    if let Some(handoff) = handoff {
+        if tls.get_ref().1.alpn_protocol() == Some(handoff.protocol) {
+            (handoff.serve)((tls, remote)).await;
+            return;
+        }
+    }
     let certificate = tls.get_ref().1.peer_certificates().and_then(|chain| chain.first());
     let extensions = tag(certificate, remote);
     let service = app.map_request(move |mut request: axum::http::Request<_>| {

@@ -149,8 +149,8 @@ impl Kma {
         let state = state_machine.state();
         let client_tls =
             tls::client_config(&layout.tls_dir(), pki::NODE_CERT_FILE, pki::NODE_KEY_FILE)?;
+        let network = KmaNetwork { tls: crate::raft_link::client_config(client_tls.clone()) };
         let peers = https_client(client_tls)?;
-        let network = KmaNetwork { http: peers.clone() };
         let raft_config = Arc::new(raft_config(&config)?);
         let raft = Raft::new(config.node_id, raft_config, network, log_store, state_machine)
             .await

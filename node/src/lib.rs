@@ -12,6 +12,7 @@
 //! - [`kma`]: one running KMA: Raft, propose/forward, status, digest, membership, pulse.
 //!   [`batching`]: the leader's group commit of proposals into one log entry.
 //! - [`network`]: Raft RPCs to other KMAs, and their failures in the audit log.
+//!   [`raft_link`]: the framed mutual-TLS streams they travel on.
 //!   [`server`]: the management listener. [`admin`]: this KMA as the management API's node
 //!   (`admin-api` serves the JSON API and `kmsctl` on the management listener).
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`. [`metrics`]: request metrics of both
@@ -39,6 +40,7 @@ pub mod network;
 pub mod pki;
 pub mod prompt;
 pub mod quorum_flow;
+pub mod raft_link;
 pub mod reset;
 pub mod security_api;
 pub mod server;

@@ -320,7 +320,7 @@ async fn serve_service(
     };
     let layer = node::metrics::MetricsLayer::new(node::metrics::SERVICE);
     let app = agent_gateway::router(Arc::new(gateway)).layer(layer);
-    agent_gateway::server::serve_tls(listener, tls, app, "service listener", tag).await;
+    agent_gateway::server::serve_tls(listener, tls, app, "service listener", tag, None).await;
 }
 
 async fn local(dir: &std::path::Path, nodes: usize, base_port: u16) -> anyhow::Result<()> {

@@ -1,5 +1,5 @@
-//! openraft's network: Raft RPCs to other KMAs over HTTPS with mutual TLS, postcard bodies, on
-//! long-lived pooled connections (a full TLS handshake costs far more than an RPC).
+//! openraft's network: Raft RPCs to other KMAs on long-lived mutual-TLS links
+//! ([`crate::raft_link`]; a full TLS handshake costs far more than an RPC).
 //!
 //! Every RPC's outcome is noted per peer ([`peer_links`]); when the RPCs to a peer start failing
 //! or work again, [`run_communication_audit`] records it in the audit log (SPEC C8), off the
@@ -20,39 +20,40 @@ use openraft::raft::{
 use openraft::BasicNode;
 use raft_storage::KmaRaft;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 use statemachine::Command;
 
 use crate::kma::{wall_clock_ms, Kma, Proposal};
-use crate::wire::POSTCARD;
+use crate::raft_link::{Answer, Link, LinkError, RaftCall};
 
-/// Makes one client per peer; they share the connection pool.
+/// Makes one client per peer; each holds its own link (openraft sends one call at a time on
+/// it), opened on first use and again after a failure.
 #[derive(Clone)]
 pub struct KmaNetwork {
-    pub http: reqwest::Client,
+    /// The KMA's client TLS, offering only the Raft link protocol.
+    pub tls: Arc<rustls::ClientConfig>,
 }
 
 impl RaftNetworkFactory<KmaRaft> for KmaNetwork {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
-        let (address, base) = (node.addr.clone(), format!("https://{}", node.addr));
-        PeerClient { http: self.http.clone(), target, address, base }
+        PeerClient { tls: self.tls.clone(), target, address: node.addr.clone(), link: None }
     }
 }
 
 pub struct PeerClient {
-    http: reqwest::Client,
+    tls: Arc<rustls::ClientConfig>,
     target: u64,
     /// host:port of the peer's management listener, as its membership entry gives it.
     address: String,
-    base: String,
+    link: Option<Link>,
 }
 
 /// Either a transport failure (the peer is unreachable or broke the connection) or the peer's
 /// own Raft error. A transport failure carries `why`, a short reason for the audit log and the
-/// metrics (no URL, no body, nothing the peer sent), and `detail`, the full text for openraft.
+/// metrics (no address, no body, nothing the peer sent), and `detail`, the full text for
+/// openraft.
 enum CallError<E> {
     Unreachable { why: &'static str, detail: String },
     Network { why: String, detail: String },
@@ -64,47 +65,68 @@ fn network<E>(why: impl Into<String>, detail: String) -> CallError<E> {
 }
 
 impl PeerClient {
-    async fn call<Req, Resp, E>(
-        &self,
-        path: &str,
-        request: &Req,
+    /// One call on the link (opened first if need be), within `timeout`. The link is put back
+    /// only after a complete exchange: one that failed or timed out is dropped, since what it
+    /// still carries is unknown.
+    async fn call<Resp, E>(
+        &mut self,
+        call: &RaftCall,
         timeout: Duration,
     ) -> Result<Resp, CallError<E>>
     where
-        Req: Serialize,
         Resp: DeserializeOwned,
         E: DeserializeOwned,
     {
-        let body = postcard::to_allocvec(request)
-            .map_err(|e| network("request not encodable", e.to_string()))?;
-        let response = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header(reqwest::header::CONTENT_TYPE, POSTCARD)
-            .timeout(timeout)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| {
-                let detail = format!("{e:#}");
-                if e.is_timeout() {
-                    CallError::Unreachable { why: "timed out", detail }
-                } else if e.is_connect() {
-                    CallError::Unreachable { why: "cannot connect", detail }
-                } else {
-                    network("connection failed", detail)
-                }
-            })?;
-        let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| network("answer cut off", e.to_string()))?;
-        if !status.is_success() {
-            let text = String::from_utf8_lossy(&bytes).into_owned();
-            let why = format!("refused with HTTP {}", status.as_u16());
-            return Err(network(why, format!("HTTP {status}: {text}")));
+        let answer = match tokio::time::timeout(timeout, self.exchange(call)).await {
+            Ok(answer) => answer?,
+            Err(_elapsed) => {
+                let detail = format!("no answer from {} within {timeout:?}", self.address);
+                return Err(CallError::Unreachable { why: "timed out", detail });
+            }
+        };
+        match answer {
+            Answer::Done(reply) => reply.map_err(CallError::Remote),
+            Answer::Refused(why) => Err(network("refused", format!("{}: {why}", self.address))),
         }
-        let reply: Result<Resp, E> = postcard::from_bytes(&bytes)
-            .map_err(|e| network("answer not decodable", e.to_string()))?;
-        reply.map_err(CallError::Remote)
+    }
+
+    async fn exchange<Resp, E>(
+        &mut self,
+        call: &RaftCall,
+    ) -> Result<Answer<Result<Resp, E>>, CallError<E>>
+    where
+        Resp: DeserializeOwned,
+        E: DeserializeOwned,
+    {
+        let reused = self.link.is_some();
+        let mut link = match self.link.take() {
+            Some(link) => link,
+            None => self.connect().await?,
+        };
+        let answered = match link.exchange(call).await {
+            // The peer closed a link that sat open (it restarted, or its idle timeout): once
+            // more on a new one. Raft calls may be repeated; openraft would repeat it anyway,
+            // only later and after counting a failure against the peer.
+            Err(LinkError::Io(_)) if reused => {
+                link = self.connect().await?;
+                link.exchange(call).await
+            }
+            answered => answered,
+        };
+        match answered {
+            Ok(Ok(answer)) => {
+                self.link = Some(link);
+                Ok(answer)
+            }
+            Ok(Err(error)) => Err(network("answer not decodable", error.to_string())),
+            Err(error) => Err(link_error(&self.address, error)),
+        }
+    }
+
+    async fn connect<E>(&self) -> Result<Link, CallError<E>> {
+        Link::connect(self.tls.clone(), &self.address)
+            .await
+            .map_err(|e| link_error(&self.address, e))
     }
 
     /// Notes the outcome of one RPC for [`peer_links`]: a transport failure counts against the
@@ -140,7 +162,7 @@ impl RaftNetwork<KmaRaft> for PeerClient {
         rpc: AppendEntriesRequest<KmaRaft>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        let result = self.call("/raft/append", &rpc, option.hard_ttl()).await;
+        let result = self.call(&RaftCall::Append(rpc), option.hard_ttl()).await;
         self.observe(&result);
         result.map_err(|e| self.convert(e))
     }
@@ -153,7 +175,7 @@ impl RaftNetwork<KmaRaft> for PeerClient {
         InstallSnapshotResponse<u64>,
         RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
     > {
-        let result = self.call("/raft/snapshot", &rpc, option.hard_ttl()).await;
+        let result = self.call(&RaftCall::Snapshot(rpc), option.hard_ttl()).await;
         self.observe(&result);
         result.map_err(|e| self.convert(e))
     }
@@ -163,9 +185,23 @@ impl RaftNetwork<KmaRaft> for PeerClient {
         rpc: VoteRequest<u64>,
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        let result = self.call("/raft/vote", &rpc, option.hard_ttl()).await;
+        let result = self.call(&RaftCall::Vote(rpc), option.hard_ttl()).await;
         self.observe(&result);
         result.map_err(|e| self.convert(e))
+    }
+}
+
+fn link_error<E>(address: &str, error: LinkError) -> CallError<E> {
+    match error {
+        LinkError::Connect(detail) => CallError::Unreachable { why: "cannot connect", detail },
+        LinkError::Io(error) => network("connection failed", format!("{address}: {error}")),
+        LinkError::Protocol => network(
+            "no Raft link protocol",
+            format!(
+                "{address} did not take the {} protocol: is it a KMA of this version?",
+                String::from_utf8_lossy(crate::raft_link::ALPN)
+            ),
+        ),
     }
 }
 

@@ -13,7 +13,6 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use openraft::raft::AppendEntriesResponse;
 use rustls::pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -36,9 +35,6 @@ pub fn router(kma: Arc<Kma>) -> Router {
     };
     let (management_api, _document) = admin_api::routes::router(Arc::new(admin));
     Router::new()
-        .route("/raft/append", post(raft_append))
-        .route("/raft/vote", post(raft_vote))
-        .route("/raft/snapshot", post(raft_snapshot))
         .route("/v1/propose", post(propose))
         .route("/v1/status", get(status))
         .route("/v1/digest", get(digest))
@@ -54,7 +50,7 @@ pub fn router(kma: Arc<Kma>) -> Router {
 /// Accepts TLS connections until the process ends (the TLS server is the gateway's, shared by
 /// both listeners); each request carries the client's identity and address.
 pub async fn serve(kma: Arc<Kma>, listener: TcpListener) -> Result<(), crate::kma::NodeError> {
-    let tls = crate::tls::server_config(&kma.layout.tls_dir())?;
+    let tls = crate::tls::management_server_config(&kma.layout.tls_dir())?;
     let tag = |certificate: Option<&CertificateDer<'_>>, remote: SocketAddr| {
         let mut extensions = axum::http::Extensions::new();
         // A certificate from another cluster's CA never gets here: the handshake refuses it.
@@ -68,7 +64,9 @@ pub async fn serve(kma: Arc<Kma>, listener: TcpListener) -> Result<(), crate::km
         extensions.insert(crate::security_api::Remote(remote));
         extensions
     };
-    agent_gateway::server::serve_tls(listener, tls, router(kma), "management listener", tag).await;
+    let links = Some(crate::raft_link::handoff(kma.clone()));
+    agent_gateway::server::serve_tls(listener, tls, router(kma), "management listener", tag, links)
+        .await;
     Ok(())
 }
 
@@ -135,63 +133,6 @@ pub(crate) async fn admitted(
 /// Raft RPCs come only from KMAs of this cluster.
 /// Decodes a Raft RPC from another KMA of this cluster, runs it, and encodes openraft's answer.
 /// Raft RPCs come only from KMAs: a user certificate is refused.
-async fn raft_rpc<Request, Answer, Run>(
-    peer: &Peer,
-    body: &Bytes,
-    run: impl FnOnce(Request) -> Run,
-) -> Response
-where
-    Request: DeserializeOwned,
-    Answer: Serialize,
-    Run: std::future::Future<Output = Answer>,
-{
-    if !matches!(peer.0, Some(Identity::Kma(_))) {
-        return forbidden("Raft traffic needs a KMA certificate");
-    }
-    match decode(body) {
-        Ok(request) => postcard_reply(&run(request).await),
-        Err(refused) => refused,
-    }
-}
-
-async fn raft_append(
-    State(kma): State<Arc<Kma>>,
-    Extension(peer): Extension<Peer>,
-    body: Bytes,
-) -> Response {
-    raft_rpc(&peer, &body, |request| async move {
-        let answer = kma.raft.append_entries(request).await;
-        if matches!(&answer, Ok(response) if !matches!(response, AppendEntriesResponse::HigherVote(_))) {
-            kma.leader_contact();
-        }
-        answer
-    })
-    .await
-}
-
-async fn raft_vote(
-    State(kma): State<Arc<Kma>>,
-    Extension(peer): Extension<Peer>,
-    body: Bytes,
-) -> Response {
-    raft_rpc(&peer, &body, |request| async move {
-        let answer = kma.raft.vote(request).await;
-        if matches!(&answer, Ok(response) if response.vote_granted) {
-            kma.leader_contact();
-        }
-        answer
-    })
-    .await
-}
-
-async fn raft_snapshot(
-    State(kma): State<Arc<Kma>>,
-    Extension(peer): Extension<Peer>,
-    body: Bytes,
-) -> Response {
-    raft_rpc(&peer, &body, |request| async move { kma.raft.install_snapshot(request).await }).await
-}
-
 async fn propose(
     State(kma): State<Arc<Kma>>,
     Extension(peer): Extension<Peer>,

@@ -56,8 +56,18 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The management listener's TLS: the KMA's certificate; client certificates from the CA.
+/// The service listener's TLS: the KMA's certificate; client certificates from the CA; HTTP.
 pub fn server_config(tls_dir: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_for(tls_dir, &[b"h2", b"http/1.1"])
+}
+
+/// The management listener's TLS: as the service listener's, and Raft links between KMAs
+/// (`raft_link`) beside HTTP.
+pub fn management_server_config(tls_dir: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_for(tls_dir, &[b"h2", b"http/1.1", crate::raft_link::ALPN])
+}
+
+fn server_config_for(tls_dir: &Path, protocols: &[&[u8]]) -> Result<Arc<ServerConfig>, TlsError> {
     let ca_pem = pki::read(&tls_dir.join(pki::CA_FILE))?;
     let verifier =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots(&ca_pem)?), provider())
@@ -72,7 +82,7 @@ pub fn server_config(tls_dir: &Path) -> Result<Arc<ServerConfig>, TlsError> {
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
         .map_err(config_error("KMA certificate"))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = protocols.iter().map(|protocol| protocol.to_vec()).collect();
     Ok(Arc::new(config))
 }
 

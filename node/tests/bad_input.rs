@@ -54,7 +54,8 @@ async fn config_missing_a_field_names_it() {
 }
 
 /// Setup: two separate clusters. Action: cluster B's administrator and KMA certificates are
-/// used against cluster A. Expect: the TLS handshake fails; nothing is served. (SPEC S2)
+/// used against cluster A, over HTTP and over a Raft link. Expect: the TLS handshake fails;
+/// nothing is served; only A's KMAs may speak Raft on A. (SPEC S2)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificate_from_another_cluster_is_refused() {
     let cluster_a = Cluster::start(1, 17220, no_change).await;
@@ -67,6 +68,46 @@ async fn certificate_from_another_cluster_is_refused() {
     let tls_b = cluster_b.nodes[0].data_dir.join("tls");
     let foreign_kma = KmaClient::new(&tls_b, "node.pem", "node-key.pem").expect("client");
     assert!(foreign_kma.digest(address_a, 0).await.is_err(), "B's KMA is not served by A");
+    raft_links_take_only_this_clusters_kmas(&cluster_a.nodes[0].data_dir, &tls_b, address_a).await;
+}
+
+/// The Raft link protocol on A's management listener: B's KMA fails the handshake, A's
+/// administrator is refused by name, A's own KMA certificate gets openraft's answer.
+async fn raft_links_take_only_this_clusters_kmas(
+    data_dir_a: &std::path::Path,
+    tls_b: &std::path::Path,
+    address_a: &str,
+) {
+    use node::raft_link::{client_config, Answer, Link, RaftCall};
+    let config = |dir: &std::path::Path, cert: &str, key: &str| {
+        client_config(node::tls::client_config(dir, cert, key).expect("TLS config"))
+    };
+    let vote =
+        || RaftCall::Vote(openraft::raft::VoteRequest::new(openraft::Vote::new(0, 99), None));
+    type VoteAnswer = Answer<Result<openraft::raft::VoteResponse<u64>, String>>;
+
+    let foreign = Link::connect(config(tls_b, "node.pem", "node-key.pem"), address_a).await;
+    assert!(matches!(foreign, Err(node::raft_link::LinkError::Connect(_))), "B's KMA refused");
+
+    let tls_a = data_dir_a.join("tls");
+    let mut admin = Link::connect(config(&tls_a, "admin.pem", "admin-key.pem"), address_a)
+        .await
+        .expect("the handshake takes any certificate of A's CA");
+    let answer: VoteAnswer = admin.exchange(&vote()).await.expect("answered").expect("decoded");
+    assert!(
+        matches!(&answer, Answer::Refused(why) if why.contains("needs a KMA certificate")),
+        "an administrator may not speak Raft"
+    );
+
+    let mut own = Link::connect(config(&tls_a, "node.pem", "node-key.pem"), address_a)
+        .await
+        .expect("A's own KMA certificate");
+    let answer: Answer<Result<openraft::raft::VoteResponse<u64>, openraft::error::RaftError<u64>>> =
+        own.exchange(&vote()).await.expect("answered").expect("decoded");
+    assert!(
+        matches!(answer, Answer::Done(Ok(response)) if !response.vote_granted),
+        "a stale vote request is answered, and not granted"
+    );
 }
 
 /// A join needs the entry's one-time passphrase and the quorum's approval: a wrong passphrase
