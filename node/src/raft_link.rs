@@ -234,9 +234,9 @@ mod tests {
 
     /// Setup: a frame written to a pipe. Action: read it back; then a length beyond the bound;
     /// then a close between frames. Expect: the same bytes, an InvalidData error without
-    /// allocating the claimed length, and `None`.
+    /// allocating the claimed length, and `None`. (SPEC S2)
     #[tokio::test]
-    async fn frames_round_trip_and_lengths_are_bounded() {
+    async fn s2_frames_round_trip_and_lengths_are_bounded() {
         let (mut writer, mut reader) = tokio::io::duplex(1024);
         write_answer(&mut writer, &Answer::Done(42u64)).await.unwrap();
         let body = read_frame(&mut reader).await.unwrap().unwrap();
@@ -254,9 +254,9 @@ mod tests {
 
     /// Setup: a refusal encoded without knowing the call. Action: decode it as the answer an
     /// AppendEntries expects. Expect: the refusal and its text (the server can refuse before
-    /// it has parsed the call).
+    /// it has parsed the call). (SPEC S2)
     #[test]
-    fn a_refusal_decodes_as_any_answer() {
+    fn s2_a_refusal_decodes_as_any_answer() {
         let frame = encode(&refused("no".into())).unwrap();
         type AppendAnswer = Answer<Result<AppendEntriesResponse<u64>, String>>;
         let decoded: AppendAnswer = postcard::from_bytes(&frame[4..]).unwrap();
