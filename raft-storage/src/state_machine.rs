@@ -7,9 +7,11 @@
 //!
 //! Snapshot trade-off: a snapshot is streamed from the live state under a read lock, never from a
 //! clone, so a 10-million-key state is not held twice in memory. While it streams (seconds at
-//! that size) `apply` waits for the write lock, and local reads queue behind that waiting writer.
-//! The node therefore snapshots rarely (openraft `SnapshotPolicy::LogsSinceLast` in the tens of
-//! thousands of entries); a cheap clone would need persistent maps in `statemachine`.
+//! that size) `apply` waits, so the node snapshots rarely (openraft
+//! `SnapshotPolicy::LogsSinceLast` in the tens of thousands of entries). `apply` waits on
+//! `apply_io`, which the builder holds until it has streamed the state, and not in the queue of
+//! the state's lock: the lock is fair, so a writer queued there would hold up every local read
+//! (a drive mounting a tape) until the snapshot ends, where now reads go on unhindered.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -48,9 +50,10 @@ pub(crate) struct AppliedState {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub applied: Arc<RwLock<AppliedState>>,
-    /// Held by `apply` until its audit batch is durable, and by the snapshot builder while it
-    /// takes its read lock: a snapshot never covers entries whose audit events could be lost.
-    apply_io: Mutex<()>,
+    /// Held by `apply` until its audit batch is durable, so that a snapshot never covers
+    /// entries whose audit events could be lost; and by the snapshot builder until it has
+    /// streamed the state, so that `apply` waits here rather than in the state lock's queue.
+    apply_io: Arc<Mutex<()>>,
     /// Serializes reading and replacing the current snapshot record and its file.
     snapshot: Mutex<()>,
     /// Makes temporary snapshot file names unique.
@@ -94,7 +97,7 @@ impl RocksStateMachine {
         let audit = AuditExtent::read(&data_dir)?;
         let shared = Arc::new(Shared {
             applied: Arc::new(RwLock::new(applied)),
-            apply_io: Mutex::new(()),
+            apply_io: Arc::new(Mutex::new(())),
             snapshot: Mutex::new(()),
             file_seq: AtomicU64::new(0),
         });
@@ -272,19 +275,18 @@ pub struct RocksSnapshotBuilder {
 
 impl RocksSnapshotBuilder {
     async fn build(&mut self) -> Result<Snapshot<KmaRaft>, StorageError> {
-        let applied = {
-            let _io = self.shared.apply_io.lock().await;
-            self.shared.applied.clone().read_owned().await
-        };
+        let io = self.shared.apply_io.clone().lock_owned().await;
+        let applied = self.shared.applied.clone().read_owned().await;
         let last_log_id = applied.last_applied;
         let membership = applied.membership.clone();
         let dir = self.data_dir.snapshot_dir();
         let tag = self.shared.next_tag("build");
         let file = tokio::task::spawn_blocking(move || {
-            let writer = snapshot_file::write_state(&dir, &tag, &applied.state)?;
-            // Syncing the file needs no lock: let apply and readers go on.
+            let writer = snapshot_file::write_state(&dir, &tag, &applied.state);
+            // Syncing the file needs no lock: let apply go on.
             drop(applied);
-            writer.finish(last_log_id.map(|id| id.index))
+            drop(io);
+            writer?.finish(last_log_id.map(|id| id.index))
         })
         .await
         .map_err(StorageError::task("snapshot build"))??;

@@ -122,6 +122,46 @@ fn pool_keys(i: u64) -> Vec<NewKey> {
         .collect()
 }
 
+/// From `first_index` on: the pool limits raised by the security officer, then `entries`
+/// entries of 1,024 new pool keys each, for a state whose snapshot takes a while to stream.
+pub fn pool_filling(first_index: u64, entries: u64) -> Vec<Entry> {
+    let limits = statemachine::cluster::KeyPoolLimits { low_water: 0, high_water: 2_000_000 };
+    let mut out = Vec::new();
+    let mut push = |actor: Actor, command: Command| {
+        let i = first_index + out.len() as u64;
+        let envelope = Envelope {
+            time_ms: TIME_MS_START + i,
+            origin_node_id: 1,
+            actor,
+            request_id: None,
+            command,
+        };
+        let payload = EntryPayload::Normal(Batch::one(envelope));
+        out.push(Entry { log_id: log_id(i), payload });
+    };
+    push(Actor::User("so".into()), Command::SetKeyPoolLimits(limits));
+    for n in 0..entries {
+        let keys = (0..1_024u32)
+            .map(|k| {
+                let mut random = [0xA5; 22];
+                random[..8].copy_from_slice(&n.to_be_bytes());
+                random[8..12].copy_from_slice(&k.to_be_bytes());
+                NewKey {
+                    id: KeyId::native(CLUSTER, random),
+                    material: WrappedKey {
+                        nonce: [1; 12],
+                        ciphertext: [k as u8; 32],
+                        tag: [1; 16],
+                    },
+                    check_value: KeyCheckValue([2; 16]),
+                }
+            })
+            .collect();
+        push(Actor::System, Command::GeneratePoolKeys { keys });
+    }
+    out
+}
+
 pub async fn append(log: &mut RocksLogStore, entries: &[Entry]) {
     log.blocking_append(entries.to_vec()).await.expect("append");
 }
