@@ -30,6 +30,7 @@ enum Refill {
 }
 
 /// What the replicated state says about this KMA.
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct MyEntry {
     locked: bool,
     autonomous_unlock: bool,
@@ -74,22 +75,30 @@ impl Kma {
         })
     }
 
-    /// Keeps the vault in step with the state, at every applied entry and every second.
+    /// Keeps the vault in step with the state: when this KMA's entry changes, while a standby
+    /// key waits, and every second. Most applied entries touch other records; skipping them
+    /// spares the write path the file checks below (issue #3's one-writer latency).
     pub async fn run_security_loop(self: Arc<Self>) {
         let mut applied = self.state.subscribe_applied();
+        let mut reconciled: Option<MyEntry> = None;
         loop {
-            tokio::select! {
-                _ = applied.changed() => {}
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            let ticked = tokio::select! {
+                _ = applied.changed() => false,
+                () = tokio::time::sleep(Duration::from_secs(1)) => true,
+            };
+            let me = self.my_entry().await;
+            if !ticked && me == reconciled && !self.vault.has_standby() {
+                continue;
             }
-            if let Err(error) = self.reconcile_vault().await {
+            reconciled = me;
+            let Some(me) = me else { continue };
+            if let Err(error) = self.reconcile_vault(me) {
                 tracing::error!(%error, "vault");
             }
         }
     }
 
-    async fn reconcile_vault(&self) -> Result<(), crate::vault::VaultError> {
-        let Some(me) = self.my_entry().await else { return Ok(()) };
+    fn reconcile_vault(&self, me: MyEntry) -> Result<(), crate::vault::VaultError> {
         if me.locked {
             if self.vault.is_unlocked() {
                 // Locked by an administrator: the key leaves memory now.
