@@ -5,9 +5,13 @@
 //! `cargo bench -p node --bench agent_path`. `BENCH_SECS` (default 5) is the measured time of
 //! each run, `BENCH_DRIVES` (default `1,16,64`) the concurrency levels.
 //!
-//! Each drive is one task with its own TLS connection (HTTP/2) and the enrolled agent's
-//! certificate, sending one request after another, all to kma1's service listener (a follower
-//! or the leader: kma1 forwards to the leader as any KMA does). A read is `GET keys of a data
+//! Each drive is one task with its own TLS connection (HTTP/1.1, kept alive) and the enrolled
+//! agent's certificate, sending one request after another, all to kma1's service listener (a
+//! follower or the leader: kma1 forwards to the leader as any KMA does). The drives speak HTTP
+//! through hyper directly, not through `reqwest` as the agent client library does: on these two
+//! shared cores `reqwest` cost the bench client about 17 µs of CPU per read, more than kma1
+//! spent serving it, and that CPU was taken from the KMA being measured. Each row also gives the
+//! CPU time the KMAs and the bench client spent per operation. A read is `GET keys of a data
 //! unit`. The data units for the assignments are created first, in a phase of their own (a
 //! committed command each; its row is printed too); an assignment is then `POST write-key`
 //! (from BOT) on one of them: a pool key is activated and associated by a committed command,
@@ -15,23 +19,41 @@
 //! The pool is filled before the runs and its low water mark is below what a run can drain, so
 //! no refill runs beside the measured requests.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent_gateway::wire::{CreateDataUnitRequest, WireRequestId, WriteKeyRequest};
 use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper::{header, Method, Request};
+use hyper_util::rt::TokioIo;
 use node::client::KmaClient;
+use rustls::pki_types::ServerName;
 use statemachine::cluster::KeyPoolLimits;
 use statemachine::Command;
+use tokio::sync::Mutex;
+
+mod support;
+use support::cpu_seconds;
 
 const BASE_PORT: u16 = 25000;
 const DAY_MS: u64 = 86_400_000;
 const LATENCIES_PER_DRIVE_MAX: usize = 2_000_000;
+/// Pool keys made ready before the runs; with the default `BENCH_SECS` they drain less.
+const POOL_HIGH_WATER: u32 = 250_000;
+const POOL_LOW_WATER: u32 = 2_000;
+const POOL_FILL_MAX: Duration = Duration::from_secs(180);
 
 struct Run {
     ops: usize,
     errors: usize,
     elapsed: Duration,
     latencies_us: Vec<u64>,
+    /// CPU seconds spent meanwhile by the three KMAs and by the bench process.
+    cpu_kmas_s: f64,
+    cpu_client_s: f64,
 }
 
 impl Run {
@@ -42,12 +64,15 @@ impl Run {
             let at = ((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1));
             sorted.get(at).copied().unwrap_or(0) as f64 / 1000.0
         };
+        let per_op_us = |seconds: f64| seconds * 1e6 / self.ops.max(1) as f64;
         format!(
-            "| {what} | {drives} | {:.0} | {:.2} | {:.2} | {} |",
+            "| {what} | {drives} | {:.0} | {:.2} | {:.2} | {} | {:.1} | {:.1} |",
             self.ops as f64 / self.elapsed.as_secs_f64(),
             pick(0.50),
             pick(0.99),
-            self.errors
+            self.errors,
+            per_op_us(self.cpu_kmas_s),
+            per_op_us(self.cpu_client_s),
         )
     }
 }
@@ -71,8 +96,9 @@ async fn setup(
         .with(statemachine::Role::ComplianceOfficer)
         .with(statemachine::Role::Operator);
     ok(admin, address, Command::SetUserRoles { id: "admin".into(), roles }, None).await;
-    // Filled once up to the high mark; the runs drain less than the gap, so no refill starts.
-    let limits = KeyPoolLimits { low_water: 2_000, high_water: 120_000 };
+    // A pool below its low mark is refilled up to the high one: this fills it now, and
+    // `wait_for_full_pool` lowers the low mark once it is full.
+    let limits = KeyPoolLimits { low_water: POOL_HIGH_WATER - 1, high_water: POOL_HIGH_WATER };
     ok(admin, address, Command::SetKeyPoolLimits(limits), None).await;
     let policy = Command::CreateKeyPolicy {
         name: "bench".into(),
@@ -102,14 +128,66 @@ async fn setup(
         .expect("enrollment")
 }
 
-fn drive_client(credentials: &agent_gateway::AgentCredentials) -> reqwest::Client {
-    let tls = node::tls::client_config_from_pem(
-        &credentials.ca_pem,
-        &credentials.certificate_pem,
-        &credentials.private_key_pem,
-    )
-    .expect("agent TLS");
-    node::kma::https_client(tls).expect("client")
+/// One drive's connection to a service listener: TLS 1.3 with the agent's certificate and
+/// HTTP/1.1 kept alive, one request at a time.
+struct DriveConnection {
+    authority: String,
+    sender: http1::SendRequest<Full<Bytes>>,
+}
+
+type Drive = Arc<Mutex<DriveConnection>>;
+
+impl DriveConnection {
+    async fn connect(
+        credentials: &agent_gateway::AgentCredentials,
+        service: &str,
+    ) -> anyhow::Result<Drive> {
+        let tls = node::tls::client_config_from_pem(
+            &credentials.ca_pem,
+            &credentials.certificate_pem,
+            &credentials.private_key_pem,
+        )?;
+        let stream = tokio::net::TcpStream::connect(service)
+            .await
+            .with_context(|| format!("connecting to {service}"))?;
+        stream.set_nodelay(true)?;
+        let host = service.rsplit_once(':').map_or(service, |(host, _port)| host);
+        let name = ServerName::try_from(host.to_owned())?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(tls))
+            .connect(name, stream)
+            .await
+            .with_context(|| format!("TLS handshake with {service}"))?;
+        let (sender, connection) = http1::handshake(TokioIo::new(tls)).await?;
+        tokio::spawn(async move {
+            let _ended = connection.await;
+        });
+        let connection = DriveConnection { authority: service.to_owned(), sender };
+        Ok(Arc::new(Mutex::new(connection)))
+    }
+
+    /// Sends one request; the status and the whole body of the answer.
+    async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<(hyper::StatusCode, Bytes)> {
+        let mut request = Request::builder().method(method).uri(path);
+        request = request.header(header::HOST, &self.authority);
+        if body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request = request.body(Full::new(body.map(Bytes::from).unwrap_or_default()))?;
+        self.sender.ready().await?;
+        let answer = self.sender.send_request(request).await?;
+        let status = answer.status();
+        let body = answer.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
+}
+
+fn json(value: &impl serde::Serialize) -> Option<Vec<u8>> {
+    Some(serde_json::to_vec(value).expect("a request body encodes"))
 }
 
 /// A request ID: one client ID per drive and level, so that no two drives share a session.
@@ -117,23 +195,14 @@ fn request_id(drives: usize, drive: usize, seq: u64) -> WireRequestId {
     WireRequestId { client: ((drives as u64) << 32) | drive as u64, seq }
 }
 
-/// Creates a data unit through `service` (not timed); its ID in hex.
-async fn new_data_unit(
-    client: &reqwest::Client,
-    service: &str,
-    tag: &str,
-    request_id: WireRequestId,
-) -> String {
-    let body = CreateDataUnitRequest { external_tag: tag.into(), request_id };
-    let answer: serde_json::Value = client
-        .post(format!("https://{service}/agent/v1/data-units"))
-        .json(&body)
-        .send()
-        .await
-        .expect("create data unit")
-        .json()
-        .await
-        .expect("json");
+/// Creates a data unit (not timed); its ID in hex.
+async fn new_data_unit(drive: &Drive, tag: &str, request_id: WireRequestId) -> String {
+    let body = json(&CreateDataUnitRequest { external_tag: tag.into(), request_id });
+    let path = "/agent/v1/data-units";
+    let (status, answer) =
+        drive.lock().await.send(Method::POST, path, body).await.expect("create data unit");
+    assert!(status.is_success(), "create data unit: {status}");
+    let answer: serde_json::Value = serde_json::from_slice(&answer).expect("json");
     answer["data_unit"].as_str().expect("data unit id").to_string()
 }
 
@@ -144,11 +213,16 @@ enum Done {
     Exhausted,
 }
 
-async fn measure<F, Fut>(drives: usize, duration: Duration, work: F) -> Run
+async fn measure<F, Fut>(drives: usize, duration: Duration, kmas: &[u32], work: F) -> Run
 where
     F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Done> + Send,
 {
+    let cpu = || -> (f64, f64) {
+        let kmas = cpu_seconds(kmas).expect("KMA CPU time");
+        (kmas, cpu_seconds(&[std::process::id()]).expect("bench CPU time"))
+    };
+    let cpu_before = cpu();
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = Vec::new();
@@ -174,25 +248,42 @@ where
         latencies_us.extend(latencies);
         errors += failed;
     }
-    Run { ops: latencies_us.len(), errors, elapsed: started.elapsed(), latencies_us }
+    let elapsed = started.elapsed();
+    let cpu_after = cpu();
+    Run {
+        ops: latencies_us.len(),
+        errors,
+        elapsed,
+        latencies_us,
+        cpu_kmas_s: cpu_after.0 - cpu_before.0,
+        cpu_client_s: cpu_after.1 - cpu_before.1,
+    }
 }
 
-/// Sends `request` and times it until the whole answer has arrived; `parse` decodes the JSON
-/// (creates need the data unit ID; for reads and assignments the bench client's own parsing
-/// would only take CPU from the KMAs on these two cores).
-async fn timed(request: reqwest::RequestBuilder, parse: bool) -> (Done, Option<serde_json::Value>) {
+/// Sends one request and times it until the whole answer has arrived; with `parse` the JSON
+/// answer is decoded too (creates need the data unit ID; for reads and assignments the bench
+/// client's own parsing would only take CPU from the KMAs on these two cores).
+async fn timed(
+    drive: &Drive,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+    parse: bool,
+) -> (Done, Option<serde_json::Value>) {
+    let mut drive = drive.lock().await;
     let started = Instant::now();
-    let Ok(answer) = request.send().await else { return (Done::Failed, None) };
-    if !answer.status().is_success() {
+    let Ok((status, answer)) = drive.send(method, path, body).await else {
+        return (Done::Failed, None);
+    };
+    let took = started.elapsed();
+    if !status.is_success() {
         return (Done::Failed, None);
     }
-    let Ok(body) = answer.bytes().await else { return (Done::Failed, None) };
-    let took = started.elapsed();
     if !parse {
         return (Done::Took(took), None);
     }
-    match serde_json::from_slice::<serde_json::Value>(&body) {
-        Ok(body) => (Done::Took(took), Some(body)),
+    match serde_json::from_slice::<serde_json::Value>(&answer) {
+        Ok(answer) => (Done::Took(took), Some(answer)),
         Err(_) => (Done::Failed, None),
     }
 }
@@ -212,24 +303,31 @@ async fn level(
     duration: Duration,
     credentials: &agent_gateway::AgentCredentials,
     service: &str,
+    kmas: &[u32],
 ) -> anyhow::Result<Vec<String>> {
-    let service = service.to_owned();
     let mut rows = Vec::new();
-    let clients: Vec<reqwest::Client> = (0..drives).map(|_| drive_client(credentials)).collect();
+    let mut connections = Vec::new();
+    for _ in 0..drives {
+        connections.push(DriveConnection::connect(credentials, service).await?);
+    }
+    let connections = Arc::new(connections);
     let mut units = Vec::new();
-    for (drive, client) in clients.iter().enumerate() {
+    for (drive, connection) in connections.iter().enumerate() {
         let tag = format!("R{drive:05}");
-        let unit = new_data_unit(client, &service, &tag, request_id(drives, drive, 0)).await;
-        let write = format!("https://{service}/agent/v1/data-units/{unit}/write-key");
-        let body = WriteKeyRequest { from_bot: true, request_id: request_id(drives, drive, 1) };
-        client.post(write).json(&body).send().await?.error_for_status()?;
+        let unit = new_data_unit(connection, &tag, request_id(drives, drive, 0)).await;
+        let path = format!("/agent/v1/data-units/{unit}/write-key");
+        let body =
+            json(&WriteKeyRequest { from_bot: true, request_id: request_id(drives, drive, 1) });
+        let (status, _) = connection.lock().await.send(Method::POST, &path, body).await?;
+        anyhow::ensure!(status.is_success(), "first write key: {status}");
         units.push(unit);
     }
-    let (clients_r, units_r, service_r) = (clients.clone(), units.clone(), service.clone());
-    let reads = measure(drives, duration, move |drive, _| {
-        let client = clients_r[drive].clone();
-        let url = format!("https://{service_r}/agent/v1/data-units/{}/keys", units_r[drive]);
-        async move { timed(client.get(url), false).await.0 }
+    let read_paths: Arc<Vec<String>> =
+        Arc::new(units.iter().map(|unit| format!("/agent/v1/data-units/{unit}/keys")).collect());
+    let connections_r = connections.clone();
+    let reads = measure(drives, duration, kmas, move |drive, _| {
+        let (connections, paths) = (connections_r.clone(), read_paths.clone());
+        async move { timed(&connections[drive], Method::GET, &paths[drive], None, false).await.0 }
     })
     .await;
     rows.push(reads.row("get keys, one KMA (local reads)", drives));
@@ -237,18 +335,19 @@ async fn level(
     // The data units to assign keys to, one committed command each.
     let created: Vec<std::sync::Mutex<Vec<String>>> =
         (0..drives).map(|_| std::sync::Mutex::new(Vec::new())).collect();
-    let created = std::sync::Arc::new(created);
-    let (clients_c, service_c, created_c) = (clients.clone(), service.clone(), created.clone());
-    let creates = measure(drives, duration, move |drive, n| {
-        let (client, created) = (clients_c[drive].clone(), created_c.clone());
-        let body = CreateDataUnitRequest {
+    let created = Arc::new(created);
+    let (connections_c, created_c) = (connections.clone(), created.clone());
+    let creates = measure(drives, duration, kmas, move |drive, n| {
+        let (connections, created) = (connections_c.clone(), created_c.clone());
+        let body = json(&CreateDataUnitRequest {
             external_tag: "A".into(),
             request_id: request_id(drives, drive, 2 + n),
-        };
-        let url = format!("https://{service_c}/agent/v1/data-units");
+        });
         async move {
-            let (done, body) = timed(client.post(url).json(&body), true).await;
-            if let Some(unit) = body.as_ref().and_then(|b| b["data_unit"].as_str()) {
+            let connection = &connections[drive];
+            let path = "/agent/v1/data-units";
+            let (done, answer) = timed(connection, Method::POST, path, body, true).await;
+            if let Some(unit) = answer.as_ref().and_then(|b| b["data_unit"].as_str()) {
                 created[drive].lock().expect("units").push(unit.to_owned());
             }
             done
@@ -257,18 +356,17 @@ async fn level(
     .await;
     rows.push(creates.row("create data unit, 3 KMAs", drives));
 
-    let service_w = service.clone();
-    let assigns = measure(drives, duration, move |drive, n| {
-        let client = clients[drive].clone();
+    let assigns = measure(drives, duration, kmas, move |drive, n| {
+        let connections = connections.clone();
         let unit = created[drive].lock().expect("units").get(n as usize).cloned();
-        let body = WriteKeyRequest {
+        let body = json(&WriteKeyRequest {
             from_bot: true,
             request_id: request_id(drives, drive, 10_000_000 + n),
-        };
-        let url = unit.map(|u| format!("https://{service_w}/agent/v1/data-units/{u}/write-key"));
+        });
+        let path = unit.map(|u| format!("/agent/v1/data-units/{u}/write-key"));
         async move {
-            match url {
-                Some(url) => timed(client.post(url).json(&body), false).await.0,
+            match path {
+                Some(path) => timed(&connections[drive], Method::POST, &path, body, false).await.0,
                 None => Done::Exhausted,
             }
         }
@@ -278,28 +376,53 @@ async fn level(
     Ok(rows)
 }
 
+/// Waits until the pool holds `POOL_HIGH_WATER` ready keys, then lowers its low water mark to
+/// `POOL_LOW_WATER`, so that no refill (nor a key becoming ready) is replicated beside the
+/// measured requests: with the default `BENCH_SECS` the runs drain less than the gap.
+async fn wait_for_full_pool(admin: &KmaClient, address: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let status = admin.status(address).await?;
+        eprintln!(
+            "filling the key pool: {} ready, {} generated of {POOL_HIGH_WATER}",
+            status.key_pool_ready, status.key_pool_generated
+        );
+        if status.key_pool_ready >= POOL_HIGH_WATER as usize {
+            let limits = KeyPoolLimits { low_water: POOL_LOW_WATER, high_water: POOL_HIGH_WATER };
+            ok(admin, address, Command::SetKeyPoolLimits(limits), None).await;
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < POOL_FILL_MAX,
+            "the pool was not full within {POOL_FILL_MAX:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let (duration, levels) = settings();
     let root = tempfile::tempdir()?;
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_kma"));
     let dir = root.path().join("kms");
-    let _children =
-        node::local::start(binary, &dir, 3, BASE_PORT).await.context("local cluster")?;
+    let children = node::local::start(binary, &dir, 3, BASE_PORT).await.context("local cluster")?;
+    let kmas: Vec<u32> = children.iter().filter_map(tokio::process::Child::id).collect();
     let admin = KmaClient::admin(&dir.join("kma1"))?;
     let address = format!("127.0.0.1:{}", BASE_PORT + 1);
     let service = format!("127.0.0.1:{}", BASE_PORT + 101);
     let ca_pem = node::pki::read(&dir.join("kma1/tls/ca.pem"))?;
     let credentials = setup(&admin, &address, &service, &ca_pem).await;
-    eprintln!("filling the key pool...");
-    tokio::time::sleep(Duration::from_secs(15)).await;
+    wait_for_full_pool(&admin, &address).await?;
 
     let mut rows = Vec::new();
     for &drives in &levels {
-        rows.extend(level(drives, duration, &credentials, &service).await?);
+        rows.extend(level(drives, duration, &credentials, &service, &kmas).await?);
     }
-    println!("| operation | drives | ops/s | p50 ms | p99 ms | errors |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| operation | drives | ops/s | p50 ms | p99 ms | errors | KMAs CPU µs/op | bench client CPU µs/op |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     for row in rows {
         println!("{row}");
     }

@@ -28,6 +28,9 @@ use statemachine::cluster::KeyPoolLimits;
 use statemachine::Command;
 use tokio::process::Child;
 
+mod support;
+use support::cpu_seconds;
+
 /// KMA management ports are `KMA_BASE_PORT + 1..=3`, service ports `+ 101..=103`.
 const KMA_BASE_PORT: u16 = 24000;
 /// etcd member `n` (1..=3) serves clients on `ETCD_CLIENT_PORT_BASE + n`, peers on `+ 10 + n`.
@@ -39,8 +42,6 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 const ETCD_WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Synced appends of the fsync probe that reports what one durable write costs on this disk.
 const FSYNC_PROBES: usize = 200;
-/// Linux reports process CPU time in clock ticks of 1/100 s (`USER_HZ`).
-const TICKS_PER_SECOND: f64 = 100.0;
 
 struct Settings {
     measured: Duration,
@@ -492,23 +493,6 @@ fn percentile_ms(sorted_us: &[u32], fraction: f64) -> f64 {
     }
     let rank = (fraction * sorted_us.len() as f64).ceil() as usize;
     f64::from(sorted_us[rank.clamp(1, sorted_us.len()) - 1]) / 1000.0
-}
-
-/// User plus system CPU time of the processes, from `/proc/<pid>/stat`.
-fn cpu_seconds(pids: &[u32]) -> anyhow::Result<f64> {
-    let mut ticks = 0u64;
-    for pid in pids {
-        let path = format!("/proc/{pid}/stat");
-        let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-        // Fields after the command name, which ends at the last ')': state is the first,
-        // utime the 12th and stime the 13th.
-        let rest = stat.rsplit_once(')').map(|(_, rest)| rest).context("no ')' in stat")?;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        ensure!(fields.len() > 12, "{path}: too few fields");
-        ticks += fields[11].parse::<u64>().with_context(|| format!("{path}: utime"))?;
-        ticks += fields[12].parse::<u64>().with_context(|| format!("{path}: stime"))?;
-    }
-    Ok(ticks as f64 / TICKS_PER_SECOND)
 }
 
 fn pids_of(children: &[Child]) -> anyhow::Result<Vec<u32>> {
