@@ -30,7 +30,6 @@ use hyper::client::conn::http1;
 use hyper::{header, Method, Request};
 use hyper_util::rt::TokioIo;
 use node::client::KmaClient;
-use rustls::pki_types::ServerName;
 use statemachine::cluster::KeyPoolLimits;
 use statemachine::Command;
 use tokio::sync::Mutex;
@@ -52,8 +51,8 @@ struct Run {
     elapsed: Duration,
     latencies_us: Vec<u64>,
     /// CPU seconds spent meanwhile by the three KMAs and by the bench process.
-    cpu_kmas_s: f64,
-    cpu_client_s: f64,
+    kmas_cpu_s: f64,
+    client_cpu_s: f64,
 }
 
 impl Run {
@@ -71,8 +70,8 @@ impl Run {
             pick(0.50),
             pick(0.99),
             self.errors,
-            per_op_us(self.cpu_kmas_s),
-            per_op_us(self.cpu_client_s),
+            per_op_us(self.kmas_cpu_s),
+            per_op_us(self.client_cpu_s),
         )
     }
 }
@@ -151,8 +150,7 @@ impl DriveConnection {
             .await
             .with_context(|| format!("connecting to {service}"))?;
         stream.set_nodelay(true)?;
-        let host = service.rsplit_once(':').map_or(service, |(host, _port)| host);
-        let name = ServerName::try_from(host.to_owned())?;
+        let name = node::tls::server_name(service).map_err(anyhow::Error::msg)?;
         let tls = tokio_rustls::TlsConnector::from(Arc::new(tls))
             .connect(name, stream)
             .await
@@ -213,13 +211,13 @@ enum Done {
     Exhausted,
 }
 
-async fn measure<F, Fut>(drives: usize, duration: Duration, kmas: &[u32], work: F) -> Run
+async fn measure<F, Fut>(drives: usize, duration: Duration, kma_pids: &[u32], work: F) -> Run
 where
     F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Done> + Send,
 {
     let cpu = || -> (f64, f64) {
-        let kmas = cpu_seconds(kmas).expect("KMA CPU time");
+        let kmas = cpu_seconds(kma_pids).expect("KMA CPU time");
         (kmas, cpu_seconds(&[std::process::id()]).expect("bench CPU time"))
     };
     let cpu_before = cpu();
@@ -255,8 +253,8 @@ where
         errors,
         elapsed,
         latencies_us,
-        cpu_kmas_s: cpu_after.0 - cpu_before.0,
-        cpu_client_s: cpu_after.1 - cpu_before.1,
+        kmas_cpu_s: cpu_after.0 - cpu_before.0,
+        client_cpu_s: cpu_after.1 - cpu_before.1,
     }
 }
 
@@ -303,7 +301,7 @@ async fn level(
     duration: Duration,
     credentials: &agent_gateway::AgentCredentials,
     service: &str,
-    kmas: &[u32],
+    kma_pids: &[u32],
 ) -> anyhow::Result<Vec<String>> {
     let mut rows = Vec::new();
     let mut connections = Vec::new();
@@ -325,7 +323,7 @@ async fn level(
     let read_paths: Arc<Vec<String>> =
         Arc::new(units.iter().map(|unit| format!("/agent/v1/data-units/{unit}/keys")).collect());
     let connections_r = connections.clone();
-    let reads = measure(drives, duration, kmas, move |drive, _| {
+    let reads = measure(drives, duration, kma_pids, move |drive, _| {
         let (connections, paths) = (connections_r.clone(), read_paths.clone());
         async move { timed(&connections[drive], Method::GET, &paths[drive], None, false).await.0 }
     })
@@ -337,7 +335,7 @@ async fn level(
         (0..drives).map(|_| std::sync::Mutex::new(Vec::new())).collect();
     let created = Arc::new(created);
     let (connections_c, created_c) = (connections.clone(), created.clone());
-    let creates = measure(drives, duration, kmas, move |drive, n| {
+    let creates = measure(drives, duration, kma_pids, move |drive, n| {
         let (connections, created) = (connections_c.clone(), created_c.clone());
         let body = json(&CreateDataUnitRequest {
             external_tag: "A".into(),
@@ -356,7 +354,7 @@ async fn level(
     .await;
     rows.push(creates.row("create data unit, 3 KMAs", drives));
 
-    let assigns = measure(drives, duration, kmas, move |drive, n| {
+    let assigns = measure(drives, duration, kma_pids, move |drive, n| {
         let connections = connections.clone();
         let unit = created[drive].lock().expect("units").get(n as usize).cloned();
         let body = json(&WriteKeyRequest {
@@ -407,7 +405,7 @@ async fn main() -> anyhow::Result<()> {
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_kma"));
     let dir = root.path().join("kms");
     let children = node::local::start(binary, &dir, 3, BASE_PORT).await.context("local cluster")?;
-    let kmas: Vec<u32> = children.iter().filter_map(tokio::process::Child::id).collect();
+    let kma_pids: Vec<u32> = children.iter().filter_map(tokio::process::Child::id).collect();
     let admin = KmaClient::admin(&dir.join("kma1"))?;
     let address = format!("127.0.0.1:{}", BASE_PORT + 1);
     let service = format!("127.0.0.1:{}", BASE_PORT + 101);
@@ -417,7 +415,7 @@ async fn main() -> anyhow::Result<()> {
 
     let mut rows = Vec::new();
     for &drives in &levels {
-        rows.extend(level(drives, duration, &credentials, &service, &kmas).await?);
+        rows.extend(level(drives, duration, &credentials, &service, &kma_pids).await?);
     }
     println!(
         "| operation | drives | ops/s | p50 ms | p99 ms | errors | KMAs CPU µs/op | bench client CPU µs/op |"

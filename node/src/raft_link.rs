@@ -17,7 +17,6 @@ use std::time::Duration;
 use openraft::raft::VoteRequest;
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest};
 use raft_storage::KmaRaft;
-use rustls::pki_types::ServerName;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -74,10 +73,7 @@ impl Link {
     /// Connects to `address` (host:port of the peer's management listener) and checks that the
     /// peer speaks this protocol. `tls` must offer [`ALPN`] (see [`client_config`]).
     pub async fn connect(tls: Arc<rustls::ClientConfig>, address: &str) -> Result<Link, LinkError> {
-        let host = address.rsplit_once(':').map_or(address, |(host, _port)| host);
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let name = ServerName::try_from(host.to_string())
-            .map_err(|e| LinkError::Connect(format!("{address}: not a host name: {e}")))?;
+        let name = crate::tls::server_name(address).map_err(LinkError::Connect)?;
         let tcp = TcpStream::connect(address)
             .await
             .map_err(|e| LinkError::Connect(format!("{address}: {e}")))?;

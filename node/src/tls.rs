@@ -44,6 +44,14 @@ fn key_from_pem(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         })
 }
 
+/// The name a KMA at `address` (host:port, an IPv6 host in brackets) is verified under: its
+/// host, a DNS name or an IP address as its certificate lists it.
+pub fn server_name(address: &str) -> Result<ServerName<'static>, String> {
+    let host = address.rsplit_once(':').map_or(address, |(host, _port)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    ServerName::try_from(host.to_string()).map_err(|e| format!("{address}: not a host name: {e}"))
+}
+
 fn roots(ca_pem: &str) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in certs_from_pem(ca_pem) {

@@ -113,13 +113,23 @@ fn pool_keys(i: u64) -> Vec<NewKey> {
         .map(|k| {
             let mut random = [k; 22];
             random[..8].copy_from_slice(&i.to_be_bytes());
-            NewKey {
-                id: KeyId::native(CLUSTER, random),
-                material: WrappedKey { nonce: [k; 12], ciphertext: [i as u8; 32], tag: [1; 16] },
-                check_value: KeyCheckValue([2; 16]),
-            }
+            pool_key(random, k, i as u8)
         })
         .collect()
+}
+
+/// A pool key of ID `random` with fake wrapped material: nonce and ciphertext filled with the
+/// given bytes.
+fn pool_key(random: [u8; 22], nonce_byte: u8, ciphertext_byte: u8) -> NewKey {
+    NewKey {
+        id: KeyId::native(CLUSTER, random),
+        material: WrappedKey {
+            nonce: [nonce_byte; 12],
+            ciphertext: [ciphertext_byte; 32],
+            tag: [1; 16],
+        },
+        check_value: KeyCheckValue([2; 16]),
+    }
 }
 
 /// From `first_index` on: the pool limits raised by the security officer, then `entries`
@@ -146,15 +156,7 @@ pub fn pool_filling(first_index: u64, entries: u64) -> Vec<Entry> {
                 let mut random = [0xA5; 22];
                 random[..8].copy_from_slice(&n.to_be_bytes());
                 random[8..12].copy_from_slice(&k.to_be_bytes());
-                NewKey {
-                    id: KeyId::native(CLUSTER, random),
-                    material: WrappedKey {
-                        nonce: [1; 12],
-                        ciphertext: [k as u8; 32],
-                        tag: [1; 16],
-                    },
-                    check_value: KeyCheckValue([2; 16]),
-                }
+                pool_key(random, 1, k as u8)
             })
             .collect();
         push(Actor::System, Command::GeneratePoolKeys { keys });
