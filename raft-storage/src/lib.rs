@@ -13,6 +13,8 @@
 //! - [`data_dir`]: [`RocksDataDir`], the RocksDB database with its column families, the versioned
 //!   value encoding and the one synced write path.
 //! - [`log_store`]: [`RocksLogStore`], openraft's `RaftLogStorage` and `RaftLogReader`.
+//! - [`leader_appends`]: [`LeaderAppend`], the leader's new entries handed to the node before
+//!   they are synced, so that followers can write them in parallel.
 //! - [`state_machine`]: [`RocksStateMachine`] and [`RocksSnapshotBuilder`], openraft's
 //!   `RaftStateMachine` and `RaftSnapshotBuilder`.
 //! - [`state_handle`]: [`StateHandle`], local reads and read-your-writes waits for the node.
@@ -22,6 +24,7 @@
 
 pub mod data_dir;
 pub mod error;
+pub mod leader_appends;
 pub mod log_store;
 pub mod state_handle;
 pub mod state_machine;
@@ -34,6 +37,7 @@ use std::path::Path;
 
 pub use data_dir::RocksDataDir;
 pub use error::StorageError;
+pub use leader_appends::LeaderAppend;
 pub use log_store::RocksLogStore;
 pub use snapshot_file::SNAPSHOT_CHUNK_LEN;
 pub use state_handle::StateHandle;

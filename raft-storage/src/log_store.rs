@@ -24,6 +24,7 @@ use serde::Serialize;
 
 use crate::data_dir::{encode, RocksDataDir, CF_LOG, CF_LOG_META};
 use crate::error::StorageError;
+use crate::leader_appends::{AppendTap, LeaderAppend};
 use crate::types::KmaRaft;
 
 type RaftResult<T> = Result<T, openraft::StorageError<u64>>;
@@ -34,17 +35,19 @@ const KEY_LAST_PURGED: &str = "last_purged";
 
 /// The Raft log of one KMA. Generic over the type config only so that tests can observe the
 /// flush callback; the node uses the default, [`KmaRaft`].
-pub struct RocksLogStore<C = KmaRaft> {
+pub struct RocksLogStore<C: RaftTypeConfig = KmaRaft> {
     data_dir: Arc<RocksDataDir>,
     syncer: Arc<WalSyncer>,
+    tap: Arc<AppendTap<C>>,
     _config: PhantomData<fn() -> C>,
 }
 
-impl<C> Clone for RocksLogStore<C> {
+impl<C: RaftTypeConfig> Clone for RocksLogStore<C> {
     fn clone(&self) -> Self {
         RocksLogStore {
             data_dir: self.data_dir.clone(),
             syncer: self.syncer.clone(),
+            tap: self.tap.clone(),
             _config: PhantomData,
         }
     }
@@ -124,10 +127,22 @@ fn index_key(index: u64) -> [u8; 8] {
 impl<C> RocksLogStore<C>
 where
     C: RaftTypeConfig<NodeId = u64>,
+    C::Entry: Clone,
 {
     pub fn new(data_dir: Arc<RocksDataDir>) -> Self {
         let syncer = WalSyncer::start(data_dir.clone());
-        RocksLogStore { data_dir, syncer, _config: PhantomData }
+        RocksLogStore { data_dir, syncer, tap: Arc::new(AppendTap::new()), _config: PhantomData }
+    }
+
+    /// The entries this KMA (`node_id`) appends as leader, each handed over as soon as it is
+    /// written and before it is synced, at most `depth` waiting (see [`crate::leader_appends`]).
+    /// `None` if someone already subscribed.
+    pub fn leader_appends(
+        &self,
+        node_id: u64,
+        depth: usize,
+    ) -> Option<tokio::sync::mpsc::Receiver<Arc<LeaderAppend<C>>>> {
+        self.tap.subscribe(node_id, depth)
     }
 
     fn read_meta<T: DeserializeOwned>(
@@ -197,11 +212,8 @@ where
         Ok(LogState { last_purged_log_id, last_log_id })
     }
 
-    /// Writes `entries` in one synced batch; returns once they are durable.
-    fn append_entries<I>(&self, entries: I) -> Result<(), StorageError>
-    where
-        I: IntoIterator<Item = C::Entry>,
-    {
+    /// Writes `entries` in one batch, not synced (see [`WalSyncer`]).
+    fn append_entries(&self, entries: &[C::Entry]) -> Result<(), StorageError> {
         let cf = self.data_dir.cf(CF_LOG)?;
         let mut batch = WriteBatch::default();
         let (mut first, mut last) = (None, 0);
@@ -209,7 +221,7 @@ where
             let index = entry.get_log_id().index;
             first.get_or_insert(index);
             last = index;
-            batch.put_cf(cf, index_key(index), encode("log entry", &entry)?);
+            batch.put_cf(cf, index_key(index), encode("log entry", entry)?);
         }
         let Some(first) = first else { return Ok(()) };
         self.data_dir.write_unsynced(batch, CF_LOG, format!("indexes {first}..={last}"))
@@ -222,6 +234,7 @@ where
         // The range end is exclusive: the entry at u64::MAX needs its own delete.
         batch.delete_range_cf(cf, index_key(index), index_key(u64::MAX));
         batch.delete_cf(cf, index_key(u64::MAX));
+        self.tap.truncated();
         self.data_dir.write_synced(batch, CF_LOG, format!("indexes {index}.."))
     }
 
@@ -248,6 +261,7 @@ fn decode_index(db: &RocksDataDir, key: &[u8]) -> Result<u64, StorageError> {
 impl<C> RaftLogReader<C> for RocksLogStore<C>
 where
     C: RaftTypeConfig<NodeId = u64>,
+    C::Entry: Clone,
 {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
@@ -260,11 +274,15 @@ where
 impl<C> RaftLogStorage<C> for RocksLogStore<C>
 where
     C: RaftTypeConfig<NodeId = u64>,
+    C::Entry: Clone,
 {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> RaftResult<LogState<C>> {
-        self.log_state().map_err(|e| e.into_raft(ErrorSubject::Logs, ErrorVerb::Read))
+        let state =
+            self.log_state().map_err(|e| e.into_raft(ErrorSubject::Logs, ErrorVerb::Read))?;
+        self.tap.log_read(state.last_log_id);
+        Ok(state)
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -273,12 +291,19 @@ where
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> RaftResult<()> {
         self.write_meta("vote", KEY_VOTE, vote)
-            .map_err(|e| e.into_raft(ErrorSubject::Vote, ErrorVerb::Write))
+            .map_err(|e| e.into_raft(ErrorSubject::Vote, ErrorVerb::Write))?;
+        self.tap.vote_saved(*vote);
+        Ok(())
     }
 
     async fn read_vote(&mut self) -> RaftResult<Option<Vote<u64>>> {
-        self.read_meta("vote", KEY_VOTE)
-            .map_err(|e| e.into_raft(ErrorSubject::Vote, ErrorVerb::Read))
+        let vote: Option<Vote<u64>> = self
+            .read_meta("vote", KEY_VOTE)
+            .map_err(|e| e.into_raft(ErrorSubject::Vote, ErrorVerb::Read))?;
+        if let Some(vote) = vote {
+            self.tap.vote_saved(vote);
+        }
+        Ok(vote)
     }
 
     /// Persisted so that after a restart openraft re-applies the committed tail of the log onto
@@ -301,9 +326,12 @@ where
         I::IntoIter: OptionalSend,
     {
         // The callback tells openraft the entries are durable: only after a WAL sync that
-        // started after the write returned (group commit, see `WalSyncer`).
-        match self.append_entries(entries) {
+        // started after the write returned (group commit, see `WalSyncer`). The entries are
+        // handed to the followers before that sync (see `leader_appends`).
+        let entries: Vec<C::Entry> = entries.into_iter().collect();
+        match self.append_entries(&entries) {
             Ok(()) => {
+                self.tap.appended(&entries);
                 self.syncer
                     .after_next_sync(Box::new(move |synced| callback.log_io_completed(synced)));
                 Ok(())
