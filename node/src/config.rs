@@ -44,6 +44,14 @@ pub struct NodeConfig {
     /// Log entries behind a snapshot are deleted once at least this many can go at once.
     #[serde(default = "default_purge_batch_entries")]
     pub purge_batch_entries: u64,
+    /// The leader sends each new entry to the followers while its own disk sync runs
+    /// (`parallel_append`). Off, each entry waits for that sync first, as in openraft 0.9.
+    #[serde(default = "default_parallel_append")]
+    pub parallel_append: bool,
+}
+
+fn default_parallel_append() -> bool {
+    true
 }
 
 fn default_purge_batch_entries() -> u64 {

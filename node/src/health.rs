@@ -227,6 +227,13 @@ async fn raft_metrics(kma: &Kma, out: &mut Exposition) {
     gauge(out, "kms_raft_is_leader", "1 on the leader, 0 elsewhere.", leader);
     let help = "1 when a leader is known to this KMA, 0 otherwise.";
     gauge(out, "kms_raft_leader_known", help, u64::from(metrics.current_leader.is_some()));
+    let name = "kms_raft_entries_ahead_total";
+    let help = "Log entries this KMA sent to a voter while its own disk sync ran (parallel \
+                append), per voter sent to, by outcome.";
+    out.family(name, Kind::Counter, help);
+    for outcome in crate::parallel_append::Outcome::ALL {
+        out.sample_u64(name, &[("outcome", outcome.name())], outcome.entries());
+    }
     let Some(replication) = metrics.replication.as_ref() else { return };
     let names: BTreeMap<u64, String> = {
         let state = kma.state.read().await;

@@ -18,6 +18,7 @@ use crate::batching;
 use crate::config::{DataDirLayout, NodeConfig};
 use crate::login::Logins;
 use crate::network::KmaNetwork;
+use crate::parallel_append;
 use crate::pki;
 use crate::tls;
 use crate::vault::Vault;
@@ -150,6 +151,11 @@ impl Kma {
         let client_tls =
             tls::client_config(&layout.tls_dir(), pki::NODE_CERT_FILE, pki::NODE_KEY_FILE)?;
         let network = KmaNetwork { tls: crate::raft_link::client_config(client_tls.clone()) };
+        let appends = match config.parallel_append {
+            true => log_store.leader_appends(config.node_id, parallel_append::QUEUED_APPENDS_MAX),
+            false => None,
+        };
+        let raft_tls = network.tls.clone();
         let peers = https_client(client_tls)?;
         let raft_config = Arc::new(raft_config(&config)?);
         let raft = Raft::new(config.node_id, raft_config, network, log_store, state_machine)
@@ -173,6 +179,9 @@ impl Kma {
             pool_refilling: std::sync::atomic::AtomicBool::new(false),
         });
         tokio::spawn(batching::run(kma.clone(), queue));
+        if let Some(appends) = appends {
+            tokio::spawn(parallel_append::run(kma.clone(), raft_tls, appends));
+        }
         Ok(kma)
     }
 
@@ -222,6 +231,19 @@ impl Kma {
     /// a certificate of its CA, but no longer speaks for anyone.
     pub fn is_member(&self, node_id: u64) -> bool {
         self.address_of_node(node_id).is_some()
+    }
+
+    /// The voters of the current membership other than this KMA, with their addresses.
+    pub(crate) fn other_voters(&self) -> BTreeMap<u64, String> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .filter(|(id, _)| voters.contains(id) && **id != self.node_id())
+            .map(|(id, node)| (*id, node.addr.clone()))
+            .collect()
     }
 
     pub(crate) fn address_of_node(&self, node_id: u64) -> Option<String> {

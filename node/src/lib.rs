@@ -11,6 +11,7 @@
 //! - [`tls`]: rustls configurations (TLS 1.3, mutual authentication).
 //! - [`kma`]: one running KMA: Raft, propose/forward, status, digest, membership, pulse.
 //!   [`batching`]: the leader's group commit of proposals into one log entry.
+//!   [`parallel_append`]: the leader's new entries sent to the followers during its own sync.
 //! - [`network`]: Raft RPCs to other KMAs, and their failures in the audit log.
 //!   [`raft_link`]: the framed mutual-TLS streams they travel on.
 //!   [`server`]: the management listener. [`admin`]: this KMA as the management API's node
@@ -37,6 +38,7 @@ pub mod local;
 pub mod login;
 pub mod metrics;
 pub mod network;
+pub mod parallel_append;
 pub mod pki;
 pub mod prompt;
 pub mod quorum_flow;

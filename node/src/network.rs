@@ -38,7 +38,7 @@ impl RaftNetworkFactory<KmaRaft> for KmaNetwork {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
-        PeerClient { tls: self.tls.clone(), target, address: node.addr.clone(), link: None }
+        PeerClient::new(self.tls.clone(), target, node.addr.clone())
     }
 }
 
@@ -65,6 +65,26 @@ fn network<E>(why: impl Into<String>, detail: String) -> CallError<E> {
 }
 
 impl PeerClient {
+    /// A client for `target` at `address` (host:port of its management listener); its link is
+    /// opened on first use.
+    pub(crate) fn new(tls: Arc<rustls::ClientConfig>, target: u64, address: String) -> Self {
+        PeerClient { tls, target, address, link: None }
+    }
+
+    /// An AppendEntries sent ahead of openraft's own replication (`parallel_append`): its outcome
+    /// is not noted for the audit log, since openraft's calls to the same peer already are.
+    pub(crate) async fn append_ahead(
+        &mut self,
+        rpc: AppendEntriesRequest<KmaRaft>,
+        timeout: Duration,
+    ) -> Result<AppendEntriesResponse<u64>, String> {
+        let result = self.call::<_, RaftError<u64>>(&RaftCall::Append(rpc), timeout).await;
+        result.map_err(|error| match error {
+            CallError::Unreachable { detail, .. } | CallError::Network { detail, .. } => detail,
+            CallError::Remote(raft) => raft.to_string(),
+        })
+    }
+
     /// One call on the link (opened first if need be), within `timeout`. The link is put back
     /// only after a complete exchange: one that failed or timed out is dropped, since what it
     /// still carries is unknown.

@@ -205,6 +205,7 @@ fn config(node_id: u64, name: &str, site: &str, listeners: &Listeners) -> NodeCo
         snapshot_logs_since_last: 50_000,
         snapshot_logs_kept: 20_000,
         purge_batch_entries: 1_024,
+        parallel_append: true,
     }
 }
 

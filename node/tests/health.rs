@@ -408,3 +408,55 @@ async fn c8_u3_a_killed_peer_is_audited_and_a_lone_survivor_is_not_ready() {
         assert!(detail.len() <= 256 && !detail.contains("BEGIN"), "{detail}");
     }
 }
+
+/// Setup: three KMAs with parallel append on (the default). Action: 100 writes through the
+/// leader, one after the other; then every KMA stopped, `parallel_append = false` in each
+/// config, all restarted, and 30 more writes. Expect: while it is on, the followers write at
+/// least 100 of the entries the leader sends ahead (`kms_raft_entries_ahead_total`, counted per
+/// follower, so close to 200) and none fails; once it is off, nothing is sent ahead; both
+/// times every write is on every KMA and the digests agree. (SPEC C1, C7, U3)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c1_u3_followers_write_the_entries_the_leader_sends_ahead() {
+    const BASE: u16 = 18170;
+    const AHEAD: &str = "kms_raft_entries_ahead_total";
+    let mut cluster = Cluster::start(3, BASE, no_change).await;
+    let http = anonymous(&cluster);
+    let acked = support::Acked::default();
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    let address = cluster.nodes[leader].address.clone();
+    let entries = |scrape: &Scrape, outcome: &str| scrape.value(AHEAD, &[("outcome", outcome)]);
+    let before = scrape(&http, &address).await;
+    for n in 0..100 {
+        assert!(support::write_user(&cluster.admin, &address, format!("on-{n}"), &acked).await);
+    }
+    let after = scrape(&http, &address).await;
+    let grown =
+        |outcome| entries(&after, outcome).expect(AHEAD) - entries(&before, outcome).expect(AHEAD);
+    assert!(grown("written") >= 100.0, "entries written ahead: {after:?}");
+    assert_eq!(grown("failed"), 0.0, "{after:?}");
+    cluster.assert_converged(&acked).await;
+
+    for index in 0..3 {
+        cluster.stop(index).await;
+        let data_dir = &cluster.nodes[index].data_dir;
+        let mut config = NodeConfig::load(data_dir).expect("config");
+        config.parallel_append = false;
+        config.save(data_dir).expect("config saved");
+    }
+    for index in 0..3 {
+        cluster.restart(index).await;
+    }
+    for index in 0..3 {
+        cluster.wait_ready(index).await;
+    }
+    let leader = cluster.leader(Duration::from_secs(15)).await;
+    let address = cluster.nodes[leader].address.clone();
+    for n in 0..30 {
+        assert!(support::write_user(&cluster.admin, &address, format!("off-{n}"), &acked).await);
+    }
+    let off = scrape(&http, &address).await;
+    for outcome in ["written", "refused", "failed", "dropped"] {
+        assert_eq!(entries(&off, outcome), Some(0.0), "{outcome} with parallel append off");
+    }
+    cluster.assert_converged(&acked).await;
+}
