@@ -16,6 +16,7 @@ use thiserror::Error;
 
 use crate::batching;
 use crate::config::{DataDirLayout, NodeConfig};
+use crate::forward::{ForwardFailure, ForwardLinks};
 use crate::login::Logins;
 use crate::network::KmaNetwork;
 use crate::parallel_append;
@@ -68,6 +69,8 @@ pub struct Kma {
     pub state: StateHandle,
     /// Client for other KMAs, authenticated as this KMA.
     pub peers: reqwest::Client,
+    /// Raft links to the leader for forwarded proposals.
+    forward_links: ForwardLinks,
     last_stamp_ms: AtomicU64,
     /// Wall-clock ms of the last AppendEntries accepted from a leader or vote granted: the
     /// election watchdog runs from it (see `run_election_watchdog`).
@@ -171,6 +174,7 @@ impl Kma {
             raft,
             state,
             peers,
+            forward_links: ForwardLinks::new(raft_tls.clone()),
             last_stamp_ms: AtomicU64::new(0),
             last_leader_contact_ms: AtomicU64::new(wall_clock_ms()),
             vault,
@@ -253,6 +257,8 @@ impl Kma {
         nodes.find(|(id, _)| **id == node_id).map(|(_, node)| node.addr.clone())
     }
 
+    /// Forwards a proposal to the leader on a Raft link; to a leader that does not take it
+    /// there (an older version), over HTTP.
     pub(crate) async fn forward(&self, leader: u64, proposal: Proposal) -> ProposeResponse {
         let address = self.address_of_node(leader).ok_or(ProposeError::NoLeader)?;
         let request = ProposeRequest {
@@ -263,9 +269,27 @@ impl Kma {
             // The verifier was made on the KMA that took the passphrase.
             passphrase: None,
         };
+        match self.forward_links.propose(&address, request.clone()).await {
+            Ok(response) => response,
+            Err(ForwardFailure::Unreachable(detail)) => {
+                Err(ProposeError::LeaderUnreachable { leader_id: leader, detail })
+            }
+            Err(ForwardFailure::NotRun(why)) => {
+                tracing::debug!(leader, %why, "the leader took no proposal on a Raft link");
+                self.forward_http(leader, &address, &request).await
+            }
+        }
+    }
+
+    async fn forward_http(
+        &self,
+        leader: u64,
+        address: &str,
+        request: &ProposeRequest,
+    ) -> ProposeResponse {
         let unreachable =
             |detail: String| ProposeError::LeaderUnreachable { leader_id: leader, detail };
-        let body = postcard::to_allocvec(&request).map_err(|e| unreachable(e.to_string()))?;
+        let body = postcard::to_allocvec(request).map_err(|e| unreachable(e.to_string()))?;
         let response = self
             .peers
             .post(format!("https://{address}/v1/propose"))

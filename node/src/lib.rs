@@ -13,7 +13,8 @@
 //!   [`batching`]: the leader's group commit of proposals into one log entry.
 //!   [`parallel_append`]: the leader's new entries sent to the followers during its own sync.
 //! - [`network`]: Raft RPCs to other KMAs, and their failures in the audit log.
-//!   [`raft_link`]: the framed mutual-TLS streams they travel on.
+//!   [`raft_link`]: the framed mutual-TLS streams they travel on. [`forward`]: proposals
+//!   forwarded to the leader on such links.
 //!   [`server`]: the management listener. [`admin`]: this KMA as the management API's node
 //!   (`admin-api` serves the JSON API and `kmsctl` on the management listener).
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`. [`metrics`]: request metrics of both
@@ -30,6 +31,7 @@ pub mod admin;
 pub mod batching;
 pub mod client;
 pub mod config;
+pub mod forward;
 pub mod gateway_backend;
 pub mod health;
 pub mod kma;

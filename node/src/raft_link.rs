@@ -26,6 +26,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::kma::Kma;
 use crate::pki::Identity;
+use crate::wire::ProposeRequest;
 
 /// The ALPN protocol name of a Raft link.
 pub const ALPN: &[u8] = b"kma-raft/1";
@@ -38,12 +39,16 @@ pub const FRAME_LEN_MAX: usize = 64 << 20;
 /// every few hundred milliseconds; a client whose link was closed just opens a new one).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// One call from a KMA to a peer.
+/// One call from a KMA to a peer. New variants go last: an older peer refuses what it cannot
+/// decode, and the caller can tell (see [`crate::forward`]).
 #[derive(Serialize, Deserialize)]
 pub enum RaftCall {
     Append(AppendEntriesRequest<KmaRaft>),
     Vote(VoteRequest<u64>),
     Snapshot(InstallSnapshotRequest<KmaRaft>),
+    /// A proposal a follower forwards to the leader on behalf of the client it authenticated
+    /// (what `POST /v1/propose` carries).
+    Propose(ProposeRequest),
 }
 
 /// The peer's answer: openraft's result for the call, or why the call was not run.
@@ -153,7 +158,10 @@ where
 /// certificate of this cluster may call (the handshake already refused other CAs).
 pub async fn serve(kma: Arc<Kma>, (mut stream, remote): agent_gateway::server::HandedOff) {
     let certificate = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first());
-    let is_kma = matches!(certificate.and_then(crate::tls::identity_of), Some(Identity::Kma(_)));
+    let caller = match certificate.and_then(crate::tls::identity_of) {
+        Some(Identity::Kma(node_id)) => Some(node_id),
+        _ => None,
+    };
     loop {
         let body = match tokio::time::timeout(IDLE_TIMEOUT, read_frame(&mut stream)).await {
             Ok(Ok(Some(body))) => body,
@@ -163,9 +171,9 @@ pub async fn serve(kma: Arc<Kma>, (mut stream, remote): agent_gateway::server::H
                 return;
             }
         };
-        let written = if is_kma {
+        let written = if let Some(caller) = caller {
             match postcard::from_bytes::<RaftCall>(&body) {
-                Ok(call) => run(&kma, call, &mut stream).await,
+                Ok(call) => run(&kma, caller, call, &mut stream).await,
                 Err(e) => write_answer(&mut stream, &refused(format!("malformed call: {e}"))).await,
             }
         } else {
@@ -185,9 +193,10 @@ fn refused(why: String) -> Answer<()> {
     Answer::Refused(why)
 }
 
-/// Runs one call on this KMA's Raft and writes openraft's answer.
+/// Runs one call from the KMA `caller` on this KMA and writes the answer.
 async fn run<S: AsyncWrite + Unpin>(
     kma: &Kma,
+    caller: u64,
     call: RaftCall,
     stream: &mut S,
 ) -> std::io::Result<()> {
@@ -209,6 +218,10 @@ async fn run<S: AsyncWrite + Unpin>(
         }
         RaftCall::Snapshot(request) => {
             let answer = kma.raft.install_snapshot(request).await;
+            write_answer(stream, &Answer::Done(answer)).await
+        }
+        RaftCall::Propose(request) => {
+            let answer = crate::server::propose_forwarded(kma, caller, request).await;
             write_answer(stream, &Answer::Done(answer)).await
         }
     }

@@ -143,15 +143,9 @@ async fn propose(
         Err(refused) => return refused,
     };
     let (actor, origin, command) = match (&peer.0, request.actor) {
-        // A KMA forwards on behalf of the client it authenticated.
-        (Some(Identity::Kma(node)), Some(actor)) if kma.is_member(*node) => {
-            (actor, request.origin_node_id.unwrap_or(*node), request.command)
-        }
-        (Some(Identity::Kma(node)), _) => {
-            let refused: ProposeResponse = Err(ProposeError::Unauthorised(format!(
-                "KMA {node} is not a member of this cluster: it was deleted, or has not joined yet"
-            )));
-            return postcard_reply(&refused);
+        (Some(Identity::Kma(node)), actor) => {
+            let request = ProposeRequest { actor, ..request };
+            return postcard_reply(&propose_forwarded(&kma, *node, request).await);
         }
         (Some(Identity::User(user)), _) => {
             let len_min = kma.state.read().await.meta().security.passphrase_len_min;
@@ -169,6 +163,26 @@ async fn propose(
     let proposal =
         Proposal { actor, origin_node_id: origin, request_id: request.request_id, command };
     postcard_reply(&kma.propose(proposal).await)
+}
+
+/// A proposal the KMA `node` forwards on behalf of the client it authenticated (over HTTP or a
+/// Raft link): only a member KMA may, and it must name that client.
+pub(crate) async fn propose_forwarded(
+    kma: &Kma,
+    node: u64,
+    request: ProposeRequest,
+) -> ProposeResponse {
+    match request.actor {
+        Some(actor) if kma.is_member(node) => {
+            let origin_node_id = request.origin_node_id.unwrap_or(node);
+            let request_id = request.request_id;
+            kma.propose(Proposal { actor, origin_node_id, request_id, command: request.command })
+                .await
+        }
+        _ => Err(ProposeError::Unauthorised(format!(
+            "KMA {node} is not a member of this cluster: it was deleted, or has not joined yet"
+        ))),
+    }
 }
 
 /// Checks a command a user sent: commands that need the node's own proof (quorum approvals,

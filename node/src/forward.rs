@@ -1,0 +1,113 @@
+//! Proposals a follower forwards to the leader, on Raft links ([`crate::raft_link`]) kept open
+//! between calls: a forwarded write costs a frame each way instead of an HTTP/2 request and its
+//! task hops on both ends.
+//!
+//! A link carries one call at a time and a proposal holds its link until the entry commits, so
+//! each leader address has a pool of idle links; concurrent proposals open more. A link is
+//! reused only while it is younger than [`LINK_REUSE_MAX`], well inside the leader's idle
+//! timeout, so a pooled link is not one the leader has just closed. A failed exchange is never
+//! sent again: the leader may have run the proposal, and the proposer is told the outcome is
+//! unknown (as with HTTP). A leader that does not run the call (a KMA of an older version)
+//! answers with a refusal, and the caller goes by HTTP instead.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::raft_link::{Answer, Link, LinkError, RaftCall};
+use crate::wire::{ProposeRequest, ProposeResponse};
+
+/// How long a forwarded proposal may take, as the HTTP route allows.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A pooled link older than this is closed rather than reused (the leader closes idle links
+/// after two minutes).
+pub const LINK_REUSE_MAX: Duration = Duration::from_secs(60);
+
+/// Idle links kept per leader address; a burst beyond it opens links that are then closed.
+pub const IDLE_LINKS_MAX: usize = 64;
+
+/// Why a proposal did not go over a link.
+pub enum ForwardFailure {
+    /// The leader did not run the call (an older version, or no Raft link protocol): nothing
+    /// happened, so the HTTP route may be tried.
+    NotRun(String),
+    /// No link could be opened, or it failed after the call may have reached the leader (the
+    /// outcome is then unknown).
+    Unreachable(String),
+}
+
+/// The idle links to each leader address this KMA has forwarded to.
+pub struct ForwardLinks {
+    tls: Arc<rustls::ClientConfig>,
+    idle: Mutex<BTreeMap<String, Vec<(Link, Instant)>>>,
+}
+
+impl ForwardLinks {
+    /// `tls` must offer the Raft link protocol (`raft_link::client_config`).
+    pub fn new(tls: Arc<rustls::ClientConfig>) -> ForwardLinks {
+        ForwardLinks { tls, idle: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// Sends `request` to the leader at `address` and returns its answer.
+    pub async fn propose(
+        &self,
+        address: &str,
+        request: ProposeRequest,
+    ) -> Result<ProposeResponse, ForwardFailure> {
+        let (mut link, opened_at) = match self.take(address) {
+            Some(pooled) => pooled,
+            None => match Link::connect(self.tls.clone(), address).await {
+                Ok(link) => (link, Instant::now()),
+                Err(LinkError::Protocol) => {
+                    return Err(ForwardFailure::NotRun(format!("{address}: no Raft link protocol")))
+                }
+                Err(error) => {
+                    return Err(ForwardFailure::Unreachable(format!("{address}: {error:?}")))
+                }
+            },
+        };
+        let call = RaftCall::Propose(request);
+        let exchanged = tokio::time::timeout(FORWARD_TIMEOUT, link.exchange(&call)).await;
+        match exchanged {
+            Ok(Ok(Ok(Answer::Done(response)))) => {
+                self.put_back(address, link, opened_at);
+                Ok(response)
+            }
+            Ok(Ok(Ok(Answer::Refused(why)))) => Err(ForwardFailure::NotRun(why)),
+            Ok(Ok(Err(error))) => {
+                Err(ForwardFailure::Unreachable(format!("undecodable answer: {error}")))
+            }
+            Ok(Err(error)) => Err(ForwardFailure::Unreachable(format!("{address}: {error:?}"))),
+            Err(_elapsed) => Err(ForwardFailure::Unreachable(format!(
+                "{address}: no answer within {}s",
+                FORWARD_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<(Link, Instant)>>> {
+        // Only links move in and out under this lock: a panic cannot leave it inconsistent.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn take(&self, address: &str) -> Option<(Link, Instant)> {
+        let mut idle = self.idle();
+        let links = idle.get_mut(address)?;
+        // The newest first; the old ones at the bottom are dropped (closed) on the way.
+        while let Some((link, opened_at)) = links.pop() {
+            if opened_at.elapsed() < LINK_REUSE_MAX {
+                return Some((link, opened_at));
+            }
+        }
+        None
+    }
+
+    fn put_back(&self, address: &str, link: Link, opened_at: Instant) {
+        let mut idle = self.idle();
+        let links = idle.entry(address.to_string()).or_default();
+        if links.len() < IDLE_LINKS_MAX && opened_at.elapsed() < LINK_REUSE_MAX {
+            links.push((link, opened_at));
+        }
+    }
+}
