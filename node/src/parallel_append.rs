@@ -32,6 +32,12 @@ pub const QUEUED_APPENDS_MAX: usize = 64;
 /// Entries in one request sent ahead, as openraft's own (`max_payload_entries`).
 pub const ENTRIES_AHEAD_MAX: usize = 512;
 
+/// How long a voter may take to answer a request sent ahead: longer than any sync, short of an
+/// election (it is `election_timeout_ms_max`); the queue meanwhile joins what comes.
+fn answer_timeout(kma: &Kma) -> Duration {
+    Duration::from_millis(kma.config.election_timeout_ms_max)
+}
+
 /// After a failed request, a voter's appends are dropped for this long: one that cannot be
 /// reached is openraft's to retry, with its own back-off and its audit of the failure (C8).
 const FAILURE_PAUSE: Duration = Duration::from_secs(1);
@@ -86,7 +92,7 @@ pub(crate) async fn run(
     tls: Arc<rustls::ClientConfig>,
     mut appends: mpsc::Receiver<Append>,
 ) {
-    let timeout = Duration::from_millis(kma.config.heartbeat_ms);
+    let timeout = answer_timeout(&kma);
     let mut voters: BTreeMap<u64, Voter> = BTreeMap::new();
     while let Some(append) = appends.recv().await {
         let current = kma.other_voters();

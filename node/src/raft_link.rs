@@ -94,6 +94,17 @@ impl Link {
         Ok(Link { stream })
     }
 
+    /// False once the peer closed or reset the link, or sent something unasked (a TLS alert
+    /// before closing): such a link must not carry a call. Does not wait.
+    pub fn is_open(&self) -> bool {
+        let waker = std::task::Waker::noop();
+        let mut context = std::task::Context::from_waker(waker);
+        let mut byte = [0u8; 1];
+        let mut buffer = tokio::io::ReadBuf::new(&mut byte);
+        // Nothing to read is the one healthy state of an idle link.
+        self.stream.get_ref().0.poll_peek(&mut context, &mut buffer).is_pending()
+    }
+
     /// Sends `call` and reads the answer.
     pub async fn exchange<T: DeserializeOwned>(
         &mut self,

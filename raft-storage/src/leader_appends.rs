@@ -87,6 +87,20 @@ where
         self.known().last_log_id = None;
     }
 
+    /// Entries up to `log_id` were deleted; if that reached the last entry (a snapshot
+    /// installed past the log), the last entry is unknown until the next append.
+    pub(crate) fn purged(&self, log_id: LogId<u64>) {
+        let mut known = self.known();
+        let reached = match known.last_log_id {
+            Some(Some(last)) => log_id.index >= last.index,
+            Some(None) => true,
+            None => false,
+        };
+        if reached {
+            known.last_log_id = None;
+        }
+    }
+
     /// Records `entries` as written (the write returned) and publishes them when this KMA
     /// leads their term. Never blocks: a full queue drops the append.
     pub(crate) fn appended(&self, entries: &[C::Entry]) {

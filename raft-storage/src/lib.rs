@@ -51,6 +51,7 @@ pub fn open_stores(
 ) -> Result<(std::sync::Arc<RocksDataDir>, RocksLogStore, RocksStateMachine), StorageError> {
     let data_dir = RocksDataDir::open(dir)?;
     let log_store = RocksLogStore::new(data_dir.clone());
+    log_store.step_down_at_start()?;
     let state_machine = RocksStateMachine::open(data_dir.clone())?;
     Ok((data_dir, log_store, state_machine))
 }

@@ -134,6 +134,23 @@ where
         RocksLogStore { data_dir, syncer, tap: Arc::new(AppendTap::new()), _config: PhantomData }
     }
 
+    /// Called once as the data dir is opened, before openraft reads the vote: a committed vote
+    /// is written back uncommitted (synced), so a KMA that led before it stopped cannot take up
+    /// the same term again at start-up, as openraft 0.9 would. It led with parallel append:
+    /// followers may hold entries its own log lost in a crash (they were not synced here yet),
+    /// and leading the same term again would give their log IDs to other entries. The vote
+    /// still names the candidate this KMA chose in that term, so it cannot vote twice; to lead
+    /// again it wins a new term (one election timeout). A follower's vote becomes committed
+    /// again with the leader's first request.
+    pub fn step_down_at_start(&self) -> Result<(), StorageError> {
+        let vote: Option<Vote<u64>> = self.read_meta("vote", KEY_VOTE)?;
+        if let Some(vote) = vote.filter(Vote::is_committed) {
+            let uncommitted = Vote { leader_id: vote.leader_id, committed: false };
+            self.write_meta("vote", KEY_VOTE, &uncommitted)?;
+        }
+        Ok(())
+    }
+
     /// The entries this KMA (`node_id`) appends as leader, each handed over as soon as it is
     /// written and before it is synced, at most `depth` waiting (see [`crate::leader_appends`]).
     /// `None` if someone already subscribed.
@@ -246,6 +263,7 @@ where
         let purged = encode("last purged log id", &log_id)?;
         batch.put_cf(self.data_dir.cf(CF_LOG_META)?, KEY_LAST_PURGED, purged);
         let end = log_id.index.saturating_add(1);
+        self.tap.purged(log_id);
         batch.delete_range_cf(self.data_dir.cf(CF_LOG)?, index_key(0), index_key(end));
         self.data_dir.write_synced(batch, CF_LOG, format!("indexes ..={}", log_id.index))
     }

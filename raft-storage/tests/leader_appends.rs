@@ -48,11 +48,11 @@ async fn c7_the_leaders_own_entries_are_handed_over_with_the_log_id_before_them(
     assert!(appends.try_recv().is_err(), "one hand-over per append");
 }
 
-/// Setup: a subscribed store that has entries 0..=3 of term 1. Action: append as a follower of
+/// Setup: a subscribed store that has entries 0..=1 of term 1. Action: append as a follower of
 /// another KMA (vote committed for node 2), as a candidate (vote not committed), entries of an
-/// older term than the vote, after a truncation, and after a restart before openraft read the
-/// log. Expect: none of these is handed over; the append after each truncation or restart is
-/// not either (the entry before it is unknown), and the next one is, with the right log ID.
+/// older term than the vote, after a truncation, and after a purge past the last entry.
+/// Expect: none of these is handed over; the append after a truncation or purge is not either
+/// (the entry before it is unknown), and the next one is, with the right log ID.
 #[tokio::test]
 async fn c7_followers_candidates_and_unknown_predecessors_hand_nothing_over() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -77,20 +77,46 @@ async fn c7_followers_candidates_and_unknown_predecessors_hand_nothing_over() {
     append(&mut stores.log, &[entry(3, 4)]).await;
     let next = appends.try_recv().expect("handed over again");
     assert_eq!(next.prev_log_id, Some(entry(3, 3).log_id));
+
+    stores.log.purge(entry(3, 6).log_id).await.expect("purge, as a snapshot install past the log");
+    append(&mut stores.log, &[entry(3, 7)]).await;
+    assert!(appends.try_recv().is_err(), "the entry before index 7 is unknown after the purge");
+    append(&mut stores.log, &[entry(3, 8)]).await;
+    let next = appends.try_recv().expect("handed over again");
+    assert_eq!(next.prev_log_id, Some(entry(3, 7).log_id));
+}
+
+/// Setup: a KMA that led term 3 (its vote committed for itself) and sent entries ahead. Action:
+/// reopen its data dir as a restart does, append as openraft might before reading the log,
+/// then after a new term is won. Expect: the vote reads back uncommitted, still for this KMA
+/// (it may not lead term 3 again, whose log IDs followers may hold for entries this log lost,
+/// nor vote for another in it), so nothing is handed over until a committed vote of term 4 is
+/// saved; then appends are handed over with the log ID before them.
+#[tokio::test]
+async fn c7_a_kma_that_led_must_win_a_new_term_after_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut stores = open(&dir);
+    let mut appends = stores.log.leader_appends(ME, 8).expect("subscriber");
+    stores.log.get_log_state().await.expect("log state");
+    stores.log.save_vote(&Vote::new_committed(3, ME)).await.expect("vote");
+    append(&mut stores.log, &[entry(3, 0)]).await;
+    assert!(appends.try_recv().is_ok(), "handed over while leading term 3");
     drop(appends);
     drop(stores);
 
     let mut stores = open(&dir);
     let mut appends = stores.log.leader_appends(ME, 8).expect("subscriber");
     let vote = stores.log.read_vote().await.expect("vote");
-    assert_eq!(vote, Some(Vote::new_committed(3, ME)));
-    append(&mut stores.log, &[entry(3, 5)]).await;
-    assert!(appends.try_recv().is_err(), "the last entry is unknown until openraft reads it");
+    assert_eq!(vote, Some(Vote::new(3, ME)), "stepped down: the same candidate, not committed");
+    append(&mut stores.log, &[entry(3, 1)]).await;
+    assert!(appends.try_recv().is_err(), "no leader of any term before an election");
     let state = stores.log.get_log_state().await.expect("log state");
-    assert_eq!(state.last_log_id, Some(entry(3, 5).log_id));
-    append(&mut stores.log, &[entry(3, 6)]).await;
-    let next = appends.try_recv().expect("handed over after the log was read");
-    assert_eq!(next.prev_log_id, Some(entry(3, 5).log_id));
+    assert_eq!(state.last_log_id, Some(entry(3, 1).log_id));
+    stores.log.save_vote(&Vote::new_committed(4, ME)).await.expect("vote of term 4");
+    append(&mut stores.log, &[entry(4, 2)]).await;
+    let next = appends.try_recv().expect("handed over in the new term");
+    assert_eq!(next.prev_log_id, Some(entry(3, 1).log_id));
+    assert_eq!(next.vote, Vote::new_committed(4, ME));
 }
 
 /// Setup: a subscribed leader whose queue holds one append and nobody reads it. Action: three
