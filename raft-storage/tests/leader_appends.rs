@@ -7,7 +7,8 @@ mod support;
 
 use openraft::storage::RaftLogStorage;
 use openraft::{CommittedLeaderId, EntryPayload, LogId, Vote};
-use support::{append, open, Entry};
+use raft_storage::KmaRaft;
+use support::{append, open, Entry, Stores};
 
 const ME: u64 = 1;
 
@@ -16,6 +17,18 @@ fn entry(term: u64, index: u64) -> Entry {
         log_id: LogId::new(CommittedLeaderId::new(term, ME), index),
         payload: EntryPayload::Blank,
     }
+}
+
+type Appends = tokio::sync::mpsc::Receiver<std::sync::Arc<raft_storage::LeaderAppend<KmaRaft>>>;
+
+/// A started store (openraft read its log) subscribed with a queue of `depth`, whose saved vote
+/// is `vote`.
+async fn started(dir: &tempfile::TempDir, depth: usize, vote: Vote<u64>) -> (Stores, Appends) {
+    let mut stores = open(dir);
+    let appends = stores.log.leader_appends(ME, depth).expect("the first subscriber");
+    stores.log.get_log_state().await.expect("log state");
+    stores.log.save_vote(&vote).await.expect("vote");
+    (stores, appends)
 }
 
 fn ids(entries: &[Entry]) -> Vec<LogId<u64>> {
@@ -56,10 +69,7 @@ async fn c7_the_leaders_own_entries_are_handed_over_with_the_log_id_before_them(
 #[tokio::test]
 async fn c7_followers_candidates_and_unknown_predecessors_hand_nothing_over() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut stores = open(&dir);
-    let mut appends = stores.log.leader_appends(ME, 8).expect("subscriber");
-    stores.log.get_log_state().await.expect("log state");
-    stores.log.save_vote(&Vote::new_committed(1, 2)).await.expect("vote");
+    let (mut stores, mut appends) = started(&dir, 8, Vote::new_committed(1, 2)).await;
     append(&mut stores.log, &[entry(1, 0), entry(1, 1)]).await;
     assert!(appends.try_recv().is_err(), "another KMA leads term 1");
 
@@ -95,10 +105,7 @@ async fn c7_followers_candidates_and_unknown_predecessors_hand_nothing_over() {
 #[tokio::test]
 async fn c7_a_kma_that_led_must_win_a_new_term_after_a_restart() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut stores = open(&dir);
-    let mut appends = stores.log.leader_appends(ME, 8).expect("subscriber");
-    stores.log.get_log_state().await.expect("log state");
-    stores.log.save_vote(&Vote::new_committed(3, ME)).await.expect("vote");
+    let (mut stores, mut appends) = started(&dir, 8, Vote::new_committed(3, ME)).await;
     append(&mut stores.log, &[entry(3, 0)]).await;
     assert!(appends.try_recv().is_ok(), "handed over while leading term 3");
     drop(appends);
@@ -125,10 +132,7 @@ async fn c7_a_kma_that_led_must_win_a_new_term_after_a_restart() {
 #[tokio::test]
 async fn c7_a_full_queue_drops_hand_overs_and_never_blocks_the_log() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut stores = open(&dir);
-    let mut appends = stores.log.leader_appends(ME, 1).expect("subscriber");
-    stores.log.get_log_state().await.expect("log state");
-    stores.log.save_vote(&Vote::new_committed(1, ME)).await.expect("vote");
+    let (mut stores, mut appends) = started(&dir, 1, Vote::new_committed(1, ME)).await;
     for index in 0..4 {
         append(&mut stores.log, &[entry(1, index)]).await;
     }
