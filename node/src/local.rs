@@ -126,7 +126,14 @@ pub async fn start(
             .await?;
         anyhow::ensure!(status.success(), "kma init failed");
     }
+    // Every KMA that exists starts before any is waited for: a restarted cluster needs a
+    // majority to elect a leader (a KMA that led does not take up its old term alone).
     children.push(spawn_run(binary, &first.data_dir)?);
+    for node in layout.iter().skip(1) {
+        if node.data_dir.join(CONFIG_FILE).exists() {
+            children.push(spawn_run(binary, &node.data_dir)?);
+        }
+    }
     let admin = KmaClient::admin(&first.data_dir)?;
     wait_ready(&admin, &first.management, Duration::from_secs(60)).await?;
     for (n, node) in layout.iter().enumerate().skip(1) {
@@ -135,8 +142,6 @@ pub async fn start(
             children.push(spawn_run(binary, &node.data_dir)?);
             wait_ready(&admin, &node.management, Duration::from_secs(60)).await?;
             unlock_when_member(&admin, &first.management, &secrets, &node.name, true).await?;
-        } else {
-            children.push(spawn_run(binary, &node.data_dir)?);
         }
     }
     for node in &layout {
