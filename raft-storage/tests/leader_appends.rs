@@ -82,18 +82,25 @@ async fn c7_followers_candidates_and_unknown_predecessors_hand_nothing_over() {
     assert!(appends.try_recv().is_err(), "an entry of term 1 is not the term-3 leader's own");
 
     stores.log.truncate(entry(1, 3).log_id).await.expect("truncate");
-    append(&mut stores.log, &[entry(3, 3)]).await;
-    assert!(appends.try_recv().is_err(), "the entry before index 3 is unknown after truncating");
-    append(&mut stores.log, &[entry(3, 4)]).await;
-    let next = appends.try_recv().expect("handed over again");
-    assert_eq!(next.prev_log_id, Some(entry(3, 3).log_id));
+    relearns_the_last_entry(&mut stores, &mut appends, 3, 3).await;
 
     stores.log.purge(entry(3, 6).log_id).await.expect("purge, as a snapshot install past the log");
-    append(&mut stores.log, &[entry(3, 7)]).await;
-    assert!(appends.try_recv().is_err(), "the entry before index 7 is unknown after the purge");
-    append(&mut stores.log, &[entry(3, 8)]).await;
+    relearns_the_last_entry(&mut stores, &mut appends, 3, 7).await;
+}
+
+/// After the last entry became unknown: an append of `term` at `index` is not handed over (the
+/// entry before it is unknown), the next one is, with that append as the log ID before it.
+async fn relearns_the_last_entry(
+    stores: &mut Stores,
+    appends: &mut Appends,
+    term: u64,
+    index: u64,
+) {
+    append(&mut stores.log, &[entry(term, index)]).await;
+    assert!(appends.try_recv().is_err(), "the entry before index {index} is unknown");
+    append(&mut stores.log, &[entry(term, index + 1)]).await;
     let next = appends.try_recv().expect("handed over again");
-    assert_eq!(next.prev_log_id, Some(entry(3, 7).log_id));
+    assert_eq!(next.prev_log_id, Some(entry(term, index).log_id));
 }
 
 /// Setup: a KMA that led term 3 (its vote committed for itself) and sent entries ahead. Action:
