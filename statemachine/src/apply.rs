@@ -9,11 +9,11 @@ use serde::{Deserialize, Serialize};
 use crate::audit::{AuditEvent, AuditLink, AuditWhat, ChainedAuditEvent, Outcome};
 use crate::command::{Actor, Command, Envelope};
 use crate::digest::body_digest;
+use crate::ids::NodeId;
 use crate::limits::{CLIENT_OUTCOMES_KEPT, CLIENT_SESSIONS_PER_ACTOR_MAX};
-use crate::permission::{CommandKind, Issuer};
+use crate::permission::Access;
 use crate::reject::Reject;
 use crate::reply::Reply;
-use crate::role::RoleSet;
 use crate::state::{ClientSession, RecordedOutcome, State};
 
 /// The result of applying one log entry.
@@ -54,6 +54,8 @@ pub(crate) struct Cx<'a> {
     pub index: u64,
     pub now_ms: u64,
     pub actor: &'a Actor,
+    /// The KMA that accepted the command from its actor.
+    pub origin_node_id: NodeId,
     pub events: Vec<AuditEvent>,
 }
 
@@ -71,7 +73,13 @@ impl State {
         self.meta.time_ms_last = now_ms;
         self.meta.last_applied_index = index;
         let kind = envelope.command.kind();
-        let mut cx = Cx { index, now_ms, actor: &envelope.actor, events: Vec::new() };
+        let mut cx = Cx {
+            index,
+            now_ms,
+            actor: &envelope.actor,
+            origin_node_id: envelope.origin_node_id,
+            events: Vec::new(),
+        };
 
         let result = match self.replayed(envelope) {
             Some(replayed) => {
@@ -82,7 +90,8 @@ impl State {
             }
             None => {
                 let result = self
-                    .authorize(kind, &envelope.actor)
+                    .check_access(&envelope.actor, Access::Command(kind))
+                    .and_then(|()| self.check_format(&envelope.command))
                     .and_then(|()| self.execute(&mut cx, &envelope.command));
                 self.remember(envelope, now_ms, &result);
                 result
@@ -170,50 +179,6 @@ impl State {
         // Kept sorted by seq so the oldest is in front even when requests arrive out of order.
         let at = session.outcomes.partition_point(|o| o.seq < request_id.seq);
         session.outcomes.insert(at, outcome);
-    }
-
-    /// Checks that the actor exists, is allowed to act, and may issue this kind of command.
-    fn authorize(&self, kind: CommandKind, actor: &Actor) -> Result<(), Reject> {
-        if self.meta.cluster.is_none() && kind != CommandKind::InitCluster {
-            return Err(Reject::ClusterNotInitialized);
-        }
-        match (kind.issuer(), actor) {
-            (Issuer::System, Actor::System) => Ok(()),
-            (Issuer::Users(required), Actor::User(id)) => {
-                let held = self.user_roles(id)?;
-                if held.intersects(required) {
-                    Ok(())
-                } else {
-                    Err(Reject::MissingRole { kind, required, held })
-                }
-            }
-            (Issuer::Agent, Actor::Agent(id)) => self.check_agent_may_act(id),
-            (Issuer::Users(required), Actor::Agent(_) | Actor::System) => {
-                Err(Reject::MissingRole { kind, required, held: RoleSet::EMPTY })
-            }
-            _ => Err(Reject::WrongIssuer { kind }),
-        }
-    }
-
-    fn user_roles(&self, id: &str) -> Result<RoleSet, Reject> {
-        let user =
-            self.meta.users.get(id).ok_or_else(|| Reject::UnknownUser { user: id.into() })?;
-        if !user.enabled {
-            return Err(Reject::UserDisabled { user: id.into() });
-        }
-        Ok(user.roles)
-    }
-
-    pub(crate) fn check_agent_may_act(&self, id: &str) -> Result<(), Reject> {
-        let agent =
-            self.meta.agents.get(id).ok_or_else(|| Reject::UnknownAgent { agent: id.into() })?;
-        if !agent.enabled {
-            return Err(Reject::AgentDisabled { agent: id.into() });
-        }
-        if !agent.enrolled() {
-            return Err(Reject::AgentNotEnrolled { agent: id.into() });
-        }
-        Ok(())
     }
 
     /// The only `match` over commands that changes state: one handler per intent.
@@ -337,6 +302,7 @@ impl State {
             C::MarkBackupDestroyed { id } => self.mark_backup_destroyed(cx, *id),
             C::SetBackupSchedule { schedule } => self.set_backup_schedule(schedule.as_ref()),
             C::RecordLogin { principal, source } => self.record_login(cx, principal, source),
+            C::ReportKmaVersion { kma, version } => self.report_kma_version(cx, kma, version),
         }
     }
 }

@@ -9,6 +9,7 @@ use crate::audit::AuditWhat;
 use crate::check::{check_blob, check_count, check_name, check_text, check_verifier};
 use crate::cluster::{ClusterInfo, KeyPoolLimits, Kma, KmaStatus, SecuritySettings, Site, User};
 use crate::command::InitCluster;
+use crate::format::{KmaVersion, LOG_FORMAT_2};
 use crate::limits::{
     DETAIL_LEN_MAX, KEY_POOL_HIGH_WATER_MAX, KMAS_MAX, QUORUM_OPERATIONS_PENDING_MAX,
     QUORUM_OPERATION_TTL_MS_MAX, SHARE_LEN_MAX, SITES_MAX, USERS_MAX,
@@ -52,6 +53,7 @@ impl State {
             autonomous_unlock: init.autonomous_unlock,
             software_version: 0,
             created_at_ms: now_ms,
+            version: None,
         };
         self.meta.kmas.insert(init.kma_name.clone(), kma);
         let officer = User {
@@ -126,6 +128,7 @@ impl State {
             autonomous_unlock: false,
             software_version: 0,
             created_at_ms: cx.now_ms,
+            version: None,
         };
         self.meta.kmas.insert(name.into(), kma);
         Ok(Reply::KmaCreated { node_id })
@@ -170,12 +173,47 @@ impl State {
         Ok(Reply::Done)
     }
 
+    /// The format-1 report: the log format alone. Every KMA ever released applies it alike to
+    /// the fields it knows; a full report recorded before no longer describes the software.
     pub(crate) fn report_software_version(
         &mut self,
         name: &str,
         version: u32,
     ) -> Result<Reply, Reject> {
-        self.kma_mut(name)?.software_version = version;
+        let kma = self.kma_mut(name)?;
+        kma.software_version = version;
+        kma.version = None;
+        Ok(Reply::Done)
+    }
+
+    /// The full report (log format 2, SPEC C7): only a KMA's own, since the gate trusts it.
+    pub(crate) fn report_kma_version(
+        &mut self,
+        cx: &mut Cx<'_>,
+        name: &str,
+        version: &KmaVersion,
+    ) -> Result<Reply, Reject> {
+        let kma = self.kma(name)?;
+        if kma.node_id != cx.origin_node_id {
+            return Err(Reject::VersionReportFromAnotherKma {
+                kma: name.into(),
+                node_id: kma.node_id,
+                origin_node_id: cx.origin_node_id,
+            });
+        }
+        let invalid = |field: &str, reason: &str| Reject::InvalidSetting {
+            field: field.into(),
+            reason: reason.into(),
+        };
+        if version.formats.log < LOG_FORMAT_2 {
+            return Err(invalid("log format", "at least 2: a full report is itself of format 2"));
+        }
+        if version.formats.snapshot == 0 {
+            return Err(invalid("snapshot format", "at least 1"));
+        }
+        let kma = self.kma_mut(name)?;
+        kma.software_version = u32::from(version.formats.log);
+        kma.version = Some(*version);
         Ok(Reply::Done)
     }
 
@@ -463,18 +501,10 @@ impl State {
         id: u64,
         member: &str,
     ) -> Result<Reply, Reject> {
+        self.check_approval(id, member, cx.now_ms)?;
         let op =
             self.meta.quorum_operations.get(&id).ok_or(Reject::UnknownQuorumOperation { id })?;
-        if cx.now_ms >= op.expires_at_ms {
-            return Err(Reject::QuorumOperationExpired { id, expired_at_ms: op.expires_at_ms });
-        }
-        if !self.meta.quorum.is_member(member) {
-            return Err(Reject::NotAQuorumMember { member: member.into() });
-        }
-        if op.approvals.contains(member) {
-            return Err(Reject::AlreadyApproved { id, member: member.into() });
-        }
-        let approvals = op.approvals.len() as u32 + 1;
+        let approvals = self.approvals_counted(op) + 1;
         let threshold = u32::from(self.meta.quorum.threshold);
         let completed = approvals >= threshold;
         let operation = op.operation.clone();

@@ -4,6 +4,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
+use crate::format::KmaVersion;
 use crate::ids::{ClusterId, NodeId};
 use crate::role::RoleSet;
 
@@ -42,9 +43,13 @@ pub struct Kma {
     pub locked: bool,
     /// Unlock by itself after a reboot (enabling it is a quorum operation).
     pub autonomous_unlock: bool,
-    /// Highest state-machine format version the KMA's software understands (SPEC C7).
+    /// Highest state-machine format version the KMA's software understands (SPEC C7): the log
+    /// format of its latest report (see [`crate::format`]); 0 when it never reported.
     pub software_version: u32,
     pub created_at_ms: u64,
+    /// The KMA's latest full version report (log format 2, snapshot format 3); `None` before
+    /// one, and again after a format-1 report, which carries the log format alone.
+    pub version: Option<KmaVersion>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backup::BackupKind;
 use crate::cluster::{BackupSchedule, KeyPoolLimits, SecuritySettings};
+use crate::format::KmaVersion;
 use crate::ids::{ClusterId, DataUnitId, KeyId, NodeId, RequestId};
 use crate::key::{Activation, KeyCheckValue, WrappedKey};
 use crate::quorum::{Quorum, QuorumOperation};
@@ -149,6 +150,8 @@ pub enum Command {
     DisableAutonomousUnlock {
         name: String,
     },
+    /// A KMA reports the newest log format it reads (SPEC C7). Log format 1, so every KMA ever
+    /// released decodes it: a KMA reports with it while the cluster is below format 2.
     ReportSoftwareVersion {
         kma: String,
         version: u32,
@@ -346,5 +349,15 @@ pub enum Command {
     RecordLogin {
         principal: String,
         source: String,
+    },
+    // The cluster version gate (SPEC C7): log format 2, appended after every format-1 variant.
+    /// A KMA's full version report: its release and the newest formats it reads, recorded in
+    /// its entry. Log format 2, so proposed only once every KMA reads format 2; until then a KMA
+    /// reports its log format alone with the format-1 [`Command::ReportSoftwareVersion`] (see
+    /// [`crate::format`], rule 3, and [`crate::State::version_report`], which picks). Issued by
+    /// the KMA software, and only by the KMA it names (its envelope's `origin_node_id`).
+    ReportKmaVersion {
+        kma: String,
+        version: KmaVersion,
     },
 }

@@ -96,6 +96,17 @@ impl State {
                 agent.id
             );
         }
+        for kma in self.meta.kmas.values() {
+            if let Some(version) = kma.version {
+                assert_eq!(
+                    kma.software_version,
+                    u32::from(version.formats.log),
+                    "KMA {} has one log format, that of its full report",
+                    kma.name
+                );
+                assert!(version.formats.log >= 2, "a full report is of log format 2 or newer");
+            }
+        }
         let quorum = &self.meta.quorum;
         if self.meta.cluster.is_some() {
             assert!(quorum.threshold >= 1, "the quorum threshold is at least one");

@@ -11,11 +11,16 @@
 //! - [`command`]: the `Command` enum (one variant per mutation) and its `Envelope`.
 //! - [`state`]: the `State` records and derived views; `apply` and its handlers live in
 //!   `apply*.rs`, one file per area (cluster, catalog, keys, agent protocol, transfer/backup).
-//! - [`permission`]: the role matrix. [`reject`]: why a command was refused, with frozen codes.
+//! - [`permission`]: the access table (who may issue each command, read each part of the state),
+//!   applied whole by `State::check_access`. [`reject`]: why a command or a read was refused,
+//!   with frozen codes and a class for shells.
+//! - [`format`]: the cluster version gate: the formats each KMA reads, the one the cluster
+//!   reads, the one each command needs.
 //! - [`key`], [`data_unit`], [`policy`], [`agent`], [`cluster`], [`quorum`], [`partner`],
 //!   [`backup`]: the managed objects. [`audit`]: the events `apply` returns and the hash chain
 //!   they form. [`reply`]: answers.
-//! - [`query`]: reads for the gateway and the admin API (keys for a drive, impact previews);
+//! - [`query`]: reads for the gateway and the admin API (keys for a drive, impact previews,
+//!   the approvers of a quorum operation, the keys a pool refill wants);
 //!   [`list`]: paged, filtered lists for the admin API, bounded per page.
 //! - [`codec`]: versioned envelope and chunked snapshot encodings.
 //! - [`migration`]: the KMS 1.x key file reader. [`duration`]: `10d`-style durations.
@@ -27,6 +32,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+mod access;
 pub mod agent;
 mod apply;
 mod apply_agent;
@@ -43,6 +49,7 @@ pub mod command;
 pub mod data_unit;
 pub mod digest;
 pub mod duration;
+pub mod format;
 pub mod ids;
 mod invariants;
 pub mod key;
@@ -66,10 +73,11 @@ pub use audit::{
 };
 pub use command::{Actor, Batch, Command, Envelope};
 pub use data_unit::DataUnitState;
+pub use format::{Formats, KmaVersion, SoftwareVersion};
 pub use ids::{ClusterId, DataUnitId, KeyGroupId, KeyId, KeyPolicyId, NodeId, RequestId};
 pub use key::{KeyState, WrappedKey};
-pub use permission::{CommandKind, Issuer};
-pub use reject::Reject;
+pub use permission::{Access, CommandKind, Issuer, Read};
+pub use reject::{Reject, RejectClass};
 pub use reply::Reply;
 pub use role::{Role, RoleSet};
 pub use state::State;

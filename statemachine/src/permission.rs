@@ -1,6 +1,11 @@
-//! The role matrix (SPEC S1): for every kind of command, who may issue it.
+//! The access table (SPEC S1): for every kind of command, who may issue it, and for every read
+//! of the state and every action outside the log, who may do it. [`crate::State::check_access`]
+//! applies it whole (the actor exists, may act, holds an allowed role); `apply` authorizes each
+//! command through it, and the shells (admin API, node endpoints, agent gateway) ask it before
+//! a read, so that each rule is written once, here.
 //!
-//! `CommandKind` is persisted in audit events, so variants are only ever appended.
+//! `CommandKind`, `Read` and `Access` are persisted (audit events, rejections), so variants are
+//! only ever appended.
 
 use serde::{Deserialize, Serialize};
 
@@ -9,7 +14,8 @@ use crate::quorum::QuorumOperation;
 use crate::role::{Role, RoleSet};
 
 /// One kind per command variant; starting a quorum operation has one kind per operation, since
-/// the roles that may start them differ.
+/// the roles that may start them differ. The version report has two variants, of log formats 1
+/// and 2 (see [`crate::format`]), and one kind: the same intent, by the same issuer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum CommandKind {
     InitCluster,
@@ -275,6 +281,159 @@ impl Command {
             C::MarkBackupDestroyed { .. } => K::MarkBackupDestroyed,
             C::SetBackupSchedule { .. } => K::SetBackupSchedule,
             C::RecordLogin { .. } => K::RecordLogin,
+            // The full report of format 2: the same intent and issuer as the format-1 one.
+            C::ReportKmaVersion { .. } => K::ReportSoftwareVersion,
+        }
+    }
+}
+
+/// A read of the replicated state that a shell serves. The table says who may read it:
+/// [`Read::reader`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Read {
+    /// Cluster status and health, replication, the state digest (node `status`, `digest`;
+    /// admin `GET /v1/cluster/status`).
+    ClusterStatus,
+    /// Sites.
+    Sites,
+    /// KMA records (admin `GET /v1/kmas`).
+    Kmas,
+    /// Security settings, key pool limits, the backup schedule.
+    Settings,
+    /// Users and their roles.
+    Users,
+    /// The quorum's members and threshold, and the pending quorum operations with their
+    /// approvals (admin `GET /v1/quorum`).
+    PendingOperations,
+    /// Key policies.
+    Policies,
+    /// Key groups.
+    Groups,
+    /// Agents and their key groups.
+    Agents,
+    /// Keys, one or listed, without material (admin `GET /v1/keys`).
+    Keys,
+    /// Data units, one or listed.
+    DataUnits,
+    /// What a destroy or a key group change would touch (SPEC O8, O9).
+    ImpactPreview,
+    /// Backup records.
+    Backups,
+    /// The audit log and its chain head (SPEC S5: Auditors).
+    AuditLog,
+    /// The keys a drive gets for a data unit, or one by ID (SPEC A2): its own, still wrapped.
+    AgentKeys,
+}
+
+impl Read {
+    /// The read table: every user reads the state (the Auditor is the read-only role, SPEC S1);
+    /// only the Auditor reads the audit log (SPEC S5); an agent reads its keys.
+    pub const fn reader(self) -> Issuer {
+        use Read as R;
+        match self {
+            R::ClusterStatus | R::Sites | R::Kmas | R::Settings | R::Users => Issuer::Users(ANY),
+            R::PendingOperations | R::Policies | R::Groups | R::Agents => Issuer::Users(ANY),
+            R::Keys | R::DataUnits | R::ImpactPreview | R::Backups => Issuer::Users(ANY),
+            R::AuditLog => Issuer::Users(AUDITOR),
+            R::AgentKeys => Issuer::Agent,
+        }
+    }
+
+    /// What it reads, as refusals name it.
+    pub const fn name(self) -> &'static str {
+        use Read as R;
+        match self {
+            R::ClusterStatus => "the cluster status",
+            R::Sites => "the sites",
+            R::Kmas => "the KMAs",
+            R::Settings => "the settings",
+            R::Users => "the users",
+            R::PendingOperations => "the quorum and its pending operations",
+            R::Policies => "the key policies",
+            R::Groups => "the key groups",
+            R::Agents => "the agents",
+            R::Keys => "the keys",
+            R::DataUnits => "the data units",
+            R::ImpactPreview => "an impact preview",
+            R::Backups => "the backups",
+            R::AuditLog => "the audit log",
+            R::AgentKeys => "the keys of a drive",
+        }
+    }
+
+    /// Every read, in declaration order (for tests and documentation).
+    pub const ALL: [Read; 15] = {
+        use Read as R;
+        [
+            R::ClusterStatus,
+            R::Sites,
+            R::Kmas,
+            R::Settings,
+            R::Users,
+            R::PendingOperations,
+            R::Policies,
+            R::Groups,
+            R::Agents,
+            R::Keys,
+            R::DataUnits,
+            R::ImpactPreview,
+            R::Backups,
+            R::AuditLog,
+            R::AgentKeys,
+        ]
+    };
+}
+
+const ANY: RoleSet = RoleSet::ALL;
+const AUDITOR: RoleSet = RoleSet::of(Role::Auditor);
+
+/// Anything an actor may be allowed to do: the key of the access table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Access {
+    /// Issuing a command of this kind.
+    Command(CommandKind),
+    /// Reading part of the state.
+    Read(Read),
+    /// Changing the Raft membership directly (add a learner, promote, remove a voter): what the
+    /// join and removal of a KMA do on a Security Officer's behalf (node `POST /v1/members`).
+    RaftMembership,
+}
+
+impl Access {
+    /// The whole table: who may have this access.
+    pub const fn granted_to(self) -> Issuer {
+        match self {
+            Access::Command(kind) => kind.issuer(),
+            Access::Read(read) => read.reader(),
+            Access::RaftMembership => Issuer::Users(SO),
+        }
+    }
+}
+
+impl From<CommandKind> for Access {
+    fn from(kind: CommandKind) -> Access {
+        Access::Command(kind)
+    }
+}
+
+impl From<&Command> for Access {
+    fn from(command: &Command) -> Access {
+        Access::Command(command.kind())
+    }
+}
+
+impl From<Read> for Access {
+    fn from(read: Read) -> Access {
+        Access::Read(read)
+    }
+}
+
+impl core::fmt::Display for Access {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Access::Command(kind) => write!(f, "{kind:?}"),
+            Access::Read(read) => write!(f, "reading {}", read.name()),
+            Access::RaftMembership => f.write_str("changing the Raft membership"),
         }
     }
 }

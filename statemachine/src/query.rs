@@ -1,14 +1,21 @@
 //! Reads: pure functions of the state and a `now`. The agent gateway serves these from the local
-//! node; nothing here changes the state.
+//! node; nothing here changes the state. Besides the agent's reads and the impact previews, the
+//! answers the shells would otherwise work out themselves: who may approve a quorum operation,
+//! and how many keys a pool refill wants.
 
 use alloc::collections::BTreeSet;
+use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
-use crate::command::DestroySelection;
+use crate::command::{Actor, DestroySelection};
 use crate::data_unit::DataUnitState;
+use crate::format::LOG_FORMAT_2;
 use crate::ids::{DataUnitId, KeyId};
 use crate::key::{KeyState, WrappedKey};
+use crate::limits::POOL_KEYS_PER_COMMAND_MAX;
+use crate::permission::{Access, Read};
+use crate::quorum::{PendingQuorumOperation, QuorumMember, QUORUM_MEMBERS_MAX};
 use crate::reject::Reject;
 use crate::state::State;
 
@@ -45,7 +52,7 @@ impl State {
         data_unit: &DataUnitId,
         now_ms: u64,
     ) -> Result<Vec<AgentKey>, Reject> {
-        self.check_agent_may_act(agent_id)?;
+        self.check_access(&Actor::Agent(agent_id.into()), Access::Read(Read::AgentKeys))?;
         let agent = self.agent(agent_id)?;
         let unit = self
             .data_units
@@ -77,7 +84,7 @@ impl State {
         key_id: &KeyId,
         now_ms: u64,
     ) -> Result<AgentKey, Reject> {
-        self.check_agent_may_act(agent_id)?;
+        self.check_access(&Actor::Agent(agent_id.into()), Access::Read(Read::AgentKeys))?;
         let agent = self.agent(agent_id)?;
         let key = self.keys.get(key_id).ok_or(Reject::UnknownKey { key_id: *key_id })?;
         let state = self.key_state_at(key, now_ms);
@@ -155,5 +162,108 @@ impl State {
             })
             .collect();
         Ok(self.impact_of(data_units, keys))
+    }
+}
+
+/// Who may still approve a pending quorum operation, and how far it is (SPEC S4).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumApprovers {
+    pub id: u64,
+    /// Members of the current quorum who have not approved it, in quorum order: each may
+    /// approve once.
+    pub eligible: Vec<String>,
+    /// Approvals that count toward the threshold: from log format 2 on, only those of members
+    /// still in the quorum (see [`crate::format`]).
+    pub approvals: u32,
+    pub threshold: u32,
+    pub expires_at_ms: u64,
+}
+
+impl State {
+    /// Who may approve quorum operation `id` at `now_ms`, and the approvals that count so far.
+    pub fn quorum_approvers(&self, id: u64, now_ms: u64) -> Result<QuorumApprovers, Reject> {
+        let op = self.pending_quorum_operation(id, now_ms)?;
+        let eligible: Vec<String> = self
+            .meta
+            .quorum
+            .members
+            .iter()
+            .filter(|member| !op.approvals.contains(&member.id))
+            .map(|member| member.id.clone())
+            .collect();
+        debug_assert!(eligible.len() <= QUORUM_MEMBERS_MAX, "a quorum has at most ten members");
+        Ok(QuorumApprovers {
+            id,
+            eligible,
+            approvals: self.approvals_counted(op),
+            threshold: u32::from(self.meta.quorum.threshold),
+            expires_at_ms: op.expires_at_ms,
+        })
+    }
+
+    /// Whether `member` may approve operation `id` at `now_ms`: the same check `apply` makes
+    /// before it records an approval. The member's record holds the wrapped share that the
+    /// node opens with the member's passphrase. Refusals by precedence: the operation is
+    /// unknown, or expired; the member is not in the quorum, or approved already.
+    pub fn check_approval(
+        &self,
+        id: u64,
+        member: &str,
+        now_ms: u64,
+    ) -> Result<&QuorumMember, Reject> {
+        let op = self.pending_quorum_operation(id, now_ms)?;
+        let record = self.meta.quorum.members.iter().find(|record| record.id == member);
+        let record = record.ok_or_else(|| Reject::NotAQuorumMember { member: member.into() })?;
+        if op.approvals.contains(member) {
+            return Err(Reject::AlreadyApproved { id, member: member.into() });
+        }
+        Ok(record)
+    }
+
+    fn pending_quorum_operation(
+        &self,
+        id: u64,
+        now_ms: u64,
+    ) -> Result<&PendingQuorumOperation, Reject> {
+        let op =
+            self.meta.quorum_operations.get(&id).ok_or(Reject::UnknownQuorumOperation { id })?;
+        if now_ms >= op.expires_at_ms {
+            return Err(Reject::QuorumOperationExpired { id, expired_at_ms: op.expires_at_ms });
+        }
+        Ok(op)
+    }
+
+    /// The approvals of `op` that count. Log format 1 counted every approval recorded; format 2
+    /// only those of members still in the quorum, so that a member removed by a quorum change
+    /// no longer moves an operation toward its threshold. Chosen by the cluster's format, so
+    /// that every KMA counts alike (see [`crate::format`], rule 2).
+    pub(crate) fn approvals_counted(&self, op: &PendingQuorumOperation) -> u32 {
+        let counted = if self.cluster_format_version() >= LOG_FORMAT_2 {
+            op.approvals.iter().filter(|member| self.meta.quorum.is_member(member)).count()
+        } else {
+            op.approvals.len()
+        };
+        debug_assert!(counted <= op.approvals.len(), "only recorded approvals count");
+        counted as u32
+    }
+
+    /// How many keys a pool refill proposes now, in one `GeneratePoolKeys` (SPEC O5): none
+    /// while the pool holds at least its low water mark and no refill is under way; else up to
+    /// the high water mark, at most [`POOL_KEYS_PER_COMMAND_MAX`] at a time. `refilling` is the
+    /// leader's memory that its last refill stopped short of the high water mark, so that a
+    /// drained pool refills in long runs rather than a little at every tick. A command of this
+    /// size is never refused as `KeyPoolFull`. None before the cluster is initialised.
+    pub fn pool_keys_wanted(&self, refilling: bool) -> usize {
+        if self.meta.cluster.is_none() {
+            return 0;
+        }
+        let (ready, generated) = self.pool_size();
+        let size = ready + generated;
+        let limits = self.meta.pool_limits;
+        let (low_water, high_water) = (limits.low_water as usize, limits.high_water as usize);
+        if size >= high_water || (!refilling && size >= low_water) {
+            return 0;
+        }
+        (high_water - size).min(POOL_KEYS_PER_COMMAND_MAX)
     }
 }

@@ -1,13 +1,16 @@
-//! Why `apply` refused a command. Each variant names the rule that failed and carries the values
-//! involved; `code()` is persisted (audit log, API) and frozen: a golden test guards it.
+//! Why `apply` refused a command, or the access table a read. Each variant names the rule that
+//! failed and carries the values involved; `code()` is persisted (audit log, API) and frozen: a
+//! golden test guards it. Variants are only appended (postcard encodes the position, and
+//! rejections are kept with the outcome of each request ID). `class()` says what kind of rule
+//! failed, for shells.
 
 use alloc::string::String;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::ids::{DataUnitId, KeyId};
+use crate::ids::{DataUnitId, KeyId, NodeId};
 use crate::key::KeyState;
-use crate::permission::CommandKind;
+use crate::permission::{Access, CommandKind};
 use crate::role::RoleSet;
 
 /// What is wrong with a name or a free-text field.
@@ -180,6 +183,47 @@ pub enum Reject {
     NoTransferKeyPair,
     #[error("agent '{agent}' is already enrolled: an Operator sets a new passphrase to re-enroll it (the old certificate is revoked then)")]
     AgentAlreadyEnrolled { agent: String },
+    #[error("{access} needs the role {required}; the user has {held}")]
+    AccessNeedsRole { access: Access, required: RoleSet, held: RoleSet },
+    #[error("{access} is not open to this kind of actor (users, agents and KMAs differ)")]
+    AccessWrongActor { access: Access },
+    #[error(
+        "{kind:?} needs log format {format_needed}, and some KMA reads only format \
+         {cluster_format}: available once every KMA runs software of format {format_needed} \
+         (retryable after the upgrade)"
+    )]
+    FormatNotYetAvailable { kind: CommandKind, format_needed: u16, cluster_format: u16 },
+    #[error(
+        "KMA '{kma}' is node {node_id}, but its version report came through node \
+         {origin_node_id}: a KMA reports its own version only"
+    )]
+    VersionReportFromAnotherKma { kma: String, node_id: NodeId, origin_node_id: NodeId },
+}
+
+/// What kind of rule a [`Reject`] names, for shells to choose their protocol's answer (an HTTP
+/// status, an exit code) without looking at the variant. Not persisted: a variant may move to a
+/// better class; its `code()` is what is frozen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RejectClass {
+    /// An object the command or read names does not exist, or the actor's own record is gone
+    /// (`UnknownUser` is the same rule for both). HTTP: 404.
+    NotFound,
+    /// The actor may not do this: disabled or not enrolled, a role or group access missing, the
+    /// wrong kind of actor, not a quorum member. HTTP: 403.
+    Forbidden,
+    /// The request itself is malformed or contradicts itself: a bad name or setting, an invalid
+    /// quorum, no roles, nothing selected, a key of another cluster. HTTP: 400 or 422.
+    Invalid,
+    /// A named bound (STYLE 9) would be passed: too many in one command or in the state, a full
+    /// key pool, a request ID older than those remembered. HTTP: 400, 413 or 429.
+    Limit,
+    /// The state does not allow it now: something exists already, is still in use, is in the
+    /// wrong status, has expired or changed since a preview. Retrying unchanged fails again.
+    /// HTTP: 409.
+    Conflict,
+    /// Not possible now, but the same request may succeed later unchanged: exactly the
+    /// [`Reject::is_retryable`] ones. HTTP: 503.
+    Unavailable,
 }
 
 impl Reject {
@@ -252,12 +296,89 @@ impl Reject {
             R::BackupCoversFuture { .. } => 62,
             R::NoTransferKeyPair => 63,
             R::AgentAlreadyEnrolled { .. } => 64,
+            R::AccessNeedsRole { .. } => 65,
+            R::AccessWrongActor { .. } => 66,
+            R::FormatNotYetAvailable { .. } => 67,
+            R::VersionReportFromAnotherKma { .. } => 68,
+        }
+    }
+
+    /// The kind of rule that failed (see [`RejectClass`]); every variant is classified here.
+    pub fn class(&self) -> RejectClass {
+        use Reject as R;
+        use RejectClass as C;
+        match self {
+            R::UnknownUser { .. }
+            | R::UnknownAgent { .. }
+            | R::UnknownSite { .. }
+            | R::UnknownKma { .. }
+            | R::UnknownQuorumOperation { .. }
+            | R::UnknownPolicy { .. }
+            | R::UnknownGroup { .. }
+            | R::UnknownDataUnit { .. }
+            | R::UnknownKey { .. }
+            | R::UnknownPartner { .. }
+            | R::UnknownBackup { .. } => C::NotFound,
+            R::UserDisabled { .. }
+            | R::AgentDisabled { .. }
+            | R::AgentNotEnrolled { .. }
+            | R::MissingRole { .. }
+            | R::WrongIssuer { .. }
+            | R::AccessNeedsRole { .. }
+            | R::AccessWrongActor { .. }
+            | R::NotAQuorumMember { .. }
+            | R::AgentCannotAccessWriteKey { .. }
+            | R::AgentCannotAccessKey { .. }
+            | R::VersionReportFromAnotherKma { .. } => C::Forbidden,
+            R::InvalidText { .. }
+            | R::InvalidSetting { .. }
+            | R::NoRoles
+            | R::InvalidQuorum { .. }
+            | R::PolicyPeriodsInvalid { .. }
+            | R::KeyFromOtherCluster { .. }
+            | R::NothingSelected
+            | R::BackupCoversFuture { .. } => C::Invalid,
+            R::TooMany { .. } | R::KeyPoolFull { .. } | R::RequestTooOld { .. } => C::Limit,
+            R::KeyPoolEmpty | R::FormatNotYetAvailable { .. } => C::Unavailable,
+            R::ClusterNotInitialized
+            | R::ClusterAlreadyInitialized
+            | R::ExistsWithDifferentBody { .. }
+            | R::SiteExists { .. }
+            | R::SiteInUse { .. }
+            | R::KmaExists { .. }
+            | R::KmaWrongStatus { .. }
+            | R::LastKma { .. }
+            | R::UserExists { .. }
+            | R::LastSecurityOfficer
+            | R::QuorumOperationExpired { .. }
+            | R::AlreadyApproved { .. }
+            | R::PolicyExists { .. }
+            | R::PolicyInUse { .. }
+            | R::GroupExists { .. }
+            | R::GroupInUse { .. }
+            | R::AgentExists { .. }
+            | R::GroupNotAssignedToAgent { .. }
+            | R::AgentHasNoDefaultGroup { .. }
+            | R::GroupIsAgentDefault { .. }
+            | R::KeyExists { .. }
+            | R::DataUnitShredded { .. }
+            | R::KeyUnusable { .. }
+            | R::DestroyNeedsDeactivatedOrCompromised { .. }
+            | R::ImpactPreviewChanged { .. }
+            | R::PartnerExists { .. }
+            | R::PolicyForbidsExport { .. }
+            | R::PolicyForbidsImport { .. }
+            | R::GroupNotAssignedToPartner { .. }
+            | R::ImportValueMismatch { .. }
+            | R::BackupAlreadyDestroyed { .. }
+            | R::NoTransferKeyPair
+            | R::AgentAlreadyEnrolled { .. } => C::Conflict,
         }
     }
 
     /// A retryable rejection may succeed later unchanged; it is not remembered for the request
     /// ID, so the client's retry runs again instead of getting this answer back.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Reject::KeyPoolEmpty)
+        matches!(self, Reject::KeyPoolEmpty | Reject::FormatNotYetAvailable { .. })
     }
 }

@@ -1,27 +1,48 @@
-//! Golden files: a checked-in log, the snapshot and audit events it produces. A change that
-//! would make old logs, snapshots or audit records unreadable, or read differently, fails here
-//! (SPEC "Serialization"). Regenerate only for a deliberate new format version:
-//! `BLESS=1 cargo test -p statemachine --test golden`.
+//! Golden files: checked-in logs, the snapshots and audit events they produce, one file of every
+//! format version. A change that would make old logs, snapshots or audit records unreadable, or
+//! read differently, fails here (SPEC "Serialization", C7).
 //!
-//! Snapshot version 2 added the audit chain head at the end of `Meta` (SPEC S5): the log of
-//! version 1 and its audit events kept their bytes; only the snapshot it replays to changed,
-//! hence `snapshot-v2.bin`. `snapshot-v1.bin` stays, to show an old snapshot is refused.
+//! - `log-v1.bin`, `audit-v1.bin`: a history in log format 1 and its audit events.
+//! - `snapshot-v1.bin` (before the audit chain), `snapshot-v2.bin` (before version reports):
+//!   the state that log replays to, in the older snapshot formats; both are still read.
+//! - `commands-v1.bin`: one command of every kind in log format 1, pinned before issue 15.
+//! - `log-v2.bin`, `audit-v2.bin`, `snapshot-v3.bin`: the same history, then the version gate
+//!   opening to format 2 (reports, a full report, approvals of a removed member no longer
+//!   counting), in the newest formats.
+//!
+//! `BLESS=1 cargo test -p statemachine --test golden` rewrites the files of the newest formats
+//! only, for a deliberate change of them; the older files are never rewritten.
 
 mod support;
 
 use std::path::PathBuf;
 
+use statemachine::audit::AuditChain;
 use statemachine::codec::{decode_envelope, decode_snapshot, encode_envelope, encode_snapshot};
 use statemachine::command::{Command, DestroySelection};
-use statemachine::{Actor, Envelope, State};
+use statemachine::quorum::QuorumOperation;
+use statemachine::state::Meta;
+use statemachine::{Actor, Envelope, Formats, KmaVersion, Reply, SoftwareVersion, State};
 use support::*;
 
 fn golden(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name)
 }
 
-/// The sample history: the prepared cluster, then time passing, a pulse and a destroy.
-fn sample_log() -> Vec<Envelope> {
+fn read_golden(name: &str) -> Vec<u8> {
+    std::fs::read(golden(name)).unwrap_or_else(|e| panic!("tests/golden/{name}: {e}"))
+}
+
+/// Writes a golden file of the newest formats under `BLESS=1`.
+fn bless(name: &str, bytes: &[u8]) {
+    if std::env::var_os("BLESS").is_some() {
+        std::fs::write(golden(name), bytes).unwrap_or_else(|e| panic!("writing {name}: {e}"));
+    }
+}
+
+/// The sample history of format 1: the prepared cluster, then time passing, a pulse and a
+/// destroy.
+fn sample_cluster() -> (TestCluster, Fixture) {
     let (mut cluster, fixture) = prepared();
     cluster.advance(11 * DAY_MS);
     cluster.ok(Actor::System, Command::Pulse);
@@ -38,7 +59,41 @@ fn sample_log() -> Vec<Envelope> {
             preview_digest: digest,
         },
     );
-    cluster.log
+    (cluster, fixture)
+}
+
+/// The sample history, then the gate opening: quorum member q3 approves a join of kma3 and
+/// leaves the quorum; every KMA that applies the log reports format 2, then in full;
+/// q1's approval then brings the join to one counted approval, not two, and q2's completes it.
+fn sample_cluster_v2() -> TestCluster {
+    let (mut cluster, _) = sample_cluster();
+    let join = QuorumOperation::JoinKma { kma: "kma3".into() };
+    let Reply::QuorumOperationStarted { id: pending, .. } =
+        cluster.ok(so(), Command::StartQuorumOperation { operation: join, ttl_ms: None })
+    else {
+        panic!("started")
+    };
+    cluster.ok(so(), Command::ApproveQuorumOperation { id: pending, member: "q3".into() });
+    let operation = QuorumOperation::ChangeQuorum { quorum: quorum(2, 2) };
+    let Reply::QuorumOperationStarted { id, .. } =
+        cluster.ok(so(), Command::StartQuorumOperation { operation, ttl_ms: None })
+    else {
+        panic!("started")
+    };
+    cluster.ok(bo(), Command::ApproveQuorumOperation { id, member: "q1".into() });
+    cluster.ok(bo(), Command::ApproveQuorumOperation { id, member: "q2".into() });
+    cluster.report_log_format(&["kma1", "kma2", "kma5"], 2);
+    let software = SoftwareVersion { major: 0, minor: 2, patch: 0 };
+    let version = KmaVersion { software, formats: Formats { log: 2, snapshot: 3 } };
+    for (kma, node_id) in [("kma1", 1), ("kma2", 2), ("kma5", 4)] {
+        let report = Command::ReportKmaVersion { kma: kma.into(), version };
+        cluster.apply_from(node_id, Actor::System, report).expect("own report");
+    }
+    let first =
+        cluster.ok(so(), Command::ApproveQuorumOperation { id: pending, member: "q1".into() });
+    assert!(matches!(first, Reply::QuorumApproval { approvals: 1, completed: false, .. }));
+    cluster.ok(so(), Command::ApproveQuorumOperation { id: pending, member: "q2".into() });
+    cluster
 }
 
 fn frame(entries: &[Vec<u8>]) -> Vec<u8> {
@@ -80,68 +135,131 @@ fn replay(entries: &[&[u8]]) -> (State, Vec<u8>) {
     (state, events)
 }
 
-/// Setup: the checked-in log of version 1. Action: decode and apply it on a fresh state.
-/// Expect: every entry re-encodes to its bytes; the snapshot (version 2, with the audit chain
-/// head) and the audit events equal the checked-in ones byte for byte; the snapshot decodes to
-/// the same state.
+/// Setup: the checked-in log of format 1. Action: decode and apply it on a fresh state.
+/// Expect: every entry re-encodes to its bytes; the audit events equal the checked-in ones byte
+/// for byte; the state equals the golden snapshot of format 2, read by today's decoder.
 #[test]
 fn golden_log_v1_decodes_and_replays_to_the_golden_snapshot() {
-    if std::env::var_os("BLESS").is_some() {
-        let entries: Vec<Vec<u8>> = sample_log().iter().map(encode_envelope).collect();
-        let refs: Vec<&[u8]> = entries.iter().map(Vec::as_slice).collect();
-        let (state, events) = replay(&refs);
-        std::fs::write(golden("log-v1.bin"), frame(&entries)).expect("write log");
-        std::fs::write(golden("snapshot-v2.bin"), encode_snapshot(&state)).expect("write snapshot");
-        std::fs::write(golden("audit-v1.bin"), events).expect("write audit");
-    }
-    let log = std::fs::read(golden("log-v1.bin")).expect("tests/golden/log-v1.bin is checked in");
+    let log = read_golden("log-v1.bin");
     let entries = unframe(&log);
     assert!(entries.len() > 40, "the sample log covers a real history");
+    assert!(entries.iter().all(|entry| entry[0] == 1), "every entry is of format 1");
     let (state, events) = replay(&entries);
-    let snapshot = std::fs::read(golden("snapshot-v2.bin")).expect("golden snapshot");
-    assert_eq!(
-        encode_snapshot(&state),
-        snapshot,
-        "replaying the golden log gives the golden snapshot"
-    );
-    assert_eq!(decode_snapshot(&snapshot).expect("golden snapshot decodes"), state);
-    let audit = std::fs::read(golden("audit-v1.bin")).expect("golden audit events");
-    assert_eq!(events, audit, "the audit events keep their encoding");
+    let snapshot = decode_snapshot(&read_golden("snapshot-v2.bin")).expect("format 2 is read");
+    assert!(snapshot == state, "replaying the golden log gives the state of snapshot-v2.bin");
+    assert!(events == read_golden("audit-v1.bin"), "the audit events keep their encoding");
 }
 
-/// A version byte this software does not know is refused with an upgrade hint, not misread.
+/// Setup: the checked-in snapshot of format 1, from before the audit chain. Action: decode.
+/// Expect: the state the golden log replays to, with the audit chain starting again at
+/// genesis: an audit log continued from it is anchored there. (SPEC S5, C7)
+#[test]
+fn c7_golden_snapshot_v1_decodes_with_the_audit_chain_restarted() {
+    let entries = read_golden("log-v1.bin");
+    let (state, _) = replay(&unframe(&entries));
+    let decoded = decode_snapshot(&read_golden("snapshot-v1.bin")).expect("format 1 is read");
+    assert_eq!(decoded.audit_chain(), AuditChain::GENESIS);
+    let meta = Meta { audit_chain: AuditChain::GENESIS, ..state.meta().clone() };
+    let expected = State::from_parts(meta, state.keys().clone(), state.data_units().clone());
+    assert!(decoded == expected, "snapshot-v1.bin holds the state of the golden log");
+}
+
+/// Setup: the checked-in log of format 2 (the format-1 history, then the version gate opening).
+/// Action: decode and apply it. Expect: entries of format 1 but the full version reports;
+/// each re-encodes to its bytes; the snapshot (format 3) and the audit events equal the
+/// checked-in ones, and the snapshot decodes to the same state. (SPEC C7, S4)
+#[test]
+fn c7_golden_log_v2_replays_to_the_golden_snapshot_v3() {
+    let log: Vec<Vec<u8>> = sample_cluster_v2().log.iter().map(encode_envelope).collect();
+    let refs: Vec<&[u8]> = log.iter().map(Vec::as_slice).collect();
+    let (state, events) = replay(&refs);
+    bless("log-v2.bin", &frame(&log));
+    bless("snapshot-v3.bin", &encode_snapshot(&state));
+    bless("audit-v2.bin", &events);
+
+    let log = read_golden("log-v2.bin");
+    let entries = unframe(&log);
+    let full_reports = entries.iter().filter(|entry| entry[0] == 2).count();
+    assert_eq!(full_reports, 3, "the full reports are the entries of format 2");
+    let (state, events) = replay(&entries);
+    assert_eq!(state.cluster_format_version(), 1, "kma3 joined last and never reported");
+    let snapshot = read_golden("snapshot-v3.bin");
+    assert!(encode_snapshot(&state) == snapshot, "the log replays to snapshot-v3.bin");
+    assert!(decode_snapshot(&snapshot).expect("format 3 is read") == state);
+    assert!(events == read_golden("audit-v2.bin"), "the audit events keep their encoding");
+}
+
+/// A version byte this software does not know is refused with an upgrade hint, not misread;
+/// an entry whose command is newer than its version byte is corrupt.
 #[test]
 fn unknown_format_versions_are_refused() {
-    let log = std::fs::read(golden("log-v1.bin")).expect("golden log");
+    let log = read_golden("log-v1.bin");
     let mut entry = unframe(&log)[0].to_vec();
-    entry[0] = 2;
-    let error = decode_envelope(&entry).expect_err("version 2 is unknown");
+    entry[0] = 3;
+    let error = decode_envelope(&entry).expect_err("version 3 is unknown");
     assert_eq!(
         error.to_string(),
-        "log entry has format version 2; this software reads version 1: upgrade the KMA software"
+        "log entry has format version 3; this software reads versions 1 to 2: upgrade the KMA \
+         software"
     );
-    let mut snapshot = std::fs::read(golden("snapshot-v2.bin")).expect("golden snapshot");
-    snapshot[0] = 3;
-    let newer = decode_snapshot(&snapshot).expect_err("version 3 is unknown");
+    entry[0] = 0;
+    decode_envelope(&entry).expect_err("version 0 is no format");
+    let log = read_golden("log-v2.bin");
+    let mut full_report = unframe(&log).into_iter().find(|e| e[0] == 2).expect("one").to_vec();
+    full_report[0] = 1;
+    let error = decode_envelope(&full_report).expect_err("a format-2 command in a v1 entry");
+    assert_eq!(error.to_string(), "corrupt log entry: a command of log format 2 in an entry of 1");
+    let mut snapshot = read_golden("snapshot-v3.bin");
+    snapshot[0] = 4;
+    let newer = decode_snapshot(&snapshot).expect_err("version 4 is unknown");
     assert_eq!(
         newer.to_string(),
-        "snapshot has format version 3; this software reads version 2: upgrade the KMA software"
+        "snapshot has format version 4; this software reads versions 1 to 3: upgrade the KMA \
+         software"
     );
-    snapshot[0] = 2;
+    snapshot[0] = 3;
     snapshot.truncate(snapshot.len() - 3);
     let truncated = decode_snapshot(&snapshot).expect_err("truncated");
     assert_eq!(truncated.to_string(), "corrupt snapshot: truncated: no trailer");
 }
 
-/// Setup: the checked-in snapshot of version 1, from before the audit chain. Action: decode.
-/// Expect: refused as older, saying what to do, never read as a state without a chain.
+/// One envelope per command variant of format 1 (a quorum operation per kind).
+fn sample_commands() -> Vec<Envelope> {
+    let (mut cluster, fixture) = prepared();
+    let commands = samples(&mut cluster, &fixture);
+    commands
+        .into_iter()
+        .filter(|command| command.format_needed() == 1)
+        .enumerate()
+        .map(|(n, command)| Envelope {
+            time_ms: START_MS + n as u64,
+            origin_node_id: 1 + n as u64 % 3,
+            actor: Actor::System,
+            request_id: (n % 2 == 0)
+                .then_some(statemachine::RequestId { client: 7, seq: n as u64 }),
+            command,
+        })
+        .collect()
+}
+
+/// Setup: the checked-in encoding of one command of every kind of log format 1, pinned before
+/// the version gate (issue 15) added a command. Action: decode each entry. Expect: every entry
+/// decodes and re-encodes to its bytes, and together they cover every command kind, so a
+/// reordered or changed variant of format 1 fails here. (SPEC C7, "Serialization")
 #[test]
-fn golden_snapshot_v1_is_refused_as_older() {
-    let snapshot = std::fs::read(golden("snapshot-v1.bin")).expect("golden snapshot v1");
-    let error = decode_snapshot(&snapshot).expect_err("version 1 is retired");
-    assert_eq!(
-        error.to_string(),
-        "snapshot has format version 1, written by an older KMA software; this software reads \
-         version 2 only: run one software version on every KMA of the cluster"
-    );
+fn c7_golden_commands_v1_decode_unchanged() {
+    if std::env::var_os("BLESS").is_some() && !golden("commands-v1.bin").exists() {
+        let entries: Vec<Vec<u8>> = sample_commands().iter().map(encode_envelope).collect();
+        std::fs::write(golden("commands-v1.bin"), frame(&entries)).expect("write commands");
+    }
+    let bytes = read_golden("commands-v1.bin");
+    let mut kinds = std::collections::BTreeSet::new();
+    for (position, entry) in unframe(&bytes).into_iter().enumerate() {
+        assert_eq!(entry[0], 1, "entry {position} is of format 1");
+        let envelope = decode_envelope(entry).expect("a format 1 entry decodes");
+        assert_eq!(encode_envelope(&envelope), entry, "entry {position} re-encodes unchanged");
+        kinds.insert(envelope.command.kind());
+    }
+    let all: std::collections::BTreeSet<_> = statemachine::CommandKind::ALL.into_iter().collect();
+    assert_eq!(kinds, all, "one entry of every command kind of format 1");
 }

@@ -221,6 +221,8 @@ fn check_step(
             after.data_units(),
             "a rejected command changes no data unit"
         );
+        let unchanged = without_what_a_refusal_changes(after, before);
+        assert!(unchanged == *before, "a rejected command changes nothing else either");
     }
     if let Ok(Reply::WriteKey { key_id, reused: false, .. }) = result {
         assert_eq!(

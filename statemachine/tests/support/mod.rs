@@ -2,6 +2,10 @@
 //! time advances through `time_ms`, never by sleeping).
 #![allow(dead_code)]
 
+mod samples;
+#[allow(unused_imports)] // Not every test binary uses the samples.
+pub use samples::samples;
+
 use statemachine::command::{InitCluster, NewKey};
 use statemachine::key::{KeyCheckValue, WrappedKey};
 use statemachine::quorum::{Quorum, QuorumMember, QuorumOperation};
@@ -20,6 +24,8 @@ pub struct TestCluster {
     pub index: u64,
     pub now_ms: u64,
     pub last: Option<Applied>,
+    /// The state before the last applied entry, to see what it changed.
+    pub before_last: Option<State>,
     /// Every entry applied so far, in log order (index = position + 1).
     pub log: Vec<Envelope>,
     key_counter: u64,
@@ -61,15 +67,21 @@ pub fn quorum(members: usize, threshold: u8) -> Quorum {
 impl TestCluster {
     /// A single KMA, its Security Officer `so`, and users `co`, `op`, `bo`, `au` with one role
     /// each.
-    pub fn single() -> Self {
-        let mut cluster = TestCluster {
+    /// A state before the quickstart: no cluster yet.
+    pub fn blank() -> Self {
+        TestCluster {
             state: State::new(),
             index: 0,
             now_ms: START_MS,
             last: None,
+            before_last: None,
             log: Vec::new(),
             key_counter: 0,
-        };
+        }
+    }
+
+    pub fn single() -> Self {
+        let mut cluster = TestCluster::blank();
         let init = InitCluster {
             cluster_id: CLUSTER,
             kma_name: "kma1".into(),
@@ -129,6 +141,7 @@ impl TestCluster {
             index: self.index,
             now_ms: self.now_ms,
             last: None,
+            before_last: None,
             log: self.log.clone(),
             key_counter: self.key_counter,
         }
@@ -141,10 +154,31 @@ impl TestCluster {
     pub fn apply_envelope(&mut self, envelope: &Envelope) -> Applied {
         self.index += 1;
         self.log.push(envelope.clone());
+        self.before_last = Some(self.state.clone());
         let applied = self.state.apply(self.index, envelope);
         self.state.check_invariants();
         self.last = Some(applied.clone());
         applied
+    }
+
+    /// Applies a command that KMA `origin_node_id` accepted (the others come through node 1).
+    pub fn apply_from(
+        &mut self,
+        origin_node_id: NodeId,
+        actor: Actor,
+        command: Command,
+    ) -> Result<Reply, Reject> {
+        let mut envelope = self.envelope(actor, command);
+        envelope.origin_node_id = origin_node_id;
+        self.apply_envelope(&envelope).result
+    }
+
+    /// Each named KMA reports, with the format-1 command, that it reads log format `log`.
+    pub fn report_log_format(&mut self, kmas: &[&str], log: u16) {
+        for kma in kmas {
+            let version = u32::from(log);
+            self.ok(Actor::System, Command::ReportSoftwareVersion { kma: (*kma).into(), version });
+        }
     }
 
     pub fn apply(&mut self, actor: Actor, command: Command) -> Result<Reply, Reject> {
@@ -436,4 +470,18 @@ fn prepare_keys(cluster: &mut TestCluster, pending: u64) -> Fixture {
     };
     let Reply::BackupRecorded { id: backup } = cluster.ok(bo(), record) else { panic!("backup") };
     Fixture { unit, key, spoiled_unit, compromised, legacy, empty_unit, pending, backup }
+}
+
+/// What a refusal is meant to change, set back to the values of `before`: the apply stamp
+/// (`last_applied_index`, `time_ms_last`), the audit chain (the refusal is audited) and the
+/// request-ID table (`sessions`: a refusal is the outcome a retry gets back).
+pub fn without_what_a_refusal_changes(after: &State, before: &State) -> State {
+    let meta = statemachine::state::Meta {
+        last_applied_index: before.meta().last_applied_index,
+        time_ms_last: before.meta().time_ms_last,
+        audit_chain: before.meta().audit_chain,
+        sessions: before.meta().sessions.clone(),
+        ..after.meta().clone()
+    };
+    State::from_parts(meta, after.keys().clone(), after.data_units().clone())
 }

@@ -1,26 +1,39 @@
 //! The persisted forms: log entries (envelopes) and snapshots, each opening with a format
 //! version byte, since keys must stay readable for more than a decade (SPEC "Serialization").
+//! Every older version is read (the golden tests hold one file of each); the version gate of
+//! [`crate::format`] says when a newer one may be written.
+//!
+//! A log entry's version byte is the log format its command needs (`Command::format_needed`):
+//! an entry that an older KMA can apply is written so that it reads it.
 //!
 //! A snapshot is a stream of length-prefixed records (cluster records, then every key, then every
 //! data unit, then a trailer with the counts), so a node can write or install one chunk at a time
-//! at 10 million keys instead of holding a second copy of the whole state.
+//! at 10 million keys instead of holding a second copy of the whole state. It is written in the
+//! newest format; `older` holds the shapes of the earlier ones.
+
+mod older;
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::command::Envelope;
 use crate::data_unit::DataUnit;
+use crate::format::{LOG_FORMAT_BASELINE, LOG_FORMAT_MAX};
 use crate::ids::{DataUnitId, KeyId};
 use crate::key::Key;
 use crate::state::{Meta, State};
 
-pub const ENVELOPE_FORMAT_VERSION: u8 = 1;
-/// 1: before the audit chain. 2: `Meta` ends with `audit_chain`.
-pub const SNAPSHOT_FORMAT_VERSION: u8 = 2;
+/// The newest log-entry format this software reads: 1 before issue 15; 2 adds the commands of
+/// log format 2 (see [`crate::format`]). Each entry is written at the format its command needs.
+pub const ENVELOPE_FORMAT_VERSION: u8 = LOG_FORMAT_MAX as u8;
+/// The snapshot format written. 1: before the audit chain. 2: `Meta` ends with `audit_chain`.
+/// 3: a KMA record ends with its full version report (`Kma::version`).
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 3;
 /// A single record larger than this is corruption, not data (the largest real one is `Meta`).
 const SNAPSHOT_RECORD_LEN_MAX: usize = 256 * 1024 * 1024;
 
@@ -28,11 +41,14 @@ const SNAPSHOT_RECORD_LEN_MAX: usize = 256 * 1024 * 1024;
 pub enum CodecError {
     #[error("empty {what}")]
     Empty { what: &'static str },
+    /// `supported` is the newest version read; every one from 1 up is.
     #[error(
-        "{what} has format version {found}; this software reads version \
+        "{what} has format version {found}; this software reads versions 1 to \
          {supported}: upgrade the KMA software"
     )]
     UnknownVersion { what: &'static str, found: u8, supported: u8 },
+    /// No longer returned since issue 15: every older version is read. Kept for callers that
+    /// match on it.
     #[error(
         "{what} has format version {found}, written by an older KMA software; this software \
          reads version {supported} only: run one software version on every KMA of the cluster"
@@ -42,9 +58,12 @@ pub enum CodecError {
     Corrupt { what: &'static str, detail: String },
 }
 
+/// The entry's bytes: the log format its command needs, then the postcard encoding.
 pub fn encode_envelope(envelope: &Envelope) -> Vec<u8> {
+    let format = envelope.command.format_needed();
+    assert!(format <= LOG_FORMAT_MAX, "a command needs a log format this software writes");
     let mut bytes = Vec::with_capacity(64);
-    bytes.push(ENVELOPE_FORMAT_VERSION);
+    bytes.push(format as u8);
     // Encoding plain data into a growing vector cannot fail.
     match postcard::to_extend(envelope, bytes) {
         Ok(bytes) => bytes,
@@ -52,19 +71,27 @@ pub fn encode_envelope(envelope: &Envelope) -> Vec<u8> {
     }
 }
 
+/// Reads an entry of any log format up to [`ENVELOPE_FORMAT_VERSION`]. The layout has not
+/// changed since format 1; a command newer than its entry's format is corruption.
 pub fn decode_envelope(bytes: &[u8]) -> Result<Envelope, CodecError> {
     const WHAT: &str = "log entry";
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty { what: WHAT })?;
-    if version != ENVELOPE_FORMAT_VERSION {
+    if !(LOG_FORMAT_BASELINE..=LOG_FORMAT_MAX).contains(&u16::from(version)) {
         return Err(CodecError::UnknownVersion {
             what: WHAT,
             found: version,
             supported: ENVELOPE_FORMAT_VERSION,
         });
     }
-    let (envelope, rest) = postcard::take_from_bytes(body).map_err(|e| corrupt(WHAT, e))?;
+    let (envelope, rest): (Envelope, _) =
+        postcard::take_from_bytes(body).map_err(|e| corrupt(WHAT, e))?;
     if !rest.is_empty() {
         return Err(CodecError::Corrupt { what: WHAT, detail: "trailing bytes".into() });
+    }
+    let needed = envelope.command.format_needed();
+    if needed > u16::from(version) {
+        let detail = alloc::format!("a command of log format {needed} in an entry of {version}");
+        return Err(CodecError::Corrupt { what: WHAT, detail });
     }
     Ok(envelope)
 }
@@ -82,12 +109,37 @@ enum SnapshotRecordRef<'a> {
     End { keys: u64, data_units: u64 },
 }
 
+/// A snapshot record as read, its cluster record of shape `M`: today's `Meta`, or that of an
+/// older format (see `older`).
 #[derive(Deserialize)]
-enum SnapshotRecord {
-    Meta(alloc::boxed::Box<Meta>),
+enum SnapshotRecord<M = Meta> {
+    Meta(Box<M>),
     Key(Key),
     DataUnit(DataUnit),
     End { keys: u64, data_units: u64 },
+}
+
+impl<M> SnapshotRecord<M> {
+    fn upgrade(self, meta: impl FnOnce(M) -> Meta) -> SnapshotRecord {
+        match self {
+            SnapshotRecord::Meta(old) => SnapshotRecord::Meta(Box::new(meta(*old))),
+            SnapshotRecord::Key(key) => SnapshotRecord::Key(key),
+            SnapshotRecord::DataUnit(unit) => SnapshotRecord::DataUnit(unit),
+            SnapshotRecord::End { keys, data_units } => SnapshotRecord::End { keys, data_units },
+        }
+    }
+}
+
+/// Reads one record of snapshot format `version` as today's.
+fn decode_record(version: u8, body: &[u8]) -> Result<SnapshotRecord, CodecError> {
+    fn record<M: DeserializeOwned>(body: &[u8]) -> Result<SnapshotRecord<M>, CodecError> {
+        postcard::from_bytes(body).map_err(|e| corrupt(SNAPSHOT, e))
+    }
+    match version {
+        1 => Ok(record::<older::MetaV1>(body)?.upgrade(older::MetaV1::into_meta)),
+        2 => Ok(record::<older::MetaV2>(body)?.upgrade(older::MetaV2::into_meta)),
+        _ => record(body),
+    }
 }
 
 /// Writes a snapshot in chunks of about `chunk_len` bytes (each holds whole records).
@@ -138,11 +190,13 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<State, CodecError> {
     reader.finish()
 }
 
-/// Rebuilds a state from snapshot bytes fed in pieces of any size.
+/// Rebuilds a state from snapshot bytes fed in pieces of any size, of any snapshot format from
+/// 1 to [`SNAPSHOT_FORMAT_VERSION`].
 #[derive(Default)]
 pub struct SnapshotReader {
     pending: Vec<u8>,
-    version_seen: bool,
+    /// The format of the snapshot, once its first byte was read.
+    version: Option<u8>,
     meta: Option<Meta>,
     keys: Vec<(KeyId, Box<Key>)>,
     data_units: Vec<(DataUnitId, DataUnit)>,
@@ -157,25 +211,22 @@ impl SnapshotReader {
     }
 
     pub fn push(&mut self, mut bytes: &[u8]) -> Result<(), CodecError> {
-        if !self.version_seen {
-            let Some((&version, rest)) = bytes.split_first() else { return Ok(()) };
-            if version < SNAPSHOT_FORMAT_VERSION {
-                return Err(CodecError::OlderVersion {
-                    what: SNAPSHOT,
-                    found: version,
-                    supported: SNAPSHOT_FORMAT_VERSION,
-                });
+        let version = match self.version {
+            Some(version) => version,
+            None => {
+                let Some((&version, rest)) = bytes.split_first() else { return Ok(()) };
+                if !(1..=SNAPSHOT_FORMAT_VERSION).contains(&version) {
+                    return Err(CodecError::UnknownVersion {
+                        what: SNAPSHOT,
+                        found: version,
+                        supported: SNAPSHOT_FORMAT_VERSION,
+                    });
+                }
+                self.version = Some(version);
+                bytes = rest;
+                version
             }
-            if version != SNAPSHOT_FORMAT_VERSION {
-                return Err(CodecError::UnknownVersion {
-                    what: SNAPSHOT,
-                    found: version,
-                    supported: SNAPSHOT_FORMAT_VERSION,
-                });
-            }
-            self.version_seen = true;
-            bytes = rest;
-        }
+        };
         self.pending.extend_from_slice(bytes);
         let mut consumed = 0;
         while let Some(header) = self.pending.get(consumed..consumed + 4) {
@@ -187,8 +238,7 @@ impl SnapshotReader {
                 });
             }
             let Some(body) = self.pending.get(consumed + 4..consumed + 4 + len) else { break };
-            let record: SnapshotRecord =
-                postcard::from_bytes(body).map_err(|e| corrupt(SNAPSHOT, e))?;
+            let record = decode_record(version, body)?;
             consumed += 4 + len;
             self.accept(record)?;
         }

@@ -1,0 +1,142 @@
+//! The snapshot shapes of older formats, frozen: each reads the bytes its format wrote and
+//! becomes today's records. A shape here never changes; a new format adds its own.
+//!
+//! - Format 1 (before issue 6): `Meta` without the audit chain head.
+//! - Format 2 (issue 6 to issue 15): `Meta` ends with the audit chain head; a KMA record has no
+//!   version report (`Kma::version`).
+//! - Format 3 (issue 15): today's shapes.
+//!
+//! Keys, data units and the trailer have kept one shape in every format so far, and so has
+//! every type inside `Meta` but the KMA record.
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+use serde::Deserialize;
+
+use crate::agent::Agent;
+use crate::audit::AuditChain;
+use crate::backup::Backup;
+use crate::cluster::{
+    BackupSchedule, ClusterInfo, KeyPoolLimits, Kma, KmaStatus, SecuritySettings, Site, User,
+};
+use crate::command::Actor;
+use crate::ids::{KeyGroupId, KeyPolicyId, NodeId};
+use crate::partner::{TransferKeyPair, TransferPartner};
+use crate::policy::{KeyGroup, KeyPolicy};
+use crate::quorum::{PendingQuorumOperation, Quorum};
+use crate::state::{ClientSession, Meta};
+
+/// A KMA record of snapshot formats 1 and 2.
+#[derive(Deserialize)]
+struct KmaV1 {
+    name: String,
+    node_id: NodeId,
+    site: String,
+    status: KmaStatus,
+    passphrase_verifier: Vec<u8>,
+    locked: bool,
+    autonomous_unlock: bool,
+    software_version: u32,
+    created_at_ms: u64,
+}
+
+impl KmaV1 {
+    fn into_kma(self) -> Kma {
+        Kma {
+            name: self.name,
+            node_id: self.node_id,
+            site: self.site,
+            status: self.status,
+            passphrase_verifier: self.passphrase_verifier,
+            locked: self.locked,
+            autonomous_unlock: self.autonomous_unlock,
+            software_version: self.software_version,
+            created_at_ms: self.created_at_ms,
+            // No KMA could report in full before format 3.
+            version: None,
+        }
+    }
+}
+
+/// `Meta` of snapshot format 1.
+#[derive(Deserialize)]
+pub(super) struct MetaV1 {
+    cluster: Option<ClusterInfo>,
+    last_applied_index: u64,
+    time_ms_last: u64,
+    next_node_id: u64,
+    next_data_unit_serial: u64,
+    next_policy_id: u32,
+    next_group_id: u32,
+    next_quorum_operation_id: u64,
+    next_backup_id: u64,
+    security: SecuritySettings,
+    pool_limits: KeyPoolLimits,
+    backup_schedule: Option<BackupSchedule>,
+    sites: BTreeMap<String, Site>,
+    kmas: BTreeMap<String, KmaV1>,
+    users: BTreeMap<String, User>,
+    quorum: Quorum,
+    quorum_operations: BTreeMap<u64, PendingQuorumOperation>,
+    policies: BTreeMap<KeyPolicyId, KeyPolicy>,
+    groups: BTreeMap<KeyGroupId, KeyGroup>,
+    agents: BTreeMap<String, Agent>,
+    partners: BTreeMap<String, TransferPartner>,
+    transfer_key_pair: Option<TransferKeyPair>,
+    backups: BTreeMap<u64, Backup>,
+    sessions: BTreeMap<Actor, BTreeMap<u64, ClientSession>>,
+}
+
+/// `Meta` of snapshot format 2: that of format 1, then the audit chain head. Postcard writes a
+/// struct as its fields one after the other, so the nested struct reads the same bytes.
+#[derive(Deserialize)]
+pub(super) struct MetaV2 {
+    v1: MetaV1,
+    audit_chain: AuditChain,
+}
+
+impl MetaV1 {
+    /// A format-1 snapshot predates the audit chain: the chain starts again from it
+    /// (`AuditChain::GENESIS`), and an audit log continued from that state is anchored there.
+    pub(super) fn into_meta(self) -> Meta {
+        self.into_meta_with(AuditChain::GENESIS)
+    }
+
+    fn into_meta_with(self, audit_chain: AuditChain) -> Meta {
+        let kmas = self.kmas.into_iter().map(|(name, kma)| (name, kma.into_kma())).collect();
+        Meta {
+            cluster: self.cluster,
+            last_applied_index: self.last_applied_index,
+            time_ms_last: self.time_ms_last,
+            next_node_id: self.next_node_id,
+            next_data_unit_serial: self.next_data_unit_serial,
+            next_policy_id: self.next_policy_id,
+            next_group_id: self.next_group_id,
+            next_quorum_operation_id: self.next_quorum_operation_id,
+            next_backup_id: self.next_backup_id,
+            security: self.security,
+            pool_limits: self.pool_limits,
+            backup_schedule: self.backup_schedule,
+            sites: self.sites,
+            kmas,
+            users: self.users,
+            quorum: self.quorum,
+            quorum_operations: self.quorum_operations,
+            policies: self.policies,
+            groups: self.groups,
+            agents: self.agents,
+            partners: self.partners,
+            transfer_key_pair: self.transfer_key_pair,
+            backups: self.backups,
+            sessions: self.sessions,
+            audit_chain,
+        }
+    }
+}
+
+impl MetaV2 {
+    pub(super) fn into_meta(self) -> Meta {
+        self.v1.into_meta_with(self.audit_chain)
+    }
+}

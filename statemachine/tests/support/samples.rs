@@ -1,0 +1,186 @@
+//! One valid command of every kind, shared by the role matrix and the golden encodings.
+
+use statemachine::cluster::{BackupSchedule, KeyPoolLimits, SecuritySettings};
+use statemachine::command::{
+    DestroySelection, InitCluster, TransferDirection, TransferredDataUnit, TransferredKey,
+};
+use statemachine::key::{Activation, KeyCheckValue};
+use statemachine::quorum::QuorumOperation;
+use statemachine::{Command, Role, RoleSet};
+
+use super::*;
+
+/// One valid command of every kind against the [`prepared`] cluster.
+#[allow(clippy::too_many_lines)]
+pub fn samples(cluster: &mut TestCluster, f: &Fixture) -> Vec<Command> {
+    let now = cluster.now_ms;
+    let units = vec![f.spoiled_unit];
+    let destroy_digest = cluster
+        .state
+        .destroy_preview(&units, DestroySelection::CompromisedOnly, now)
+        .expect("preview")
+        .digest;
+    let change_digest =
+        cluster.state.group_change_preview(&[f.unit], "second", now).expect("preview").digest;
+    let transferred = TransferredDataUnit {
+        id: statemachine::DataUnitId { cluster_id: statemachine::ClusterId(99), serial: 1 },
+        external_tag: "P1-001".into(),
+        keys: vec![TransferredKey {
+            id: statemachine::KeyId([0x99; 30]),
+            material: fake_wrap([0x99; 32]),
+            check_value: KeyCheckValue([0x99; 16]),
+            created_at_ms: now - DAY_MS,
+            activation: Activation {
+                activated_at_ms: now - DAY_MS,
+                encryption_ends_at_ms: now,
+                deactivates_at_ms: now + YEAR_MS,
+            },
+            compromised_at_ms: None,
+        }],
+    };
+    let legacy = statemachine::command::Legacy1xKey {
+        id: statemachine::KeyId([0x77; 30]),
+        material: fake_wrap([0x77; 32]),
+        check_value: KeyCheckValue([0x77; 16]),
+        description: String::new(),
+    };
+    let s = |text: &str| text.to_string();
+    vec![
+        Command::InitCluster(InitCluster {
+            cluster_id: CLUSTER,
+            kma_name: s("x"),
+            site: s("x"),
+            security_officer: s("x"),
+            security_officer_verifier: vec![1],
+            quorum: quorum(1, 1),
+            autonomous_unlock: false,
+        }),
+        Command::CreateSite { name: s("west") },
+        Command::DeleteSite { name: s("empty-site") },
+        Command::CreateKma { name: s("kma4"), site: s("east"), passphrase_verifier: vec![1; 8] },
+        Command::KmaJoined { name: s("kma5") },
+        Command::DeleteKma { name: s("kma3") },
+        Command::LockKma { name: s("kma2") },
+        Command::DisableAutonomousUnlock { name: s("kma2") },
+        Command::ReportSoftwareVersion { kma: s("kma1"), version: 1 },
+        Command::RecordCommunicationError {
+            from_kma: s("kma1"),
+            to_kma: s("kma2"),
+            detail: s("timeout"),
+        },
+        Command::SetSecuritySettings(SecuritySettings::default()),
+        Command::SetKeyPoolLimits(KeyPoolLimits::default()),
+        Command::CreateUser {
+            id: s("new"),
+            roles: RoleSet::of(Role::Auditor),
+            passphrase_verifier: vec![1; 8],
+        },
+        Command::SetUserRoles { id: s("au2"), roles: RoleSet::ALL },
+        Command::SetUserEnabled { id: s("au2"), enabled: false },
+        Command::SetUserPassphrase { id: s("au2"), passphrase_verifier: vec![9; 8] },
+        Command::DeleteUser { id: s("au2") },
+        Command::RecordAuthenticationFailure { principal: s("mallory"), source: s("10.0.0.9") },
+        Command::StartQuorumOperation {
+            operation: QuorumOperation::JoinKma { kma: s("kma3") },
+            ttl_ms: None,
+        },
+        Command::StartQuorumOperation {
+            operation: QuorumOperation::UnlockKma { kma: s("kma2") },
+            ttl_ms: None,
+        },
+        Command::StartQuorumOperation {
+            operation: QuorumOperation::EnableAutonomousUnlock { kma: s("kma2") },
+            ttl_ms: None,
+        },
+        Command::StartQuorumOperation {
+            operation: QuorumOperation::ChangeQuorum { quorum: quorum(5, 3) },
+            ttl_ms: None,
+        },
+        Command::StartQuorumOperation {
+            operation: QuorumOperation::CreateTransferPartner {
+                name: s("p2"),
+                public_key: vec![1; 32],
+            },
+            ttl_ms: None,
+        },
+        Command::StartQuorumOperation {
+            operation: QuorumOperation::RestoreFromBackup { backup_id: f.backup },
+            ttl_ms: Some(DAY_MS),
+        },
+        Command::ApproveQuorumOperation { id: f.pending, member: s("q1") },
+        Command::CancelQuorumOperation { id: f.pending },
+        Command::CreateKeyPolicy {
+            name: s("new"),
+            encryption_period_ms: DAY_MS,
+            cryptoperiod_ms: YEAR_MS,
+            allow_export: false,
+            allow_import: false,
+        },
+        Command::SetKeyPolicyFlags { name: s("std"), allow_export: false, allow_import: true },
+        Command::DeleteKeyPolicy { name: s("lonely") },
+        Command::CreateKeyGroup { name: s("new"), policy: s("std") },
+        Command::DeleteKeyGroup { name: s("empty-group") },
+        Command::CreateAgent { id: s("drive9"), site: s("east"), passphrase_verifier: vec![1; 8] },
+        Command::SetAgentPassphrase { id: s("drive8"), passphrase_verifier: vec![1; 8] },
+        Command::SetAgentEnabled { id: s("drive1"), enabled: true },
+        Command::SetAgentSite { id: s("drive1"), site: s("east") },
+        Command::DeleteAgent { id: s("drive8") },
+        Command::RecordAgentEnrollment { id: s("drive8"), certificate_fingerprint: [1; 32] },
+        Command::AssignKeyGroupToAgent { agent: s("drive8"), group: s("std") },
+        Command::UnassignKeyGroupFromAgent { agent: s("drive1"), group: s("second") },
+        Command::SetAgentDefaultKeyGroup { agent: s("drive1"), group: s("second") },
+        Command::GeneratePoolKeys { keys: vec![cluster.new_key()] },
+        Command::QuarantineKeyPool,
+        Command::Pulse,
+        Command::CreateDataUnit { external_tag: s("VOL999") },
+        Command::AssignWriteKey { data_unit: f.empty_unit, from_bot: true },
+        Command::DisassociateKeysOnBot { data_unit: f.unit },
+        Command::AssociateKeyForRead {
+            key_id: f.legacy,
+            data_unit: Some(f.empty_unit),
+            external_tag: String::new(),
+        },
+        Command::CompromiseKeys { keys: vec![f.key] },
+        Command::DestroyKeys { keys: vec![f.compromised] },
+        Command::DestroyDataUnitKeys {
+            data_units: units,
+            selection: DestroySelection::CompromisedOnly,
+            preview_digest: destroy_digest,
+        },
+        Command::ChangeDataUnitKeyGroup {
+            data_units: vec![f.unit],
+            group: s("second"),
+            preview_digest: change_digest,
+        },
+        Command::SetTransferKeyPair { public_key: vec![1; 32], wrapped_private_key: vec![2; 32] },
+        Command::DeleteTransferPartner { name: s("p1") },
+        Command::AssignKeyGroupToPartner {
+            partner: s("p1"),
+            group: s("std"),
+            direction: TransferDirection::Export,
+        },
+        Command::UnassignKeyGroupFromPartner {
+            partner: s("p1"),
+            group: s("std"),
+            direction: TransferDirection::Import,
+        },
+        Command::RecordKeyExport { partner: s("p1"), data_units: vec![f.unit] },
+        Command::ImportTransferredKeys {
+            partner: s("p1"),
+            group: s("std"),
+            data_units: vec![transferred],
+        },
+        Command::Import1xKeys { group: s("std"), keys: vec![legacy] },
+        Command::RecordBackup {
+            kind: statemachine::backup::BackupKind::CoreSecurity,
+            kma: s("kma1"),
+            file_name: s("core.xml"),
+            covers_index: 1,
+        },
+        Command::MarkBackupDestroyed { id: f.backup },
+        Command::SetBackupSchedule {
+            schedule: Some(BackupSchedule { interval_ms: DAY_MS, kma: s("kma1") }),
+        },
+        Command::RecordLogin { principal: s("co"), source: s("10.0.0.7") },
+    ]
+}
