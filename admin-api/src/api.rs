@@ -1,25 +1,15 @@
 //! The JSON shapes of the management API: what `kmsctl` and any script send and receive. These
 //! are a public contract (the OpenAPI document in `admin-api/openapi.json` is generated from
-//! them): fields are only added, never renamed. IDs travel as hex, states and roles by their
-//! kebab-case names, instants as milliseconds since the Unix epoch.
+//! them): fields are only added, never renamed. IDs travel as hex, states, roles and error codes
+//! by their kebab-case names, instants as milliseconds since the Unix epoch.
 
 use serde::{Deserialize, Serialize};
 use statemachine::{DataUnitState, KeyState, Role};
 use utoipa::{IntoParams, ToSchema};
 
-/// Every refusal: a stable code for scripts, a message for people (with the next step), and
-/// whether the same request may simply be sent again.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema, thiserror::Error)]
-#[error("{message}")]
-pub struct ApiError {
-    /// `bad-request`, `unauthenticated`, `forbidden`, `not-found`, `rejected`, `unavailable`,
-    /// `confirmation-needed`.
-    pub code: String,
-    pub message: String,
-    pub retryable: bool,
-    /// The state machine's frozen rejection code, when the cluster refused the command.
-    pub reject_code: Option<u16>,
-}
+/// Every refusal: [`ErrorBody`] (code, message, retryable, the reject's number, the next
+/// step), with the codes of [`ErrorCode`]; the security endpoints answer with the same body.
+pub use wire::{ErrorBody, ErrorCode};
 
 /// What a command that changed the cluster answers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

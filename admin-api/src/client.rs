@@ -1,8 +1,8 @@
 //! A client of the management API (what `kmsctl` uses, and any Rust program may): HTTPS with
 //! mutual TLS 1.3 to a KMA's management listener, JSON both ways.
 //!
-//! - Every non-2xx answer carries an [`ApiError`]; it comes back as [`ClientError::Api`] with the
-//!   HTTP status.
+//! - Every non-2xx answer carries an [`ErrorBody`]; it comes back as [`ClientError::Api`] with
+//!   the HTTP status.
 //! - A profile names several KMAs. A request goes to the KMA that answered last; when it cannot
 //!   be reached (connect error, TLS handshake failure) or answers `503 unavailable`, the next
 //!   one is tried. Only when all fail is the answer [`ClientError::Unreachable`]. A write is
@@ -23,7 +23,7 @@ use serde::Serialize;
 use thiserror::Error;
 use zeroize::Zeroizing;
 
-use crate::api::{ApiError, Done, LoginGranted, PreviewOrDone, ProofRequest};
+use crate::api::{Done, ErrorBody, ErrorCode, LoginGranted, PreviewOrDone, ProofRequest};
 
 /// The purpose of a user login in the challenge transcript. Mirrors `PURPOSE_USER` in
 /// `node/src/security_api.rs` (node depends on this crate, not the reverse): the two must match,
@@ -34,14 +34,14 @@ pub const PURPOSE_USER: &str = "user-login";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one request may take: reads with `min_index` wait up to 30 s on the server.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// Longest error body quoted in a message when it is not an [`ApiError`].
+/// Longest error body quoted in a message when it is not an [`ErrorBody`].
 const BODY_QUOTE_LEN_MAX: usize = 200;
 
 #[derive(Debug, Error)]
 pub enum ClientError {
     /// The KMA answered with a refusal.
     #[error("{error}")]
-    Api { status: u16, address: String, error: ApiError },
+    Api { status: u16, address: String, error: ErrorBody },
     /// No KMA of the profile could be reached, or every one answered `unavailable`.
     #[error("no KMA answered: {}", .attempts.join("; "))]
     Unreachable { attempts: Vec<String> },
@@ -69,7 +69,9 @@ impl ClientError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             ClientError::Unreachable { .. } | ClientError::OutcomeUnknown { .. } => true,
-            ClientError::Api { error, .. } => error.code == "unavailable" || error.retryable,
+            ClientError::Api { error, .. } => {
+                error.code == ErrorCode::Unavailable || error.retryable
+            }
             _ => false,
         }
     }
@@ -302,33 +304,41 @@ fn decode<T: DeserializeOwned>(address: &str, path: &str, bytes: &[u8]) -> Resul
     })
 }
 
-/// The refusal in a non-2xx body; a body that is not an [`ApiError`] (a proxy's page, an
-/// unknown route) becomes one named after the status.
-pub fn api_error(status: StatusCode, body: &[u8]) -> ApiError {
-    if let Ok(error) = serde_json::from_slice::<ApiError>(body) {
+/// The refusal in a non-2xx body. A body that is not an [`ErrorBody`] (a proxy's page) becomes
+/// one named after the status; one whose code this version does not know (a newer or older
+/// KMA's) keeps its message and words, under the code of the status.
+pub fn api_error(status: StatusCode, body: &[u8]) -> ErrorBody {
+    if let Ok(error) = serde_json::from_slice::<ErrorBody>(body) {
         return error;
     }
-    let code = match status {
-        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => "bad-request",
-        StatusCode::UNAUTHORIZED => "unauthenticated",
-        StatusCode::FORBIDDEN => "forbidden",
-        StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => "not-found",
-        StatusCode::CONFLICT => "rejected",
-        StatusCode::SERVICE_UNAVAILABLE | StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => {
-            "unavailable"
-        }
-        _ => "http-error",
-    };
+    let code = ErrorCode::of_http_status(status.as_u16());
+    if let Ok(other) = serde_json::from_slice::<OtherErrorBody>(body) {
+        return ErrorBody {
+            code,
+            message: format!("{} ({})", other.message, other.code),
+            retryable: other.retryable,
+            reject_code: other.reject_code,
+            help: other.help,
+        };
+    }
     let text = String::from_utf8_lossy(body);
     let quoted: String = text.trim().chars().take(BODY_QUOTE_LEN_MAX).collect();
     let message =
         if quoted.is_empty() { status.to_string() } else { format!("{status}: {quoted}") };
-    ApiError {
-        code: code.to_string(),
-        message,
-        retryable: code == "unavailable",
-        reject_code: None,
-    }
+    ErrorBody::new(code, message)
+}
+
+/// An error body with a code outside [`ErrorCode`].
+#[derive(serde::Deserialize)]
+struct OtherErrorBody {
+    code: String,
+    message: String,
+    #[serde(default)]
+    retryable: bool,
+    #[serde(default)]
+    reject_code: Option<u16>,
+    #[serde(default)]
+    help: Option<String>,
 }
 
 /// The error and its causes in one line: reqwest's own message alone says only "error sending
@@ -534,18 +544,26 @@ mod tests {
         assert_eq!(segment("drive-1.lto_4~"), "drive-1.lto_4~");
     }
 
-    /// Setup: error bodies that are and are not an ApiError. Expectation: the contract's body is
-    /// kept as is; any other becomes a refusal named after the status.
+    /// Setup: error bodies that are and are not an ErrorBody. Expectation: the contract's body
+    /// is kept as is; a body with a code this version does not know keeps its message and
+    /// words under the status's code; any other becomes a refusal named after the status.
     #[test]
     fn u1_non_api_error_bodies_become_api_errors() {
         let body = br#"{"code":"rejected","message":"no","retryable":false,"reject_code":12}"#;
         let error = api_error(StatusCode::CONFLICT, body);
-        assert_eq!(error.reject_code, Some(12));
+        assert_eq!((error.code, error.reject_code), (ErrorCode::Rejected, Some(12)));
         let error = api_error(StatusCode::NOT_FOUND, b"nothing here");
-        assert_eq!(error.code, "not-found");
+        assert_eq!(error.code, ErrorCode::NotFound);
         assert_eq!(error.message, "404 Not Found: nothing here");
         let error = api_error(StatusCode::SERVICE_UNAVAILABLE, b"");
         assert!(error.retryable);
+        let newer = br#"{"code":"kma-on-fire","message":"hot","retryable":true,"help":"wait"}"#;
+        let error = api_error(StatusCode::INTERNAL_SERVER_ERROR, newer);
+        assert_eq!(
+            (error.code, error.message.as_str()),
+            (ErrorCode::Internal, "hot (kma-on-fire)")
+        );
+        assert_eq!((error.retryable, error.help.as_deref()), (true, Some("wait")));
     }
 
     /// Setup: a fresh certificate request. Expectation: PEM CSR and PEM key.

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use admin_api::api::{
-    ApiError, DestroyDataUnitKeys, Done, ImpactPreview, Key, LoginGranted, Page, PreviewOrDone,
-    ProofRequest, Site,
+    DestroyDataUnitKeys, Done, ErrorBody, ErrorCode, ImpactPreview, Key, LoginGranted, Page,
+    PreviewOrDone, ProofRequest, Site,
 };
 use admin_api::cli::profile::{self, ProfileFile, SavedLogin};
 use admin_api::client::AdminClient;
@@ -288,14 +288,9 @@ fn key(id: &str) -> Key {
     }
 }
 
-fn refusal(status: StatusCode, code: &str, message: &str) -> Response {
-    let error = ApiError {
-        code: code.into(),
-        message: message.into(),
-        retryable: false,
-        reject_code: None,
-    };
-    (status, Json(error)).into_response()
+fn refusal(status: StatusCode, code: ErrorCode, message: &str) -> Response {
+    assert_eq!(status.as_u16(), code.http_status(), "the contract's status for {code}");
+    (status, Json(ErrorBody::new(code, message))).into_response()
 }
 
 fn query_value<'a>(uri: &'a Uri, name: &str) -> Option<&'a str> {
@@ -317,10 +312,18 @@ fn login_proof(stand_in: &StandIn, body: &str) -> Response {
     let request: ProofRequest =
         serde_json::from_str(body).expect("request body in the contract's JSON");
     let Some(login) = stand_in.login.lock().expect("lock not poisoned").take() else {
-        return refusal(StatusCode::UNAUTHORIZED, "unknown_challenge", "no challenge pending");
+        return refusal(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::UnknownChallenge,
+            "no challenge pending",
+        );
     };
     let Ok(mut server_final) = login.verify(&request.proof) else {
-        return refusal(StatusCode::UNAUTHORIZED, "refused", "wrong user or passphrase");
+        return refusal(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::AuthenticationFailed,
+            "wrong user or passphrase",
+        );
     };
     if stand_in.impostor {
         server_final.server_signature = [9; 32];
@@ -372,7 +375,11 @@ async fn answer(
         };
     }
     if !peer.0 {
-        return refusal(StatusCode::UNAUTHORIZED, "unauthenticated", "present a certificate");
+        return refusal(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthenticated,
+            "present a certificate",
+        );
     }
     stand_in
         .seen
@@ -387,11 +394,11 @@ async fn answer(
         ("POST", "/v1/sites") => done(41),
         ("DELETE", "/v1/sites/paris") => refusal(
             StatusCode::CONFLICT,
-            "rejected",
+            ErrorCode::Rejected,
             "site paris still has KMAs or agents: move or delete them first",
         ),
         ("GET", "/v1/users") => {
-            refusal(StatusCode::UNAUTHORIZED, "unauthenticated", "no valid session")
+            refusal(StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated, "no valid session")
         }
         ("GET", "/v1/keys") => {
             let page = match query_value(&uri, "after") {
@@ -402,7 +409,7 @@ async fn answer(
             Json(page).into_response()
         }
         ("POST", "/v1/data-units/destroy-keys") => destroy_keys(&body),
-        _ => refusal(StatusCode::NOT_FOUND, "not-found", "no such route"),
+        _ => refusal(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such route"),
     }
 }
 

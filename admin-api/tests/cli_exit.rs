@@ -1,18 +1,13 @@
 //! Exit codes of `kmsctl` (see `admin_api::cli::exit`): each refusal of the API and each
 //! local failure maps to the code scripts rely on.
 
-use admin_api::api::ApiError;
+use admin_api::api::{ErrorBody, ErrorCode};
 use admin_api::cli::exit::{self, client_exit_code, CliError};
 use admin_api::cli::security::approval_outcome;
 use admin_api::client::ClientError;
 
-fn api(status: u16, code: &str, retryable: bool) -> ClientError {
-    let error = ApiError {
-        code: code.into(),
-        message: format!("{code} says no"),
-        retryable,
-        reject_code: None,
-    };
+fn api(status: u16, code: ErrorCode, retryable: bool) -> ClientError {
+    let error = ErrorBody::new(code, format!("{code} says no")).with_retryable(retryable);
     ClientError::Api { status, address: "kma1:8443".into(), error }
 }
 
@@ -20,29 +15,65 @@ fn api(status: u16, code: &str, retryable: bool) -> ClientError {
 #[test]
 fn u1_api_error_codes_map_to_exit_codes() {
     let cases = [
-        (400, "bad-request", false, exit::REFUSED),
-        (403, "forbidden", false, exit::REFUSED),
-        (404, "not-found", false, exit::REFUSED),
-        (409, "rejected", false, exit::REFUSED),
-        (503, "unavailable", true, exit::UNAVAILABLE),
-        (409, "confirmation-needed", false, exit::CONFIRMATION_NEEDED),
-        (401, "unauthenticated", false, exit::NOT_LOGGED_IN),
+        (400, ErrorCode::BadRequest, false, exit::REFUSED),
+        (403, ErrorCode::Forbidden, false, exit::REFUSED),
+        (404, ErrorCode::NotFound, false, exit::REFUSED),
+        (409, ErrorCode::Rejected, false, exit::REFUSED),
+        (503, ErrorCode::Unavailable, true, exit::UNAVAILABLE),
+        (409, ErrorCode::ConfirmationNeeded, false, exit::CONFIRMATION_NEEDED),
+        (401, ErrorCode::Unauthenticated, false, exit::NOT_LOGGED_IN),
+        (413, ErrorCode::BodyTooLarge, false, exit::REFUSED),
+        (405, ErrorCode::MethodNotAllowed, false, exit::REFUSED),
     ];
     for (status, code, retryable, expected) in cases {
         assert_eq!(client_exit_code(&api(status, code, retryable)), expected, "{code}");
     }
 }
 
-/// Setup: refusals in the words of the login and quorum endpoints (snake_case codes, no reject
-/// code). Expectation: mapped by retryable flag and HTTP status.
+/// Setup: refusals of the login and quorum endpoints, which speak the same codes as the
+/// management API (issue 15). Expectation: mapped by code, retryable ones to unavailable.
 #[test]
-fn s2_security_endpoint_refusals_map_by_status() {
-    assert_eq!(client_exit_code(&api(401, "refused", false)), exit::NOT_LOGGED_IN);
-    assert_eq!(client_exit_code(&api(429, "throttled", true)), exit::UNAVAILABLE);
-    assert_eq!(client_exit_code(&api(403, "no_session", false)), exit::REFUSED);
-    assert_eq!(client_exit_code(&api(503, "not_applied", true)), exit::UNAVAILABLE);
-    assert_eq!(client_exit_code(&api(409, "unlock_failed", false)), exit::REFUSED);
-    assert_eq!(client_exit_code(&api(500, "internal", false)), exit::OTHER);
+fn s2_security_endpoint_refusals_map_by_code() {
+    let cases = [
+        (401, ErrorCode::AuthenticationFailed, false, exit::NOT_LOGGED_IN),
+        (401, ErrorCode::UnknownChallenge, false, exit::NOT_LOGGED_IN),
+        (429, ErrorCode::Throttled, true, exit::UNAVAILABLE),
+        (401, ErrorCode::Unauthenticated, false, exit::NOT_LOGGED_IN),
+        (503, ErrorCode::Unavailable, true, exit::UNAVAILABLE),
+        (409, ErrorCode::UnlockFailed, false, exit::REFUSED),
+        (409, ErrorCode::AwaitingQuorum, true, exit::UNAVAILABLE),
+        (400, ErrorCode::PassphraseTooShort, false, exit::REFUSED),
+        (400, ErrorCode::BadQuorum, false, exit::REFUSED),
+        (503, ErrorCode::KmaLocked, true, exit::UNAVAILABLE),
+        (500, ErrorCode::Internal, false, exit::OTHER),
+        (500, ErrorCode::Internal, true, exit::UNAVAILABLE),
+    ];
+    for (status, code, retryable, expected) in cases {
+        assert_eq!(client_exit_code(&api(status, code, retryable)), expected, "{code}");
+    }
+}
+
+/// Expectation: every code of the API's vocabulary has an exit code in the documented set, and
+/// those a person must act on (log in, confirm) keep theirs even when marked retryable.
+#[test]
+fn t90_issue_15_every_error_code_has_an_exit_code() {
+    let documented = [
+        exit::OTHER,
+        exit::REFUSED,
+        exit::UNAVAILABLE,
+        exit::CONFIRMATION_NEEDED,
+        exit::NOT_LOGGED_IN,
+    ];
+    for code in ErrorCode::ALL {
+        let exit_code = exit::refusal_exit_code(code);
+        assert!(documented.contains(&exit_code), "{code}: {exit_code}");
+        let retryable = client_exit_code(&api(code.http_status(), code, true));
+        if matches!(exit_code, exit::NOT_LOGGED_IN | exit::CONFIRMATION_NEEDED) {
+            assert_eq!(retryable, exit_code, "{code}");
+        } else {
+            assert_eq!(retryable, exit::UNAVAILABLE, "{code}");
+        }
+    }
 }
 
 /// Setup: client failures that are not refusals. Expectation: unavailable for unreachable and

@@ -36,10 +36,28 @@ fn u1_every_operation_is_documented_with_its_error_shape() {
             assert!(operation.responses.responses.contains_key("200"), "{path}: no 200 answer");
             assert!(
                 operation.responses.responses.contains_key("default"),
-                "{path}: the ApiError answer is not documented"
+                "{path}: the ErrorBody answer is not documented"
             );
         }
     }
     // Cluster 12, security 9, catalog 16, keys 8, records 5.
     assert!(operations >= 50, "only {operations} operations documented");
+}
+
+/// Expectation: the document lists every error code of the vocabulary, in its management
+/// spelling, and the error body refers to that list (issue 15, point 3).
+#[test]
+fn t90_issue_15_the_error_codes_are_in_the_openapi_document() {
+    let document = serde_json::to_value(admin_api::routes::openapi_document()).expect("JSON");
+    let schemas = &document["components"]["schemas"];
+    let listed: Vec<&str> = schemas["ErrorCode"]["enum"]
+        .as_array()
+        .expect("an enum of codes")
+        .iter()
+        .map(|code| code.as_str().expect("a string"))
+        .collect();
+    let codes: Vec<&str> = wire::ErrorCode::ALL.iter().map(|code| code.as_str()).collect();
+    assert_eq!(listed, codes);
+    let code = &schemas["ErrorBody"]["properties"]["code"]["$ref"];
+    assert_eq!(code, "#/components/schemas/ErrorCode");
 }

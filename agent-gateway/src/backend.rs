@@ -3,9 +3,9 @@
 
 use std::future::Future;
 
-use raft_storage::ApplyResponse;
 use security_core::MasterKey;
 use statemachine::{ClusterId, Command, RequestId, State};
+use wire::ApplyResponse;
 
 /// A proposal that did not produce an applied entry.
 #[derive(Clone, Debug, thiserror::Error)]

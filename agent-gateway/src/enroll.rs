@@ -6,10 +6,9 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use ::wire::ErrorCode;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use security_core::challenge::{ClientHello, ClientProof, ServerLogin};
 use sha2::{Digest, Sha256};
 use statemachine::limits::NAME_LEN_MAX;
@@ -17,10 +16,11 @@ use statemachine::Command;
 
 use crate::backend::Backend;
 use crate::error::ApiError;
-use crate::server::{json_body, json_response, Gateway, Peer};
+use crate::extract::JsonBody;
+use crate::server::{json_response, Gateway, Peer};
 use crate::throttle::{Limits, Pending};
 use crate::wire::{
-    codes, EnrollChallenge, EnrollHello, EnrollProof, EnrollResult, AGENT_CN_PREFIX, ENROLL_PURPOSE,
+    EnrollChallenge, EnrollHello, EnrollProof, EnrollResult, AGENT_CN_PREFIX, ENROLL_PURPOSE,
 };
 
 type Gw<B> = State<Arc<Gateway<B>>>;
@@ -65,8 +65,7 @@ fn check_throttle<B>(
         return Ok(());
     };
     let mut error = ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        codes::THROTTLED,
+        ErrorCode::Throttled,
         format!("too many failed enrollments for agent '{agent_id}' or from {source}"),
     )
     .help("wait, then try again with the right passphrase; a Security Officer sets the limits");
@@ -101,7 +100,7 @@ async fn fail<B: Backend>(
         Err(error) => tracing::warn!(agent_id, source, %error, "enrollment failure not audited"),
     }
     tracing::info!(agent_id, source, message, "enrollment refused");
-    ApiError::new(StatusCode::UNAUTHORIZED, codes::AUTHENTICATION_FAILED, message)
+    ApiError::new(ErrorCode::AuthenticationFailed, message)
         .help("check the agent ID and passphrase with the Operator; failed attempts are counted")
 }
 
@@ -125,9 +124,12 @@ async fn lookup<B: Backend>(
     Ok(found)
 }
 
-pub(crate) async fn hello<B: Backend>(State(gateway): Gw<B>, peer: Peer, body: Bytes) -> Response {
+pub(crate) async fn hello<B: Backend>(
+    State(gateway): Gw<B>,
+    peer: Peer,
+    JsonBody(request): JsonBody<EnrollHello>,
+) -> Response {
     let answer = async {
-        let request: EnrollHello = json_body(&body)?;
         check_agent_id(&request.agent_id)?;
         let (limits, verifier) = lookup(&gateway, &request.agent_id).await?;
         check_throttle(&gateway, &request.agent_id, &peer.source(), limits)?;
@@ -145,8 +147,7 @@ pub(crate) async fn hello<B: Backend>(State(gateway): Gw<B>, peer: Peer, body: B
         let pending = Pending { agent_id: request.agent_id, login, issued_at: now };
         if !lock(&gateway.pending).insert(challenge.server_nonce, pending, now) {
             return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                codes::UNAVAILABLE,
+                ErrorCode::Unavailable,
                 "too many enrollments are waiting for their proof on this KMA",
             )
             .retryable()
@@ -161,9 +162,12 @@ pub(crate) async fn hello<B: Backend>(State(gateway): Gw<B>, peer: Peer, body: B
     answer.await.unwrap_or_else(IntoResponse::into_response)
 }
 
-pub(crate) async fn proof<B: Backend>(State(gateway): Gw<B>, peer: Peer, body: Bytes) -> Response {
+pub(crate) async fn proof<B: Backend>(
+    State(gateway): Gw<B>,
+    peer: Peer,
+    JsonBody(request): JsonBody<EnrollProof>,
+) -> Response {
     let answer = async {
-        let request: EnrollProof = json_body(&body)?;
         let agent_id = request.agent_id.as_str();
         check_agent_id(agent_id)?;
         let source = peer.source();

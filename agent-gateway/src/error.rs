@@ -1,12 +1,16 @@
 //! How the gateway refuses a request: an HTTP status and an [`ErrorBody`] whose `retryable`
 //! flag tells the agent whether to try the same request (same request ID) on another KMA.
+//! Codes come from the one vocabulary of every KMA API, [`ErrorCode`], in the agent API's
+//! spelling; the framework's own rejections (malformed JSON, query or path, an oversized body,
+//! an unknown route) become the same body (`crate::extract`).
 
+use ::wire::ErrorCode;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use statemachine::Reject;
 
 use crate::backend::BackendError;
-use crate::wire::{codes, ErrorBody};
+use crate::wire::ErrorBody;
 
 /// A refusal on its way to the agent.
 #[derive(Debug)]
@@ -16,11 +20,12 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+    /// A refusal with `code`, sent with the code's HTTP status.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
-            status,
+            status: status_of(code.http_status()),
             body: ErrorBody {
-                code: code.into(),
+                code: code.agent_code().into(),
                 message: message.into(),
                 retryable: false,
                 reject: None,
@@ -28,6 +33,13 @@ impl ApiError {
                 retry_after_ms: None,
             },
         }
+    }
+
+    /// The agent API's two exceptions to the code's status: `rejected` takes the status of the
+    /// reject's kind, and an unknown route is `bad_request` with 404.
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
     }
 
     pub fn retryable(mut self) -> Self {
@@ -41,45 +53,37 @@ impl ApiError {
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, message)
+        ApiError::new(ErrorCode::BadRequest, message)
             .help("see docs/agent-protocol.md for the request shapes")
     }
 
     pub fn locked() -> Self {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            codes::KMA_LOCKED,
-            "this KMA is locked and hands out no key material",
-        )
-        .retryable()
-        .help(
-            "send the same request to another KMA (GET /agent/v1/discovery lists them); \
-             the quorum unlocks this one",
-        )
+        ApiError::new(ErrorCode::KmaLocked, "this KMA is locked and hands out no key material")
+            .retryable()
+            .help(
+                "send the same request to another KMA (GET /agent/v1/discovery lists them); \
+                 the quorum unlocks this one",
+            )
     }
 
     /// A wrapped key that does not open here: this KMA's master key or stored copy is at fault,
     /// not the request, so another KMA may well answer.
     pub fn unwrap_failed(detail: &str) -> Self {
         tracing::error!(detail, "a wrapped key did not open under this KMA's master key");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            codes::INTERNAL,
-            "this KMA could not open a stored key",
-        )
-        .retryable()
-        .help("try another KMA; tell a Security Officer to check this KMA's master key")
+        ApiError::new(ErrorCode::Internal, "this KMA could not open a stored key")
+            .retryable()
+            .help("try another KMA; tell a Security Officer to check this KMA's master key")
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, message)
+        ApiError::new(ErrorCode::Internal, message)
     }
 }
 
 impl From<BackendError> for ApiError {
     fn from(error: BackendError) -> Self {
         if error.retryable {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, error.message)
+            ApiError::new(ErrorCode::Unavailable, error.message)
                 .retryable()
                 .help("retry with the same request ID, here or on another KMA")
         } else {
@@ -90,7 +94,8 @@ impl From<BackendError> for ApiError {
 
 impl From<Reject> for ApiError {
     fn from(reject: Reject) -> Self {
-        let mut error = ApiError::new(reject_status(&reject), codes::REJECTED, reject.to_string());
+        let mut error = ApiError::new(ErrorCode::Rejected, reject.to_string())
+            .with_status(reject_status(&reject));
         error.body.reject = Some(reject.code());
         if reject.is_retryable() {
             error = error.retryable().help("retry later with the same request ID");
@@ -116,6 +121,11 @@ fn reject_status(reject: &Reject) -> StatusCode {
         R::InvalidText { .. } | R::TooMany { .. } => StatusCode::BAD_REQUEST,
         _ => StatusCode::CONFLICT,
     }
+}
+
+/// `status` is one of [`ErrorCode::http_status`]'s, all valid; 500 would only hide a typo there.
+fn status_of(status: u16) -> StatusCode {
+    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 impl IntoResponse for ApiError {

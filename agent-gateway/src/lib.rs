@@ -12,10 +12,14 @@
 //! Module map:
 //! - [`backend`]: [`Backend`], what the gateway needs from the KMA it runs in.
 //! - [`server`]: [`serve`] (TLS listener) and [`router`]; peer certificates and the per-request
-//!   check against the state. `routes` holds the agent operations, `enroll` the enrollment
-//!   challenge/response, `throttle` its in-memory tables.
+//!   check against the state; [`server::serve_tls`], the TLS server of both KMA listeners, with
+//!   [`unread_body`], which reads what a refused request still sends before answering.
+//!   `routes` holds the agent operations, `enroll` the enrollment challenge/response,
+//!   `throttle` its in-memory tables.
 //! - [`wire`]: the JSON bodies and error codes, shared with the client; `error`: how the gateway
-//!   turns rejects and backend errors into refusals.
+//!   turns rejects and backend errors into refusals, with the codes of the `wire` crate's
+//!   `ErrorCode` in the agent spelling; `extract`: the body, query and path extractors whose
+//!   rejections are refusals of that shape too.
 //! - [`client`]: [`AgentClient`] and [`enroll`](client::enroll), for drives and integrators.
 //! - [`drive_sim`]: a fleet of simulated StorageTek or LTO4 drives writing and verifying
 //!   encrypted tapes through [`AgentClient`] ([`run_fleet`](drive_sim::run_fleet)); the
@@ -28,9 +32,11 @@ pub mod client;
 pub mod drive_sim;
 mod enroll;
 mod error;
+mod extract;
 mod routes;
 pub mod server;
 pub mod throttle;
+pub mod unread_body;
 pub mod wire;
 
 pub use backend::{Backend, BackendError, KmaEndpoint};

@@ -5,10 +5,8 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use security_core::key_wrap::unwrap_key;
 use security_core::MasterKey;
 use statemachine::query::AgentKey;
@@ -17,9 +15,8 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::backend::Backend;
 use crate::error::ApiError;
-use crate::server::{
-    authorize, claimed, json_body, json_response, secret_json_response, Gateway, Peer,
-};
+use crate::extract::{JsonBody, Path, Query};
+use crate::server::{authorize, claimed, json_response, secret_json_response, Gateway, Peer};
 use crate::wire::{
     CreateDataUnitRequest, DataUnitCreated, DataUnitKeys, DisassociateRequest, Disassociated,
     Discovery, KeyLookup, KeyQuery, ReadQuery, SecretHex, WireKey, WriteKeyRequest,
@@ -41,10 +38,6 @@ fn data_unit_id(text: &str) -> Result<DataUnitId, ApiError> {
     DataUnitId::from_hex(text).ok_or_else(|| {
         ApiError::bad_request(format!("data unit ID {text:?}: expected 32 hex digits"))
     })
-}
-
-fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    query.map(|Query(value)| value).map_err(|error| ApiError::bad_request(error.body_text()))
 }
 
 fn master_key<B: Backend>(gateway: &Gateway<B>) -> Result<MasterKey, ApiError> {
@@ -100,10 +93,6 @@ async fn authenticate<B: Backend>(
     Ok(claimed.agent_id.to_owned())
 }
 
-fn min_index(read_query: Result<Query<ReadQuery>, QueryRejection>) -> Result<u64, ApiError> {
-    Ok(query(read_query)?.min_index.unwrap_or(0))
-}
-
 pub(crate) async fn discovery<B: Backend>(State(gateway): Gw<B>, peer: Peer) -> Response {
     let kmas = gateway.backend.discovery().await;
     let cluster_id = gateway.backend.cluster_id().map(|id| id.to_string());
@@ -125,13 +114,12 @@ pub(crate) async fn discovery<B: Backend>(State(gateway): Gw<B>, peer: Peer) -> 
 pub(crate) async fn create_data_unit<B: Backend>(
     State(gateway): Gw<B>,
     peer: Peer,
-    read_query: Result<Query<ReadQuery>, QueryRejection>,
-    body: Bytes,
+    Query(read_query): Query<ReadQuery>,
+    JsonBody(request): JsonBody<CreateDataUnitRequest>,
 ) -> Response {
     respond(
         async {
-            let min_index = min_index(read_query)?;
-            let request: CreateDataUnitRequest = json_body(&body)?;
+            let min_index = read_query.min_index.unwrap_or(0);
             let agent_id = authenticate(&gateway, &peer, min_index).await?;
             let command = Command::CreateDataUnit { external_tag: request.external_tag };
             let (index, reply) =
@@ -151,14 +139,13 @@ pub(crate) async fn write_key<B: Backend>(
     State(gateway): Gw<B>,
     peer: Peer,
     Path(id): Path<String>,
-    read_query: Result<Query<ReadQuery>, QueryRejection>,
-    body: Bytes,
+    Query(read_query): Query<ReadQuery>,
+    JsonBody(request): JsonBody<WriteKeyRequest>,
 ) -> Response {
     respond(
         async {
             let data_unit = data_unit_id(&id)?;
-            let min_index = min_index(read_query)?;
-            let request: WriteKeyRequest = json_body(&body)?;
+            let min_index = read_query.min_index.unwrap_or(0);
             claimed(&peer)?;
             let master = master_key(&gateway)?;
             let agent_id = authenticate(&gateway, &peer, min_index).await?;
@@ -187,12 +174,12 @@ pub(crate) async fn keys<B: Backend>(
     State(gateway): Gw<B>,
     peer: Peer,
     Path(id): Path<String>,
-    read_query: Result<Query<ReadQuery>, QueryRejection>,
+    Query(read_query): Query<ReadQuery>,
 ) -> Response {
     respond(
         async {
             let data_unit = data_unit_id(&id)?;
-            let min_index = min_index(read_query)?;
+            let min_index = read_query.min_index.unwrap_or(0);
             let claimed = claimed(&peer)?;
             let master = master_key(&gateway)?;
             let (keys, cluster_id, index) = gateway
@@ -221,14 +208,13 @@ pub(crate) async fn key<B: Backend>(
     State(gateway): Gw<B>,
     peer: Peer,
     Path(id): Path<String>,
-    key_query: Result<Query<KeyQuery>, QueryRejection>,
+    Query(key_query): Query<KeyQuery>,
 ) -> Response {
     respond(
         async {
             let key_id = KeyId::from_hex(&id).ok_or_else(|| {
                 ApiError::bad_request(format!("key ID {id:?}: expected 60 hex digits"))
             })?;
-            let key_query = query(key_query)?;
             let data_unit = key_query.data_unit.as_deref().map(data_unit_id).transpose()?;
             let claimed = claimed(&peer)?;
             let master = master_key(&gateway)?;
@@ -264,14 +250,13 @@ pub(crate) async fn disassociate<B: Backend>(
     State(gateway): Gw<B>,
     peer: Peer,
     Path(id): Path<String>,
-    read_query: Result<Query<ReadQuery>, QueryRejection>,
-    body: Bytes,
+    Query(read_query): Query<ReadQuery>,
+    JsonBody(request): JsonBody<DisassociateRequest>,
 ) -> Response {
     respond(
         async {
             let data_unit = data_unit_id(&id)?;
-            let min_index = min_index(read_query)?;
-            let request: DisassociateRequest = json_body(&body)?;
+            let min_index = read_query.min_index.unwrap_or(0);
             let agent_id = authenticate(&gateway, &peer, min_index).await?;
             let command = Command::DisassociateKeysOnBot { data_unit };
             let (index, reply) =

@@ -5,13 +5,15 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::FromRequestParts;
+use ::wire::{ErrorCode, REQUEST_BODY_LEN_MAX};
+use axum::extract::{DefaultBodyLimit, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
@@ -22,14 +24,13 @@ use sha2::{Digest, Sha256};
 use statemachine::{Reject, State};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
 use zeroize::Zeroize;
 
 use crate::backend::Backend;
 use crate::error::ApiError;
 use crate::throttle::{Failures, PendingChallenges};
-use crate::wire::{codes, AGENT_CN_PREFIX};
-use crate::{enroll, routes};
+use crate::wire::AGENT_CN_PREFIX;
+use crate::{enroll, routes, unread_body};
 
 /// A client that has not finished its handshake by then is dropped, so that idle sockets
 /// cannot pile up on the listener.
@@ -117,14 +118,12 @@ pub(crate) fn claimed(peer: &Peer) -> Result<Claimed<'_>, ApiError> {
     match &peer.certificate {
         PeerCertificate::Agent { agent_id, fingerprint } => Ok(Claimed { agent_id, fingerprint }),
         PeerCertificate::None => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            codes::CERTIFICATE_REQUIRED,
+            ErrorCode::CertificateRequired,
             "this route needs the agent's client certificate",
         )
         .help("enroll the drive (POST /agent/v1/enroll/hello) and present its certificate")),
         PeerCertificate::Other { common_name } => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            codes::NOT_AN_AGENT,
+            ErrorCode::NotAnAgent,
             format!("the certificate names {common_name:?}, not an agent"),
         )
         .help("present a certificate whose common name is agent:<ID>")),
@@ -145,8 +144,7 @@ pub(crate) fn authorize(state: &State, claimed: &Claimed<'_>) -> Result<(), ApiE
     }
     if agent.certificate_fingerprint.as_ref() != Some(claimed.fingerprint) {
         return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            codes::CERTIFICATE_REVOKED,
+            ErrorCode::CertificateRevoked,
             format!("this certificate of agent '{agent_id}' was revoked by a later enrollment"),
         )
         .help("enroll the drive again with the passphrase its Operator set"));
@@ -171,12 +169,21 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
         .route("/agent/v1/data-units/{id}/disassociate-on-bot", post(routes::disassociate::<B>))
         .route("/agent/v1/keys/{key_id}", get(routes::key::<B>))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(REQUEST_BODY_LEN_MAX))
         .with_state(gateway)
 }
 
 async fn not_found() -> Response {
-    ApiError::new(StatusCode::NOT_FOUND, codes::BAD_REQUEST, "no such route")
+    ApiError::new(ErrorCode::BadRequest, "no such route")
+        .with_status(StatusCode::NOT_FOUND)
         .help("routes start with /agent/v1; see docs/agent-protocol.md")
+        .into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    ApiError::new(ErrorCode::MethodNotAllowed, "this route does not take this HTTP method")
+        .help("see docs/agent-protocol.md for each route's method")
         .into_response()
 }
 
@@ -252,6 +259,8 @@ pub async fn serve_tls<Tag>(
 }
 
 /// One accepted connection: the handshake (bounded in time), then HTTP until the client goes.
+/// A body a handler left unread is read to its end before the answer (`unread_body`), so a
+/// refused request does not reset a connection whose client is still sending.
 async fn serve_connection<Tag>(
     (acceptor, stream, remote): (TlsAcceptor, TcpStream, SocketAddr),
     app: Router,
@@ -281,9 +290,9 @@ async fn serve_connection<Tag>(
     }
     let certificate = tls.get_ref().1.peer_certificates().and_then(|chain| chain.first());
     let extensions = tag(certificate, remote);
-    let service = app.map_request(move |mut request: axum::http::Request<_>| {
+    let service = tower::service_fn(move |mut request: axum::http::Request<Incoming>| {
         request.extensions_mut().extend(extensions.clone());
-        request
+        unread_body::serve_request(app.clone(), request)
     });
     let connection = Builder::new(TokioExecutor::new())
         .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))

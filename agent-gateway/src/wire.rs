@@ -9,6 +9,7 @@ use statemachine::{DataUnitId, KeyId, RequestId};
 use zeroize::Zeroizing;
 
 use crate::backend::KmaEndpoint;
+use ::wire::ErrorCode;
 
 /// Every route of the protocol starts with this prefix.
 pub const PREFIX: &str = "/agent/v1";
@@ -18,28 +19,35 @@ pub const ENROLL_PURPOSE: &str = "agent-enroll";
 /// Common names of agent certificates are `agent:<ID>`.
 pub const AGENT_CN_PREFIX: &str = "agent:";
 
-/// The `code` of an error body. Frozen: integrators match on them.
+/// The `code` of an error body, in the agent API's spelling of [`ErrorCode`] (the vocabulary
+/// of every KMA API). Frozen: integrators match on them; `wire`'s golden test pins them.
 pub mod codes {
+    use ::wire::ErrorCode;
+
     /// The KMA holds no master key: ask another KMA (retryable).
-    pub const KMA_LOCKED: &str = "kma_locked";
+    pub const KMA_LOCKED: &str = ErrorCode::KmaLocked.agent_code();
     /// No leader, no majority, or this KMA lags behind `min_index` (retryable).
-    pub const UNAVAILABLE: &str = "unavailable";
+    pub const UNAVAILABLE: &str = ErrorCode::Unavailable.agent_code();
     /// The state machine refused the command; `reject` holds its frozen numeric code.
-    pub const REJECTED: &str = "rejected";
+    pub const REJECTED: &str = ErrorCode::Rejected.agent_code();
     /// No client certificate was presented on a route that needs one.
-    pub const CERTIFICATE_REQUIRED: &str = "certificate_required";
+    pub const CERTIFICATE_REQUIRED: &str = ErrorCode::CertificateRequired.agent_code();
     /// The certificate is from this cluster but does not name an agent.
-    pub const NOT_AN_AGENT: &str = "not_an_agent";
+    pub const NOT_AN_AGENT: &str = ErrorCode::NotAnAgent.agent_code();
     /// The certificate is not the agent's current one (it re-enrolled since).
-    pub const CERTIFICATE_REVOKED: &str = "certificate_revoked";
-    /// Malformed JSON, path or query.
-    pub const BAD_REQUEST: &str = "bad_request";
+    pub const CERTIFICATE_REVOKED: &str = ErrorCode::CertificateRevoked.agent_code();
+    /// Malformed JSON, path or query, or no such route.
+    pub const BAD_REQUEST: &str = ErrorCode::BadRequest.agent_code();
+    /// The request body is larger than `wire::REQUEST_BODY_LEN_MAX`.
+    pub const BODY_TOO_LARGE: &str = ErrorCode::BodyTooLarge.agent_code();
+    /// The route exists, not with this HTTP method.
+    pub const METHOD_NOT_ALLOWED: &str = ErrorCode::MethodNotAllowed.agent_code();
     /// Wrong passphrase, unknown agent, or a proof that does not answer a pending challenge.
-    pub const AUTHENTICATION_FAILED: &str = "authentication_failed";
+    pub const AUTHENTICATION_FAILED: &str = ErrorCode::AuthenticationFailed.agent_code();
     /// Too many failed enrollments for this agent ID or source address.
-    pub const THROTTLED: &str = "throttled";
+    pub const THROTTLED: &str = ErrorCode::Throttled.agent_code();
     /// The KMA could not complete the request (certificate signing, unwrap).
-    pub const INTERNAL: &str = "internal";
+    pub const INTERNAL: &str = ErrorCode::Internal.agent_code();
 }
 
 /// Names the client and its sequence number; a retry reuses it (SPEC A6).
@@ -63,9 +71,11 @@ impl From<RequestId> for WireRequestId {
     }
 }
 
-/// The body of every refusal.
+/// The body of every refusal of the agent API, the framework's own included.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
+    /// One of [`codes`]: the agent spelling of an [`ErrorCode`]. A string, so that a client
+    /// of this version still reads the refusals of a newer KMA.
     pub code: String,
     pub message: String,
     /// The same request (same request ID) may succeed later or on another KMA.
@@ -79,6 +89,14 @@ pub struct ErrorBody {
     /// For `throttled`: when the next attempt will be accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
+}
+
+impl ErrorBody {
+    /// The code as the vocabulary of every KMA API knows it; `None` for a code this version of
+    /// the library does not know (a newer KMA's).
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        ErrorCode::parse_agent_code(&self.code)
+    }
 }
 
 /// A key value in clear hex. Zeroized on drop; never printed.

@@ -9,7 +9,8 @@
 //! envelopes and the state, and are stored as opaque bytes).
 //!
 //! Module map:
-//! - [`types`]: the openraft type config [`KmaRaft`], [`EntryResponse`] and [`ApplyResponse`].
+//! - [`types`]: the openraft type config [`KmaRaft`], [`EntryResponse`], and [`ApplyResponse`]
+//!   re-exported from the `wire` crate (where clients take it from).
 //! - [`data_dir`]: [`RocksDataDir`], the RocksDB database with its column families, the versioned
 //!   value encoding and the one synced write path.
 //! - [`log_store`]: [`RocksLogStore`], openraft's `RaftLogStorage` and `RaftLogReader`.

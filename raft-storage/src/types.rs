@@ -1,7 +1,10 @@
 //! The openraft type configuration of the KMA cluster and the responses of applied entries.
+//! [`ApplyResponse`], what one command answered, crosses to clients and lives in the `wire`
+//! crate (clients do not link this one); it is re-exported here for the node.
 
 use serde::{Deserialize, Serialize};
 use statemachine::{Reject, Reply};
+pub use wire::ApplyResponse;
 
 openraft::declare_raft_types!(
     /// openraft types of a KMA cluster: each log entry carries a [`statemachine::Batch`] of
@@ -22,13 +25,4 @@ openraft::declare_raft_types!(
 pub struct EntryResponse {
     pub index: u64,
     pub results: Vec<Result<Reply, Reject>>,
-}
-
-/// What one command answered, as its proposer receives it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApplyResponse {
-    /// Log index of the entry that carried it (shared by the commands of one batch): a client
-    /// passes it to any KMA to read its own writes.
-    pub index: u64,
-    pub result: Result<Reply, Reject>,
 }

@@ -12,7 +12,6 @@ use statemachine::{DataUnitState, Role};
 
 use super::context::Walk;
 use super::exit::CliError;
-use super::render::days_from_civil;
 use crate::api::role_name;
 
 /// Rows a list shows unless told otherwise.
@@ -156,21 +155,23 @@ pub fn parse_instant_ms(text: &str, now_ms: u64) -> Result<u64, String> {
         [h, m, s] => (h, m, s),
         _ => return Err(wrong()),
     };
-    let fits = (1970..=9999).contains(&year)
-        && (1..=12).contains(&month)
-        && (1..=31).contains(&day)
-        && hour < 24
-        && minute < 60
-        && second < 60;
-    if !fits {
+    if year < 1970 {
         return Err(wrong());
     }
-    let days = days_from_civil(i64::from(year), month, day);
-    let seconds = u64::try_from(days).map_err(|_| wrong())? * 86_400
-        + u64::from(hour) * 3_600
-        + u64::from(minute) * 60
-        + u64::from(second);
-    Ok(seconds * 1_000)
+    utc_ms([year, month, day], [hour, minute, second]).ok_or_else(wrong)
+}
+
+/// Milliseconds since the Unix epoch of a UTC date and time; `None` when no such instant
+/// exists (a 13th month, February 30th, 25 o'clock) or it is before 1970.
+fn utc_ms([year, month, day]: [u32; 3], [hour, minute, second]: [u32; 3]) -> Option<u64> {
+    let month = ::time::Month::try_from(u8::try_from(month).ok()?).ok()?;
+    let year = i32::try_from(year).ok()?;
+    let date = ::time::Date::from_calendar_date(year, month, u8::try_from(day).ok()?).ok()?;
+    let (hour, minute, second) =
+        (u8::try_from(hour).ok()?, u8::try_from(minute).ok()?, u8::try_from(second).ok()?);
+    let time = ::time::Time::from_hms(hour, minute, second).ok()?;
+    let seconds = ::time::PrimitiveDateTime::new(date, time).assume_utc().unix_timestamp();
+    u64::try_from(seconds).ok()?.checked_mul(1_000)
 }
 
 #[cfg(test)]
@@ -187,6 +188,8 @@ mod tests {
         assert_eq!(parse_instant_ms("2000-02-29 00:01", 0), Ok(951_782_460_000));
         assert_eq!(parse_instant_ms("1h", 7_200_000), Ok(3_600_000));
         assert!(parse_instant_ms("2000-13-01", 0).is_err());
+        assert!(parse_instant_ms("2001-02-29", 0).is_err(), "no such day");
+        assert!(parse_instant_ms("1969-12-31", 0).is_err());
         assert!(parse_instant_ms("yesterday", 0).is_err());
         assert!(parse_instant_ms("2000-01-01 25:00", 0).is_err());
     }

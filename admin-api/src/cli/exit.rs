@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
+use crate::api::ErrorCode;
 use crate::client::ClientError;
 
 pub const OK: u8 = 0;
@@ -90,23 +91,19 @@ impl CliError {
     }
 }
 
-/// The exit code of a client error: by the API's code first, by the HTTP status for codes this
-/// version does not know (the login and quorum endpoints use their own words).
+/// The exit code of a client error. A refusal maps by its code, one arm per code of the API's
+/// vocabulary (a new code does not compile until it has one); a retryable refusal that is not
+/// about logging in or confirming is `UNAVAILABLE`.
 pub fn client_exit_code(error: &ClientError) -> u8 {
     match error {
-        ClientError::Api { status, error, .. } => match error.code.as_str() {
-            "unauthenticated" => NOT_LOGGED_IN,
-            "confirmation-needed" => CONFIRMATION_NEEDED,
-            "unavailable" => UNAVAILABLE,
-            _ if error.retryable => UNAVAILABLE,
-            "bad-request" | "forbidden" | "not-found" | "rejected" => REFUSED,
-            _ => match status {
-                401 => NOT_LOGGED_IN,
-                429 | 502..=504 => UNAVAILABLE,
-                400..=499 => REFUSED,
-                _ => OTHER,
-            },
-        },
+        ClientError::Api { error, .. } => {
+            let by_code = refusal_exit_code(error.code);
+            if error.retryable && matches!(by_code, REFUSED | OTHER) {
+                UNAVAILABLE
+            } else {
+                by_code
+            }
+        }
         ClientError::Unreachable { .. } | ClientError::OutcomeUnknown { .. } => UNAVAILABLE,
         ClientError::Decode { .. }
         | ClientError::Config { .. }
@@ -115,8 +112,38 @@ pub fn client_exit_code(error: &ClientError) -> u8 {
     }
 }
 
+/// The exit code of a refusal with `code`, before its retryable flag is considered.
+pub fn refusal_exit_code(code: ErrorCode) -> u8 {
+    use ErrorCode as C;
+    match code {
+        C::Unauthenticated
+        | C::AuthenticationFailed
+        | C::UnknownChallenge
+        | C::CertificateRequired
+        | C::CertificateRevoked => NOT_LOGGED_IN,
+        C::ConfirmationNeeded => CONFIRMATION_NEEDED,
+        C::Unavailable | C::KmaLocked | C::Throttled | C::AwaitingQuorum | C::JoinFailed => {
+            UNAVAILABLE
+        }
+        C::BadRequest
+        | C::BodyTooLarge
+        | C::MethodNotAllowed
+        | C::NotFound
+        | C::Forbidden
+        | C::NotAnAgent
+        | C::Rejected
+        | C::WrongPurpose
+        | C::UnlockFailed
+        | C::PassphraseTooShort
+        | C::BadQuorum
+        | C::NotInitialised => REFUSED,
+        C::Internal => OTHER,
+    }
+}
+
 fn client_help(error: &ClientError) -> Option<String> {
     match error {
+        ClientError::Api { error, .. } if error.help.is_some() => error.help.clone(),
         ClientError::Api { error, address, .. } if error.retryable => {
             Some(format!("{address} says this may succeed if sent again later"))
         }

@@ -189,7 +189,9 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<(), CliError> {
 /// A refusal for want of a valid session says how to log in again.
 fn session_error(ctx: &Ctx, error: CliError) -> CliError {
     match error {
-        CliError::Client(ClientError::Api { error, .. }) if error.code == "unauthenticated" => {
+        CliError::Client(ClientError::Api { error, .. })
+            if error.code == crate::api::ErrorCode::Unauthenticated =>
+        {
             CliError::NotLoggedIn { message: error.message, help: ctx.profile.login_help() }
         }
         other => other,

@@ -87,43 +87,22 @@ pub fn json_line<T: Serialize + ?Sized>(value: &T) -> String {
     }
 }
 
-const DAY_MS: u64 = 86_400_000;
-
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
-/// (H. Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097); // [0, 146096]
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
-    let mp = (5 * doy + 2) / 153; // [0, 11]
-    let day = doy - (153 * mp + 2) / 5 + 1; // [1, 31]
-    let month = if mp < 10 { mp + 3 } else { mp - 9 }; // [1, 12]
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    // Both are in range by construction (see the bounds above).
-    (year, u32::try_from(month).unwrap_or(1), u32::try_from(day).unwrap_or(1))
-}
-
-/// (year, month, day) to days since 1970-01-01 (H. Hinnant's `days_from_civil`).
-pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let yoe = year.rem_euclid(400);
-    let month = i64::from(month);
-    let mp = if month > 2 { month - 3 } else { month + 9 };
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// `ms` since the Unix epoch as `YYYY-MM-DD HH:MM:SS` (UTC).
+/// `ms` since the Unix epoch as `YYYY-MM-DD HH:MM:SS` (UTC). An instant past the calendar the
+/// `time` crate knows (after 9999) is printed as the number it is.
 pub fn format_utc_ms(ms: u64) -> String {
-    let days = i64::try_from(ms / DAY_MS).unwrap_or(i64::MAX / 2);
-    let (year, month, day) = civil_from_days(days);
-    let seconds = (ms % DAY_MS) / 1_000;
-    let (hour, minute, second) = (seconds / 3_600, seconds / 60 % 60, seconds % 60);
-    format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02}")
+    let at = i128::from(ms) * 1_000_000;
+    let Ok(at) = time::OffsetDateTime::from_unix_timestamp_nanos(at) else {
+        return format!("{ms} ms after 1970-01-01");
+    };
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    )
 }
 
 fn when(ms: Option<u64>) -> String {
@@ -472,18 +451,16 @@ pub fn done(what: &str, done: &Done) -> String {
 mod tests {
     use super::*;
 
-    /// Setup: instants around leap years and the epoch. Expectation: the civil date of each,
-    /// and back again.
+    /// Setup: instants around leap years, the epoch and past the year 9999. Expectation: the
+    /// civil date and time of each in UTC, or the plain number when no calendar date fits.
     #[test]
     fn u2_instants_print_as_utc() {
         assert_eq!(format_utc_ms(0), "1970-01-01 00:00:00");
         assert_eq!(format_utc_ms(951_782_400_000), "2000-02-29 00:00:00");
         assert_eq!(format_utc_ms(1_709_251_199_999), "2024-02-29 23:59:59");
         assert_eq!(format_utc_ms(4_102_444_800_000), "2100-01-01 00:00:00");
-        for days in [-1, 0, 59, 365, 11_016, 19_782, 47_482] {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days);
-        }
+        assert_eq!(format_utc_ms(253_402_300_799_999), "9999-12-31 23:59:59");
+        assert_eq!(format_utc_ms(u64::MAX), "18446744073709551615 ms after 1970-01-01");
     }
 
     /// Setup: cells of different widths. Expectation: aligned columns, no trailing spaces.

@@ -10,8 +10,8 @@ use super::exit::CliError;
 use super::prompt::{self, Source};
 use super::render;
 use crate::api::{
-    ApiError, ApproveRequest, ChangeQuorumRequest, Done, Enabled, NewQuorumOperation, NewUser,
-    Passphrase, QuorumView, Roles, User,
+    ApproveRequest, ChangeQuorumRequest, Done, Enabled, ErrorBody, ErrorCode, NewQuorumOperation,
+    NewUser, Passphrase, QuorumView, Roles, User,
 };
 use crate::client::{segment, ClientError};
 
@@ -231,8 +231,9 @@ pub fn approval_outcome(answer: serde_json::Value) -> Result<Done, CliError> {
     if let Ok(done) = serde_json::from_value::<Done>(answer.clone()) {
         return Ok(done);
     }
-    let refusal = |code: &str, message: String, retryable: bool, status: u16| {
-        let error = ApiError { code: code.into(), message, retryable, reject_code: None };
+    let refusal = |code: ErrorCode, message: String, retryable: bool| {
+        let error = ErrorBody::new(code, message).with_retryable(retryable);
+        let status = code.http_status();
         CliError::Client(ClientError::Api { status, address: "the approving KMA".into(), error })
     };
     if let Some(proposed) = answer.get("Ok") {
@@ -246,14 +247,14 @@ pub fn approval_outcome(answer: serde_json::Value) -> Result<Done, CliError> {
             }
             Some(result) if result.get("Err").is_some() => {
                 let message = format!("the approval was rejected: {}", result["Err"]);
-                return Err(refusal("rejected", message, false, 409));
+                return Err(refusal(ErrorCode::Rejected, message, false));
             }
             _ => {}
         }
     }
     if let Some(error) = answer.get("Err") {
         let message = format!("the approval could not be proposed: {error}");
-        return Err(refusal("unavailable", message, true, 503));
+        return Err(refusal(ErrorCode::Unavailable, message, true));
     }
     Err(CliError::Other {
         message: format!("unexpected answer to the approval: {answer}"),

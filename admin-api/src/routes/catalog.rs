@@ -1,17 +1,18 @@
 //! Key policies, key groups and agents (SPEC O1–O3).
 
-use axum::extract::{Path, Query, State};
-use axum::{Extension, Json};
+use axum::extract::State;
 use statemachine::list::{page_size, AgentFilter};
 use statemachine::Command;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{read, run, AdminState, Answer, CallerExt, Refusal};
+use super::extract::{Json, Path, Query};
+use super::{read, run, AdminState, Answer, Refusal};
 use crate::api::{
-    Agent, AgentQuery, ApiError, Done, Enabled, GroupName, KeyGroup, KeyPolicy, NewAgent,
+    Agent, AgentQuery, Done, Enabled, ErrorBody, GroupName, KeyGroup, KeyPolicy, NewAgent,
     NewKeyGroup, Page, Passphrase, PolicyFlags, ReadParams, SiteName,
 };
+use crate::backend::Caller;
 use crate::view;
 
 pub fn routes() -> OpenApiRouter<AdminState> {
@@ -32,10 +33,10 @@ pub fn routes() -> OpenApiRouter<AdminState> {
 }
 
 #[utoipa::path(get, path = "/v1/policies", tag = "catalog", params(ReadParams),
-    responses((status = 200, body = Vec<KeyPolicy>), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Vec<KeyPolicy>), (status = "default", body = ErrorBody)))]
 async fn list_policies(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Query(params): Query<ReadParams>,
 ) -> Answer<Vec<KeyPolicy>> {
     read(&admin, &caller, params.min_index, None, |state, _| {
@@ -46,10 +47,10 @@ async fn list_policies(
 }
 
 #[utoipa::path(post, path = "/v1/policies", tag = "catalog", request_body = KeyPolicy,
-    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Done), (status = "default", body = ErrorBody)))]
 async fn create_policy(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Json(policy): Json<KeyPolicy>,
 ) -> Answer<Done> {
     let command = Command::CreateKeyPolicy {
@@ -63,10 +64,10 @@ async fn create_policy(
 }
 
 #[utoipa::path(delete, path = "/v1/policies/{name}", tag = "catalog",
-    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Done), (status = "default", body = ErrorBody)))]
 async fn delete_policy(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> Answer<Done> {
     run(&admin, &caller, Command::DeleteKeyPolicy { name }, None).await
@@ -75,10 +76,10 @@ async fn delete_policy(
 /// The export and import flags stay modifiable (SPEC O1); the periods do not.
 #[utoipa::path(put, path = "/v1/policies/{name}/flags", tag = "catalog",
     request_body = PolicyFlags,
-    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Done), (status = "default", body = ErrorBody)))]
 async fn set_policy_flags(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Path(name): Path<String>,
     Json(flags): Json<PolicyFlags>,
 ) -> Answer<Done> {
@@ -91,10 +92,10 @@ async fn set_policy_flags(
 }
 
 #[utoipa::path(get, path = "/v1/groups", tag = "catalog", params(ReadParams),
-    responses((status = 200, body = Vec<KeyGroup>), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Vec<KeyGroup>), (status = "default", body = ErrorBody)))]
 async fn list_groups(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Query(params): Query<ReadParams>,
 ) -> Answer<Vec<KeyGroup>> {
     read(&admin, &caller, params.min_index, None, |state, _| {
@@ -105,10 +106,10 @@ async fn list_groups(
 }
 
 #[utoipa::path(post, path = "/v1/groups", tag = "catalog", request_body = NewKeyGroup,
-    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Done), (status = "default", body = ErrorBody)))]
 async fn create_group(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Json(group): Json<NewKeyGroup>,
 ) -> Answer<Done> {
     run(&admin, &caller, Command::CreateKeyGroup { name: group.name, policy: group.policy }, None)
@@ -116,10 +117,10 @@ async fn create_group(
 }
 
 #[utoipa::path(delete, path = "/v1/groups/{name}", tag = "catalog",
-    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Done), (status = "default", body = ErrorBody)))]
 async fn delete_group(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> Answer<Done> {
     run(&admin, &caller, Command::DeleteKeyGroup { name }, None).await
@@ -127,10 +128,10 @@ async fn delete_group(
 
 /// Agents, filtered and paged on the server (SPEC U2).
 #[utoipa::path(get, path = "/v1/agents", tag = "catalog", params(AgentQuery),
-    responses((status = 200, body = Page<Agent>), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Page<Agent>), (status = "default", body = ErrorBody)))]
 async fn list_agents(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Query(query): Query<AgentQuery>,
 ) -> Answer<Page<Agent>> {
     read(&admin, &caller, query.min_index, None, |state, _| {
@@ -155,10 +156,10 @@ async fn list_agents(
 }
 
 #[utoipa::path(post, path = "/v1/agents", tag = "catalog", request_body = NewAgent,
-    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Done), (status = "default", body = ErrorBody)))]
 async fn create_agent(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Json(agent): Json<NewAgent>,
 ) -> Answer<Done> {
     let command =
@@ -167,10 +168,10 @@ async fn create_agent(
 }
 
 #[utoipa::path(get, path = "/v1/agents/{id}", tag = "catalog", params(ReadParams),
-    responses((status = 200, body = Agent), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Agent), (status = "default", body = ErrorBody)))]
 async fn get_agent(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Path(id): Path<String>,
     Query(params): Query<ReadParams>,
 ) -> Answer<Agent> {
@@ -187,10 +188,10 @@ async fn get_agent(
 }
 
 #[utoipa::path(delete, path = "/v1/agents/{id}", tag = "catalog",
-    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Done), (status = "default", body = ErrorBody)))]
 async fn delete_agent(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Answer<Done> {
     run(&admin, &caller, Command::DeleteAgent { id }, None).await
@@ -199,10 +200,10 @@ async fn delete_agent(
 /// A new enrollment passphrase; the drive's current certificate is revoked (SPEC A1).
 #[utoipa::path(put, path = "/v1/agents/{id}/passphrase", tag = "catalog",
     request_body = Passphrase,
-    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Done), (status = "default", body = ErrorBody)))]
 async fn set_agent_passphrase(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Path(id): Path<String>,
     Json(passphrase): Json<Passphrase>,
 ) -> Answer<Done> {
@@ -211,10 +212,10 @@ async fn set_agent_passphrase(
 }
 
 #[utoipa::path(put, path = "/v1/agents/{id}/enabled", tag = "catalog", request_body = Enabled,
-    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Done), (status = "default", body = ErrorBody)))]
 async fn set_agent_enabled(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Path(id): Path<String>,
     Json(enabled): Json<Enabled>,
 ) -> Answer<Done> {
@@ -222,10 +223,10 @@ async fn set_agent_enabled(
 }
 
 #[utoipa::path(put, path = "/v1/agents/{id}/site", tag = "catalog", request_body = SiteName,
-    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Done), (status = "default", body = ErrorBody)))]
 async fn set_agent_site(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Path(id): Path<String>,
     Json(site): Json<SiteName>,
 ) -> Answer<Done> {
@@ -233,10 +234,10 @@ async fn set_agent_site(
 }
 
 #[utoipa::path(post, path = "/v1/agents/{id}/groups", tag = "catalog", request_body = GroupName,
-    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Done), (status = "default", body = ErrorBody)))]
 async fn add_agent_group(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Path(agent): Path<String>,
     Json(group): Json<GroupName>,
 ) -> Answer<Done> {
@@ -244,10 +245,10 @@ async fn add_agent_group(
 }
 
 #[utoipa::path(delete, path = "/v1/agents/{id}/groups/{group}", tag = "catalog",
-    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Done), (status = "default", body = ErrorBody)))]
 async fn remove_agent_group(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Path((agent, group)): Path<(String, String)>,
 ) -> Answer<Done> {
     run(&admin, &caller, Command::UnassignKeyGroupFromAgent { agent, group }, None).await
@@ -255,10 +256,10 @@ async fn remove_agent_group(
 
 #[utoipa::path(put, path = "/v1/agents/{id}/default-group", tag = "catalog",
     request_body = GroupName,
-    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Done), (status = "default", body = ErrorBody)))]
 async fn set_default_group(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Path(agent): Path<String>,
     Json(group): Json<GroupName>,
 ) -> Answer<Done> {

@@ -1,18 +1,19 @@
 //! Cluster health, sites, KMAs and cluster settings (SPEC C1–C8, S2, O5).
 
-use axum::extract::{Path, Query, State};
-use axum::{Extension, Json};
+use axum::extract::State;
 use statemachine::cluster as sm;
 use statemachine::quorum::QuorumOperation;
 use statemachine::Command;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{read, run, AdminState, Answer, CallerExt};
+use super::extract::{Json, Path, Query};
+use super::{read, run, AdminState, Answer};
 use crate::api::{
-    ApiError, ClusterStatus, Done, KeyPoolLimits, Kma, NewKma, NewSite, ReadParams,
+    ClusterStatus, Done, ErrorBody, KeyPoolLimits, Kma, NewKma, NewSite, ReadParams,
     SecuritySettings, Settings, Site,
 };
+use crate::backend::Caller;
 use crate::view;
 
 pub fn routes() -> OpenApiRouter<AdminState> {
@@ -32,20 +33,17 @@ pub fn routes() -> OpenApiRouter<AdminState> {
 
 /// The KMAs with site, role, reachability, lock state and replication lag (SPEC C8).
 #[utoipa::path(get, path = "/v1/cluster/status", tag = "cluster",
-    responses((status = 200, body = ClusterStatus), (status = "default", body = ApiError)))]
-async fn cluster_status(
-    State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
-) -> Answer<ClusterStatus> {
+    responses((status = 200, body = ClusterStatus), (status = "default", body = ErrorBody)))]
+async fn cluster_status(State(admin): State<AdminState>, caller: Caller) -> Answer<ClusterStatus> {
     read(&admin, &caller, None, None, |_, _| Ok(())).await?;
     Ok(Json(admin.node.cluster_status().await))
 }
 
 #[utoipa::path(get, path = "/v1/sites", tag = "cluster", params(ReadParams),
-    responses((status = 200, body = Vec<Site>), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Vec<Site>), (status = "default", body = ErrorBody)))]
 async fn list_sites(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Query(params): Query<ReadParams>,
 ) -> Answer<Vec<Site>> {
     read(&admin, &caller, params.min_index, None, |state, _| {
@@ -56,30 +54,30 @@ async fn list_sites(
 }
 
 #[utoipa::path(post, path = "/v1/sites", tag = "cluster", request_body = NewSite,
-    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Done), (status = "default", body = ErrorBody)))]
 async fn create_site(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Json(site): Json<NewSite>,
 ) -> Answer<Done> {
     run(&admin, &caller, Command::CreateSite { name: site.name }, None).await
 }
 
 #[utoipa::path(delete, path = "/v1/sites/{name}", tag = "cluster",
-    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Done), (status = "default", body = ErrorBody)))]
 async fn delete_site(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> Answer<Done> {
     run(&admin, &caller, Command::DeleteSite { name }, None).await
 }
 
 #[utoipa::path(get, path = "/v1/kmas", tag = "cluster", params(ReadParams),
-    responses((status = 200, body = Vec<Kma>), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Vec<Kma>), (status = "default", body = ErrorBody)))]
 async fn list_kmas(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Query(params): Query<ReadParams>,
 ) -> Answer<Vec<Kma>> {
     read(&admin, &caller, params.min_index, None, |state, _| {
@@ -91,10 +89,10 @@ async fn list_kmas(
 
 /// Creates the entry a new appliance joins with (`kma join`, then a quorum approves).
 #[utoipa::path(post, path = "/v1/kmas", tag = "cluster", request_body = NewKma,
-    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Done), (status = "default", body = ErrorBody)))]
 async fn create_kma(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Json(kma): Json<NewKma>,
 ) -> Answer<Done> {
     let command =
@@ -103,10 +101,10 @@ async fn create_kma(
 }
 
 #[utoipa::path(delete, path = "/v1/kmas/{name}", tag = "cluster",
-    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Done), (status = "default", body = ErrorBody)))]
 async fn delete_kma(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> Answer<Done> {
     run(&admin, &caller, Command::DeleteKma { name }, None).await
@@ -114,10 +112,10 @@ async fn delete_kma(
 
 /// Locks a KMA: it hands out no key material until the quorum unlocks it (SPEC C6).
 #[utoipa::path(post, path = "/v1/kmas/{name}/lock", tag = "cluster",
-    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Done), (status = "default", body = ErrorBody)))]
 async fn lock_kma(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> Answer<Done> {
     run(&admin, &caller, Command::LockKma { name }, None).await
@@ -125,10 +123,10 @@ async fn lock_kma(
 
 /// Starts the quorum operation that unlocks a KMA; members approve it.
 #[utoipa::path(post, path = "/v1/kmas/{name}/unlock", tag = "cluster",
-    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Done), (status = "default", body = ErrorBody)))]
 async fn unlock_kma(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> Answer<Done> {
     let operation = QuorumOperation::UnlockKma { kma: name };
@@ -136,20 +134,20 @@ async fn unlock_kma(
 }
 
 #[utoipa::path(post, path = "/v1/kmas/{name}/disable-autonomous-unlock", tag = "cluster",
-    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Done), (status = "default", body = ErrorBody)))]
 async fn disable_autonomous_unlock(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> Answer<Done> {
     run(&admin, &caller, Command::DisableAutonomousUnlock { name }, None).await
 }
 
 #[utoipa::path(get, path = "/v1/settings", tag = "cluster", params(ReadParams),
-    responses((status = 200, body = Settings), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Settings), (status = "default", body = ErrorBody)))]
 async fn settings(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Query(params): Query<ReadParams>,
 ) -> Answer<Settings> {
     read(&admin, &caller, params.min_index, None, |state, _| {
@@ -176,10 +174,10 @@ async fn settings(
 
 #[utoipa::path(put, path = "/v1/settings/security", tag = "cluster",
     request_body = SecuritySettings,
-    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Done), (status = "default", body = ErrorBody)))]
 async fn set_security(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Json(settings): Json<SecuritySettings>,
 ) -> Answer<Done> {
     let settings = sm::SecuritySettings {
@@ -192,10 +190,10 @@ async fn set_security(
 }
 
 #[utoipa::path(put, path = "/v1/settings/key-pool", tag = "cluster", request_body = KeyPoolLimits,
-    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Done), (status = "default", body = ErrorBody)))]
 async fn set_key_pool(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Json(limits): Json<KeyPoolLimits>,
 ) -> Answer<Done> {
     let limits = sm::KeyPoolLimits { low_water: limits.low_water, high_water: limits.high_water };

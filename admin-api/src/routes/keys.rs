@@ -3,20 +3,21 @@
 //! the request comes back with the preview's digest, and only if the impact is still the same
 //! (the state machine recomputes it at apply time for data unit selections).
 
-use axum::extract::{Path, Query, State};
-use axum::{Extension, Json};
+use axum::extract::State;
 use statemachine::command::DestroySelection;
 use statemachine::list::{page_size, DataUnitFilter, KeyFilter};
 use statemachine::{Command, DataUnitId, KeyId};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{read, run, AdminState, Answer, CallerExt, Refusal};
+use super::extract::{Json, Path, Query};
+use super::{read, run, AdminState, Answer, Refusal};
 use crate::api::{
-    parse_data_unit_state, parse_key_state, ApiError, ChangeKeyGroup, DataUnit, DataUnitQuery,
-    DestroyDataUnitKeys, DestroyKeys, DestroyOption, Done, Key, KeyIds, KeyQuery, Page,
+    parse_data_unit_state, parse_key_state, ChangeKeyGroup, DataUnit, DataUnitQuery,
+    DestroyDataUnitKeys, DestroyKeys, DestroyOption, Done, ErrorBody, Key, KeyIds, KeyQuery, Page,
     PreviewOrDone, ReadParams,
 };
+use crate::backend::Caller;
 use crate::view;
 
 pub fn routes() -> OpenApiRouter<AdminState> {
@@ -51,10 +52,10 @@ fn digest(text: &str) -> Result<u64, Refusal> {
 
 /// Keys filtered by state, key group or data unit, paged on the server (SPEC U2).
 #[utoipa::path(get, path = "/v1/keys", tag = "keys", params(KeyQuery),
-    responses((status = 200, body = Page<Key>), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Page<Key>), (status = "default", body = ErrorBody)))]
 async fn list_keys(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Query(query): Query<KeyQuery>,
 ) -> Answer<Page<Key>> {
     let state_filter = match &query.state {
@@ -91,10 +92,10 @@ async fn list_keys(
 }
 
 #[utoipa::path(get, path = "/v1/keys/{id}", tag = "keys", params(ReadParams),
-    responses((status = 200, body = Key), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Key), (status = "default", body = ErrorBody)))]
 async fn get_key(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Path(id): Path<String>,
     Query(params): Query<ReadParams>,
 ) -> Answer<Key> {
@@ -109,10 +110,10 @@ async fn get_key(
 
 /// Marks keys compromised (Compliance Officer, SPEC O7).
 #[utoipa::path(post, path = "/v1/keys/compromise", tag = "keys", request_body = KeyIds,
-    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Done), (status = "default", body = ErrorBody)))]
 async fn compromise_keys(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Json(request): Json<KeyIds>,
 ) -> Answer<Done> {
     let keys = request.keys.iter().map(|id| key_id(id)).collect::<Result<Vec<_>, _>>()?;
@@ -122,10 +123,10 @@ async fn compromise_keys(
 /// Destroys keys by ID (Operator; deactivated or compromised keys only, SPEC O7). Without
 /// `confirm`: the preview of the data units that would lose access.
 #[utoipa::path(post, path = "/v1/keys/destroy", tag = "keys", request_body = DestroyKeys,
-    responses((status = 200, body = PreviewOrDone), (status = "default", body = ApiError)))]
+    responses((status = 200, body = PreviewOrDone), (status = "default", body = ErrorBody)))]
 async fn destroy_keys(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Json(request): Json<DestroyKeys>,
 ) -> Answer<PreviewOrDone> {
     let keys = request.keys.iter().map(|id| key_id(id)).collect::<Result<Vec<_>, _>>()?;
@@ -145,25 +146,22 @@ async fn destroy_keys(
 }
 
 fn stale_preview(preview: &statemachine::query::ImpactPreview) -> Refusal {
-    let mut refusal = Refusal::new(
-        axum::http::StatusCode::CONFLICT,
-        "confirmation-needed",
+    Refusal::new(
+        wire::ErrorCode::ConfirmationNeeded,
         format!(
             "the impact changed since the preview (digest now {:016x}); review the new preview \
              and confirm it",
             preview.digest
         ),
-    );
-    refusal.1.retryable = false;
-    refusal
+    )
 }
 
 /// Data units filtered by external tag or state, paged on the server (SPEC U2).
 #[utoipa::path(get, path = "/v1/data-units", tag = "keys", params(DataUnitQuery),
-    responses((status = 200, body = Page<DataUnit>), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Page<DataUnit>), (status = "default", body = ErrorBody)))]
 async fn list_data_units(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Query(query): Query<DataUnitQuery>,
 ) -> Answer<Page<DataUnit>> {
     let state_filter = match &query.state {
@@ -188,10 +186,10 @@ async fn list_data_units(
 }
 
 #[utoipa::path(get, path = "/v1/data-units/{id}", tag = "keys", params(ReadParams),
-    responses((status = 200, body = DataUnit), (status = "default", body = ApiError)))]
+    responses((status = 200, body = DataUnit), (status = "default", body = ErrorBody)))]
 async fn get_data_unit(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Path(id): Path<String>,
     Query(params): Query<ReadParams>,
 ) -> Answer<DataUnit> {
@@ -217,10 +215,10 @@ fn selection(option: DestroyOption) -> DestroySelection {
 /// Destroys the keys of the selected data units (SPEC O7, O9); preview first.
 #[utoipa::path(post, path = "/v1/data-units/destroy-keys", tag = "keys",
     request_body = DestroyDataUnitKeys,
-    responses((status = 200, body = PreviewOrDone), (status = "default", body = ApiError)))]
+    responses((status = 200, body = PreviewOrDone), (status = "default", body = ErrorBody)))]
 async fn destroy_data_unit_keys(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Json(request): Json<DestroyDataUnitKeys>,
 ) -> Answer<PreviewOrDone> {
     let data_units =
@@ -247,10 +245,10 @@ async fn destroy_data_unit_keys(
 /// Moves the keys of the selected data units to another key group (SPEC O8, O9); preview first.
 #[utoipa::path(post, path = "/v1/data-units/change-key-group", tag = "keys",
     request_body = ChangeKeyGroup,
-    responses((status = 200, body = PreviewOrDone), (status = "default", body = ApiError)))]
+    responses((status = 200, body = PreviewOrDone), (status = "default", body = ErrorBody)))]
 async fn change_key_group(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Json(request): Json<ChangeKeyGroup>,
 ) -> Answer<PreviewOrDone> {
     let data_units =

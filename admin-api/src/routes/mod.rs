@@ -9,82 +9,93 @@
 
 use std::sync::Arc;
 
+use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
 use statemachine::{Command, Reject, Role, State};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
+use wire::{ErrorBody, ErrorCode, REQUEST_BODY_LEN_MAX};
 use zeroize::Zeroizing;
 
-use crate::api::{ApiError, Done};
+use crate::api::Done;
 use crate::backend::{Admin, Caller};
 
 mod catalog;
 mod cluster;
+pub mod extract;
 mod keys;
 mod records;
 mod security;
 
+pub use extract::Json;
+
 /// The state every handler gets.
 pub type AdminState = Arc<Admin>;
 
-/// A refusal on its way out: the HTTP status and the JSON body.
+/// A refusal on its way out: the JSON error body, sent with its code's HTTP status.
 #[derive(Debug)]
-pub struct Refusal(pub StatusCode, pub ApiError);
+pub struct Refusal(pub ErrorBody);
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        (self.0, Json(self.1)).into_response()
+        // Every `ErrorCode::http_status` is a valid status; 500 would only hide a typo there.
+        let status =
+            StatusCode::from_u16(self.0.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, axum::Json(self.0)).into_response()
+    }
+}
+
+/// An error from the node travels as it is: its code decides the status.
+impl From<ErrorBody> for Refusal {
+    fn from(error: ErrorBody) -> Refusal {
+        Refusal(error)
     }
 }
 
 impl Refusal {
-    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Refusal {
-        let retryable = status == StatusCode::SERVICE_UNAVAILABLE;
-        let error =
-            ApiError { code: code.into(), message: message.into(), retryable, reject_code: None };
-        Refusal(status, error)
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Refusal {
+        Refusal(ErrorBody::new(code, message))
+    }
+
+    pub fn with_help(self, help: impl Into<String>) -> Refusal {
+        Refusal(self.0.with_help(help))
     }
 
     pub fn bad_request(message: impl Into<String>) -> Refusal {
-        Refusal::new(StatusCode::BAD_REQUEST, "bad-request", message)
+        Refusal::new(ErrorCode::BadRequest, message)
     }
 
     pub fn not_found(message: impl Into<String>) -> Refusal {
-        Refusal::new(StatusCode::NOT_FOUND, "not-found", message)
+        Refusal::new(ErrorCode::NotFound, message)
     }
 
-    /// How an `ApiError` from the node travels (its code decides the status).
-    pub fn from_api(error: ApiError) -> Refusal {
-        let status = match error.code.as_str() {
-            "bad-request" => StatusCode::BAD_REQUEST,
-            "unauthenticated" => StatusCode::UNAUTHORIZED,
-            "forbidden" => StatusCode::FORBIDDEN,
-            "not-found" => StatusCode::NOT_FOUND,
-            "rejected" | "confirmation-needed" => StatusCode::CONFLICT,
-            _ => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        Refusal(status, error)
-    }
-
-    /// A state machine refusal: unknown objects are 404, role problems 403, the rest 409.
+    /// A state machine refusal: unknown objects are `not-found`, role problems `forbidden`,
+    /// retryable ones `unavailable`, the rest `rejected`; each with the reject's frozen number.
     pub fn rejected(reject: &Reject) -> Refusal {
-        let message = reject.to_string();
-        let (status, code) =
-            if matches!(reject, Reject::MissingRole { .. } | Reject::WrongIssuer { .. }) {
-                (StatusCode::FORBIDDEN, "forbidden")
-            } else if format!("{reject:?}").starts_with("Unknown") {
-                (StatusCode::NOT_FOUND, "not-found")
-            } else if reject.is_retryable() {
-                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
-            } else {
-                (StatusCode::CONFLICT, "rejected")
-            };
-        let mut refusal = Refusal::new(status, code, message);
-        refusal.1.reject_code = Some(reject.code());
-        refusal.1.retryable = reject.is_retryable();
-        refusal
+        Refusal(ErrorBody::rejected(reject_code(reject), reject))
+    }
+}
+
+/// The management API's code for a reject. Replaced by `Reject::class()` once the state
+/// machine answers it (issue 15, point 2); until then one explicit table, not the Debug text.
+fn reject_code(reject: &Reject) -> ErrorCode {
+    use Reject as R;
+    match reject {
+        R::MissingRole { .. } | R::WrongIssuer { .. } => ErrorCode::Forbidden,
+        R::UnknownUser { .. }
+        | R::UnknownAgent { .. }
+        | R::UnknownSite { .. }
+        | R::UnknownKma { .. }
+        | R::UnknownQuorumOperation { .. }
+        | R::UnknownPolicy { .. }
+        | R::UnknownGroup { .. }
+        | R::UnknownDataUnit { .. }
+        | R::UnknownKey { .. }
+        | R::UnknownPartner { .. }
+        | R::UnknownBackup { .. } => ErrorCode::NotFound,
+        _ if reject.is_retryable() => ErrorCode::Unavailable,
+        _ => ErrorCode::Rejected,
     }
 }
 
@@ -94,8 +105,7 @@ pub type Answer<T> = Result<Json<T>, Refusal>;
 pub fn user_of(caller: &Caller) -> Result<String, Refusal> {
     caller.0.clone().ok_or_else(|| {
         Refusal::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
+            ErrorCode::Unauthenticated,
             "the management API needs a user certificate: log in with `kmsctl login`",
         )
     })
@@ -103,7 +113,7 @@ pub fn user_of(caller: &Caller) -> Result<String, Refusal> {
 
 /// Checks in the state that the user exists, is enabled and (when given) holds `role`.
 pub fn check_user(state: &State, user: &str, role: Option<Role>) -> Result<(), Refusal> {
-    let forbidden = |message: String| Refusal::new(StatusCode::FORBIDDEN, "forbidden", message);
+    let forbidden = |message: String| Refusal::new(ErrorCode::Forbidden, message);
     match state.meta().users.get(user) {
         None => Err(forbidden(format!("user '{user}' does not exist (any more)"))),
         Some(record) if !record.enabled => Err(forbidden(format!(
@@ -139,10 +149,9 @@ pub async fn read_at<R>(
     read: impl FnOnce(&State, u64) -> Result<R, Refusal>,
 ) -> Result<R, Refusal> {
     let user = user_of(caller)?;
-    let barrier = admin.node.barrier(min_index.unwrap_or(0), linearizable);
-    barrier.await.map_err(Refusal::from_api)?;
+    admin.node.barrier(min_index.unwrap_or(0), linearizable).await?;
     let now_ms = admin.node.now_ms();
-    let state = admin.state.read().await;
+    let state = admin.node.state().await;
     check_user(&state, &user, role)?;
     read(&state, now_ms)
 }
@@ -156,15 +165,12 @@ pub async fn run(
 ) -> Answer<Done> {
     let user = user_of(caller)?;
     let passphrase = passphrase.map(Zeroizing::new);
-    let applied = admin.node.propose(user, command, passphrase).await.map_err(Refusal::from_api)?;
+    let applied = admin.node.propose(user, command, passphrase).await?;
     match applied.result {
         Ok(reply) => Ok(Json(Done { index: applied.index, detail: crate::view::reply(&reply) })),
         Err(reject) => Err(Refusal::rejected(&reject)),
     }
 }
-
-/// Shorthand for the extractors every handler takes.
-pub type CallerExt = Extension<Caller>;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -188,6 +194,10 @@ pub type CallerExt = Extension<Caller>;
 struct ApiDoc;
 
 /// The management API's routes (state attached) and the OpenAPI document describing them.
+/// Every refusal, the framework's own included (no such route, a wrong method, a malformed or
+/// oversized body), is the JSON [`ErrorBody`]. Routes merged into this router later (the node's
+/// own) share its fallback; a node that adds routes calls `method_not_allowed_fallback` again
+/// after merging, since axum sets it on the routes present when it is called.
 pub fn router(admin: Arc<Admin>) -> (axum::Router, utoipa::openapi::OpenApi) {
     let api = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(cluster::routes())
@@ -197,13 +207,17 @@ pub fn router(admin: Arc<Admin>) -> (axum::Router, utoipa::openapi::OpenApi) {
         .merge(records::routes());
     let (router, document) = api.with_state(admin).split_for_parts();
     let served = document.clone();
-    let router = router.route(
-        "/v1/openapi.json",
-        axum::routing::get(move || {
-            let served = served.clone();
-            async move { Json(served) }
-        }),
-    );
+    let router = router
+        .route(
+            "/v1/openapi.json",
+            axum::routing::get(move || {
+                let served = served.clone();
+                async move { axum::Json(served) }
+            }),
+        )
+        .fallback(extract::no_route)
+        .method_not_allowed_fallback(extract::wrong_method)
+        .layer(DefaultBodyLimit::max(REQUEST_BODY_LEN_MAX));
     (router, document)
 }
 

@@ -1,12 +1,10 @@
 //! Backup records (SPEC B2, B4, B5) and the audit log (SPEC S5, C8).
 //!
-//! The audit log is read from this KMA's RocksDB, where `apply` wrote it in the same synced
-//! batch as the applied index. Each record carries its chain link and its canonical encoding,
+//! The audit log is read from this KMA's storage (through `AdminNode`), where `apply` wrote it
+//! in the same synced batch as the applied index. Each record carries its chain link and its canonical encoding,
 //! so `kmsctl audit verify` recomputes the chain itself instead of trusting the server.
 
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::{Extension, Json};
+use axum::extract::State;
 use statemachine::audit::ChainedAuditEvent;
 use statemachine::cluster::BackupSchedule as SmSchedule;
 use statemachine::limits::LIST_SCAN_MAX;
@@ -15,11 +13,13 @@ use statemachine::{Actor, AuditWhat, Command, Outcome, Role, State as SmState};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{read, run, AdminState, Answer, CallerExt, Refusal};
+use super::extract::{Json, Path, Query};
+use super::{read, run, AdminState, Answer, Refusal};
 use crate::api::{
-    ApiError, AuditAnchor, AuditHead, AuditQuery, AuditRecord, Backup, BackupSchedule, Done, Page,
+    AuditAnchor, AuditHead, AuditQuery, AuditRecord, Backup, BackupSchedule, Done, ErrorBody, Page,
     ReadParams,
 };
+use crate::backend::Caller;
 use crate::view;
 
 pub fn routes() -> OpenApiRouter<AdminState> {
@@ -32,10 +32,10 @@ pub fn routes() -> OpenApiRouter<AdminState> {
 }
 
 #[utoipa::path(get, path = "/v1/backups", tag = "records", params(ReadParams),
-    responses((status = 200, body = Vec<Backup>), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Vec<Backup>), (status = "default", body = ErrorBody)))]
 async fn list_backups(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Query(params): Query<ReadParams>,
 ) -> Answer<Vec<Backup>> {
     read(&admin, &caller, params.min_index, None, |state, _| {
@@ -48,20 +48,20 @@ async fn list_backups(
 /// Records that a backup's files were destroyed: destroyed keys it held may become Completely
 /// destroyed (SPEC B4).
 #[utoipa::path(post, path = "/v1/backups/{id}/destroyed", tag = "records",
-    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Done), (status = "default", body = ErrorBody)))]
 async fn mark_backup_destroyed(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Path(id): Path<u64>,
 ) -> Answer<Done> {
     run(&admin, &caller, Command::MarkBackupDestroyed { id }, None).await
 }
 
 #[utoipa::path(put, path = "/v1/backups/schedule", tag = "records", request_body = BackupSchedule,
-    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Done), (status = "default", body = ErrorBody)))]
 async fn set_backup_schedule(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Json(schedule): Json<BackupSchedule>,
 ) -> Answer<Done> {
     let schedule = match (schedule.interval_ms, schedule.kma) {
@@ -149,10 +149,10 @@ fn parse_cursor(text: &str) -> Result<(u64, u64), Refusal> {
 
 /// Audit events in chain order, filtered on the server; Auditors only (SPEC S5).
 #[utoipa::path(get, path = "/v1/audit", tag = "records", params(AuditQuery),
-    responses((status = 200, body = Page<AuditRecord>), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Page<AuditRecord>), (status = "default", body = ErrorBody)))]
 async fn audit(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Query(query): Query<AuditQuery>,
 ) -> Answer<Page<AuditRecord>> {
     let (from_index, after_seq) = match &query.after {
@@ -160,19 +160,9 @@ async fn audit(
         None => (0, 0),
     };
     read(&admin, &caller, query.min_index, Some(Role::Auditor), |_, _| Ok(())).await?;
-    let handle = admin.state.clone();
-    let rows = tokio::task::spawn_blocking(move || handle.audit_events(from_index, LIST_SCAN_MAX))
-        .await
-        .map_err(|e| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(|e| {
-            Refusal::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                format!("reading the audit log failed: {e}; help: check the KMA's log"),
-            )
-        })?;
+    let rows = admin.node.audit_events(from_index, LIST_SCAN_MAX).await?;
     let scanned = rows.len();
-    let state = admin.state.read().await;
+    let state = admin.node.state().await;
     let limit = page_size(query.limit);
     let mut page = Page { rows: Vec::new(), next: None };
     for row in rows.iter().filter(|row| row.seq > after_seq) {
@@ -195,19 +185,16 @@ async fn audit(
 
 /// Where this KMA's audit log starts (its anchor) and the replicated chain head.
 #[utoipa::path(get, path = "/v1/audit/head", tag = "records", params(ReadParams),
-    responses((status = 200, body = AuditHead), (status = "default", body = ApiError)))]
+    responses((status = 200, body = AuditHead), (status = "default", body = ErrorBody)))]
 async fn audit_head(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Query(params): Query<ReadParams>,
 ) -> Answer<AuditHead> {
     read(&admin, &caller, params.min_index, Some(Role::Auditor), |_, _| Ok(())).await?;
-    let anchors = admin
-        .state
-        .audit_anchors()
-        .map_err(|e| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let anchors = admin.node.audit_anchors().await?;
     let anchor = anchors.first().copied().unwrap_or(statemachine::audit::AuditChain::GENESIS);
-    let state = admin.state.read().await;
+    let state = admin.node.state().await;
     let head = state.meta().audit_chain;
     Ok(Json(AuditHead {
         anchor_seq: anchor.events,

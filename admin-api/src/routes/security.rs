@@ -1,18 +1,19 @@
 //! Users, roles and the quorum's pending operations (SPEC S1–S4). Approvals, logins and a new
 //! quorum need the KMA's own cryptography and stay on the node's security endpoints.
 
-use axum::extract::{Path, Query, State};
-use axum::{Extension, Json};
+use axum::extract::State;
 use statemachine::quorum::QuorumOperation;
 use statemachine::{Command, RoleSet};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{read, read_at, run, AdminState, Answer, CallerExt, Refusal};
+use super::extract::{Json, Path, Query};
+use super::{read, read_at, run, AdminState, Answer, Refusal};
 use crate::api::{
-    parse_role, ApiError, Done, Enabled, NewQuorumOperation, NewUser, Passphrase, QuorumView,
+    parse_role, Done, Enabled, ErrorBody, NewQuorumOperation, NewUser, Passphrase, QuorumView,
     ReadParams, Roles, User,
 };
+use crate::backend::Caller;
 use crate::view;
 
 pub fn routes() -> OpenApiRouter<AdminState> {
@@ -42,10 +43,10 @@ fn role_set(names: &[String]) -> Result<RoleSet, Refusal> {
 }
 
 #[utoipa::path(get, path = "/v1/users", tag = "security", params(ReadParams),
-    responses((status = 200, body = Vec<User>), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Vec<User>), (status = "default", body = ErrorBody)))]
 async fn list_users(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Query(params): Query<ReadParams>,
 ) -> Answer<Vec<User>> {
     let linearizable = params.consistency.as_deref() == Some("linearizable");
@@ -57,10 +58,10 @@ async fn list_users(
 }
 
 #[utoipa::path(post, path = "/v1/users", tag = "security", request_body = NewUser,
-    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Done), (status = "default", body = ErrorBody)))]
 async fn create_user(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Json(user): Json<NewUser>,
 ) -> Answer<Done> {
     let roles = role_set(&user.roles)?;
@@ -69,20 +70,20 @@ async fn create_user(
 }
 
 #[utoipa::path(delete, path = "/v1/users/{id}", tag = "security",
-    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Done), (status = "default", body = ErrorBody)))]
 async fn delete_user(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Answer<Done> {
     run(&admin, &caller, Command::DeleteUser { id }, None).await
 }
 
 #[utoipa::path(put, path = "/v1/users/{id}/roles", tag = "security", request_body = Roles,
-    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Done), (status = "default", body = ErrorBody)))]
 async fn set_roles(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Path(id): Path<String>,
     Json(roles): Json<Roles>,
 ) -> Answer<Done> {
@@ -91,10 +92,10 @@ async fn set_roles(
 }
 
 #[utoipa::path(put, path = "/v1/users/{id}/enabled", tag = "security", request_body = Enabled,
-    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Done), (status = "default", body = ErrorBody)))]
 async fn set_enabled(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Path(id): Path<String>,
     Json(enabled): Json<Enabled>,
 ) -> Answer<Done> {
@@ -103,10 +104,10 @@ async fn set_enabled(
 
 #[utoipa::path(put, path = "/v1/users/{id}/passphrase", tag = "security",
     request_body = Passphrase,
-    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Done), (status = "default", body = ErrorBody)))]
 async fn set_passphrase(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Path(id): Path<String>,
     Json(passphrase): Json<Passphrase>,
 ) -> Answer<Done> {
@@ -116,10 +117,10 @@ async fn set_passphrase(
 
 /// The quorum's members and threshold, and the operations waiting for approvals.
 #[utoipa::path(get, path = "/v1/quorum", tag = "security", params(ReadParams),
-    responses((status = 200, body = QuorumView), (status = "default", body = ApiError)))]
+    responses((status = 200, body = QuorumView), (status = "default", body = ErrorBody)))]
 async fn quorum(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Query(params): Query<ReadParams>,
 ) -> Answer<QuorumView> {
     read(&admin, &caller, params.min_index, None, |state, _| {
@@ -137,10 +138,10 @@ async fn quorum(
 /// Starts a quorum operation (a new quorum goes through `POST /v1/quorum/change`).
 #[utoipa::path(post, path = "/v1/quorum/start", tag = "security",
     request_body = NewQuorumOperation,
-    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Done), (status = "default", body = ErrorBody)))]
 async fn start_quorum_operation(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Json(request): Json<NewQuorumOperation>,
 ) -> Answer<Done> {
     let kma = request.target.clone();
@@ -166,10 +167,10 @@ async fn start_quorum_operation(
 }
 
 #[utoipa::path(delete, path = "/v1/quorum/operations/{id}", tag = "security",
-    responses((status = 200, body = Done), (status = "default", body = ApiError)))]
+    responses((status = 200, body = Done), (status = "default", body = ErrorBody)))]
 async fn cancel_quorum_operation(
     State(admin): State<AdminState>,
-    Extension(caller): CallerExt,
+    caller: Caller,
     Path(id): Path<u64>,
 ) -> Answer<Done> {
     run(&admin, &caller, Command::CancelQuorumOperation { id }, None).await

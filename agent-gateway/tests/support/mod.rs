@@ -11,7 +11,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use agent_gateway::{
     AgentClient, AgentCredentials, Backend, BackendError, ClientOptions, KmaEndpoint,
 };
-use raft_storage::ApplyResponse;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
@@ -28,6 +27,7 @@ use statemachine::quorum::{Quorum, QuorumMember};
 use statemachine::{
     Actor, AuditWhat, ClusterId, Command, Envelope, KeyId, Reply, RequestId, Role, RoleSet, State,
 };
+use wire::ApplyResponse;
 
 pub const CLUSTER: ClusterId = ClusterId(0x00c1_a55e_7000_0001);
 pub const AGENT: &str = "drive1";

@@ -1,0 +1,190 @@
+//! An in-memory KMA for the management API's routes: one `statemachine::State` behind a lock,
+//! commands applied directly (no Raft, no storage), the audit events kept in a list. The
+//! second implementation of `AdminNode` beside the node's, and the reason `admin-api` needs no
+//! storage crate to be tested.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+
+use admin_api::api::{ClusterStatus, ErrorBody, ErrorCode};
+use admin_api::backend::{Admin, AdminNode, BoxFuture, Caller};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use statemachine::audit::{AuditChain, ChainedAuditEvent};
+use statemachine::cluster::SecuritySettings;
+use statemachine::command::InitCluster;
+use statemachine::quorum::{Quorum, QuorumMember};
+use statemachine::{Actor, ClusterId, Command, Envelope, Role, RoleSet, State};
+use tokio::sync::{RwLock, RwLockReadGuard};
+use tower::ServiceExt;
+use wire::ApplyResponse;
+use zeroize::Zeroizing;
+
+pub const CLUSTER: ClusterId = ClusterId(0x00c1_a55e_7000_0002);
+/// The fake's wall clock: 2024-03-01 12:00 UTC.
+pub const NOW_MS: u64 = 1_709_294_400_000;
+
+pub struct MemoryNode {
+    pub state: RwLock<State>,
+    pub events: Mutex<Vec<ChainedAuditEvent>>,
+}
+
+impl MemoryNode {
+    /// A cluster with the Security Officer `so`, an Operator `op` and an Auditor `au`.
+    pub fn new() -> Arc<MemoryNode> {
+        let node = Arc::new(MemoryNode {
+            state: RwLock::new(State::new()),
+            events: Mutex::new(Vec::new()),
+        });
+        let init = InitCluster {
+            cluster_id: CLUSTER,
+            kma_name: "kma1".into(),
+            site: "east".into(),
+            security_officer: "so".into(),
+            security_officer_verifier: vec![1; 32],
+            quorum: Quorum {
+                members: vec![QuorumMember { id: "q1".into(), wrapped_share: vec![1; 48] }],
+                threshold: 1,
+            },
+            autonomous_unlock: false,
+        };
+        node.ok(Actor::System, Command::InitCluster(init));
+        for (id, role) in [("op", Role::Operator), ("au", Role::Auditor)] {
+            let roles = RoleSet::of(role);
+            let command =
+                Command::CreateUser { id: id.into(), roles, passphrase_verifier: vec![2; 32] };
+            node.ok(Actor::User("so".into()), command);
+        }
+        node.ok(
+            Actor::User("so".into()),
+            Command::SetSecuritySettings(SecuritySettings::default()),
+        );
+        node
+    }
+
+    pub fn apply(&self, actor: Actor, command: Command) -> ApplyResponse {
+        let mut state = self.state.try_write().expect("no reader while applying");
+        let index = state.last_applied_index() + 1;
+        let envelope =
+            Envelope { time_ms: NOW_MS, origin_node_id: 1, actor, request_id: None, command };
+        let applied = state.apply(index, &envelope);
+        state.check_invariants();
+        let chained = applied
+            .events
+            .into_iter()
+            .zip(applied.links)
+            .map(|(event, link)| ChainedAuditEvent { seq: link.seq, link: link.link, event });
+        self.events.lock().expect("events").extend(chained);
+        ApplyResponse { index, result: applied.result }
+    }
+
+    #[track_caller]
+    pub fn ok(&self, actor: Actor, command: Command) {
+        let kind = command.kind();
+        if let Err(reject) = self.apply(actor, command).result {
+            panic!("{kind:?} was rejected: {reject}");
+        }
+    }
+}
+
+impl AdminNode for MemoryNode {
+    fn barrier(
+        &self,
+        _min_index: u64,
+        _linearizable: bool,
+    ) -> BoxFuture<'_, Result<(), ErrorBody>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn state(&self) -> BoxFuture<'_, RwLockReadGuard<'_, State>> {
+        Box::pin(self.state.read())
+    }
+
+    fn audit_events(
+        &self,
+        from_index: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<ChainedAuditEvent>, ErrorBody>> {
+        let events = self.events.lock().expect("events");
+        let page = events.iter().filter(|row| row.event.index >= from_index).take(limit);
+        let page: Vec<ChainedAuditEvent> = page.cloned().collect();
+        Box::pin(async move { Ok(page) })
+    }
+
+    fn audit_anchors(&self) -> BoxFuture<'_, Result<Vec<AuditChain>, ErrorBody>> {
+        Box::pin(async { Ok(vec![AuditChain::GENESIS]) })
+    }
+
+    fn propose(
+        &self,
+        user: String,
+        command: Command,
+        _passphrase: Option<Zeroizing<String>>,
+    ) -> BoxFuture<'_, Result<ApplyResponse, ErrorBody>> {
+        let applied = self.apply(Actor::User(user), command);
+        Box::pin(async move { Ok(applied) })
+    }
+
+    fn cluster_status(&self) -> BoxFuture<'_, ClusterStatus> {
+        Box::pin(async {
+            ClusterStatus {
+                cluster_id: Some(CLUSTER.to_string()),
+                answered_by: "kma1".into(),
+                leader: Some("kma1".into()),
+                term: 1,
+                commit_index: 0,
+                kmas: Vec::new(),
+            }
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        NOW_MS
+    }
+}
+
+/// The management API's router on `node`.
+pub fn router(node: &Arc<MemoryNode>) -> axum::Router {
+    admin_api::routes::router(Arc::new(Admin { node: node.clone() })).0
+}
+
+/// A request as the node's TLS server hands it on: with the caller its certificate names.
+pub fn request(method: &str, uri: &str, user: Option<&str>, body: Body) -> Request<Body> {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(body)
+        .expect("request");
+    request.extensions_mut().insert(Caller(user.map(str::to_owned)));
+    request
+}
+
+/// Sends `request` through the router: the status, the Content-Type and the body.
+pub async fn send(router: &axum::Router, request: Request<Body>) -> (StatusCode, String, String) {
+    let response = router.clone().oneshot(request).await.expect("infallible");
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|value| value.to_str().expect("ASCII").to_owned())
+        .unwrap_or_default();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
+    (status, content_type, String::from_utf8(bytes.to_vec()).expect("UTF-8"))
+}
+
+/// Parses a refusal; checks that it is JSON, sent with its code's status.
+#[track_caller]
+pub fn refusal(answer: (StatusCode, String, String)) -> ErrorBody {
+    let (status, content_type, body) = answer;
+    assert_eq!(content_type, "application/json", "{status}: {body}");
+    let error: ErrorBody =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("not an ErrorBody ({e}): {body}"));
+    assert_eq!(status.as_u16(), error.code.http_status(), "{body}");
+    error
+}
+
+/// The codes a list of refusals carries, for whole-list comparisons.
+pub fn codes(errors: &[ErrorBody]) -> Vec<ErrorCode> {
+    errors.iter().map(|error| error.code).collect()
+}
