@@ -5,5 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-system-deps.sh
-cargo build --release -p node --bin kma -p admin-api --bin kmsctl
+# Every binary the README names, in one cargo invocation: two invocations that select different
+# packages can resolve features differently and compile RocksDB twice (issue #15).
+cargo build --release -p node --bin kma -p admin-api --bin kmsctl -p agent-gateway --bin drive-sim
 exec "${CARGO_TARGET_DIR:-target}/release/kma" local --dir .kms-local "$@"

@@ -36,7 +36,7 @@ async fn create_on(
     credentials: &agent_gateway::AgentCredentials,
     address: &str,
 ) -> (u16, serde_json::Value) {
-    let tls = node::tls::client_config_from_pem(
+    let tls = node::transport::tls::client_config_from_pem(
         &credentials.ca_pem,
         &credentials.certificate_pem,
         &credentials.private_key_pem,

@@ -141,7 +141,7 @@ impl DriveConnection {
         credentials: &agent_gateway::AgentCredentials,
         service: &str,
     ) -> anyhow::Result<Drive> {
-        let tls = node::tls::client_config_from_pem(
+        let tls = node::transport::tls::client_config_from_pem(
             &credentials.ca_pem,
             &credentials.certificate_pem,
             &credentials.private_key_pem,
@@ -150,7 +150,7 @@ impl DriveConnection {
             .await
             .with_context(|| format!("connecting to {service}"))?;
         stream.set_nodelay(true)?;
-        let name = node::tls::server_name(service).map_err(anyhow::Error::msg)?;
+        let name = node::transport::tls::server_name(service).map_err(anyhow::Error::msg)?;
         let tls = tokio_rustls::TlsConnector::from(Arc::new(tls))
             .connect(name, stream)
             .await
@@ -404,7 +404,8 @@ async fn main() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_kma"));
     let dir = root.path().join("kms");
-    let children = node::local::start(binary, &dir, 3, BASE_PORT).await.context("local cluster")?;
+    let children =
+        node::setup::local::start(binary, &dir, 3, BASE_PORT).await.context("local cluster")?;
     let kma_pids: Vec<u32> = children.iter().filter_map(tokio::process::Child::id).collect();
     let admin = KmaClient::admin(&dir.join("kma1"))?;
     let address = format!("127.0.0.1:{}", BASE_PORT + 1);

@@ -106,12 +106,12 @@ impl KmsCluster {
         let binary = Path::new(env!("CARGO_BIN_EXE_kma"));
         let dir = root.join("kms");
         let children =
-            node::local::start(binary, &dir, MEMBERS, KMA_BASE_PORT).await.with_context(|| {
-                format!("starting three KMAs (logs: {}/kma*/kma.log)", dir.display())
-            })?;
+            node::setup::local::start(binary, &dir, MEMBERS, KMA_BASE_PORT).await.with_context(
+                || format!("starting three KMAs (logs: {}/kma*/kma.log)", dir.display()),
+            )?;
         let admin_dir = dir.join("kma1");
         let admin = KmaClient::admin(&admin_dir)?;
-        let addresses: Vec<String> = node::local::layout(&dir, MEMBERS, KMA_BASE_PORT)
+        let addresses: Vec<String> = node::setup::local::layout(&dir, MEMBERS, KMA_BASE_PORT)
             .into_iter()
             .map(|entry| entry.management)
             .collect();

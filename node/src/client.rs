@@ -26,7 +26,7 @@ impl KmaClient {
     /// A client presenting `cert_file`/`key_file` from `tls_dir` (e.g. `admin.pem` written by
     /// `kma init`).
     pub fn new(tls_dir: &Path, cert_file: &str, key_file: &str) -> Result<KmaClient, NodeError> {
-        let tls = crate::tls::client_config(tls_dir, cert_file, key_file)?;
+        let tls = crate::transport::tls::client_config(tls_dir, cert_file, key_file)?;
         Ok(KmaClient { http: https_client(tls)? })
     }
 
@@ -45,31 +45,24 @@ impl KmaClient {
         )
     }
 
-    /// Logs `user` in at `address` by passphrase challenge/response: the passphrase stays
-    /// here, the KMA proves itself, and the answer is a short-lived certificate for a key pair
-    /// made here.
+    /// Logs `user` in at `address` by passphrase challenge/response, with kmsctl's login
+    /// (`admin_api::client::login`: one implementation for tools, tests and operators): the
+    /// passphrase stays here, the KMA proves itself, and the answer is a short-lived
+    /// certificate for a key pair made here.
     pub async fn login(
         address: &str,
         ca_pem: &str,
         user: &str,
         passphrase: &str,
     ) -> anyhow::Result<KmaClient> {
-        use crate::security_api::PURPOSE_USER;
-        use security_core::challenge::{ClientLogin, ServerChallenge};
-        let anonymous = https_client(crate::tls::anonymous_client_config(ca_pem)?)?;
-        let (login, hello) = ClientLogin::start(user, PURPOSE_USER);
-        let url = format!("https://{address}/v1/login/hello");
-        let challenge: ServerChallenge = crate::setup::post_json(&anonymous, &url, &hello).await?;
-        let (awaiting, proof) = login.respond(passphrase, &challenge)?;
-        let (csr_pem, key_pem) = crate::pki::signing_request()?;
-        let request = crate::wire::ProofRequest { proof, csr_pem, management_advertise: None };
-        let url = format!("https://{address}/v1/login/proof");
-        let granted: crate::wire::LoginGranted =
-            crate::setup::post_json(&anonymous, &url, &request).await?;
-        awaiting.verify_server(&granted.server_final).map_err(|_| {
-            anyhow::anyhow!("{address} could not prove it knows your verifier: not your cluster")
-        })?;
-        let tls = crate::tls::client_config_from_pem(ca_pem, &granted.cert_pem, &key_pem)?;
+        let addresses = [address.to_string()];
+        let granted = admin_api::client::login(&addresses, ca_pem, user, passphrase).await?;
+        // The CA the caller trusted to reach the KMA, not the one the KMA sent back.
+        let tls = crate::transport::tls::client_config_from_pem(
+            ca_pem,
+            &granted.cert_pem,
+            &granted.key_pem,
+        )?;
         Ok(KmaClient { http: https_client(tls)? })
     }
 

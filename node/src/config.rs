@@ -142,6 +142,7 @@ pub fn advertise_host(address: &str) -> Option<&str> {
 }
 
 /// Paths inside a KMA's data dir.
+#[derive(Clone, Debug)]
 pub struct DataDirLayout {
     pub root: PathBuf,
 }

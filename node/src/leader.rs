@@ -1,19 +1,17 @@
-//! The security duties of a running KMA: keeping the vault in step with the replicated lock
-//! state, sealing or unsealing for autonomous unlock, refilling the key pool with wrapped keys,
-//! and recording KMAs that finished joining.
+//! The leader's duties, twice a second while this KMA leads: propose `Pulse` when a
+//! time-driven transition is due (STYLE 4), promote learners that caught up, record KMAs that
+//! finished joining, and keep the key pool filled with keys wrapped here (SPEC O5).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use statemachine::cluster::KmaStatus;
 use statemachine::Command;
 
-use crate::kma::{Kma, Proposal};
-use crate::pki::{self, CertificateAuthority};
-use crate::wire::ApproveRequest;
+use crate::kma::Kma;
+use crate::transport::wall_clock_ms;
+use crate::wire::MembershipRequest;
 
 /// Pool keys made and proposed in one command (the state machine takes at most 1,024).
 const POOL_BATCH: usize = 1_024;
@@ -29,128 +27,54 @@ enum Refill {
     NotNow,
 }
 
-/// What the replicated state says about this KMA.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct MyEntry {
-    locked: bool,
-    autonomous_unlock: bool,
-    cluster_id: statemachine::ClusterId,
-}
-
-impl Kma {
-    /// The cluster CA with its key (every KMA holds it: see `wire::JoinGranted`).
-    pub fn certificate_authority(&self) -> Result<CertificateAuthority, pki::PkiError> {
-        CertificateAuthority::load(&self.layout.tls_dir())
-    }
-
-    /// Locked: no master key in memory, or an administrator locked this KMA (SPEC C6).
-    pub async fn is_locked(&self) -> bool {
-        let locked_by_state = self
+/// The leader's duties, twice a second: propose `Pulse` whenever a time-driven transition
+/// is due (STYLE 4), and promote learners that have caught up.
+pub async fn run(kma: Arc<Kma>) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        ticker.tick().await;
+        if kma.local.raft.metrics().borrow().current_leader != Some(kma.node_id()) {
+            continue;
+        }
+        kma.promote_caught_up_learners().await;
+        kma.record_joined_kmas().await;
+        kma.refill_key_pool().await;
+        let due = kma
+            .local
             .state
             .read()
             .await
-            .meta()
-            .kmas
-            .get(&self.config.name)
-            .is_none_or(|entry| entry.locked);
-        locked_by_state || !self.vault.is_unlocked()
-    }
-
-    /// The master key if this KMA may serve key material now.
-    pub async fn serving_master_key(&self) -> Option<security_core::MasterKey> {
-        if self.is_locked().await {
-            return None;
+            .next_transition_ms()
+            .is_some_and(|at| at <= wall_clock_ms());
+        if due {
+            let result = kma.proposer.propose(kma.proposer.system(Command::Pulse)).await;
+            if let Err(error) = result {
+                tracing::warn!(%error, "pulse not proposed");
+            }
         }
-        self.vault.master_key()
     }
+}
 
-    async fn my_entry(&self) -> Option<MyEntry> {
-        let state = self.state.read().await;
-        let cluster_id = state.cluster_id()?;
-        let entry = state.meta().kmas.get(&self.config.name)?;
-        Some(MyEntry {
-            locked: entry.locked,
-            autonomous_unlock: entry.autonomous_unlock,
-            cluster_id,
-        })
-    }
-
-    /// Keeps the vault in step with the state: when this KMA's entry changes, while a standby
-    /// key waits, and every second. Most applied entries touch other records; skipping them
-    /// spares the write path the file checks below (issue #3's one-writer latency).
-    pub async fn run_security_loop(self: Arc<Self>) {
-        let mut applied = self.state.subscribe_applied();
-        let mut reconciled: Option<MyEntry> = None;
-        loop {
-            let ticked = tokio::select! {
-                _ = applied.changed() => false,
-                () = tokio::time::sleep(Duration::from_secs(1)) => true,
-            };
-            let me = self.my_entry().await;
-            if !ticked && me == reconciled && !self.vault.has_standby() {
+impl Kma {
+    /// On the leader: promotes every learner whose log is within 100 entries of the leader's.
+    /// Run from the leader's loop, so a promotion survives the restart of the KMA that admitted
+    /// the learner.
+    async fn promote_caught_up_learners(&self) {
+        let metrics = self.local.raft.metrics().borrow().clone();
+        let Some(last) = metrics.last_log_index else { return };
+        let learners: Vec<u64> = metrics.membership_config.membership().learner_ids().collect();
+        for node_id in learners {
+            let matched = metrics
+                .replication
+                .as_ref()
+                .and_then(|replication| replication.get(&node_id).cloned().flatten())
+                .map(|log_id| log_id.index);
+            if matched.is_none_or(|index| index + 100 < last) {
                 continue;
             }
-            reconciled = me;
-            let Some(me) = me else { continue };
-            if let Err(error) = self.reconcile_vault(me) {
-                tracing::error!(%error, "vault");
-            }
-        }
-    }
-
-    fn reconcile_vault(&self, me: MyEntry) -> Result<(), crate::vault::VaultError> {
-        if me.locked {
-            if self.vault.is_unlocked() {
-                // Locked by an administrator: the key leaves memory now.
-                self.vault.forget();
-                tracing::warn!("locked by an administrator: master key dropped from memory");
-            }
-        } else if self.vault.activate_standby() {
-            tracing::info!("unlocked with the master key sealed on this KMA");
-        }
-        let first_boot = self.layout.root.join(crate::setup::QUICKSTART_FILE).exists();
-        if me.autonomous_unlock && !self.vault.sealed_file_exists() {
-            if let Some(master) = self.vault.master_key() {
-                self.vault.seal(&master, me.cluster_id)?;
-                tracing::info!("autonomous unlock: master key sealed in the data dir");
-            }
-        } else if !me.autonomous_unlock && self.vault.sealed_file_exists() && !first_boot {
-            self.vault.remove_sealed()?;
-            tracing::info!("autonomous unlock is off: sealed master key removed");
-        }
-        Ok(())
-    }
-
-    /// Sends an approval to the KMA whose unlock it is; that KMA answers for itself.
-    pub async fn forward_approval(&self, target: u64, request: &ApproveRequest) -> Response {
-        let Some(address) = self.address_of_node(target) else {
-            let message = format!("KMA {target} is not a member: its unlock cannot be approved");
-            return (StatusCode::NOT_FOUND, message).into_response();
-        };
-        let sent = self
-            .peers
-            .post(format!("https://{address}/v1/quorum/approve"))
-            .json(request)
-            .timeout(Duration::from_secs(60))
-            .send()
-            .await;
-        match sent {
-            Ok(answer) => {
-                let status = StatusCode::from_u16(answer.status().as_u16())
-                    .unwrap_or(StatusCode::BAD_GATEWAY);
-                let content_type = answer
-                    .headers()
-                    .get(reqwest::header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("application/json")
-                    .to_string();
-                let body = answer.bytes().await.unwrap_or_default();
-                (status, [(axum::http::header::CONTENT_TYPE, content_type)], body).into_response()
-            }
-            Err(error) => {
-                let message =
-                    format!("the KMA being unlocked ({address}) cannot be reached: {error}");
-                (StatusCode::BAD_GATEWAY, message).into_response()
+            match self.membership.change_membership(MembershipRequest::Promote { node_id }).await {
+                Ok(_) => tracing::info!(node_id, "promoted a caught-up KMA to voter"),
+                Err(error) => tracing::warn!(node_id, %error, "promotion not possible yet"),
             }
         }
     }
@@ -177,9 +101,9 @@ impl Kma {
 
     /// One command's worth of pool keys, when the pool needs them.
     async fn refill_key_pool_once(&self, refilling: bool) -> Refill {
-        let Some(master) = self.serving_master_key().await else { return Refill::NotNow };
+        let Some(master) = self.local.serving_master_key().await else { return Refill::NotNow };
         let (cluster_id, missing) = {
-            let state = self.state.read().await;
+            let state = self.local.state.read().await;
             let Some(cluster_id) = state.cluster_id() else { return Refill::NotNow };
             let (ready, generated) = state.pool_size();
             let limits = state.meta().pool_limits;
@@ -197,8 +121,8 @@ impl Kma {
         })
         .await;
         let Ok(keys) = made else { return Refill::NotNow };
-        let proposal = Proposal::system(self, Command::GeneratePoolKeys { keys });
-        match self.propose(proposal).await {
+        let proposal = self.proposer.system(Command::GeneratePoolKeys { keys });
+        match self.proposer.propose(proposal).await {
             Ok(applied) if applied.result.is_ok() => {
                 tracing::debug!(index = applied.index, count, "pool keys added");
                 Refill::Added
@@ -217,9 +141,9 @@ impl Kma {
     /// On the leader: a KMA whose join the quorum approved and that now votes is a member.
     pub(crate) async fn record_joined_kmas(&self) {
         let voters: Vec<u64> =
-            self.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+            self.local.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
         let joined: Vec<String> = {
-            let state = self.state.read().await;
+            let state = self.local.state.read().await;
             state
                 .meta()
                 .kmas
@@ -229,8 +153,8 @@ impl Kma {
                 .collect()
         };
         for name in joined {
-            let proposal = Proposal::system(self, Command::KmaJoined { name: name.clone() });
-            match self.propose(proposal).await {
+            let proposal = self.proposer.system(Command::KmaJoined { name: name.clone() });
+            match self.proposer.propose(proposal).await {
                 Ok(_) => tracing::info!(kma = %name, "KMA joined: member, locked until unlocked"),
                 Err(error) => tracing::warn!(%error, "KmaJoined not proposed"),
             }

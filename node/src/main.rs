@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -10,7 +9,6 @@ use clap::{Parser, Subcommand};
 use node::client::KmaClient;
 use node::kma::Kma;
 use node::setup::Listeners;
-use rustls::pki_types::CertificateDer;
 use statemachine::role::RoleSet;
 use statemachine::Command;
 
@@ -184,7 +182,7 @@ async fn dispatch(action: Action) -> anyhow::Result<()> {
         Action::Init { at, secrets_file } => {
             let secrets = match secrets_file {
                 Some(path) => node::setup::read_secrets(&path)?,
-                None => node::prompt::init_secrets()?,
+                None => node::setup::prompt::init_secrets()?,
             };
             let cluster_id =
                 node::setup::init(&at.data_dir, &at.name, &at.site, &at.listeners(), &secrets)?;
@@ -202,7 +200,7 @@ async fn dispatch(action: Action) -> anyhow::Result<()> {
             Ok(())
         }
         Action::Join { at, peer, passphrase_file, ca_fingerprint, wait_s } => {
-            let passphrase = node::prompt::join_passphrase(passphrase_file.as_deref())?;
+            let passphrase = node::setup::prompt::join_passphrase(passphrase_file.as_deref())?;
             let credentials = node::setup::JoinCredentials {
                 peer: &peer,
                 passphrase: &passphrase,
@@ -225,8 +223,14 @@ async fn dispatch(action: Action) -> anyhow::Result<()> {
         Action::Unlock { admin, name, autonomous } => {
             let client = KmaClient::admin(&admin.data_dir)?;
             let secrets = node::setup::read_secrets(&admin.secrets_file)?;
-            node::local::unlock_when_member(&client, &admin.peer, &secrets, &name, autonomous)
-                .await?;
+            node::setup::local::unlock_when_member(
+                &client,
+                &admin.peer,
+                &secrets,
+                &name,
+                autonomous,
+            )
+            .await?;
             println!("KMA '{name}' unlocked");
             Ok(())
         }
@@ -247,7 +251,7 @@ fn reset(data_dir: &std::path::Path, scrub: bool, yes: bool) -> anyhow::Result<(
          --scrub to overwrite the files first)",
         data_dir.display()
     );
-    let report = node::reset::reset(data_dir, scrub)?;
+    let report = node::setup::reset::reset(data_dir, scrub)?;
     println!(
         "reset: removed {} files from {} ({} bytes overwritten first)",
         report.files,
@@ -265,8 +269,9 @@ async fn admit(
 ) -> anyhow::Result<()> {
     let client = KmaClient::admin(&admin.data_dir)?;
     let secrets = node::setup::read_secrets(&admin.secrets_file)?;
-    let passphrase = node::prompt::join_passphrase(Some(passphrase_file))?;
-    node::quorum_flow::admit_kma(&client, &admin.peer, &secrets, (name, site), &passphrase).await?;
+    let passphrase = node::setup::prompt::join_passphrase(Some(passphrase_file))?;
+    node::setup::quorum_flow::admit_kma(&client, &admin.peer, &secrets, (name, site), &passphrase)
+        .await?;
     println!("KMA '{name}' admitted: run kma join on it with its passphrase");
     Ok(())
 }
@@ -277,58 +282,33 @@ async fn run(data_dir: &std::path::Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot start the KMA in {}", data_dir.display()))?;
     if data_dir.join(node::setup::QUICKSTART_FILE).exists() {
         kma.initialize_if_new().await?;
-        tokio::spawn(Arc::clone(&kma).run_quickstart());
     }
-    tokio::spawn(Arc::clone(&kma).run_leader_loop());
-    tokio::spawn(Arc::clone(&kma).run_security_loop());
-    tokio::spawn(Arc::clone(&kma).run_election_watchdog());
-    tokio::spawn(node::network::run_communication_audit(Arc::clone(&kma)));
-    let address = kma.config.management_listen;
+    kma.spawn_duties();
+    let config = &kma.local.config;
+    let address = config.management_listen;
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("cannot listen on {address}: is another KMA running there?"))?;
-    let service_address = kma.config.service_listen;
+    let service_address = config.service_listen;
     let service_listener =
         tokio::net::TcpListener::bind(service_address).await.with_context(|| {
             format!("cannot listen on {service_address} (service): is another KMA running there?")
         })?;
-    let gateway = node::gateway_backend::GatewayBackend::new(Arc::clone(&kma));
-    tokio::spawn(gateway.clone().run_lock_cache());
-    tokio::spawn(gateway.clone().run_discovery_cache());
-    let service_tls = node::tls::server_config(&kma.layout.tls_dir())?;
     tracing::info!(node_id = kma.node_id(), %address, %service_address, "KMA serving");
     tokio::select! {
-        served = node::server::serve(Arc::clone(&kma), listener) => served?,
-        () = serve_service(gateway, service_listener, service_tls) => {}
+        served = kma.serve(listener, service_listener) => served?,
         () = stop_requested() => tracing::info!("stopping"),
     }
-    kma.raft.shutdown().await.map_err(|e| anyhow::anyhow!("raft shutdown: {e}"))?;
+    kma.local.raft.shutdown().await.map_err(|e| anyhow::anyhow!("raft shutdown: {e}"))?;
     Ok(())
-}
-
-/// The agent gateway on the service listener, as `agent_gateway::serve` runs it, with the
-/// request metrics of `node::metrics` around its router.
-async fn serve_service(
-    gateway: node::gateway_backend::GatewayBackend,
-    listener: tokio::net::TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-) {
-    let tag = |certificate: Option<&CertificateDer<'_>>, remote: SocketAddr| {
-        let mut extensions = axum::http::Extensions::new();
-        extensions.insert(agent_gateway::Peer::new(Some(remote), certificate));
-        extensions
-    };
-    let layer = node::metrics::MetricsLayer::new(node::metrics::SERVICE);
-    let app = agent_gateway::router(Arc::new(gateway)).layer(layer);
-    agent_gateway::server::serve_tls(listener, tls, app, "service listener", tag, None).await;
 }
 
 async fn local(dir: &std::path::Path, nodes: usize, base_port: u16) -> anyhow::Result<()> {
     let binary = std::env::current_exe()?;
-    let children = node::local::start(&binary, dir, nodes, base_port).await?;
+    let children = node::setup::local::start(&binary, dir, nodes, base_port).await?;
     let first = dir.join("kma1");
     println!("local cluster of {nodes} KMAs is up; data and logs under {}", dir.display());
-    for entry in node::local::layout(dir, nodes, base_port) {
+    for entry in node::setup::local::layout(dir, nodes, base_port) {
         println!(
             "  {}  management https://{}  service https://{}  data {}",
             entry.name,
@@ -337,7 +317,7 @@ async fn local(dir: &std::path::Path, nodes: usize, base_port: u16) -> anyhow::R
             entry.data_dir.display()
         );
     }
-    let secrets = dir.join(node::local::SECRETS_FILE);
+    let secrets = dir.join(node::setup::local::SECRETS_FILE);
     println!("quickstart secrets (development only): {}", secrets.display());
     let kma = binary.display();
     let (status_port, write_port) = (base_port + 1, base_port + 2);

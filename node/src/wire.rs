@@ -1,47 +1,15 @@
-//! Messages on the management listener. Raft RPCs and proposals travel as postcard; status and
-//! digests as JSON for people and scripts.
+//! Messages on the management listener: status and digests as JSON for people and scripts,
+//! joins and security refusals. What crosses a link between KMAs is `transport::wire`'s.
 
 use serde::{Deserialize, Serialize};
-use statemachine::{Actor, Command, RequestId};
 
-use raft_storage::ApplyResponse;
+/// The purpose a login challenge is bound to: a user's login, or a joining KMA's proof.
+pub const PURPOSE_USER: &str = "user-login";
+pub const PURPOSE_JOIN: &str = "kma-join";
 
-pub const POSTCARD: &str = "application/x-postcard";
-
-/// A command for the cluster. `actor` is honoured only when a KMA forwards the request on behalf
-/// of a client it authenticated; otherwise the actor is the client's certificate. No `Debug`:
-/// it may carry a passphrase.
-#[derive(Clone, Serialize, Deserialize)]
-pub struct ProposeRequest {
-    pub actor: Option<Actor>,
-    pub origin_node_id: Option<u64>,
-    pub request_id: Option<RequestId>,
-    pub command: Command,
-    /// For commands that set a passphrase (users, agents, KMAs): the KMA checks it against the
-    /// cluster's minimum length and stores only a verifier made from it.
-    pub passphrase: Option<String>,
-}
-
-/// Why a proposal did not produce an applied entry.
-#[derive(Clone, Debug, Serialize, Deserialize, thiserror::Error)]
-pub enum ProposeError {
-    #[error("no leader is known right now (retryable: the cluster may be electing one or have lost its majority)")]
-    NoLeader,
-    #[error("the leader (node {leader_id}) could not be reached: {detail} (retryable)")]
-    LeaderUnreachable { leader_id: u64, detail: String },
-    #[error("not authorised: {0}")]
-    Unauthorised(String),
-    #[error("raft refused the proposal: {0}")]
-    Raft(String),
-    #[error(
-        "the leader could not commit the command within {seconds} s: a majority of KMAs may be \
-         unreachable; it may still be applied (retryable: a retry with the same request ID is \
-         answered once)"
-    )]
-    NotCommitted { seconds: u64 },
-}
-
-pub type ProposeResponse = Result<ApplyResponse, ProposeError>;
+pub use crate::transport::wire::{
+    MembershipRequest, ProposeError, ProposeRequest, ProposeResponse, POSTCARD,
+};
 
 /// What `GET /v1/status` answers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,14 +63,6 @@ pub struct JoinResponse {
     pub node_id: u64,
     pub cert_pem: String,
     pub ca_pem: String,
-}
-
-/// Membership changes an administrator (or the KMA that admitted a joiner) asks the leader for.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum MembershipRequest {
-    AddLearner { node_id: u64, address: String },
-    Promote { node_id: u64 },
-    Remove { node_id: u64 },
 }
 
 /// A successful join: the KMA certificate, and the CA key so this KMA can issue certificates

@@ -89,7 +89,7 @@ async fn persisted_data_unit_state(
     let handle = state_machine.state();
     let state = handle.read().await;
     let record = state.data_unit(&unit).expect("the data unit is in kma3's state");
-    state.data_unit_state_at(record, node::kma::wall_clock_ms())
+    state.data_unit_state_at(record, node::transport::wall_clock_ms())
 }
 
 /// Setup: three KMAs, policy "tapes" with a 2 s encryption period. Action (seed appendix, an

@@ -104,7 +104,7 @@ async fn c6_locked_kma_serves_no_key_and_the_agent_fails_over() {
 
     ok(&cluster.admin, &address, Command::LockKma { name: "kma1".into() }, None).await;
     // Straight to kma1, no failover: it says it is locked, and that another KMA may serve.
-    let tls = node::tls::client_config_from_pem(
+    let tls = node::transport::tls::client_config_from_pem(
         &credentials.ca_pem,
         &credentials.certificate_pem,
         &credentials.private_key_pem,

@@ -78,16 +78,19 @@ async fn raft_links_take_only_this_clusters_kmas(
     tls_b: &std::path::Path,
     address_a: &str,
 ) {
-    use node::raft_link::{client_config, Answer, Link, RaftCall};
+    use node::transport::link::{client_config, Answer, Link, RaftCall};
     let config = |dir: &std::path::Path, cert: &str, key: &str| {
-        client_config(node::tls::client_config(dir, cert, key).expect("TLS config"))
+        client_config(node::transport::tls::client_config(dir, cert, key).expect("TLS config"))
     };
     let vote =
         || RaftCall::Vote(openraft::raft::VoteRequest::new(openraft::Vote::new(0, 99), None));
     type VoteAnswer = Answer<Result<openraft::raft::VoteResponse<u64>, String>>;
 
     let foreign = Link::connect(config(tls_b, "node.pem", "node-key.pem"), address_a).await;
-    assert!(matches!(foreign, Err(node::raft_link::LinkError::Connect(_))), "B's KMA refused");
+    assert!(
+        matches!(foreign, Err(node::transport::link::LinkError::Connect(_))),
+        "B's KMA refused"
+    );
 
     let tls_a = data_dir_a.join("tls");
     let mut admin = Link::connect(config(&tls_a, "admin.pem", "admin-key.pem"), address_a)
@@ -162,7 +165,7 @@ async fn joins_need_the_passphrase_and_the_quorum() {
     assert!(foreign.contains("wrong cluster"), "{foreign}");
 
     let join = statemachine::quorum::QuorumOperation::JoinKma { kma: "n2".into() };
-    node::quorum_flow::run_quorum_operation(
+    node::setup::quorum_flow::run_quorum_operation(
         &cluster_a.admin,
         &first.address,
         &cluster_a.secrets,

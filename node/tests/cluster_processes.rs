@@ -184,7 +184,7 @@ async fn c5_remove_a_kma_and_read_your_writes_elsewhere() {
     assert!(current.contains(&"ryw".to_string()));
 }
 
-/// Setup: a three-KMA cluster made as `kma local` makes it (`node::local::start`), with writes.
+/// Setup: a three-KMA cluster made as `kma local` makes it (`node::setup::local::start`), with writes.
 /// Action: kill -9 all three, then start the same cluster again the same way. Expect: it comes
 /// back and takes writes through every KMA. A KMA that led must win a new term after a restart,
 /// so `kma local` starts every KMA before it waits for any (it used to wait for the first one
@@ -193,8 +193,9 @@ async fn c5_remove_a_kma_and_read_your_writes_elsewhere() {
 async fn c7_t90_issue_3_a_local_cluster_restarts_with_its_data() {
     let root = tempfile::tempdir().expect("temp dir");
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_kma"));
-    let layout = node::local::layout(root.path(), 3, 17300);
-    let children = node::local::start(binary, root.path(), 3, 17300).await.expect("first start");
+    let layout = node::setup::local::layout(root.path(), 3, 17300);
+    let children =
+        node::setup::local::start(binary, root.path(), 3, 17300).await.expect("first start");
     let admin = node::client::KmaClient::admin(&layout[0].data_dir).expect("admin client");
     let acked = Acked::default();
     for node in &layout {
@@ -205,7 +206,8 @@ async fn c7_t90_issue_3_a_local_cluster_restarts_with_its_data() {
     for mut child in children {
         child.kill().await.expect("kill -9");
     }
-    let _children = node::local::start(binary, root.path(), 3, 17300).await.expect("restart");
+    let _children =
+        node::setup::local::start(binary, root.path(), 3, 17300).await.expect("restart");
     for node in &layout {
         assert!(write_user(&admin, &node.management, format!("after-{}", node.name), &acked).await);
     }

@@ -15,7 +15,7 @@ use support::{no_change, Cluster, SERVICE_OFFSET};
 /// and a load balancer's probe have.
 fn anonymous(cluster: &Cluster) -> reqwest::Client {
     let ca = node::pki::read(&cluster.nodes[0].data_dir.join("tls/ca.pem")).expect("CA");
-    let tls = node::tls::anonymous_client_config(&ca).expect("TLS config");
+    let tls = node::transport::tls::anonymous_client_config(&ca).expect("TLS config");
     node::kma::https_client(tls).expect("HTTPS client")
 }
 

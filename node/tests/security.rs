@@ -420,7 +420,7 @@ async fn c6_lock_unlock_and_whole_cluster_cold_restart() {
     let lock = Command::LockKma { name: "kma3".into() };
     cluster.admin.propose(&a2, None, lock).await.expect("reach").expect("ok");
     wait_locked(&cluster.admin, &a3, true).await;
-    node::quorum_flow::unlock_kma(&cluster.admin, &a1, &cluster.secrets, "kma3", false)
+    node::setup::quorum_flow::unlock_kma(&cluster.admin, &a1, &cluster.secrets, "kma3", false)
         .await
         .expect("quorum unlock of kma3 through kma1");
     wait_locked(&cluster.admin, &a3, false).await;
@@ -455,7 +455,7 @@ async fn c6_lock_unlock_and_whole_cluster_cold_restart() {
     wait_locked(&cluster.admin, &a1, false).await;
     wait_locked(&cluster.admin, &a3, false).await;
     wait_locked(&cluster.admin, &a2, true).await;
-    node::quorum_flow::unlock_kma(&cluster.admin, &a3, &cluster.secrets, "kma2", false)
+    node::setup::quorum_flow::unlock_kma(&cluster.admin, &a3, &cluster.secrets, "kma2", false)
         .await
         .expect("quorum unlock of kma2 entered at kma3");
     wait_locked(&cluster.admin, &a2, false).await;
@@ -534,14 +534,13 @@ async fn s3_a_quorum_change_resplits_the_master_key() {
 /// The hello step of a user login sent from `source` (a loopback address of its own), with no
 /// client certificate: for telling throttling per source from throttling per principal.
 async fn hello_from(cluster: &Cluster, address: &str, source: &str, user: &str) -> (u16, String) {
-    let tls = node::tls::anonymous_client_config(&ca_pem(cluster)).expect("TLS");
+    let tls = node::transport::tls::anonymous_client_config(&ca_pem(cluster)).expect("TLS");
     let http = reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .local_address(source.parse::<std::net::IpAddr>().expect("address"))
         .build()
         .expect("client");
-    let (_, hello) =
-        security_core::challenge::ClientLogin::start(user, node::security_api::PURPOSE_USER);
+    let (_, hello) = security_core::challenge::ClientLogin::start(user, node::wire::PURPOSE_USER);
     let response = http
         .post(format!("https://{address}/v1/login/hello"))
         .json(&hello)
@@ -638,9 +637,15 @@ async fn c4_c6_a_joined_kma_starts_locked_until_the_quorum_unlocks_it() {
     let refused = only_kma2.write_key(unit.data_unit, true).await.expect_err("locked");
     assert!(refused.to_string().contains("kma_locked"), "{refused}");
 
-    node::local::unlock_when_member(&cluster.admin, &address, &cluster.secrets, "kma2", false)
-        .await
-        .expect("quorum unlock");
+    node::setup::local::unlock_when_member(
+        &cluster.admin,
+        &address,
+        &cluster.secrets,
+        "kma2",
+        false,
+    )
+    .await
+    .expect("quorum unlock");
     wait_locked(&cluster.admin, &kma2, false).await;
 }
 
@@ -719,9 +724,15 @@ async fn c6_a_cold_restart_with_every_kma_locked_comes_back_through_the_quorum()
     }
     for (index, name) in ["kma1", "kma2", "kma3"].into_iter().enumerate() {
         let elsewhere = &addresses[(index + 1) % 3];
-        node::quorum_flow::unlock_kma(&cluster.admin, elsewhere, &cluster.secrets, name, false)
-            .await
-            .unwrap_or_else(|e| panic!("quorum unlock of {name}: {e:#}"));
+        node::setup::quorum_flow::unlock_kma(
+            &cluster.admin,
+            elsewhere,
+            &cluster.secrets,
+            name,
+            false,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("quorum unlock of {name}: {e:#}"));
         wait_locked(&cluster.admin, &addresses[index], false).await;
     }
 }

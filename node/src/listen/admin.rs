@@ -3,33 +3,41 @@
 //! the other KMAs that `GET /v1/cluster/status` shows (SPEC C8).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use admin_api::api::{ApiError, ClusterStatus, KmaHealth};
+use admin_api::api::{ClusterStatus, ErrorBody, ErrorCode, KmaHealth};
 use admin_api::backend::{AdminNode, BoxFuture};
 use openraft::ServerState;
 use raft_storage::ApplyResponse;
-use statemachine::{Actor, Command};
+use statemachine::audit::{AuditChain, ChainedAuditEvent};
+use statemachine::{Actor, Command, State};
+use tokio::sync::RwLockReadGuard;
 use zeroize::Zeroizing;
 
-use crate::kma::{Kma, Proposal};
-use crate::wire::{NodeStatus, ProposeError};
+use crate::view::Local;
+use crate::wire::NodeStatus;
+use crate::write::{Proposal, ProposeError, Proposer};
 
+/// What the management API needs of its KMA.
 pub struct NodeAdmin {
-    pub kma: Arc<Kma>,
+    pub local: Local,
+    pub proposer: Proposer,
+    /// An HTTPS client authenticated as this KMA (other members' status).
+    pub peers: reqwest::Client,
 }
 
-fn api_error(code: &str, message: String, retryable: bool) -> ApiError {
-    ApiError { code: code.into(), message, retryable, reject_code: None }
+fn propose_error(error: &ProposeError) -> ErrorBody {
+    let code = match error {
+        ProposeError::Unauthorised(_) => ErrorCode::Forbidden,
+        _ => ErrorCode::Unavailable,
+    };
+    ErrorBody::new(code, error.to_string()).with_retryable(error.is_retryable())
 }
 
-fn propose_error(error: &ProposeError) -> ApiError {
-    match error {
-        ProposeError::Unauthorised(_) => api_error("forbidden", error.to_string(), false),
-        ProposeError::Raft(_) => api_error("unavailable", error.to_string(), false),
-        _ => api_error("unavailable", error.to_string(), true),
-    }
+fn audit_log_error(error: impl std::fmt::Display) -> ErrorBody {
+    let message = format!("reading this KMA's audit log failed: {error}");
+    ErrorBody::new(ErrorCode::Internal, message)
+        .with_help("check this KMA's log, or ask another KMA")
 }
 
 impl NodeAdmin {
@@ -38,32 +46,33 @@ impl NodeAdmin {
         user: String,
         command: Command,
         passphrase: Option<Zeroizing<String>>,
-    ) -> Result<ApplyResponse, ApiError> {
-        let len_min = self.kma.state.read().await.meta().security.passphrase_len_min;
+    ) -> Result<ApplyResponse, ErrorBody> {
+        let len_min = self.local.state.read().await.meta().security.passphrase_len_min;
         let passphrase = passphrase.as_ref().map(|p| p.as_str());
-        let command = crate::server::user_command(command, passphrase, len_min)
-            .map_err(|e| api_error("bad-request", e.to_string(), false))?;
+        let command = crate::write::intake::user_command(command, passphrase, len_min)
+            .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, e.to_string()))?;
         let proposal = Proposal {
             actor: Actor::User(user),
-            origin_node_id: self.kma.node_id(),
+            origin_node_id: self.local.node_id(),
             request_id: None,
             command,
         };
-        self.kma.propose(proposal).await.map_err(|e| propose_error(&e))
+        self.proposer.propose(proposal).await.map_err(|e| propose_error(&e))
     }
 
     /// Asks each member for its status (1 s each, all at once); `None` for those that did not
     /// answer.
     async fn member_statuses(&self) -> BTreeMap<u64, Option<NodeStatus>> {
         let members: Vec<(u64, String)> = {
-            let metrics = self.kma.raft.metrics();
+            let metrics = self.local.raft.metrics();
             let metrics = metrics.borrow();
             let nodes = metrics.membership_config.membership().nodes();
             nodes.map(|(id, node)| (*id, node.addr.clone())).collect()
         };
         let mut asks = tokio::task::JoinSet::new();
-        for (node_id, address) in members.into_iter().filter(|(id, _)| *id != self.kma.node_id()) {
-            let peers = self.kma.peers.clone();
+        for (node_id, address) in members.into_iter().filter(|(id, _)| *id != self.local.node_id())
+        {
+            let peers = self.peers.clone();
             asks.spawn(async move {
                 let url = format!("https://{address}/v1/status");
                 let response = peers.get(url).timeout(Duration::from_secs(1)).send().await;
@@ -75,7 +84,7 @@ impl NodeAdmin {
             });
         }
         let mut statuses = BTreeMap::new();
-        statuses.insert(self.kma.node_id(), Some(self.kma.status().await));
+        statuses.insert(self.local.node_id(), Some(self.local.status().await));
         while let Some(answer) = asks.join_next().await {
             if let Ok((node_id, status)) = answer {
                 statuses.insert(node_id, status);
@@ -86,7 +95,7 @@ impl NodeAdmin {
 
     async fn status(&self) -> ClusterStatus {
         let statuses = self.member_statuses().await;
-        let metrics = self.kma.raft.metrics().borrow().clone();
+        let metrics = self.local.raft.metrics().borrow().clone();
         let is_leader = metrics.state == ServerState::Leader;
         let last_log = metrics.last_log_index.unwrap_or(0);
         let addresses: BTreeMap<u64, String> = metrics
@@ -95,8 +104,9 @@ impl NodeAdmin {
             .nodes()
             .map(|(id, node)| (*id, node.addr.clone()))
             .collect();
-        let commit_index = crate::health::committed_index(&self.kma.raft).await.unwrap_or(0);
-        let state = self.kma.state.read().await;
+        let commit_index =
+            crate::listen::health::committed_index(&self.local.raft).await.unwrap_or(0);
+        let state = self.local.state.read().await;
         let leader_name = metrics.current_leader.and_then(|leader| {
             state.meta().kmas.values().find(|kma| kma.node_id == leader).map(|k| k.name.clone())
         });
@@ -131,7 +141,7 @@ impl NodeAdmin {
             .collect();
         ClusterStatus {
             cluster_id: state.cluster_id().map(|id| id.to_string()),
-            answered_by: self.kma.config.name.clone(),
+            answered_by: self.local.config.name.clone(),
             leader: leader_name,
             term: metrics.current_term,
             commit_index,
@@ -141,11 +151,38 @@ impl NodeAdmin {
 }
 
 impl AdminNode for NodeAdmin {
-    fn barrier(&self, min_index: u64, linearizable: bool) -> BoxFuture<'_, Result<(), ApiError>> {
+    fn barrier(&self, min_index: u64, linearizable: bool) -> BoxFuture<'_, Result<(), ErrorBody>> {
         Box::pin(async move {
-            self.kma.read_barrier(min_index, linearizable).await.map_err(|e| {
-                api_error("unavailable", format!("{e}; help: retry, or ask another KMA"), true)
+            self.local.read_barrier(min_index, linearizable).await.map_err(|e| {
+                ErrorBody::new(ErrorCode::Unavailable, e.to_string())
+                    .with_retryable(true)
+                    .with_help("retry, or ask another KMA")
             })
+        })
+    }
+
+    fn state(&self) -> BoxFuture<'_, RwLockReadGuard<'_, State>> {
+        Box::pin(self.local.state.read())
+    }
+
+    fn audit_events(
+        &self,
+        from_index: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<ChainedAuditEvent>, ErrorBody>> {
+        let state = self.local.state.clone();
+        Box::pin(async move {
+            // A RocksDB scan: off the async workers.
+            let read = tokio::task::spawn_blocking(move || state.audit_events(from_index, limit));
+            read.await.map_err(audit_log_error)?.map_err(audit_log_error)
+        })
+    }
+
+    fn audit_anchors(&self) -> BoxFuture<'_, Result<Vec<AuditChain>, ErrorBody>> {
+        let state = self.local.state.clone();
+        Box::pin(async move {
+            let read = tokio::task::spawn_blocking(move || state.audit_anchors());
+            read.await.map_err(audit_log_error)?.map_err(audit_log_error)
         })
     }
 
@@ -154,7 +191,7 @@ impl AdminNode for NodeAdmin {
         user: String,
         command: Command,
         passphrase: Option<Zeroizing<String>>,
-    ) -> BoxFuture<'_, Result<ApplyResponse, ApiError>> {
+    ) -> BoxFuture<'_, Result<ApplyResponse, ErrorBody>> {
         Box::pin(self.propose_as(user, command, passphrase))
     }
 
@@ -163,6 +200,6 @@ impl AdminNode for NodeAdmin {
     }
 
     fn now_ms(&self) -> u64 {
-        crate::kma::wall_clock_ms()
+        crate::transport::wall_clock_ms()
     }
 }

@@ -8,19 +8,24 @@ use agent_gateway::backend::{Backend, BackendError, KmaEndpoint};
 use raft_storage::ApplyResponse;
 use statemachine::{Actor, ClusterId, Command, RequestId, State};
 
-use crate::kma::{Kma, Proposal};
+use crate::login::Logins;
 use crate::pki::Identity;
-use crate::wire::ProposeError;
+use crate::view::Local;
+use crate::write::{Proposal, Proposer};
 
 /// How long an agent read waits for this KMA to apply the index the drive sent: well inside a
 /// drive's request timeout, so that a KMA that lags (or is cut off) sends the drive elsewhere
 /// with a retryable answer instead of holding it.
 pub const AGENT_READ_WAIT: Duration = Duration::from_secs(2);
 
-/// A `Kma` as the gateway sees it.
+/// This KMA as the gateway sees it.
 #[derive(Clone)]
 pub struct GatewayBackend {
-    pub kma: Arc<Kma>,
+    local: Local,
+    proposer: Proposer,
+    logins: Arc<Logins>,
+    /// An HTTPS client authenticated as this KMA (other members' status).
+    peers: reqwest::Client,
     /// Cached each second by `run_lock_cache`: the gateway asks on every request.
     master_key: Arc<std::sync::RwLock<Option<security_core::MasterKey>>>,
     cluster_id: Arc<std::sync::RwLock<Option<ClusterId>>>,
@@ -32,19 +37,18 @@ fn unpoison<T>(result: Result<T, std::sync::PoisonError<T>>) -> T {
     result.unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn retryable(error: &ProposeError) -> bool {
-    matches!(
-        error,
-        ProposeError::NoLeader
-            | ProposeError::LeaderUnreachable { .. }
-            | ProposeError::NotCommitted { .. }
-    )
-}
-
 impl GatewayBackend {
-    pub fn new(kma: Arc<Kma>) -> GatewayBackend {
+    pub fn new(
+        local: Local,
+        proposer: Proposer,
+        logins: Arc<Logins>,
+        peers: reqwest::Client,
+    ) -> GatewayBackend {
         GatewayBackend {
-            kma,
+            local,
+            proposer,
+            logins,
+            peers,
             master_key: Arc::default(),
             cluster_id: Arc::default(),
             endpoints: Arc::default(),
@@ -55,7 +59,7 @@ impl GatewayBackend {
     /// as unhealthy with the address it last reported.
     pub async fn run_discovery_cache(self) {
         loop {
-            let metrics = self.kma.raft.metrics().borrow().clone();
+            let metrics = self.local.raft.metrics().borrow().clone();
             let members: Vec<(u64, String)> = metrics
                 .membership_config
                 .membership()
@@ -64,8 +68,8 @@ impl GatewayBackend {
                 .collect();
             let mut fresh = Vec::new();
             for (node_id, address) in members {
-                let status = if node_id == self.kma.node_id() {
-                    Some(self.kma.status().await)
+                let status = if node_id == self.local.node_id() {
+                    Some(self.local.status().await)
                 } else {
                     self.fetch_status(&address).await
                 };
@@ -91,7 +95,6 @@ impl GatewayBackend {
 
     async fn fetch_status(&self, address: &str) -> Option<crate::wire::NodeStatus> {
         let response = self
-            .kma
             .peers
             .get(format!("https://{address}/v1/status"))
             .timeout(Duration::from_secs(1))
@@ -103,10 +106,10 @@ impl GatewayBackend {
 
     /// Keeps the cached lock state current: on every applied entry and every 200 ms.
     pub async fn run_lock_cache(self) {
-        let mut applied = self.kma.state.subscribe_applied();
+        let mut applied = self.local.state.subscribe_applied();
         loop {
-            let master = self.kma.serving_master_key().await;
-            let cluster_id = self.kma.state.read().await.cluster_id();
+            let master = self.local.serving_master_key().await;
+            let cluster_id = self.local.state.read().await.cluster_id();
             *unpoison(self.master_key.write()) = master;
             *unpoison(self.cluster_id.write()) = cluster_id;
             tokio::select! {
@@ -124,10 +127,10 @@ impl Backend for GatewayBackend {
         read: impl FnOnce(&State) -> R + Send,
     ) -> Result<R, BackendError> {
         let wait_max = AGENT_READ_WAIT;
-        self.kma.read_barrier_within(min_index, false, wait_max).await.map_err(|error| {
+        self.local.read_barrier_within(min_index, false, wait_max).await.map_err(|error| {
             BackendError { retryable: true, message: format!("{error} (try another KMA)") }
         })?;
-        let state = self.kma.state.read().await;
+        let state = self.local.state.read().await;
         Ok(read(&state))
     }
 
@@ -138,9 +141,10 @@ impl Backend for GatewayBackend {
         command: Command,
     ) -> Result<ApplyResponse, BackendError> {
         let actor = agent.map_or(Actor::System, |agent| Actor::Agent(agent.into()));
-        let proposal = Proposal { actor, origin_node_id: self.kma.node_id(), request_id, command };
-        self.kma.propose(proposal).await.map_err(|error| BackendError {
-            retryable: retryable(&error),
+        let proposal =
+            Proposal { actor, origin_node_id: self.local.node_id(), request_id, command };
+        self.proposer.propose(proposal).await.map_err(|error| BackendError {
+            retryable: error.is_retryable(),
             message: error.to_string(),
         })
     }
@@ -160,7 +164,7 @@ impl Backend for GatewayBackend {
     ) -> Result<(String, String), BackendError> {
         let fail =
             |e: crate::pki::PkiError| BackendError { retryable: false, message: e.to_string() };
-        let ca = self.kma.certificate_authority().map_err(fail)?;
+        let ca = self.local.certificate_authority().map_err(fail)?;
         let cert = ca.sign_request(csr_pem, &Identity::Agent(agent.into()), &[]).map_err(fail)?;
         Ok((cert, ca.cert_pem.clone()))
     }
@@ -176,6 +180,6 @@ impl Backend for GatewayBackend {
     }
 
     fn decoy_secret(&self) -> [u8; 32] {
-        self.kma.logins.decoy_secret()
+        self.logins.decoy_secret()
     }
 }

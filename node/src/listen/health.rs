@@ -2,7 +2,6 @@
 //! and `GET /metrics`. They need no client certificate: probes and Prometheus have none, and
 //! nothing here is secret (counts, indexes, names, never a key, passphrase or certificate).
 
-use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,12 +11,15 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use openraft::ServerState;
 use raft_storage::KmaRaft;
 use statemachine::{KeyId, KeyState};
 
-use crate::kma::{wall_clock_ms, Kma};
-use crate::metrics::{Exposition, Kind};
+use crate::listen::metrics::RequestMetrics;
+use crate::listen::scrape::{Reading, Scrape};
+use crate::transport::network::PeerLinks;
+use crate::transport::parallel_append::EntriesAhead;
+use crate::transport::wall_clock_ms;
+use crate::view::Local;
 
 /// Key counts by state are a scan of every key: recounted at most this often.
 pub const KEY_COUNT_INTERVAL: Duration = Duration::from_secs(10);
@@ -30,7 +32,30 @@ pub const LEADER_QUORUM_ACK_MS_MAX: u64 = 5_000;
 /// How long a scrape or probe waits for the Raft core's committed index.
 const RAFT_CORE_WAIT: Duration = Duration::from_secs(1);
 
-pub fn routes() -> Router<Arc<Kma>> {
+/// What the probes and `/metrics` read.
+pub struct Health {
+    pub local: Local,
+    /// The registry `/metrics` encodes, with both listeners' request metrics in it.
+    scrape: tokio::sync::Mutex<Scrape>,
+    /// The latest key counts: the scan runs at most every [`KEY_COUNT_INTERVAL`], and
+    /// concurrent scrapes wait for one scan rather than each starting their own.
+    key_counts: tokio::sync::Mutex<Option<KeyCounts>>,
+}
+
+impl Health {
+    pub fn new(
+        local: Local,
+        peer_links: PeerLinks,
+        entries_ahead: EntriesAhead,
+        requests: RequestMetrics,
+    ) -> Health {
+        let key_counts = tokio::sync::Mutex::new(None);
+        let scrape = tokio::sync::Mutex::new(Scrape::new(&requests, peer_links, entries_ahead));
+        Health { local, scrape, key_counts }
+    }
+}
+
+pub fn routes() -> Router<Arc<Health>> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -46,8 +71,8 @@ async fn healthz() -> Response {
     plain(StatusCode::OK, "ok\n".into())
 }
 
-async fn readyz(State(kma): State<Arc<Kma>>) -> Response {
-    let problems = readiness_problems(&kma).await;
+async fn readyz(State(api): State<Arc<Health>>) -> Response {
+    let problems = readiness_problems(&api).await;
     if problems.is_empty() {
         return plain(StatusCode::OK, "ready\n".into());
     }
@@ -59,9 +84,9 @@ async fn readyz(State(kma): State<Arc<Kma>>) -> Response {
 /// Why this KMA should not be sent traffic, one line per failing check (empty: ready). Ready
 /// means: a voter of the cluster, a leader known (and, on the leader, a majority that answered
 /// lately), unlocked, and applying within [`APPLY_LAG_ENTRIES_MAX`] of what is committed.
-pub async fn readiness_problems(kma: &Kma) -> Vec<String> {
-    let metrics = kma.raft.metrics().borrow().clone();
-    let me = kma.node_id();
+pub async fn readiness_problems(api: &Health) -> Vec<String> {
+    let metrics = api.local.raft.metrics().borrow().clone();
+    let me = api.local.node_id();
     let voters: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
     let mut problems = Vec::new();
     if !voters.contains(&me) {
@@ -86,9 +111,9 @@ pub async fn readiness_problems(kma: &Kma) -> Vec<String> {
         }
         Some(_) => {}
     }
-    problems.extend(lock_problem(kma).await);
-    let applied = kma.state.applied_index();
-    match committed_index(&kma.raft).await {
+    problems.extend(lock_problem(api).await);
+    let applied = api.local.state.applied_index();
+    match committed_index(&api.local.raft).await {
         None => problems.push("raft core did not answer within 1 s: apply lag unknown".into()),
         Some(committed) if committed.saturating_sub(applied) >= APPLY_LAG_ENTRIES_MAX => problems
             .push(format!(
@@ -101,10 +126,10 @@ pub async fn readiness_problems(kma: &Kma) -> Vec<String> {
 }
 
 /// Why this KMA is locked (SPEC C6), as `Kma::is_locked` decides it.
-async fn lock_problem(kma: &Kma) -> Option<String> {
+async fn lock_problem(api: &Health) -> Option<String> {
     let locked_by_state = {
-        let state = kma.state.read().await;
-        state.meta().kmas.get(&kma.config.name).is_none_or(|entry| entry.locked)
+        let state = api.local.state.read().await;
+        state.meta().kmas.get(&api.local.config.name).is_none_or(|entry| entry.locked)
     };
     if locked_by_state {
         Some(
@@ -112,7 +137,7 @@ async fn lock_problem(kma: &Kma) -> Option<String> {
               help: the quorum unlocks it)"
                 .into(),
         )
-    } else if !kma.vault.is_unlocked() {
+    } else if !api.local.vault.is_unlocked() {
         Some("locked: no master key in memory (help: the quorum unlocks this KMA)".into())
     } else {
         None
@@ -133,31 +158,26 @@ struct KeyCounts {
     counted_at: Instant,
 }
 
-/// The latest key counts, by node ID: the scan runs at most every [`KEY_COUNT_INTERVAL`], and
-/// concurrent scrapes wait for one scan rather than each starting their own.
-static KEY_COUNTS: tokio::sync::Mutex<BTreeMap<u64, KeyCounts>> =
-    tokio::sync::Mutex::const_new(BTreeMap::new());
-
-async fn key_counts(kma: &Kma) -> KeyCounts {
-    let mut cached = KEY_COUNTS.lock().await;
-    if let Some(counts) = cached.get(&kma.node_id()) {
+async fn key_counts(api: &Health) -> KeyCounts {
+    let mut cached = api.key_counts.lock().await;
+    if let Some(counts) = cached.as_ref() {
         if counts.counted_at.elapsed() < KEY_COUNT_INTERVAL {
             return counts.clone();
         }
     }
-    let counts = count_keys(kma).await;
-    cached.insert(kma.node_id(), counts.clone());
+    let counts = count_keys(api).await;
+    *cached = Some(counts.clone());
     counts
 }
 
 /// Counts the keys by their state now, [`KEY_COUNT_CHUNK`] keys per hold of the read lock. The
 /// counts are not of one instant when commands apply meanwhile; a gauge needs no more.
-async fn count_keys(kma: &Kma) -> KeyCounts {
+async fn count_keys(api: &Health) -> KeyCounts {
     let now_ms = wall_clock_ms();
     let mut by_state = [0; KeyState::ALL.len()];
     let mut after: Option<KeyId> = None;
     loop {
-        let state = kma.state.read().await;
+        let state = api.local.state.read().await;
         let start = after.map_or(Bound::Unbounded, Bound::Excluded);
         let mut seen = 0;
         for (key_id, key) in state.keys().range((start, Bound::Unbounded)).take(KEY_COUNT_CHUNK) {
@@ -178,99 +198,27 @@ async fn count_keys(kma: &Kma) -> KeyCounts {
     KeyCounts { by_state, counted_at: Instant::now() }
 }
 
-async fn metrics(State(kma): State<Arc<Kma>>) -> Response {
-    let mut out = Exposition::new();
-    crate::metrics::requests().encode(&mut out);
-    key_metrics(&kma, &mut out).await;
-    raft_metrics(&kma, &mut out).await;
-    security_metrics(&kma, &mut out).await;
-    let headers = [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)];
-    (StatusCode::OK, headers, out.finish()).into_response()
-}
-
-async fn key_metrics(kma: &Kma, out: &mut Exposition) {
-    let counts = key_counts(kma).await;
-    let help = "Keys by state (recounted at most every 10 s; see kms_key_counts_age_seconds).";
-    out.family("kms_keys", Kind::Gauge, help);
-    for (key_state, count) in KeyState::ALL.iter().zip(counts.by_state) {
-        out.sample_u64("kms_keys", &[("state", key_state.name())], count);
-    }
-    let help = "Seconds since the key counts of kms_keys were taken.";
-    out.family("kms_key_counts_age_seconds", Kind::Gauge, help);
-    out.sample_f64("kms_key_counts_age_seconds", &[], counts.counted_at.elapsed().as_secs_f64());
-    let (ready, generated) = kma.state.read().await.pool_size();
-    let help = "Unassigned keys of the pool: ready to hand out, or generated and not yet ready.";
-    out.family("kms_key_pool_keys", Kind::Gauge, help);
-    out.sample_u64("kms_key_pool_keys", &[("level", "ready")], ready as u64);
-    out.sample_u64("kms_key_pool_keys", &[("level", "generated")], generated as u64);
-}
-
-fn gauge(out: &mut Exposition, name: &str, help: &str, value: u64) {
-    out.family(name, Kind::Gauge, help);
-    out.sample_u64(name, &[], value);
-}
-
-async fn raft_metrics(kma: &Kma, out: &mut Exposition) {
-    let metrics = kma.raft.metrics().borrow().clone();
-    let last_log_index = metrics.last_log_index.unwrap_or(0);
-    let applied = kma.state.applied_index();
-    gauge(out, "kms_raft_term", "Current Raft term of this KMA.", metrics.current_term);
-    gauge(out, "kms_raft_last_log_index", "Last index in this KMA's log.", last_log_index);
-    if let Some(committed) = committed_index(&kma.raft).await {
-        let help = "Last log index this KMA knows to be committed.";
-        gauge(out, "kms_raft_committed_index", help, committed);
-        let help = "Committed entries this KMA has not applied yet.";
-        gauge(out, "kms_raft_apply_lag_entries", help, committed.saturating_sub(applied));
-    }
-    gauge(out, "kms_raft_applied_index", "Last log index applied to this KMA's state.", applied);
-    let leader = u64::from(metrics.state == ServerState::Leader);
-    gauge(out, "kms_raft_is_leader", "1 on the leader, 0 elsewhere.", leader);
-    let help = "1 when a leader is known to this KMA, 0 otherwise.";
-    gauge(out, "kms_raft_leader_known", help, u64::from(metrics.current_leader.is_some()));
-    let name = "kms_raft_entries_ahead_total";
-    let help = "Log entries this KMA sent to a voter while its own disk sync ran (parallel \
-                append), per voter sent to, by outcome.";
-    out.family(name, Kind::Counter, help);
-    for outcome in crate::parallel_append::Outcome::ALL {
-        out.sample_u64(name, &[("outcome", outcome.name())], outcome.entries());
-    }
-    let Some(replication) = metrics.replication.as_ref() else { return };
-    let names: BTreeMap<u64, String> = {
-        let state = kma.state.read().await;
-        state.meta().kmas.values().map(|entry| (entry.node_id, entry.name.clone())).collect()
+async fn metrics(State(api): State<Arc<Health>>) -> Response {
+    let counts = key_counts(&api).await;
+    let (pool, names) = {
+        let state = api.local.state.read().await;
+        let names = state.meta().kmas.values().map(|kma| (kma.node_id, kma.name.clone()));
+        (state.pool_size(), names.collect())
     };
-    let help = "On the leader: log entries a follower lacks (last log index - matched index).";
-    out.family("kms_raft_replication_lag_entries", Kind::Gauge, help);
-    for (node_id, matched) in replication.iter() {
-        if *node_id == kma.node_id() {
-            continue;
-        }
-        let matched = matched.as_ref().map_or(0, |log_id| log_id.index);
-        let id = node_id.to_string();
-        let name = names.get(node_id).map_or("", String::as_str);
-        let labels = [("node_id", id.as_str()), ("kma", name)];
-        let lag = last_log_index.saturating_sub(matched);
-        out.sample_u64("kms_raft_replication_lag_entries", &labels, lag);
-    }
-}
-
-async fn security_metrics(kma: &Kma, out: &mut Exposition) {
-    let locked = u64::from(kma.is_locked().await);
-    gauge(out, "kms_locked", "1 while this KMA is locked (serves no key material).", locked);
-    let links = crate::network::peer_links();
-    let name = "kms_communication_errors_recorded_total";
-    let help = "Communication errors between KMAs this KMA recorded in the audit log, by peer \
-                and by what the record says of the link (failing, or working again).";
-    out.family(name, Kind::Counter, help);
-    for (node_id, link) in &links {
-        let id = node_id.to_string();
-        out.sample_u64(name, &[("node_id", &id), ("link", "failing")], link.recorded_failing);
-        out.sample_u64(name, &[("node_id", &id), ("link", "working")], link.recorded_working);
-    }
-    let help = "1 while this KMA's Raft RPCs to the peer fail in transport, 0 while they work.";
-    out.family("kms_peer_rpc_failing", Kind::Gauge, help);
-    for (node_id, link) in &links {
-        let id = node_id.to_string();
-        out.sample_u64("kms_peer_rpc_failing", &[("node_id", &id)], u64::from(link.failing));
-    }
+    let raft = api.local.raft.metrics().borrow().clone();
+    let committed = committed_index(&api.local.raft).await;
+    let reading = Reading {
+        keys_by_state: counts.by_state,
+        keys_counted_at: counts.counted_at,
+        pool,
+        raft,
+        committed,
+        applied: api.local.state.applied_index(),
+        locked: api.local.is_locked().await,
+        names,
+        node_id: api.local.node_id(),
+    };
+    let text = api.scrape.lock().await.encode(&reading);
+    let headers = [(header::CONTENT_TYPE, crate::listen::metrics::CONTENT_TYPE)];
+    (StatusCode::OK, headers, text).into_response()
 }

@@ -16,23 +16,43 @@ use axum::{Extension, Json, Router};
 use rustls::pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use statemachine::quorum::QuorumOperation;
-use statemachine::{Actor, Command, Role};
+use statemachine::{Actor, Role};
 use tokio::net::TcpListener;
 
-use crate::kma::{Kma, Proposal};
+use crate::listen::admin::NodeAdmin;
+use crate::listen::health::Health;
+use crate::listen::metrics::{MetricsLayer, RequestMetrics, MANAGEMENT};
+use crate::listen::security_api::{Remote, SecurityApi};
 use crate::pki::Identity;
+use crate::transport::link::LinkServer;
+use crate::view::Local;
 use crate::wire::{MembershipRequest, ProposeError, ProposeRequest, ProposeResponse, POSTCARD};
+use crate::write::intake::{propose_forwarded, user_command};
+use crate::write::membership::Membership;
+use crate::write::{Proposal, Proposer};
 
 /// Who is on the other end of a connection, from its verified client certificate.
 #[derive(Clone, Debug)]
 pub struct Peer(pub Option<Identity>);
 
-pub fn router(kma: Arc<Kma>) -> Router {
-    let admin = admin_api::backend::Admin {
-        state: kma.state.clone(),
-        node: Arc::new(crate::admin::NodeAdmin { kma: kma.clone() }),
-    };
+/// What the node's own management routes need (`/v1/propose`, status, digest, members, CA).
+pub struct Management {
+    pub local: Local,
+    pub proposer: Proposer,
+    pub membership: Membership,
+}
+
+/// Every router of the management listener, each with its own handles.
+pub struct ManagementRouters {
+    pub management: Management,
+    pub security: SecurityApi,
+    pub health: Health,
+    pub admin: NodeAdmin,
+    pub requests: RequestMetrics,
+}
+
+pub fn router(routers: ManagementRouters) -> Router {
+    let admin = admin_api::backend::Admin { node: Arc::new(routers.admin) };
     let (management_api, _document) = admin_api::routes::router(Arc::new(admin));
     Router::new()
         .route("/v1/propose", post(propose))
@@ -40,34 +60,40 @@ pub fn router(kma: Arc<Kma>) -> Router {
         .route("/v1/digest", get(digest))
         .route("/v1/members", post(members))
         .route("/v1/ca", get(ca))
-        .merge(crate::security_api::routes())
-        .merge(crate::health::routes())
-        .with_state(kma)
+        .with_state(Arc::new(routers.management))
+        .merge(crate::listen::security_api::routes().with_state(Arc::new(routers.security)))
+        .merge(crate::listen::health::routes().with_state(Arc::new(routers.health)))
         .merge(management_api)
-        .layer(crate::metrics::MetricsLayer::new(crate::metrics::MANAGEMENT))
+        // The node's own routes answer a wrong method in the management API's JSON shape too.
+        .method_not_allowed_fallback(admin_api::routes::extract::wrong_method)
+        .layer(MetricsLayer::new(MANAGEMENT, routers.requests))
 }
 
-/// Accepts TLS connections until the process ends (the TLS server is the gateway's, shared by
-/// both listeners); each request carries the client's identity and address.
-pub async fn serve(kma: Arc<Kma>, listener: TcpListener) -> Result<(), crate::kma::NodeError> {
-    let tls = crate::tls::management_server_config(&kma.layout.tls_dir())?;
+/// Accepts TLS connections until the process ends (the accept loop is `transport::accept`,
+/// shared by both listeners); each request carries the client's identity and address, and
+/// connections that ask for the Raft link protocol go to `links`.
+pub async fn serve(
+    router: Router,
+    tls: Arc<rustls::ServerConfig>,
+    listener: TcpListener,
+    links: LinkServer,
+) {
     let tag = |certificate: Option<&CertificateDer<'_>>, remote: SocketAddr| {
         let mut extensions = axum::http::Extensions::new();
         // A certificate from another cluster's CA never gets here: the handshake refuses it.
-        let identity = certificate.and_then(crate::tls::identity_of);
+        let identity = certificate.and_then(crate::transport::tls::identity_of);
         let user = match &identity {
             Some(Identity::User(user)) => Some(user.clone()),
             _ => None,
         };
         extensions.insert(admin_api::backend::Caller(user));
         extensions.insert(Peer(identity));
-        extensions.insert(crate::security_api::Remote(remote));
+        extensions.insert(Remote(remote));
         extensions
     };
-    let links = Some(crate::raft_link::handoff(kma.clone()));
-    agent_gateway::server::serve_tls(listener, tls, router(kma), "management listener", tag, links)
+    let links = Some(links.handoff());
+    crate::transport::accept::serve_tls(listener, tls, router, "management listener", tag, links)
         .await;
-    Ok(())
 }
 
 fn postcard_reply<T: Serialize>(value: &T) -> Response {
@@ -91,13 +117,13 @@ fn forbidden(what: &str) -> Response {
 /// `role` is given, hold it (the role matrix of `statemachine::permission` for the same
 /// records). Agents never: their routes are on the service listener.
 pub(crate) async fn admitted(
-    kma: &Kma,
+    local: &Local,
     peer: &Peer,
     what: &str,
     role: Option<Role>,
 ) -> Result<(), Response> {
     let user = match &peer.0 {
-        Some(Identity::Kma(node)) if role.is_none() || kma.is_member(*node) => return Ok(()),
+        Some(Identity::Kma(node)) if role.is_none() || local.is_member(*node) => return Ok(()),
         Some(Identity::Kma(node)) => {
             let refusal = format!("{what}: KMA {node} is not a member of this cluster");
             return Err((StatusCode::FORBIDDEN, refusal).into_response());
@@ -112,7 +138,7 @@ pub(crate) async fn admitted(
         }
         None => return Err(forbidden(what)),
     };
-    let state = kma.state.read().await;
+    let state = local.state.read().await;
     let refusal = match state.meta().users.get(user) {
         None => format!("{what}: user '{user}' does not exist (any more)"),
         Some(record) if !record.enabled => format!(
@@ -134,7 +160,7 @@ pub(crate) async fn admitted(
 /// Decodes a Raft RPC from another KMA of this cluster, runs it, and encodes openraft's answer.
 /// Raft RPCs come only from KMAs: a user certificate is refused.
 async fn propose(
-    State(kma): State<Arc<Kma>>,
+    State(api): State<Arc<Management>>,
     Extension(peer): Extension<Peer>,
     body: Bytes,
 ) -> Response {
@@ -145,12 +171,12 @@ async fn propose(
     let (actor, origin, command) = match (&peer.0, request.actor) {
         (Some(Identity::Kma(node)), actor) => {
             let request = ProposeRequest { actor, ..request };
-            return postcard_reply(&propose_forwarded(&kma, *node, request).await);
+            return postcard_reply(&propose_forwarded(&api.proposer, *node, request).await);
         }
         (Some(Identity::User(user)), _) => {
-            let len_min = kma.state.read().await.meta().security.passphrase_len_min;
+            let len_min = api.local.state.read().await.meta().security.passphrase_len_min;
             match user_command(request.command, request.passphrase.as_deref(), len_min) {
-                Ok(command) => (Actor::User(user.clone()), kma.node_id(), command),
+                Ok(command) => (Actor::User(user.clone()), api.local.node_id(), command),
                 Err(refused) => return postcard_reply::<ProposeResponse>(&Err(refused)),
             }
         }
@@ -162,80 +188,14 @@ async fn propose(
     };
     let proposal =
         Proposal { actor, origin_node_id: origin, request_id: request.request_id, command };
-    postcard_reply(&kma.propose(proposal).await)
+    postcard_reply(&api.proposer.propose(proposal).await)
 }
 
-/// A proposal the KMA `node` forwards on behalf of the client it authenticated (over HTTP or a
-/// Raft link): only a member KMA may, and it must name that client.
-pub(crate) async fn propose_forwarded(
-    kma: &Kma,
-    node: u64,
-    request: ProposeRequest,
-) -> ProposeResponse {
-    match request.actor {
-        Some(actor) if kma.is_member(node) => {
-            let origin_node_id = request.origin_node_id.unwrap_or(node);
-            let request_id = request.request_id;
-            kma.propose(Proposal { actor, origin_node_id, request_id, command: request.command })
-                .await
-        }
-        _ => Err(ProposeError::Unauthorised(format!(
-            "KMA {node} is not a member of this cluster: it was deleted, or has not joined yet"
-        ))),
-    }
-}
-
-/// Checks a command a user sent: commands that need the node's own proof (quorum approvals,
-/// a re-split master key) have their own endpoints, and a passphrase becomes a verifier here,
-/// so that the cluster's minimum length holds and clients never choose verifiers.
-pub(crate) fn user_command(
-    mut command: Command,
-    passphrase: Option<&str>,
-    len_min: u32,
-) -> Result<Command, ProposeError> {
-    let elsewhere = |what: &str| Err(ProposeError::Unauthorised(what.into()));
-    match &command {
-        Command::ApproveQuorumOperation { .. } => {
-            return elsewhere(
-                "approvals go through POST /v1/quorum/approve with the member's passphrase",
-            )
-        }
-        Command::StartQuorumOperation {
-            operation: QuorumOperation::ChangeQuorum { .. }, ..
-        } => return elsewhere(
-            "a new quorum goes through POST /v1/quorum/change (the KMA re-splits the master key)",
-        ),
-        _ => {}
-    }
-    let verifier = match &mut command {
-        Command::CreateUser { passphrase_verifier, .. }
-        | Command::SetUserPassphrase { passphrase_verifier, .. }
-        | Command::CreateAgent { passphrase_verifier, .. }
-        | Command::SetAgentPassphrase { passphrase_verifier, .. }
-        | Command::CreateKma { passphrase_verifier, .. } => Some(passphrase_verifier),
-        _ => None,
-    };
-    match (verifier, passphrase) {
-        (Some(verifier), Some(passphrase)) => {
-            *verifier = crate::security_api::make_verifier(passphrase, len_min)
-                .map_err(ProposeError::Unauthorised)?;
-        }
-        (Some(_), None) => {
-            return elsewhere(
-                "this command sets a passphrase: send it in the request's passphrase field",
-            )
-        }
-        (None, Some(_)) => return elsewhere("this command takes no passphrase"),
-        (None, None) => {}
-    }
-    Ok(command)
-}
-
-async fn status(State(kma): State<Arc<Kma>>, Extension(peer): Extension<Peer>) -> Response {
-    if let Err(refused) = admitted(&kma, &peer, "status", None).await {
+async fn status(State(api): State<Arc<Management>>, Extension(peer): Extension<Peer>) -> Response {
+    if let Err(refused) = admitted(&api.local, &peer, "status", None).await {
         return refused;
     }
-    Json(kma.status().await).into_response()
+    Json(api.local.status().await).into_response()
 }
 
 #[derive(Deserialize)]
@@ -244,38 +204,38 @@ struct DigestQuery {
 }
 
 async fn digest(
-    State(kma): State<Arc<Kma>>,
+    State(api): State<Arc<Management>>,
     Extension(peer): Extension<Peer>,
     Query(query): Query<DigestQuery>,
 ) -> Response {
-    if let Err(refused) = admitted(&kma, &peer, "digest", None).await {
+    if let Err(refused) = admitted(&api.local, &peer, "digest", None).await {
         return refused;
     }
-    match kma.digest(query.min_index.unwrap_or(0)).await {
+    match api.local.digest(query.min_index.unwrap_or(0)).await {
         Ok(digest) => Json(digest).into_response(),
         Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response(),
     }
 }
 
 async fn members(
-    State(kma): State<Arc<Kma>>,
+    State(api): State<Arc<Management>>,
     Extension(peer): Extension<Peer>,
     body: Bytes,
 ) -> Response {
     // Adding, promoting and removing KMAs is the Security Officer's (SPEC S1), as the KMA
     // records are; the join flow reaches here with a KMA's own certificate.
     let role = Some(Role::SecurityOfficer);
-    if let Err(refused) = admitted(&kma, &peer, "membership changes", role).await {
+    if let Err(refused) = admitted(&api.local, &peer, "membership changes", role).await {
         return refused;
     }
     match decode::<MembershipRequest>(&body) {
-        Ok(request) => postcard_reply(&kma.membership_on_leader(request).await),
+        Ok(request) => postcard_reply(&api.membership.membership_on_leader(request).await),
         Err(refused) => refused,
     }
 }
 
-async fn ca(State(kma): State<Arc<Kma>>) -> Response {
-    match crate::pki::read(&kma.layout.tls_dir().join(crate::pki::CA_FILE)) {
+async fn ca(State(api): State<Arc<Management>>) -> Response {
+    match crate::pki::read(&api.local.layout.tls_dir().join(crate::pki::CA_FILE)) {
         Ok(pem) => pem.into_response(),
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
     }

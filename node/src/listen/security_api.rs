@@ -24,24 +24,36 @@ use statemachine::reply::Reply;
 use statemachine::role::Role;
 use statemachine::{Actor, Command};
 
-use crate::kma::{Kma, Proposal};
+use crate::listen::management::Peer;
+use crate::login::Logins;
 use crate::pki::Identity;
-use crate::server::Peer;
+use crate::view::Local;
 use crate::wire::{
     ApproveRequest, ChangeQuorumRequest, JoinGranted, LoginGranted, MembershipRequest,
     ProofRequest, SecurityRefusal,
 };
+use crate::wire::{PURPOSE_JOIN, PURPOSE_USER};
+use crate::write::membership::Membership;
+use crate::write::{Proposal, Proposer};
+
+/// What the security endpoints need of their KMA.
+pub struct SecurityApi {
+    pub local: Local,
+    pub proposer: Proposer,
+    pub membership: Membership,
+    pub logins: Arc<Logins>,
+    /// An HTTPS client authenticated as this KMA (approvals for another KMA's unlock).
+    pub peers: reqwest::Client,
+}
 
 /// How long a user's certificate from a passphrase login is valid.
 pub const USER_SESSION: Duration = Duration::from_secs(8 * 3600);
-pub const PURPOSE_USER: &str = "user-login";
-pub const PURPOSE_JOIN: &str = "kma-join";
 
 /// The client's address, put into each request by `server::serve_connection`.
 #[derive(Clone, Copy, Debug)]
 pub struct Remote(pub SocketAddr);
 
-pub fn routes() -> Router<Arc<Kma>> {
+pub fn routes() -> Router<Arc<SecurityApi>> {
     Router::new()
         .route("/v1/login/hello", post(login_hello))
         .route("/v1/login/proof", post(login_proof))
@@ -72,12 +84,12 @@ fn login_refusal(error: &crate::login::LoginError) -> Response {
 
 /// Records a failed authentication in the audit log (SPEC S2); best effort: the refusal stands
 /// whether or not the record can be written now.
-fn audit_failure(kma: &Arc<Kma>, principal: String, source: IpAddr) {
-    let kma = Arc::clone(kma);
+fn audit_failure(api: &SecurityApi, principal: String, source: IpAddr) {
+    let proposer = api.proposer.clone();
     tokio::spawn(async move {
         let command =
             Command::RecordAuthenticationFailure { principal, source: source.to_string() };
-        if let Err(error) = kma.propose(Proposal::system(&kma, command)).await {
+        if let Err(error) = proposer.propose(proposer.system(command)).await {
             tracing::warn!(%error, "authentication failure not recorded in the audit log");
         }
     });
@@ -86,11 +98,11 @@ fn audit_failure(kma: &Arc<Kma>, principal: String, source: IpAddr) {
 /// Records a granted login in the audit log (SPEC S5): the principal and the client address,
 /// nothing of the proof. Best effort and spawned, like [`audit_failure`]: the user has the
 /// certificate already, and waiting for a commit would slow every login down.
-fn audit_login(kma: &Arc<Kma>, principal: String, source: IpAddr) {
-    let kma = Arc::clone(kma);
+fn audit_login(api: &SecurityApi, principal: String, source: IpAddr) {
+    let proposer = api.proposer.clone();
     tokio::spawn(async move {
         let command = Command::RecordLogin { principal, source: source.to_string() };
-        if let Err(error) = kma.propose(Proposal::system(&kma, command)).await {
+        if let Err(error) = proposer.propose(proposer.system(command)).await {
             tracing::warn!(%error, "login not recorded in the audit log");
         }
     });
@@ -98,29 +110,29 @@ fn audit_login(kma: &Arc<Kma>, principal: String, source: IpAddr) {
 
 /// Step one of a login or join: the verifier comes from the replicated state.
 async fn hello(
-    kma: &Arc<Kma>,
+    api: &SecurityApi,
     remote: Remote,
     hello: &ClientHello,
     verifier: Option<Vec<u8>>,
 ) -> Response {
-    let settings = kma.state.read().await.meta().security;
+    let settings = api.local.state.read().await.meta().security;
     let source = remote.0.ip();
-    if let Err(error) = kma.logins.check_throttle(&hello.principal, source, &settings) {
+    if let Err(error) = api.logins.check_throttle(&hello.principal, source, &settings) {
         return login_refusal(&error);
     }
-    match kma.logins.challenge(hello, verifier.as_deref(), source) {
+    match api.logins.challenge(hello, verifier.as_deref(), source) {
         Ok(challenge) => Json(challenge).into_response(),
         Err(error) => login_refusal(&error),
     }
 }
 
 async fn login_hello(
-    State(kma): State<Arc<Kma>>,
+    State(api): State<Arc<SecurityApi>>,
     Extension(remote): Extension<Remote>,
     Json(client): Json<ClientHello>,
 ) -> Response {
     let verifier = if client.purpose == PURPOSE_USER {
-        let state = kma.state.read().await;
+        let state = api.local.state.read().await;
         state
             .meta()
             .users
@@ -130,22 +142,22 @@ async fn login_hello(
     } else {
         None
     };
-    hello(&kma, remote, &client, verifier).await
+    hello(&api, remote, &client, verifier).await
 }
 
 /// Step two: checks the proof; a failure is throttled and audited.
 async fn verify_proof(
-    kma: &Arc<Kma>,
+    api: &SecurityApi,
     remote: Remote,
     request: &ProofRequest,
     purpose: &str,
 ) -> Result<crate::login::Verified, Response> {
     let source = remote.0.ip();
-    let settings = kma.state.read().await.meta().security;
+    let settings = api.local.state.read().await.meta().security;
     let verified =
-        kma.logins.verify(&request.proof, source, &settings).map_err(|(error, principal)| {
+        api.logins.verify(&request.proof, source, &settings).map_err(|(error, principal)| {
             if let Some(principal) = principal {
-                audit_failure(kma, principal, source);
+                audit_failure(api, principal, source);
             }
             login_refusal(&error)
         })?;
@@ -161,15 +173,15 @@ async fn verify_proof(
 }
 
 async fn login_proof(
-    State(kma): State<Arc<Kma>>,
+    State(api): State<Arc<SecurityApi>>,
     Extension(remote): Extension<Remote>,
     Json(request): Json<ProofRequest>,
 ) -> Response {
-    let verified = match verify_proof(&kma, remote, &request, PURPOSE_USER).await {
+    let verified = match verify_proof(&api, remote, &request, PURPOSE_USER).await {
         Ok(verified) => verified,
         Err(refused) => return refused,
     };
-    let signed = kma.certificate_authority().and_then(|ca| {
+    let signed = api.local.certificate_authority().and_then(|ca| {
         let identity = Identity::User(verified.principal.clone());
         let cert =
             ca.sign_request_valid_for(&request.csr_pem, &identity, &[], Some(USER_SESSION))?;
@@ -177,7 +189,7 @@ async fn login_proof(
     });
     match signed {
         Ok((cert_pem, ca_pem)) => {
-            audit_login(&kma, verified.principal, remote.0.ip());
+            audit_login(&api, verified.principal, remote.0.ip());
             Json(LoginGranted {
                 server_final: verified.server_final,
                 cert_pem,
@@ -191,12 +203,12 @@ async fn login_proof(
 }
 
 async fn join_hello(
-    State(kma): State<Arc<Kma>>,
+    State(api): State<Arc<SecurityApi>>,
     Extension(remote): Extension<Remote>,
     Json(client): Json<ClientHello>,
 ) -> Response {
     let verifier = if client.purpose == PURPOSE_JOIN {
-        let state = kma.state.read().await;
+        let state = api.local.state.read().await;
         state
             .meta()
             .kmas
@@ -206,22 +218,22 @@ async fn join_hello(
     } else {
         None
     };
-    hello(&kma, remote, &client, verifier).await
+    hello(&api, remote, &client, verifier).await
 }
 
 /// A joining KMA proved its one-time passphrase: once the quorum has approved its join, it
 /// gets its certificate and the CA, and becomes a learner (SPEC C4).
 async fn join_proof(
-    State(kma): State<Arc<Kma>>,
+    State(api): State<Arc<SecurityApi>>,
     Extension(remote): Extension<Remote>,
     Json(request): Json<ProofRequest>,
 ) -> Response {
-    let verified = match verify_proof(&kma, remote, &request, PURPOSE_JOIN).await {
+    let verified = match verify_proof(&api, remote, &request, PURPOSE_JOIN).await {
         Ok(verified) => verified,
         Err(refused) => return refused,
     };
     let name = verified.principal;
-    let entry = kma.state.read().await.meta().kmas.get(&name).cloned();
+    let entry = api.local.state.read().await.meta().kmas.get(&name).cloned();
     let Some(entry) = entry else {
         return refuse(StatusCode::NOT_FOUND, "unknown_kma", format!("no KMA '{name}'"), false);
     };
@@ -240,7 +252,7 @@ async fn join_proof(
             false,
         );
     };
-    match admit(&kma, entry.node_id, &advertise, &request.csr_pem).await {
+    match admit(&api, entry.node_id, &advertise, &request.csr_pem).await {
         Ok((cert_pem, ca_pem, ca_key_pem)) => Json(JoinGranted {
             server_final: verified.server_final,
             node_id: entry.node_id,
@@ -255,7 +267,7 @@ async fn join_proof(
 
 /// Signs the new KMA's certificate and adds it as a learner.
 async fn admit(
-    kma: &Arc<Kma>,
+    api: &SecurityApi,
     node_id: u64,
     advertise: &str,
     csr_pem: &str,
@@ -263,12 +275,12 @@ async fn admit(
     let host = crate::config::advertise_host(advertise)
         .ok_or("management address must be host:port")?
         .to_string();
-    let ca = kma.certificate_authority().map_err(|e| e.to_string())?;
+    let ca = api.local.certificate_authority().map_err(|e| e.to_string())?;
     let hosts = [host, "localhost".into(), "127.0.0.1".into()];
     let cert_pem =
         ca.sign_request(csr_pem, &Identity::Kma(node_id), &hosts).map_err(|e| e.to_string())?;
     let add = MembershipRequest::AddLearner { node_id, address: advertise.into() };
-    kma.membership_on_leader(add).await?;
+    api.membership.membership_on_leader(add).await?;
     Ok((cert_pem, ca.cert_pem.clone(), ca.key_pem()))
 }
 
@@ -282,7 +294,7 @@ fn user_of(peer: &Peer, on_behalf_of: Option<&String>) -> Option<String> {
 }
 
 async fn approve(
-    State(kma): State<Arc<Kma>>,
+    State(api): State<Arc<SecurityApi>>,
     Extension(peer): Extension<Peer>,
     Extension(remote): Extension<Remote>,
     Json(request): Json<ApproveRequest>,
@@ -295,7 +307,7 @@ async fn approve(
             false,
         );
     };
-    match approve_as(&kma, &user, remote, request).await {
+    match approve_as(&api, &user, remote, request).await {
         Ok(response) | Err(response) => response,
     }
 }
@@ -311,15 +323,15 @@ struct PendingView {
 }
 
 async fn pending_view(
-    kma: &Arc<Kma>,
+    api: &SecurityApi,
     user: &str,
     request: &ApproveRequest,
 ) -> Result<PendingView, Response> {
     let unavailable = |e: crate::kma::NodeError| {
         refuse(StatusCode::SERVICE_UNAVAILABLE, "not_applied", e.to_string(), true)
     };
-    kma.read_barrier(request.min_index, false).await.map_err(unavailable)?;
-    let state = kma.state.read().await;
+    api.local.read_barrier(request.min_index, false).await.map_err(unavailable)?;
+    let state = api.local.state.read().await;
     let meta = state.meta();
     let may_approve = meta.users.get(user).is_some_and(|u| {
         u.enabled
@@ -359,13 +371,13 @@ async fn pending_view(
 
 /// Proves the member's passphrase by unwrapping its share; failures are throttled and audited.
 async fn member_share(
-    kma: &Arc<Kma>,
+    api: &SecurityApi,
     view: &PendingView,
     request: &ApproveRequest,
     source: IpAddr,
 ) -> Result<security_core::Share, Response> {
     let principal = format!("quorum member {}", request.member);
-    if let Err(error) = kma.logins.check_throttle(&principal, source, &view.settings) {
+    if let Err(error) = api.logins.check_throttle(&principal, source, &view.settings) {
         return Err(login_refusal(&error));
     }
     let unwrapped = match (view.wrapped.clone(), view.cluster_id) {
@@ -381,78 +393,78 @@ async fn member_share(
         _ => None,
     };
     unwrapped.ok_or_else(|| {
-        kma.logins.record_failure(&principal, source, &view.settings);
-        audit_failure(kma, principal, source);
+        api.logins.record_failure(&principal, source, &view.settings);
+        audit_failure(api, principal, source);
         login_refusal(&crate::login::LoginError::Refused)
     })
 }
 
 async fn approve_as(
-    kma: &Arc<Kma>,
+    api: &SecurityApi,
     user: &str,
     remote: Remote,
     mut request: ApproveRequest,
 ) -> Result<Response, Response> {
-    let view = pending_view(kma, user, &request).await?;
+    let view = pending_view(api, user, &request).await?;
     // The share of an unlock is needed on the KMA being unlocked: the approval goes there.
-    if let Some(target) = view.target.filter(|id| *id != kma.node_id()) {
+    if let Some(target) = view.target.filter(|id| *id != api.local.node_id()) {
         request.on_behalf_of = Some(user.to_string());
-        return Ok(kma.forward_approval(target, &request).await);
+        return Ok(api.forward_approval(target, &request).await);
     }
-    let share = member_share(kma, &view, &request, remote.0.ip()).await?;
+    let share = member_share(api, &view, &request, remote.0.ip()).await?;
     let unlocks_me = matches!(&view.operation,
-        QuorumOperation::UnlockKma { kma: name } if *name == kma.config.name);
+        QuorumOperation::UnlockKma { kma: name } if *name == api.local.config.name);
     let operation = request.operation;
     if unlocks_me {
-        kma.vault.stash_share(operation, share);
+        api.local.vault.stash_share(operation, share);
     }
     let command = Command::ApproveQuorumOperation { id: operation, member: request.member };
     let proposal = Proposal {
         actor: Actor::User(user.into()),
-        origin_node_id: kma.node_id(),
+        origin_node_id: api.local.node_id(),
         request_id: None,
         command,
     };
-    let applied = kma.propose(proposal).await;
+    let applied = api.proposer.propose(proposal).await;
     if unlocks_me {
         let completed = matches!(&applied,
             Ok(response) if matches!(response.result, Ok(Reply::QuorumApproval { completed: true, .. })));
         let refused = !matches!(&applied, Ok(response) if response.result.is_ok());
         if completed {
-            if let Err(error) = kma.vault.complete_unlock(operation) {
+            if let Err(error) = api.local.vault.complete_unlock(operation) {
                 let message = error.to_string();
                 return Err(refuse(StatusCode::CONFLICT, "unlock_failed", message, false));
             }
             tracing::info!(operation, "unlocked by the quorum");
         } else if refused {
-            kma.vault.drop_shares(operation);
+            api.local.vault.drop_shares(operation);
         }
     }
     Ok(Json(applied).into_response())
 }
 
 /// The logged-in user behind `peer` when it is an enabled Security Officer; else the refusal.
-async fn security_officer(kma: &Kma, peer: &Peer) -> Result<String, Response> {
+async fn security_officer(api: &SecurityApi, peer: &Peer) -> Result<String, Response> {
     let Some(Identity::User(user)) = peer.0.clone() else {
         let message = "log in as a Security Officer first";
         return Err(refuse(StatusCode::FORBIDDEN, "no_session", message, false));
     };
     let officer = Some(statemachine::Role::SecurityOfficer);
-    crate::server::admitted(kma, peer, "a quorum change", officer).await?;
+    crate::listen::management::admitted(&api.local, peer, "a quorum change", officer).await?;
     Ok(user)
 }
 
 async fn change_quorum(
-    State(kma): State<Arc<Kma>>,
+    State(api): State<Arc<SecurityApi>>,
     Extension(peer): Extension<Peer>,
     Json(request): Json<ChangeQuorumRequest>,
 ) -> Response {
     // Checked before the argon2id work of the split, which nobody else may make this KMA do.
-    let user = match security_officer(&kma, &peer).await {
+    let user = match security_officer(&api, &peer).await {
         Ok(user) => user,
         Err(refused) => return refused,
     };
-    let Some(master) = kma.vault.master_key() else {
+    let Some(master) = api.local.vault.master_key() else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "kma_locked",
@@ -461,7 +473,7 @@ async fn change_quorum(
         );
     };
     let (cluster_id, len_min) = {
-        let state = kma.state.read().await;
+        let state = api.local.state.read().await;
         (state.cluster_id(), state.meta().security.passphrase_len_min as usize)
     };
     let Some(cluster_id) = cluster_id else {
@@ -504,19 +516,47 @@ async fn change_quorum(
     let command = Command::StartQuorumOperation { operation, ttl_ms: request.ttl_ms };
     let proposal = Proposal {
         actor: Actor::User(user),
-        origin_node_id: kma.node_id(),
+        origin_node_id: api.local.node_id(),
         request_id: None,
         command,
     };
-    Json(kma.propose(proposal).await).into_response()
+    Json(api.proposer.propose(proposal).await).into_response()
 }
 
 /// The verifier a KMA makes from a passphrase a user sent with a command (never the other way).
-pub fn make_verifier(passphrase: &str, len_min: u32) -> Result<Vec<u8>, String> {
-    if passphrase.chars().count() < len_min as usize {
-        return Err(format!(
-            "the passphrase is shorter than the cluster's minimum of {len_min} characters"
-        ));
+
+impl SecurityApi {
+    /// Sends an approval to the KMA whose unlock it is; that KMA answers for itself.
+    async fn forward_approval(&self, target: u64, request: &ApproveRequest) -> Response {
+        let Some(address) = crate::transport::members::address_of(&self.local.raft, target) else {
+            let message = format!("KMA {target} is not a member: its unlock cannot be approved");
+            return (StatusCode::NOT_FOUND, message).into_response();
+        };
+        let sent = self
+            .peers
+            .post(format!("https://{address}/v1/quorum/approve"))
+            .json(request)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await;
+        match sent {
+            Ok(answer) => {
+                let status = StatusCode::from_u16(answer.status().as_u16())
+                    .unwrap_or(StatusCode::BAD_GATEWAY);
+                let content_type = answer
+                    .headers()
+                    .get(reqwest::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("application/json")
+                    .to_string();
+                let body = answer.bytes().await.unwrap_or_default();
+                (status, [(axum::http::header::CONTENT_TYPE, content_type)], body).into_response()
+            }
+            Err(error) => {
+                let message =
+                    format!("the KMA being unlocked ({address}) cannot be reached: {error}");
+                (StatusCode::BAD_GATEWAY, message).into_response()
+            }
+        }
     }
-    security_core::create_verifier(passphrase, KdfParams::default()).map_err(|e| e.to_string())
 }

@@ -159,7 +159,7 @@ async fn join_local(
     secrets: &InitSecrets,
 ) -> anyhow::Result<()> {
     let passphrase = hex::encode(rand::random::<[u8; 12]>());
-    crate::quorum_flow::admit_kma(
+    crate::setup::quorum_flow::admit_kma(
         admin,
         &first.management,
         secrets,
@@ -193,7 +193,7 @@ pub async fn unlock_when_member(
 ) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        match crate::quorum_flow::unlock_kma(admin, peer, secrets, name, autonomous).await {
+        match crate::setup::quorum_flow::unlock_kma(admin, peer, secrets, name, autonomous).await {
             Ok(()) => return Ok(()),
             Err(error) if tokio::time::Instant::now() < deadline => {
                 tracing::debug!(%error, kma = name, "not a member yet");

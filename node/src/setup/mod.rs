@@ -9,10 +9,18 @@ use security_core::{KdfParams, MasterKey};
 use serde::{Deserialize, Serialize};
 use statemachine::command::InitCluster;
 use statemachine::quorum::{Quorum, QuorumMember};
-use statemachine::ClusterId;
+use statemachine::{ClusterId, Command};
+
+pub mod local;
+pub mod prompt;
+pub mod quorum_flow;
+pub mod reset;
+
+use std::sync::Arc;
 
 use crate::config::{advertise_host, DataDirLayout, NodeConfig, CONFIG_FILE};
 use crate::kma::https_client;
+use crate::kma::Kma;
 use crate::pki::{self, CertificateAuthority, Identity};
 use crate::vault::Vault;
 use crate::wire::{JoinGranted, ProofRequest, SecurityRefusal};
@@ -24,7 +32,7 @@ pub struct Listeners {
     pub service_listen: SocketAddr,
 }
 
-/// What the first start of the first KMA proposes once it leads (see `Kma::run_quickstart`).
+/// What the first start of the first KMA proposes once it leads (see `run_quickstart`).
 /// Holds no secret: the shares are wrapped under the members' passphrases and the officer's
 /// passphrase is only a verifier. The master key itself waits, sealed to this KMA, in
 /// `vault::SEALED_FILE`.
@@ -237,7 +245,7 @@ pub async fn join(
         refuse_existing(data_dir)?;
     }
     let (csr_pem, key_pem) = pki::signing_request()?;
-    let client = https_client(crate::tls::anonymous_client_config(&ca_pem)?)?;
+    let client = https_client(crate::transport::tls::anonymous_client_config(&ca_pem)?)?;
     let deadline = tokio::time::Instant::now() + credentials.wait;
     let mut told = false;
     let granted = loop {
@@ -278,7 +286,7 @@ async fn join_once(
     csr_pem: &str,
 ) -> anyhow::Result<JoinStep> {
     let peer = credentials.peer;
-    let (login, hello) = ClientLogin::start(name, crate::security_api::PURPOSE_JOIN);
+    let (login, hello) = ClientLogin::start(name, crate::wire::PURPOSE_JOIN);
     let challenge: ServerChallenge =
         post_json(client, &format!("https://{peer}/v1/join/hello"), &hello).await?;
     let (awaiting, proof) = login.respond(credentials.passphrase, &challenge)?;
@@ -334,7 +342,7 @@ pub async fn json_or_refusal<T: serde::de::DeserializeOwned>(
 /// The cluster CA from `peer`. With a fingerprint it is checked at once; without one the
 /// passphrase exchange is what proves the peer is the cluster (see `join_once`).
 async fn fetch_ca(peer: &str, fingerprint: Option<&str>) -> anyhow::Result<String> {
-    let client = https_client(crate::tls::ca_fetch_client_config()?)?;
+    let client = https_client(crate::transport::tls::ca_fetch_client_config()?)?;
     let ca_pem = client
         .get(format!("https://{peer}/v1/ca"))
         .timeout(Duration::from_secs(15))
@@ -353,4 +361,32 @@ async fn fetch_ca(peer: &str, fingerprint: Option<&str>) -> anyhow::Result<Strin
         }
     }
     Ok(ca_pem)
+}
+
+/// Proposes the pending quickstart of `kma init` once this KMA leads, then forgets it.
+pub async fn run_quickstart(kma: Arc<Kma>) {
+    let path = kma.local.layout.root.join(QUICKSTART_FILE);
+    let Ok(text) = std::fs::read_to_string(&path) else { return };
+    let parsed: Result<Quickstart, _> = toml::from_str(&text);
+    let Some(init) = parsed.ok().and_then(|quickstart| quickstart.command()) else {
+        tracing::error!(path = %path.display(), "unreadable quickstart file: run kma init again in a new data dir");
+        return;
+    };
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if kma.local.state.read().await.cluster_id().is_some() {
+            break;
+        }
+        let command = Command::InitCluster(init.clone());
+        match kma.proposer.propose(kma.proposer.system(command)).await {
+            Ok(applied) => {
+                tracing::info!(index = applied.index, result = ?applied.result, "quickstart applied");
+                break;
+            }
+            Err(error) => tracing::debug!(%error, "quickstart waits for a leader"),
+        }
+    }
+    if let Err(error) = std::fs::remove_file(&path) {
+        tracing::warn!(%error, "could not remove the quickstart file");
+    }
 }

@@ -1,4 +1,4 @@
-//! Proposals a follower forwards to the leader, on Raft links ([`crate::raft_link`]) kept open
+//! Proposals a follower forwards to the leader, on Raft links ([`crate::transport::link`]) kept open
 //! between calls: a forwarded write costs a frame each way instead of an HTTP/2 request and its
 //! task hops on both ends.
 //!
@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::raft_link::{Answer, Link, LinkError, RaftCall};
-use crate::wire::{ProposeRequest, ProposeResponse};
+use crate::transport::link::{Answer, Link, LinkError, RaftCall};
+use crate::transport::wire::{ProposeRequest, ProposeResponse};
 
 /// How long a forwarded proposal may take, as the HTTP route allows.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,7 +48,7 @@ pub struct ForwardLinks {
 }
 
 impl ForwardLinks {
-    /// `tls` must offer the Raft link protocol (`raft_link::client_config`).
+    /// `tls` must offer the Raft link protocol (`link::client_config`).
     pub fn new(tls: Arc<rustls::ClientConfig>) -> ForwardLinks {
         let in_use = tokio::sync::Semaphore::new(LINKS_MAX);
         ForwardLinks { tls, idle: Mutex::new(BTreeMap::new()), in_use }

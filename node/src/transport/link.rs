@@ -24,9 +24,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use crate::kma::Kma;
 use crate::pki::Identity;
-use crate::wire::ProposeRequest;
+use crate::transport::wire::{ProposeRequest, ProposeResponse};
+use crate::transport::LeaderContact;
 
 /// The ALPN protocol name of a Raft link.
 pub const ALPN: &[u8] = b"kma-raft/1";
@@ -40,7 +40,7 @@ pub const FRAME_LEN_MAX: usize = 64 << 20;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// One call from a KMA to a peer. New variants go last: an older peer refuses what it cannot
-/// decode, and the caller can tell (see [`crate::forward`]).
+/// decode, and the caller can tell (see [`crate::transport::forward_links`]).
 #[derive(Serialize, Deserialize)]
 pub enum RaftCall {
     Append(AppendEntriesRequest<KmaRaft>),
@@ -78,7 +78,7 @@ impl Link {
     /// Connects to `address` (host:port of the peer's management listener) and checks that the
     /// peer speaks this protocol. `tls` must offer [`ALPN`] (see [`client_config`]).
     pub async fn connect(tls: Arc<rustls::ClientConfig>, address: &str) -> Result<Link, LinkError> {
-        let name = crate::tls::server_name(address).map_err(LinkError::Connect)?;
+        let name = crate::transport::tls::server_name(address).map_err(LinkError::Connect)?;
         let tcp = TcpStream::connect(address)
             .await
             .map_err(|e| LinkError::Connect(format!("{address}: {e}")))?;
@@ -165,87 +165,124 @@ where
     stream.flush().await
 }
 
-/// Serves one link until the client closes it, goes idle, or breaks the framing. Only a KMA
-/// certificate of this cluster may call (the handshake already refused other CAs).
-pub async fn serve(kma: Arc<Kma>, (mut stream, remote): agent_gateway::server::HandedOff) {
-    let certificate = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first());
-    let caller = match certificate.and_then(crate::tls::identity_of) {
-        Some(Identity::Kma(node_id)) => Some(node_id),
-        _ => None,
-    };
-    loop {
-        let body = match tokio::time::timeout(IDLE_TIMEOUT, read_frame(&mut stream)).await {
-            Ok(Ok(Some(body))) => body,
-            Ok(Ok(None)) | Err(_) => return,
-            Ok(Err(error)) => {
+/// A proposal another KMA forwarded on a link, on its way up to the write path (which checks
+/// that the caller is a member and may speak for the actor it names).
+pub struct InboundProposal {
+    /// The node ID in the calling KMA's certificate.
+    pub from_node: u64,
+    pub request: ProposeRequest,
+    pub reply: tokio::sync::oneshot::Sender<ProposeResponse>,
+}
+
+/// Proposals waiting for the write path: past this, a link waits (its caller's timeout runs).
+pub const INBOUND_PROPOSALS_MAX: usize = 1024;
+
+/// What the link server needs: the Raft instance to run calls on, the contact clock of the
+/// election watchdog, and the way up for forwarded proposals.
+#[derive(Clone)]
+pub struct LinkServer {
+    pub raft: openraft::Raft<KmaRaft>,
+    pub contact: LeaderContact,
+    pub inbound: tokio::sync::mpsc::Sender<InboundProposal>,
+}
+
+impl LinkServer {
+    /// Serves one link until the client closes it, goes idle, or breaks the framing. Only a KMA
+    /// certificate of this cluster may call (the handshake already refused other CAs).
+    pub async fn serve(&self, (mut stream, remote): agent_gateway::server::HandedOff) {
+        let certificate = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first());
+        let caller = match certificate.and_then(crate::transport::tls::identity_of) {
+            Some(Identity::Kma(node_id)) => Some(node_id),
+            _ => None,
+        };
+        loop {
+            let body = match tokio::time::timeout(IDLE_TIMEOUT, read_frame(&mut stream)).await {
+                Ok(Ok(Some(body))) => body,
+                Ok(Ok(None)) | Err(_) => return,
+                Ok(Err(error)) => {
+                    tracing::debug!(%remote, %error, "raft link ended");
+                    return;
+                }
+            };
+            let written = if let Some(caller) = caller {
+                match postcard::from_bytes::<RaftCall>(&body) {
+                    Ok(call) => self.run(caller, call, &mut stream).await,
+                    Err(e) => {
+                        write_answer(&mut stream, &refused(format!("malformed call: {e}"))).await
+                    }
+                }
+            } else {
+                let why = "Raft traffic needs a KMA certificate: present a certificate from this \
+                           cluster's CA";
+                let _ = write_answer(&mut stream, &refused(why.into())).await;
+                return;
+            };
+            if let Err(error) = written {
                 tracing::debug!(%remote, %error, "raft link ended");
                 return;
             }
-        };
-        let written = if let Some(caller) = caller {
-            match postcard::from_bytes::<RaftCall>(&body) {
-                Ok(call) => run(&kma, caller, call, &mut stream).await,
-                Err(e) => write_answer(&mut stream, &refused(format!("malformed call: {e}"))).await,
+        }
+    }
+
+    /// Runs one call from the KMA `caller` on this KMA and writes the answer.
+    async fn run<S: AsyncWrite + Unpin>(
+        &self,
+        caller: u64,
+        call: RaftCall,
+        stream: &mut S,
+    ) -> std::io::Result<()> {
+        match call {
+            RaftCall::Append(request) => {
+                let answer = self.raft.append_entries(request).await;
+                if matches!(&answer, Ok(response) if !matches!(response, AppendEntriesResponse::HigherVote(_)))
+                {
+                    self.contact.touch();
+                }
+                write_answer(stream, &Answer::Done(answer)).await
             }
-        } else {
-            let why = "Raft traffic needs a KMA certificate: present a certificate from this \
-                       cluster's CA";
-            let _ = write_answer(&mut stream, &refused(why.into())).await;
-            return;
-        };
-        if let Err(error) = written {
-            tracing::debug!(%remote, %error, "raft link ended");
-            return;
+            RaftCall::Vote(request) => {
+                let answer = self.raft.vote(request).await;
+                if matches!(&answer, Ok(response) if response.vote_granted) {
+                    self.contact.touch();
+                }
+                write_answer(stream, &Answer::Done(answer)).await
+            }
+            RaftCall::Snapshot(request) => {
+                let answer = self.raft.install_snapshot(request).await;
+                write_answer(stream, &Answer::Done(answer)).await
+            }
+            RaftCall::Propose(request) => {
+                let answer = self.propose_upward(caller, request).await;
+                write_answer(stream, &Answer::Done(answer)).await
+            }
+        }
+    }
+
+    /// Hands a forwarded proposal to the write path and waits for its outcome.
+    async fn propose_upward(&self, from_node: u64, request: ProposeRequest) -> ProposeResponse {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let inbound = InboundProposal { from_node, request, reply };
+        if self.inbound.send(inbound).await.is_err() {
+            return Err(crate::transport::wire::ProposeError::ShuttingDown);
+        }
+        answer.await.unwrap_or(Err(crate::transport::wire::ProposeError::ShuttingDown))
+    }
+
+    /// Serves Raft links on the management listener (see [`agent_gateway::server::Handoff`]).
+    pub fn handoff(self) -> agent_gateway::server::Handoff {
+        let server = Arc::new(self);
+        agent_gateway::server::Handoff {
+            protocol: ALPN,
+            serve: Arc::new(move |handed: agent_gateway::server::HandedOff| {
+                let server = server.clone();
+                Box::pin(async move { server.serve(handed).await })
+            }),
         }
     }
 }
 
 fn refused(why: String) -> Answer<()> {
     Answer::Refused(why)
-}
-
-/// Runs one call from the KMA `caller` on this KMA and writes the answer.
-async fn run<S: AsyncWrite + Unpin>(
-    kma: &Kma,
-    caller: u64,
-    call: RaftCall,
-    stream: &mut S,
-) -> std::io::Result<()> {
-    match call {
-        RaftCall::Append(request) => {
-            let answer = kma.raft.append_entries(request).await;
-            if matches!(&answer, Ok(response) if !matches!(response, AppendEntriesResponse::HigherVote(_)))
-            {
-                kma.leader_contact();
-            }
-            write_answer(stream, &Answer::Done(answer)).await
-        }
-        RaftCall::Vote(request) => {
-            let answer = kma.raft.vote(request).await;
-            if matches!(&answer, Ok(response) if response.vote_granted) {
-                kma.leader_contact();
-            }
-            write_answer(stream, &Answer::Done(answer)).await
-        }
-        RaftCall::Snapshot(request) => {
-            let answer = kma.raft.install_snapshot(request).await;
-            write_answer(stream, &Answer::Done(answer)).await
-        }
-        RaftCall::Propose(request) => {
-            let answer = crate::server::propose_forwarded(kma, caller, request).await;
-            write_answer(stream, &Answer::Done(answer)).await
-        }
-    }
-}
-
-/// Serves Raft links on the management listener (see [`agent_gateway::server::Handoff`]).
-pub fn handoff(kma: Arc<Kma>) -> agent_gateway::server::Handoff {
-    agent_gateway::server::Handoff {
-        protocol: ALPN,
-        serve: Arc::new(move |handed: agent_gateway::server::HandedOff| {
-            Box::pin(serve(kma.clone(), handed))
-        }),
-    }
 }
 
 #[cfg(test)]

@@ -1,13 +1,13 @@
 //! openraft's network: Raft RPCs to other KMAs on long-lived mutual-TLS links
 //! ([`crate::raft_link`]; a full TLS handshake costs far more than an RPC).
 //!
-//! Every RPC's outcome is noted per peer ([`peer_links`]); when the RPCs to a peer start failing
-//! or work again, [`run_communication_audit`] records it in the audit log (SPEC C8), off the
-//! RPC path and at most once per peer per [`COMMUNICATION_AUDIT_INTERVAL`].
+//! Every RPC's outcome is noted per peer in [`PeerLinks`]; when the RPCs to a peer start failing
+//! or work again, `PeerLinks::changed` wakes whoever audits it (`crate::duties`, SPEC C8): this
+//! layer reports, it never proposes.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -21,10 +21,8 @@ use openraft::BasicNode;
 use raft_storage::KmaRaft;
 use serde::de::DeserializeOwned;
 
-use statemachine::Command;
-
-use crate::kma::{wall_clock_ms, Kma, Proposal};
-use crate::raft_link::{Answer, Link, LinkError, RaftCall};
+use crate::transport::link::{Answer, Link, LinkError, RaftCall};
+use crate::transport::wall_clock_ms;
 
 /// Makes one client per peer; each holds its own link (openraft sends one call at a time on
 /// it), opened on first use and again after a failure.
@@ -32,18 +30,21 @@ use crate::raft_link::{Answer, Link, LinkError, RaftCall};
 pub struct KmaNetwork {
     /// The KMA's client TLS, offering only the Raft link protocol.
     pub tls: Arc<rustls::ClientConfig>,
+    /// Where each RPC's outcome is noted.
+    pub links: PeerLinks,
 }
 
 impl RaftNetworkFactory<KmaRaft> for KmaNetwork {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
-        PeerClient::new(self.tls.clone(), target, node.addr.clone())
+        PeerClient::new(self.tls.clone(), self.links.clone(), target, node.addr.clone())
     }
 }
 
 pub struct PeerClient {
     tls: Arc<rustls::ClientConfig>,
+    links: PeerLinks,
     target: u64,
     /// host:port of the peer's management listener, as its membership entry gives it.
     address: String,
@@ -67,8 +68,13 @@ fn network<E>(why: impl Into<String>, detail: String) -> CallError<E> {
 impl PeerClient {
     /// A client for `target` at `address` (host:port of its management listener); its link is
     /// opened on first use.
-    pub(crate) fn new(tls: Arc<rustls::ClientConfig>, target: u64, address: String) -> Self {
-        PeerClient { tls, target, address, link: None }
+    pub(crate) fn new(
+        tls: Arc<rustls::ClientConfig>,
+        links: PeerLinks,
+        target: u64,
+        address: String,
+    ) -> Self {
+        PeerClient { tls, links, target, address, link: None }
     }
 
     /// An AppendEntries sent ahead of openraft's own replication (`parallel_append`): its outcome
@@ -149,7 +155,7 @@ impl PeerClient {
             .map_err(|e| link_error(&self.address, e))
     }
 
-    /// Notes the outcome of one RPC for [`peer_links`]: a transport failure counts against the
+    /// Notes the outcome of one RPC in [`PeerLinks`]: a transport failure counts against the
     /// link; an answer, even the peer's own Raft error, shows that the link works.
     fn observe<T, E>(&self, result: &Result<T, CallError<E>>) {
         let why = match result {
@@ -157,7 +163,7 @@ impl PeerClient {
             Err(CallError::Network { why, .. }) => Some(why.as_str()),
             Ok(_) | Err(CallError::Remote(_)) => None,
         };
-        LINKS.observe(self.target, &self.address, why);
+        self.links.observe(self.target, &self.address, why);
     }
 
     fn convert<E: std::error::Error>(
@@ -219,7 +225,7 @@ fn link_error<E>(address: &str, error: LinkError) -> CallError<E> {
             "no Raft link protocol",
             format!(
                 "{address} did not take the {} protocol: is it a KMA of this version?",
-                String::from_utf8_lossy(crate::raft_link::ALPN)
+                String::from_utf8_lossy(crate::transport::link::ALPN)
             ),
         ),
     }
@@ -252,20 +258,23 @@ pub struct PeerLink {
     pub recorded_working: u64,
 }
 
-/// The links of this process to its peers, by node ID: one KMA per process, and the Raft RPC
-/// path only takes this lock for a few map operations.
-struct PeerLinks {
+/// The links of this KMA to its peers, by node ID: a cheap handle, cloned into every Raft
+/// client; the RPC path only takes its lock for a few map operations.
+#[derive(Clone, Debug, Default)]
+pub struct PeerLinks {
+    inner: Arc<PeerLinksInner>,
+}
+
+#[derive(Debug, Default)]
+struct PeerLinksInner {
     links: Mutex<BTreeMap<u64, PeerLink>>,
     changed: tokio::sync::Notify,
 }
 
-static LINKS: PeerLinks =
-    PeerLinks { links: Mutex::new(BTreeMap::new()), changed: tokio::sync::Notify::const_new() };
-
 impl PeerLinks {
     fn observe(&self, target: u64, address: &str, failure: Option<&str>) {
         let changed = {
-            let mut links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut links = self.inner.links.lock().unwrap_or_else(PoisonError::into_inner);
             let link = links.entry(target).or_insert_with(|| PeerLink {
                 address: address.to_string(),
                 failing: false,
@@ -297,92 +306,36 @@ impl PeerLinks {
             changed
         };
         if changed {
-            self.changed.notify_one();
+            self.inner.changed.notify_one();
         }
     }
-}
 
-/// The links of this KMA's Raft RPCs to its peers (peers it never sent an RPC to are absent).
-pub fn peer_links() -> BTreeMap<u64, PeerLink> {
-    LINKS.links.lock().unwrap_or_else(PoisonError::into_inner).clone()
-}
-
-/// Counts a communication-error record about `peer` that the cluster applied.
-fn count_record(peer: u64, failing: bool) {
-    let mut links = LINKS.links.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(link) = links.get_mut(&peer) {
-        if failing {
-            link.recorded_failing += 1;
-        } else {
-            link.recorded_working += 1;
-        }
+    /// The links of this KMA's Raft RPCs to its peers (peers it never called are absent).
+    pub fn snapshot(&self) -> BTreeMap<u64, PeerLink> {
+        self.inner.links.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
-}
 
-/// What the audit log was last told about one peer, and when this KMA last tried to tell it.
-#[derive(Clone, Copy, Debug, Default)]
-struct Told {
-    changes: u64,
-    attempted_at: Option<Instant>,
-}
+    /// Waits until a link changes between working and failing.
+    pub async fn changed(&self) {
+        self.inner.changed.notified().await;
+    }
 
-/// Records in the audit log, as `Actor::System`, each peer whose Raft RPCs started failing or
-/// work again (SPEC C8). Runs on its own task, so the Raft RPC path only notes outcomes; a
-/// proposal that fails (no leader) is tried again after the interval, if still news.
-pub async fn run_communication_audit(kma: Arc<Kma>) {
-    let mut told: BTreeMap<u64, Told> = BTreeMap::new();
-    loop {
-        tokio::select! {
-            () = LINKS.changed.notified() => {}
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-        for (peer, link) in peer_links() {
-            let last = told.get(&peer).copied().unwrap_or_default();
-            let waited =
-                last.attempted_at.is_none_or(|at| at.elapsed() >= COMMUNICATION_AUDIT_INTERVAL);
-            if link.changes == last.changes || !waited {
-                continue;
+    /// Counts a communication-error record about `peer` that the cluster applied.
+    pub fn count_record(&self, peer: u64, failing: bool) {
+        let mut links = self.inner.links.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(link) = links.get_mut(&peer) {
+            if failing {
+                link.recorded_failing += 1;
+            } else {
+                link.recorded_working += 1;
             }
-            let recorded =
-                record_communication(&kma, peer, &link, link.changes - last.changes).await;
-            let changes = if recorded { link.changes } else { last.changes };
-            told.insert(peer, Told { changes, attempted_at: Some(Instant::now()) });
-        }
-    }
-}
-
-/// Proposes one record about `peer`; true once applied.
-async fn record_communication(kma: &Arc<Kma>, peer: u64, link: &PeerLink, changes: u64) -> bool {
-    let to_kma = {
-        let state = kma.state.read().await;
-        if state.cluster_id().is_none() {
-            return false;
-        }
-        let named = state.meta().kmas.values().find(|entry| entry.node_id == peer);
-        named.map_or_else(|| format!("node-{peer}"), |entry| entry.name.clone())
-    };
-    let detail = communication_detail(peer, link, changes);
-    let command =
-        Command::RecordCommunicationError { from_kma: kma.config.name.clone(), to_kma, detail };
-    match kma.propose(Proposal::system(kma, command)).await {
-        Ok(applied) if applied.result.is_ok() => {
-            count_record(peer, link.failing);
-            true
-        }
-        Ok(applied) => {
-            tracing::warn!(peer, result = ?applied.result, "communication error record refused");
-            false
-        }
-        Err(error) => {
-            tracing::warn!(peer, %error, "communication error not recorded in the audit log");
-            false
         }
     }
 }
 
 /// The audit detail: the link's state now, its address, the reason, and how many changes the
 /// record sums up. Short, and built only from our own words, the node ID and the address.
-fn communication_detail(peer: u64, link: &PeerLink, changes: u64) -> String {
+pub fn communication_detail(peer: u64, link: &PeerLink, changes: u64) -> String {
     let mut detail = if link.failing {
         format!(
             "raft RPCs to node {peer} at {} failing: {} ({} in a row)",
@@ -446,15 +399,16 @@ mod tests {
     /// (SPEC C8)
     #[test]
     fn c8_links_change_only_between_working_and_failing() {
-        LINKS.observe(901, "127.0.0.1:1", Some("cannot connect"));
-        LINKS.observe(901, "127.0.0.1:1", Some("timed out"));
-        LINKS.observe(901, "127.0.0.1:1", Some("timed out"));
-        let failing = peer_links()[&901].clone();
+        let links = PeerLinks::default();
+        links.observe(901, "127.0.0.1:1", Some("cannot connect"));
+        links.observe(901, "127.0.0.1:1", Some("timed out"));
+        links.observe(901, "127.0.0.1:1", Some("timed out"));
+        let failing = links.snapshot()[&901].clone();
         assert!(failing.failing);
         assert_eq!((failing.changes, failing.failures_in_a_row), (1, 3));
         assert_eq!(failing.last_failure, "timed out");
-        LINKS.observe(901, "127.0.0.1:1", None);
-        let working = peer_links()[&901].clone();
+        links.observe(901, "127.0.0.1:1", None);
+        let working = links.snapshot()[&901].clone();
         assert!(!working.failing);
         assert_eq!((working.changes, working.failures_in_a_row), (2, 0));
     }

@@ -22,8 +22,8 @@ use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
 use raft_storage::{KmaRaft, LeaderAppend};
 use tokio::sync::mpsc;
 
-use crate::kma::Kma;
-use crate::network::PeerClient;
+use crate::transport::members;
+use crate::transport::network::{PeerClient, PeerLinks};
 
 /// Appends the log store holds for this task, and each voter's queue: past it, appends are
 /// dropped (openraft's replication carries them).
@@ -31,12 +31,6 @@ pub const QUEUED_APPENDS_MAX: usize = 64;
 
 /// Entries in one request sent ahead, as openraft's own (`max_payload_entries`).
 pub const ENTRIES_AHEAD_MAX: usize = 512;
-
-/// How long a voter may take to answer a request sent ahead: longer than any sync, short of an
-/// election (it is `election_timeout_ms_max`); the queue meanwhile joins what comes.
-fn answer_timeout(kma: &Kma) -> Duration {
-    Duration::from_millis(kma.config.election_timeout_ms_max)
-}
 
 /// After a failed request, a voter's appends are dropped for this long: one that cannot be
 /// reached is openraft's to retry, with its own back-off and its audit of the failure (C8).
@@ -70,40 +64,49 @@ impl Outcome {
             Outcome::Dropped => "dropped",
         }
     }
+}
 
-    fn count(self, entries: usize) {
-        ENTRIES_AHEAD[self as usize].fetch_add(entries as u64, Ordering::Relaxed);
+/// Entries sent ahead, by [`Outcome`], since this KMA started: a cheap handle, read by
+/// `/metrics`.
+#[derive(Clone, Debug, Default)]
+pub struct EntriesAhead(Arc<[AtomicU64; 4]>);
+
+impl EntriesAhead {
+    fn count(&self, outcome: Outcome, entries: usize) {
+        self.0[outcome as usize].fetch_add(entries as u64, Ordering::Relaxed);
     }
 
     /// Entries counted with this outcome so far.
-    pub fn entries(self) -> u64 {
-        ENTRIES_AHEAD[self as usize].load(Ordering::Relaxed)
+    pub fn entries(&self, outcome: Outcome) -> u64 {
+        self.0[outcome as usize].load(Ordering::Relaxed)
     }
 }
 
-/// One KMA per process: the counters are the process's.
-static ENTRIES_AHEAD: [AtomicU64; 4] =
-    [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+/// What the sending-ahead task needs.
+pub struct SendAhead {
+    pub raft: openraft::Raft<KmaRaft>,
+    pub node_id: u64,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub links: PeerLinks,
+    pub counts: EntriesAhead,
+    /// How long a voter may take to answer a request sent ahead: longer than any sync, short
+    /// of an election (`election_timeout_ms_max`); the queue meanwhile joins what comes.
+    pub answer_timeout: Duration,
+}
 
 /// Runs until the log store is dropped: hands each append to the task of every other voter of
 /// the current membership, starting and stopping those tasks as the membership changes.
-pub(crate) async fn run(
-    kma: Arc<Kma>,
-    tls: Arc<rustls::ClientConfig>,
-    mut appends: mpsc::Receiver<Append>,
-) {
-    let timeout = answer_timeout(&kma);
+pub async fn run(ahead: SendAhead, mut appends: mpsc::Receiver<Append>) {
     let mut voters: BTreeMap<u64, Voter> = BTreeMap::new();
     while let Some(append) = appends.recv().await {
-        let current = kma.other_voters();
+        let current = members::other_voters(&ahead.raft, ahead.node_id);
         // Dropping a queue ends its task once the request in flight is answered.
         voters.retain(|id, voter| current.get(id) == Some(&voter.address));
         for (id, address) in current {
-            let voter =
-                voters.entry(id).or_insert_with(|| Voter::start(&tls, id, address, timeout));
+            let voter = voters.entry(id).or_insert_with(|| Voter::start(&ahead, id, address));
             // Full: that voter is behind, and openraft's own replication catches it up.
             if voter.queue.try_send(append.clone()).is_err() {
-                Outcome::Dropped.count(append.entries.len());
+                ahead.counts.count(Outcome::Dropped, append.entries.len());
             }
         }
     }
@@ -115,15 +118,11 @@ struct Voter {
 }
 
 impl Voter {
-    fn start(
-        tls: &Arc<rustls::ClientConfig>,
-        id: u64,
-        address: String,
-        timeout: Duration,
-    ) -> Voter {
+    fn start(ahead: &SendAhead, id: u64, address: String) -> Voter {
         let (queue, appends) = mpsc::channel(QUEUED_APPENDS_MAX);
-        let client = PeerClient::new(tls.clone(), id, address.clone());
-        tokio::spawn(send_ahead(client, appends, timeout));
+        let client = PeerClient::new(ahead.tls.clone(), ahead.links.clone(), id, address.clone());
+        let counts = ahead.counts.clone();
+        tokio::spawn(send_ahead(client, appends, ahead.answer_timeout, counts));
         Voter { address, queue }
     }
 }
@@ -133,26 +132,27 @@ async fn send_ahead(
     mut client: PeerClient,
     mut appends: mpsc::Receiver<Append>,
     timeout: Duration,
+    counts: EntriesAhead,
 ) {
     while let Some(first) = appends.recv().await {
         let mut request = request_for(&first);
         while let Ok(next) = appends.try_recv() {
-            join(&mut request, &next);
+            join(&mut request, &next, &counts);
         }
         let (count, last) = (request.entries.len(), request.entries.last().map(|e| e.log_id));
         match client.append_ahead(request, timeout).await {
             Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_)) => {
-                Outcome::Written.count(count);
+                counts.count(Outcome::Written, count);
             }
             Ok(AppendEntriesResponse::Conflict | AppendEntriesResponse::HigherVote(_)) => {
-                Outcome::Refused.count(count);
+                counts.count(Outcome::Refused, count);
             }
             Err(error) => {
-                Outcome::Failed.count(count);
+                counts.count(Outcome::Failed, count);
                 tracing::debug!(?last, %error, "entries sent ahead failed; openraft retries");
                 tokio::time::sleep(FAILURE_PAUSE).await;
                 while let Ok(skipped) = appends.try_recv() {
-                    Outcome::Dropped.count(skipped.entries.len());
+                    counts.count(Outcome::Dropped, skipped.entries.len());
                 }
             }
         }
@@ -173,13 +173,17 @@ fn request_for(append: &LeaderAppend<KmaRaft>) -> AppendEntriesRequest<KmaRaft> 
 /// Adds `next` to `request` when it follows on directly (same leader, consecutive) and the
 /// request stays within [`ENTRIES_AHEAD_MAX`]; otherwise the request becomes `next` alone and
 /// openraft's replication carries what is skipped.
-fn join(request: &mut AppendEntriesRequest<KmaRaft>, next: &LeaderAppend<KmaRaft>) {
+fn join(
+    request: &mut AppendEntriesRequest<KmaRaft>,
+    next: &LeaderAppend<KmaRaft>,
+    counts: &EntriesAhead,
+) {
     let follows = next.vote == request.vote
         && next.prev_log_id == request.entries.last().map(|entry| entry.log_id);
     if follows && request.entries.len() + next.entries.len() <= ENTRIES_AHEAD_MAX {
         request.entries.extend(next.entries.iter().cloned());
     } else {
-        Outcome::Dropped.count(request.entries.len());
+        counts.count(Outcome::Dropped, request.entries.len());
         *request = request_for(next);
     }
 }
@@ -215,26 +219,27 @@ mod tests {
     /// (SPEC C7)
     #[test]
     fn c7_appends_join_only_when_consecutive_and_within_the_bound() {
+        let counts = EntriesAhead::default();
         let mut request = request_for(&append(2, Some(0), 1..3));
         assert_eq!(request.leader_commit, None, "a request sent ahead says nothing of commits");
-        join(&mut request, &append(2, Some(2), 3..5));
+        join(&mut request, &append(2, Some(2), 3..5), &counts);
         assert_eq!(indexes(&request), [1, 2, 3, 4]);
         assert_eq!(request.prev_log_id.map(|id| id.index), Some(0));
 
-        let dropped = Outcome::Dropped.entries();
-        join(&mut request, &append(2, Some(6), 7..8));
+        let dropped = counts.entries(Outcome::Dropped);
+        join(&mut request, &append(2, Some(6), 7..8), &counts);
         assert_eq!(indexes(&request), [7]);
         assert_eq!(request.prev_log_id.map(|id| id.index), Some(6));
-        assert!(Outcome::Dropped.entries() >= dropped + 4);
+        assert_eq!(counts.entries(Outcome::Dropped), dropped + 4);
 
-        join(&mut request, &append(3, Some(7), 8..9));
+        join(&mut request, &append(3, Some(7), 8..9), &counts);
         assert_eq!(indexes(&request), [8], "a newer leader's entries start a request of their own");
         assert_eq!(request.vote, Vote::new_committed(3, 1));
 
         let full = ENTRIES_AHEAD_MAX as u64;
-        join(&mut request, &append(3, Some(8), 9..full + 8));
+        join(&mut request, &append(3, Some(8), 9..full + 8), &counts);
         assert_eq!(request.entries.len(), ENTRIES_AHEAD_MAX);
-        join(&mut request, &append(3, Some(full + 7), full + 8..full + 9));
+        join(&mut request, &append(3, Some(full + 7), full + 8..full + 9), &counts);
         assert_eq!(indexes(&request), [full + 8], "past the bound the newest goes alone");
     }
 }

@@ -72,7 +72,7 @@ pub fn server_config(tls_dir: &Path) -> Result<Arc<ServerConfig>, TlsError> {
 /// The management listener's TLS: as the service listener's, and Raft links between KMAs
 /// (`raft_link`) beside HTTP.
 pub fn management_server_config(tls_dir: &Path) -> Result<Arc<ServerConfig>, TlsError> {
-    server_config_for(tls_dir, &[b"h2", b"http/1.1", crate::raft_link::ALPN])
+    server_config_for(tls_dir, &[b"h2", b"http/1.1", crate::transport::link::ALPN])
 }
 
 fn server_config_for(tls_dir: &Path, protocols: &[&[u8]]) -> Result<Arc<ServerConfig>, TlsError> {

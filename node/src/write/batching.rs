@@ -13,13 +13,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
 use statemachine::limits::ENVELOPES_PER_ENTRY_MAX;
 use statemachine::{Batch, Envelope};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::kma::{Kma, Proposal};
-use crate::wire::{ProposeError, ProposeResponse};
+use crate::write::{Proposal, ProposeError, ProposeResponse, Proposer, WriteFailure};
 
 /// Entries of batched proposals being appended and replicated at once. More would make entries
 /// smaller under load; fewer would make a lone proposal wait for the one before it.
@@ -39,13 +37,13 @@ pub(crate) struct Queued {
     pub reply: oneshot::Sender<ProposeResponse>,
 }
 
-pub(crate) fn queue() -> (mpsc::Sender<Queued>, mpsc::Receiver<Queued>) {
+pub(super) fn queue() -> (mpsc::Sender<Queued>, mpsc::Receiver<Queued>) {
     mpsc::channel(QUEUED_PROPOSALS_MAX)
 }
 
 /// Runs until every sender is gone (the KMA shuts down): takes the queued proposals whenever an
 /// entry slot is free and writes them as one entry.
-pub(crate) async fn run(kma: Arc<Kma>, mut queue: mpsc::Receiver<Queued>) {
+pub(super) async fn run(proposer: Proposer, mut queue: mpsc::Receiver<Queued>) {
     let slots = Arc::new(Semaphore::new(ENTRIES_IN_FLIGHT_MAX));
     while let Some(first) = queue.recv().await {
         // Waiting for a slot is what lets the queue fill while the earlier entries commit.
@@ -58,17 +56,17 @@ pub(crate) async fn run(kma: Arc<Kma>, mut queue: mpsc::Receiver<Queued>) {
                 Err(_) => break,
             }
         }
-        let kma = kma.clone();
+        let proposer = proposer.clone();
         tokio::spawn(async move {
-            write(&kma, taken).await;
+            write(&proposer, taken).await;
             drop(slot);
         });
     }
 }
 
 /// Writes `taken` as one entry and answers each proposer with its own result.
-async fn write(kma: &Arc<Kma>, taken: Vec<Queued>) {
-    let time_ms = kma.stamp();
+async fn write(proposer: &Proposer, taken: Vec<Queued>) {
+    let time_ms = proposer.inner.stamp.next();
     let envelopes = taken
         .iter()
         .map(|queued| Envelope {
@@ -79,11 +77,12 @@ async fn write(kma: &Arc<Kma>, taken: Vec<Queued>) {
             command: queued.proposal.command.clone(),
         })
         .collect();
-    let written = tokio::time::timeout(COMMIT_TIMEOUT, kma.raft.client_write(Batch { envelopes }));
+    let written =
+        tokio::time::timeout(COMMIT_TIMEOUT, proposer.inner.log.write(Batch { envelopes }));
     match written.await {
         Ok(Ok(response)) => {
-            let index = response.data.index;
-            let results = response.data.results;
+            let index = response.index;
+            let results = response.results;
             if results.len() != taken.len() {
                 // apply answers once per envelope; anything else is a bug in this KMA.
                 let detail = format!(
@@ -91,7 +90,7 @@ async fn write(kma: &Arc<Kma>, taken: Vec<Queued>) {
                     results.len(),
                     taken.len()
                 );
-                answer_all(taken, &ProposeError::Raft(detail));
+                answer_all(taken, &ProposeError::Internal(detail));
                 return;
             }
             for (queued, result) in taken.into_iter().zip(results) {
@@ -99,25 +98,25 @@ async fn write(kma: &Arc<Kma>, taken: Vec<Queued>) {
                 let _ = queued.reply.send(Ok(raft_storage::ApplyResponse { index, result }));
             }
         }
-        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
-            // Leadership moved since the proposers checked: each goes to the new leader alone.
-            match forward.leader_id.filter(|leader| *leader != kma.node_id()) {
+        Err(_elapsed) => {
+            let seconds = COMMIT_TIMEOUT.as_secs();
+            answer_all(taken, &ProposeError::NotCommitted { seconds });
+        }
+        Ok(Err(WriteFailure::Refused(why))) => answer_all(taken, &ProposeError::Raft(why)),
+        // Leadership moved since the proposers checked: each goes to the new leader alone.
+        Ok(Err(WriteFailure::ForwardTo(leader))) => {
+            match leader.filter(|leader| *leader != proposer.node_id()) {
                 Some(leader) => {
                     for queued in taken {
-                        let kma = kma.clone();
+                        let proposer = proposer.clone();
                         tokio::spawn(async move {
-                            let response = kma.forward(leader, queued.proposal).await;
+                            let response = proposer.forward(leader, queued.proposal).await;
                             let _ = queued.reply.send(response);
                         });
                     }
                 }
                 None => answer_all(taken, &ProposeError::NoLeader),
             }
-        }
-        Ok(Err(other)) => answer_all(taken, &ProposeError::Raft(other.to_string())),
-        Err(_elapsed) => {
-            let seconds = COMMIT_TIMEOUT.as_secs();
-            answer_all(taken, &ProposeError::NotCommitted { seconds });
         }
     }
 }

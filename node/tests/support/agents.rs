@@ -89,7 +89,7 @@ pub async fn write_key(client: &AgentClient, tag: &str) -> (DataUnitId, [u8; 32]
 /// A drive's raw HTTPS client with its enrolled certificate: for requests the agent library
 /// would never send twice on its own (a retry with a fixed request ID).
 pub fn raw_drive(credentials: &agent_gateway::AgentCredentials) -> reqwest::Client {
-    let tls = node::tls::client_config_from_pem(
+    let tls = node::transport::tls::client_config_from_pem(
         &credentials.ca_pem,
         &credentials.certificate_pem,
         &credentials.private_key_pem,

@@ -116,7 +116,7 @@ impl Cluster {
     ) -> usize {
         let index = self.add_node_locked(n, base_port, change).await;
         let (peer, name) = (self.nodes[0].address.clone(), self.nodes[index].name.clone());
-        node::local::unlock_when_member(&self.admin, &peer, &self.secrets, &name, true)
+        node::setup::local::unlock_when_member(&self.admin, &peer, &self.secrets, &name, true)
             .await
             .expect("quorum unlock");
         index
@@ -142,9 +142,15 @@ impl Cluster {
         let name = format!("kma{n}");
         let passphrase = format!("join-passphrase-{n}");
         let peer = self.nodes[0].address.clone();
-        node::quorum_flow::admit_kma(&self.admin, &peer, &self.secrets, (&name, site), &passphrase)
-            .await
-            .expect("admit");
+        node::setup::quorum_flow::admit_kma(
+            &self.admin,
+            &peer,
+            &self.secrets,
+            (&name, site),
+            &passphrase,
+        )
+        .await
+        .expect("admit");
         let credentials = node::setup::JoinCredentials {
             peer: &peer,
             passphrase: &passphrase,
@@ -162,8 +168,9 @@ impl Cluster {
     pub async fn restart(&mut self, index: usize) {
         let node = &mut self.nodes[index];
         assert!(node.child.is_none(), "{} is already running", node.name);
-        node.child =
-            Some(node::local::spawn_run(Path::new(KMA), &node.data_dir).expect("spawn kma run"));
+        node.child = Some(
+            node::setup::local::spawn_run(Path::new(KMA), &node.data_dir).expect("spawn kma run"),
+        );
     }
 
     /// SIGKILL: no shutdown, no flush beyond what was already synced.
@@ -194,9 +201,13 @@ impl Cluster {
     }
 
     pub async fn wait_ready(&self, index: usize) {
-        node::local::wait_ready(&self.admin, &self.nodes[index].address, Duration::from_secs(60))
-            .await
-            .expect("KMA ready");
+        node::setup::local::wait_ready(
+            &self.admin,
+            &self.nodes[index].address,
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("KMA ready");
     }
 
     /// Waits until every running KMA reports `count` voters and no learner. Every KMA, not just

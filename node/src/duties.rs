@@ -1,0 +1,182 @@
+//! What every running KMA does in the background, leader or not: the vault kept in step with
+//! the replicated lock state (sealing or unsealing for autonomous unlock), the watchdog that
+//! breaks runs of split votes, and communication errors between KMAs into the audit log.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use statemachine::Command;
+
+use crate::transport::network::{
+    communication_detail, PeerLink, PeerLinks, COMMUNICATION_AUDIT_INTERVAL,
+};
+use crate::transport::LeaderContact;
+use crate::view::Local;
+use crate::write::Proposer;
+
+/// What the replicated state says about this KMA.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct MyEntry {
+    locked: bool,
+    autonomous_unlock: bool,
+    cluster_id: statemachine::ClusterId,
+}
+
+async fn my_entry(local: &Local) -> Option<MyEntry> {
+    let state = local.state.read().await;
+    let cluster_id = state.cluster_id()?;
+    let entry = state.meta().kmas.get(&local.config.name)?;
+    Some(MyEntry { locked: entry.locked, autonomous_unlock: entry.autonomous_unlock, cluster_id })
+}
+
+/// Keeps the vault in step with the state: when this KMA's entry changes, while a standby
+/// key waits, and every second. Most applied entries touch other records; skipping them
+/// spares the write path the file checks below (issue #3's one-writer latency).
+pub async fn run_vault_sync(local: Local) {
+    let mut applied = local.state.subscribe_applied();
+    let mut reconciled: Option<MyEntry> = None;
+    loop {
+        let ticked = tokio::select! {
+            _ = applied.changed() => false,
+            () = tokio::time::sleep(Duration::from_secs(1)) => true,
+        };
+        let me = my_entry(&local).await;
+        if !ticked && me == reconciled && !local.vault.has_standby() {
+            continue;
+        }
+        reconciled = me;
+        let Some(me) = me else { continue };
+        if let Err(error) = reconcile_vault(&local, me) {
+            tracing::error!(%error, "vault");
+        }
+    }
+}
+
+fn reconcile_vault(local: &Local, me: MyEntry) -> Result<(), crate::vault::VaultError> {
+    if me.locked {
+        if local.vault.is_unlocked() {
+            // Locked by an administrator: the key leaves memory now.
+            local.vault.forget();
+            tracing::warn!("locked by an administrator: master key dropped from memory");
+        }
+    } else if local.vault.activate_standby() {
+        tracing::info!("unlocked with the master key sealed on this KMA");
+    }
+    let first_boot = local.layout.root.join(crate::setup::QUICKSTART_FILE).exists();
+    if me.autonomous_unlock && !local.vault.sealed_file_exists() {
+        if let Some(master) = local.vault.master_key() {
+            local.vault.seal(&master, me.cluster_id)?;
+            tracing::info!("autonomous unlock: master key sealed in the data dir");
+        }
+    } else if !me.autonomous_unlock && local.vault.sealed_file_exists() && !first_boot {
+        local.vault.remove_sealed()?;
+        tracing::info!("autonomous unlock is off: sealed master key removed");
+    }
+    Ok(())
+}
+
+/// openraft's election timer handles the normal case (including letting KMAs with a longer
+/// log go first); this watchdog only breaks a run of split votes: a voter that has heard no
+/// leader for two election timeouts plus a delay drawn afresh each time starts one itself.
+pub async fn run_election_watchdog(local: Local, contact: LeaderContact) {
+    let max = local.config.election_timeout_ms_max;
+    let draw = move || 2 * max + rand::thread_rng().gen_range(0..=max);
+    let mut patience_ms = draw();
+    let mut ticker = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        ticker.tick().await;
+        let metrics = local.raft.metrics().borrow().clone();
+        let voter =
+            metrics.membership_config.membership().voter_ids().any(|id| id == local.node_id());
+        if metrics.current_leader.is_some() || !voter {
+            contact.touch();
+            continue;
+        }
+        let silent_ms = contact.silent_ms();
+        if silent_ms < patience_ms {
+            continue;
+        }
+        tracing::info!(silent_ms, "no leader for a while: starting an election");
+        if let Err(error) = local.raft.trigger().elect().await {
+            tracing::error!(%error, "cannot start an election");
+        }
+        contact.touch();
+        patience_ms = draw();
+    }
+}
+
+/// What the audit log was last told about one peer, and when this KMA last tried to tell it.
+#[derive(Clone, Copy, Debug, Default)]
+struct Told {
+    changes: u64,
+    attempted_at: Option<Instant>,
+}
+
+/// Records in the audit log, as `Actor::System`, each peer whose Raft RPCs started failing or
+/// work again (SPEC C8). Runs on its own task, so the Raft RPC path only notes outcomes; a
+/// proposal that fails (no leader) is tried again after the interval, if still news.
+pub async fn run_communication_audit(local: Local, proposer: Proposer, links: PeerLinks) {
+    let mut told: BTreeMap<u64, Told> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            () = links.changed() => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        for (peer, link) in links.snapshot() {
+            let last = told.get(&peer).copied().unwrap_or_default();
+            let waited =
+                last.attempted_at.is_none_or(|at| at.elapsed() >= COMMUNICATION_AUDIT_INTERVAL);
+            if link.changes == last.changes || !waited {
+                continue;
+            }
+            let recorded = record_communication(
+                &local,
+                &proposer,
+                &links,
+                peer,
+                &link,
+                link.changes - last.changes,
+            )
+            .await;
+            let changes = if recorded { link.changes } else { last.changes };
+            told.insert(peer, Told { changes, attempted_at: Some(Instant::now()) });
+        }
+    }
+}
+
+/// Proposes one record about `peer`; true once applied.
+async fn record_communication(
+    local: &Local,
+    proposer: &Proposer,
+    links: &PeerLinks,
+    peer: u64,
+    link: &PeerLink,
+    changes: u64,
+) -> bool {
+    let to_kma = {
+        let state = local.state.read().await;
+        if state.cluster_id().is_none() {
+            return false;
+        }
+        let named = state.meta().kmas.values().find(|entry| entry.node_id == peer);
+        named.map_or_else(|| format!("node-{peer}"), |entry| entry.name.clone())
+    };
+    let detail = communication_detail(peer, link, changes);
+    let command =
+        Command::RecordCommunicationError { from_kma: local.config.name.clone(), to_kma, detail };
+    match proposer.propose(proposer.system(command)).await {
+        Ok(applied) if applied.result.is_ok() => {
+            links.count_record(peer, link.failing);
+            true
+        }
+        Ok(applied) => {
+            tracing::warn!(peer, result = ?applied.result, "communication error record refused");
+            false
+        }
+        Err(error) => {
+            tracing::warn!(peer, %error, "communication error not recorded in the audit log");
+            false
+        }
+    }
+}
