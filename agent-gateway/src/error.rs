@@ -7,7 +7,7 @@
 use ::wire::ErrorCode;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use statemachine::Reject;
+use statemachine::{Reject, RejectClass};
 
 use crate::backend::BackendError;
 use crate::wire::ErrorBody;
@@ -107,19 +107,17 @@ impl From<Reject> for ApiError {
 /// The HTTP status of a refusal by the state machine: the rule decides the code, the status
 /// only tells generic HTTP tooling what kind of refusal it is.
 fn reject_status(reject: &Reject) -> StatusCode {
-    use Reject as R;
-    match reject {
-        _ if reject.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
-        R::UnknownDataUnit { .. } | R::UnknownKey { .. } => StatusCode::NOT_FOUND,
-        R::UnknownAgent { .. }
-        | R::AgentDisabled { .. }
-        | R::AgentNotEnrolled { .. }
-        | R::WrongIssuer { .. }
-        | R::MissingRole { .. }
-        | R::AgentCannotAccessKey { .. }
-        | R::AgentCannotAccessWriteKey { .. } => StatusCode::FORBIDDEN,
-        R::InvalidText { .. } | R::TooMany { .. } => StatusCode::BAD_REQUEST,
-        _ => StatusCode::CONFLICT,
+    match reject.class() {
+        RejectClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        // An agent unknown to the state is the caller itself: refused, not missing.
+        RejectClass::NotFound if matches!(reject, Reject::UnknownAgent { .. }) => {
+            StatusCode::FORBIDDEN
+        }
+        RejectClass::NotFound => StatusCode::NOT_FOUND,
+        RejectClass::Forbidden => StatusCode::FORBIDDEN,
+        RejectClass::Invalid => StatusCode::BAD_REQUEST,
+        RejectClass::Limit if matches!(reject, Reject::TooMany { .. }) => StatusCode::BAD_REQUEST,
+        RejectClass::Limit | RejectClass::Conflict => StatusCode::CONFLICT,
     }
 }
 

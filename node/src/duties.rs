@@ -1,12 +1,13 @@
 //! What every running KMA does in the background, leader or not: the vault kept in step with
 //! the replicated lock state (sealing or unsealing for autonomous unlock), the watchdog that
-//! breaks runs of split votes, and communication errors between KMAs into the audit log.
+//! breaks runs of split votes, communication errors between KMAs into the audit log, and this
+//! KMA's version reported to the state (the version gate).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use statemachine::Command;
+use statemachine::{Command, Formats, KmaVersion, SoftwareVersion};
 
 use crate::transport::network::{
     communication_detail, PeerLink, PeerLinks, COMMUNICATION_AUDIT_INTERVAL,
@@ -177,6 +178,41 @@ async fn record_communication(
         Err(error) => {
             tracing::warn!(peer, %error, "communication error not recorded in the audit log");
             false
+        }
+    }
+}
+
+/// What this KMA reports of itself: its software version and the formats it reads. The
+/// environment variable `KMA_LOG_FORMAT_MAX` lowers the log format it claims (never raises
+/// it): a KMA can hold the cluster at an older format, as an older KMA would, while the others
+/// are upgraded one by one (docs/upgrade.md).
+pub fn this_version() -> KmaVersion {
+    let software = SoftwareVersion::parse(env!("CARGO_PKG_VERSION")).unwrap_or_default();
+    let mut formats = Formats::CURRENT;
+    let capped = std::env::var("KMA_LOG_FORMAT_MAX").ok().and_then(|v| v.parse::<u16>().ok());
+    if let Some(capped) = capped {
+        formats.log = formats.log.min(capped.max(statemachine::format::LOG_FORMAT_BASELINE));
+    }
+    KmaVersion { software, formats }
+}
+
+/// Reports this KMA's version to the replicated state (SPEC C7, the version gate): once it is
+/// a member, and again whenever the state asks for another report (the cluster reached a
+/// format at which the full report can be written). Checked each second; a failed proposal is
+/// tried again at the next check.
+pub async fn run_version_report(local: Local, proposer: Proposer) {
+    let version = this_version();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        ticker.tick().await;
+        let report = local.state.read().await.version_report(&local.config.name, &version);
+        let Some(command) = report else { continue };
+        match proposer.propose(proposer.system(command)).await {
+            Ok(applied) if applied.result.is_ok() => {
+                tracing::info!(index = applied.index, ?version, "version reported");
+            }
+            Ok(applied) => tracing::warn!(result = ?applied.result, "version report refused"),
+            Err(error) => tracing::debug!(%error, "version report waits for the cluster"),
         }
     }
 }

@@ -222,6 +222,8 @@ impl Kma {
         tokio::spawn(crate::setup::run_quickstart(self.clone()));
         tokio::spawn(crate::leader::run(self.clone()));
         tokio::spawn(crate::duties::run_vault_sync(self.local.clone()));
+        let (local, proposer) = (self.local.clone(), self.proposer.clone());
+        tokio::spawn(crate::duties::run_version_report(local, proposer));
         tokio::spawn(crate::duties::run_election_watchdog(
             self.local.clone(),
             self.contact.clone(),

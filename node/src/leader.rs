@@ -13,8 +13,6 @@ use crate::kma::Kma;
 use crate::transport::wall_clock_ms;
 use crate::wire::MembershipRequest;
 
-/// Pool keys made and proposed in one command (the state machine takes at most 1,024).
-const POOL_BATCH: usize = 1_024;
 /// Commands per leader tick: a drained pool of 8,192 keys is back within one tick.
 const POOL_BATCHES_PER_TICK: usize = 8;
 
@@ -102,20 +100,15 @@ impl Kma {
     /// One command's worth of pool keys, when the pool needs them.
     async fn refill_key_pool_once(&self, refilling: bool) -> Refill {
         let Some(master) = self.local.serving_master_key().await else { return Refill::NotNow };
-        let (cluster_id, missing) = {
+        // How many keys, and whether a refill goes on, is the state's rule (SPEC O5).
+        let (cluster_id, count) = {
             let state = self.local.state.read().await;
             let Some(cluster_id) = state.cluster_id() else { return Refill::NotNow };
-            let (ready, generated) = state.pool_size();
-            let limits = state.meta().pool_limits;
-            let size = ready + generated;
-            if size >= limits.high_water as usize
-                || (!refilling && size >= limits.low_water as usize)
-            {
-                return Refill::Full;
-            }
-            (cluster_id, limits.high_water as usize - size)
+            (cluster_id, state.pool_keys_wanted(refilling))
         };
-        let count = missing.min(POOL_BATCH);
+        if count == 0 {
+            return Refill::Full;
+        }
         let made = tokio::task::spawn_blocking(move || {
             security_core::new_pool_keys(&master, cluster_id, count)
         })

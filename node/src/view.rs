@@ -73,10 +73,12 @@ impl Local {
             _ if !voters.contains(&self.node_id()) => "learner",
             _ => "follower",
         };
-        let (cluster_id, (key_pool_ready, key_pool_generated)) = {
+        let (cluster_id, (key_pool_ready, key_pool_generated), cluster_log_format) = {
             let state = self.state.read().await;
-            (state.cluster_id().map(|id| id.to_string()), state.pool_size())
+            let cluster_id = state.cluster_id().map(|id| id.to_string());
+            (cluster_id, state.pool_size(), state.cluster_format_version())
         };
+        let version = crate::duties::this_version();
         NodeStatus {
             node_id: self.node_id(),
             name: self.config.name.clone(),
@@ -95,6 +97,9 @@ impl Local {
             service_address: self.config.service_advertise(),
             key_pool_ready,
             key_pool_generated,
+            software_version: version.software.to_string(),
+            log_format: version.formats.log,
+            cluster_log_format,
         }
     }
 

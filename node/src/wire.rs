@@ -39,6 +39,15 @@ pub struct NodeStatus {
     pub key_pool_ready: usize,
     #[serde(default)]
     pub key_pool_generated: usize,
+    /// This KMA's software version and the newest log format it reads (SPEC C7).
+    #[serde(default)]
+    pub software_version: String,
+    #[serde(default)]
+    pub log_format: u16,
+    /// The log format every KMA of the cluster reads: commands that need a newer one are
+    /// refused until the last KMA is upgraded (the version gate).
+    #[serde(default)]
+    pub cluster_log_format: u16,
 }
 
 /// What `GET /v1/digest` answers: a SHA-256 of the applied state's snapshot encoding.

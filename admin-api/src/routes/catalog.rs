@@ -3,6 +3,7 @@
 use axum::extract::State;
 use statemachine::list::{page_size, AgentFilter};
 use statemachine::Command;
+use statemachine::Read;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -39,7 +40,7 @@ async fn list_policies(
     caller: Caller,
     Query(params): Query<ReadParams>,
 ) -> Answer<Vec<KeyPolicy>> {
-    read(&admin, &caller, params.min_index, None, |state, _| {
+    read(&admin, &caller, params.min_index, Read::Policies, |state, _| {
         Ok(state.meta().policies.values().map(view::policy).collect())
     })
     .await
@@ -98,7 +99,7 @@ async fn list_groups(
     caller: Caller,
     Query(params): Query<ReadParams>,
 ) -> Answer<Vec<KeyGroup>> {
-    read(&admin, &caller, params.min_index, None, |state, _| {
+    read(&admin, &caller, params.min_index, Read::Groups, |state, _| {
         Ok(state.meta().groups.values().map(|group| view::group(state, group)).collect())
     })
     .await
@@ -134,7 +135,7 @@ async fn list_agents(
     caller: Caller,
     Query(query): Query<AgentQuery>,
 ) -> Answer<Page<Agent>> {
-    read(&admin, &caller, query.min_index, None, |state, _| {
+    read(&admin, &caller, query.min_index, Read::Agents, |state, _| {
         let group = match &query.group {
             Some(name) => Some(
                 state
@@ -175,7 +176,7 @@ async fn get_agent(
     Path(id): Path<String>,
     Query(params): Query<ReadParams>,
 ) -> Answer<Agent> {
-    read(&admin, &caller, params.min_index, None, |state, _| {
+    read(&admin, &caller, params.min_index, Read::Agents, |state, _| {
         let agent = state
             .meta()
             .agents

@@ -4,6 +4,7 @@ use axum::extract::State;
 use statemachine::cluster as sm;
 use statemachine::quorum::QuorumOperation;
 use statemachine::Command;
+use statemachine::Read;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -35,7 +36,7 @@ pub fn routes() -> OpenApiRouter<AdminState> {
 #[utoipa::path(get, path = "/v1/cluster/status", tag = "cluster",
     responses((status = 200, body = ClusterStatus), (status = "default", body = ErrorBody)))]
 async fn cluster_status(State(admin): State<AdminState>, caller: Caller) -> Answer<ClusterStatus> {
-    read(&admin, &caller, None, None, |_, _| Ok(())).await?;
+    read(&admin, &caller, None, Read::ClusterStatus, |_, _| Ok(())).await?;
     Ok(Json(admin.node.cluster_status().await))
 }
 
@@ -46,7 +47,7 @@ async fn list_sites(
     caller: Caller,
     Query(params): Query<ReadParams>,
 ) -> Answer<Vec<Site>> {
-    read(&admin, &caller, params.min_index, None, |state, _| {
+    read(&admin, &caller, params.min_index, Read::Sites, |state, _| {
         Ok(state.meta().sites.values().map(view::site).collect())
     })
     .await
@@ -80,7 +81,7 @@ async fn list_kmas(
     caller: Caller,
     Query(params): Query<ReadParams>,
 ) -> Answer<Vec<Kma>> {
-    read(&admin, &caller, params.min_index, None, |state, _| {
+    read(&admin, &caller, params.min_index, Read::Kmas, |state, _| {
         Ok(state.meta().kmas.values().map(view::kma).collect())
     })
     .await
@@ -150,7 +151,7 @@ async fn settings(
     caller: Caller,
     Query(params): Query<ReadParams>,
 ) -> Answer<Settings> {
-    read(&admin, &caller, params.min_index, None, |state, _| {
+    read(&admin, &caller, params.min_index, Read::Settings, |state, _| {
         let meta = state.meta();
         let (ready, generated) = state.pool_size();
         Ok(Settings {

@@ -6,6 +6,7 @@
 use axum::extract::State;
 use statemachine::command::DestroySelection;
 use statemachine::list::{page_size, DataUnitFilter, KeyFilter};
+use statemachine::Read;
 use statemachine::{Command, DataUnitId, KeyId};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -70,7 +71,7 @@ async fn list_keys(
     };
     let data_unit = query.data_unit.as_deref().map(data_unit_id).transpose()?;
     let after = query.after.as_deref().map(key_id).transpose()?;
-    read(&admin, &caller, query.min_index, None, |state, now_ms| {
+    read(&admin, &caller, query.min_index, Read::Keys, |state, now_ms| {
         let group = match &query.group {
             Some(name) => Some(
                 state
@@ -100,7 +101,7 @@ async fn get_key(
     Query(params): Query<ReadParams>,
 ) -> Answer<Key> {
     let id = key_id(&id)?;
-    read(&admin, &caller, params.min_index, None, |state, now_ms| {
+    read(&admin, &caller, params.min_index, Read::Keys, |state, now_ms| {
         let key = state.key(&id).ok_or_else(|| Refusal::not_found(format!("unknown key {id}")))?;
         Ok(view::key(state, key, now_ms))
     })
@@ -131,7 +132,7 @@ async fn destroy_keys(
 ) -> Answer<PreviewOrDone> {
     let keys = request.keys.iter().map(|id| key_id(id)).collect::<Result<Vec<_>, _>>()?;
     let confirm = request.confirm.as_deref().map(digest).transpose()?;
-    let preview = read(&admin, &caller, None, None, |state, _| {
+    let preview = read(&admin, &caller, None, Read::ImpactPreview, |state, _| {
         state.key_destroy_preview(&keys).map_err(|reject| Refusal::rejected(&reject))
     })
     .await?;
@@ -174,7 +175,7 @@ async fn list_data_units(
     };
     let after = query.after.as_deref().map(data_unit_id).transpose()?;
     let filter = DataUnitFilter { external_tag: query.tag.clone(), state: state_filter };
-    read(&admin, &caller, query.min_index, None, |state, now_ms| {
+    read(&admin, &caller, query.min_index, Read::DataUnits, |state, now_ms| {
         let page = state.data_units_page(&filter, after, page_size(query.limit), now_ms);
         Ok(Page {
             rows: page.rows.iter().map(|unit| view::data_unit(state, unit, now_ms)).collect(),
@@ -194,7 +195,7 @@ async fn get_data_unit(
     Query(params): Query<ReadParams>,
 ) -> Answer<DataUnit> {
     let id = data_unit_id(&id)?;
-    read(&admin, &caller, params.min_index, None, |state, now_ms| {
+    read(&admin, &caller, params.min_index, Read::DataUnits, |state, now_ms| {
         let unit = state
             .data_unit(&id)
             .ok_or_else(|| Refusal::not_found(format!("unknown data unit {id}")))?;
@@ -226,7 +227,7 @@ async fn destroy_data_unit_keys(
     let selection = selection(request.option);
     match request.confirm.as_deref().map(digest).transpose()? {
         None => {
-            read(&admin, &caller, None, None, |state, now_ms| {
+            read(&admin, &caller, None, Read::ImpactPreview, |state, now_ms| {
                 let preview = state
                     .destroy_preview(&data_units, selection, now_ms)
                     .map_err(|reject| Refusal::rejected(&reject))?;
@@ -255,7 +256,7 @@ async fn change_key_group(
         request.data_units.iter().map(|id| data_unit_id(id)).collect::<Result<Vec<_>, _>>()?;
     match request.confirm.as_deref().map(digest).transpose()? {
         None => {
-            read(&admin, &caller, None, None, |state, now_ms| {
+            read(&admin, &caller, None, Read::ImpactPreview, |state, now_ms| {
                 let preview = state
                     .group_change_preview(&data_units, &request.group, now_ms)
                     .map_err(|reject| Refusal::rejected(&reject))?;

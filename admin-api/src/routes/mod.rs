@@ -12,7 +12,7 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use statemachine::{Command, Reject, Role, State};
+use statemachine::{Access, Actor, Command, Read, Reject, RejectClass, State};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use wire::{ErrorBody, ErrorCode, REQUEST_BODY_LEN_MAX};
@@ -77,25 +77,13 @@ impl Refusal {
     }
 }
 
-/// The management API's code for a reject. Replaced by `Reject::class()` once the state
-/// machine answers it (issue 15, point 2); until then one explicit table, not the Debug text.
+/// The management API's code for a reject, from the state machine's class of it.
 fn reject_code(reject: &Reject) -> ErrorCode {
-    use Reject as R;
-    match reject {
-        R::MissingRole { .. } | R::WrongIssuer { .. } => ErrorCode::Forbidden,
-        R::UnknownUser { .. }
-        | R::UnknownAgent { .. }
-        | R::UnknownSite { .. }
-        | R::UnknownKma { .. }
-        | R::UnknownQuorumOperation { .. }
-        | R::UnknownPolicy { .. }
-        | R::UnknownGroup { .. }
-        | R::UnknownDataUnit { .. }
-        | R::UnknownKey { .. }
-        | R::UnknownPartner { .. }
-        | R::UnknownBackup { .. } => ErrorCode::NotFound,
-        _ if reject.is_retryable() => ErrorCode::Unavailable,
-        _ => ErrorCode::Rejected,
+    match reject.class() {
+        RejectClass::NotFound => ErrorCode::NotFound,
+        RejectClass::Forbidden => ErrorCode::Forbidden,
+        RejectClass::Unavailable => ErrorCode::Unavailable,
+        RejectClass::Invalid | RejectClass::Limit | RejectClass::Conflict => ErrorCode::Rejected,
     }
 }
 
@@ -111,33 +99,29 @@ pub fn user_of(caller: &Caller) -> Result<String, Refusal> {
     })
 }
 
-/// Checks in the state that the user exists, is enabled and (when given) holds `role`.
-pub fn check_user(state: &State, user: &str, role: Option<Role>) -> Result<(), Refusal> {
-    let forbidden = |message: String| Refusal::new(ErrorCode::Forbidden, message);
-    match state.meta().users.get(user) {
-        None => Err(forbidden(format!("user '{user}' does not exist (any more)"))),
-        Some(record) if !record.enabled => Err(forbidden(format!(
-            "user '{user}' is disabled; help: a Security Officer enables the user again"
-        ))),
-        Some(record) => match role {
-            Some(role) if !record.roles.contains(role) => Err(forbidden(format!(
-                "needs the {} role, which user '{user}' does not hold; help: ask a Security Officer",
-                role.name()
-            ))),
-            _ => Ok(()),
-        },
-    }
+/// Checks in the state that the user exists, is enabled and may make `access` (the one
+/// access table, `statemachine::permission`); refused as `forbidden` with the rule it broke.
+pub fn check_user(state: &State, user: &str, access: Access) -> Result<(), Refusal> {
+    let actor = Actor::User(user.to_string());
+    state.check_access(&actor, access).map_err(|reject| {
+        let help = match &reject {
+            Reject::UserDisabled { .. } => "a Security Officer enables the user again",
+            Reject::UnknownUser { .. } => "log in as an existing user (`kmsctl login`)",
+            _ => "a Security Officer grants roles: `kmsctl user roles USER --role ROLE`",
+        };
+        Refusal(ErrorBody::rejected(ErrorCode::Forbidden, &reject).with_help(help))
+    })
 }
 
-/// A read of the local state by an enabled user, once this KMA has applied `min_index`.
+/// A read of the local state by an enabled user allowed to make it (`access`), once this KMA has applied `min_index`.
 pub async fn read<R>(
     admin: &Admin,
     caller: &Caller,
     min_index: Option<u64>,
-    role: Option<Role>,
+    access: Read,
     read: impl FnOnce(&State, u64) -> Result<R, Refusal>,
 ) -> Result<R, Refusal> {
-    read_at(admin, caller, (min_index, false), role, read).await
+    read_at(admin, caller, (min_index, false), access, read).await
 }
 
 /// [`read`], optionally linearizable: `(min_index, linearizable)`.
@@ -145,14 +129,14 @@ pub async fn read_at<R>(
     admin: &Admin,
     caller: &Caller,
     (min_index, linearizable): (Option<u64>, bool),
-    role: Option<Role>,
+    access: Read,
     read: impl FnOnce(&State, u64) -> Result<R, Refusal>,
 ) -> Result<R, Refusal> {
     let user = user_of(caller)?;
     admin.node.barrier(min_index.unwrap_or(0), linearizable).await?;
     let now_ms = admin.node.now_ms();
     let state = admin.node.state().await;
-    check_user(&state, &user, role)?;
+    check_user(&state, &user, Access::Read(access))?;
     read(&state, now_ms)
 }
 

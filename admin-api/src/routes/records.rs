@@ -9,7 +9,8 @@ use statemachine::audit::ChainedAuditEvent;
 use statemachine::cluster::BackupSchedule as SmSchedule;
 use statemachine::limits::LIST_SCAN_MAX;
 use statemachine::list::page_size;
-use statemachine::{Actor, AuditWhat, Command, Outcome, Role, State as SmState};
+use statemachine::Read;
+use statemachine::{Actor, AuditWhat, Command, Outcome, State as SmState};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -38,7 +39,7 @@ async fn list_backups(
     caller: Caller,
     Query(params): Query<ReadParams>,
 ) -> Answer<Vec<Backup>> {
-    read(&admin, &caller, params.min_index, None, |state, _| {
+    read(&admin, &caller, params.min_index, Read::Backups, |state, _| {
         Ok(state.meta().backups.values().map(view::backup).collect())
     })
     .await
@@ -159,7 +160,7 @@ async fn audit(
         Some(text) => parse_cursor(text)?,
         None => (0, 0),
     };
-    read(&admin, &caller, query.min_index, Some(Role::Auditor), |_, _| Ok(())).await?;
+    read(&admin, &caller, query.min_index, Read::AuditLog, |_, _| Ok(())).await?;
     let rows = admin.node.audit_events(from_index, LIST_SCAN_MAX).await?;
     let scanned = rows.len();
     let state = admin.node.state().await;
@@ -191,7 +192,7 @@ async fn audit_head(
     caller: Caller,
     Query(params): Query<ReadParams>,
 ) -> Answer<AuditHead> {
-    read(&admin, &caller, params.min_index, Some(Role::Auditor), |_, _| Ok(())).await?;
+    read(&admin, &caller, params.min_index, Read::AuditLog, |_, _| Ok(())).await?;
     let anchors = admin.node.audit_anchors().await?;
     let anchor = anchors.first().copied().unwrap_or(statemachine::audit::AuditChain::GENESIS);
     let state = admin.node.state().await;

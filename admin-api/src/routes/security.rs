@@ -3,6 +3,7 @@
 
 use axum::extract::State;
 use statemachine::quorum::QuorumOperation;
+use statemachine::Read;
 use statemachine::{Command, RoleSet};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -50,7 +51,7 @@ async fn list_users(
     Query(params): Query<ReadParams>,
 ) -> Answer<Vec<User>> {
     let linearizable = params.consistency.as_deref() == Some("linearizable");
-    read_at(&admin, &caller, (params.min_index, linearizable), None, |state, _| {
+    read_at(&admin, &caller, (params.min_index, linearizable), Read::Users, |state, _| {
         Ok(state.meta().users.values().map(view::user).collect())
     })
     .await
@@ -123,7 +124,7 @@ async fn quorum(
     caller: Caller,
     Query(params): Query<ReadParams>,
 ) -> Answer<QuorumView> {
-    read(&admin, &caller, params.min_index, None, |state, _| {
+    read(&admin, &caller, params.min_index, Read::PendingOperations, |state, _| {
         let meta = state.meta();
         Ok(QuorumView {
             members: meta.quorum.members.iter().map(|member| member.id.clone()).collect(),

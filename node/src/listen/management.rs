@@ -7,16 +7,18 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use admin_api::api::{ErrorBody, ErrorCode};
+use admin_api::routes::extract::{Json, Query};
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Router};
 use rustls::pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use statemachine::{Actor, Role};
+use statemachine::{Access, Actor, Read};
 use tokio::net::TcpListener;
 
 use crate::listen::admin::NodeAdmin;
@@ -99,61 +101,63 @@ pub async fn serve(
 fn postcard_reply<T: Serialize>(value: &T) -> Response {
     match postcard::to_allocvec(value) {
         Ok(bytes) => ([(header::CONTENT_TYPE, POSTCARD)], bytes).into_response(),
-        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+        Err(error) => refusal(ErrorCode::Internal, format!("encoding the answer failed: {error}")),
     }
 }
 
+/// A refusal in the one JSON error shape, with its code's HTTP status.
+fn refusal(code: ErrorCode, message: impl Into<String>) -> Response {
+    let body = ErrorBody::new(code, message);
+    let status =
+        StatusCode::from_u16(body.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, Json(body)).into_response()
+}
+
 fn decode<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
-    postcard::from_bytes(body)
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("malformed body: {e}")).into_response())
+    postcard::from_bytes(body).map_err(|_| {
+        // The decoder's own words name Rust types, not the request: say what was expected.
+        let message = "the body is not a postcard-encoded request of this route";
+        let body = ErrorBody::new(ErrorCode::BadRequest, message)
+            .with_help("this route is for KMAs and tools that speak postcard; people use kmsctl");
+        (StatusCode::BAD_REQUEST, Json(body)).into_response()
+    })
 }
 
-fn forbidden(what: &str) -> Response {
-    (StatusCode::FORBIDDEN, format!("{what}: present a certificate from this cluster's CA"))
-        .into_response()
-}
-
-/// Who may use a management route: other KMAs, and users who exist, are enabled and, when
-/// `role` is given, hold it (the role matrix of `statemachine::permission` for the same
-/// records). Agents never: their routes are on the service listener.
+/// Who may use a management route: member KMAs, and users who exist, are enabled and may make
+/// `access` (the access table of `statemachine::permission`). A KMA that is not a member may
+/// read status and digests (a joiner waits on them), nothing else. Agents never: their routes
+/// are on the service listener.
 pub(crate) async fn admitted(
     local: &Local,
     peer: &Peer,
     what: &str,
-    role: Option<Role>,
+    access: Access,
 ) -> Result<(), Response> {
+    let forbidden = |message: String| Err(refusal(ErrorCode::Forbidden, message));
     let user = match &peer.0 {
-        Some(Identity::Kma(node)) if role.is_none() || local.is_member(*node) => return Ok(()),
+        Some(Identity::Kma(node)) if local.is_member(*node) => return Ok(()),
+        Some(Identity::Kma(_)) if matches!(access, Access::Read(Read::ClusterStatus)) => {
+            return Ok(())
+        }
         Some(Identity::Kma(node)) => {
-            let refusal = format!("{what}: KMA {node} is not a member of this cluster");
-            return Err((StatusCode::FORBIDDEN, refusal).into_response());
+            return forbidden(format!("{what}: KMA {node} is not a member of this cluster"))
         }
         Some(Identity::User(user)) => user,
         Some(Identity::Agent(agent)) => {
-            let refusal = format!(
+            return forbidden(format!(
                 "{what}: agent '{agent}' has no business on the management listener; \
                  help: agents use the service listener"
-            );
-            return Err((StatusCode::FORBIDDEN, refusal).into_response());
+            ))
         }
-        None => return Err(forbidden(what)),
+        None => {
+            let message = format!("{what}: present a certificate from this cluster's CA");
+            return Err(refusal(ErrorCode::Unauthenticated, message));
+        }
     };
     let state = local.state.read().await;
-    let refusal = match state.meta().users.get(user) {
-        None => format!("{what}: user '{user}' does not exist (any more)"),
-        Some(record) if !record.enabled => format!(
-            "{what}: user '{user}' is disabled; help: a Security Officer enables the user again"
-        ),
-        Some(record) => match role {
-            Some(role) if !record.roles.contains(role) => format!(
-                "{what}: needs the {} role, which user '{user}' does not hold; help: ask a \
-                 Security Officer",
-                role.name()
-            ),
-            _ => return Ok(()),
-        },
-    };
-    Err((StatusCode::FORBIDDEN, refusal).into_response())
+    state
+        .check_access(&Actor::User(user.clone()), access)
+        .map_err(|reject| refusal(ErrorCode::Forbidden, format!("{what}: {reject}")))
 }
 
 /// Raft RPCs come only from KMAs of this cluster.
@@ -192,7 +196,9 @@ async fn propose(
 }
 
 async fn status(State(api): State<Arc<Management>>, Extension(peer): Extension<Peer>) -> Response {
-    if let Err(refused) = admitted(&api.local, &peer, "status", None).await {
+    if let Err(refused) =
+        admitted(&api.local, &peer, "status", Access::Read(Read::ClusterStatus)).await
+    {
         return refused;
     }
     Json(api.local.status().await).into_response()
@@ -208,12 +214,14 @@ async fn digest(
     Extension(peer): Extension<Peer>,
     Query(query): Query<DigestQuery>,
 ) -> Response {
-    if let Err(refused) = admitted(&api.local, &peer, "digest", None).await {
+    if let Err(refused) =
+        admitted(&api.local, &peer, "digest", Access::Read(Read::ClusterStatus)).await
+    {
         return refused;
     }
     match api.local.digest(query.min_index.unwrap_or(0)).await {
         Ok(digest) => Json(digest).into_response(),
-        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response(),
+        Err(error) => refusal(ErrorCode::Unavailable, error.to_string()),
     }
 }
 
@@ -224,8 +232,8 @@ async fn members(
 ) -> Response {
     // Adding, promoting and removing KMAs is the Security Officer's (SPEC S1), as the KMA
     // records are; the join flow reaches here with a KMA's own certificate.
-    let role = Some(Role::SecurityOfficer);
-    if let Err(refused) = admitted(&api.local, &peer, "membership changes", role).await {
+    let access = Access::RaftMembership;
+    if let Err(refused) = admitted(&api.local, &peer, "membership changes", access).await {
         return refused;
     }
     match decode::<MembershipRequest>(&body) {
@@ -237,6 +245,6 @@ async fn members(
 async fn ca(State(api): State<Arc<Management>>) -> Response {
     match crate::pki::read(&api.local.layout.tls_dir().join(crate::pki::CA_FILE)) {
         Ok(pem) => pem.into_response(),
-        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+        Err(error) => refusal(ErrorCode::Internal, error.to_string()),
     }
 }

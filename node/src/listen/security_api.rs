@@ -11,26 +11,26 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use admin_api::api::{ErrorBody, ErrorCode};
+use admin_api::routes::extract::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Router};
 use security_core::challenge::ClientHello;
 use security_core::KdfParams;
 use statemachine::cluster::KmaStatus;
 use statemachine::quorum::{Quorum, QuorumMember, QuorumOperation};
 use statemachine::reply::Reply;
-use statemachine::role::Role;
-use statemachine::{Actor, Command};
+use statemachine::{Access, Actor, Command, CommandKind, Reject, RejectClass};
 
 use crate::listen::management::Peer;
 use crate::login::Logins;
 use crate::pki::Identity;
 use crate::view::Local;
 use crate::wire::{
-    ApproveRequest, ChangeQuorumRequest, JoinGranted, LoginGranted, MembershipRequest,
-    ProofRequest, SecurityRefusal,
+    ApproveRequest, ChangeQuorumRequest, JoinGranted, LoginGranted, MembershipRequest, ProofRequest,
 };
 use crate::wire::{PURPOSE_JOIN, PURPOSE_USER};
 use crate::write::membership::Membership;
@@ -63,22 +63,37 @@ pub fn routes() -> Router<Arc<SecurityApi>> {
         .route("/v1/quorum/change", post(change_quorum))
 }
 
-fn refuse(status: StatusCode, code: &str, message: impl Into<String>, retryable: bool) -> Response {
-    let body = SecurityRefusal { code: code.into(), message: message.into(), retryable };
+/// A refusal in the one JSON error shape, with its code's HTTP status.
+fn refuse(code: ErrorCode, message: impl Into<String>, retryable: bool) -> Response {
+    refusal(ErrorBody::new(code, message).with_retryable(retryable))
+}
+
+fn refusal(body: ErrorBody) -> Response {
+    let status =
+        StatusCode::from_u16(body.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, Json(body)).into_response()
+}
+
+/// A state machine refusal of the caller: who they are or what they may do.
+fn rejected(reject: &statemachine::Reject) -> Response {
+    let code = match reject.class() {
+        RejectClass::NotFound if !matches!(reject, Reject::UnknownUser { .. }) => {
+            ErrorCode::NotFound
+        }
+        RejectClass::Unavailable => ErrorCode::Unavailable,
+        RejectClass::NotFound | RejectClass::Forbidden => ErrorCode::Forbidden,
+        _ => ErrorCode::Rejected,
+    };
+    refusal(ErrorBody::rejected(code, reject))
 }
 
 fn login_refusal(error: &crate::login::LoginError) -> Response {
     use crate::login::LoginError as E;
     match error {
-        E::Throttled { .. } => {
-            refuse(StatusCode::TOO_MANY_REQUESTS, "throttled", error.to_string(), true)
-        }
-        E::Refused => refuse(StatusCode::UNAUTHORIZED, "refused", error.to_string(), false),
-        E::UnknownChallenge => {
-            refuse(StatusCode::UNAUTHORIZED, "unknown_challenge", error.to_string(), false)
-        }
-        E::Other(_) => refuse(StatusCode::SERVICE_UNAVAILABLE, "busy", error.to_string(), true),
+        E::Throttled { .. } => refuse(ErrorCode::Throttled, error.to_string(), true),
+        E::Refused => refuse(ErrorCode::AuthenticationFailed, error.to_string(), false),
+        E::UnknownChallenge => refuse(ErrorCode::UnknownChallenge, error.to_string(), false),
+        E::Other(_) => refuse(ErrorCode::Unavailable, error.to_string(), true),
     }
 }
 
@@ -163,8 +178,7 @@ async fn verify_proof(
         })?;
     if verified.purpose != purpose {
         return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            "wrong_purpose",
+            ErrorCode::WrongPurpose,
             "this challenge was for another purpose",
             false,
         ));
@@ -198,7 +212,7 @@ async fn login_proof(
             })
             .into_response()
         }
-        Err(error) => refuse(StatusCode::BAD_REQUEST, "bad_request", error.to_string(), false),
+        Err(error) => refuse(ErrorCode::BadRequest, error.to_string(), false),
     }
 }
 
@@ -235,22 +249,17 @@ async fn join_proof(
     let name = verified.principal;
     let entry = api.local.state.read().await.meta().kmas.get(&name).cloned();
     let Some(entry) = entry else {
-        return refuse(StatusCode::NOT_FOUND, "unknown_kma", format!("no KMA '{name}'"), false);
+        return refuse(ErrorCode::NotFound, format!("no KMA '{name}'"), false);
     };
     if entry.status == KmaStatus::Created {
         let message = format!(
             "the join of '{name}' waits for the quorum: a Security Officer starts the JoinKma \
              operation and quorum members approve it"
         );
-        return refuse(StatusCode::CONFLICT, "awaiting_quorum", message, true);
+        return refuse(ErrorCode::AwaitingQuorum, message, true);
     }
     let Some(advertise) = request.management_advertise.clone() else {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "management_advertise missing",
-            false,
-        );
+        return refuse(ErrorCode::BadRequest, "management_advertise missing", false);
     };
     match admit(&api, entry.node_id, &advertise, &request.csr_pem).await {
         Ok((cert_pem, ca_pem, ca_key_pem)) => Json(JoinGranted {
@@ -261,7 +270,7 @@ async fn join_proof(
             ca_key_pem,
         })
         .into_response(),
-        Err(message) => refuse(StatusCode::SERVICE_UNAVAILABLE, "join_failed", message, true),
+        Err(message) => refuse(ErrorCode::JoinFailed, message, true),
     }
 }
 
@@ -301,8 +310,7 @@ async fn approve(
 ) -> Response {
     let Some(user) = user_of(&peer, request.on_behalf_of.as_ref()) else {
         return refuse(
-            StatusCode::FORBIDDEN,
-            "no_session",
+            ErrorCode::Unauthenticated,
             "log in as a Security Officer or Backup Operator first",
             false,
         );
@@ -327,42 +335,31 @@ async fn pending_view(
     user: &str,
     request: &ApproveRequest,
 ) -> Result<PendingView, Response> {
-    let unavailable = |e: crate::kma::NodeError| {
-        refuse(StatusCode::SERVICE_UNAVAILABLE, "not_applied", e.to_string(), true)
-    };
+    let unavailable =
+        |e: crate::kma::NodeError| refuse(ErrorCode::Unavailable, e.to_string(), true);
     api.local.read_barrier(request.min_index, false).await.map_err(unavailable)?;
+    let now_ms = crate::transport::wall_clock_ms();
     let state = api.local.state.read().await;
+    // The same checks `apply` makes for the approval, asked before the member's passphrase is
+    // put to work: who may enter approvals, then the operation and the member.
+    let approval =
+        Command::ApproveQuorumOperation { id: request.operation, member: request.member.clone() };
+    let actor = Actor::User(user.to_string());
+    state.check_access(&actor, Access::from(&approval)).map_err(|r| rejected(&r))?;
+    let member = state.check_approval(request.operation, &request.member, now_ms);
+    let wrapped = member.map_err(|r| rejected(&r))?.wrapped_share.clone();
     let meta = state.meta();
-    let may_approve = meta.users.get(user).is_some_and(|u| {
-        u.enabled
-            && (u.roles.contains(Role::SecurityOfficer) || u.roles.contains(Role::BackupOperator))
-    });
-    if !may_approve {
-        let message = format!(
-            "'{user}' needs the role Security Officer or Backup Operator to enter approvals"
-        );
-        return Err(refuse(StatusCode::FORBIDDEN, "missing_role", message, false));
-    }
     let Some(pending) = meta.quorum_operations.get(&request.operation) else {
-        let message = format!(
-            "no pending quorum operation {} (completed, cancelled or expired?)",
-            request.operation
-        );
-        return Err(refuse(StatusCode::NOT_FOUND, "unknown_operation", message, false));
+        // check_approval found it under the same read lock.
+        return Err(refuse(ErrorCode::Internal, "the operation vanished under a read lock", false));
     };
-    let wrapped = meta
-        .quorum
-        .members
-        .iter()
-        .find(|m| m.id == request.member)
-        .map(|m| m.wrapped_share.clone());
     let target = match &pending.operation {
         QuorumOperation::UnlockKma { kma } => meta.kmas.get(kma).map(|k| k.node_id),
         _ => None,
     };
     Ok(PendingView {
         operation: pending.operation.clone(),
-        wrapped,
+        wrapped: Some(wrapped),
         cluster_id: state.cluster_id(),
         settings: meta.security,
         target,
@@ -433,7 +430,7 @@ async fn approve_as(
         if completed {
             if let Err(error) = api.local.vault.complete_unlock(operation) {
                 let message = error.to_string();
-                return Err(refuse(StatusCode::CONFLICT, "unlock_failed", message, false));
+                return Err(refuse(ErrorCode::UnlockFailed, message, false));
             }
             tracing::info!(operation, "unlocked by the quorum");
         } else if refused {
@@ -447,10 +444,11 @@ async fn approve_as(
 async fn security_officer(api: &SecurityApi, peer: &Peer) -> Result<String, Response> {
     let Some(Identity::User(user)) = peer.0.clone() else {
         let message = "log in as a Security Officer first";
-        return Err(refuse(StatusCode::FORBIDDEN, "no_session", message, false));
+        return Err(refuse(ErrorCode::Unauthenticated, message, false));
     };
-    let officer = Some(statemachine::Role::SecurityOfficer);
-    crate::listen::management::admitted(&api.local, peer, "a quorum change", officer).await?;
+    let access = Access::Command(CommandKind::StartChangeQuorum);
+    let state = api.local.state.read().await;
+    state.check_access(&Actor::User(user.clone()), access).map_err(|r| rejected(&r))?;
     Ok(user)
 }
 
@@ -466,8 +464,7 @@ async fn change_quorum(
     };
     let Some(master) = api.local.vault.master_key() else {
         return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "kma_locked",
+            ErrorCode::KmaLocked,
             "this KMA is locked: send the quorum change to an unlocked KMA",
             true,
         );
@@ -477,15 +474,10 @@ async fn change_quorum(
         (state.cluster_id(), state.meta().security.passphrase_len_min as usize)
     };
     let Some(cluster_id) = cluster_id else {
-        return refuse(
-            StatusCode::CONFLICT,
-            "not_initialised",
-            "the cluster is not initialised",
-            false,
-        );
+        return refuse(ErrorCode::NotInitialised, "the cluster is not initialised", false);
     };
     if let Some((id, _)) = request.members.iter().find(|(_, p)| p.chars().count() < len_min) {
-        return refuse(StatusCode::BAD_REQUEST, "passphrase_too_short", format!("the passphrase of '{id}' is shorter than the cluster's minimum of {len_min} characters"), false);
+        return refuse(ErrorCode::PassphraseTooShort, format!("the passphrase of '{id}' is shorter than the cluster's minimum of {len_min} characters"), false);
     }
     let members = request.members.clone();
     let threshold = request.threshold;
@@ -503,12 +495,8 @@ async fn change_quorum(
     .await;
     let wrapped = match split {
         Ok(Ok(wrapped)) => wrapped,
-        Ok(Err(error)) => {
-            return refuse(StatusCode::BAD_REQUEST, "bad_quorum", error.to_string(), false)
-        }
-        Err(error) => {
-            return refuse(StatusCode::INTERNAL_SERVER_ERROR, "internal", error.to_string(), false)
-        }
+        Ok(Err(error)) => return refuse(ErrorCode::BadQuorum, error.to_string(), false),
+        Err(error) => return refuse(ErrorCode::Internal, error.to_string(), false),
     };
     let members =
         wrapped.into_iter().map(|(id, wrapped_share)| QuorumMember { id, wrapped_share }).collect();
@@ -522,8 +510,6 @@ async fn change_quorum(
     };
     Json(api.proposer.propose(proposal).await).into_response()
 }
-
-/// The verifier a KMA makes from a passphrase a user sent with a command (never the other way).
 
 impl SecurityApi {
     /// Sends an approval to the KMA whose unlock it is; that KMA answers for itself.
