@@ -85,13 +85,7 @@ pub struct JoinGranted {
     pub ca_key_pem: String,
 }
 
-/// An error of the security endpoints, with the HTTP status it travels with.
-#[derive(Clone, Debug, Serialize, Deserialize, thiserror::Error)]
-#[error("{message}")]
-pub struct SecurityRefusal {
-    pub code: String,
-    pub message: String,
-    pub retryable: bool,
-}
+/// A refusal of the security endpoints: the one JSON error shape of every management route.
+pub use admin_api::api::ErrorBody as SecurityRefusal;
 
 pub use admin_api::api::{ApproveRequest, ChangeQuorumRequest, LoginGranted, ProofRequest};
