@@ -267,3 +267,25 @@ fn c7_the_leaders_stamp_never_goes_backwards() {
     assert_eq!(stamp.stamp_at(50), 100);
     assert_eq!(stamp.stamp_at(150), 150);
 }
+
+/// Setup: a state in which no KMA has reported its version (so the cluster reads format 1
+/// only). Action: pass a format-1 command and the format-2 full version report through the
+/// gate. Expect: the first passes; the second is refused as not available yet, retryable,
+/// naming the format it needs and the cluster's. (SPEC C7)
+#[test]
+fn c7_the_gate_refuses_a_format_the_cluster_cannot_read_yet() {
+    use statemachine::format::{LOG_FORMAT_2, LOG_FORMAT_BASELINE};
+    use statemachine::{Formats, KmaVersion, SoftwareVersion};
+    let state = statemachine::State::default();
+    assert!(gate::check(&state, &Command::Pulse).is_ok());
+    let software = SoftwareVersion::parse("0.1.0").expect("version");
+    let version = KmaVersion { software, formats: Formats::CURRENT };
+    let report = Command::ReportKmaVersion { kma: "kma1".into(), version };
+    let refused = gate::check(&state, &report).expect_err("format 2 is not open");
+    assert!(refused.is_retryable(), "{refused}");
+    let expected = (LOG_FORMAT_2, LOG_FORMAT_BASELINE);
+    assert!(
+        matches!(refused, ProposeError::NotAvailableYet { needed, cluster, .. } if (needed, cluster) == expected),
+        "{refused:?}"
+    );
+}
