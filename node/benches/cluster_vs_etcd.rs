@@ -111,7 +111,7 @@ impl KmsCluster {
             )?;
         let admin_dir = dir.join("kma1");
         let admin = KmaClient::admin(&admin_dir)?;
-        let addresses: Vec<String> = node::setup::local::layout(&dir, MEMBERS, KMA_BASE_PORT)
+        let addresses: Vec<String> = node::setup::local::layout(&dir, MEMBERS, KMA_BASE_PORT)?
             .into_iter()
             .map(|entry| entry.management)
             .collect();

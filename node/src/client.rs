@@ -126,6 +126,21 @@ impl KmaClient {
         Ok(users.into_iter().map(|user| user.id).collect())
     }
 
+    /// The first page of this KMA's audit records of `kind` (`authentication-failure`,
+    /// `command`, ...), as of at least log index `min_index`. Auditors only (SPEC S5).
+    pub async fn audit(
+        &self,
+        address: &str,
+        kind: &str,
+        min_index: u64,
+    ) -> Result<Vec<admin_api::api::AuditRecord>, ClientError> {
+        let path = format!("/v1/audit?kind={kind}&min_index={min_index}");
+        let bytes = self.send(address, &path, None, Duration::from_secs(35)).await?;
+        let page: admin_api::api::Page<admin_api::api::AuditRecord> =
+            serde_json::from_slice(&bytes).map_err(|e| transport(address, e))?;
+        Ok(page.rows)
+    }
+
     /// Enters a quorum member's approval of `operation` (started at log index `min_index`).
     pub async fn approve(
         &self,

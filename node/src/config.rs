@@ -11,6 +11,10 @@ use thiserror::Error;
 
 pub const CONFIG_FILE: &str = "kma.toml";
 
+/// What `kma run` writes into its data dir once both listeners are bound: the addresses it got
+/// (see [`Listening`]). Scripts and test harnesses read it instead of guessing ports.
+pub const LISTENING_FILE: &str = "listening.toml";
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
@@ -122,6 +126,19 @@ impl NodeConfig {
                 self.management_advertise
             ));
         }
+        // Port 0 is for `kma init` and `kma join`, which write the port the OS chose here: the
+        // advertised address is in the Raft membership and must not change at every start.
+        let zero = [
+            ("management_listen", self.management_listen.port()),
+            ("service_listen", self.service_listen.port()),
+            ("management_advertise", advertise_port(&self.management_advertise).unwrap_or(0)),
+        ];
+        if let Some((field, _)) = zero.iter().find(|(_, port)| *port == 0) {
+            return Err(format!(
+                "{field} has port 0; only `kma init` and `kma join` take port 0 (they write the \
+                 port the OS chose here): set the port this KMA was created with"
+            ));
+        }
         Ok(())
     }
 }
@@ -141,6 +158,61 @@ pub fn advertise_host(address: &str) -> Option<&str> {
     (!host.is_empty()).then_some(host)
 }
 
+/// The port part of `host:port`.
+pub fn advertise_port(address: &str) -> Option<u16> {
+    advertise_host(address)?;
+    address.rsplit_once(':')?.1.parse().ok()
+}
+
+/// The addresses a running KMA's listeners are bound to, as `kma run` reports them in
+/// [`LISTENING_FILE`] (`management = "127.0.0.1:7001"`, `service = "127.0.0.1:7101"`). Written
+/// after binding and removed on a clean stop; a KMA killed with -9 leaves it behind, so whoever
+/// starts `kma run` removes it first (`setup::local::spawn_run` does).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listening {
+    pub management: SocketAddr,
+    pub service: SocketAddr,
+}
+
+impl Listening {
+    /// Writes the file whole or not at all (a temporary file renamed over it), so a reader
+    /// polling for it never sees half of it.
+    pub fn save(&self, data_dir: &Path) -> Result<(), ConfigError> {
+        let path = data_dir.join(LISTENING_FILE);
+        let partial = data_dir.join(format!("{LISTENING_FILE}.partial"));
+        let text = toml::to_string(self)
+            .map_err(|e| ConfigError::Invalid { path: path.clone(), message: e.to_string() })?;
+        std::fs::write(&partial, text)
+            .map_err(|source| ConfigError::Write { path: partial.clone(), source })?;
+        std::fs::rename(&partial, &path).map_err(|source| ConfigError::Write { path, source })
+    }
+
+    /// What the KMA in `data_dir` reported, or `None` while it has not bound its listeners.
+    pub fn load(data_dir: &Path) -> Result<Option<Listening>, ConfigError> {
+        let path = data_dir.join(LISTENING_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        toml::from_str(&text)
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid { path, message: e.message().into() })
+    }
+
+    /// Removes the report of an earlier run; none is fine.
+    pub fn remove(data_dir: &Path) -> Result<(), ConfigError> {
+        let path = data_dir.join(LISTENING_FILE);
+        match std::fs::remove_file(&path) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                Err(ConfigError::Write { path, source: error })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Paths inside a KMA's data dir.
 #[derive(Clone, Debug)]
 pub struct DataDirLayout {
@@ -156,5 +228,30 @@ impl DataDirLayout {
     }
     pub fn tls_dir(&self) -> PathBuf {
         self.root.join("tls")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Setup: an empty data dir. Action: load, save, load, remove, remove again. Expect: none
+    /// before the save, the saved addresses after it, none after the remove, and removing what
+    /// is not there is fine. (issue #15)
+    #[test]
+    fn t90_issue_15_the_listening_report_round_trips_and_goes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        assert_eq!(Listening::load(dir.path()).expect("load"), None);
+        let listening = Listening {
+            management: "127.0.0.1:41001".parse().expect("address"),
+            service: "127.0.0.1:41002".parse().expect("address"),
+        };
+        listening.save(dir.path()).expect("save");
+        assert_eq!(Listening::load(dir.path()).expect("load"), Some(listening));
+        let text = std::fs::read_to_string(dir.path().join(LISTENING_FILE)).expect("file");
+        assert!(text.contains("management = \"127.0.0.1:41001\""), "{text}");
+        Listening::remove(dir.path()).expect("remove");
+        assert_eq!(Listening::load(dir.path()).expect("load"), None);
+        Listening::remove(dir.path()).expect("nothing to remove is fine");
     }
 }

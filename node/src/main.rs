@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use node::client::KmaClient;
+use node::config::Listening;
 use node::kma::Kma;
 use node::setup::Listeners;
 use statemachine::role::RoleSet;
@@ -30,13 +31,15 @@ struct Where {
     /// The site this KMA serves.
     #[arg(long)]
     site: String,
-    /// Management listener (admin API, Raft between KMAs).
+    /// Management listener (admin API, Raft between KMAs). Port 0: a free port the OS
+    /// chooses now, kept in kma.toml.
     #[arg(long, default_value = "127.0.0.1:7001")]
     management: SocketAddr,
-    /// How other KMAs reach the management listener, host:port (default: --management).
+    /// How other KMAs reach the management listener, host:port (default: --management; port
+    /// 0: the management port chosen).
     #[arg(long)]
     advertise: Option<String>,
-    /// Service listener (agents).
+    /// Service listener (agents). Port 0: a free port the OS chooses now, kept in kma.toml.
     #[arg(long, default_value = "127.0.0.1:7101")]
     service: SocketAddr,
 }
@@ -120,7 +123,8 @@ enum Action {
         #[arg(long)]
         autonomous: bool,
     },
-    /// Serve: the KMA in this data directory.
+    /// Serve: the KMA in this data directory. Once listening, it writes the addresses it
+    /// bound to <data dir>/listening.toml.
     Run {
         #[arg(long)]
         data_dir: PathBuf,
@@ -131,6 +135,8 @@ enum Action {
         dir: PathBuf,
         #[arg(long, default_value_t = 3)]
         nodes: usize,
+        /// Management ports base+1.., service ports base+101..; 0: free ports the OS chooses.
+        /// A KMA created earlier keeps the ports in its kma.toml.
         #[arg(long, default_value_t = 7000)]
         base_port: u16,
     },
@@ -179,26 +185,7 @@ fn main() -> anyhow::Result<()> {
 async fn dispatch(action: Action) -> anyhow::Result<()> {
     match action {
         Action::Reset { data_dir, scrub, yes } => reset(&data_dir, scrub, yes),
-        Action::Init { at, secrets_file } => {
-            let secrets = match secrets_file {
-                Some(path) => node::setup::read_secrets(&path)?,
-                None => node::setup::prompt::init_secrets()?,
-            };
-            let cluster_id =
-                node::setup::init(&at.data_dir, &at.name, &at.site, &at.listeners(), &secrets)?;
-            let ca = node::pki::read(&at.data_dir.join("tls").join(node::pki::CA_FILE))?;
-            println!(
-                "created cluster {cluster_id:016x} with KMA '{}' in {}",
-                at.name,
-                at.data_dir.display()
-            );
-            println!(
-                "CA fingerprint (for kma join --ca-fingerprint): {}",
-                hex::encode(node::pki::fingerprint(&ca)?)
-            );
-            println!("next: kma run --data-dir {}", at.data_dir.display());
-            Ok(())
-        }
+        Action::Init { at, secrets_file } => init(&at, secrets_file.as_deref()),
         Action::Join { at, peer, passphrase_file, ca_fingerprint, wait_s } => {
             let passphrase = node::setup::prompt::join_passphrase(passphrase_file.as_deref())?;
             let credentials = node::setup::JoinCredentials {
@@ -214,6 +201,7 @@ async fn dispatch(action: Action) -> anyhow::Result<()> {
                 "joined as node {node_id}; serving (later starts: kma run --data-dir {})",
                 at.data_dir.display()
             );
+            print_listeners(&at.data_dir)?;
             run(&at.data_dir).await
         }
         Action::Run { data_dir } => run(&data_dir).await,
@@ -242,6 +230,38 @@ async fn dispatch(action: Action) -> anyhow::Result<()> {
         }
         Action::Write { data_dir, peer, count } => write(&data_dir, &peer, count).await,
     }
+}
+
+fn init(at: &Where, secrets_file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let secrets = match secrets_file {
+        Some(path) => node::setup::read_secrets(path)?,
+        None => node::setup::prompt::init_secrets()?,
+    };
+    let cluster_id =
+        node::setup::init(&at.data_dir, &at.name, &at.site, &at.listeners(), &secrets)?;
+    let ca = node::pki::read(&at.data_dir.join("tls").join(node::pki::CA_FILE))?;
+    println!(
+        "created cluster {cluster_id:016x} with KMA '{}' in {}",
+        at.name,
+        at.data_dir.display()
+    );
+    println!(
+        "CA fingerprint (for kma join --ca-fingerprint): {}",
+        hex::encode(node::pki::fingerprint(&ca)?)
+    );
+    print_listeners(&at.data_dir)?;
+    println!("next: kma run --data-dir {}", at.data_dir.display());
+    Ok(())
+}
+
+/// Where a new KMA listens: port 0 became the port the OS chose, this KMA's from now on.
+fn print_listeners(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let config = node::config::NodeConfig::load(data_dir)?;
+    println!(
+        "listeners (kept in kma.toml): management {} (advertised as {}), service {}",
+        config.management_listen, config.management_advertise, config.service_listen
+    );
+    Ok(())
 }
 
 fn reset(data_dir: &std::path::Path, scrub: bool, yes: bool) -> anyhow::Result<()> {
@@ -277,6 +297,8 @@ async fn admit(
 }
 
 async fn run(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    // A report left by a run killed with -9 is not this run's.
+    Listening::remove(data_dir)?;
     let kma = Kma::start(data_dir)
         .await
         .with_context(|| format!("cannot start the KMA in {}", data_dir.display()))?;
@@ -285,22 +307,38 @@ async fn run(data_dir: &std::path::Path) -> anyhow::Result<()> {
     }
     kma.spawn_duties();
     let config = &kma.local.config;
-    let address = config.management_listen;
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| format!("cannot listen on {address}: is another KMA running there?"))?;
-    let service_address = config.service_listen;
-    let service_listener =
-        tokio::net::TcpListener::bind(service_address).await.with_context(|| {
-            format!("cannot listen on {service_address} (service): is another KMA running there?")
-        })?;
-    tracing::info!(node_id = kma.node_id(), %address, %service_address, "KMA serving");
+    let listener = bind(config.management_listen, "management").await?;
+    let service_listener = bind(config.service_listen, "service").await?;
+    let listening =
+        Listening { management: listener.local_addr()?, service: service_listener.local_addr()? };
+    listening.save(data_dir)?;
+    tracing::info!(
+        node_id = kma.node_id(),
+        management = %listening.management,
+        service = %listening.service,
+        reported_in = %data_dir.join(node::config::LISTENING_FILE).display(),
+        "KMA serving"
+    );
     tokio::select! {
         served = kma.serve(listener, service_listener) => served?,
         () = stop_requested() => tracing::info!("stopping"),
     }
+    if let Err(error) = Listening::remove(data_dir) {
+        tracing::warn!(%error, "the listeners' report stays behind");
+    }
     kma.local.raft.shutdown().await.map_err(|e| anyhow::anyhow!("raft shutdown: {e}"))?;
     Ok(())
+}
+
+/// Binds one of the KMA's listeners at the address in its `kma.toml`.
+async fn bind(address: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address).await.with_context(|| {
+        format!(
+            "cannot listen on {address} ({what}): is another KMA or program using it? \
+             (`ss -ltnp 'sport = :{}'` shows which)",
+            address.port()
+        )
+    })
 }
 
 async fn local(dir: &std::path::Path, nodes: usize, base_port: u16) -> anyhow::Result<()> {
@@ -308,7 +346,8 @@ async fn local(dir: &std::path::Path, nodes: usize, base_port: u16) -> anyhow::R
     let children = node::setup::local::start(&binary, dir, nodes, base_port).await?;
     let first = dir.join("kma1");
     println!("local cluster of {nodes} KMAs is up; data and logs under {}", dir.display());
-    for entry in node::setup::local::layout(dir, nodes, base_port) {
+    let kmas = node::setup::local::layout(dir, nodes, base_port)?;
+    for entry in &kmas {
         println!(
             "  {}  management https://{}  service https://{}  data {}",
             entry.name,
@@ -320,21 +359,20 @@ async fn local(dir: &std::path::Path, nodes: usize, base_port: u16) -> anyhow::R
     let secrets = dir.join(node::setup::local::SECRETS_FILE);
     println!("quickstart secrets (development only): {}", secrets.display());
     let kma = binary.display();
-    let (status_port, write_port) = (base_port + 1, base_port + 2);
+    // Status from the first KMA, writes through the second (a follower forwards them).
+    let status_at = &kmas[0].management;
+    let write_at = &kmas[kmas.len().min(2) - 1].management;
     let kmsctl = binary.with_file_name("kmsctl");
     let ca = first.join("tls").join(node::pki::CA_FILE);
     println!(
         "log in (the officer's passphrase is in the secrets file):\n  {} login --address \
-         127.0.0.1:{status_port} --address 127.0.0.1:{write_port} --ca {} --user admin",
+         {status_at} --address {write_at} --ca {} --user admin",
         kmsctl.display(),
         ca.display()
     );
     println!("  then e.g. {} status; {} user list", kmsctl.display(), kmsctl.display());
-    println!("try: {kma} status --data-dir {} --peer 127.0.0.1:{status_port}", first.display());
-    println!(
-        "     {kma} write --data-dir {} --peer 127.0.0.1:{write_port} --count 100",
-        first.display()
-    );
+    println!("try: {kma} status --data-dir {} --peer {status_at}", first.display());
+    println!("     {kma} write --data-dir {} --peer {write_at} --count 100", first.display());
     println!("Ctrl-C stops the cluster; running this command again restarts it with its data.");
     stop_requested().await;
     drop(children);

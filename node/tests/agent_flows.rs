@@ -1,21 +1,22 @@
 //! The seed's drive flows against running `kma` processes, with a key policy of seconds (SPEC
 //! A2–A4, O4, O6), and a KMA cut off from the majority (SPEC "Availability trade-off").
-//! Management ports 17600-17699 (service ports 500 above).
 
 mod support;
 
 use std::time::Duration;
 
 use agent_gateway::{AgentClient, ClientOptions};
-use statemachine::DataUnitState;
-use support::agents::{ca_pem, catalogue, raw_drive, service, write_key_for};
-use support::{no_change, Cluster};
+use statemachine::cluster::KeyPoolLimits;
+use statemachine::{DataUnitId, DataUnitState, KeyId};
+use support::agents::{ca_pem, catalogue, raw_drive, write_key_for};
+use support::{done_if, holds_for, no_change, wait_until, Cluster};
 
 const SECOND_MS: u64 = 1_000;
 
-async fn enrolled_drive(cluster: &Cluster, base: u16, addresses: &[String]) -> AgentClient {
+/// `drive1` enrolled at kma1, with a client that uses `addresses`.
+async fn enrolled_drive(cluster: &Cluster, addresses: &[String]) -> AgentClient {
     let credentials = agent_gateway::client::enroll(
-        &service(base, 1),
+        &cluster.nodes[0].service,
         &ca_pem(cluster),
         "drive1",
         "drive-one-passphrase",
@@ -26,6 +27,18 @@ async fn enrolled_drive(cluster: &Cluster, base: u16, addresses: &[String]) -> A
         .expect("client")
 }
 
+/// Waits until the drive, reading `unit`'s keys, sees `key` process-only: its encryption
+/// period is over (key states are read at the KMA's clock, SPEC O4).
+async fn wait_process_only(drive: &AgentClient, unit: DataUnitId, key: KeyId) {
+    let what = format!("key {key:?} to become process-only");
+    wait_until(Duration::from_secs(30), &what, async || {
+        let keys = drive.keys(unit).await.map_err(|error| error.to_string())?;
+        let state = keys.keys.iter().find(|k| k.key_id == key).map(|k| k.state.clone());
+        done_if(state.as_deref() == Some("process-only"), state).map_err(|s| format!("{s:?}"))
+    })
+    .await;
+}
+
 /// Setup: three KMAs, policy "tapes" with a 3 s encryption period and a 60 s cryptoperiod.
 /// Action (seed ch.7 Example 1, StorageTek drive): write from BOT, append at once; after the
 /// encryption period kma3 is stopped and its data unit read from its data dir; append, read.
@@ -34,12 +47,10 @@ async fn enrolled_drive(cluster: &Cluster, base: u16, addresses: &[String]) -> A
 /// process-only; the read returns both keys, each with the value handed out for the write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a2_example_1_append_after_the_encryption_period_rekeys() {
-    const BASE: u16 = 17600;
-    let mut cluster = Cluster::start(3, BASE, no_change).await;
+    let mut cluster = Cluster::start(3, no_change).await;
     let address = cluster.nodes[0].address.clone();
     catalogue(&cluster, &address, (3 * SECOND_MS, 60 * SECOND_MS)).await;
-    let addresses: Vec<String> = (1..=3).map(|n| service(BASE, n)).collect();
-    let drive = enrolled_drive(&cluster, BASE, &addresses).await;
+    let drive = enrolled_drive(&cluster, &cluster.services()).await;
 
     let unit = drive.create_data_unit("VOL001").await.expect("data unit").data_unit;
     drive.disassociate_on_bot(unit).await.expect("write from BOT disassociates (none yet)");
@@ -49,7 +60,7 @@ async fn a2_example_1_append_after_the_encryption_period_rekeys() {
     assert!(append.reused, "an append within the encryption period reuses the key");
     assert_eq!(append.key.key_id, first.key.key_id);
 
-    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    wait_process_only(&drive, unit, first.key.key_id).await;
     let stopped = persisted_data_unit_state(&mut cluster, 2, unit).await;
     assert_eq!(stopped, DataUnitState::NeedsRekey, "its only key can no longer encrypt");
     let rekeyed = write_key_for(&drive, unit, false).await;
@@ -99,18 +110,16 @@ async fn persisted_data_unit_state(
 /// (no disassociation), and a key fetched by ID has the value handed out for its write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a4_lto4_keys_on_demand_and_no_disassociation() {
-    const BASE: u16 = 17620;
-    let cluster = Cluster::start(3, BASE, no_change).await;
+    let cluster = Cluster::start(3, no_change).await;
     let address = cluster.nodes[0].address.clone();
     catalogue(&cluster, &address, (2 * SECOND_MS, 60 * SECOND_MS)).await;
-    let addresses: Vec<String> = (1..=3).map(|n| service(BASE, n)).collect();
-    let drive = enrolled_drive(&cluster, BASE, &addresses).await;
+    let drive = enrolled_drive(&cluster, &cluster.services()).await;
 
     let unit = drive.create_data_unit("LTO001").await.expect("data unit").data_unit;
     let first = write_key_for(&drive, unit, true).await;
     let repositioned = write_key_for(&drive, unit, false).await;
     assert_eq!(repositioned.key.key_id, first.key.key_id, "still protect-and-process");
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    wait_process_only(&drive, unit, first.key.key_id).await;
     let second = write_key_for(&drive, unit, true).await;
     assert_ne!(second.key.key_id, first.key.key_id, "a new key after the encryption period");
 
@@ -135,12 +144,11 @@ fn signal(cluster: &Cluster, index: usize, signal: &str) {
 /// error; once the others are back, the same request succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c2_a_kma_cut_off_from_the_majority_serves_existing_keys_and_refuses_new_ones() {
-    const BASE: u16 = 17650;
-    let cluster = Cluster::start(3, BASE, no_change).await;
+    let cluster = Cluster::start(3, no_change).await;
     let address = cluster.nodes[0].address.clone();
     catalogue(&cluster, &address, (60 * SECOND_MS, 120 * SECOND_MS)).await;
-    let only_kma3 = vec![service(BASE, 3)];
-    let drive = enrolled_drive(&cluster, BASE, &only_kma3).await;
+    let only_kma3 = vec![cluster.nodes[2].service.clone()];
+    let drive = enrolled_drive(&cluster, &only_kma3).await;
     let unit = drive.create_data_unit("VOL001").await.expect("data unit").data_unit;
     let written = write_key_for(&drive, unit, true).await;
     drive.keys(unit).await.expect("kma3 has applied the write");
@@ -157,16 +165,10 @@ async fn c2_a_kma_cut_off_from_the_majority_serves_existing_keys_and_refuses_new
     let refused = new.expect_err("no majority: no new data unit");
     let message = refused.to_string();
     assert!(message.contains("repeating it is safe") || message.contains("retry"), "{message}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match drive.create_data_unit("VOL002").await {
-            Ok(_) => break,
-            Err(error) => {
-                assert!(std::time::Instant::now() < deadline, "after the cut: {error}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
+    wait_until(Duration::from_secs(30), "a new data unit once the others are back", async || {
+        drive.create_data_unit("VOL002").await.map_err(|error| error.to_string())
+    })
+    .await;
 }
 
 async fn post_json(
@@ -188,13 +190,12 @@ async fn post_json(
 /// and the data unit has exactly one key: a retry never assigns a second key (SPEC A6).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a6_a_retry_on_another_kma_with_the_same_request_id_assigns_no_second_key() {
-    const BASE: u16 = 17670;
-    let cluster = Cluster::start(3, BASE, no_change).await;
+    let cluster = Cluster::start(3, no_change).await;
     let address = cluster.nodes[0].address.clone();
     catalogue(&cluster, &address, (60 * SECOND_MS, 120 * SECOND_MS)).await;
-    let addresses: Vec<String> = (1..=3).map(|n| service(BASE, n)).collect();
+    let addresses = cluster.services();
     let credentials = agent_gateway::client::enroll(
-        &service(BASE, 1),
+        &addresses[0],
         &ca_pem(&cluster),
         "drive1",
         "drive-one-passphrase",
@@ -207,8 +208,9 @@ async fn a6_a_retry_on_another_kma_with_the_same_request_id_assigns_no_second_ke
     let warmed = write_key_for(&drive, warm, true).await;
     let raw = raw_drive(&credentials);
     let min_index = drive.min_index().max(warmed.index);
-    let url =
-        |n: u16, path: &str| format!("https://{}{path}?min_index={min_index}", service(BASE, n));
+    let url = |n: usize, path: &str| {
+        format!("https://{}{path}?min_index={min_index}", cluster.nodes[n - 1].service)
+    };
 
     let create = serde_json::json!({
         "external_tag": "VOL777",
@@ -230,8 +232,8 @@ async fn a6_a_retry_on_another_kma_with_the_same_request_id_assigns_no_second_ke
     assert_eq!(first["key"]["value"], again["key"]["value"]);
 
     let index = again["index"].as_u64().expect("index");
-    let read =
-        format!("https://{}/agent/v1/data-units/{unit}/keys?min_index={index}", service(BASE, 3));
+    let kma3 = &cluster.nodes[2].service;
+    let read = format!("https://{kma3}/agent/v1/data-units/{unit}/keys?min_index={index}");
     let keys: serde_json::Value =
         raw.get(read).send().await.expect("reachable").json().await.expect("json");
     let keys = keys["keys"].as_array().expect("keys");
@@ -245,80 +247,70 @@ async fn pool_size(cluster: &Cluster) -> usize {
     status.key_pool_ready + status.key_pool_generated
 }
 
-/// Polls the pool for `seconds`: every reading within `max`; returns the last one.
-async fn watch_pool(cluster: &Cluster, seconds: u64, max: usize) -> usize {
-    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
-    let mut size = pool_size(cluster).await;
-    while std::time::Instant::now() < deadline {
-        assert!(size <= max, "the pool grew past its high water mark {max}: {size}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        size = pool_size(cluster).await;
-    }
-    size
+/// The leader looks at the pool twice a second (`node::leader::run`). "No refill starts" is
+/// watched over four of its ticks; a full pool over two, to see it stay at its high mark.
+const FOUR_LEADER_TICKS: Duration = Duration::from_secs(2);
+const TWO_LEADER_TICKS: Duration = Duration::from_secs(1);
+
+/// Waits until the pool holds exactly `size` keys, no reading above `high`; then watches it
+/// stay there for `period` (the refill is over, or none starts).
+async fn pool_settles_at(cluster: &Cluster, size: usize, high: usize, period: Duration) {
+    let within = |now: usize| {
+        assert!(now <= high, "the pool grew past its high water mark {high}: {now}");
+        done_if(now == size, now)
+    };
+    let what = format!("the pool to hold {size} keys");
+    wait_until(Duration::from_secs(30), &what, async || within(pool_size(cluster).await)).await;
+    let what = format!("the pool staying at {size} keys");
+    holds_for(period, &what, async || within(pool_size(cluster).await)).await;
+}
+
+async fn set_pool_limits(cluster: &Cluster, low: usize, high: usize) {
+    let limits = KeyPoolLimits { low_water: low as u32, high_water: high as u32 };
+    let command = statemachine::Command::SetKeyPoolLimits(limits);
+    support::agents::ok(&cluster.admin, &cluster.nodes[0].address, command, None).await;
 }
 
 /// Setup: three KMAs, a drive; once the pool has stopped growing at S keys, its water marks are
 /// set to S+10 and S+9,000, then, once full at P, to P+10 and P+30. Action: wait for each fill;
-/// take 15 keys (the pool at P+15, above the low mark); wait 2 s; take 10 more (at P+5, below
-/// it); wait. Expect: the first refill, longer than one leader tick, goes on to exactly S+9,000;
-/// the pool fills to exactly P+30; at P+15 no refill starts (four leader ticks); below the low
-/// mark a refill brings it back to P+30; no reading ever exceeds the high mark (SPEC O5).
+/// take 15 keys (the pool at P+15, above the low mark); watch four leader ticks; take 10 more
+/// (at P+5, below it). Expect: the first refill, longer than one leader tick, goes on to
+/// exactly S+9,000; the pool fills to exactly P+30; at P+15 no refill starts (four leader
+/// ticks); below the low mark a refill brings it back to P+30; no reading ever exceeds the
+/// high mark (SPEC O5).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn o5_the_pool_refills_from_below_its_low_mark_to_its_high_one_and_never_above() {
-    const BASE: u16 = 17690;
-    let cluster = Cluster::start(3, BASE, no_change).await;
+    let cluster = Cluster::start(3, no_change).await;
     let address = cluster.nodes[0].address.clone();
     catalogue(&cluster, &address, (60 * SECOND_MS, 120 * SECOND_MS)).await;
-    let mut stable = pool_size(&cluster).await;
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = pool_size(&cluster).await;
-        if now == stable && now > 0 {
-            break;
-        }
-        stable = now;
-    }
+    // The catalogue's marks are 20 and 40: a pool at 40 or more gets no refill (one filled
+    // under the default marks stays above). Two equal readings there: it has stopped.
+    let mut last = None;
+    let stable = wait_until(Duration::from_secs(30), "the pool to stop growing", async || {
+        let size = pool_size(&cluster).await;
+        let stopped = size >= 40 && last == Some(size);
+        last = Some(size);
+        done_if(stopped, size)
+    })
+    .await;
     // A refill longer than one leader tick (8 commands of 1,024 keys) goes on to the end.
     let far = stable + 9_000;
-    let limits = statemachine::cluster::KeyPoolLimits {
-        low_water: stable as u32 + 10,
-        high_water: far as u32,
-    };
-    let command = statemachine::Command::SetKeyPoolLimits(limits);
-    support::agents::ok(&cluster.admin, &address, command, None).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while pool_size(&cluster).await < far {
-        assert!(std::time::Instant::now() < deadline, "the refill stopped short of {far}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(watch_pool(&cluster, 1, far).await, far, "refilled to the high water mark");
-    let stable = far;
+    set_pool_limits(&cluster, stable + 10, far).await;
+    pool_settles_at(&cluster, far, far, TWO_LEADER_TICKS).await;
 
-    let (low, high) = (stable + 10, stable + 30);
-    let limits =
-        statemachine::cluster::KeyPoolLimits { low_water: low as u32, high_water: high as u32 };
-    support::agents::ok(
-        &cluster.admin,
-        &address,
-        statemachine::Command::SetKeyPoolLimits(limits),
-        None,
-    )
-    .await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while pool_size(&cluster).await < high {
-        assert!(std::time::Instant::now() < deadline, "the pool never filled to {high}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(watch_pool(&cluster, 1, high).await, high, "filled to the high water mark");
-    let addresses: Vec<String> = (1..=3).map(|n| service(BASE, n)).collect();
-    let drive = enrolled_drive(&cluster, BASE, &addresses).await;
+    let (low, high) = (far + 10, far + 30);
+    set_pool_limits(&cluster, low, high).await;
+    pool_settles_at(&cluster, high, high, TWO_LEADER_TICKS).await;
+    let drive = enrolled_drive(&cluster, &cluster.services()).await;
     let mut taken = 0;
-    for (count, expected) in [(15, high - 15), (10, high)] {
+    for (count, expected, watched) in
+        [(15, high - 15, FOUR_LEADER_TICKS), (10, high, TWO_LEADER_TICKS)]
+    {
         for _ in 0..count {
             let unit = drive.create_data_unit(&format!("P{taken:03}")).await.expect("data unit");
             write_key_for(&drive, unit.data_unit, true).await;
             taken += 1;
         }
-        assert_eq!(watch_pool(&cluster, 2, high).await, expected, "after {taken} keys taken");
+        pool_settles_at(&cluster, expected, high, watched).await;
     }
 }

@@ -1,6 +1,5 @@
 //! Agents against running `kma` processes (SPEC A1, C6, S3 "key material at rest"): enrollment,
 //! revoked certificates, a locked KMA serving no key, and no clear key value anywhere on disk.
-//! Management ports 17500-17599 (service ports 500 above).
 
 mod support;
 
@@ -11,47 +10,42 @@ use agent_gateway::{AgentClient, ClientOptions};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use statemachine::{Command, DataUnitId};
-use support::agents::{ca_pem, catalogue, ok, service, write_key, DAY_MS};
-use support::{no_change, Cluster};
+use support::agents::{ca_pem, catalogue, ok, write_key, DAY_MS};
+use support::{done_if, no_change, wait_until, Cluster};
 
 /// Discovery is refreshed every two seconds on each KMA: waits until `count` KMAs are known.
 async fn wait_discovered(drive: &AgentClient, count: usize) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
+    let what = format!("the drive to know {count} KMAs");
+    wait_until(Duration::from_secs(15), &what, async || {
         drive.discover().await.expect("discovery works");
-        if drive.known_kmas().len() >= count {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "discovery: {:?}", drive.known_kmas());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        done_if(drive.known_kmas().len() >= count, drive.known_kmas())
+    })
+    .await;
 }
 
 /// Waits until the KMA refuses the drive's old, revoked certificate.
 async fn wait_refused(old: &AgentClient, unit: DataUnitId) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match old.keys(unit).await {
-            Err(error) if error.to_string().contains("revoked") => return,
-            other => {
-                assert!(std::time::Instant::now() < deadline, "old certificate works: {other:?}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    wait_until(
+        Duration::from_secs(10),
+        "the revoked certificate to be refused",
+        async || match old.keys(unit).await {
+            Err(error) if error.to_string().contains("revoked") => Ok(()),
+            other => Err(other),
+        },
+    )
+    .await;
 }
 
 /// Waits until the KMA at `address` has built a snapshot and purged log entries behind it.
 async fn wait_snapshot_and_purge(cluster: &Cluster, address: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    let what = format!("{address} to snapshot and purge its log");
+    wait_until(Duration::from_secs(30), &what, async || {
         let status = cluster.admin.status(address).await;
-        if matches!(&status, Ok(s) if s.snapshot_index.is_some() && s.purged_index.is_some()) {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "no snapshot and purge: {status:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        let done =
+            matches!(&status, Ok(s) if s.snapshot_index.is_some() && s.purged_index.is_some());
+        done_if(done, status).map(|_| ())
+    })
+    .await;
 }
 
 /// Every file under `root` that contains `needle`.
@@ -81,12 +75,11 @@ fn files_containing(root: &Path, needle: &[u8]) -> Vec<String> {
 /// old certificate is refused after the reset; the new passphrase enrolls once. (SPEC A1, C6)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c6_locked_kma_serves_no_key_and_the_agent_fails_over() {
-    const BASE: u16 = 17500;
-    let mut cluster = Cluster::start(3, BASE, no_change).await;
+    let mut cluster = Cluster::start(3, no_change).await;
     let address = cluster.nodes[0].address.clone();
     catalogue(&cluster, &address, (DAY_MS, 2 * DAY_MS)).await;
     let ca = ca_pem(&cluster);
-    let kma1 = service(BASE, 1);
+    let kma1 = cluster.nodes[0].service.clone();
     let credentials = agent_gateway::client::enroll(&kma1, &ca, "drive1", "drive-one-passphrase")
         .await
         .expect("enrollment");
@@ -112,18 +105,15 @@ async fn c6_locked_kma_serves_no_key_and_the_agent_fails_over() {
     .expect("agent TLS");
     let direct = node::kma::https_client(tls).expect("client");
     let url = format!("https://{kma1}/agent/v1/data-units/{unit}/keys");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    let body = wait_until(Duration::from_secs(10), "kma1 to refuse key material", async || {
         let answer = direct.get(&url).send().await.expect("kma1 answers");
         let status = answer.status().as_u16();
         let body = answer.text().await.expect("body");
-        if status == 503 {
-            assert!(body.contains("kma_locked") && body.contains("\"retryable\":true"), "{body}");
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "kma1 still serves: {status} {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        done_if(status == 503, (status, body))
+    })
+    .await
+    .1;
+    assert!(body.contains("kma_locked") && body.contains("\"retryable\":true"), "{body}");
     wait_discovered(&drive, 3).await;
     let failed_over = drive.keys(unit).await.expect("another KMA serves the key");
     assert_eq!(*failed_over.keys[0].value, value);
@@ -131,7 +121,7 @@ async fn c6_locked_kma_serves_no_key_and_the_agent_fails_over() {
     let reset =
         Command::SetAgentPassphrase { id: "drive1".into(), passphrase_verifier: Vec::new() };
     ok(&cluster.admin, &address, reset, Some("drive-one-new-passphrase")).await;
-    let kma2 = service(BASE, 2);
+    let kma2 = cluster.nodes[1].service.clone();
     let old = AgentClient::from_credentials(
         std::slice::from_ref(&kma2),
         &credentials,
@@ -158,16 +148,19 @@ async fn c6_locked_kma_serves_no_key_and_the_agent_fails_over() {
 /// fail. (SPEC "Key material at rest", S3)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_no_clear_key_value_in_any_file_of_any_kma() {
-    const BASE: u16 = 17550;
-    let mut cluster = Cluster::start(3, BASE, support::small_snapshots).await;
+    let mut cluster = Cluster::start(3, support::small_snapshots).await;
     let address = cluster.nodes[0].address.clone();
     catalogue(&cluster, &address, (DAY_MS, 2 * DAY_MS)).await;
     let ca = ca_pem(&cluster);
-    let credentials =
-        agent_gateway::client::enroll(&service(BASE, 2), &ca, "drive1", "drive-one-passphrase")
-            .await
-            .expect("enrollment");
-    let addresses: Vec<String> = (1..=3).map(|n| service(BASE, n)).collect();
+    let credentials = agent_gateway::client::enroll(
+        &cluster.nodes[1].service,
+        &ca,
+        "drive1",
+        "drive-one-passphrase",
+    )
+    .await
+    .expect("enrollment");
+    let addresses = cluster.services();
     let drive = AgentClient::from_credentials(&addresses, &credentials, ClientOptions::default())
         .expect("client");
     let mut values = Vec::new();
@@ -210,11 +203,10 @@ async fn s3_no_clear_key_value_in_any_file_of_any_kma() {
 /// two of its own site first (SPEC C2, C3), and its requests are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c2_c3_a_drive_told_one_kma_learns_the_cluster_and_prefers_its_own_site() {
-    const BASE: u16 = 17580;
-    let cluster = Cluster::start(3, BASE, no_change).await;
+    let cluster = Cluster::start(3, no_change).await;
     let address = cluster.nodes[0].address.clone();
     catalogue(&cluster, &address, (DAY_MS, 2 * DAY_MS)).await;
-    let west = service(BASE, 3);
+    let west = cluster.nodes[2].service.clone();
     let credentials =
         agent_gateway::client::enroll(&west, &ca_pem(&cluster), "drive1", "drive-one-passphrase")
             .await
@@ -229,9 +221,10 @@ async fn c2_c3_a_drive_told_one_kma_learns_the_cluster_and_prefers_its_own_site(
     wait_discovered(&drive, 3).await;
     let known = drive.known_kmas();
     assert_eq!(drive.site().as_deref(), Some("east"), "discovery names the drive's site");
-    let mut east = known[..2].to_vec();
+    let (mut east, mut expected) = (known[..2].to_vec(), cluster.services()[..2].to_vec());
     east.sort();
-    assert_eq!(east, vec![service(BASE, 1), service(BASE, 2)], "own site first: {known:?}");
+    expected.sort();
+    assert_eq!(east, expected, "own site first: {known:?}");
     assert_eq!(known[2], west, "the other site last: {known:?}");
     let (unit, value) = write_key(&drive, "VOL001").await;
     let keys = drive.keys(unit).await.expect("keys");

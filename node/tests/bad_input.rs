@@ -6,6 +6,7 @@ mod support;
 use std::time::Duration;
 
 use node::client::KmaClient;
+use node::config::NodeConfig;
 use support::*;
 
 async fn run_output(data_dir: &std::path::Path) -> (bool, String) {
@@ -22,7 +23,7 @@ async fn run_output(data_dir: &std::path::Path) -> (bool, String) {
 /// leaves the files as they were.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_rocksdb_dir_is_refused_with_the_fix() {
-    let mut cluster = Cluster::start(1, 17200, no_change).await;
+    let mut cluster = Cluster::start(1, no_change).await;
     cluster.stop(0).await;
     let current = cluster.nodes[0].data_dir.join("raft/rocksdb/CURRENT");
     std::fs::write(&current, b"MANIFEST-999999\n").expect("damage CURRENT");
@@ -37,7 +38,7 @@ async fn corrupt_rocksdb_dir_is_refused_with_the_fix() {
 /// field, and how the file is made.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_missing_a_field_names_it() {
-    let mut cluster = Cluster::start(1, 17210, no_change).await;
+    let mut cluster = Cluster::start(1, no_change).await;
     cluster.stop(0).await;
     let path = cluster.nodes[0].data_dir.join("kma.toml");
     let text = std::fs::read_to_string(&path).expect("config");
@@ -53,13 +54,43 @@ async fn config_missing_a_field_names_it() {
     assert!(stderr.contains("missing field `site`"), "{stderr}");
 }
 
+/// Setup: a one-KMA cluster created with port 0 for both listeners (as every test cluster
+/// is), then stopped. Expect: its `kma.toml` holds two different ports, the management one
+/// advertised, and the clean stop removed its `listening.toml`. Action: port 0 put back into
+/// `kma.toml` by hand, then `kma run`. Expect: refused, naming the field and who takes port 0.
+/// (issue #15)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t90_issue_15_ports_chosen_at_init_are_kept_and_port_0_is_refused_at_run() {
+    let mut cluster = Cluster::start(1, no_change).await;
+    cluster.stop(0).await;
+    let data_dir = &cluster.nodes[0].data_dir;
+    let config = NodeConfig::load(data_dir).expect("kma.toml");
+    let (management, service) = (config.management_listen, config.service_listen);
+    let ports = [management.port(), service.port()];
+    assert!(!ports.contains(&0) && ports[0] != ports[1], "{config:?}");
+    assert_eq!(config.management_advertise, management.to_string());
+    let listening = data_dir.join(node::config::LISTENING_FILE);
+    assert!(!listening.exists(), "a clean stop removes {}", listening.display());
+
+    let path = data_dir.join("kma.toml");
+    let text = std::fs::read_to_string(&path).expect("config");
+    let line = format!("management_listen = \"{management}\"");
+    assert!(text.contains(&line), "{text}");
+    let zero = text.replace(&line, "management_listen = \"127.0.0.1:0\"");
+    std::fs::write(&path, zero).expect("write config");
+    let (ok, stderr) = run_output(data_dir).await;
+    assert!(!ok, "kma run refuses port 0 in kma.toml");
+    assert!(stderr.contains("management_listen has port 0"), "{stderr}");
+    assert!(stderr.contains("`kma init` and `kma join`"), "{stderr}");
+}
+
 /// Setup: two separate clusters. Action: cluster B's administrator and KMA certificates are
 /// used against cluster A, over HTTP and over a Raft link. Expect: the TLS handshake fails;
 /// nothing is served; only A's KMAs may speak Raft on A. (SPEC S2)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificate_from_another_cluster_is_refused() {
-    let cluster_a = Cluster::start(1, 17220, no_change).await;
-    let cluster_b = Cluster::start(1, 17230, no_change).await;
+    let cluster_a = Cluster::start(1, no_change).await;
+    let cluster_b = Cluster::start(1, no_change).await;
     let address_a = &cluster_a.nodes[0].address;
     assert!(cluster_a.admin.status(address_a).await.is_ok(), "A's own admin is served");
     let foreign_admin = KmaClient::admin(&cluster_b.nodes[0].data_dir).expect("client");
@@ -119,14 +150,10 @@ async fn raft_links_take_only_this_clusters_kmas(
 /// spent. (SPEC C4, S2)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joins_need_the_passphrase_and_the_quorum() {
-    let cluster_a = Cluster::start(1, 17240, no_change).await;
-    let cluster_b = Cluster::start(1, 17250, no_change).await;
+    let cluster_a = Cluster::start(1, no_change).await;
+    let cluster_b = Cluster::start(1, no_change).await;
     let first = &cluster_a.nodes[0];
-    let listeners = |port: u16| node::setup::Listeners {
-        management_listen: format!("127.0.0.1:{port}").parse().expect("address"),
-        management_advertise: format!("127.0.0.1:{port}"),
-        service_listen: format!("127.0.0.1:{}", port + 100).parse().expect("address"),
-    };
+    let listeners = any_port_listeners();
     let credentials = |passphrase: &'static str, wait_s: u64| node::setup::JoinCredentials {
         peer: &first.address,
         passphrase,
@@ -137,26 +164,16 @@ async fn joins_need_the_passphrase_and_the_quorum() {
     create_kma_entry(&cluster_a, "n2", "n2-one-time-pass").await;
 
     let dir = root.path().join("n2");
-    let wrong = node::setup::join(
-        &dir,
-        "n2",
-        "east",
-        &listeners(17243),
-        &credentials("wrong-passphrase", 5),
-    )
-    .await;
+    let wrong =
+        node::setup::join(&dir, "n2", "east", &listeners, &credentials("wrong-passphrase", 5))
+            .await;
     let wrong = format!("{:#}", wrong.expect_err("a wrong passphrase is refused"));
     assert!(wrong.contains("wrong passphrase"), "{wrong}");
     assert!(!dir.join("kma.toml").exists(), "nothing written on a refused join");
 
-    let waiting = node::setup::join(
-        &dir,
-        "n2",
-        "east",
-        &listeners(17243),
-        &credentials("n2-one-time-pass", 2),
-    )
-    .await;
+    let waiting =
+        node::setup::join(&dir, "n2", "east", &listeners, &credentials("n2-one-time-pass", 2))
+            .await;
     let waiting = format!("{:#}", waiting.expect_err("no approval yet"));
     assert!(waiting.contains("waits for the quorum"), "{waiting}");
 
@@ -173,17 +190,16 @@ async fn joins_need_the_passphrase_and_the_quorum() {
     )
     .await
     .expect("the quorum approves the join");
-    let node_id = node::setup::join(
-        &dir,
-        "n2",
-        "east",
-        &listeners(17243),
-        &credentials("n2-one-time-pass", 10),
-    )
-    .await
-    .expect("approved join");
+    let node_id =
+        node::setup::join(&dir, "n2", "east", &listeners, &credentials("n2-one-time-pass", 10))
+            .await
+            .expect("approved join");
     assert_eq!(node_id, 2);
     assert!(dir.join("tls/ca-key.pem").exists(), "the new KMA can issue certificates too");
+    let config = NodeConfig::load(&dir).expect("kma.toml written by the join");
+    let ports = [config.management_listen.port(), config.service_listen.port()];
+    assert!(!ports.contains(&0), "the join keeps the ports the OS chose: {config:?}");
+    assert_eq!(config.management_advertise, config.management_listen.to_string());
 }
 
 /// A join at `peer` pinned to the CA `ca_pem`: the error it ends with.
@@ -195,13 +211,17 @@ async fn join_pinned(dir: &std::path::Path, peer: &str, ca_pem: &str) -> String 
         ca_fingerprint: Some(&fingerprint),
         wait: Duration::from_secs(2),
     };
-    let listeners = node::setup::Listeners {
-        management_listen: "127.0.0.1:17243".parse().expect("address"),
-        management_advertise: "127.0.0.1:17243".into(),
-        service_listen: "127.0.0.1:17343".parse().expect("address"),
-    };
-    let joined = node::setup::join(dir, "n2", "east", &listeners, &credentials).await;
+    let joined = node::setup::join(dir, "n2", "east", &any_port_listeners(), &credentials).await;
     format!("{:#}", joined.expect_err("another cluster's CA"))
+}
+
+/// Listeners of a joining KMA on loopback ports the OS chooses at the join.
+fn any_port_listeners() -> node::setup::Listeners {
+    node::setup::Listeners {
+        management_listen: ANY_PORT.parse().expect("address"),
+        management_advertise: ANY_PORT.into(),
+        service_listen: ANY_PORT.parse().expect("address"),
+    }
 }
 
 /// A Security Officer's `CreateKma` with a one-time passphrase.

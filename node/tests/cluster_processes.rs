@@ -9,44 +9,46 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-async fn write_for(cluster: &Cluster, prefix: &str, acked: &Acked, stop_after: Duration) {
-    let addresses = cluster.running().iter().map(|i| cluster.nodes[*i].address.clone()).collect();
+/// Writes through every running KMA until `count` more writes are acknowledged.
+async fn write_more(cluster: &Cluster, prefix: &str, acked: &Acked, count: usize) {
+    let target = acked.count() + count;
     let stop = Arc::new(AtomicBool::new(false));
+    let addresses = cluster.running_addresses();
     let writer =
         spawn_writer(cluster.admin.clone(), addresses, prefix, acked.clone(), stop.clone());
-    tokio::time::sleep(stop_after).await;
+    acked.wait_count(target, &format!("'{prefix}' writes through the running KMAs")).await;
     stop.store(true, Ordering::SeqCst);
     writer.await.expect("writer");
 }
 
-/// Setup: three KMAs, a writer sending to all of them. Action: kill -9 the leader, then a
-/// follower, restarting each. Expect: writes continue through the remaining majority; every
-/// acknowledged write is on every KMA and the state digests agree. (SPEC C1, C7)
+/// Setup: three KMAs, a writer sending to all of them. Action: once writes are acknowledged,
+/// kill -9 the leader, then a follower, restarting each. Expect: a new leader; writes continue
+/// through the remaining majority each time (20 more acknowledged while a KMA is down, 20
+/// more once all are back); every acknowledged write is on every KMA and the state digests
+/// agree. (SPEC C1, C7)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c1_c7_kill_leader_then_follower_under_writes() {
-    let mut cluster = Cluster::start(3, 17010, no_change).await;
+    let mut cluster = Cluster::start(3, no_change).await;
     let acked = Acked::default();
-    let addresses: Vec<String> = cluster.nodes.iter().map(|n| n.address.clone()).collect();
     let stop = Arc::new(AtomicBool::new(false));
+    let addresses = cluster.running_addresses();
     let writer = spawn_writer(cluster.admin.clone(), addresses, "w", acked.clone(), stop.clone());
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    acked.wait_count(20, "writes flow before any kill").await;
 
     let leader = cluster.leader(Duration::from_secs(10)).await;
     cluster.kill9(leader).await;
     let new_leader = cluster.leader(Duration::from_secs(15)).await;
     assert_ne!(new_leader, leader);
-    let before = acked.count();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(acked.count() > before, "writes go on with one KMA down");
+    acked.wait_count(acked.count() + 20, "writes go on with the old leader down").await;
     cluster.restart(leader).await;
     cluster.wait_ready(leader).await;
 
     let follower = (0..3).find(|i| *i != new_leader).expect("a follower");
     cluster.kill9(follower).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    acked.wait_count(acked.count() + 20, "writes go on with a follower down").await;
     cluster.restart(follower).await;
     cluster.wait_ready(follower).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    acked.wait_count(acked.count() + 20, "writes go on once every KMA is back").await;
     stop.store(true, Ordering::SeqCst);
     writer.await.expect("writer");
 
@@ -60,27 +62,28 @@ async fn c1_c7_kill_leader_then_follower_under_writes() {
 /// (SPEC C4, C7)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c7_new_kma_joins_after_log_purge_and_gets_a_snapshot() {
-    let mut cluster = Cluster::start(3, 17030, small_snapshots).await;
+    let mut cluster = Cluster::start(3, small_snapshots).await;
     let acked = Acked::default();
     let leader = cluster.leader(Duration::from_secs(10)).await;
     let address = cluster.nodes[leader].address.clone();
     for n in 0..600 {
         assert!(write_user(&cluster.admin, &address, format!("u{n}"), &acked).await);
     }
-    // openraft purges behind a snapshot once the followers have the entries: poll for it.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // openraft purges behind a snapshot once the followers have the entries: one more write
+    // at each look, so that a purge that waits for the next snapshot gets one.
     let mut n = 600;
-    loop {
+    wait_until(Duration::from_secs(20), "the leader to purge its log", async || {
         let status = cluster.admin.status(&address).await.expect("status");
         if status.purged_index.unwrap_or(0) > 100 {
-            break;
+            return Ok(());
         }
-        assert!(Instant::now() < deadline, "the leader never purged its log: {status:?}");
         assert!(write_user(&cluster.admin, &address, format!("u{n}"), &acked).await);
         n += 1;
-    }
+        Err(status)
+    })
+    .await;
 
-    let newcomer = cluster.add_node(4, 17030, small_snapshots).await;
+    let newcomer = cluster.add_node(4, small_snapshots).await;
     cluster.wait_voters(4).await;
     cluster.assert_converged(&acked).await;
     let status = cluster.admin.status(&cluster.nodes[newcomer].address).await.expect("status");
@@ -88,13 +91,13 @@ async fn c7_new_kma_joins_after_log_purge_and_gets_a_snapshot() {
     assert_eq!(status.voters.len(), 4);
 }
 
-/// Setup: three KMAs with 300 writes. Action: stop all three, start all three. Expect: the same
-/// digest as before, and the cluster takes writes again. (SPEC C1, C7)
+/// Setup: three KMAs with 30 acknowledged writes. Action: stop all three, start all three.
+/// Expect: the same digest as before, and the cluster takes 20 writes again. (SPEC C1, C7)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c7_whole_cluster_stopped_and_restarted_keeps_its_digest() {
-    let mut cluster = Cluster::start(3, 17050, no_change).await;
+    let mut cluster = Cluster::start(3, no_change).await;
     let acked = Acked::default();
-    write_for(&cluster, "before", &acked, Duration::from_secs(3)).await;
+    write_more(&cluster, "before", &acked, 30).await;
     let (_, index) = acked.snapshot();
     let before = cluster.admin.digest(&cluster.nodes[0].address, index).await.expect("digest");
     for index in 0..3 {
@@ -111,25 +114,23 @@ async fn c7_whole_cluster_stopped_and_restarted_keeps_its_digest() {
             assert_eq!(after.sha256, before.sha256, "{} after restart", cluster.nodes[index].name);
         }
     }
-    write_for(&cluster, "after", &acked, Duration::from_secs(2)).await;
+    write_more(&cluster, "after", &acked, 20).await;
     cluster.assert_converged(&acked).await;
 }
 
-/// Setup: five KMAs under writes. Action: kill -9 the leader and one follower. Expect: the three
-/// left elect a leader, keep taking writes, and agree. (SPEC C1)
+/// Setup: five KMAs with 20 acknowledged writes. Action: kill -9 the leader and one follower.
+/// Expect: the three left elect a leader, take 20 more writes, and agree. (SPEC C1)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c1_five_kmas_survive_two_losses() {
-    let mut cluster = Cluster::start(5, 17070, no_change).await;
+    let mut cluster = Cluster::start(5, no_change).await;
     let acked = Acked::default();
-    write_for(&cluster, "five", &acked, Duration::from_secs(2)).await;
+    write_more(&cluster, "five", &acked, 20).await;
     let leader = cluster.leader(Duration::from_secs(10)).await;
     let follower = (0..5).find(|i| *i != leader).expect("follower");
     cluster.kill9(leader).await;
     cluster.kill9(follower).await;
     cluster.leader(Duration::from_secs(15)).await;
-    let before = acked.count();
-    write_for(&cluster, "three", &acked, Duration::from_secs(3)).await;
-    assert!(acked.count() > before + 10, "the three remaining KMAs take writes");
+    write_more(&cluster, "three", &acked, 20).await;
     cluster.assert_converged(&acked).await;
 }
 
@@ -139,7 +140,7 @@ async fn c1_five_kmas_survive_two_losses() {
 /// (SPEC "Known pitfalls")
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c7_repeated_leader_kills_always_elect_a_new_leader() {
-    let mut cluster = Cluster::start(3, 17090, no_change).await;
+    let mut cluster = Cluster::start(3, no_change).await;
     let mut times = Vec::new();
     for _round in 0..5 {
         let leader = cluster.leader(Duration::from_secs(15)).await;
@@ -159,7 +160,7 @@ async fn c7_repeated_leader_kills_always_elect_a_new_leader() {
 /// Expect: three voters remain and take writes; both reads see the write. (SPEC C1, C5)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c5_remove_a_kma_and_read_your_writes_elsewhere() {
-    let mut cluster = Cluster::start(4, 17110, no_change).await;
+    let mut cluster = Cluster::start(4, no_change).await;
     let leader = cluster.leader(Duration::from_secs(10)).await;
     let follower = (0..4).find(|i| *i != leader).expect("follower");
     let removed = (0..4).find(|i| *i != leader && *i != follower).expect("another follower");
@@ -184,18 +185,19 @@ async fn c5_remove_a_kma_and_read_your_writes_elsewhere() {
     assert!(current.contains(&"ryw".to_string()));
 }
 
-/// Setup: a three-KMA cluster made as `kma local` makes it (`node::setup::local::start`), with writes.
-/// Action: kill -9 all three, then start the same cluster again the same way. Expect: it comes
-/// back and takes writes through every KMA. A KMA that led must win a new term after a restart,
-/// so `kma local` starts every KMA before it waits for any (it used to wait for the first one
+/// Setup: a three-KMA cluster made as `kma local --base-port 0` makes it
+/// (`node::setup::local::start`), with writes. Action: kill -9 all three, then start the same
+/// cluster again the same way. Expect: it comes back on the ports each KMA got at its creation
+/// and takes writes through every KMA. A KMA that led must win a new term after a restart, so
+/// `kma local` starts every KMA before it waits for any (it used to wait for the first one
 /// alone, which only worked while that one could take up its old term). (SPEC C7)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c7_t90_issue_3_a_local_cluster_restarts_with_its_data() {
     let root = tempfile::tempdir().expect("temp dir");
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_kma"));
-    let layout = node::setup::local::layout(root.path(), 3, 17300);
-    let children =
-        node::setup::local::start(binary, root.path(), 3, 17300).await.expect("first start");
+    // Base port 0: ports the OS chooses when each KMA is created, kept across the restart.
+    let children = node::setup::local::start(binary, root.path(), 3, 0).await.expect("first start");
+    let layout = node::setup::local::layout(root.path(), 3, 0).expect("layout");
     let admin = node::client::KmaClient::admin(&layout[0].data_dir).expect("admin client");
     let acked = Acked::default();
     for node in &layout {
@@ -206,8 +208,12 @@ async fn c7_t90_issue_3_a_local_cluster_restarts_with_its_data() {
     for mut child in children {
         child.kill().await.expect("kill -9");
     }
-    let _children =
-        node::setup::local::start(binary, root.path(), 3, 17300).await.expect("restart");
+    let _children = node::setup::local::start(binary, root.path(), 3, 0).await.expect("restart");
+    let again = node::setup::local::layout(root.path(), 3, 0).expect("layout");
+    let addresses = |kmas: &[node::setup::local::LocalNode]| {
+        kmas.iter().map(|kma| (kma.management.clone(), kma.service.clone())).collect::<Vec<_>>()
+    };
+    assert_eq!(addresses(&again), addresses(&layout), "each KMA keeps its ports");
     for node in &layout {
         assert!(write_user(&admin, &node.management, format!("after-{}", node.name), &acked).await);
     }

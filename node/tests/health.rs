@@ -1,15 +1,14 @@
 //! Metrics and health endpoints through running `kma` processes (SPEC U3), and communication
-//! errors between KMAs in the audit log (SPEC C8). Management ports 18100-18199 (service ports
-//! 500 above).
+//! errors between KMAs in the audit log (SPEC C8).
 
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use node::config::NodeConfig;
 use statemachine::{AuditWhat, Command};
-use support::{no_change, Cluster, SERVICE_OFFSET};
+use support::{done_if, no_change, wait_until, Cluster};
 
 /// A client with the cluster CA as its only root and no client certificate: what Prometheus
 /// and a load balancer's probe have.
@@ -208,15 +207,14 @@ async fn scrape(http: &reqwest::Client, address: &str) -> Scrape {
 
 /// Polls `/readyz` until it answers `status` with a body containing `reason`.
 async fn wait_readyz(http: &reqwest::Client, address: &str, status: u16, reason: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(45);
-    loop {
-        let answer = get(http, &format!("https://{address}/readyz")).await;
-        if answer.0 == status && answer.1.contains(reason) {
-            return answer.1;
-        }
-        assert!(Instant::now() < deadline, "{address}/readyz still answers {answer:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let what = format!("{address}/readyz to answer {status} {reason:?}");
+    let url = format!("https://{address}/readyz");
+    let answer = wait_until(Duration::from_secs(45), &what, async || {
+        let answer = get(http, &url).await;
+        done_if(answer.0 == status && answer.1.contains(reason), answer)
+    })
+    .await;
+    answer.1
 }
 
 const STATUS_2XX: [(&str, &str); 3] =
@@ -231,8 +229,7 @@ const STATUS_2XX: [(&str, &str); 3] =
 /// follower answers 503 with the reason and `kms_locked 1`. (SPEC U3)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn u3_metrics_and_probes_answer_without_a_certificate() {
-    const BASE: u16 = 18100;
-    let cluster = Cluster::start(3, BASE, no_change).await;
+    let cluster = Cluster::start(3, no_change).await;
     let http = anonymous(&cluster);
     for node in &cluster.nodes {
         let healthz = get(&http, &format!("https://{}/healthz", node.address)).await;
@@ -249,7 +246,7 @@ async fn u3_metrics_and_probes_answer_without_a_certificate() {
         cluster.admin.status(&address).await.expect("status");
     }
     let unit = "00000000000000010000000000004242";
-    let service = format!("https://127.0.0.1:{}", BASE + SERVICE_OFFSET + leader as u16 + 1);
+    let service = format!("https://{}", cluster.nodes[leader].service);
     let (code, _) = get(&http, &format!("{service}/agent/v1/data-units/{unit}/keys")).await;
     assert_eq!(code, 401, "agent routes need the agent's certificate");
     let (_, text) = get(&http, &format!("https://{address}/metrics")).await;
@@ -287,12 +284,11 @@ async fn u3_metrics_and_probes_answer_without_a_certificate() {
 /// leader's `kms_keys` for ready and generated equal the pool sizes its status reports, and its
 /// pool gauges equal them too.
 async fn key_counts_match_the_pool(cluster: &Cluster, http: &reqwest::Client, address: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    let what = "kms_keys for ready and generated to equal the pool sizes status reports";
+    let (counted, pool) = wait_until(Duration::from_secs(60), what, async || {
         let status = cluster.admin.status(address).await.expect("status");
         let scrape = scrape(http, address).await;
-        let ready = status.key_pool_ready as f64;
-        let generated = status.key_pool_generated as f64;
+        let sizes = (status.key_pool_ready as f64, status.key_pool_generated as f64);
         let counted = (
             scrape.value("kms_keys", &[("state", "ready")]),
             scrape.value("kms_keys", &[("state", "generated")]),
@@ -304,13 +300,11 @@ async fn key_counts_match_the_pool(cluster: &Cluster, http: &reqwest::Client, ad
         let after = cluster.admin.status(address).await.expect("status");
         let steady = (after.key_pool_ready, after.key_pool_generated)
             == (status.key_pool_ready, status.key_pool_generated);
-        if steady && ready > 0.0 && counted == (Some(ready), Some(generated)) {
-            assert_eq!(pool, (Some(ready), Some(generated)));
-            return;
-        }
-        assert!(Instant::now() < deadline, "key counts {counted:?}, status {status:?}");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+        let matched = steady && sizes.0 > 0.0 && counted == (Some(sizes.0), Some(sizes.1));
+        done_if(matched, (counted, pool, status)).map(|(counted, pool, _)| (counted, pool))
+    })
+    .await;
+    assert_eq!(pool, counted, "the pool gauges equal the key counts");
 }
 
 /// Every KMA's Raft gauges: its term and applied index as status reports them, committed at or
@@ -352,8 +346,7 @@ async fn raft_gauges_agree_with_status(cluster: &Cluster, http: &reqwest::Client
 /// names the failure. (SPEC C8, U3)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c8_u3_a_killed_peer_is_audited_and_a_lone_survivor_is_not_ready() {
-    const BASE: u16 = 18150;
-    let mut cluster = Cluster::start(3, BASE, no_change).await;
+    let mut cluster = Cluster::start(3, no_change).await;
     let http = anonymous(&cluster);
     let leader = cluster.leader(Duration::from_secs(10)).await;
     let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
@@ -366,16 +359,14 @@ async fn c8_u3_a_killed_peer_is_audited_and_a_lone_survivor_is_not_ready() {
     let applied_before = cluster.admin.status(&leader_address).await.expect("status").applied_index;
     cluster.kill9(victim).await;
 
-    let deadline = Instant::now() + Duration::from_secs(100);
-    loop {
+    let what = format!("the leader to record its links to {victim_id} failing");
+    wait_until(Duration::from_secs(100), &what, async || {
         let scrape = scrape(&http, &leader_address).await;
         let failing = scrape.value("kms_peer_rpc_failing", &[("node_id", &victim_id)]);
-        if failing == Some(1.0) && scrape.value(recorded, &labels).unwrap_or(0.0) > before {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no communication error recorded: {scrape:?}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+        let recorded = scrape.value(recorded, &labels).unwrap_or(0.0);
+        done_if(failing == Some(1.0) && recorded > before, (failing, recorded))
+    })
+    .await;
 
     cluster.stop(leader).await;
     let survivor_address = cluster.nodes[survivor].address.clone();
@@ -417,9 +408,8 @@ async fn c8_u3_a_killed_peer_is_audited_and_a_lone_survivor_is_not_ready() {
 /// times every write is on every KMA and the digests agree. (SPEC C1, C7, U3)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c1_u3_followers_write_the_entries_the_leader_sends_ahead() {
-    const BASE: u16 = 18170;
     const AHEAD: &str = "kms_raft_entries_ahead_total";
-    let mut cluster = Cluster::start(3, BASE, no_change).await;
+    let mut cluster = Cluster::start(3, no_change).await;
     let http = anonymous(&cluster);
     let acked = support::Acked::default();
     let leader = cluster.leader(Duration::from_secs(10)).await;

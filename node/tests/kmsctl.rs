@@ -13,7 +13,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{agents, Cluster};
+use support::{agents, done_if, wait_until, Cluster};
 
 /// Where `cargo test` put `kmsctl`: beside `kma`.
 fn kmsctl_binary() -> PathBuf {
@@ -113,7 +113,7 @@ fn names(value: &Value, field: &str) -> Vec<String> {
 /// through `kmsctl`, read back through `kmsctl --json` from the other KMAs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn u1_every_cluster_security_and_catalog_operation_through_kmsctl() {
-    let cluster = Cluster::start(3, 18200, support::no_change).await;
+    let cluster = Cluster::start(3, support::no_change).await;
     let ctl = Ctl::new();
     ctl.login(&cluster, "default", "admin", OFFICER).await;
 
@@ -342,16 +342,15 @@ fn golden(name: &str, actual: &str) {
 /// one page may examine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn o9_destroy_and_group_change_need_a_confirmed_preview_and_lists_page_on_the_server() {
-    let cluster = Cluster::start(3, 18220, support::no_change).await;
+    let cluster = Cluster::start(3, support::no_change).await;
     let address = cluster.nodes[0].address.clone();
     agents::catalogue(&cluster, &address, (30 * agents::DAY_MS, 365 * agents::DAY_MS)).await;
     let ctl = Ctl::new();
     ctl.login(&cluster, "default", "admin", OFFICER).await;
     ctl.ok(&["group", "create", "vault", "--policy", "tapes"], None).await;
 
-    let drive =
-        agents::pinned_drive(&cluster, &agents::service(18220, 1), &agents::service(18220, 2))
-            .await;
+    let (kma1, kma2) = (&cluster.nodes[0].service, &cluster.nodes[1].service);
+    let drive = agents::pinned_drive(&cluster, kma1, kma2).await;
     let (unit_a, value_a) = agents::write_key(&drive, "VOL001").await;
     let (unit_b, _) = agents::write_key(&drive, "VOL002").await;
     let (unit_a, unit_b) = (unit_a.to_string(), unit_b.to_string());
@@ -447,15 +446,11 @@ async fn destroy_after_confirmed_preview(ctl: &Ctl, key_a: &str, unit_a: &str) {
 async fn paging_over_more_than_one_scan(ctl: &Ctl) {
     // Paging over a state larger than one page's scan: 25,000 pool keys.
     ctl.ok(&["settings", "key-pool", "--low-water", "24000", "--high-water", "25000"], None).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
+    wait_until(Duration::from_secs(120), "25,000 ready pool keys", async || {
         let settings = ctl.json(&["settings", "show"]).await;
-        if settings["key_pool_ready"].as_u64().unwrap_or(0) >= 25_000 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "pool not filled: {settings}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+        done_if(settings["key_pool_ready"].as_u64().unwrap_or(0) >= 25_000, settings)
+    })
+    .await;
     let ready = ctl.json(&["key", "list", "--state", "ready", "--all"]).await;
     let ids = names(&ready, "id");
     let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
@@ -485,7 +480,7 @@ async fn paging_over_more_than_one_scan(ctl: &Ctl) {
 async fn s5_the_audit_log_is_filtered_exported_and_verified_and_an_edit_is_detected() {
     // Small snapshots: the edited row must be one a snapshot covers, since a restart replays
     // (and so rewrites, identically) every entry after the latest snapshot.
-    let mut cluster = Cluster::start(3, 18240, support::small_snapshots).await;
+    let mut cluster = Cluster::start(3, support::small_snapshots).await;
     let address = cluster.nodes[0].address.clone();
     agents::catalogue(&cluster, &address, (30 * agents::DAY_MS, 365 * agents::DAY_MS)).await;
     let ctl = Ctl::new();
@@ -504,9 +499,8 @@ async fn s5_the_audit_log_is_filtered_exported_and_verified_and_an_edit_is_detec
     assert!(!refused.status.success(), "a wrong passphrase does not log in");
     let auditor = Ctl::new();
     auditor.login(&cluster, "default", "audrey", "audrey-passphrase").await;
-    let drive =
-        agents::pinned_drive(&cluster, &agents::service(18240, 1), &agents::service(18240, 1))
-            .await;
+    let kma1 = &cluster.nodes[0].service;
+    let drive = agents::pinned_drive(&cluster, kma1, kma1).await;
     let (_, value) = agents::write_key(&drive, "VOL100").await;
 
     // The Security Officer alone may not read the audit log; the Auditor may.
@@ -618,7 +612,7 @@ fn ca_path(cluster: &Cluster) -> String {
 /// reachable (4).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn u1_exit_codes_scripts_rely_on() {
-    let mut cluster = Cluster::start(1, 18260, support::no_change).await;
+    let mut cluster = Cluster::start(1, support::no_change).await;
     let ctl = Ctl::new();
     ctl.fails(&["site", "list"], None, 7).await;
     ctl.login(&cluster, "default", "admin", OFFICER).await;

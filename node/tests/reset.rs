@@ -19,7 +19,7 @@ async fn kma_reset(args: &[&str], data_dir: &std::path::Path) -> std::process::O
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c5_reset_refuses_a_running_kma_and_then_scrubs_and_removes_its_data() {
-    let mut cluster = Cluster::start(1, 18280, support::no_change).await;
+    let mut cluster = Cluster::start(1, support::no_change).await;
     let data_dir = cluster.nodes[0].data_dir.clone();
 
     let running = kma_reset(&["--yes"], &data_dir).await;

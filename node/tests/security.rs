@@ -1,6 +1,5 @@
 //! The security core through running `kma` processes (SPEC S1–S4, C4, C6): passphrase logins,
 //! the role matrix at the admin API, quorum approvals, lock and unlock, cold restarts.
-//! Management ports 17300-17399 (service ports 500 above).
 
 mod support;
 
@@ -14,7 +13,7 @@ use statemachine::quorum::QuorumOperation;
 use statemachine::reply::Reply;
 use statemachine::{Command, CommandKind, DataUnitId, Issuer, KeyId, Reject, Role, RoleSet};
 use support::agents::DAY_MS;
-use support::{no_change, Cluster};
+use support::{done_if, no_change, wait_until, Cluster};
 
 const ROLES: [(&str, Role); 5] = [
     ("so-user", Role::SecurityOfficer),
@@ -227,7 +226,7 @@ async fn role_clients(cluster: &Cluster, address: &str) -> Vec<(Role, KmaClient)
 /// role named. (SPEC S1, S2)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s1_every_user_command_by_every_role_through_the_admin_api() {
-    let cluster = Cluster::start(1, 17300, no_change).await;
+    let cluster = Cluster::start(1, no_change).await;
     let address = cluster.nodes[0].address.clone();
     let clients = role_clients(&cluster, &address).await;
     let commands = user_commands();
@@ -313,7 +312,7 @@ async fn membership_by_every_role(clients: &[(Role, KmaClient)], address: &str) 
 /// changes nothing, two run the operation. (SPEC S2, S4)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s4_m_minus_1_approvals_change_nothing_and_m_do() {
-    let cluster = Cluster::start(1, 17320, no_change).await;
+    let cluster = Cluster::start(1, no_change).await;
     let address = cluster.nodes[0].address.clone();
     let officer = KmaClient::login(&address, &ca_pem(&cluster), "admin", "officer-passphrase-1")
         .await
@@ -351,16 +350,23 @@ async fn s4_m_minus_1_approvals_change_nothing_and_m_do() {
         assert!(message.contains("wrong passphrase"), "{message}");
     }
     assert!(throttled, "repeated failures are throttled");
-    let audit_wait = Duration::from_millis(3_500);
-    tokio::time::sleep(audit_wait).await;
-
-    let first = officer.approve(&address, id, "q1", "member-one-passphrase", started.index).await;
-    let first = first.expect("approval").expect("proposed");
+    // The throttle covers this source too: q1's approval is refused until it lapses (3 s),
+    // and a refusal by the throttle counts no failure.
+    let what = "the throttle to lapse and q1's approval to be taken";
+    let first = wait_until(Duration::from_secs(10), what, async || {
+        match officer.approve(&address, id, "q1", "member-one-passphrase", started.index).await {
+            Err(error) if format!("{error:#}").contains("too many failed attempts") => Err(error),
+            answer => Ok(answer.expect("approval").expect("proposed")),
+        }
+    })
+    .await;
     assert!(matches!(
         first.result,
         Ok(Reply::QuorumApproval { completed: false, approvals: 1, .. })
     ));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pending = officer.pending_operations(&address, first.index).await.expect("list");
+    let listed = pending.iter().find(|op| op.id == id).expect("still pending after one approval");
+    assert_eq!(listed.approvals, vec!["q1".to_string()], "{listed:?}");
     assert!(!sealed(&cluster), "one approval of two changes nothing");
 
     let second = officer.approve(&address, id, "q2", "member-two-passphrase", first.index).await;
@@ -378,23 +384,18 @@ fn sealed(cluster: &Cluster) -> bool {
 }
 
 async fn wait_sealed(cluster: &Cluster, expected: bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while sealed(cluster) != expected {
-        assert!(std::time::Instant::now() < deadline, "sealed file present: {}", !expected);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let what = format!("the sealed file to be present: {expected}");
+    wait_until(Duration::from_secs(10), &what, async || done_if(sealed(cluster) == expected, ()))
+        .await;
 }
 
 async fn wait_locked(client: &KmaClient, address: &str, locked: bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    let what = format!("{address} to report locked={locked}");
+    wait_until(Duration::from_secs(30), &what, async || {
         let status = client.status(address).await;
-        if matches!(&status, Ok(s) if s.locked == locked) {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "{address} locked={locked}: {status:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        done_if(matches!(&status, Ok(s) if s.locked == locked), status).map(|_| ())
+    })
+    .await;
 }
 
 /// Setup: three KMAs joined through the quorum; kma2 without autonomous unlock. Action: an
@@ -406,7 +407,7 @@ async fn wait_locked(client: &KmaClient, address: &str, locked: bool) {
 /// C4, C6, S4)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c6_lock_unlock_and_whole_cluster_cold_restart() {
-    let mut cluster = Cluster::start(3, 17340, no_change).await;
+    let mut cluster = Cluster::start(3, no_change).await;
     let (a1, a2, a3) = (
         cluster.nodes[0].address.clone(),
         cluster.nodes[1].address.clone(),
@@ -469,11 +470,10 @@ async fn c6_lock_unlock_and_whole_cluster_cold_restart() {
 /// written before the change: the re-split is of the same master key. (SPEC S3, S4, C6)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_a_quorum_change_resplits_the_master_key() {
-    const BASE: u16 = 17360;
-    let cluster = Cluster::start(3, BASE, no_change).await;
+    let cluster = Cluster::start(3, no_change).await;
     let address = cluster.nodes[0].address.clone();
     support::agents::catalogue(&cluster, &address, (DAY_MS, 2 * DAY_MS)).await;
-    let kma1_service = support::agents::service(BASE, 1);
+    let kma1_service = cluster.nodes[0].service.clone();
     // Only kma1: the read at the end must come from the KMA that rebuilt its key.
     let drive = support::agents::pinned_drive(&cluster, &kma1_service, &kma1_service).await;
     let (unit, value) = support::agents::write_key(&drive, "VOL001").await;
@@ -552,17 +552,17 @@ async fn hello_from(cluster: &Cluster, address: &str, source: &str, user: &str) 
 
 /// Setup: one KMA, `login_failures_max` 5. Action: five logins of `admin` with a wrong
 /// passphrase from 127.0.0.1; then `admin` with the right one; then principal `nobody` from
-/// 127.0.0.1; then `admin`'s hello from 127.0.0.2; the KMA is stopped and its audit log read
-/// from its RocksDB. Expect: the five are refused; the right passphrase is refused too, throttled
-/// for the principal; `nobody` is throttled for the source; `admin` from another source is
-/// throttled for the principal; the audit log holds one authentication failure per wrong
-/// passphrase, with principal and source. (SPEC S2, S5)
+/// 127.0.0.1; then `admin`'s hello from 127.0.0.2; once the audit API shows five failures,
+/// the KMA is stopped and its audit log read from its RocksDB. Expect: the five are refused;
+/// the right passphrase is refused too, throttled for the principal; `nobody` is throttled for
+/// the source; `admin` from another source is throttled for the principal; the audit log
+/// holds one authentication failure per wrong passphrase, with principal and source. (SPEC
+/// S2, S5)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s2_failed_user_logins_are_throttled_per_principal_and_source_and_audited() {
-    let mut cluster = Cluster::start(1, 17380, no_change).await;
+    let mut cluster = Cluster::start(1, no_change).await;
     let address = cluster.nodes[0].address.clone();
     let ca = ca_pem(&cluster);
-    let applied_before = cluster.admin.status(&address).await.expect("status").applied_index;
     for attempt in 0..5 {
         let refused = KmaClient::login(&address, &ca, "admin", "not-the-passphrase").await;
         let message = format!("{:#}", refused.err().expect("a wrong passphrase is refused"));
@@ -578,19 +578,19 @@ async fn s2_failed_user_logins_are_throttled_per_principal_and_source_and_audite
     assert_eq!(status, 429, "{body}");
     assert!(body.contains("principal:admin"), "{body}");
 
-    // The failures are audited by commands of their own: wait until they are applied (five
-    // more entries at least, then no change for a second).
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let mut last = 0;
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let applied = cluster.admin.status(&address).await.expect("status").applied_index;
-        if applied >= applied_before + 5 && applied == last {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "audit records not applied: {applied}");
-        last = applied;
-    }
+    // The failures are audited by commands of their own, proposed after each refusal: wait
+    // until an Auditor (the officer, given the role through its certificate) sees all five.
+    let roles = RoleSet::of(Role::SecurityOfficer).with(Role::Auditor);
+    let grant = Command::SetUserRoles { id: "admin".into(), roles };
+    let granted = cluster.admin.propose(&address, None, grant).await.expect("reach");
+    let granted = granted.expect("proposed");
+    assert!(granted.result.is_ok(), "{:?}", granted.result);
+    wait_until(Duration::from_secs(15), "five authentication failures audited", async || {
+        let audit = cluster.admin.audit(&address, "authentication-failure", granted.index).await;
+        let failures = audit.expect("an Auditor reads the audit log");
+        done_if(failures.len() >= 5, failures)
+    })
+    .await;
     cluster.stop(0).await;
     let raft_dir = cluster.nodes[0].data_dir.join("raft");
     let (_dir, _log, state_machine) = raft_storage::open_stores(&raft_dir).expect("data dir");
@@ -619,20 +619,18 @@ async fn s2_failed_user_logins_are_throttled_per_principal_and_source_and_audite
 /// retryable `kma_locked`; after the quorum's unlock it is unlocked. (SPEC C4, C6)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c4_c6_a_joined_kma_starts_locked_until_the_quorum_unlocks_it() {
-    const BASE: u16 = 17390;
-    let mut cluster = Cluster::start(1, BASE, no_change).await;
+    let mut cluster = Cluster::start(1, no_change).await;
     let address = cluster.nodes[0].address.clone();
     support::agents::catalogue(&cluster, &address, (DAY_MS, 2 * DAY_MS)).await;
-    let index = cluster.add_node_locked(2, BASE, no_change).await;
+    let index = cluster.add_node_locked(2, no_change).await;
     cluster.wait_voters(2).await;
     let kma2 = cluster.nodes[index].address.clone();
     let status = cluster.admin.status(&kma2).await.expect("status");
     assert!(status.voters.contains(&status.node_id), "kma2 votes: {status:?}");
     assert!(status.locked, "a newly joined KMA starts locked: {status:?}");
 
-    let (kma1_service, kma2_service) =
-        (support::agents::service(BASE, 1), support::agents::service(BASE, 2));
-    let only_kma2 = support::agents::pinned_drive(&cluster, &kma1_service, &kma2_service).await;
+    let (kma1_service, kma2_service) = (&cluster.nodes[0].service, &cluster.nodes[index].service);
+    let only_kma2 = support::agents::pinned_drive(&cluster, kma1_service, kma2_service).await;
     let unit = only_kma2.create_data_unit("VOL001").await.expect("a data unit needs no key");
     let refused = only_kma2.write_key(unit.data_unit, true).await.expect_err("locked");
     assert!(refused.to_string().contains("kma_locked"), "{refused}");
@@ -650,12 +648,13 @@ async fn c4_c6_a_joined_kma_starts_locked_until_the_quorum_unlocks_it() {
 }
 
 /// Setup: one KMA, quorum q1..q3 with threshold two. Action: an operation with a 2 s time to
-/// live, approved once; wait 4 s (the leader's pulse is due at the expiry); approve again; stop
-/// the KMA and read its audit log. Expect: the operation is no longer listed, the late approval
-/// is refused, and the audit log records the expiry. (SPEC S4, S5)
+/// live, approved once; wait until it is no longer listed (the leader's pulse is due at the
+/// expiry); approve again; stop the KMA and read its audit log. Expect: the operation is no
+/// longer listed, the late approval is refused, and the audit log records the expiry. (SPEC
+/// S4, S5)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s4_a_pending_operation_expires_after_its_time_to_live() {
-    let mut cluster = Cluster::start(1, 17395, no_change).await;
+    let mut cluster = Cluster::start(1, no_change).await;
     let address = cluster.nodes[0].address.clone();
     let start = Command::StartQuorumOperation {
         operation: QuorumOperation::EnableAutonomousUnlock { kma: "kma1".into() },
@@ -675,9 +674,12 @@ async fn s4_a_pending_operation_expires_after_its_time_to_live() {
         .iter()
         .any(|op| op.id == id));
 
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let pending = cluster.admin.pending_operations(&address, one.index).await.expect("list");
-    assert!(pending.iter().all(|op| op.id != id), "expired, yet listed: {pending:?}");
+    // The leader's pulse is due when the time to live ends; it expires the operation.
+    wait_until(Duration::from_secs(15), "the operation to expire", async || {
+        let pending = cluster.admin.pending_operations(&address, one.index).await.expect("list");
+        done_if(pending.iter().all(|op| op.id != id), pending)
+    })
+    .await;
     let late = cluster.admin.approve(&address, id, "q2", "member-two-passphrase", one.index).await;
     let completed = matches!(&late, Ok(Ok(applied))
         if matches!(applied.result, Ok(Reply::QuorumApproval { completed: true, .. })));
@@ -700,17 +702,20 @@ async fn s4_a_pending_operation_expires_after_its_time_to_live() {
 /// (SPEC C6; the failure a popular peer's auto-unseal had).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c6_a_cold_restart_with_every_kma_locked_comes_back_through_the_quorum() {
-    let mut cluster = Cluster::start(3, 17384, no_change).await;
+    let mut cluster = Cluster::start(3, no_change).await;
     let addresses: Vec<String> = cluster.nodes.iter().map(|n| n.address.clone()).collect();
     for name in ["kma1", "kma2", "kma3"] {
         let disable = Command::DisableAutonomousUnlock { name: name.into() };
         cluster.admin.propose(&addresses[0], None, disable).await.expect("reach").expect("ok");
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while cluster.nodes.iter().any(|n| n.data_dir.join(node::vault::SEALED_FILE).exists()) {
-        assert!(std::time::Instant::now() < deadline, "sealed files still present");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(Duration::from_secs(10), "every sealed file to be removed", async || {
+        let sealed: Vec<&String> = (cluster.nodes.iter())
+            .filter(|n| n.data_dir.join(node::vault::SEALED_FILE).exists())
+            .map(|n| &n.name)
+            .collect();
+        done_if(sealed.is_empty(), sealed)
+    })
+    .await;
 
     for index in 0..3 {
         cluster.kill9(index).await;
@@ -743,7 +748,7 @@ async fn c6_a_cold_restart_with_every_kma_locked_comes_back_through_the_quorum()
 /// the read is refused (403), and the new login is refused. (SPEC S1, S2)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s1_a_disabled_user_can_neither_act_nor_read_nor_log_in() {
-    let cluster = Cluster::start(1, 17398, no_change).await;
+    let cluster = Cluster::start(1, no_change).await;
     let address = cluster.nodes[0].address.clone();
     let ca = ca_pem(&cluster);
     let create = Command::CreateUser {

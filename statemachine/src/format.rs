@@ -170,7 +170,9 @@ impl State {
     pub fn version_report(&self, kma: &str, version: &KmaVersion) -> Option<Command> {
         let record = self.meta.kmas.get(kma)?;
         let full = Command::ReportKmaVersion { kma: kma.into(), version: *version };
-        if self.check_format(&full).is_ok() {
+        // A KMA that reads only format 1 (an older release, or one held back on purpose) says
+        // so in the format-1 report: the full report is itself of format 2.
+        if version.formats.log >= LOG_FORMAT_2 && self.check_format(&full).is_ok() {
             return (record.version != Some(*version)).then_some(full);
         }
         let log_format = u32::from(version.formats.log);

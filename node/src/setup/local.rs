@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 
 use crate::client::KmaClient;
-use crate::config::CONFIG_FILE;
+use crate::config::{Listening, NodeConfig, CONFIG_FILE};
 use crate::setup::InitSecrets;
 
 pub struct LocalNode {
@@ -19,17 +19,33 @@ pub struct LocalNode {
 }
 
 /// The KMAs of a local cluster: `kma1`..`kmaN` on 127.0.0.1, management ports from
-/// `base_port`, service ports from `base_port + 100`. Sites: two KMAs at `east`, one at `west`
-/// (a tie-breaker site), then alternating.
-pub fn layout(root: &Path, nodes: usize, base_port: u16) -> Vec<LocalNode> {
-    (1..=nodes)
-        .map(|n| LocalNode {
-            name: format!("kma{n}"),
-            data_dir: root.join(format!("kma{n}")),
-            management: format!("127.0.0.1:{}", base_port + n as u16),
-            service: format!("127.0.0.1:{}", base_port + 100 + n as u16),
-        })
-        .collect()
+/// `base_port`, service ports from `base_port + 100`; with `base_port` 0, ports the OS chooses
+/// when each KMA is created. A KMA that exists is where its `kma.toml` says, whatever
+/// `base_port` is now. Sites: two KMAs at `east`, one at `west` (a tie-breaker site), then
+/// alternating.
+pub fn layout(root: &Path, nodes: usize, base_port: u16) -> anyhow::Result<Vec<LocalNode>> {
+    (1..=nodes).map(|n| local_node(root, n, base_port)).collect()
+}
+
+/// KMA `n` of the local cluster under `root`: from its `kma.toml` once it exists.
+fn local_node(root: &Path, n: usize, base_port: u16) -> anyhow::Result<LocalNode> {
+    let name = format!("kma{n}");
+    let data_dir = root.join(&name);
+    if data_dir.join(CONFIG_FILE).exists() {
+        let config = NodeConfig::load(&data_dir)?;
+        let service = config.service_advertise();
+        return Ok(LocalNode { name, data_dir, management: config.management_advertise, service });
+    }
+    let port = |offset: u16| match base_port {
+        0 => 0,
+        base => base + offset + n as u16,
+    };
+    Ok(LocalNode {
+        name,
+        data_dir,
+        management: format!("127.0.0.1:{}", port(0)),
+        service: format!("127.0.0.1:{}", port(100)),
+    })
 }
 
 pub fn site_of(n: usize) -> &'static str {
@@ -40,8 +56,11 @@ pub fn site_of(n: usize) -> &'static str {
     }
 }
 
-/// Starts `kma run` for an existing data dir, its log in `<data dir>/kma.log`.
+/// Starts `kma run` for an existing data dir, its log in `<data dir>/kma.log`. The report of
+/// an earlier run's listeners is removed first, so that a `listening.toml` found afterwards is
+/// this run's.
 pub fn spawn_run(binary: &Path, data_dir: &Path) -> std::io::Result<Child> {
+    Listening::remove(data_dir).map_err(std::io::Error::other)?;
     let log =
         std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("kma.log"))?;
     Command::new(binary)
@@ -101,53 +120,63 @@ fn local_secrets(root: &Path) -> anyhow::Result<(PathBuf, InitSecrets)> {
 
 pub const SECRETS_FILE: &str = "secrets.toml";
 
-/// Creates (first time) or restarts (later) a local cluster and returns its running processes.
+/// Creates (first time) or restarts (later) a local cluster and returns its running processes;
+/// [`layout`] then says where each KMA is.
 pub async fn start(
     binary: &Path,
     root: &Path,
     nodes: usize,
     base_port: u16,
 ) -> anyhow::Result<Vec<Child>> {
+    anyhow::ensure!(nodes >= 1, "a local cluster needs one KMA at least: --nodes 1 or more");
     std::fs::create_dir_all(root)?;
     let (secrets_path, secrets) = local_secrets(root)?;
-    let layout = layout(root, nodes, base_port);
-    let first = &layout[0];
+    let mut kmas = layout(root, nodes, base_port)?;
     let mut children = Vec::new();
-    if !first.data_dir.join(CONFIG_FILE).exists() {
-        let status = Command::new(binary)
-            .args(["init", "--name", &first.name, "--site", site_of(1)])
-            .args(["--management", &first.management, "--service", &first.service])
-            .arg("--data-dir")
-            .arg(&first.data_dir)
-            .arg("--secrets-file")
-            .arg(&secrets_path)
-            .stdout(Stdio::null())
-            .status()
-            .await?;
-        anyhow::ensure!(status.success(), "kma init failed");
+    if !kmas[0].data_dir.join(CONFIG_FILE).exists() {
+        init_first(binary, &kmas[0], &secrets_path).await?;
+        kmas[0] = local_node(root, 1, base_port)?;
     }
+    let first = &kmas[0];
     // Every KMA that exists starts before any is waited for: a restarted cluster needs a
     // majority to elect a leader (a KMA that led does not take up its old term alone).
     children.push(spawn_run(binary, &first.data_dir)?);
-    for node in layout.iter().skip(1) {
+    for node in kmas.iter().skip(1) {
         if node.data_dir.join(CONFIG_FILE).exists() {
             children.push(spawn_run(binary, &node.data_dir)?);
         }
     }
     let admin = KmaClient::admin(&first.data_dir)?;
     wait_ready(&admin, &first.management, Duration::from_secs(60)).await?;
-    for (n, node) in layout.iter().enumerate().skip(1) {
+    for (n, node) in kmas.iter().enumerate().skip(1) {
         if !node.data_dir.join(CONFIG_FILE).exists() {
             join_local(&admin, first, node, site_of(n + 1), &secrets).await?;
+            let node = local_node(root, n + 1, base_port)?;
             children.push(spawn_run(binary, &node.data_dir)?);
             wait_ready(&admin, &node.management, Duration::from_secs(60)).await?;
             unlock_when_member(&admin, &first.management, &secrets, &node.name, true).await?;
         }
     }
-    for node in &layout {
+    for node in layout(root, nodes, base_port)? {
         wait_ready(&admin, &node.management, Duration::from_secs(60)).await?;
     }
     Ok(children)
+}
+
+/// `kma init` for the first KMA of a new local cluster.
+async fn init_first(binary: &Path, first: &LocalNode, secrets_path: &Path) -> anyhow::Result<()> {
+    let status = Command::new(binary)
+        .args(["init", "--name", &first.name, "--site", site_of(1)])
+        .args(["--management", &first.management, "--service", &first.service])
+        .arg("--data-dir")
+        .arg(&first.data_dir)
+        .arg("--secrets-file")
+        .arg(secrets_path)
+        .stdout(Stdio::null())
+        .status()
+        .await?;
+    anyhow::ensure!(status.success(), "kma init failed (its error is above)");
+    Ok(())
 }
 
 /// Admits `node` through the quorum and writes its data dir with `kma join`'s steps.

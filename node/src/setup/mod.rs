@@ -18,18 +18,58 @@ pub mod reset;
 
 use std::sync::Arc;
 
-use crate::config::{advertise_host, DataDirLayout, NodeConfig, CONFIG_FILE};
+use crate::config::{advertise_host, advertise_port, DataDirLayout, NodeConfig, CONFIG_FILE};
 use crate::kma::https_client;
 use crate::kma::Kma;
 use crate::pki::{self, CertificateAuthority, Identity};
 use crate::vault::Vault;
 use crate::wire::{JoinGranted, ProofRequest, SecurityRefusal};
 
-/// Where a new KMA listens and how others reach it.
+/// Where a new KMA listens and how others reach it. Port 0 asks for a port the OS chooses
+/// (see [`Listeners::with_chosen_ports`]).
+#[derive(Clone, Debug)]
 pub struct Listeners {
     pub management_listen: SocketAddr,
     pub management_advertise: String,
     pub service_listen: SocketAddr,
+}
+
+impl Listeners {
+    /// These listeners with every port 0 replaced by a free port the OS chooses now, and an
+    /// advertised port 0 by the management port chosen. `kma init` and `kma join` write the
+    /// result into `kma.toml`, because the advertised address goes into the Raft membership and
+    /// must stay the same across restarts; `kma run` then binds those ports. Each port is
+    /// learned by binding it, and both sockets are held until both are known, so the two differ.
+    /// (Another program could take a port between here and `kma run`; `kma run` then stops
+    /// and names the port.)
+    pub fn with_chosen_ports(&self) -> anyhow::Result<Listeners> {
+        let choose = |address: SocketAddr, what: &str, example: u16| -> anyhow::Result<_> {
+            if address.port() != 0 {
+                return Ok((address, None));
+            }
+            let ip = address.ip();
+            let socket = std::net::TcpListener::bind(address).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot find a free port for the {what} listener on {ip}: {e}; is {ip} an \
+                     address of this machine? Or give the listener a port (--{what} \
+                     {address})",
+                    address = SocketAddr::new(ip, example)
+                )
+            })?;
+            let chosen = socket.local_addr()?;
+            Ok((chosen, Some(socket)))
+        };
+        let (management_listen, _held) = choose(self.management_listen, "management", 7001)?;
+        let (service_listen, _also_held) = choose(self.service_listen, "service", 7101)?;
+        let management_advertise = match advertise_port(&self.management_advertise) {
+            Some(0) => {
+                let host = advertise_host(&self.management_advertise).unwrap_or("127.0.0.1");
+                format!("{host}:{}", management_listen.port())
+            }
+            _ => self.management_advertise.clone(),
+        };
+        Ok(Listeners { management_listen, management_advertise, service_listen })
+    }
 }
 
 /// What the first start of the first KMA proposes once it leads (see `run_quickstart`).
@@ -158,6 +198,7 @@ pub fn init(
     secrets: &InitSecrets,
 ) -> anyhow::Result<u64> {
     secrets.check()?;
+    let listeners = &listeners.with_chosen_ports()?;
     let master = MasterKey::generate();
     let cluster_id = rand::random::<u64>();
     let members: Vec<(&str, &str)> =
@@ -239,6 +280,8 @@ pub async fn join(
     credentials: &JoinCredentials<'_>,
 ) -> anyhow::Result<u64> {
     let peer = credentials.peer;
+    // Chosen before the cluster is asked: the advertised address goes into its membership.
+    let listeners = &listeners.with_chosen_ports()?;
     let ca_pem = fetch_ca(peer, credentials.ca_fingerprint).await?;
     if data_dir.join(CONFIG_FILE).exists() {
         // Checked before asking the cluster anything; `refuse_existing` below says why.
@@ -388,5 +431,41 @@ pub async fn run_quickstart(kma: Arc<Kma>) {
     }
     if let Err(error) = std::fs::remove_file(&path) {
         tracing::warn!(%error, "could not remove the quickstart file");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listeners(management: &str, advertise: &str, service: &str) -> Listeners {
+        Listeners {
+            management_listen: management.parse().expect("address"),
+            management_advertise: advertise.into(),
+            service_listen: service.parse().expect("address"),
+        }
+    }
+
+    /// Setup: both listeners on port 0, the advertised address too. Action: choose the ports.
+    /// Expect: two different ports other than 0, the management one advertised on the host
+    /// given. (issue #15)
+    #[test]
+    fn t90_issue_15_port_0_becomes_two_free_ports_and_the_advertised_one() {
+        let asked = listeners("127.0.0.1:0", "kma1.example:0", "127.0.0.1:0");
+        let chosen = asked.with_chosen_ports().expect("free ports on loopback");
+        let (management, service) = (chosen.management_listen.port(), chosen.service_listen.port());
+        assert!(management != 0 && service != 0 && management != service, "{chosen:?}");
+        assert_eq!(chosen.management_advertise, format!("kma1.example:{management}"));
+    }
+
+    /// Setup: ports given, an advertised port of its own. Action: choose the ports. Expect:
+    /// nothing changes (no port is bound to find out). (issue #15)
+    #[test]
+    fn t90_issue_15_given_ports_are_kept_as_they_are() {
+        let asked = listeners("127.0.0.1:7001", "kma1.example:443", "127.0.0.1:7101");
+        let chosen = asked.with_chosen_ports().expect("nothing to choose");
+        assert_eq!(chosen.management_listen, asked.management_listen);
+        assert_eq!(chosen.management_advertise, "kma1.example:443");
+        assert_eq!(chosen.service_listen, asked.service_listen);
     }
 }

@@ -12,11 +12,6 @@ use super::Cluster;
 
 pub const DAY_MS: u64 = 86_400_000;
 
-/// host:port of KMA number `n`'s service listener in a cluster started at `base_port`.
-pub fn service(base_port: u16, n: u16) -> String {
-    format!("127.0.0.1:{}", base_port + super::SERVICE_OFFSET + n)
-}
-
 pub async fn ok(admin: &KmaClient, address: &str, command: Command, passphrase: Option<&str>) {
     let applied = admin
         .propose_with_passphrase(address, None, command, passphrase)
@@ -67,17 +62,11 @@ pub async fn write_key_for(
     unit: DataUnitId,
     from_bot: bool,
 ) -> agent_gateway::client::WriteKey {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match client.write_key(unit, from_bot).await {
-            Ok(write) => return write,
-            Err(error) if std::time::Instant::now() < deadline => {
-                let _ = error;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(error) => panic!("no write key: {error}"),
-        }
-    }
+    let what = format!("a write key for {unit} (the pool fills after the setup)");
+    super::wait_until(Duration::from_secs(30), &what, async || {
+        client.write_key(unit, from_bot).await.map_err(|error| error.to_string())
+    })
+    .await
 }
 
 /// A new data unit tagged `tag` and its first write key (from BOT).

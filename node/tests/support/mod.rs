@@ -1,32 +1,53 @@
 //! A cluster of real `kma` processes on loopback for tests: start, kill -9, restart, write, and
-//! compare what every KMA holds. Each test gets its own ports and data dirs.
+//! compare what every KMA holds. Each test gets its own data dirs and ports the OS chooses
+//! (every listener is created with port 0), so test binaries run side by side.
 #![allow(dead_code)]
 
 pub mod agents;
+pub mod wait;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use node::client::KmaClient;
-use node::config::NodeConfig;
+use node::config::{Listening, NodeConfig};
 use node::setup::{InitSecrets, Listeners};
 use statemachine::{Command, Role, RoleSet};
 use tokio::process::Child;
+// Not every test binary uses every helper.
+#[allow(unused_imports)]
+pub use wait::{done_if, holds_for, wait_until};
 
 pub const KMA: &str = env!("CARGO_BIN_EXE_kma");
 
-/// KMA `n` of a cluster at `base_port` serves agents on `base_port + SERVICE_OFFSET + n`: far
-/// enough from every test's management ports (bases 20 apart, below 17800) that clusters
-/// running side by side in one test binary never meet.
-pub const SERVICE_OFFSET: u16 = 500;
+/// A listener address for a new KMA: loopback, a port the OS chooses when the KMA is created
+/// (kept in its `kma.toml` from then on).
+pub const ANY_PORT: &str = "127.0.0.1:0";
 
 pub struct Node {
     pub name: String,
     pub data_dir: PathBuf,
+    /// host:port of the management listener, as the KMA advertises it.
     pub address: String,
+    /// host:port of the service listener (agents).
+    pub service: String,
     pub child: Option<Child>,
+}
+
+impl Node {
+    /// The KMA in `data_dir`, where its `kma.toml` (written by init or join) says it listens.
+    fn created(data_dir: PathBuf) -> Node {
+        let config = NodeConfig::load(&data_dir).expect("kma.toml written by init or join");
+        Node {
+            name: config.name.clone(),
+            address: config.management_advertise.clone(),
+            service: config.service_advertise(),
+            data_dir,
+            child: None,
+        }
+    }
 }
 
 pub struct Cluster {
@@ -72,17 +93,16 @@ fn tweak(data_dir: &Path, change: fn(&mut NodeConfig)) {
 }
 
 impl Cluster {
-    /// `count` KMAs, management ports `base_port + n`, every config passed through `change`.
-    pub async fn start(count: usize, base_port: u16, change: fn(&mut NodeConfig)) -> Cluster {
+    /// `count` KMAs on loopback ports the OS chooses, every config passed through `change`.
+    pub async fn start(count: usize, change: fn(&mut NodeConfig)) -> Cluster {
         let root = tempfile::tempdir().expect("temp dir");
         let first = root.path().join("kma1");
         let secrets_path = root.path().join("secrets.toml");
         std::fs::write(&secrets_path, SECRETS).expect("secrets file");
         let secrets = node::setup::read_secrets(&secrets_path).expect("secrets parse");
-        let address = format!("127.0.0.1:{}", base_port + 1);
         let output = tokio::process::Command::new(KMA)
-            .args(["init", "--name", "kma1", "--site", "east", "--management", &address])
-            .args(["--service", &format!("127.0.0.1:{}", base_port + SERVICE_OFFSET + 1)])
+            .args(["init", "--name", "kma1", "--site", "east"])
+            .args(["--management", ANY_PORT, "--service", ANY_PORT])
             .arg("--data-dir")
             .arg(&first)
             .arg("--secrets-file")
@@ -94,27 +114,20 @@ impl Cluster {
         assert!(output.status.success(), "kma init failed: {stderr}");
         tweak(&first, change);
         let admin = KmaClient::admin(&first).expect("admin client");
-        let mut cluster = Cluster { root, nodes: Vec::new(), admin, secrets };
-        cluster.nodes.push(Node { name: "kma1".into(), data_dir: first, address, child: None });
+        let mut cluster = Cluster { root, nodes: vec![Node::created(first)], admin, secrets };
         cluster.restart(0).await;
         cluster.wait_ready(0).await;
         for n in 2..=count {
-            cluster.add_node(n, base_port, change).await;
+            cluster.add_node(n, change).await;
         }
         cluster.wait_voters(count).await;
         cluster
     }
 
     /// Admits KMA number `n` through the quorum, joins it, starts it, and has the quorum unlock
-    /// it (SPEC C4, C6); `autonomous` lets it unlock itself after restarts.
-    /// Admits, joins and starts KMA `n`, then has the quorum unlock it.
-    pub async fn add_node(
-        &mut self,
-        n: usize,
-        base_port: u16,
-        change: fn(&mut NodeConfig),
-    ) -> usize {
-        let index = self.add_node_locked(n, base_port, change).await;
+    /// it and let it unlock itself after restarts (SPEC C4, C6).
+    pub async fn add_node(&mut self, n: usize, change: fn(&mut NodeConfig)) -> usize {
+        let index = self.add_node_locked(n, change).await;
         let (peer, name) = (self.nodes[0].address.clone(), self.nodes[index].name.clone());
         node::setup::local::unlock_when_member(&self.admin, &peer, &self.secrets, &name, true)
             .await
@@ -123,20 +136,13 @@ impl Cluster {
     }
 
     /// Admits, joins and starts KMA `n`, which starts locked (SPEC C6): no quorum unlock.
-    pub async fn add_node_locked(
-        &mut self,
-        n: usize,
-        base_port: u16,
-        change: fn(&mut NodeConfig),
-    ) -> usize {
+    pub async fn add_node_locked(&mut self, n: usize, change: fn(&mut NodeConfig)) -> usize {
         let data_dir = self.root.path().join(format!("kma{n}"));
-        let address = format!("127.0.0.1:{}", base_port + n as u16);
+        let any_port = ANY_PORT.parse().expect("address");
         let listeners = Listeners {
-            management_listen: address.parse().expect("address"),
-            management_advertise: address.clone(),
-            service_listen: format!("127.0.0.1:{}", base_port + SERVICE_OFFSET + n as u16)
-                .parse()
-                .expect("address"),
+            management_listen: any_port,
+            management_advertise: ANY_PORT.into(),
+            service_listen: any_port,
         };
         let site = if n % 2 == 0 { "east" } else { "west" };
         let name = format!("kma{n}");
@@ -159,18 +165,36 @@ impl Cluster {
         };
         node::setup::join(&data_dir, &name, site, &listeners, &credentials).await.expect("join");
         tweak(&data_dir, change);
-        self.nodes.push(Node { name: name.clone(), data_dir, address, child: None });
+        self.nodes.push(Node::created(data_dir));
         let index = self.nodes.len() - 1;
         self.restart(index).await;
         index
     }
 
+    /// Starts `kma run` for KMA `index` and waits until it reports its listeners bound, at the
+    /// addresses of its `kma.toml`; fails with the end of its log if it exits first.
     pub async fn restart(&mut self, index: usize) {
         let node = &mut self.nodes[index];
         assert!(node.child.is_none(), "{} is already running", node.name);
-        node.child = Some(
-            node::setup::local::spawn_run(Path::new(KMA), &node.data_dir).expect("spawn kma run"),
-        );
+        let mut child =
+            node::setup::local::spawn_run(Path::new(KMA), &node.data_dir).expect("spawn kma run");
+        let config = NodeConfig::load(&node.data_dir).expect("config");
+        let expected =
+            Listening { management: config.management_listen, service: config.service_listen };
+        let what = format!("{} to report its listeners", node.name);
+        let listening = wait_until(Duration::from_secs(60), &what, async || {
+            if let Some(exit) = child.try_wait().expect("child status") {
+                let log =
+                    std::fs::read_to_string(node.data_dir.join("kma.log")).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+                panic!("{} exited ({exit}) before listening; its kma.log ends:\n{tail}", node.name);
+            }
+            Listening::load(&node.data_dir).expect("listening.toml").ok_or("no listening.toml yet")
+        })
+        .await;
+        assert_eq!(listening, expected, "{} listens where its kma.toml says", node.name);
+        node.child = Some(child);
     }
 
     /// SIGKILL: no shutdown, no flush beyond what was already synced.
@@ -214,40 +238,43 @@ impl Cluster {
     /// the leader: a follower still in the joint configuration of a promotion needs the old
     /// majority too, so losing the leader at that moment would rightly leave it without one.
     pub async fn wait_voters(&self, count: usize) {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while Instant::now() < deadline {
-            let mut settled = true;
+        let what = format!("every running KMA to report {count} voters and no learner");
+        wait_until(Duration::from_secs(90), &what, async || {
+            let mut seen = Vec::new();
             for index in self.running() {
                 let status = self.admin.status(&self.nodes[index].address).await;
-                settled &= status.is_ok_and(|s| s.voters.len() == count && s.learners.is_empty());
+                let members = status.map(|s| (s.voters, s.learners)).map_err(|e| e.to_string());
+                seen.push((self.nodes[index].name.clone(), members));
             }
-            if settled {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!("the KMAs did not all reach {count} voters within 90 s");
+            let settled = seen.iter().all(|(_, members)| {
+                members
+                    .as_ref()
+                    .is_ok_and(|(voters, learners)| voters.len() == count && learners.is_empty())
+            });
+            done_if(settled, seen)
+        })
+        .await;
     }
 
     /// Index (in `nodes`) of the leader that a running KMA reports, waiting for one.
     pub async fn leader(&self, timeout: Duration) -> usize {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
+        wait_until(timeout, "a leader among the running KMAs", async || {
+            let mut seen = Vec::new();
             for index in self.running() {
                 let Ok(status) = self.admin.status(&self.nodes[index].address).await else {
                     continue;
                 };
-                let Some(leader) = status.leader_id else { continue };
-                let found = self.node_index(leader);
+                let found = status.leader_id.and_then(|leader| self.node_index(leader));
                 if found.is_some_and(|i| self.nodes[i].child.is_some())
                     && status.role != "candidate"
                 {
-                    return found.expect("checked");
+                    return Ok(found.expect("checked"));
                 }
+                seen.push((status.name, status.role, status.leader_id));
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("no leader among the running KMAs within {timeout:?}");
+            Err(seen)
+        })
+        .await
     }
 
     pub fn node_index(&self, node_id: u64) -> Option<usize> {
@@ -285,20 +312,26 @@ impl Cluster {
     }
 
     async fn wait_same_digest(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        wait_until(Duration::from_secs(30), "the same digest on every running KMA", async || {
             let mut digests = BTreeSet::new();
             for index in self.running() {
                 let digest =
                     self.admin.digest(&self.nodes[index].address, 0).await.expect("digest");
                 digests.insert((digest.applied_index, digest.sha256));
             }
-            if digests.len() == 1 {
-                return;
-            }
-            assert!(Instant::now() < deadline, "digests differ: {digests:?}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            done_if(digests.len() == 1, digests)
+        })
+        .await;
+    }
+
+    /// The management addresses of the running KMAs.
+    pub fn running_addresses(&self) -> Vec<String> {
+        self.running().into_iter().map(|index| self.nodes[index].address.clone()).collect()
+    }
+
+    /// The service addresses of every KMA, in order.
+    pub fn services(&self) -> Vec<String> {
+        self.nodes.iter().map(|node| node.service.clone()).collect()
     }
 }
 
@@ -319,6 +352,15 @@ impl Acked {
 
     pub fn count(&self) -> usize {
         self.0.lock().expect("lock").0.len()
+    }
+
+    /// Waits until `count` writes in all are acknowledged: `what` says what that shows.
+    pub async fn wait_count(&self, count: usize, what: &str) {
+        let what = format!("{count} acknowledged writes ({what})");
+        wait_until(Duration::from_secs(30), &what, async || {
+            done_if(self.count() >= count, self.count())
+        })
+        .await;
     }
 }
 
@@ -342,6 +384,11 @@ pub async fn write_user(admin: &KmaClient, address: &str, user: String, acked: &
     }
 }
 
+/// After a failed write the writer pauses this long before trying the next KMA: without it,
+/// a writer would spin on refusals while the cluster elects a leader. A pacing of the retries,
+/// not a wait for anything.
+const WRITE_RETRY_PAUSE: Duration = Duration::from_millis(50);
+
 /// Writes users round-robin over `addresses` until `stop` is set; failures are retried on the
 /// next KMA (a write may land twice only as a rejected duplicate, never as two users).
 pub fn spawn_writer(
@@ -361,7 +408,7 @@ pub fn spawn_writer(
             if write_user(&admin, address, format!("{prefix}-{n}"), &acked).await {
                 n += 1;
             } else {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(WRITE_RETRY_PAUSE).await;
             }
         }
     })
