@@ -266,6 +266,7 @@ async fn u3_metrics_and_probes_answer_without_a_certificate() {
         ("status_class", "4xx"),
     ];
     assert_eq!(after.value("kms_http_requests_total", &agent), Some(1.0));
+    families_are_the_golden_ones(&after);
     raft_gauges_agree_with_status(&cluster, &http, leader).await;
 
     let follower = (0..3).find(|i| *i != leader).expect("a follower");
@@ -278,6 +279,34 @@ async fn u3_metrics_and_probes_answer_without_a_certificate() {
     let scrape = scrape(&http, follower_address).await;
     assert_eq!(scrape.value("kms_locked", &[]), Some(1.0));
     wait_readyz(&http, &address, 200, "ready").await;
+}
+
+/// The families of a leader's scrape, their types and (where they have samples) their label
+/// names are exactly those of `golden/metrics_families.txt`. (SPEC U3, issue #15 point 7)
+fn families_are_the_golden_ones(scrape: &Scrape) {
+    let golden = include_str!("golden/metrics_families.txt");
+    let mut expected = BTreeMap::new();
+    for line in golden.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let labels: BTreeSet<String> =
+            fields[2].split(',').filter(|l| *l != "-").map(str::to_string).collect();
+        expected.insert(fields[0].to_string(), (fields[1].to_string(), labels));
+    }
+    let types: BTreeMap<String, String> = scrape.types.clone();
+    let served: BTreeMap<&String, &String> = types.iter().collect();
+    let wanted: BTreeMap<&String, &String> = expected.iter().map(|(n, (t, _))| (n, t)).collect();
+    assert_eq!(served, wanted, "families and types of /metrics");
+    for (family, (_, labels)) in &expected {
+        let seen: BTreeSet<String> = scrape
+            .samples
+            .iter()
+            .filter(|sample| family_of(&types, &sample.name) == *family)
+            .flat_map(|sample| sample.labels.keys().filter(|l| *l != "le").cloned())
+            .collect();
+        if !seen.is_empty() {
+            assert_eq!(&seen, labels, "label names of {family}");
+        }
+    }
 }
 
 /// Waits (the counts are cached up to 10 s, and the pool fills after the unlock) until the
