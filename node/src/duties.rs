@@ -201,7 +201,7 @@ pub fn this_version() -> KmaVersion {
 /// format at which the full report can be written). Checked each second; a failed proposal is
 /// tried again at the next check.
 pub async fn run_version_report(local: Local, proposer: Proposer) {
-    let version = this_version();
+    let version = local.version;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     loop {
         ticker.tick().await;

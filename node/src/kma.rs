@@ -184,7 +184,8 @@ impl Kma {
         }
         let membership =
             Membership { raft: raft.clone(), node_id: config.node_id, http: peers.clone() };
-        let local = Local { config, layout, raft, state, vault };
+        let version = crate::duties::this_version();
+        let local = Local { config, layout, raft, state, vault, version };
         Ok(Arc::new(Kma {
             local,
             proposer,

@@ -23,6 +23,8 @@ pub struct Local {
     pub state: StateHandle,
     /// The master key while unlocked (SPEC C6).
     pub vault: Arc<Vault>,
+    /// What this KMA reports of itself (software, formats read): fixed for the process.
+    pub version: statemachine::KmaVersion,
 }
 
 impl Local {
@@ -78,7 +80,7 @@ impl Local {
             let cluster_id = state.cluster_id().map(|id| id.to_string());
             (cluster_id, state.pool_size(), state.cluster_format_version())
         };
-        let version = crate::duties::this_version();
+        let version = self.version;
         NodeStatus {
             node_id: self.node_id(),
             name: self.config.name.clone(),

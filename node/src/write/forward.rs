@@ -71,7 +71,7 @@ impl LinksThenHttp {
         address: &str,
         request: &ProposeRequest,
     ) -> Result<ProposeResponse, Unreachable> {
-        let unreachable = |detail: String| Unreachable(detail);
+        let unreachable = Unreachable;
         let body = postcard::to_allocvec(request).map_err(|e| unreachable(e.to_string()))?;
         let response = self
             .http
