@@ -15,7 +15,8 @@
 //!   check against the state; [`server::serve_tls`], the TLS server of both KMA listeners, with
 //!   [`unread_body`], which reads what a refused request still sends before answering.
 //!   `routes` holds the agent operations, `enroll` the enrollment challenge/response,
-//!   `throttle` its in-memory tables.
+//!   `throttle` its in-memory tables; [`connections`], what bounds each listener's connections
+//!   ([`ConnectionLimits`], [`ConnectionStats`]): how many, and for how long.
 //! - [`wire`]: the JSON bodies and error codes, shared with the client; `error`: how the gateway
 //!   turns rejects and backend errors into refusals, with the codes of the `wire` crate's
 //!   `ErrorCode` in the agent spelling; `extract`: the body, query and path extractors whose
@@ -29,6 +30,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod connections;
 pub mod drive_sim;
 mod enroll;
 mod error;
@@ -41,4 +43,5 @@ pub mod wire;
 
 pub use backend::{Backend, BackendError, KmaEndpoint};
 pub use client::{AgentClient, AgentCredentials, ClientError, ClientOptions};
-pub use server::{router, serve, Peer, PeerCertificate};
+pub use connections::{ConnectionLimits, ConnectionStats};
+pub use server::{router, serve, serve_limited, Peer, PeerCertificate};

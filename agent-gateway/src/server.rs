@@ -1,11 +1,14 @@
 //! The service listener: TLS 1.3, HTTP/1.1 and HTTP/2 on one port, the routes of the agent
 //! protocol, and who the caller is (from its client certificate, checked against the state).
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ::wire::{ErrorCode, REQUEST_BODY_LEN_MAX};
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
@@ -15,7 +18,7 @@ use axum::Router;
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::conn::auto::{Builder, Connection};
 use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
@@ -27,14 +30,13 @@ use tokio_rustls::TlsAcceptor;
 use zeroize::Zeroize;
 
 use crate::backend::Backend;
+use crate::connections::{
+    self, Admission, ConnectionLimits, ConnectionStats, Ended, Registry, TrackedBody,
+};
 use crate::error::ApiError;
 use crate::throttle::{Failures, PendingChallenges};
 use crate::wire::AGENT_CN_PREFIX;
 use crate::{enroll, routes, unread_body};
-
-/// A client that has not finished its handshake by then is dropped, so that idle sockets
-/// cannot pile up on the listener.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the gateway shares between requests.
 pub(crate) struct Gateway<B> {
@@ -189,18 +191,32 @@ async fn method_not_allowed() -> Response {
 
 /// Accepts TLS connections until the task is dropped; each connection is served on its own
 /// task. `tls` must offer TLS 1.3 and verify client certificates against the cluster CA while
-/// allowing clients without one (enrollment is anonymous).
+/// allowing clients without one (enrollment is anonymous). Connections are bounded by
+/// [`ConnectionLimits::default`]; see [`serve_limited`].
 pub async fn serve<B: Backend>(
     backend: Arc<B>,
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
+) {
+    let limits = ConnectionLimits::default();
+    serve_limited(backend, listener, tls, limits, ConnectionStats::default()).await;
+}
+
+/// [`serve`] with the given connection bounds, counting into `stats`.
+pub async fn serve_limited<B: Backend>(
+    backend: Arc<B>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    limits: ConnectionLimits,
+    stats: ConnectionStats,
 ) {
     let tag = |certificate: Option<&CertificateDer<'_>>, remote: SocketAddr| {
         let mut extensions = axum::http::Extensions::new();
         extensions.insert(Peer::new(Some(remote), certificate));
         extensions
     };
-    serve_tls(listener, tls, router(backend), "service listener", tag, None).await;
+    let app = router(backend);
+    serve_tls(listener, tls, app, "service listener", tag, None, limits, stats).await;
 }
 
 /// A connection the client opened for a protocol other than HTTP, chosen through ALPN: the
@@ -215,7 +231,8 @@ pub type HandoffServer = Arc<
 >;
 
 /// A protocol served beside HTTP on the same listener: connections whose client offered
-/// `protocol` in ALPN go to `serve` instead of HTTP (the management listener's Raft links).
+/// `protocol` in ALPN and presented a client certificate go to `serve` instead of HTTP (the
+/// management listener's Raft links); without a certificate they are closed.
 #[derive(Clone)]
 pub struct Handoff {
     pub protocol: &'static [u8],
@@ -225,7 +242,11 @@ pub struct Handoff {
 /// The TLS server of both listeners of a KMA: accepts connections until the task is dropped,
 /// serves each on its own task (HTTP/1.1 and HTTP/2), and puts into every request what `tag`
 /// makes of the client's verified certificate and address. A connection whose client chose
-/// `handoff`'s protocol in ALPN is given to it instead.
+/// `handoff`'s protocol in ALPN, with a client certificate, is given to it instead.
+/// `limits` bounds the connections, their handshake, headers and idle time
+/// (`crate::connections`); `stats` counts them, for the node's metrics.
+// Each argument is one listener's own; a builder would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_tls<Tag>(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -233,6 +254,8 @@ pub async fn serve_tls<Tag>(
     name: &'static str,
     tag: Tag,
     handoff: Option<Handoff>,
+    limits: ConnectionLimits,
+    stats: ConnectionStats,
 ) where
     Tag: Fn(Option<&CertificateDer<'_>>, SocketAddr) -> axum::http::Extensions
         + Clone
@@ -241,6 +264,7 @@ pub async fn serve_tls<Tag>(
         + 'static,
 {
     let acceptor = TlsAcceptor::from(tls);
+    let registry = Registry::new(name, limits, stats);
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -251,18 +275,28 @@ pub async fn serve_tls<Tag>(
                 continue;
             }
         };
+        // Beyond the bound the socket is closed at once (counted and warned about by the
+        // registry): holding it, even unread, would spend the descriptors the bound protects.
+        let Some(admission) = registry.admit() else { continue };
         let _ = stream.set_nodelay(true);
-        let accepted = (acceptor.clone(), stream, remote);
+        let accepted = Accepted { acceptor: acceptor.clone(), stream, remote, admission };
         let handoff = handoff.clone();
         tokio::spawn(serve_connection(accepted, app.clone(), name, tag.clone(), handoff));
     }
 }
 
-/// One accepted connection: the handshake (bounded in time), then HTTP until the client goes.
-/// A body a handler left unread is read to its end before the answer (`unread_body`), so a
-/// refused request does not reset a connection whose client is still sending.
+/// A connection just accepted, with its place in the listener's bounds.
+struct Accepted {
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    remote: SocketAddr,
+    admission: Admission,
+}
+
+/// One accepted connection: the handshake (bounded in time, and dropped for a newer one when
+/// too many are under way), then HTTP until the client goes or the connection's bounds close it.
 async fn serve_connection<Tag>(
-    (acceptor, stream, remote): (TlsAcceptor, TcpStream, SocketAddr),
+    accepted: Accepted,
     app: Router,
     name: &'static str,
     tag: Tag,
@@ -270,35 +304,79 @@ async fn serve_connection<Tag>(
 ) where
     Tag: Fn(Option<&CertificateDer<'_>>, SocketAddr) -> axum::http::Extensions,
 {
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(error)) => {
-            // Expired certificates and those of another CA end here, before any request.
-            tracing::info!(%remote, %error, name, "TLS handshake refused");
-            return;
-        }
-        Err(_) => {
-            tracing::info!(%remote, name, "TLS handshake timed out");
+    let Accepted { acceptor, stream, remote, mut admission } = accepted;
+    let handshake_timeout = admission.limits().handshake_timeout;
+    let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
+    let tls = tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(error)) => {
+                // Expired certificates and those of another CA end here, before any request.
+                tracing::info!(%remote, %error, name, "TLS handshake refused");
+                return;
+            }
+            Err(_) => {
+                // Debug only: a flood of these must not flood the log (the bound is counted).
+                tracing::debug!(%remote, name, "TLS handshake timed out");
+                return;
+            }
+        },
+        () = admission.slot.evicted() => {
+            tracing::debug!(%remote, name, "TLS handshake dropped for a newer one");
             return;
         }
     };
-    if let Some(handoff) = handoff {
-        if tls.get_ref().1.alpn_protocol() == Some(handoff.protocol) {
-            (handoff.serve)((tls, remote)).await;
-            return;
-        }
-    }
     let certificate = tls.get_ref().1.peer_certificates().and_then(|chain| chain.first());
+    let handoff = handoff.filter(|h| tls.get_ref().1.alpn_protocol() == Some(h.protocol));
+    if handoff.is_some() && certificate.is_none() {
+        // Only a CA-verified client reaches the other protocol (Raft links), which would
+        // otherwise read frames from anyone.
+        tracing::info!(%remote, name, "handoff protocol asked without a certificate: closed");
+        return;
+    }
+    if !admission.settle(certificate.is_some()) {
+        return;
+    }
+    if let Some(handoff) = handoff {
+        (handoff.serve)((tls, remote)).await;
+        return;
+    }
     let extensions = tag(certificate, remote);
+    serve_http(tls, app, extensions, &admission, (name, remote)).await;
+}
+
+/// HTTP on a connection past its handshake, until the client goes or its bounds close it. A
+/// body a handler left unread is read to its end before the answer (`unread_body`), so a
+/// refused request does not reset a connection whose client is still sending.
+async fn serve_http(
+    tls: tokio_rustls::server::TlsStream<TcpStream>,
+    app: Router,
+    extensions: axum::http::Extensions,
+    admission: &Admission,
+    (name, remote): (&'static str, SocketAddr),
+) {
+    let slot = admission.slot.clone();
     let service = tower::service_fn(move |mut request: axum::http::Request<Incoming>| {
         request.extensions_mut().extend(extensions.clone());
-        unread_body::serve_request(app.clone(), request)
+        // In flight from its headers until its answer is sent: the idle time does not run.
+        let in_flight = slot.begin();
+        let app = app.clone();
+        async move {
+            let response = unread_body::serve_request(app, request).await?;
+            Ok::<_, Infallible>(response.map(|inner| Body::new(TrackedBody::new(inner, in_flight))))
+        }
     });
-    let connection = Builder::new(TokioExecutor::new())
-        .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))
-        .await;
-    if let Err(error) = connection {
-        tracing::debug!(%remote, %error, name, "connection ended");
+    // No hyper timer: its HTTP/1.1 header timeout also runs while a keep-alive connection waits
+    // for its next request, which would cut authenticated clients' connections at the header
+    // time. `connections::supervise` bounds the first headers and the idle time instead.
+    let builder = Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(service));
+    let mut connection = std::pin::pin!(connection);
+    let shutdown = |connection: Pin<&mut _>| Connection::graceful_shutdown(connection);
+    match connections::supervise(connection.as_mut(), shutdown, admission).await {
+        Ended::ByItself(Ok(())) => {}
+        Ended::ByItself(Err(error)) => tracing::debug!(%remote, %error, name, "connection ended"),
+        Ended::Closed(closing) => tracing::debug!(%remote, name, ?closing, "closed by its bounds"),
     }
 }
 
