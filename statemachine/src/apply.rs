@@ -303,6 +303,9 @@ impl State {
             C::SetBackupSchedule { schedule } => self.set_backup_schedule(schedule.as_ref()),
             C::RecordLogin { principal, source } => self.record_login(cx, principal, source),
             C::ReportKmaVersion { kma, version } => self.report_kma_version(cx, kma, version),
+            C::DestroyKeysPreviewed { keys, preview_digest } => {
+                self.destroy_keys_previewed(cx, keys, *preview_digest)
+            }
         }
     }
 }

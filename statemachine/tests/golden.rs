@@ -195,11 +195,11 @@ fn c7_golden_log_v2_replays_to_the_golden_snapshot_v3() {
 fn unknown_format_versions_are_refused() {
     let log = read_golden("log-v1.bin");
     let mut entry = unframe(&log)[0].to_vec();
-    entry[0] = 3;
-    let error = decode_envelope(&entry).expect_err("version 3 is unknown");
+    entry[0] = 4;
+    let error = decode_envelope(&entry).expect_err("version 4 is unknown");
     assert_eq!(
         error.to_string(),
-        "log entry has format version 3; this software reads versions 1 to 2: upgrade the KMA \
+        "log entry has format version 4; this software reads versions 1 to 3: upgrade the KMA \
          software"
     );
     entry[0] = 0;

@@ -1,0 +1,110 @@
+//! The trust model of issue 16, state side: commands only a KMA may issue, the destroy by key ID
+//! that carries its preview, agents confined to their key groups, approvals of removed quorum
+//! members, what the audit log records, and node IDs never reused. The rules of log format 3:
+//! each test opens that format first, as a cluster of this software runs at it.
+
+mod support;
+
+use statemachine::audit::{AuditWhat, Outcome};
+use statemachine::backup::BackupKind;
+use statemachine::command::Legacy1xKey;
+use statemachine::format::LOG_FORMAT_3;
+use statemachine::key::KeyCheckValue;
+use statemachine::{Actor, Command, CommandKind, KeyId, Reject, Reply, RoleSet};
+use support::*;
+
+/// The commands that carry what only a KMA makes, each with the user role that issued it below
+/// format 3.
+fn kma_only_commands(cluster: &TestCluster, fixture: &Fixture) -> Vec<(Actor, Command)> {
+    let legacy = Legacy1xKey {
+        id: KeyId([0x55; 30]),
+        material: fake_wrap([0x55; 32]),
+        check_value: KeyCheckValue([0x55; 16]),
+        description: String::new(),
+    };
+    vec![
+        (bo(), record_backup(cluster.index)),
+        (
+            so(),
+            Command::SetTransferKeyPair {
+                public_key: vec![1; 32],
+                wrapped_private_key: vec![2; 32],
+            },
+        ),
+        (op(), Command::RecordKeyExport { partner: "p1".into(), data_units: vec![fixture.unit] }),
+        (
+            op(),
+            Command::ImportTransferredKeys {
+                partner: "p1".into(),
+                group: "std".into(),
+                data_units: vec![],
+            },
+        ),
+        (co(), Command::Import1xKeys { group: "std".into(), keys: vec![legacy] }),
+    ]
+}
+
+fn record_backup(covers_index: u64) -> Command {
+    Command::RecordBackup {
+        kind: BackupKind::Database,
+        kma: "kma1".into(),
+        file_name: "b1.kms".into(),
+        covers_index,
+    }
+}
+
+/// Setup: the prepared cluster at log format 3. Action: each command that carries what only a
+/// KMA makes (a backup record, a transfer key pair, an export record, transferred and 1.x keys
+/// wrapped under the master key), issued by the user whose role issued it before, then by the
+/// KMA software. Expect: the user is refused as the wrong issuer, with a message that names the
+/// rule ("only a KMA issues RecordBackup"); the refusal is audited with its frozen code and
+/// changes nothing else; the KMA's command is applied. (SPEC S1, issue 16 point 4)
+#[test]
+fn s1_only_a_kma_issues_what_only_a_kma_makes() {
+    let (mut cluster, fixture) = prepared();
+    cluster.open_format(LOG_FORMAT_3);
+    for (user, command) in kma_only_commands(&cluster, &fixture) {
+        let kind = command.kind();
+        let refused = cluster.apply(user.clone(), command.clone());
+        assert_eq!(refused, Err(Reject::WrongIssuer { kind }), "{kind:?} by {user:?}");
+        let message = refused.expect_err("refused").to_string();
+        assert!(message.starts_with(&format!("only a KMA issues {kind:?}")), "{message}");
+        let applied = cluster.last.as_ref().expect("applied");
+        let expected = vec![AuditWhat::Command {
+            kind,
+            actor: user,
+            origin_node_id: 1,
+            request_id: None,
+            outcome: Outcome::Rejected { code: 9 },
+        }];
+        let events: Vec<AuditWhat> = applied.events.iter().map(|e| e.what.clone()).collect();
+        assert_eq!(events, expected, "the refusal of {kind:?} is audited");
+        let before = cluster.before_last.as_ref().expect("before");
+        assert!(
+            without_what_a_refusal_changes(&cluster.state, before) == *before,
+            "a refused {kind:?} changes nothing"
+        );
+        let by_kma = cluster.fork().apply(Actor::System, command);
+        assert!(by_kma.is_ok(), "{kind:?} by the KMA software: {by_kma:?}");
+    }
+}
+
+/// Setup: the prepared cluster, whose KMAs never reported a format (log format 1, as a cluster
+/// of older KMAs). Action: the KMA-only commands by their former users, and a backup record by
+/// the KMA software. Expect: the table of formats 1 and 2 still holds, so that every KMA of a
+/// mixed cluster, and every replay of an old log, applies them alike: the users' commands are
+/// applied and the KMA's is refused for the missing role, as before. (SPEC C7, S1)
+#[test]
+fn c7_kma_only_commands_keep_their_older_issuers_below_format_3() {
+    let (mut cluster, fixture) = prepared();
+    for (user, command) in kma_only_commands(&cluster, &fixture) {
+        let kind = command.kind();
+        let result = cluster.fork().apply(user, command);
+        assert!(result.is_ok(), "{kind:?} by its former user at format 1: {result:?}");
+    }
+    let by_kma = cluster.apply(Actor::System, record_backup(cluster.index));
+    let required = RoleSet::of(statemachine::Role::BackupOperator);
+    let expected =
+        Reject::MissingRole { kind: CommandKind::RecordBackup, required, held: RoleSet::EMPTY };
+    assert_eq!(by_kma, Err(expected));
+}
