@@ -108,3 +108,44 @@ fn c7_kma_only_commands_keep_their_older_issuers_below_format_3() {
         Reject::MissingRole { kind: CommandKind::RecordBackup, required, held: RoleSet::EMPTY };
     assert_eq!(by_kma, Err(expected));
 }
+
+/// Setup: the prepared cluster at log format 3; the imported 1.x key compromised, and its
+/// destroy previewed: no data unit uses it. Action: a drive reads the key for a tape (the key
+/// is now that tape's), then the Operator's destroy comes with the digest of the preview,
+/// then with a fresh one. Expect: the first is refused as a stale preview, naming both digests,
+/// and destroys nothing; the second destroys the key. Below format 3 the command is not
+/// available yet (retryable), and the destroy without a digest still applies as before. (SPEC
+/// O7, O9, C7; issue 16 point 4)
+#[test]
+fn o9_a_destroy_by_key_id_is_refused_when_its_preview_went_stale() {
+    let (mut cluster, fixture) = prepared();
+    let legacy = fixture.legacy;
+    cluster.ok(co(), Command::CompromiseKeys { keys: vec![legacy] });
+    let seen = cluster.state.key_destroy_preview(&[legacy]).expect("preview").digest;
+    let previewed =
+        |preview_digest| Command::DestroyKeysPreviewed { keys: vec![legacy], preview_digest };
+    let closed = cluster.fork().apply(op(), previewed(seen));
+    let expected = Reject::FormatNotYetAvailable {
+        kind: CommandKind::DestroyKeys,
+        format_needed: 3,
+        cluster_format: 1,
+    };
+    assert_eq!(closed, Err(expected));
+    let unpreviewed = cluster.fork().apply(op(), Command::DestroyKeys { keys: vec![legacy] });
+    assert_eq!(unpreviewed, Ok(Reply::KeysChanged { count: 1 }), "format 1 destroys as before");
+
+    cluster.open_format(LOG_FORMAT_3);
+    let read = Command::AssociateKeyForRead {
+        key_id: legacy,
+        data_unit: Some(fixture.empty_unit),
+        external_tag: String::new(),
+    };
+    cluster.ok(agent("drive1"), read);
+    let now = cluster.state.key_destroy_preview(&[legacy]).expect("preview").digest;
+    assert_ne!(now, seen, "the tape now loses access too");
+    let stale = cluster.apply(op(), previewed(seen));
+    assert_eq!(stale, Err(Reject::ImpactPreviewChanged { expected: seen, actual: now }));
+    assert_eq!(cluster.key_state(&legacy), statemachine::KeyState::Compromised);
+    assert_eq!(cluster.apply(op(), previewed(now)), Ok(Reply::KeysChanged { count: 1 }));
+    assert!(cluster.key_state(&legacy).is_destroyed());
+}
