@@ -149,3 +149,49 @@ fn o9_a_destroy_by_key_id_is_refused_when_its_preview_went_stale() {
     assert_eq!(cluster.apply(op(), previewed(now)), Ok(Reply::KeysChanged { count: 1 }));
     assert!(cluster.key_state(&legacy).is_destroyed());
 }
+
+/// A drive `drive7` of its own group `other` only, beside drive1 of `std` and `second`.
+fn drive_of_another_group(cluster: &mut TestCluster) {
+    cluster.policy_and_group("other", 10 * DAY_MS, 54 * WEEK_MS);
+    cluster.enrolled_agent("drive7", &["other"]);
+}
+
+/// Setup: the prepared cluster at log format 3: tape VOL002 of group `std` holds the key a
+/// Compliance Officer compromised; drive7 accesses group `other` only. Action: drive7 writes
+/// VOL002 from BOT (it disassociates, then asks for a write key), then drive1 mounts VOL002.
+/// Expect: drive7's disassociation leaves the `std` key in use (none taken out of use); its
+/// write from BOT still gets a new key in `other` (SPEC A3); drive1 still mounts the
+/// compromised key, which it may access. This is the bug of issue 16 point 9: drive7 took the
+/// key out of use, and drive1 could no longer mount it. (SPEC A2, A3)
+#[test]
+fn a3_a_drive_of_another_group_leaves_the_keys_it_cannot_access_in_use() {
+    let (mut cluster, fixture) = prepared();
+    drive_of_another_group(&mut cluster);
+    cluster.open_format(LOG_FORMAT_3);
+    let tape = fixture.spoiled_unit;
+    assert_eq!(cluster.mount("drive1", &tape), vec![fixture.compromised]);
+    let disassociate = Command::DisassociateKeysOnBot { data_unit: tape };
+    assert_eq!(cluster.ok(agent("drive7"), disassociate), Reply::KeysDisassociated { count: 0 });
+    assert_eq!(cluster.last_events(), vec![], "nothing taken out of use");
+    let (new_key, reused) = cluster.write_key("drive7", tape, true);
+    assert!(!reused, "a new key in drive7's default group");
+    assert_eq!(cluster.mount("drive7", &tape), vec![new_key]);
+    assert_eq!(cluster.mount("drive1", &tape), vec![fixture.compromised]);
+
+    // drive1 may access the key: its own disassociation takes it out of use as before.
+    let disassociate = Command::DisassociateKeysOnBot { data_unit: tape };
+    assert_eq!(cluster.ok(agent("drive1"), disassociate), Reply::KeysDisassociated { count: 1 });
+    assert_eq!(cluster.mount("drive1", &tape), Vec::<KeyId>::new());
+}
+
+/// Setup: the same, at log format 1 (a cluster of older KMAs). Action: drive7 disassociates
+/// VOL002's keys. Expect: the rule of format 1 still holds, so that every KMA of a mixed
+/// cluster applies it alike: the compromised key is taken out of use. (SPEC C7)
+#[test]
+fn c7_below_format_3_a_drive_takes_any_key_out_of_use() {
+    let (mut cluster, fixture) = prepared();
+    drive_of_another_group(&mut cluster);
+    let disassociate = Command::DisassociateKeysOnBot { data_unit: fixture.spoiled_unit };
+    assert_eq!(cluster.ok(agent("drive7"), disassociate), Reply::KeysDisassociated { count: 1 });
+    assert_eq!(cluster.mount("drive1", &fixture.spoiled_unit), Vec::<KeyId>::new());
+}
