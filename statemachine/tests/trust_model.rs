@@ -195,3 +195,56 @@ fn c7_below_format_3_a_drive_takes_any_key_out_of_use() {
     assert_eq!(cluster.ok(agent("drive7"), disassociate), Reply::KeysDisassociated { count: 1 });
     assert_eq!(cluster.mount("drive1", &fixture.spoiled_unit), Vec::<KeyId>::new());
 }
+
+fn create_kma(cluster: &mut TestCluster, name: &str) -> u64 {
+    let command = Command::CreateKma {
+        name: name.into(),
+        site: "east".into(),
+        passphrase_verifier: vec![3; 32],
+    };
+    match cluster.ok(so(), command) {
+        Reply::KmaCreated { node_id } => node_id,
+        other => panic!("expected a node ID, got {other:?}"),
+    }
+}
+
+/// Setup: a two-KMA cluster (the first KMA is node 1, the joiner node 2). Action: create KMA
+/// kma3, delete it, create a KMA of the same name again, delete the member kma2; then
+/// snapshot, restore and create one more. Expect: every KMA gets a node ID never given before
+/// (the first KMA too), across deletes and snapshots; `kma_deleted` is true exactly for the IDs
+/// given and no longer held (the deny list every KMA enforces), false for IDs held or never
+/// given; `kma_by_node_id` finds the holder. (SPEC C5; issue 16 points 2 and 3)
+#[test]
+fn c5_node_ids_are_never_reused_and_deleted_kmas_stay_known() {
+    let mut cluster = TestCluster::multi();
+    let name_of =
+        |cluster: &TestCluster, id| cluster.state.kma_by_node_id(id).map(|k| k.name.clone());
+    assert_eq!(name_of(&cluster, 1).as_deref(), Some("kma1"), "the first KMA is node 1");
+    assert_eq!(name_of(&cluster, 2).as_deref(), Some("kma2"));
+    assert_eq!(cluster.state.meta().next_node_id, 3);
+    let first = create_kma(&mut cluster, "kma3");
+    assert_eq!(first, 3);
+    cluster.ok(so(), Command::DeleteKma { name: "kma3".into() });
+    let again = create_kma(&mut cluster, "kma3");
+    assert_eq!(again, 4, "a KMA of a deleted one's name gets a new node ID");
+    cluster.ok(so(), Command::DeleteKma { name: "kma2".into() });
+    let deleted: Vec<bool> = (0..6).map(|id| cluster.state.kma_deleted(id)).collect();
+    assert_eq!(deleted, [false, false, true, true, false, false], "nodes 0 to 5");
+    assert_eq!(name_of(&cluster, 2), None);
+
+    let snapshot = statemachine::codec::decode_snapshot(&cluster.snapshot()).expect("decodes");
+    assert!(snapshot == cluster.state, "the snapshot holds next_node_id");
+    cluster.state = snapshot;
+    assert_eq!(create_kma(&mut cluster, "kma6"), 5, "after a snapshot as before");
+    let deleted: Vec<bool> = (0..7).map(|id| cluster.state.kma_deleted(id)).collect();
+    assert_eq!(deleted, [false, false, true, true, false, false, false], "nodes 0 to 6");
+}
+
+/// Setup: a state before the quickstart. Action: ask about node IDs 0 and 1. Expect: none is
+/// deleted or held: nothing was assigned yet. (SPEC C4, C5)
+#[test]
+fn c5_before_the_quickstart_no_node_id_is_deleted() {
+    let cluster = TestCluster::blank();
+    assert!(!cluster.state.kma_deleted(0) && !cluster.state.kma_deleted(1));
+    assert!(cluster.state.kma_by_node_id(1).is_none());
+}
