@@ -89,10 +89,15 @@ impl State {
                 replayed
             }
             None => {
+                // Taken before the command runs: a deleted KMA's node ID is gone after.
+                let change = self.change_of(&envelope.command);
                 let result = self
                     .check_access(&envelope.actor, Access::Command(kind))
                     .and_then(|()| self.check_format(&envelope.command))
                     .and_then(|()| self.execute(&mut cx, &envelope.command));
+                if let (Ok(_), Some(change)) = (&result, change) {
+                    cx.event(change);
+                }
                 self.remember(envelope, now_ms, &result);
                 result
             }

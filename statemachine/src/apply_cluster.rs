@@ -525,6 +525,9 @@ impl State {
 
     /// The effect of an approved quorum operation; checked by `check_quorum_operation`.
     fn run_quorum_operation(&mut self, cx: &mut Cx<'_>, operation: &QuorumOperation) {
+        if let Some(change) = self.quorum_operation_change(operation) {
+            cx.event(change);
+        }
         match operation {
             QuorumOperation::JoinKma { kma } => {
                 if let Some(kma) = self.meta.kmas.get_mut(kma) {

@@ -248,3 +248,143 @@ fn c5_before_the_quickstart_no_node_id_is_deleted() {
     assert!(!cluster.state.kma_deleted(0) && !cluster.state.kma_deleted(1));
     assert!(cluster.state.kma_by_node_id(1).is_none());
 }
+
+/// Setup: the prepared cluster at log format 3 (kma3 created as node 3, its join pending).
+/// Action: a Security Officer gives co a second role; an Operator disables drive1; the quorum
+/// approves kma3's join, kma3 joins, then is deleted; a quorum change takes effect. Expect:
+/// beside each `Command` record, an event says what changed: co's whole new role set, drive1's
+/// enabled flag, each membership change of kma3 with its node ID, the new quorum's members and
+/// threshold. Below format 3 none of them (format rule 2). (SPEC S5; issue 16 point 9)
+#[test]
+fn s5_the_audit_log_records_what_a_command_changed() {
+    use statemachine::audit::{AgentChange, KmaChange, UserChange};
+    use statemachine::quorum::QuorumOperation;
+    use statemachine::Role;
+    let (mut below, fixture) = prepared();
+    let roles = RoleSet::of(Role::ComplianceOfficer).with(Role::Auditor);
+    below.ok(so(), Command::SetUserRoles { id: "co".into(), roles });
+    assert_eq!(below.last_events(), vec![], "no change events below format 3");
+
+    let (mut cluster, _) = prepared();
+    cluster.open_format(LOG_FORMAT_3);
+    cluster.ok(so(), Command::SetUserRoles { id: "co".into(), roles });
+    let user = AuditWhat::UserChanged { user: "co".into(), change: UserChange::Roles { roles } };
+    assert_eq!(cluster.last_events(), vec![user]);
+    cluster.ok(op(), Command::SetAgentEnabled { id: "drive1".into(), enabled: false });
+    let change = AgentChange::Enabled { enabled: false };
+    assert_eq!(
+        cluster.last_events(),
+        vec![AuditWhat::AgentChanged { agent: "drive1".into(), change }]
+    );
+
+    let kma3 = |change| AuditWhat::KmaChanged { kma: "kma3".into(), node_id: 3, change };
+    let approve = |id, member: &str| Command::ApproveQuorumOperation { id, member: member.into() };
+    cluster.ok(so(), approve(fixture.pending, "q1"));
+    cluster.ok(so(), approve(fixture.pending, "q2"));
+    let events = cluster.last_events();
+    assert_eq!(
+        events[1..],
+        [
+            kma3(KmaChange::JoinApproved),
+            AuditWhat::QuorumOperationCompleted { id: fixture.pending }
+        ]
+    );
+    // A KMA approved to join applies the log: the format stays 3 once it reports it.
+    cluster.report_log_format(&["kma3"], 3);
+    cluster.ok(Actor::System, Command::KmaJoined { name: "kma3".into() });
+    assert_eq!(cluster.last_events(), vec![kma3(KmaChange::Joined)]);
+    cluster.ok(so(), Command::DeleteKma { name: "kma3".into() });
+    assert_eq!(cluster.last_events(), vec![kma3(KmaChange::Deleted)]);
+
+    let operation = QuorumOperation::ChangeQuorum { quorum: quorum(2, 1) };
+    let Reply::QuorumOperationStarted { id, .. } =
+        cluster.ok(so(), Command::StartQuorumOperation { operation, ttl_ms: None })
+    else {
+        panic!("started")
+    };
+    cluster.ok(so(), approve(id, "q1"));
+    cluster.ok(so(), approve(id, "q2"));
+    let members = vec!["q1".to_string(), "q2".to_string()];
+    let quorum_changed = AuditWhat::QuorumChanged { members, threshold: 1 };
+    assert_eq!(cluster.last_events()[1], quorum_changed);
+}
+
+/// Setup: the prepared cluster at log format 3. Action: the commands that carry secrets, each
+/// with bytes of its own: passphrase verifiers (users, agents, a KMA), quorum shares, wrapped
+/// 1.x and transfer keys, a wrapped transfer private key. Expect: no audit event of the whole
+/// log, encoded as the audit log stores it, holds any of those bytes. (SPEC S5)
+#[test]
+fn s5_audit_events_hold_no_passphrase_verifier_share_or_wrapped_key() {
+    use statemachine::quorum::{Quorum, QuorumMember, QuorumOperation};
+    let (mut cluster, _) = prepared();
+    cluster.open_format(LOG_FORMAT_3);
+    let secret = |byte: u8| vec![byte; 32];
+    let verifier = |id: &str, byte| Command::CreateUser {
+        id: id.into(),
+        roles: RoleSet::of(statemachine::Role::Operator),
+        passphrase_verifier: secret(byte),
+    };
+    cluster.ok(so(), verifier("op2", 0xa1));
+    cluster.ok(
+        so(),
+        Command::SetUserPassphrase { id: "op2".into(), passphrase_verifier: secret(0xa2) },
+    );
+    cluster.ok(
+        op(),
+        Command::CreateAgent {
+            id: "d9".into(),
+            site: "east".into(),
+            passphrase_verifier: secret(0xa3),
+        },
+    );
+    cluster.ok(
+        op(),
+        Command::SetAgentPassphrase { id: "d9".into(), passphrase_verifier: secret(0xa4) },
+    );
+    cluster.ok(
+        so(),
+        Command::CreateKma {
+            name: "kma9".into(),
+            site: "east".into(),
+            passphrase_verifier: secret(0xa5),
+        },
+    );
+    let members = (1..=2)
+        .map(|n| QuorumMember { id: format!("q{n}"), wrapped_share: vec![0xa6; 48] })
+        .collect();
+    let operation = QuorumOperation::ChangeQuorum { quorum: Quorum { members, threshold: 1 } };
+    let Reply::QuorumOperationStarted { id, .. } =
+        cluster.ok(so(), Command::StartQuorumOperation { operation, ttl_ms: None })
+    else {
+        panic!("started")
+    };
+    cluster.ok(so(), Command::ApproveQuorumOperation { id, member: "q1".into() });
+    cluster.ok(so(), Command::ApproveQuorumOperation { id, member: "q2".into() });
+    let legacy = Legacy1xKey {
+        id: KeyId([0x56; 30]),
+        material: statemachine::WrappedKey {
+            nonce: [0xa7; 12],
+            ciphertext: [0xa7; 32],
+            tag: [0xa7; 16],
+        },
+        check_value: KeyCheckValue([0x01; 16]),
+        description: String::new(),
+    };
+    cluster.ok(Actor::System, Command::Import1xKeys { group: "std".into(), keys: vec![legacy] });
+    let pair =
+        Command::SetTransferKeyPair { public_key: vec![1; 32], wrapped_private_key: secret(0xa8) };
+    cluster.ok(Actor::System, pair);
+
+    let mut replayed = statemachine::State::new();
+    let mut encoded = Vec::new();
+    for (position, envelope) in cluster.log.iter().enumerate() {
+        for event in replayed.apply(position as u64 + 1, envelope).events {
+            encoded.extend(postcard::to_allocvec(&event).expect("encodes"));
+        }
+    }
+    for byte in 0xa1..=0xa8u8 {
+        let run = [byte; 8];
+        let found = encoded.windows(8).any(|window| window == run);
+        assert!(!found, "secret bytes {byte:#x} reached the audit log");
+    }
+}
