@@ -13,6 +13,8 @@ impl State {
     /// only map a refusal to their protocol. A user exists, is enabled and holds a role the
     /// table allows; an agent exists, is enabled and is enrolled; the KMA software
     /// (`Actor::System`) has what the table gives it. `apply` authorizes every command here.
+    /// A command's issuer is the one of the cluster's log format ([`State::issuer_of`]): a
+    /// user asking for a KMA-only command is refused as `WrongIssuer` from format 3 on.
     ///
     /// Refusals, by precedence: `ClusterNotInitialized` (anything but the quickstart);
     /// `UnknownUser`, `UserDisabled`; `UnknownAgent`, `AgentDisabled`, `AgentNotEnrolled`; then,
