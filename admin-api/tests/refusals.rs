@@ -6,8 +6,14 @@
 
 mod support;
 
+use std::sync::Arc;
+
 use admin_api::api::{ErrorBody, ErrorCode};
 use axum::body::Body;
+use axum::http::StatusCode;
+use statemachine::command::Legacy1xKey;
+use statemachine::key::{KeyCheckValue, WrappedKey};
+use statemachine::{Actor, Command, KeyId, Role, RoleSet};
 use support::*;
 
 async fn refused(
@@ -122,4 +128,68 @@ async fn s5_audit_reads_go_through_the_admin_node() {
     assert_eq!(status, 200, "{body}");
     let head: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!((head["anchor_seq"].as_u64(), head["head_seq"].as_u64()), (Some(0), Some(stored)));
+}
+
+/// A compromised 1.x key in group `legacy`, on a cluster whose KMA reports log format `log`.
+fn cluster_with_a_destroyable_key(log: u32) -> (Arc<MemoryNode>, KeyId) {
+    let node = MemoryNode::new();
+    let so = || Actor::User("so".into());
+    node.ok(Actor::System, Command::ReportSoftwareVersion { kma: "kma1".into(), version: log });
+    let roles = RoleSet::of(Role::ComplianceOfficer);
+    node.ok(so(), Command::CreateUser { id: "co".into(), roles, passphrase_verifier: vec![2; 32] });
+    let co = || Actor::User("co".into());
+    let policy = Command::CreateKeyPolicy {
+        name: "legacy".into(),
+        encryption_period_ms: 86_400_000,
+        cryptoperiod_ms: 86_400_000,
+        allow_export: false,
+        allow_import: true,
+    };
+    node.ok(co(), policy);
+    node.ok(co(), Command::CreateKeyGroup { name: "legacy".into(), policy: "legacy".into() });
+    let key_id = KeyId([0x42; 30]);
+    let key = Legacy1xKey {
+        id: key_id,
+        material: WrappedKey { nonce: [7; 12], ciphertext: [0x11; 32], tag: [9; 16] },
+        check_value: KeyCheckValue([0x11; 16]),
+        description: String::new(),
+    };
+    // From log format 3 only a KMA records an import (it wraps the keys); a user before.
+    let importer = if log >= 3 { Actor::System } else { co() };
+    node.ok(importer, Command::Import1xKeys { group: "legacy".into(), keys: vec![key] });
+    node.ok(co(), Command::CompromiseKeys { keys: vec![key_id] });
+    (node, key_id)
+}
+
+/// Setup: an in-memory KMA with a compromised key, at log format 3, then at format 1. Action:
+/// `POST /v1/keys/destroy` without `confirm`, then with the preview's digest. Expect: at format
+/// 3 the route proposes the destroy that carries the confirmed digest, for `apply` to check
+/// again; at format 1, which cannot apply it, the destroy without it. Both destroy the key.
+/// (SPEC O7, O9, C7; issue 16 point 4)
+#[tokio::test]
+async fn o9_destroy_by_key_id_carries_its_confirmed_digest_from_format_3() {
+    for (log, previewed) in [(3, true), (1, false)] {
+        let (node, key_id) = cluster_with_a_destroyable_key(log);
+        let router = router(&node);
+        let body = format!(r#"{{"keys":["{key_id}"]}}"#);
+        let (status, _, preview) =
+            send(&router, request("POST", "/v1/keys/destroy", Some("op"), Body::from(body))).await;
+        assert_eq!(status, StatusCode::OK, "{preview}");
+        let preview: serde_json::Value = serde_json::from_str(&preview).expect("JSON");
+        let digest = preview["digest"].as_str().expect("a preview digest").to_string();
+        let body = format!(r#"{{"keys":["{key_id}"],"confirm":"{digest}"}}"#);
+        let (status, _, done) =
+            send(&router, request("POST", "/v1/keys/destroy", Some("op"), Body::from(body))).await;
+        assert_eq!(status, StatusCode::OK, "{done}");
+        let last = node.commands.lock().expect("commands").last().cloned().expect("one");
+        let preview_digest = u64::from_str_radix(&digest, 16).expect("hex digest");
+        let expected = if previewed {
+            Command::DestroyKeysPreviewed { keys: vec![key_id], preview_digest }
+        } else {
+            Command::DestroyKeys { keys: vec![key_id] }
+        };
+        assert_eq!(last, expected, "at log format {log}");
+        let state = node.state.read().await;
+        assert!(state.key_state(&key_id, NOW_MS).expect("kept").is_destroyed());
+    }
 }

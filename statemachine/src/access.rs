@@ -2,6 +2,7 @@
 //! [`crate::permission`] to an actor, for a command, a read or a Raft membership change.
 
 use crate::command::Actor;
+use crate::format::LOG_FORMAT_3;
 use crate::permission::{Access, CommandKind, Issuer};
 use crate::reject::Reject;
 use crate::role::RoleSet;
@@ -12,6 +13,8 @@ impl State {
     /// only map a refusal to their protocol. A user exists, is enabled and holds a role the
     /// table allows; an agent exists, is enabled and is enrolled; the KMA software
     /// (`Actor::System`) has what the table gives it. `apply` authorizes every command here.
+    /// A command's issuer is the one of the cluster's log format ([`State::issuer_of`]): a
+    /// user asking for a KMA-only command is refused as `WrongIssuer` from format 3 on.
     ///
     /// Refusals, by precedence: `ClusterNotInitialized` (anything but the quickstart);
     /// `UnknownUser`, `UserDisabled`; `UnknownAgent`, `AgentDisabled`, `AgentNotEnrolled`; then,
@@ -22,7 +25,11 @@ impl State {
         if self.meta.cluster.is_none() && access != Access::Command(CommandKind::InitCluster) {
             return Err(Reject::ClusterNotInitialized);
         }
-        match (access.granted_to(), actor) {
+        let granted = match access {
+            Access::Command(kind) => self.issuer_of(kind),
+            _ => access.granted_to(),
+        };
+        match (granted, actor) {
             (Issuer::System, Actor::System) => Ok(()),
             (Issuer::Users(required), Actor::User(id)) => {
                 let held = self.user_roles(id)?;
@@ -40,6 +47,16 @@ impl State {
                 Access::Command(kind) => Reject::WrongIssuer { kind },
                 _ => Reject::AccessWrongActor { access },
             }),
+        }
+    }
+
+    /// Who may issue `kind` under the rules the cluster's log format says: the table of
+    /// [`CommandKind::issuer`], or the older one below format 3 (rule 2 of [`crate::format`]).
+    /// Looks at the KMAs only for the few kinds whose issuer changed.
+    pub fn issuer_of(&self, kind: CommandKind) -> Issuer {
+        match kind.issuer_before_format_3() {
+            Some(older) if !self.format_rules_apply(LOG_FORMAT_3) => older,
+            _ => kind.issuer(),
         }
     }
 

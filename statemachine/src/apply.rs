@@ -89,10 +89,15 @@ impl State {
                 replayed
             }
             None => {
+                // Taken before the command runs: a deleted KMA's node ID is gone after.
+                let change = self.change_of(&envelope.command);
                 let result = self
                     .check_access(&envelope.actor, Access::Command(kind))
                     .and_then(|()| self.check_format(&envelope.command))
                     .and_then(|()| self.execute(&mut cx, &envelope.command));
+                if let (Ok(_), Some(change)) = (&result, change) {
+                    cx.event(change);
+                }
                 self.remember(envelope, now_ms, &result);
                 result
             }
@@ -303,6 +308,9 @@ impl State {
             C::SetBackupSchedule { schedule } => self.set_backup_schedule(schedule.as_ref()),
             C::RecordLogin { principal, source } => self.record_login(cx, principal, source),
             C::ReportKmaVersion { kma, version } => self.report_kma_version(cx, kma, version),
+            C::DestroyKeysPreviewed { keys, preview_digest } => {
+                self.destroy_keys_previewed(cx, keys, *preview_digest)
+            }
         }
     }
 }

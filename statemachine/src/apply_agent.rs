@@ -11,6 +11,7 @@ use crate::audit::AuditWhat;
 use crate::check::{check_count, check_text};
 use crate::command::Actor;
 use crate::data_unit::{DataUnit, DataUnitState, KeyAssociation};
+use crate::format::LOG_FORMAT_3;
 use crate::ids::{DataUnitId, KeyGroupId, KeyId};
 use crate::key::{Activation, KeyOrigin, KeyState};
 use crate::limits::{
@@ -116,6 +117,10 @@ impl State {
             if !from_bot {
                 return Err(Reject::AgentCannotAccessWriteKey { data_unit, key_id });
             }
+            // The one case where an agent takes a key of a group it cannot access out of use,
+            // in every log format: SPEC A3 lets its write from BOT start a new write key, and a
+            // data unit has one write key, so the old one stops being it. Drives of that group
+            // still read it by ID (`key_for_agent`), as the blocks written with it name it.
             retire = Some(key_id);
         } else if !from_bot && self.data_unit_state_at(unit, now_ms) == DataUnitState::Shredded {
             return Err(Reject::DataUnitShredded { data_unit });
@@ -197,20 +202,27 @@ impl State {
 
     /// A write from BOT: every key of this data unit that is not protect-and-process stops
     /// being sent to drives for it (seed "Recycling"). Other data units sharing a key keep it.
+    ///
+    /// From log format 3 only the keys of groups the agent may access (SPEC A3): a drive of
+    /// another group left the keys of this unit's own drives in use, so they still mount them
+    /// (issue 16 point 9). Not a refusal: a write from BOT by such a drive is allowed (A3, it
+    /// gets a new key in its default group), and a StorageTek-style drive disassociates before
+    /// it asks for that key (A2), so refusing would stop the write A3 allows.
     pub(crate) fn disassociate_keys_on_bot(
         &mut self,
         cx: &mut Cx<'_>,
         data_unit: DataUnitId,
     ) -> Result<Reply, Reject> {
+        let agent = self.acting_agent(cx.actor)?;
         let unit = self.data_units.get(&data_unit).ok_or(Reject::UnknownDataUnit { data_unit })?;
         let now_ms = cx.now_ms;
+        let confined = self.format_rules_apply(LOG_FORMAT_3);
         let retired: Vec<KeyId> = unit
             .keys_in_use()
-            .copied()
-            .filter(|id| {
-                let state = self.keys.get(id).map(|key| self.key_state_at(key, now_ms));
-                state != Some(KeyState::ProtectAndProcess)
-            })
+            .filter_map(|id| self.keys.get(id))
+            .filter(|key| self.key_state_at(key, now_ms) != KeyState::ProtectAndProcess)
+            .filter(|key| !confined || key.group.is_some_and(|group| agent.can_access(group)))
+            .map(|key| key.id)
             .collect();
         let before = self.unit_state_or_no_key(data_unit, now_ms);
         self.set_in_use(data_unit, &retired, false);

@@ -9,7 +9,7 @@ use crate::audit::AuditWhat;
 use crate::check::{check_blob, check_count, check_name, check_text, check_verifier};
 use crate::cluster::{ClusterInfo, KeyPoolLimits, Kma, KmaStatus, SecuritySettings, Site, User};
 use crate::command::InitCluster;
-use crate::format::{KmaVersion, LOG_FORMAT_2};
+use crate::format::{KmaVersion, LOG_FORMAT_2, LOG_FORMAT_3};
 use crate::limits::{
     DETAIL_LEN_MAX, KEY_POOL_HIGH_WATER_MAX, KMAS_MAX, QUORUM_OPERATIONS_PENDING_MAX,
     QUORUM_OPERATION_TTL_MS_MAX, SHARE_LEN_MAX, SITES_MAX, USERS_MAX,
@@ -525,6 +525,9 @@ impl State {
 
     /// The effect of an approved quorum operation; checked by `check_quorum_operation`.
     fn run_quorum_operation(&mut self, cx: &mut Cx<'_>, operation: &QuorumOperation) {
+        if let Some(change) = self.quorum_operation_change(operation) {
+            cx.event(change);
+        }
         match operation {
             QuorumOperation::JoinKma { kma } => {
                 if let Some(kma) = self.meta.kmas.get_mut(kma) {
@@ -541,13 +544,27 @@ impl State {
                     kma.autonomous_unlock = true;
                 }
             }
-            QuorumOperation::ChangeQuorum { quorum } => self.meta.quorum = quorum.clone(),
+            QuorumOperation::ChangeQuorum { quorum } => self.change_quorum(quorum),
             QuorumOperation::CreateTransferPartner { name, public_key } => {
                 self.insert_partner(cx, name, public_key);
             }
             // The restore itself replaces a fresh KMA's state outside `apply`; the approval is
             // what the state records.
             QuorumOperation::RestoreFromBackup { .. } => {}
+        }
+    }
+
+    /// The new quorum replaces the old one. From log format 3 the pending operations also lose
+    /// the approvals of the members it removed (issue 16 point 9): format 2 already stopped
+    /// counting them (`approvals_counted`), but kept them, so that a member removed and added
+    /// back counted again an approval given before, and could not approve anew.
+    fn change_quorum(&mut self, quorum: &Quorum) {
+        self.meta.quorum = quorum.clone();
+        if self.format_rules_apply(LOG_FORMAT_3) {
+            for op in self.meta.quorum_operations.values_mut() {
+                op.approvals.retain(|member| quorum.is_member(member));
+                debug_assert!(op.approvals.len() <= QUORUM_MEMBERS_MAX, "members approve once");
+            }
         }
     }
 

@@ -273,6 +273,27 @@ impl State {
         Ok(Reply::KeysChanged { count: selected.len() as u32 })
     }
 
+    /// A destroy by key ID confirmed against its preview (log format 3): the keys are checked
+    /// as `DestroyKeys` checks them (none missing, within the bound), then the preview is
+    /// recomputed: a data unit that took one of the keys since the Operator saw it refuses the
+    /// destroy (`ImpactPreviewChanged`), before the state of each key is checked.
+    pub(crate) fn destroy_keys_previewed(
+        &mut self,
+        cx: &mut Cx<'_>,
+        keys: &[KeyId],
+        preview_digest: u64,
+    ) -> Result<Reply, Reject> {
+        self.selected_keys(keys)?;
+        let preview = self.key_destroy_preview(keys)?;
+        if preview.digest != preview_digest {
+            return Err(Reject::ImpactPreviewChanged {
+                expected: preview_digest,
+                actual: preview.digest,
+            });
+        }
+        self.destroy_keys(cx, keys)
+    }
+
     fn check_destroyable(&self, key_id: &KeyId, now_ms: u64) -> Result<(), Reject> {
         let key = self.keys.get(key_id).ok_or(Reject::UnknownKey { key_id: *key_id })?;
         let state = self.key_state_at(key, now_ms);

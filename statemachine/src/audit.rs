@@ -7,6 +7,7 @@
 //! reports; a removed tail shows against the head of the state.
 
 use alloc::string::String;
+use alloc::vec::Vec;
 use core::ops::Deref;
 use postcard::ser_flavors::Flavor;
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,7 @@ use crate::data_unit::DataUnitState;
 use crate::ids::{DataUnitId, KeyGroupId, KeyId, NodeId, RequestId};
 use crate::key::KeyState;
 use crate::permission::CommandKind;
+use crate::role::RoleSet;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEvent {
@@ -129,6 +131,97 @@ pub enum AuditWhat {
     Login {
         principal: String,
         source: String,
+    },
+    // What a command changed (log format 3 on, issue 16 point 9), after the `Command` record
+    // that says who asked: the new value, never a passphrase verifier, share or key material.
+    /// A user was created, deleted or changed.
+    UserChanged {
+        user: String,
+        change: UserChange,
+    },
+    /// An agent was created, deleted, enrolled or changed.
+    AgentChanged {
+        agent: String,
+        change: AgentChange,
+    },
+    /// A KMA was created, approved to join, joined, deleted or changed: the membership changes.
+    KmaChanged {
+        kma: String,
+        node_id: NodeId,
+        change: KmaChange,
+    },
+    /// A quorum change took effect: the new members (their IDs, not their shares) and threshold.
+    QuorumChanged {
+        members: Vec<String>,
+        threshold: u8,
+    },
+}
+
+/// What changed in a user (persisted: variants only appended).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UserChange {
+    Created {
+        roles: RoleSet,
+    },
+    /// The user's whole new role set.
+    Roles {
+        roles: RoleSet,
+    },
+    Enabled {
+        enabled: bool,
+    },
+    /// A new passphrase (its verifier stays out of the audit log).
+    PassphraseSet,
+    Deleted,
+}
+
+/// What changed in an agent (persisted: variants only appended).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentChange {
+    Created {
+        site: String,
+    },
+    /// A new enrollment passphrase: the old certificate is revoked.
+    PassphraseSet,
+    Enabled {
+        enabled: bool,
+    },
+    Site {
+        site: String,
+    },
+    Deleted,
+    /// Enrolled, with the fingerprint of the certificate it holds from now on.
+    Enrolled {
+        certificate_fingerprint: [u8; 32],
+    },
+    KeyGroupAssigned {
+        group: String,
+    },
+    KeyGroupUnassigned {
+        group: String,
+    },
+    DefaultKeyGroup {
+        group: String,
+    },
+}
+
+/// What changed in a KMA (persisted: variants only appended).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KmaChange {
+    Created {
+        site: String,
+    },
+    /// The quorum approved its join: it replicates the log as a learner.
+    JoinApproved,
+    /// It caught up and became a voting member.
+    Joined,
+    /// It left the cluster: its node ID is never given again (`State::kma_deleted`).
+    Deleted,
+    Locked,
+    /// The quorum unlocked it.
+    Unlocked,
+    AutonomousUnlock {
+        enabled: bool,
     },
 }
 

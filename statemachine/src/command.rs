@@ -360,4 +360,14 @@ pub enum Command {
         kma: String,
         version: KmaVersion,
     },
+    // The trust model (issue 16): log format 3, appended after every format-2 variant.
+    /// A destroy by key ID that carries the digest of the impact preview the Operator confirmed
+    /// (`State::key_destroy_preview`), as `DestroyDataUnitKeys` does: `apply` recomputes it and
+    /// refuses a stale one, so data units that started sharing a key after the preview are never
+    /// cut off unseen (SPEC O7, O9). The same intent as `DestroyKeys`, which stays for the
+    /// entries already in logs and for clusters below format 3.
+    DestroyKeysPreviewed {
+        keys: Vec<KeyId>,
+        preview_digest: u64,
+    },
 }

@@ -7,6 +7,15 @@
 //! - adds `Command::ReportKmaVersion`, the full version report;
 //! - stops counting the approvals of members who left the quorum (`State::quorum_approvers`).
 //!
+//! Format 3 (issue 16, the trust model):
+//! - adds `Command::DestroyKeysPreviewed`, a destroy by key ID that carries its preview digest;
+//! - makes the commands that carry what only a KMA makes (backup records, transfer key pairs,
+//!   export records, wrapped imports) KMA-only (`CommandKind::issuer_before_format_3`);
+//! - refuses an agent that takes keys of a key group it cannot access out of use on a data unit;
+//! - drops, when a quorum change applies, the approvals of the members it removes;
+//! - records what some commands changed in the audit log (`AuditWhat::UserRolesSet` and the
+//!   events after it).
+//!
 //! The rules, all pure functions of the state so that every KMA decides alike:
 //! 1. A command is proposed, and applied, only once every KMA that applies the log reports a
 //!    log format of at least [`Command::format_needed`]: the members and the KMAs whose join was
@@ -47,8 +56,10 @@ use crate::state::State;
 pub const LOG_FORMAT_BASELINE: u16 = 1;
 /// Log format 2: the full version report, and approvals that count only current members.
 pub const LOG_FORMAT_2: u16 = 2;
+/// Log format 3: the rules of the trust model (issue 16; see the module doc).
+pub const LOG_FORMAT_3: u16 = 3;
 /// The newest log format this software decodes, applies and may write.
-pub const LOG_FORMAT_MAX: u16 = LOG_FORMAT_2;
+pub const LOG_FORMAT_MAX: u16 = LOG_FORMAT_3;
 /// The snapshot format of a KMA that never reported: what the software before issue 15 read.
 pub const SNAPSHOT_FORMAT_BASELINE: u16 = 2;
 
@@ -143,6 +154,12 @@ impl State {
     /// The newest log format every KMA that applies the log reads: the gate of rule 1.
     pub fn cluster_format_version(&self) -> u16 {
         self.cluster_formats().log
+    }
+
+    /// Whether the rules of log format `format` apply (rule 2): every KMA that applies the log
+    /// reads it, so every one of them applies them alike.
+    pub fn format_rules_apply(&self, format: u16) -> bool {
+        format <= LOG_FORMAT_BASELINE || self.cluster_format_version() >= format
     }
 
     /// Whether `command` may enter the log now (rule 1): the write path asks before proposing,
@@ -246,6 +263,7 @@ impl Command {
             | C::SetBackupSchedule { .. }
             | C::RecordLogin { .. } => LOG_FORMAT_BASELINE,
             C::ReportKmaVersion { .. } => LOG_FORMAT_2,
+            C::DestroyKeysPreviewed { .. } => LOG_FORMAT_3,
         }
     }
 }

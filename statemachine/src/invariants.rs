@@ -74,6 +74,15 @@ impl State {
     }
 
     fn check_catalog_invariants(&self) {
+        let mut node_ids = alloc::collections::BTreeSet::new();
+        for kma in self.meta.kmas.values() {
+            assert!(
+                (1..self.meta.next_node_id).contains(&kma.node_id),
+                "KMA {} holds a node ID the cluster assigned",
+                kma.name
+            );
+            assert!(node_ids.insert(kma.node_id), "node ID {} belongs to one KMA", kma.node_id);
+        }
         let mut keys_per_group: BTreeMap<KeyGroupId, u64> = BTreeMap::new();
         for key in self.keys.values() {
             if let Some(group) = key.group {

@@ -42,6 +42,7 @@ mod apply_keys;
 mod apply_transfer;
 pub mod audit;
 pub mod backup;
+mod change;
 mod check;
 pub mod cluster;
 pub mod codec;

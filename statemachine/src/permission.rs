@@ -133,11 +133,39 @@ impl CommandKind {
             K::CompromiseKeys => Users(CO),
             K::DestroyKeys | K::DestroyDataUnitKeys => Users(OP),
             K::ChangeDataUnitKeyGroup => Users(CO),
-            K::SetTransferKeyPair | K::DeleteTransferPartner => Users(SO),
+            K::DeleteTransferPartner => Users(SO),
             K::AssignKeyGroupToPartner | K::UnassignKeyGroupFromPartner => Users(CO),
-            K::RecordKeyExport | K::ImportTransferredKeys => Users(OP),
-            K::Import1xKeys => Users(CO),
-            K::RecordBackup | K::MarkBackupDestroyed | K::SetBackupSchedule => Users(BO),
+            K::MarkBackupDestroyed | K::SetBackupSchedule => Users(BO),
+            // What only a KMA makes (issue 16): a key pair or keys wrapped under the master key,
+            // or the record of an export or a backup file the KMA wrote. No user can make these
+            // honestly, so from log format 3 on none may issue them: the KMA does the work and
+            // issues the command itself (see `issuer_before_format_3` for older formats).
+            K::SetTransferKeyPair | K::RecordKeyExport | K::ImportTransferredKeys => System,
+            K::Import1xKeys | K::RecordBackup => System,
+        }
+    }
+
+    /// The issuer of log formats 1 and 2 for the kinds that format 3 made KMA-only, `None` for
+    /// the others. A cluster below format 3 holds KMAs that apply the older table, so every KMA
+    /// applies it there (see [`crate::format`], rule 2), and logs written before replay alike.
+    pub const fn issuer_before_format_3(self) -> Option<Issuer> {
+        use CommandKind as K;
+        match self {
+            K::SetTransferKeyPair => Some(Issuer::Users(SO)),
+            K::RecordKeyExport | K::ImportTransferredKeys => Some(Issuer::Users(OP)),
+            K::Import1xKeys => Some(Issuer::Users(CO)),
+            K::RecordBackup => Some(Issuer::Users(BO)),
+            _ => None,
+        }
+    }
+
+    /// Who issues this kind, in words, for refusals: "a KMA", "an agent (a drive)", "a user with
+    /// the role Operator".
+    pub fn issuer_text(self) -> alloc::string::String {
+        match self.issuer() {
+            Issuer::System => "a KMA".into(),
+            Issuer::Agent => "an agent (a drive)".into(),
+            Issuer::Users(roles) => alloc::format!("a user with the role {roles}"),
         }
     }
 
@@ -283,6 +311,8 @@ impl Command {
             C::RecordLogin { .. } => K::RecordLogin,
             // The full report of format 2: the same intent and issuer as the format-1 one.
             C::ReportKmaVersion { .. } => K::ReportSoftwareVersion,
+            // The destroy of format 3 carries its preview: the same intent and issuer.
+            C::DestroyKeysPreviewed { .. } => K::DestroyKeys,
         }
     }
 }

@@ -8,10 +8,11 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::Kma;
 use crate::command::{Actor, DestroySelection};
 use crate::data_unit::DataUnitState;
 use crate::format::LOG_FORMAT_2;
-use crate::ids::{DataUnitId, KeyId};
+use crate::ids::{DataUnitId, KeyId, NodeId};
 use crate::key::{KeyState, WrappedKey};
 use crate::limits::POOL_KEYS_PER_COMMAND_MAX;
 use crate::permission::{Access, Read};
@@ -162,6 +163,23 @@ impl State {
             })
             .collect();
         Ok(self.impact_of(data_units, keys))
+    }
+}
+
+impl State {
+    /// The KMA that holds `node_id`, if any.
+    pub fn kma_by_node_id(&self, node_id: NodeId) -> Option<&Kma> {
+        self.meta.kmas.values().find(|kma| kma.node_id == node_id)
+    }
+
+    /// Whether `node_id` is that of a deleted KMA: the cluster assigned it (node IDs run from 1
+    /// below `next_node_id`, which only grows, so none is ever given twice) and no KMA holds it
+    /// any more. The deny list every KMA enforces on its links (issue 16 points 2 and 3),
+    /// without a state field of its own. False for an ID never assigned: a KMA that the state
+    /// does not know yet is refused for that, not as deleted.
+    pub fn kma_deleted(&self, node_id: NodeId) -> bool {
+        let assigned = (1..self.meta.next_node_id).contains(&node_id);
+        assigned && self.kma_by_node_id(node_id).is_none()
     }
 }
 

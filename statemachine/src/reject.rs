@@ -49,7 +49,7 @@ pub enum Reject {
     AgentNotEnrolled { agent: String },
     #[error("{kind:?} needs the role {required}; the user has {held}")]
     MissingRole { kind: CommandKind, required: RoleSet, held: RoleSet },
-    #[error("{kind:?} cannot be issued by this kind of actor (users, agents and KMAs differ)")]
+    #[error("only {} issues {kind:?}: users, agents and KMAs differ", .kind.issuer_text())]
     WrongIssuer { kind: CommandKind },
     #[error(
         "request {seq} of client {client:016x} is older than the {kept} \

@@ -94,6 +94,52 @@ fn s4_a_removed_members_approval_stops_counting_at_format_2() {
     );
 }
 
+/// The prepared cluster at log format `log`; q3 approves the pending join, then a quorum
+/// change removes q3 and a second one adds it back. Returns the pending join.
+fn remove_and_add_back_q3(log: u16) -> (TestCluster, u64) {
+    let (mut cluster, fixture) = prepared();
+    cluster.open_format(log);
+    approve(&mut cluster, fixture.pending, "q3").expect("q3 approves");
+    for members in [2, 3] {
+        let change =
+            start(&mut cluster, QuorumOperation::ChangeQuorum { quorum: quorum(members, 2) });
+        approve(&mut cluster, change, "q1").expect("q1");
+        approve(&mut cluster, change, "q2").expect("q2 completes the change");
+    }
+    (cluster, fixture.pending)
+}
+
+/// Setup: the pending join approved by q3; every KMA reads log format 3, then 2. Action: a quorum
+/// change removes q3, a second one adds q3 back. Expect: at format 3 the first change drops
+/// q3's approval from the pending join, so once back q3 has approved nothing: it is eligible
+/// again and its old approval counts for nothing. At format 2 the approval was kept, uncounted
+/// while q3 was away, and counts again once it is back, and q3 cannot approve anew. Whatever
+/// the format, `quorum_approvers` and `check_approval` agree with `apply`. (SPEC S4, C7;
+/// issue 16 point 9)
+#[test]
+fn s4_a_removed_members_approval_is_dropped_at_format_3() {
+    let (mut cluster, pending) = remove_and_add_back_q3(3);
+    let approvers = cluster.state.quorum_approvers(pending, cluster.now_ms).expect("op");
+    let all: Vec<String> = vec!["q1".into(), "q2".into(), "q3".into()];
+    assert_eq!((approvers.approvals, approvers.eligible), (0, all));
+    assert!(cluster.state.meta().quorum_operations[&pending].approvals.is_empty());
+    cluster.state.check_approval(pending, "q3", cluster.now_ms).expect("q3 may approve again");
+    let reply = approve(&mut cluster, pending, "q3").expect("q3 approves anew");
+    assert!(
+        matches!(reply, Reply::QuorumApproval { approvals: 1, completed: false, .. }),
+        "{reply:?}"
+    );
+
+    let (mut cluster, pending) = remove_and_add_back_q3(2);
+    let approvers = cluster.state.quorum_approvers(pending, cluster.now_ms).expect("op");
+    let others: Vec<String> = vec!["q1".into(), "q2".into()];
+    assert_eq!((approvers.approvals, approvers.eligible), (1, others), "format 2 kept it");
+    let again = Reject::AlreadyApproved { id: pending, member: "q3".into() };
+    let checked = cluster.state.check_approval(pending, "q3", cluster.now_ms).map(|_| ());
+    assert_eq!(checked, Err(again.clone()));
+    assert_eq!(approve(&mut cluster, pending, "q3").map(|_| ()), Err(again));
+}
+
 /// Setup: as above, but one KMA never reported (it may run older software). Action: q1
 /// approves the join. Expect: the rule of log format 1 still holds, so that every KMA applies
 /// the log alike: q3's approval counts and q1's completes the join. (SPEC C7)

@@ -8,10 +8,15 @@
 //! - `commands-v1.bin`: one command of every kind in log format 1, pinned before issue 15.
 //! - `log-v2.bin`, `audit-v2.bin`, `snapshot-v3.bin`: the same history, then the version gate
 //!   opening to format 2 (reports, a full report, approvals of a removed member no longer
-//!   counting), in the newest formats.
+//!   counting).
+//! - `log-v3.bin`, `audit-v3.bin`, `snapshot-v3-log-v3.bin`: the history of format 2, then every
+//!   KMA reporting format 3 and its rules (issue 16): a KMA-only command refused from a user and
+//!   applied from the KMA, a destroy by key ID refused on a stale preview then applied, a drive
+//!   leaving another group's keys in use, a quorum change dropping a removed member's approval,
+//!   and the audit events of what commands changed. The snapshot format is still 3.
 //!
-//! `BLESS=1 cargo test -p statemachine --test golden` rewrites the files of the newest formats
-//! only, for a deliberate change of them; the older files are never rewritten.
+//! `BLESS=1 cargo test -p statemachine --test golden` rewrites the files of the newest log
+//! format only, for a deliberate change of them; the older files are never rewritten.
 
 mod support;
 
@@ -65,8 +70,8 @@ fn sample_cluster() -> (TestCluster, Fixture) {
 /// The sample history, then the gate opening: quorum member q3 approves a join of kma3 and
 /// leaves the quorum; every KMA that applies the log reports format 2, then in full;
 /// q1's approval then brings the join to one counted approval, not two, and q2's completes it.
-fn sample_cluster_v2() -> TestCluster {
-    let (mut cluster, _) = sample_cluster();
+fn sample_cluster_v2() -> (TestCluster, Fixture) {
+    let (mut cluster, fixture) = sample_cluster();
     let join = QuorumOperation::JoinKma { kma: "kma3".into() };
     let Reply::QuorumOperationStarted { id: pending, .. } =
         cluster.ok(so(), Command::StartQuorumOperation { operation: join, ttl_ms: None })
@@ -93,6 +98,104 @@ fn sample_cluster_v2() -> TestCluster {
         cluster.ok(so(), Command::ApproveQuorumOperation { id: pending, member: "q1".into() });
     assert!(matches!(first, Reply::QuorumApproval { approvals: 1, completed: false, .. }));
     cluster.ok(so(), Command::ApproveQuorumOperation { id: pending, member: "q2".into() });
+    (cluster, fixture)
+}
+
+/// Every KMA that applies the log reports `version`, each through its own node, with the
+/// command the state picks (`State::version_report`) until none is left to send.
+fn report_everywhere(cluster: &mut TestCluster, version: &KmaVersion) {
+    loop {
+        let kmas: Vec<(String, u64)> = cluster
+            .state
+            .meta()
+            .kmas
+            .values()
+            .filter(|kma| kma.applies_the_log())
+            .map(|kma| (kma.name.clone(), kma.node_id))
+            .collect();
+        let mut reported = false;
+        for (kma, node_id) in kmas {
+            if let Some(report) = cluster.state.version_report(&kma, version) {
+                cluster.apply_from(node_id, Actor::System, report).expect("own report");
+                reported = true;
+            }
+        }
+        if !reported {
+            return;
+        }
+    }
+}
+
+/// The history of format 2, then the gate opening to format 3 and each of its rules.
+fn sample_cluster_v3() -> TestCluster {
+    let (mut cluster, fixture) = sample_cluster_v2();
+    let software = SoftwareVersion { major: 0, minor: 3, patch: 0 };
+    report_everywhere(&mut cluster, &KmaVersion { software, formats: Formats::CURRENT });
+    assert_eq!(cluster.state.cluster_format_version(), 3);
+    // Only a KMA records a backup.
+    let backup = Command::RecordBackup {
+        kind: statemachine::backup::BackupKind::Database,
+        kma: "kma1".into(),
+        file_name: "b3.kms".into(),
+        covers_index: cluster.index,
+    };
+    cluster.apply(bo(), backup.clone()).expect_err("a user");
+    cluster.ok(Actor::System, backup);
+    // A destroy by key ID on a stale preview, then on a fresh one.
+    cluster.ok(co(), Command::CompromiseKeys { keys: vec![fixture.legacy] });
+    let preview = |cluster: &TestCluster| {
+        cluster.state.key_destroy_preview(&[fixture.legacy]).expect("preview").digest
+    };
+    let seen = preview(&cluster);
+    let read = Command::AssociateKeyForRead {
+        key_id: fixture.legacy,
+        data_unit: Some(fixture.empty_unit),
+        external_tag: String::new(),
+    };
+    cluster.ok(agent("drive1"), read);
+    let destroy = |preview_digest| Command::DestroyKeysPreviewed {
+        keys: vec![fixture.legacy],
+        preview_digest,
+    };
+    cluster.apply(op(), destroy(seen)).expect_err("stale");
+    let fresh = preview(&cluster);
+    cluster.ok(op(), destroy(fresh));
+    // A drive of another group leaves the keys of VOL001 in use.
+    cluster.policy_and_group("other", 10 * DAY_MS, 54 * WEEK_MS);
+    cluster.enrolled_agent("drive7", &["other"]);
+    cluster.ok(agent("drive7"), Command::DisassociateKeysOnBot { data_unit: fixture.unit });
+    // q2 approves a join, then leaves the quorum: its approval is dropped.
+    let verifier = vec![3; 32];
+    let kma6 = Command::CreateKma {
+        name: "kma6".into(),
+        site: "east".into(),
+        passphrase_verifier: verifier,
+    };
+    cluster.ok(so(), kma6);
+    let join = QuorumOperation::JoinKma { kma: "kma6".into() };
+    let Reply::QuorumOperationStarted { id: pending, .. } =
+        cluster.ok(so(), Command::StartQuorumOperation { operation: join, ttl_ms: None })
+    else {
+        panic!("started")
+    };
+    cluster.ok(so(), Command::ApproveQuorumOperation { id: pending, member: "q2".into() });
+    let mut without_q2 = quorum(3, 2);
+    without_q2.members.remove(1);
+    let operation = QuorumOperation::ChangeQuorum { quorum: without_q2 };
+    let Reply::QuorumOperationStarted { id, .. } =
+        cluster.ok(so(), Command::StartQuorumOperation { operation, ttl_ms: None })
+    else {
+        panic!("started")
+    };
+    cluster.ok(bo(), Command::ApproveQuorumOperation { id, member: "q1".into() });
+    cluster.ok(bo(), Command::ApproveQuorumOperation { id, member: "q2".into() });
+    assert!(cluster.state.meta().quorum_operations[&pending].approvals.is_empty());
+    // What commands changed.
+    let roles = statemachine::RoleSet::of(statemachine::Role::ComplianceOfficer)
+        .with(statemachine::Role::Auditor);
+    cluster.ok(so(), Command::SetUserRoles { id: "co".into(), roles });
+    cluster.ok(op(), Command::SetAgentEnabled { id: "drive7".into(), enabled: false });
+    cluster.ok(so(), Command::DeleteKma { name: "kma6".into() });
     cluster
 }
 
@@ -170,13 +273,6 @@ fn c7_golden_snapshot_v1_decodes_with_the_audit_chain_restarted() {
 /// checked-in ones, and the snapshot decodes to the same state. (SPEC C7, S4)
 #[test]
 fn c7_golden_log_v2_replays_to_the_golden_snapshot_v3() {
-    let log: Vec<Vec<u8>> = sample_cluster_v2().log.iter().map(encode_envelope).collect();
-    let refs: Vec<&[u8]> = log.iter().map(Vec::as_slice).collect();
-    let (state, events) = replay(&refs);
-    bless("log-v2.bin", &frame(&log));
-    bless("snapshot-v3.bin", &encode_snapshot(&state));
-    bless("audit-v2.bin", &events);
-
     let log = read_golden("log-v2.bin");
     let entries = unframe(&log);
     let full_reports = entries.iter().filter(|entry| entry[0] == 2).count();
@@ -189,17 +285,43 @@ fn c7_golden_log_v2_replays_to_the_golden_snapshot_v3() {
     assert!(events == read_golden("audit-v2.bin"), "the audit events keep their encoding");
 }
 
+/// Setup: the checked-in log of format 3 (the history of format 2, then the gate opening to
+/// format 3 and each of its rules). Action: decode and apply it. Expect: the destroys by key ID
+/// with their preview are the entries of format 3; each entry re-encodes to its bytes; the
+/// state and the audit events equal the checked-in ones, and the snapshot decodes to the same
+/// state. (SPEC C7, S1, S4, S5, O9, A3; issue 16)
+#[test]
+fn c7_golden_log_v3_replays_to_its_golden_snapshot() {
+    let log: Vec<Vec<u8>> = sample_cluster_v3().log.iter().map(encode_envelope).collect();
+    let refs: Vec<&[u8]> = log.iter().map(Vec::as_slice).collect();
+    let (state, events) = replay(&refs);
+    bless("log-v3.bin", &frame(&log));
+    bless("snapshot-v3-log-v3.bin", &encode_snapshot(&state));
+    bless("audit-v3.bin", &events);
+
+    let log = read_golden("log-v3.bin");
+    let entries = unframe(&log);
+    let previewed = entries.iter().filter(|entry| entry[0] == 3).count();
+    assert_eq!(previewed, 2, "the destroys with their preview are the entries of format 3");
+    let (state, events) = replay(&entries);
+    assert_eq!(state.cluster_format_version(), 3);
+    let snapshot = read_golden("snapshot-v3-log-v3.bin");
+    assert!(encode_snapshot(&state) == snapshot, "the log replays to snapshot-v3-log-v3.bin");
+    assert!(decode_snapshot(&snapshot).expect("format 3 is read") == state);
+    assert!(events == read_golden("audit-v3.bin"), "the audit events keep their encoding");
+}
+
 /// A version byte this software does not know is refused with an upgrade hint, not misread;
 /// an entry whose command is newer than its version byte is corrupt.
 #[test]
 fn unknown_format_versions_are_refused() {
     let log = read_golden("log-v1.bin");
     let mut entry = unframe(&log)[0].to_vec();
-    entry[0] = 3;
-    let error = decode_envelope(&entry).expect_err("version 3 is unknown");
+    entry[0] = 4;
+    let error = decode_envelope(&entry).expect_err("version 4 is unknown");
     assert_eq!(
         error.to_string(),
-        "log entry has format version 3; this software reads versions 1 to 2: upgrade the KMA \
+        "log entry has format version 4; this software reads versions 1 to 3: upgrade the KMA \
          software"
     );
     entry[0] = 0;

@@ -4,6 +4,7 @@ mod support;
 
 use std::collections::BTreeSet;
 
+use statemachine::format::LOG_FORMAT_MAX;
 use statemachine::{Actor, Command, CommandKind, Issuer, Reject, Role, RoleSet};
 use support::*;
 
@@ -40,13 +41,15 @@ fn allowed(issuer: Issuer, actor: &Actor) -> bool {
     }
 }
 
-/// Setup: the prepared cluster with one user per role, an enrolled agent and the KMA itself.
+/// Setup: the prepared cluster at the newest log format (where today's table holds) with one
+/// user per role, an enrolled agent and the KMA itself.
 /// Action: every command kind from every actor, each on a fresh copy of the state.
 /// Expect: actors the matrix allows succeed; every other is refused with the missing role
 /// named (users) or as the wrong kind of issuer. (SPEC S1)
 #[test]
 fn s1_every_command_by_every_role() {
     let (mut cluster, fixture) = prepared();
+    cluster.open_format(LOG_FORMAT_MAX);
     cluster.ok(
         co(),
         Command::CreateKeyPolicy {
@@ -84,14 +87,15 @@ fn s1_every_command_by_every_role() {
     }
 }
 
-/// Setup: the prepared cluster with one user per role, an enrolled agent and the KMA itself.
-/// Action: `State::check_access` for every command kind by every actor. Expect: the answer
+/// Setup: the prepared cluster at the newest log format with one user per role, an enrolled
+/// agent and the KMA itself. Action: `State::check_access` for every command kind by every actor. Expect: the answer
 /// `apply` gives before it runs the command: allowed exactly as the matrix says, else the
 /// missing role named (users) or the wrong kind of issuer, so that a shell asking first and
 /// `apply` deciding agree. (SPEC S1; issue 15: one table for `apply` and the shells)
 #[test]
 fn s1_check_access_answers_as_apply_for_every_command() {
-    let (cluster, _) = prepared();
+    let (mut cluster, _) = prepared();
+    cluster.open_format(LOG_FORMAT_MAX);
     for kind in CommandKind::ALL {
         for (name, actor) in actors() {
             let answer = cluster.state.check_access(&actor, kind.into());
@@ -123,7 +127,11 @@ fn s1_role_matrix_document_is_current() {
             Issuer::Agent => "an enrolled agent".into(),
             Issuer::System => "the KMA software".into(),
         };
-        text.push_str(&format!("| {kind:?} | {issuer} |\n"));
+        let before = match kind.issuer_before_format_3() {
+            Some(Issuer::Users(roles)) => format!(" (below log format 3: {roles})"),
+            Some(_) | None => String::new(),
+        };
+        text.push_str(&format!("| {kind:?} | {issuer}{before} |\n"));
     }
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/role-matrix.md");
     if std::env::var_os("BLESS").is_some() {

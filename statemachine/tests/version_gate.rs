@@ -18,17 +18,22 @@ fn full_report(kma: &str, log: u16) -> Command {
 }
 
 /// Setup: one command of every kind, and the full version report. Action: ask each the log
-/// format it needs. Expect: 1 for all but the full report, which needs 2; an entry's version
-/// byte is that format, so older KMAs read every entry the gate lets in. (SPEC C7)
+/// format it needs. Expect: 1 for all but the full report, which needs 2, and the destroy by key
+/// ID with its preview, which needs 3; an entry's version byte is that format, so older KMAs
+/// read every entry the gate lets in. (SPEC C7)
 #[test]
-fn c7_every_command_but_the_full_report_needs_format_1() {
+fn c7_every_command_but_the_full_report_and_the_previewed_destroy_needs_format_1() {
     let (mut cluster, fixture) = prepared();
     for command in samples(&mut cluster, &fixture) {
-        assert_eq!(command.format_needed(), 1, "{:?}", command.kind());
-        assert_eq!(encode_envelope(&cluster.envelope(Actor::System, command))[0], 1);
+        let needed = match command {
+            Command::DestroyKeysPreviewed { .. } => 3,
+            _ => 1,
+        };
+        assert_eq!(command.format_needed(), needed, "{:?}", command.kind());
+        assert_eq!(encode_envelope(&cluster.envelope(Actor::System, command))[0], needed as u8);
     }
     let full = full_report("kma1", 2);
-    assert_eq!((full.format_needed(), LOG_FORMAT_MAX), (2, 2));
+    assert_eq!((full.format_needed(), LOG_FORMAT_MAX), (2, 3));
     assert_eq!(encode_envelope(&cluster.envelope(Actor::System, full))[0], 2);
 }
 

@@ -122,7 +122,10 @@ async fn compromise_keys(
 }
 
 /// Destroys keys by ID (Operator; deactivated or compromised keys only, SPEC O7). Without
-/// `confirm`: the preview of the data units that would lose access.
+/// `confirm`: the preview of the data units that would lose access. With it, the destroy carries
+/// the confirmed digest, and `apply` recomputes the preview and refuses a stale one, so a data
+/// unit that took one of the keys after this check still stops it. A cluster below log format 3
+/// cannot apply that command yet: it gets the destroy without its digest, checked here only.
 #[utoipa::path(post, path = "/v1/keys/destroy", tag = "keys", request_body = DestroyKeys,
     responses((status = 200, body = PreviewOrDone), (status = "default", body = ErrorBody)))]
 async fn destroy_keys(
@@ -132,15 +135,25 @@ async fn destroy_keys(
 ) -> Answer<PreviewOrDone> {
     let keys = request.keys.iter().map(|id| key_id(id)).collect::<Result<Vec<_>, _>>()?;
     let confirm = request.confirm.as_deref().map(digest).transpose()?;
-    let preview = read(&admin, &caller, None, Read::ImpactPreview, |state, _| {
-        state.key_destroy_preview(&keys).map_err(|reject| Refusal::rejected(&reject))
+    let (preview, command) = read(&admin, &caller, None, Read::ImpactPreview, |state, _| {
+        let preview =
+            state.key_destroy_preview(&keys).map_err(|reject| Refusal::rejected(&reject))?;
+        let previewed =
+            Command::DestroyKeysPreviewed { keys: keys.clone(), preview_digest: preview.digest };
+        // The same gate the write path applies before proposing (SPEC C7).
+        let command = match state.check_format(&previewed) {
+            Ok(()) => previewed,
+            Err(_) => Command::DestroyKeys { keys: keys.clone() },
+        };
+        Ok((preview, command))
     })
     .await?;
     match confirm {
         None => Ok(Json(PreviewOrDone::Preview(view::preview(&preview)))),
+        // Checked here too, so that the usual stale confirmation gets the new digest back.
         Some(digest) if digest != preview.digest => Err(stale_preview(&preview)),
         Some(_) => {
-            let Json(done) = run(&admin, &caller, Command::DestroyKeys { keys }, None).await?;
+            let Json(done) = run(&admin, &caller, command, None).await?;
             Ok(Json(PreviewOrDone::Done(done)))
         }
     }

@@ -27,6 +27,8 @@ pub const NOW_MS: u64 = 1_709_294_400_000;
 pub struct MemoryNode {
     pub state: RwLock<State>,
     pub events: Mutex<Vec<ChainedAuditEvent>>,
+    /// Every command applied, in log order: what the routes proposed.
+    pub commands: Mutex<Vec<Command>>,
 }
 
 impl MemoryNode {
@@ -35,6 +37,7 @@ impl MemoryNode {
         let node = Arc::new(MemoryNode {
             state: RwLock::new(State::new()),
             events: Mutex::new(Vec::new()),
+            commands: Mutex::new(Vec::new()),
         });
         let init = InitCluster {
             cluster_id: CLUSTER,
@@ -65,6 +68,7 @@ impl MemoryNode {
     pub fn apply(&self, actor: Actor, command: Command) -> ApplyResponse {
         let mut state = self.state.try_write().expect("no reader while applying");
         let index = state.last_applied_index() + 1;
+        self.commands.lock().expect("commands").push(command.clone());
         let envelope =
             Envelope { time_ms: NOW_MS, origin_node_id: 1, actor, request_id: None, command };
         let applied = state.apply(index, &envelope);

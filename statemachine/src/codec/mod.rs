@@ -29,7 +29,7 @@ use crate::key::Key;
 use crate::state::{Meta, State};
 
 /// The newest log-entry format this software reads: 1 before issue 15; 2 adds the commands of
-/// log format 2 (see [`crate::format`]). Each entry is written at the format its command needs.
+/// log format 2, 3 those of format 3 (see [`crate::format`]). Each entry is written at the format its command needs.
 pub const ENVELOPE_FORMAT_VERSION: u8 = LOG_FORMAT_MAX as u8;
 /// The snapshot format written. 1: before the audit chain. 2: `Meta` ends with `audit_chain`.
 /// 3: a KMA record ends with its full version report (`Kma::version`).

@@ -181,6 +181,23 @@ impl TestCluster {
         }
     }
 
+    /// Every KMA that applies the log reports log format `log` (format-1 reports), so that the
+    /// rules of that format apply: [`statemachine::format::LOG_FORMAT_MAX`] is what a cluster
+    /// of this software runs at.
+    pub fn open_format(&mut self, log: u16) {
+        let kmas: Vec<String> = self
+            .state
+            .meta()
+            .kmas
+            .values()
+            .filter(|kma| kma.applies_the_log())
+            .map(|kma| kma.name.clone())
+            .collect();
+        let names: Vec<&str> = kmas.iter().map(String::as_str).collect();
+        self.report_log_format(&names, log);
+        assert_eq!(self.state.cluster_format_version(), log, "every KMA reported");
+    }
+
     pub fn apply(&mut self, actor: Actor, command: Command) -> Result<Reply, Reject> {
         let envelope = self.envelope(actor, command);
         self.apply_envelope(&envelope).result

@@ -22,6 +22,8 @@ pub fn samples(cluster: &mut TestCluster, f: &Fixture) -> Vec<Command> {
         .digest;
     let change_digest =
         cluster.state.group_change_preview(&[f.unit], "second", now).expect("preview").digest;
+    let key_destroy_digest =
+        cluster.state.key_destroy_preview(&[f.compromised]).expect("preview").digest;
     let transferred = TransferredDataUnit {
         id: statemachine::DataUnitId { cluster_id: statemachine::ClusterId(99), serial: 1 },
         external_tag: "P1-001".into(),
@@ -182,5 +184,10 @@ pub fn samples(cluster: &mut TestCluster, f: &Fixture) -> Vec<Command> {
             schedule: Some(BackupSchedule { interval_ms: DAY_MS, kma: s("kma1") }),
         },
         Command::RecordLogin { principal: s("co"), source: s("10.0.0.7") },
+        // Log format 3: the destroy by key ID with its preview (the kind DestroyKeys).
+        Command::DestroyKeysPreviewed {
+            keys: vec![f.compromised],
+            preview_digest: key_destroy_digest,
+        },
     ]
 }

@@ -1,0 +1,110 @@
+//! What a command changed, for the audit log (SPEC S5; issue 16 point 9): the `Command` record
+//! says who asked what kind of thing; these say to what and to which value, for the commands
+//! that change who may do what (users, agents) and who is in the cluster (KMAs, the quorum).
+//! A rule of log format 3: the events are part of the audit chain, so every KMA emits them
+//! alike or none does (see [`crate::format`], rule 2).
+//!
+//! Only new values and names: a passphrase verifier, a wrapped share or key never enters the
+//! audit log (SPEC S5).
+
+use crate::audit::{AgentChange, AuditWhat, KmaChange, UserChange};
+use crate::command::Command;
+use crate::format::LOG_FORMAT_3;
+use crate::quorum::{Quorum, QuorumOperation};
+use crate::state::State;
+
+impl State {
+    /// The change `command` makes if it applies, by the state before it (a deleted KMA's node
+    /// ID is gone after), or `None` for a command of another kind or below format 3.
+    pub(crate) fn change_of(&self, command: &Command) -> Option<AuditWhat> {
+        let change = user_change(command)
+            .or_else(|| agent_change(command))
+            .or_else(|| self.kma_change(command))?;
+        // Asked last: the format costs a look at every KMA, and most commands change nothing
+        // recorded here.
+        self.format_rules_apply(LOG_FORMAT_3).then_some(change)
+    }
+
+    /// The change an approved quorum operation makes, or `None` below format 3 or for one
+    /// recorded otherwise (a transfer partner, a restore).
+    pub(crate) fn quorum_operation_change(&self, operation: &QuorumOperation) -> Option<AuditWhat> {
+        let change = match operation {
+            QuorumOperation::JoinKma { kma } => self.kma_event(kma, KmaChange::JoinApproved)?,
+            QuorumOperation::UnlockKma { kma } => self.kma_event(kma, KmaChange::Unlocked)?,
+            QuorumOperation::EnableAutonomousUnlock { kma } => {
+                self.kma_event(kma, KmaChange::AutonomousUnlock { enabled: true })?
+            }
+            QuorumOperation::ChangeQuorum { quorum } => quorum_changed(quorum),
+            QuorumOperation::CreateTransferPartner { .. }
+            | QuorumOperation::RestoreFromBackup { .. } => return None,
+        };
+        self.format_rules_apply(LOG_FORMAT_3).then_some(change)
+    }
+
+    fn kma_change(&self, command: &Command) -> Option<AuditWhat> {
+        use Command as C;
+        match command {
+            C::CreateKma { name, site, .. } => Some(AuditWhat::KmaChanged {
+                kma: name.clone(),
+                // The node ID `create_kma` gives.
+                node_id: self.meta.next_node_id,
+                change: KmaChange::Created { site: site.clone() },
+            }),
+            C::KmaJoined { name } => self.kma_event(name, KmaChange::Joined),
+            C::DeleteKma { name } => self.kma_event(name, KmaChange::Deleted),
+            C::LockKma { name } => self.kma_event(name, KmaChange::Locked),
+            C::DisableAutonomousUnlock { name } => {
+                self.kma_event(name, KmaChange::AutonomousUnlock { enabled: false })
+            }
+            _ => None,
+        }
+    }
+
+    fn kma_event(&self, name: &str, change: KmaChange) -> Option<AuditWhat> {
+        let kma = self.meta.kmas.get(name)?;
+        Some(AuditWhat::KmaChanged { kma: kma.name.clone(), node_id: kma.node_id, change })
+    }
+}
+
+fn user_change(command: &Command) -> Option<AuditWhat> {
+    use Command as C;
+    let (user, change) = match command {
+        C::CreateUser { id, roles, .. } => (id, UserChange::Created { roles: *roles }),
+        C::SetUserRoles { id, roles } => (id, UserChange::Roles { roles: *roles }),
+        C::SetUserEnabled { id, enabled } => (id, UserChange::Enabled { enabled: *enabled }),
+        C::SetUserPassphrase { id, .. } => (id, UserChange::PassphraseSet),
+        C::DeleteUser { id } => (id, UserChange::Deleted),
+        _ => return None,
+    };
+    Some(AuditWhat::UserChanged { user: user.clone(), change })
+}
+
+fn agent_change(command: &Command) -> Option<AuditWhat> {
+    use Command as C;
+    let (agent, change) = match command {
+        C::CreateAgent { id, site, .. } => (id, AgentChange::Created { site: site.clone() }),
+        C::SetAgentPassphrase { id, .. } => (id, AgentChange::PassphraseSet),
+        C::SetAgentEnabled { id, enabled } => (id, AgentChange::Enabled { enabled: *enabled }),
+        C::SetAgentSite { id, site } => (id, AgentChange::Site { site: site.clone() }),
+        C::DeleteAgent { id } => (id, AgentChange::Deleted),
+        C::RecordAgentEnrollment { id, certificate_fingerprint } => {
+            (id, AgentChange::Enrolled { certificate_fingerprint: *certificate_fingerprint })
+        }
+        C::AssignKeyGroupToAgent { agent, group } => {
+            (agent, AgentChange::KeyGroupAssigned { group: group.clone() })
+        }
+        C::UnassignKeyGroupFromAgent { agent, group } => {
+            (agent, AgentChange::KeyGroupUnassigned { group: group.clone() })
+        }
+        C::SetAgentDefaultKeyGroup { agent, group } => {
+            (agent, AgentChange::DefaultKeyGroup { group: group.clone() })
+        }
+        _ => return None,
+    };
+    Some(AuditWhat::AgentChanged { agent: agent.clone(), change })
+}
+
+fn quorum_changed(quorum: &Quorum) -> AuditWhat {
+    let members = quorum.members.iter().map(|member| member.id.clone()).collect();
+    AuditWhat::QuorumChanged { members, threshold: quorum.threshold }
+}

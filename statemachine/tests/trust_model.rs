@@ -1,0 +1,396 @@
+//! The trust model of issue 16, state side: commands only a KMA may issue, the destroy by key ID
+//! that carries its preview, agents confined to their key groups, approvals of removed quorum
+//! members, what the audit log records, and node IDs never reused. The rules of log format 3:
+//! each test opens that format first, as a cluster of this software runs at it.
+
+mod support;
+
+use statemachine::audit::{AuditWhat, Outcome};
+use statemachine::backup::BackupKind;
+use statemachine::command::Legacy1xKey;
+use statemachine::format::LOG_FORMAT_3;
+use statemachine::key::KeyCheckValue;
+use statemachine::{Actor, Command, CommandKind, KeyId, Reject, Reply, RoleSet};
+use support::*;
+
+/// The commands that carry what only a KMA makes, each with the user role that issued it below
+/// format 3.
+fn kma_only_commands(cluster: &TestCluster, fixture: &Fixture) -> Vec<(Actor, Command)> {
+    let legacy = Legacy1xKey {
+        id: KeyId([0x55; 30]),
+        material: fake_wrap([0x55; 32]),
+        check_value: KeyCheckValue([0x55; 16]),
+        description: String::new(),
+    };
+    vec![
+        (bo(), record_backup(cluster.index)),
+        (
+            so(),
+            Command::SetTransferKeyPair {
+                public_key: vec![1; 32],
+                wrapped_private_key: vec![2; 32],
+            },
+        ),
+        (op(), Command::RecordKeyExport { partner: "p1".into(), data_units: vec![fixture.unit] }),
+        (
+            op(),
+            Command::ImportTransferredKeys {
+                partner: "p1".into(),
+                group: "std".into(),
+                data_units: vec![],
+            },
+        ),
+        (co(), Command::Import1xKeys { group: "std".into(), keys: vec![legacy] }),
+    ]
+}
+
+fn record_backup(covers_index: u64) -> Command {
+    Command::RecordBackup {
+        kind: BackupKind::Database,
+        kma: "kma1".into(),
+        file_name: "b1.kms".into(),
+        covers_index,
+    }
+}
+
+/// Setup: the prepared cluster at log format 3. Action: each command that carries what only a
+/// KMA makes (a backup record, a transfer key pair, an export record, transferred and 1.x keys
+/// wrapped under the master key), issued by the user whose role issued it before, then by the
+/// KMA software. Expect: the user is refused as the wrong issuer, with a message that names the
+/// rule ("only a KMA issues RecordBackup"); the refusal is audited with its frozen code and
+/// changes nothing else; the KMA's command is applied. (SPEC S1, issue 16 point 4)
+#[test]
+fn s1_only_a_kma_issues_what_only_a_kma_makes() {
+    let (mut cluster, fixture) = prepared();
+    cluster.open_format(LOG_FORMAT_3);
+    for (user, command) in kma_only_commands(&cluster, &fixture) {
+        let kind = command.kind();
+        let refused = cluster.apply(user.clone(), command.clone());
+        assert_eq!(refused, Err(Reject::WrongIssuer { kind }), "{kind:?} by {user:?}");
+        let message = refused.expect_err("refused").to_string();
+        assert!(message.starts_with(&format!("only a KMA issues {kind:?}")), "{message}");
+        let applied = cluster.last.as_ref().expect("applied");
+        let expected = vec![AuditWhat::Command {
+            kind,
+            actor: user,
+            origin_node_id: 1,
+            request_id: None,
+            outcome: Outcome::Rejected { code: 9 },
+        }];
+        let events: Vec<AuditWhat> = applied.events.iter().map(|e| e.what.clone()).collect();
+        assert_eq!(events, expected, "the refusal of {kind:?} is audited");
+        let before = cluster.before_last.as_ref().expect("before");
+        assert!(
+            without_what_a_refusal_changes(&cluster.state, before) == *before,
+            "a refused {kind:?} changes nothing"
+        );
+        let by_kma = cluster.fork().apply(Actor::System, command);
+        assert!(by_kma.is_ok(), "{kind:?} by the KMA software: {by_kma:?}");
+    }
+}
+
+/// Setup: the prepared cluster, whose KMAs never reported a format (log format 1, as a cluster
+/// of older KMAs). Action: the KMA-only commands by their former users, and a backup record by
+/// the KMA software. Expect: the table of formats 1 and 2 still holds, so that every KMA of a
+/// mixed cluster, and every replay of an old log, applies them alike: the users' commands are
+/// applied and the KMA's is refused for the missing role, as before. (SPEC C7, S1)
+#[test]
+fn c7_kma_only_commands_keep_their_older_issuers_below_format_3() {
+    let (mut cluster, fixture) = prepared();
+    for (user, command) in kma_only_commands(&cluster, &fixture) {
+        let kind = command.kind();
+        let result = cluster.fork().apply(user, command);
+        assert!(result.is_ok(), "{kind:?} by its former user at format 1: {result:?}");
+    }
+    let by_kma = cluster.apply(Actor::System, record_backup(cluster.index));
+    let required = RoleSet::of(statemachine::Role::BackupOperator);
+    let expected =
+        Reject::MissingRole { kind: CommandKind::RecordBackup, required, held: RoleSet::EMPTY };
+    assert_eq!(by_kma, Err(expected));
+}
+
+/// Setup: the prepared cluster at log format 3; the imported 1.x key compromised, and its
+/// destroy previewed: no data unit uses it. Action: a drive reads the key for a tape (the key
+/// is now that tape's), then the Operator's destroy comes with the digest of the preview,
+/// then with a fresh one. Expect: the first is refused as a stale preview, naming both digests,
+/// and destroys nothing; the second destroys the key. Below format 3 the command is not
+/// available yet (retryable), and the destroy without a digest still applies as before. (SPEC
+/// O7, O9, C7; issue 16 point 4)
+#[test]
+fn o9_a_destroy_by_key_id_is_refused_when_its_preview_went_stale() {
+    let (mut cluster, fixture) = prepared();
+    let legacy = fixture.legacy;
+    cluster.ok(co(), Command::CompromiseKeys { keys: vec![legacy] });
+    let seen = cluster.state.key_destroy_preview(&[legacy]).expect("preview").digest;
+    let previewed =
+        |preview_digest| Command::DestroyKeysPreviewed { keys: vec![legacy], preview_digest };
+    let closed = cluster.fork().apply(op(), previewed(seen));
+    let expected = Reject::FormatNotYetAvailable {
+        kind: CommandKind::DestroyKeys,
+        format_needed: 3,
+        cluster_format: 1,
+    };
+    assert_eq!(closed, Err(expected));
+    let unpreviewed = cluster.fork().apply(op(), Command::DestroyKeys { keys: vec![legacy] });
+    assert_eq!(unpreviewed, Ok(Reply::KeysChanged { count: 1 }), "format 1 destroys as before");
+
+    cluster.open_format(LOG_FORMAT_3);
+    let read = Command::AssociateKeyForRead {
+        key_id: legacy,
+        data_unit: Some(fixture.empty_unit),
+        external_tag: String::new(),
+    };
+    cluster.ok(agent("drive1"), read);
+    let now = cluster.state.key_destroy_preview(&[legacy]).expect("preview").digest;
+    assert_ne!(now, seen, "the tape now loses access too");
+    let stale = cluster.apply(op(), previewed(seen));
+    assert_eq!(stale, Err(Reject::ImpactPreviewChanged { expected: seen, actual: now }));
+    assert_eq!(cluster.key_state(&legacy), statemachine::KeyState::Compromised);
+    assert_eq!(cluster.apply(op(), previewed(now)), Ok(Reply::KeysChanged { count: 1 }));
+    assert!(cluster.key_state(&legacy).is_destroyed());
+}
+
+/// A drive `drive7` of its own group `other` only, beside drive1 of `std` and `second`.
+fn drive_of_another_group(cluster: &mut TestCluster) {
+    cluster.policy_and_group("other", 10 * DAY_MS, 54 * WEEK_MS);
+    cluster.enrolled_agent("drive7", &["other"]);
+}
+
+/// Setup: the prepared cluster at log format 3: tape VOL002 of group `std` holds the key a
+/// Compliance Officer compromised; drive7 accesses group `other` only. Action: drive7 writes
+/// VOL002 from BOT (it disassociates, then asks for a write key), then drive1 mounts VOL002.
+/// Expect: drive7's disassociation leaves the `std` key in use (none taken out of use); its
+/// write from BOT still gets a new key in `other` (SPEC A3); drive1 still mounts the
+/// compromised key, which it may access. This is the bug of issue 16 point 9: drive7 took the
+/// key out of use, and drive1 could no longer mount it. (SPEC A2, A3)
+#[test]
+fn a3_a_drive_of_another_group_leaves_the_keys_it_cannot_access_in_use() {
+    let (mut cluster, fixture) = prepared();
+    drive_of_another_group(&mut cluster);
+    cluster.open_format(LOG_FORMAT_3);
+    let tape = fixture.spoiled_unit;
+    assert_eq!(cluster.mount("drive1", &tape), vec![fixture.compromised]);
+    let disassociate = Command::DisassociateKeysOnBot { data_unit: tape };
+    assert_eq!(cluster.ok(agent("drive7"), disassociate), Reply::KeysDisassociated { count: 0 });
+    assert_eq!(cluster.last_events(), vec![], "nothing taken out of use");
+    let (new_key, reused) = cluster.write_key("drive7", tape, true);
+    assert!(!reused, "a new key in drive7's default group");
+    assert_eq!(cluster.mount("drive7", &tape), vec![new_key]);
+    assert_eq!(cluster.mount("drive1", &tape), vec![fixture.compromised]);
+
+    // drive1 may access the key: its own disassociation takes it out of use as before.
+    let disassociate = Command::DisassociateKeysOnBot { data_unit: tape };
+    assert_eq!(cluster.ok(agent("drive1"), disassociate), Reply::KeysDisassociated { count: 1 });
+    assert_eq!(cluster.mount("drive1", &tape), Vec::<KeyId>::new());
+}
+
+/// Setup: the same, at log format 1 (a cluster of older KMAs). Action: drive7 disassociates
+/// VOL002's keys. Expect: the rule of format 1 still holds, so that every KMA of a mixed
+/// cluster applies it alike: the compromised key is taken out of use. (SPEC C7)
+#[test]
+fn c7_below_format_3_a_drive_takes_any_key_out_of_use() {
+    let (mut cluster, fixture) = prepared();
+    drive_of_another_group(&mut cluster);
+    let disassociate = Command::DisassociateKeysOnBot { data_unit: fixture.spoiled_unit };
+    assert_eq!(cluster.ok(agent("drive7"), disassociate), Reply::KeysDisassociated { count: 1 });
+    assert_eq!(cluster.mount("drive1", &fixture.spoiled_unit), Vec::<KeyId>::new());
+}
+
+fn create_kma(cluster: &mut TestCluster, name: &str) -> u64 {
+    let command = Command::CreateKma {
+        name: name.into(),
+        site: "east".into(),
+        passphrase_verifier: vec![3; 32],
+    };
+    match cluster.ok(so(), command) {
+        Reply::KmaCreated { node_id } => node_id,
+        other => panic!("expected a node ID, got {other:?}"),
+    }
+}
+
+/// Setup: a two-KMA cluster (the first KMA is node 1, the joiner node 2). Action: create KMA
+/// kma3, delete it, create a KMA of the same name again, delete the member kma2; then
+/// snapshot, restore and create one more. Expect: every KMA gets a node ID never given before
+/// (the first KMA too), across deletes and snapshots; `kma_deleted` is true exactly for the IDs
+/// given and no longer held (the deny list every KMA enforces), false for IDs held or never
+/// given; `kma_by_node_id` finds the holder. (SPEC C5; issue 16 points 2 and 3)
+#[test]
+fn c5_node_ids_are_never_reused_and_deleted_kmas_stay_known() {
+    let mut cluster = TestCluster::multi();
+    let name_of =
+        |cluster: &TestCluster, id| cluster.state.kma_by_node_id(id).map(|k| k.name.clone());
+    assert_eq!(name_of(&cluster, 1).as_deref(), Some("kma1"), "the first KMA is node 1");
+    assert_eq!(name_of(&cluster, 2).as_deref(), Some("kma2"));
+    assert_eq!(cluster.state.meta().next_node_id, 3);
+    let first = create_kma(&mut cluster, "kma3");
+    assert_eq!(first, 3);
+    cluster.ok(so(), Command::DeleteKma { name: "kma3".into() });
+    let again = create_kma(&mut cluster, "kma3");
+    assert_eq!(again, 4, "a KMA of a deleted one's name gets a new node ID");
+    cluster.ok(so(), Command::DeleteKma { name: "kma2".into() });
+    let deleted: Vec<bool> = (0..6).map(|id| cluster.state.kma_deleted(id)).collect();
+    assert_eq!(deleted, [false, false, true, true, false, false], "nodes 0 to 5");
+    assert_eq!(name_of(&cluster, 2), None);
+
+    let snapshot = statemachine::codec::decode_snapshot(&cluster.snapshot()).expect("decodes");
+    assert!(snapshot == cluster.state, "the snapshot holds next_node_id");
+    cluster.state = snapshot;
+    assert_eq!(create_kma(&mut cluster, "kma6"), 5, "after a snapshot as before");
+    let deleted: Vec<bool> = (0..7).map(|id| cluster.state.kma_deleted(id)).collect();
+    assert_eq!(deleted, [false, false, true, true, false, false, false], "nodes 0 to 6");
+}
+
+/// Setup: a state before the quickstart. Action: ask about node IDs 0 and 1. Expect: none is
+/// deleted or held: nothing was assigned yet. (SPEC C4, C5)
+#[test]
+fn c5_before_the_quickstart_no_node_id_is_deleted() {
+    let cluster = TestCluster::blank();
+    assert!(!cluster.state.kma_deleted(0) && !cluster.state.kma_deleted(1));
+    assert!(cluster.state.kma_by_node_id(1).is_none());
+}
+
+/// Setup: the prepared cluster at log format 3 (kma3 created as node 3, its join pending).
+/// Action: a Security Officer gives co a second role; an Operator disables drive1; the quorum
+/// approves kma3's join, kma3 joins, then is deleted; a quorum change takes effect. Expect:
+/// beside each `Command` record, an event says what changed: co's whole new role set, drive1's
+/// enabled flag, each membership change of kma3 with its node ID, the new quorum's members and
+/// threshold. Below format 3 none of them (format rule 2). (SPEC S5; issue 16 point 9)
+#[test]
+fn s5_the_audit_log_records_what_a_command_changed() {
+    use statemachine::audit::{AgentChange, KmaChange, UserChange};
+    use statemachine::quorum::QuorumOperation;
+    use statemachine::Role;
+    let (mut below, fixture) = prepared();
+    let roles = RoleSet::of(Role::ComplianceOfficer).with(Role::Auditor);
+    below.ok(so(), Command::SetUserRoles { id: "co".into(), roles });
+    assert_eq!(below.last_events(), vec![], "no change events below format 3");
+
+    let (mut cluster, _) = prepared();
+    cluster.open_format(LOG_FORMAT_3);
+    cluster.ok(so(), Command::SetUserRoles { id: "co".into(), roles });
+    let user = AuditWhat::UserChanged { user: "co".into(), change: UserChange::Roles { roles } };
+    assert_eq!(cluster.last_events(), vec![user]);
+    cluster.ok(op(), Command::SetAgentEnabled { id: "drive1".into(), enabled: false });
+    let change = AgentChange::Enabled { enabled: false };
+    assert_eq!(
+        cluster.last_events(),
+        vec![AuditWhat::AgentChanged { agent: "drive1".into(), change }]
+    );
+
+    let kma3 = |change| AuditWhat::KmaChanged { kma: "kma3".into(), node_id: 3, change };
+    let approve = |id, member: &str| Command::ApproveQuorumOperation { id, member: member.into() };
+    cluster.ok(so(), approve(fixture.pending, "q1"));
+    cluster.ok(so(), approve(fixture.pending, "q2"));
+    let events = cluster.last_events();
+    assert_eq!(
+        events[1..],
+        [
+            kma3(KmaChange::JoinApproved),
+            AuditWhat::QuorumOperationCompleted { id: fixture.pending }
+        ]
+    );
+    // A KMA approved to join applies the log: the format stays 3 once it reports it.
+    cluster.report_log_format(&["kma3"], 3);
+    cluster.ok(Actor::System, Command::KmaJoined { name: "kma3".into() });
+    assert_eq!(cluster.last_events(), vec![kma3(KmaChange::Joined)]);
+    cluster.ok(so(), Command::DeleteKma { name: "kma3".into() });
+    assert_eq!(cluster.last_events(), vec![kma3(KmaChange::Deleted)]);
+
+    let operation = QuorumOperation::ChangeQuorum { quorum: quorum(2, 1) };
+    let Reply::QuorumOperationStarted { id, .. } =
+        cluster.ok(so(), Command::StartQuorumOperation { operation, ttl_ms: None })
+    else {
+        panic!("started")
+    };
+    cluster.ok(so(), approve(id, "q1"));
+    cluster.ok(so(), approve(id, "q2"));
+    let members = vec!["q1".to_string(), "q2".to_string()];
+    let quorum_changed = AuditWhat::QuorumChanged { members, threshold: 1 };
+    assert_eq!(cluster.last_events()[1], quorum_changed);
+}
+
+/// Setup: the prepared cluster at log format 3. Action: the commands that carry secrets, each
+/// with bytes of its own: passphrase verifiers (users, agents, a KMA), quorum shares, wrapped
+/// 1.x and transfer keys, a wrapped transfer private key. Expect: no audit event of the whole
+/// log, encoded as the audit log stores it, holds any of those bytes. (SPEC S5)
+#[test]
+fn s5_audit_events_hold_no_passphrase_verifier_share_or_wrapped_key() {
+    use statemachine::quorum::{Quorum, QuorumMember, QuorumOperation};
+    let (mut cluster, _) = prepared();
+    cluster.open_format(LOG_FORMAT_3);
+    let secret = |byte: u8| vec![byte; 32];
+    let verifier = |id: &str, byte| Command::CreateUser {
+        id: id.into(),
+        roles: RoleSet::of(statemachine::Role::Operator),
+        passphrase_verifier: secret(byte),
+    };
+    cluster.ok(so(), verifier("op2", 0xa1));
+    cluster.ok(
+        so(),
+        Command::SetUserPassphrase { id: "op2".into(), passphrase_verifier: secret(0xa2) },
+    );
+    cluster.ok(
+        op(),
+        Command::CreateAgent {
+            id: "d9".into(),
+            site: "east".into(),
+            passphrase_verifier: secret(0xa3),
+        },
+    );
+    cluster.ok(
+        op(),
+        Command::SetAgentPassphrase { id: "d9".into(), passphrase_verifier: secret(0xa4) },
+    );
+    cluster.ok(
+        so(),
+        Command::CreateKma {
+            name: "kma9".into(),
+            site: "east".into(),
+            passphrase_verifier: secret(0xa5),
+        },
+    );
+    let members = (1..=2)
+        .map(|n| QuorumMember { id: format!("q{n}"), wrapped_share: vec![0xa6; 48] })
+        .collect();
+    let operation = QuorumOperation::ChangeQuorum { quorum: Quorum { members, threshold: 1 } };
+    let Reply::QuorumOperationStarted { id, .. } =
+        cluster.ok(so(), Command::StartQuorumOperation { operation, ttl_ms: None })
+    else {
+        panic!("started")
+    };
+    cluster.ok(so(), Command::ApproveQuorumOperation { id, member: "q1".into() });
+    cluster.ok(so(), Command::ApproveQuorumOperation { id, member: "q2".into() });
+    let legacy = Legacy1xKey {
+        id: KeyId([0x56; 30]),
+        material: statemachine::WrappedKey {
+            nonce: [0xa7; 12],
+            ciphertext: [0xa7; 32],
+            tag: [0xa7; 16],
+        },
+        check_value: KeyCheckValue([0x01; 16]),
+        description: String::new(),
+    };
+    cluster.ok(Actor::System, Command::Import1xKeys { group: "std".into(), keys: vec![legacy] });
+    let pair =
+        Command::SetTransferKeyPair { public_key: vec![1; 32], wrapped_private_key: secret(0xa8) };
+    cluster.ok(Actor::System, pair);
+
+    let encoded = every_audit_event_encoded(&cluster);
+    for byte in 0xa1..=0xa8u8 {
+        let run = [byte; 8];
+        let found = encoded.windows(8).any(|window| window == run);
+        assert!(!found, "secret bytes {byte:#x} reached the audit log");
+    }
+}
+
+/// Every audit event of the cluster's whole log, encoded as the audit log stores it.
+fn every_audit_event_encoded(cluster: &TestCluster) -> Vec<u8> {
+    let mut replayed = statemachine::State::new();
+    let mut encoded = Vec::new();
+    for (position, envelope) in cluster.log.iter().enumerate() {
+        for event in replayed.apply(position as u64 + 1, envelope).events {
+            encoded.extend(postcard::to_allocvec(&event).expect("encodes"));
+        }
+    }
+    encoded
+}
