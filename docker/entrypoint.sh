@@ -168,7 +168,11 @@ first_kma() {
   if [ ! -f "$data/kma.toml" ]; then
     say "first start: creating a new cluster"
     write_secrets
-    kma init "${where[@]}" --secrets-file "$secrets"
+    kma init "${where[@]}" --secrets-file "$secrets" | tee /tmp/kma-init.log
+    # Joiners pin the CA by the fingerprint init printed (kma join --ca-fingerprint).
+    mkdir -p "$shared"
+    write_private "$shared/ca-fingerprint" \
+      "$(sed -n 's/^CA fingerprint (for kma join --ca-fingerprint): //p' /tmp/kma-init.log)"
   fi
   export_admin
   if [ -n "${KMS_JOINERS:-}" ]; then
@@ -184,7 +188,7 @@ join_once() {
   say "joining through ${KMS_PEER:?KMS_PEER must be set}"
   : >"$log"
   kma join "${where[@]}" --peer "$KMS_PEER" --passphrase-file "$shared/passphrases/$name" \
-    > >(tee -a "$log") 2>&1 &
+    --ca-fingerprint "$(cat "$shared/ca-fingerprint")" > >(tee -a "$log") 2>&1 &
   pid=$!
   until grep -q 'joined as node' "$log"; do
     if ! kill -0 "$pid" 2>/dev/null; then

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build needs and nothing else:
 # - libclang-dev and clang: bindgen generates RocksDB's Rust bindings from its C headers.
+# - faketime: the clock-fault test runs one KMA with its clock a year ahead (issue #16).
 # Packages named as arguments are installed instead (scripts/install-bench-deps.sh uses that).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
@@ -8,7 +9,7 @@ set -euo pipefail
 if [ "$#" -gt 0 ]; then
   wanted=("$@")
 else
-  wanted=(libclang-dev clang)
+  wanted=(libclang-dev clang faketime)
 fi
 missing=()
 for package in "${wanted[@]}"; do

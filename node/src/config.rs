@@ -52,6 +52,40 @@ pub struct NodeConfig {
     /// (`parallel_append`). Off, each entry waits for that sync first, as in openraft 0.9.
     #[serde(default = "default_parallel_append")]
     pub parallel_append: bool,
+    /// A leader whose command stamps run ahead of this KMA's clock by more than this is refused
+    /// (its entries never commit) and voted out (issue #16 point 7; docs/security.md).
+    #[serde(default = "default_clock_ahead_max_ms")]
+    pub clock_ahead_max_ms: u64,
+    /// A KMA cut off from the majority serves key material for this long, then none until it
+    /// reaches the majority again: the longest time a drive revoked meanwhile can still get
+    /// keys from it (docs/security.md). A day by default, so that a site keeps reading tapes
+    /// through a WAN outage of hours.
+    #[serde(default = "default_serve_cut_off_ms")]
+    pub serve_cut_off_ms: u64,
+    /// Most connections each listener holds at once; beyond it new ones are closed at once, so
+    /// that a flood cannot use up the process's file descriptors (issue #16 point 6).
+    #[serde(default = "default_connections_max")]
+    pub connections_max: usize,
+    /// Of those, connections without a client certificate (enrollment, logins, joins, health
+    /// probes): when full, the oldest idle one makes room for a new one.
+    #[serde(default = "default_anonymous_connections_max")]
+    pub anonymous_connections_max: usize,
+}
+
+fn default_connections_max() -> usize {
+    agent_gateway::ConnectionLimits::default().connections_max
+}
+
+fn default_anonymous_connections_max() -> usize {
+    agent_gateway::ConnectionLimits::default().anonymous_max
+}
+
+fn default_serve_cut_off_ms() -> u64 {
+    86_400_000
+}
+
+fn default_clock_ahead_max_ms() -> u64 {
+    60_000
 }
 
 fn default_parallel_append() -> bool {
@@ -90,6 +124,15 @@ pub enum ConfigError {
 }
 
 impl NodeConfig {
+    /// The bounds of each listener's connections: this file's counts, the gateway's times.
+    pub fn connection_limits(&self) -> agent_gateway::ConnectionLimits {
+        agent_gateway::ConnectionLimits {
+            connections_max: self.connections_max,
+            anonymous_max: self.anonymous_connections_max,
+            ..agent_gateway::ConnectionLimits::default()
+        }
+    }
+
     pub fn load(data_dir: &Path) -> Result<NodeConfig, ConfigError> {
         let path = data_dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&path)

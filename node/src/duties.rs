@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use statemachine::{Command, Formats, KmaVersion, SoftwareVersion};
 
+use crate::login::Logins;
+use crate::transport::clock::ClockGuard;
 use crate::transport::network::{
     communication_detail, PeerLink, PeerLinks, COMMUNICATION_AUDIT_INTERVAL,
 };
@@ -80,7 +82,7 @@ fn reconcile_vault(local: &Local, me: MyEntry) -> Result<(), crate::vault::Vault
 /// openraft's election timer handles the normal case (including letting KMAs with a longer
 /// log go first); this watchdog only breaks a run of split votes: a voter that has heard no
 /// leader for two election timeouts plus a delay drawn afresh each time starts one itself.
-pub async fn run_election_watchdog(local: Local, contact: LeaderContact) {
+pub async fn run_election_watchdog(local: Local, contact: LeaderContact, out: StayOut) {
     let max = local.config.election_timeout_ms_max;
     let draw = move || 2 * max + rand::thread_rng().gen_range(0..=max);
     let mut patience_ms = draw();
@@ -90,7 +92,7 @@ pub async fn run_election_watchdog(local: Local, contact: LeaderContact) {
         let metrics = local.raft.metrics().borrow().clone();
         let voter =
             metrics.membership_config.membership().voter_ids().any(|id| id == local.node_id());
-        if metrics.current_leader.is_some() || !voter {
+        if metrics.current_leader.is_some() || !voter || out.is_out() {
             contact.touch();
             continue;
         }
@@ -160,7 +162,7 @@ async fn record_communication(
         if state.cluster_id().is_none() {
             return false;
         }
-        let named = state.meta().kmas.values().find(|entry| entry.node_id == peer);
+        let named = state.kma_by_node_id(peer);
         named.map_or_else(|| format!("node-{peer}"), |entry| entry.name.clone())
     };
     let detail = communication_detail(peer, link, changes);
@@ -179,6 +181,143 @@ async fn record_communication(
             tracing::warn!(peer, %error, "communication error not recorded in the audit log");
             false
         }
+    }
+}
+
+/// Records in the audit log each KMA whose stamps this KMA refused for running ahead of its
+/// clock (issue #16 point 7), as `Actor::System`: at most once per
+/// [`crate::transport::clock::SUSPECT_FOR`] and KMA (openraft retries a refused call at every
+/// heartbeat), retried every few seconds until written, since the first tries go to the very
+/// leader whose entries cannot commit.
+pub async fn run_clock_audit(local: Local, proposer: Proposer, clock: ClockGuard) {
+    let mut reported: BTreeMap<u64, Instant> = BTreeMap::new();
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        reported.retain(|_, at| at.elapsed() < crate::transport::clock::SUSPECT_FOR);
+        for (peer, suspect) in clock.suspects() {
+            if reported.contains_key(&peer) {
+                continue;
+            }
+            let to_kma = {
+                let state = local.state.read().await;
+                let named = state.kma_by_node_id(peer);
+                named.map_or_else(|| format!("node-{peer}"), |entry| entry.name.clone())
+            };
+            let detail = format!(
+                "refused entries stamped {} s ahead of this KMA's clock (at most {} s allowed): \
+                 that KMA is refused as leader and voter until its clock is fixed",
+                suspect.ahead_ms / 1_000,
+                clock.ahead_max_ms() / 1_000
+            );
+            let from_kma = local.config.name.clone();
+            let command = Command::RecordCommunicationError { from_kma, to_kma, detail };
+            match proposer.propose(proposer.system(command)).await {
+                Ok(applied) if applied.result.is_ok() => {
+                    tracing::error!(peer, ahead_ms = suspect.ahead_ms, "a KMA's clock runs ahead");
+                    reported.insert(peer, Instant::now());
+                }
+                Ok(applied) => tracing::warn!(result = ?applied.result, "clock record refused"),
+                Err(error) => tracing::debug!(%error, "clock record waits for a leader"),
+            }
+        }
+    }
+}
+
+/// How often failed logins for unknown principals are summed up into the audit log.
+pub const LOGIN_FAILURE_SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Sums up, once a minute, the failed proofs for principals that do not exist, one audit record
+/// per source address (issue #16 points 5 and 9): a flood of made-up names costs the
+/// replicated log one record per source and minute, not one per attempt. A record that cannot
+/// be written now is added to the next minute's.
+pub async fn run_login_failure_summary(proposer: Proposer, logins: std::sync::Arc<Logins>) {
+    let mut carried: BTreeMap<std::net::IpAddr, u64> = BTreeMap::new();
+    loop {
+        tokio::time::sleep(LOGIN_FAILURE_SUMMARY_INTERVAL).await;
+        for (source, count) in logins.take_unknown_failures() {
+            *carried.entry(source).or_default() += count;
+        }
+        let sources: Vec<(std::net::IpAddr, u64)> =
+            std::mem::take(&mut carried).into_iter().collect();
+        for (source, count) in sources {
+            let principal =
+                format!("{count} failed logins for unknown principals in the last minute");
+            let command =
+                Command::RecordAuthenticationFailure { principal, source: source.to_string() };
+            match proposer.propose(proposer.system(command)).await {
+                Ok(applied) if applied.result.is_ok() => {}
+                _ => {
+                    *carried.entry(source).or_default() += count;
+                }
+            }
+        }
+    }
+}
+
+/// Set while this KMA stays out of elections (it stepped down for its clock): the election
+/// watchdog then starts none either.
+#[derive(Clone, Default)]
+pub struct StayOut(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl StayOut {
+    fn set(&self, out: bool) {
+        self.0.store(out, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn is_out(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// How long a leader that stepped down for its clock stays out of elections.
+const CLOCK_STEP_DOWN_FOR: Duration = Duration::from_secs(300);
+
+/// A leader whose entries enough voters refuse for their stamps (its clock runs ahead, see
+/// `transport::clock`) that none can commit steps down (issue #16 point 7): it stops sending
+/// heartbeats, so the voters elect another leader, and stays out of elections for
+/// [`CLOCK_STEP_DOWN_FOR`], after which it may try again (and steps down again while its clock
+/// is still wrong). openraft 0.9 has no leader transfer; this is the same in effect.
+pub async fn run_clock_step_down(local: Local, links: PeerLinks, out: StayOut) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    let mut out_until: Option<Instant> = None;
+    loop {
+        ticker.tick().await;
+        let metrics = local.raft.metrics().borrow().clone();
+        let leading = metrics.current_leader == Some(local.node_id());
+        if let Some(until) = out_until {
+            if !leading {
+                local.raft.runtime_config().heartbeat(true);
+            }
+            if Instant::now() >= until {
+                local.raft.runtime_config().heartbeat(true);
+                local.raft.runtime_config().elect(true);
+                out_until = None;
+                out.set(false);
+                tracing::info!("back in elections after stepping down for this KMA's clock");
+            }
+            continue;
+        }
+        if !leading {
+            continue;
+        }
+        let voters: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
+        let refusing = links.clock_refusals(Duration::from_secs(5));
+        let refusing = voters.iter().filter(|id| refusing.contains(id)).count();
+        // Entries commit with a majority of the voters, this one included.
+        let majority = voters.len() / 2 + 1;
+        if voters.len() - refusing >= majority {
+            continue;
+        }
+        tracing::error!(
+            refusing,
+            voters = voters.len(),
+            "the voters refuse this leader's entries: its clock runs ahead of theirs; stepping \
+             down and staying out of elections until the clock is fixed (NTP)"
+        );
+        local.raft.runtime_config().heartbeat(false);
+        local.raft.runtime_config().elect(false);
+        out.set(true);
+        out_until = Some(Instant::now() + CLOCK_STEP_DOWN_FOR);
     }
 }
 

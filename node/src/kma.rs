@@ -21,10 +21,12 @@ use crate::listen::admin::NodeAdmin;
 use crate::listen::gateway_backend::GatewayBackend;
 use crate::listen::health::Health;
 use crate::listen::management::{Management, ManagementRouters};
-use crate::listen::metrics::{MetricsLayer, RequestMetrics, SERVICE};
+use crate::listen::metrics::{MetricsLayer, RequestMetrics, MANAGEMENT, SERVICE};
+use crate::listen::scrape::ListenerConnections;
 use crate::listen::security_api::SecurityApi;
 use crate::login::Logins;
 use crate::pki;
+use crate::transport::clock::ClockGuard;
 use crate::transport::forward_links::ForwardLinks;
 use crate::transport::link::{LinkServer, INBOUND_PROPOSALS_MAX};
 use crate::transport::network::{KmaNetwork, PeerLinks};
@@ -88,6 +90,10 @@ pub struct Kma {
     pub entries_ahead: EntriesAhead,
     /// The last contact with a leader, for the election watchdog.
     pub contact: LeaderContact,
+    /// What each listener's connection bounds hold and turned away (`/metrics`).
+    pub connections: ListenerConnections,
+    /// Woken when this KMA must stop: the cluster deleted it (`departure`).
+    pub stop: Arc<tokio::sync::Notify>,
     /// Serves the Raft links handed over by the management listener.
     pub link_server: LinkServer,
     /// A pool refill is under way: it goes on until the high water mark (`leader`).
@@ -132,6 +138,9 @@ impl Kma {
     /// Opens the data dir and starts Raft, the batcher and the link tasks (not yet serving:
     /// see `listen::management::serve`).
     pub async fn start(data_dir: &Path) -> Result<Arc<Kma>, NodeError> {
+        if let Some(departed) = crate::departure::Departed::load(data_dir) {
+            return Err(NodeError::Usage(departed.refusal(data_dir)));
+        }
         let config = Arc::new(NodeConfig::load(data_dir)?);
         let layout = DataDirLayout::new(data_dir);
         let raft_dir = layout.raft_dir();
@@ -169,7 +178,14 @@ impl Kma {
         let (inbound, inbound_queue) = tokio::sync::mpsc::channel(INBOUND_PROPOSALS_MAX);
         tokio::spawn(crate::write::intake::serve_forwarded(proposer.clone(), inbound_queue));
         let contact = LeaderContact::default();
-        let link_server = LinkServer { raft: raft.clone(), contact: contact.clone(), inbound };
+        let clock = ClockGuard::new(config.clock_ahead_max_ms);
+        let link_server = LinkServer {
+            raft: raft.clone(),
+            state: state.clone(),
+            clock,
+            contact: contact.clone(),
+            inbound,
+        };
         let entries_ahead = EntriesAhead::default();
         if let Some(appends) = appends {
             let ahead = SendAhead {
@@ -182,8 +198,12 @@ impl Kma {
             };
             tokio::spawn(parallel_append::run(ahead, appends));
         }
-        let membership =
-            Membership { raft: raft.clone(), node_id: config.node_id, http: peers.clone() };
+        let membership = Membership {
+            raft: raft.clone(),
+            state: state.clone(),
+            node_id: config.node_id,
+            http: peers.clone(),
+        };
         let version = crate::duties::this_version();
         let local = Local { config, layout, raft, state, vault, version };
         Ok(Arc::new(Kma {
@@ -196,6 +216,11 @@ impl Kma {
             entries_ahead,
             contact,
             link_server,
+            stop: Arc::new(tokio::sync::Notify::new()),
+            connections: [
+                (MANAGEMENT, agent_gateway::ConnectionStats::default()),
+                (SERVICE, agent_gateway::ConnectionStats::default()),
+            ],
             pool_refilling: AtomicBool::new(false),
         }))
     }
@@ -225,9 +250,30 @@ impl Kma {
         tokio::spawn(crate::duties::run_vault_sync(self.local.clone()));
         let (local, proposer) = (self.local.clone(), self.proposer.clone());
         tokio::spawn(crate::duties::run_version_report(local, proposer));
+        let out = crate::duties::StayOut::default();
         tokio::spawn(crate::duties::run_election_watchdog(
             self.local.clone(),
             self.contact.clone(),
+            out.clone(),
+        ));
+        tokio::spawn(crate::duties::run_clock_step_down(
+            self.local.clone(),
+            self.peer_links.clone(),
+            out,
+        ));
+        tokio::spawn(crate::duties::run_login_failure_summary(
+            self.proposer.clone(),
+            self.logins.clone(),
+        ));
+        tokio::spawn(crate::duties::run_clock_audit(
+            self.local.clone(),
+            self.proposer.clone(),
+            self.link_server.clock.clone(),
+        ));
+        tokio::spawn(crate::departure::run_departure_watch(
+            self.local.clone(),
+            self.peer_links.departure(),
+            self.stop.clone(),
         ));
         tokio::spawn(crate::duties::run_communication_audit(
             self.local.clone(),
@@ -257,6 +303,7 @@ impl Kma {
                 self.peer_links.clone(),
                 self.entries_ahead.clone(),
                 requests.clone(),
+                self.connections.clone(),
             ),
             admin: NodeAdmin {
                 local: local.clone(),
@@ -275,6 +322,7 @@ impl Kma {
             self.proposer.clone(),
             self.logins.clone(),
             self.peers.clone(),
+            self.contact.clone(),
         )
     }
 
@@ -293,9 +341,14 @@ impl Kma {
         tokio::spawn(gateway.clone().run_lock_cache());
         tokio::spawn(gateway.clone().run_discovery_cache());
         let links = self.link_server.clone();
+        let limits = self.local.config.connection_limits();
+        let [(_, management_stats), (_, service_stats)] = self.connections.clone();
+        let management_bounds = (limits.clone(), management_stats);
         tokio::select! {
-            () = crate::listen::management::serve(router, management_tls, management, links) => {}
-            () = serve_service(gateway, service, service_tls, requests) => {}
+            () = crate::listen::management::serve(
+                router, management_tls, management, links, management_bounds
+            ) => {}
+            () = serve_service(gateway, service, service_tls, requests, (limits, service_stats)) => {}
         }
         Ok(())
     }
@@ -308,6 +361,7 @@ async fn serve_service(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     requests: RequestMetrics,
+    (limits, stats): (agent_gateway::ConnectionLimits, agent_gateway::ConnectionStats),
 ) {
     let tag = |certificate: Option<&CertificateDer<'_>>, remote: SocketAddr| {
         let mut extensions = axum::http::Extensions::new();
@@ -316,5 +370,6 @@ async fn serve_service(
     };
     let layer = MetricsLayer::new(SERVICE, requests);
     let app = agent_gateway::router(Arc::new(gateway)).layer(layer);
-    crate::transport::accept::serve_tls(listener, tls, app, "service listener", tag, None).await;
+    let name = "service listener";
+    crate::transport::accept::serve_tls(listener, tls, app, name, tag, None, limits, stats).await;
 }

@@ -1,6 +1,7 @@
 //! The leader's duties, twice a second while this KMA leads: propose `Pulse` when a
-//! time-driven transition is due (STYLE 4), promote learners that caught up, record KMAs that
-//! finished joining, and keep the key pool filled with keys wrapped here (SPEC O5).
+//! time-driven transition is due (STYLE 4), take deleted KMAs out of the membership, promote
+//! learners that caught up, record KMAs that finished joining, and keep the key pool filled
+//! with keys wrapped here (SPEC O5).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub async fn run(kma: Arc<Kma>) {
         if kma.local.raft.metrics().borrow().current_leader != Some(kma.node_id()) {
             continue;
         }
+        kma.remove_deleted_kmas().await;
         kma.promote_caught_up_learners().await;
         kma.record_joined_kmas().await;
         kma.refill_key_pool().await;
@@ -54,6 +56,28 @@ pub async fn run(kma: Arc<Kma>) {
 }
 
 impl Kma {
+    /// On the leader: takes out of the membership every voter or learner the cluster deleted
+    /// (SPEC C5; issue #16 point 3), so that a deleted KMA never votes again. Run from the
+    /// leader's loop, so a removal interrupted by a leader change is finished by the next.
+    async fn remove_deleted_kmas(&self) {
+        let members: Vec<u64> = crate::transport::members::all(&self.local.raft)
+            .into_iter()
+            .map(|(node_id, _address)| node_id)
+            .collect();
+        let deleted: Vec<u64> = {
+            let state = self.local.state.read().await;
+            members.into_iter().filter(|id| state.kma_deleted(*id)).collect()
+        };
+        for node_id in deleted {
+            match self.membership.change_membership(MembershipRequest::Remove { node_id }).await {
+                Ok(index) => {
+                    tracing::warn!(node_id, index, "deleted KMA removed from the membership")
+                }
+                Err(error) => tracing::warn!(node_id, %error, "deleted KMA not removed yet"),
+            }
+        }
+    }
+
     /// On the leader: promotes every learner whose log is within 100 entries of the leader's.
     /// Run from the leader's loop, so a promotion survives the restart of the KMA that admitted
     /// the learner.

@@ -5,7 +5,15 @@
 //!
 //! Failed attempts are counted per principal and per source address on this KMA; past the
 //! cluster's `login_failures_max` within `login_throttle_ms` further attempts are refused
-//! before any passphrase is checked. Every failure is also proposed as an audit record.
+//! before any passphrase is checked. A failure for a principal that exists is proposed as an
+//! audit record at once (the throttle bounds how many); failures for unknown principals are
+//! only counted per source here and summed up into one record per source and minute
+//! (`duties::run_login_failure_summary`), so a flood of made-up names cannot grow the
+//! replicated log without bound (issue #16 points 5 and 9).
+//!
+//! Open challenges are bounded per source address ([`OPEN_PER_SOURCE_MAX`]) and per principal
+//! ([`OPEN_PER_PRINCIPAL_MAX`]) as well as in all, so that one flood cannot fill the table and
+//! lock everyone else out.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -20,6 +28,13 @@ use statemachine::cluster::SecuritySettings;
 
 const CHALLENGE_TTL: Duration = Duration::from_secs(60);
 const PENDING_MAX: usize = 10_000;
+/// Open challenges one source address may hold: a person logs in once or twice at a time.
+pub const OPEN_PER_SOURCE_MAX: usize = 32;
+/// Open challenges for one principal, from all sources.
+pub const OPEN_PER_PRINCIPAL_MAX: usize = 16;
+/// Sources whose failures for unknown principals are counted one by one; past it they are
+/// counted together, under the unspecified address.
+const UNKNOWN_SOURCES_MAX: usize = 4_096;
 
 /// Why a login step failed, as the client is told.
 #[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize, Clone)]
@@ -37,6 +52,8 @@ pub enum LoginError {
 struct Pending {
     login: ServerLogin,
     principal: String,
+    /// The principal exists: a decoy challenge was not needed.
+    known: bool,
     purpose: String,
     source: IpAddr,
     created: Instant,
@@ -46,6 +63,8 @@ pub struct Logins {
     pending: Mutex<HashMap<[u8; 24], Pending>>,
     /// The gateway's bounded failure table, shared in shape with agent enrollment.
     failures: Mutex<Failures>,
+    /// Failed proofs for unknown principals per source, since the last summary.
+    unknown_failures: Mutex<HashMap<IpAddr, u64>>,
     decoy_secret: [u8; 32],
 }
 
@@ -64,6 +83,13 @@ fn limits(settings: &SecuritySettings) -> Limits {
     }
 }
 
+impl Logins {
+    /// Takes the counts of failed proofs for unknown principals per source since the last call.
+    pub fn take_unknown_failures(&self) -> Vec<(IpAddr, u64)> {
+        unpoison(self.unknown_failures.lock()).drain().collect()
+    }
+}
+
 /// A principal that passed the challenge.
 pub struct Verified {
     pub principal: String,
@@ -76,6 +102,7 @@ impl Logins {
         Logins {
             pending: Mutex::new(HashMap::new()),
             failures: Mutex::new(Failures::default()),
+            unknown_failures: Mutex::new(HashMap::new()),
             decoy_secret,
         }
     }
@@ -122,9 +149,19 @@ impl Logins {
         if pending.len() >= PENDING_MAX {
             return Err(LoginError::Other("this KMA is busy with logins: retry shortly".into()));
         }
+        let from_source = pending.values().filter(|p| p.source == source).count();
+        let for_principal = pending.values().filter(|p| p.principal == hello.principal).count();
+        if from_source >= OPEN_PER_SOURCE_MAX || for_principal >= OPEN_PER_PRINCIPAL_MAX {
+            return Err(LoginError::Other(format!(
+                "too many unfinished logins from {source} or for '{}': finish one, or retry in \
+                 a minute",
+                hello.principal
+            )));
+        }
         let entry = Pending {
             login,
             principal: hello.principal.clone(),
+            known: verifier.is_some(),
             purpose: hello.purpose.clone(),
             source,
             created: Instant::now(),
@@ -134,7 +171,8 @@ impl Logins {
     }
 
     /// Step two: checks the proof against the challenge it answers (used up either way). A
-    /// wrong proof is counted and names the principal, for the audit record.
+    /// wrong proof is counted; it names the principal, for the audit record, when the principal
+    /// exists, and is counted for the per-source summary when it does not.
     pub fn verify(
         &self,
         proof: &ClientProof,
@@ -154,7 +192,17 @@ impl Logins {
             }
             Err(_) => {
                 self.record_failure(&entry.principal, source, settings);
-                Err((LoginError::Refused, Some(entry.principal)))
+                if entry.known {
+                    return Err((LoginError::Refused, Some(entry.principal)));
+                }
+                let mut unknown = unpoison(self.unknown_failures.lock());
+                let room = unknown.contains_key(&source) || unknown.len() < UNKNOWN_SOURCES_MAX;
+                let bucket = match room {
+                    true => source,
+                    false => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+                };
+                *unknown.entry(bucket).or_default() += 1;
+                Err((LoginError::Refused, None))
             }
         }
     }

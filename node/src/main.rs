@@ -159,7 +159,8 @@ enum Action {
         #[arg(long)]
         peer: String,
     },
-    /// Create N users through the cluster: a quick write test.
+    /// Create N users through a development cluster made by `kma local` (refused on any
+    /// other): a quick write test.
     Write {
         #[arg(long)]
         data_dir: PathBuf,
@@ -177,6 +178,8 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,openraft=warn".into()),
         )
         .init();
+    // Before anything reads a passphrase or a key: no core dump may carry them away.
+    node::vault::protect_process_memory().context("cannot keep secrets out of core dumps")?;
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(dispatch(cli.command))
@@ -307,6 +310,7 @@ async fn run(data_dir: &std::path::Path) -> anyhow::Result<()> {
     }
     kma.spawn_duties();
     let config = &kma.local.config;
+    check_file_limit(config.connections_max);
     let listener = bind(config.management_listen, "management").await?;
     let service_listener = bind(config.service_listen, "service").await?;
     let listening =
@@ -319,15 +323,48 @@ async fn run(data_dir: &std::path::Path) -> anyhow::Result<()> {
         reported_in = %data_dir.join(node::config::LISTENING_FILE).display(),
         "KMA serving"
     );
+    let mut departed = false;
     tokio::select! {
         served = kma.serve(listener, service_listener) => served?,
         () = stop_requested() => tracing::info!("stopping"),
+        () = kma.stop.notified() => departed = true,
     }
     if let Err(error) = Listening::remove(data_dir) {
         tracing::warn!(%error, "the listeners' report stays behind");
     }
     kma.local.raft.shutdown().await.map_err(|e| anyhow::anyhow!("raft shutdown: {e}"))?;
+    if departed {
+        let why = node::departure::Departed::load(data_dir).map_or_else(
+            || "this KMA was deleted from its cluster and stopped".to_string(),
+            |record| record.refusal(data_dir),
+        );
+        anyhow::bail!(why);
+    }
     Ok(())
+}
+
+/// Raises the open-file limit to its hard limit, and warns when even that leaves too little room
+/// for both listeners at their bounds (`connections_max` each) besides RocksDB's files and the
+/// Raft links: the bounds exist so that a flood never runs the process out of descriptors.
+fn check_file_limit(connections_max: usize) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = Rlimit { current: limit.maximum, maximum: limit.maximum };
+        if let Err(error) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(%error, "the open-file limit could not be raised to its hard limit");
+        }
+    }
+    let current = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    let needed = 2 * connections_max as u64 + 1_024;
+    if current < needed {
+        tracing::warn!(
+            open_files_max = current,
+            needed,
+            "the open-file limit is below what both listeners may hold: lower connections_max \
+             in kma.toml or raise the limit (ulimit -n, LimitNOFILE=)"
+        );
+    }
 }
 
 /// Binds one of the KMA's listeners at the address in its `kma.toml`.
@@ -380,6 +417,16 @@ async fn local(dir: &std::path::Path, nodes: usize, base_port: u16) -> anyhow::R
 }
 
 async fn write(data_dir: &std::path::Path, peer: &str, count: u32) -> anyhow::Result<()> {
+    // A load tool that creates users by the hundred belongs on a development cluster only
+    // (issue #16 point 9).
+    if !node::setup::local::is_local_cluster(data_dir) {
+        anyhow::bail!(
+            "kma write loads a development cluster made by `kma local` (give one of its data \
+             dirs, e.g. .kms-local/kma1); {} is not one. On a real cluster create users with \
+             kmsctl user create",
+            data_dir.display()
+        );
+    }
     let client = KmaClient::admin(data_dir)?;
     let started = std::time::Instant::now();
     let prefix = format!("{:08x}", rand::random::<u32>());

@@ -19,6 +19,10 @@ use zeroize::Zeroizing;
 
 pub const SEALED_FILE: &str = "master-key.sealed";
 
+/// Where a new sealed file is written before it is renamed over [`SEALED_FILE`]: a crash
+/// leaves either the old file or the new one whole, never half of one.
+const SEALED_TEMP_FILE: &str = "master-key.sealed.tmp";
+
 /// The sealed file: which cluster's key it holds (the AAD), and the sealed bytes.
 #[derive(Serialize, Deserialize)]
 struct SealedFile {
@@ -36,6 +40,8 @@ pub struct Vault {
     sealed_path: PathBuf,
     /// The node's private TLS key (PEM): what the sealed file is sealed under.
     node_secret: Zeroizing<Vec<u8>>,
+    /// Why a sealed file found at start could not be used: the KMA starts locked and says so.
+    sealed_problem: Mutex<Option<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +61,11 @@ fn unpoison<T>(result: Result<T, std::sync::PoisonError<T>>) -> T {
 }
 
 impl Vault {
-    /// Opens the vault of a data dir; a sealed file found there is unsealed into standby.
+    /// Opens the vault of a data dir; a sealed file found there is unsealed into standby. A
+    /// sealed file that cannot be used (cut short by a crash, damaged, sealed by another KMA)
+    /// does not keep the KMA from starting: it starts locked, says why in its log and status,
+    /// and the quorum unlocks it (SPEC C6; issue #16 point 8). A temporary file left by a crash
+    /// while sealing is erased.
     pub fn open(data_dir: &std::path::Path, node_key_pem: &str) -> Result<Vault, VaultError> {
         let vault = Vault {
             active: RwLock::new(None),
@@ -63,11 +73,24 @@ impl Vault {
             unlock_shares: Mutex::new(HashMap::new()),
             sealed_path: data_dir.join(SEALED_FILE),
             node_secret: Zeroizing::new(node_key_pem.as_bytes().to_vec()),
+            sealed_problem: Mutex::new(None),
         };
-        if let Some(master) = vault.read_sealed()? {
-            *unpoison(vault.standby.write()) = Some(master);
+        let temp = data_dir.join(SEALED_TEMP_FILE);
+        erase(&temp).map_err(|source| VaultError::Io { path: temp.clone(), source })?;
+        match vault.read_sealed() {
+            Ok(Some(master)) => *unpoison(vault.standby.write()) = Some(master),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::error!(%error, "starting locked: the sealed master key is unusable");
+                *unpoison(vault.sealed_problem.lock()) = Some(error.to_string());
+            }
         }
         Ok(vault)
+    }
+
+    /// Why the sealed master key found at start was not used, if it was not.
+    pub fn sealed_problem(&self) -> Option<String> {
+        unpoison(self.sealed_problem.lock()).clone()
     }
 
     fn read_sealed(&self) -> Result<Option<MasterKey>, VaultError> {
@@ -88,33 +111,31 @@ impl Vault {
         Ok(Some(master))
     }
 
-    /// Seals `master` into this KMA's data dir (mode 0600), replacing any earlier file.
+    /// Seals `master` into this KMA's data dir (mode 0600), replacing any earlier file
+    /// atomically: written to a temporary file, synced, renamed over the old one, and the
+    /// directory synced.
     pub fn seal(&self, master: &MasterKey, cluster_id: ClusterId) -> Result<(), VaultError> {
         let sealed = security_core::seal::seal_master_key(master, cluster_id, &self.node_secret);
         let file = SealedFile { cluster_id: cluster_id.0, sealed };
         let path = &self.sealed_path;
-        let bytes = postcard::to_allocvec(&file).map_err(|e| VaultError::Io {
-            path: path.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        write_private(path, &bytes).map_err(|source| VaultError::Io { path: path.clone(), source })
+        let io = |source| VaultError::Io { path: path.clone(), source };
+        let bytes = postcard::to_allocvec(&file).map_err(|e| io(std::io::Error::other(e)))?;
+        let temp = path.with_file_name(SEALED_TEMP_FILE);
+        write_private(&temp, &bytes).map_err(io)?;
+        std::fs::rename(&temp, path).map_err(io)?;
+        sync_parent(path).map_err(io)?;
+        *unpoison(self.sealed_problem.lock()) = None;
+        Ok(())
     }
 
     pub fn sealed_file_exists(&self) -> bool {
         self.sealed_path.exists()
     }
 
-    /// Removes the sealed file, overwriting it first.
+    /// Removes the sealed file, overwriting it in place first (see [`erase`]).
     pub fn remove_sealed(&self) -> Result<(), VaultError> {
         let path = &self.sealed_path;
-        let io = |source| VaultError::Io { path: path.clone(), source };
-        let len = match std::fs::metadata(path) {
-            Ok(meta) => meta.len() as usize,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(source) => return Err(io(source)),
-        };
-        write_private(path, &vec![0u8; len]).map_err(io)?;
-        std::fs::remove_file(path).map_err(io)
+        erase(path).map_err(|source| VaultError::Io { path: path.clone(), source })
     }
 
     /// The master key while unlocked.
@@ -166,6 +187,45 @@ impl Vault {
     }
 }
 
+/// Keeps the master key, shares and passphrases in this process's memory out of core dumps
+/// and away from other processes of the same user (issue #16 point 8): no core file at all
+/// (`RLIMIT_CORE` 0, soft and hard), and the process not dumpable (`PR_SET_DUMPABLE` 0), which
+/// also stops ptrace attachment and reading `/proc/PID/mem` by anyone but root. Called first
+/// thing by every `kma` subcommand, since `init`, `join` and unlocks hold secrets too.
+pub fn protect_process_memory() -> std::io::Result<()> {
+    use rustix::process::{set_dumpable_behavior, setrlimit, DumpableBehavior, Resource, Rlimit};
+    setrlimit(Resource::Core, Rlimit { current: Some(0), maximum: Some(0) })?;
+    set_dumpable_behavior(DumpableBehavior::NotDumpable)?;
+    Ok(())
+}
+
+/// Overwrites a file in place with zeros, syncs, then unlinks it and syncs its directory;
+/// nothing when it does not exist. On an SSD or a copy-on-write file system the old blocks may
+/// survive the overwrite (docs/security.md says so): this erases what a file system lets erase.
+pub fn erase(path: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write;
+    // Not `truncate`: truncating frees the old blocks and the zeros would go to new ones.
+    let mut file = match std::fs::OpenOptions::new().write(true).open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(error),
+    };
+    let len = file.metadata()?.len() as usize;
+    file.write_all(&vec![0u8; len])?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::remove_file(path)?;
+    sync_parent(path)
+}
+
+/// Syncs the directory holding `path`, so that a rename or unlink in it survives a crash.
+fn sync_parent(path: &std::path::Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
 /// Writes a file readable by its owner only.
 pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
@@ -201,5 +261,71 @@ mod tests {
         let mode = std::fs::metadata(&path).expect("metadata").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(std::fs::read(&path).expect("read"), b"sealed bytes");
+    }
+
+    fn node_key() -> String {
+        crate::pki::signing_request().expect("key pair").1
+    }
+
+    /// Setup: a sealed master key cut short, as a crash while writing it would leave it, and a
+    /// temporary file from an interrupted seal. Action: open the vault. Expect: it opens (the KMA
+    /// starts), holds no key, says why, and the temporary file is gone. (SPEC C6; issue #16
+    /// point 8)
+    #[test]
+    fn c6_a_damaged_sealed_key_starts_the_kma_locked_and_says_why() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = node_key();
+        let vault = super::Vault::open(dir.path(), &key).expect("empty vault");
+        let master = security_core::MasterKey::generate();
+        vault.seal(&master, statemachine::ClusterId(7)).expect("seal");
+        let path = dir.path().join(super::SEALED_FILE);
+        let whole = std::fs::read(&path).expect("sealed file");
+        std::fs::write(&path, &whole[..whole.len() / 2]).expect("cut short");
+        std::fs::write(dir.path().join(super::SEALED_TEMP_FILE), b"half a seal").expect("temp");
+
+        let reopened = super::Vault::open(dir.path(), &key).expect("a damaged seal still opens");
+
+        assert!(!reopened.has_standby() && !reopened.is_unlocked());
+        let problem = reopened.sealed_problem().expect("the reason is kept");
+        assert!(problem.contains("quorum"), "{problem}");
+        assert!(!dir.path().join(super::SEALED_TEMP_FILE).exists());
+    }
+
+    /// Setup: a sealed master key, and a second name (hard link) for the same file. Action: the
+    /// seal is removed (autonomous unlock turned off). Expect: the file is gone and the blocks it
+    /// had, still reachable through the other name, hold only zeros: it was overwritten in
+    /// place, not truncated. Sealing again goes through a temporary file renamed into place.
+    /// (SPEC C6; issue #16 point 8)
+    #[test]
+    fn c6_removing_the_sealed_key_overwrites_it_in_place() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let vault = super::Vault::open(dir.path(), &node_key()).expect("vault");
+        let master = security_core::MasterKey::generate();
+        vault.seal(&master, statemachine::ClusterId(7)).expect("seal");
+        let path = dir.path().join(super::SEALED_FILE);
+        let other_name = dir.path().join("same-blocks");
+        std::fs::hard_link(&path, &other_name).expect("hard link");
+        let len = std::fs::metadata(&path).expect("metadata").len();
+
+        vault.remove_sealed().expect("removed");
+
+        assert!(!path.exists());
+        let left = std::fs::read(&other_name).expect("the other name");
+        assert_eq!(left.len() as u64, len);
+        assert!(left.iter().all(|byte| *byte == 0), "the sealed bytes survived");
+        vault.seal(&master, statemachine::ClusterId(7)).expect("sealed again");
+        assert!(path.exists() && !dir.path().join(super::SEALED_TEMP_FILE).exists());
+    }
+
+    /// Setup: this test process. Action: protect its memory as `kma` does at start. Expect: no
+    /// core file may be written (limit 0, soft and hard) and the process is not dumpable.
+    /// (issue #16 point 8)
+    #[test]
+    fn s3_the_process_refuses_core_dumps() {
+        super::protect_process_memory().expect("protected");
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Core);
+        assert_eq!((limit.current, limit.maximum), (Some(0), Some(0)));
+        let dumpable = rustix::process::dumpable_behavior().expect("PR_GET_DUMPABLE");
+        assert_eq!(dumpable, rustix::process::DumpableBehavior::NotDumpable);
     }
 }

@@ -102,6 +102,7 @@ impl Local {
             software_version: version.software.to_string(),
             log_format: version.formats.log,
             cluster_log_format,
+            sealed_key_problem: self.vault.sealed_problem(),
         }
     }
 

@@ -48,6 +48,9 @@ pub struct NodeStatus {
     /// refused until the last KMA is upgraded (the version gate).
     #[serde(default)]
     pub cluster_log_format: u16,
+    /// Why a sealed master key found at start was not used (the KMA then starts locked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_key_problem: Option<String>,
 }
 
 /// What `GET /v1/digest` answers: a SHA-256 of the applied state's snapshot encoding.

@@ -140,6 +140,61 @@ async fn c6_locked_kma_serves_no_key_and_the_agent_fails_over() {
     }
 }
 
+/// A KMA serves key material for 3 s after it loses the majority.
+fn short_cut_off(config: &mut node::config::NodeConfig) {
+    config.serve_cut_off_ms = 3_000;
+}
+
+/// Setup: three KMAs that serve key material for 3 s once cut off from the majority; a drive
+/// with a key, reading through kma1. Action: the two other KMAs stop, so kma1 is cut off; then
+/// they come back. Expect: after the bound kma1 refuses key material with a retryable
+/// `kma_locked` (a drive revoked meanwhile could otherwise go on reading through it); once
+/// the majority is back it serves the key again. (SPEC C3, C6; issue #16 point 10)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c6_a_kma_cut_off_longer_than_the_bound_serves_no_key() {
+    let mut cluster = Cluster::start(3, short_cut_off).await;
+    let address = cluster.nodes[0].address.clone();
+    catalogue(&cluster, &address, (DAY_MS, 2 * DAY_MS)).await;
+    let kma1 = cluster.nodes[0].service.clone();
+    let credentials =
+        agent_gateway::client::enroll(&kma1, &ca_pem(&cluster), "drive1", "drive-one-passphrase")
+            .await
+            .expect("enrollment");
+    let drive = AgentClient::from_credentials(
+        std::slice::from_ref(&kma1),
+        &credentials,
+        ClientOptions { discovery: false, ..ClientOptions::default() },
+    )
+    .expect("client");
+    let (unit, _value) = write_key(&drive, "VOL001").await;
+    let direct = support::agents::raw_drive(&credentials);
+    let url = format!("https://{kma1}/agent/v1/data-units/{unit}/keys");
+    let status_and_body = async || {
+        let answer = direct.get(&url).send().await.expect("kma1 answers");
+        let status = answer.status().as_u16();
+        (status, answer.text().await.expect("body"))
+    };
+    assert_eq!(status_and_body().await.0, 200);
+
+    cluster.stop(1).await;
+    cluster.stop(2).await;
+    let (_, body) =
+        wait_until(Duration::from_secs(30), "kma1, cut off, to refuse keys", async || {
+            let (status, body) = status_and_body().await;
+            done_if(status == 503, (status, body))
+        })
+        .await;
+    assert!(body.contains("kma_locked") && body.contains("\"retryable\":true"), "{body}");
+
+    cluster.restart(1).await;
+    cluster.restart(2).await;
+    wait_until(Duration::from_secs(60), "kma1 to serve keys again", async || {
+        let (status, body) = status_and_body().await;
+        done_if(status == 200, (status, body))
+    })
+    .await;
+}
+
 /// Setup: three KMAs with small snapshot thresholds, a drive. Action: the drive gets write keys
 /// for 20 data units; 300 more entries follow, until every KMA has a snapshot holding those keys
 /// and has purged its log behind it; every KMA is stopped. Expect: no file under any KMA's data

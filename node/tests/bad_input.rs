@@ -103,7 +103,8 @@ async fn certificate_from_another_cluster_is_refused() {
 }
 
 /// The Raft link protocol on A's management listener: B's KMA fails the handshake, A's
-/// administrator is refused by name, A's own KMA certificate gets openraft's answer.
+/// administrator is refused by name, A's own KMA certificate gets openraft's answer when it
+/// stands for itself and a refusal when it names another candidate (issue #16 point 3).
 async fn raft_links_take_only_this_clusters_kmas(
     data_dir_a: &std::path::Path,
     tls_b: &std::path::Path,
@@ -113,8 +114,11 @@ async fn raft_links_take_only_this_clusters_kmas(
     let config = |dir: &std::path::Path, cert: &str, key: &str| {
         client_config(node::transport::tls::client_config(dir, cert, key).expect("TLS config"))
     };
-    let vote =
-        || RaftCall::Vote(openraft::raft::VoteRequest::new(openraft::Vote::new(0, 99), None));
+    let own_id = NodeConfig::load(data_dir_a).expect("config").node_id;
+    let vote_for = |candidate: u64| {
+        RaftCall::Vote(openraft::raft::VoteRequest::new(openraft::Vote::new(0, candidate), None))
+    };
+    let vote = || vote_for(own_id);
     type VoteAnswer = Answer<Result<openraft::raft::VoteResponse<u64>, String>>;
 
     let foreign = Link::connect(config(tls_b, "node.pem", "node-key.pem"), address_a).await;
@@ -142,10 +146,37 @@ async fn raft_links_take_only_this_clusters_kmas(
         matches!(answer, Answer::Done(Ok(response)) if !response.vote_granted),
         "a stale vote request is answered, and not granted"
     );
+    let answer: VoteAnswer = own.exchange(&vote_for(99)).await.expect("answered").expect("decoded");
+    assert!(
+        matches!(&answer, Answer::Refused(why) if why.contains("speaks only for itself")),
+        "a KMA cannot campaign in another's name"
+    );
 }
 
-/// A join needs the entry's one-time passphrase and the quorum's approval: a wrong passphrase
-/// is refused and nothing is written; an unapproved join waits and gives up clearly; a pinned CA
+/// Setup: a cluster made as the tests make one (not by `kma local`). Action: `kma write`, the
+/// development load tool, against it. Expect: refused, naming `kma local` and what to use
+/// instead; no user created. (issue #16 point 9)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s1_the_load_tool_refuses_a_cluster_not_made_by_kma_local() {
+    let cluster = Cluster::start(1, no_change).await;
+    let address = cluster.nodes[0].address.clone();
+    let before = cluster.admin.users(&address).await.expect("users");
+    let output = tokio::process::Command::new(KMA)
+        .arg("write")
+        .arg("--data-dir")
+        .arg(&cluster.nodes[0].data_dir)
+        .args(["--peer", &address, "--count", "3"])
+        .output()
+        .await
+        .expect("kma write runs");
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && said.contains("kma local"), "{said}");
+    assert_eq!(cluster.admin.users(&address).await.expect("users"), before);
+}
+
+/// A join needs the entry's one-time passphrase and the quorum's approval: a join that pins no
+/// CA and has no terminal to confirm one is refused (issue #16 point 5); a wrong passphrase is
+/// refused and nothing is written; an unapproved join waits and gives up clearly; a pinned CA
 /// of another cluster is caught before anything is trusted; after the join the passphrase is
 /// spent. (SPEC C4, S2)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,16 +185,24 @@ async fn joins_need_the_passphrase_and_the_quorum() {
     let cluster_b = Cluster::start(1, no_change).await;
     let first = &cluster_a.nodes[0];
     let listeners = any_port_listeners();
+    let fingerprint = cluster_a.ca_fingerprint();
     let credentials = |passphrase: &'static str, wait_s: u64| node::setup::JoinCredentials {
         peer: &first.address,
         passphrase,
-        ca_fingerprint: None,
+        ca_fingerprint: Some(&fingerprint),
         wait: Duration::from_secs(wait_s),
     };
     let root = tempfile::tempdir().expect("temp dir");
     create_kma_entry(&cluster_a, "n2", "n2-one-time-pass").await;
 
     let dir = root.path().join("n2");
+    // No fingerprint and no terminal to ask on (as in CI): the CA is not trusted unchecked.
+    let unpinned = node::setup::JoinCredentials { ca_fingerprint: None, ..credentials("x", 2) };
+    let unpinned = node::setup::join(&dir, "n2", "east", &listeners, &unpinned).await;
+    let unpinned = format!("{:#}", unpinned.expect_err("an unpinned CA without a terminal"));
+    assert!(unpinned.contains("--ca-fingerprint") && unpinned.contains(&fingerprint), "{unpinned}");
+    assert!(!dir.join("kma.toml").exists(), "nothing written without a trusted CA");
+
     let wrong =
         node::setup::join(&dir, "n2", "east", &listeners, &credentials("wrong-passphrase", 5))
             .await;

@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -155,27 +156,55 @@ async fn c7_repeated_leader_kills_always_elect_a_new_leader() {
     println!("time to a new leader after kill -9: {times:?}");
 }
 
-/// Setup: four KMAs. Action: an administrator removes one through a follower; a write through
-/// one KMA is read through another, first waiting for its index, then linearizably.
-/// Expect: three voters remain and take writes; both reads see the write. (SPEC C1, C5)
+/// Setup: four KMAs. Action: a Security Officer deletes one (`DeleteKma`, what `kmsctl kma
+/// delete` sends) through a follower; a write through one KMA is read through another, first
+/// waiting for its index, then linearizably. Expect: the leader takes the deleted KMA out of
+/// the Raft membership: every remaining KMA reports three voters, none of them the deleted
+/// one. The deleted KMA stops by itself, leaves a record that keeps it from starting again,
+/// and keeps no sealed master key; its certificate can neither forward a command nor send an
+/// AppendEntries or a vote request. The three remaining voters take writes and both reads see
+/// the write. (SPEC C1, C5; issue #16 point 3)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn c5_remove_a_kma_and_read_your_writes_elsewhere() {
+async fn c5_a_deleted_kma_leaves_the_membership_and_its_certificate_is_refused() {
     let mut cluster = Cluster::start(4, no_change).await;
     let leader = cluster.leader(Duration::from_secs(10)).await;
     let follower = (0..4).find(|i| *i != leader).expect("follower");
     let removed = (0..4).find(|i| *i != leader && *i != follower).expect("another follower");
-    let removed_id =
-        node::config::NodeConfig::load(&cluster.nodes[removed].data_dir).expect("config").node_id;
-    let request = node::wire::MembershipRequest::Remove { node_id: removed_id };
-    let answer = cluster.admin.membership(&cluster.nodes[follower].address, &request).await;
-    answer.expect("reached").expect("removed");
-    cluster.kill9(removed).await;
+    let removed_dir = cluster.nodes[removed].data_dir.clone();
+    let removed_id = node::config::NodeConfig::load(&removed_dir).expect("config").node_id;
+    let name = cluster.nodes[removed].name.clone();
+    let follower_address = cluster.nodes[follower].address.clone();
+    let deleted = cluster
+        .admin
+        .propose(&follower_address, None, statemachine::Command::DeleteKma { name })
+        .await;
+    let applied = deleted.expect("reached").expect("proposed");
+    assert!(applied.result.is_ok(), "{:?}", applied.result);
+
+    let mut child = cluster.nodes[removed].child.take().expect("running");
+    let exited = tokio::time::timeout(Duration::from_secs(60), child.wait()).await;
+    let status = exited.expect("the deleted KMA stops by itself").expect("reaped");
+    assert!(!status.success(), "a deleted KMA exits with an error: {status}");
+    assert!(removed_dir.join(node::departure::DEPARTED_FILE).exists());
+    assert!(!removed_dir.join(node::vault::SEALED_FILE).exists(), "sealed key left behind");
     cluster.wait_voters(3).await;
+    for index in cluster.running() {
+        let status = cluster.admin.status(&cluster.nodes[index].address).await.expect("status");
+        assert!(!status.voters.contains(&removed_id), "{}: {:?}", status.name, status.voters);
+    }
+
+    refused_on_links(&cluster, leader, &removed_dir, removed_id).await;
+    let start_again = node::setup::local::spawn_run(Path::new(KMA), &removed_dir)
+        .expect("spawn")
+        .wait()
+        .await
+        .expect("ran");
+    let log = std::fs::read_to_string(removed_dir.join("kma.log")).expect("its log");
+    let said = log.lines().last().unwrap_or_default();
+    assert!(!start_again.success() && said.contains("was deleted"), "{said}");
 
     let acked = Acked::default();
-    assert!(
-        write_user(&cluster.admin, &cluster.nodes[follower].address, "ryw".into(), &acked).await
-    );
+    assert!(write_user(&cluster.admin, &follower_address, "ryw".into(), &acked).await);
     let (_, index) = acked.snapshot();
     let other = (0..4).find(|i| *i != follower && *i != removed).expect("third KMA");
     let address = &cluster.nodes[other].address;
@@ -183,6 +212,44 @@ async fn c5_remove_a_kma_and_read_your_writes_elsewhere() {
     assert!(seen.contains(&"ryw".to_string()));
     let current = cluster.admin.users_read(address, 0, true).await.expect("linearizable read");
     assert!(current.contains(&"ryw".to_string()));
+}
+
+/// The deleted KMA's own certificate on a Raft link to the leader: a forwarded proposal, an
+/// AppendEntries in its own name and a vote request are each refused as from a deleted KMA.
+async fn refused_on_links(cluster: &Cluster, leader: usize, removed_dir: &Path, removed_id: u64) {
+    use node::transport::link::{Answer, Link, RaftCall, REFUSED_DELETED};
+    use openraft::raft::{AppendEntriesRequest, VoteRequest};
+    use openraft::Vote;
+    let tls_dir = removed_dir.join("tls");
+    let tls = node::transport::tls::client_config(&tls_dir, "node.pem", "node-key.pem")
+        .expect("the deleted KMA's certificate");
+    let tls = node::transport::link::client_config(tls);
+    let address = &cluster.nodes[leader].address;
+    let vote = Vote::new_committed(1_000, removed_id);
+    let calls = [
+        RaftCall::Propose(node::wire::ProposeRequest {
+            actor: Some(statemachine::Actor::User("admin".into())),
+            origin_node_id: Some(removed_id),
+            request_id: None,
+            command: statemachine::Command::Pulse,
+            passphrase: None,
+        }),
+        RaftCall::Append(AppendEntriesRequest {
+            vote,
+            prev_log_id: None,
+            entries: Vec::new(),
+            leader_commit: None,
+        }),
+        RaftCall::Vote(VoteRequest { vote: Vote::new(1_000, removed_id), last_log_id: None }),
+    ];
+    for call in &calls {
+        let mut link = Link::connect(tls.clone(), address).await.expect("TLS with its certificate");
+        let answer = link.exchange::<()>(call).await.expect("an answer").expect("decodes");
+        match answer {
+            Answer::Refused(why) => assert!(why.starts_with(REFUSED_DELETED), "{why}"),
+            Answer::Done(()) => panic!("a deleted KMA's call was run"),
+        }
+    }
 }
 
 /// Setup: a three-KMA cluster made as `kma local --base-port 0` makes it
@@ -220,4 +287,101 @@ async fn c7_t90_issue_3_a_local_cluster_restarts_with_its_data() {
     let present = admin.users(&layout[2].management).await.expect("users");
     let (users, _) = acked.snapshot();
     assert!(users.iter().all(|user| present.contains(user)), "{users:?} in {present:?}");
+}
+
+/// An administrator's management API client at `address` (the quickstart's certificate).
+fn admin_api_client(cluster: &Cluster, address: &str) -> admin_api::client::AdminClient {
+    let tls = cluster.nodes[0].data_dir.join("tls");
+    let read = |file: &str| node::pki::read(&tls.join(file)).expect("quickstart TLS file");
+    admin_api::client::AdminClient::new(
+        vec![address.to_string()],
+        &read("ca.pem"),
+        &read("admin.pem"),
+        &read("admin-key.pem"),
+    )
+    .expect("admin API client")
+}
+
+/// Quick elections: the KMA restarted with a wrong clock is the first to stand once the
+/// leader is gone.
+fn eager_candidate(config: &mut node::config::NodeConfig) {
+    config.election_timeout_ms_min = 300;
+    config.election_timeout_ms_max = 400;
+}
+
+/// Setup: three KMAs; a drive wrote with a key whose cryptoperiod is 30 days. One follower,
+/// with quicker elections, is restarted with its clock a year ahead (`faketime`); then the
+/// leader is killed, so the skewed KMA is elected, and the leader comes back. Action: as
+/// leader, the skewed KMA stamps a pulse (by its clock every period has ended). Expect: the
+/// voters refuse its entries, it steps down, a KMA with the right clock leads; no key ever
+/// becomes Deactivated; the audit log names the KMA whose clock runs ahead; writes go on.
+/// (SPEC O4; issue #16 point 7)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn o4_a_leader_a_year_ahead_deactivates_no_key() {
+    let mut cluster = Cluster::start(3, no_change).await;
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    let address = cluster.nodes[leader].address.clone();
+    agents::catalogue(&cluster, &address, (30 * agents::DAY_MS, 30 * agents::DAY_MS)).await;
+    let service = cluster.nodes[leader].service.clone();
+    let drive = agents::pinned_drive(&cluster, &service, &service).await;
+    let (unit, _key) = agents::write_key(&drive, "VOL001").await;
+
+    let skewed = (0..3).find(|i| *i != leader).expect("a follower");
+    let skewed_name = cluster.nodes[skewed].name.clone();
+    cluster.stop(skewed).await;
+    tweak(&cluster.nodes[skewed].data_dir, eager_candidate);
+    // Monotonic time stays true: only the wall clock is wrong, as with a bad NTP source.
+    let wrapper = ["env", "FAKETIME_DONT_FAKE_MONOTONIC=1", "faketime", "-f", "+365d"];
+    cluster.restart_under(skewed, &wrapper).await;
+    cluster.wait_voters(3).await;
+    cluster.kill9(leader).await;
+    let sane = (0..3).find(|i| *i != leader && *i != skewed).expect("the third KMA");
+    let sane_address = cluster.nodes[sane].address.clone();
+    let role = wait_until(Duration::from_secs(30), "the skewed KMA to lead", async || {
+        let status = cluster.admin.status(&cluster.nodes[skewed].address).await;
+        let role = status.map(|s| s.role).map_err(|e| e.to_string());
+        done_if(role.as_deref() == Ok("leader"), role)
+    })
+    .await;
+    assert_eq!(role.as_deref(), Ok("leader"));
+    cluster.restart(leader).await;
+
+    let api = admin_api_client(&cluster, &sane_address);
+    let audit: Vec<String> =
+        wait_until(Duration::from_secs(90), "the clock in the audit log", async || {
+            let page: Result<admin_api::api::Page<admin_api::api::AuditRecord>, _> =
+                api.get("/v1/audit?limit=1000").await;
+            let details: Vec<String> = page
+                .map(|page| page.rows.into_iter().map(|row| row.detail).collect())
+                .unwrap_or_default();
+            let found = details.iter().any(|d| d.contains(&skewed_name) && d.contains("s ahead"));
+            done_if(found, details)
+        })
+        .await;
+    let record = audit.iter().find(|d| d.contains("s ahead")).expect("found above");
+    assert!(record.contains("31536"), "the record says by how much: {record}");
+
+    let new_leader = cluster.leader(Duration::from_secs(30)).await;
+    assert_ne!(new_leader, skewed, "the KMA whose clock runs ahead leads no more");
+    let acked = Acked::default();
+    let address = cluster.nodes[new_leader].address.clone();
+    assert!(write_user(&cluster.admin, &address, "after-the-clock".into(), &acked).await);
+    let (_, at) = acked.snapshot();
+    for index in cluster.running() {
+        let api = admin_api_client(&cluster, &cluster.nodes[index].address);
+        let path = format!("/v1/keys?state=deactivated&min_index={at}");
+        let deactivated: admin_api::api::Page<admin_api::api::Key> =
+            api.get(&path).await.expect("key list");
+        assert!(deactivated.rows.is_empty(), "deactivated: {:?}", deactivated.rows);
+        let path = format!("/v1/keys?data_unit={unit}&min_index={at}");
+        let keys: admin_api::api::Page<admin_api::api::Key> = api.get(&path).await.expect("keys");
+        assert!(!keys.rows.is_empty(), "the drive's key is listed");
+        assert!(
+            keys.rows
+                .iter()
+                .all(|key| key.state != "deactivated" && key.deactivates_at_ms.is_some()),
+            "{:?}",
+            keys.rows
+        );
+    }
 }

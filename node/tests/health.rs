@@ -479,3 +479,93 @@ async fn c1_u3_followers_write_the_entries_the_leader_sends_ahead() {
     }
     cluster.assert_converged(&acked).await;
 }
+
+/// Opens `count` TLS connections without a client certificate to `address` (50 at a time) and
+/// returns those whose handshake completed, held open and idle.
+async fn idle_anonymous(
+    ca_pem: &str,
+    address: &str,
+    count: usize,
+) -> Vec<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let tls = node::transport::tls::anonymous_client_config(ca_pem).expect("TLS config");
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
+    let name = node::transport::tls::server_name(address).expect("server name");
+    let mut held = Vec::new();
+    for _ in 0..count.div_ceil(50) {
+        let mut opening = tokio::task::JoinSet::new();
+        for _ in 0..50 {
+            let (connector, name, address) = (connector.clone(), name.clone(), address.to_string());
+            opening.spawn(async move {
+                let tcp = tokio::net::TcpStream::connect(&address).await.ok()?;
+                connector.connect(name, tcp).await.ok()
+            });
+        }
+        while let Some(opened) = opening.join_next().await {
+            held.extend(opened.expect("joined"));
+        }
+    }
+    held
+}
+
+/// Setup: three KMAs; a drive enrolled at the leader. Action: 2,000 TLS connections without a
+/// certificate are opened to each of the leader's two listeners and held idle. Expect: while
+/// they are held, a write commits through the leader (its Raft links work), its `/readyz`
+/// answers 200, and the drive gets a write key from it; its `/metrics` show the connections it
+/// turned away or closed to make room, and it holds no more anonymous connections than its
+/// bound. Tried before issue #16: a flood like this used up the leader's file descriptors and
+/// every write in the cluster failed. (SPEC S2, C1; issue #16 point 6)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s2_idle_connections_without_a_certificate_stop_neither_raft_nor_readyz_nor_a_drive() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    limit.current = limit.maximum;
+    setrlimit(Resource::Nofile, limit).expect("this test holds 4,000 sockets");
+    let cluster = Cluster::start(3, no_change).await;
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    let (address, service) =
+        (cluster.nodes[leader].address.clone(), cluster.nodes[leader].service.clone());
+    support::agents::catalogue(
+        &cluster,
+        &address,
+        (support::agents::DAY_MS, 2 * support::agents::DAY_MS),
+    )
+    .await;
+    let drive = support::agents::pinned_drive(&cluster, &service, &service).await;
+    let ca = node::pki::read(&cluster.nodes[0].data_dir.join("tls/ca.pem")).expect("CA");
+
+    let started = std::time::Instant::now();
+    let mut held = idle_anonymous(&ca, &address, 2_000).await;
+    held.extend(idle_anonymous(&ca, &service, 2_000).await);
+    println!("{} idle anonymous connections opened in {:?}", held.len(), started.elapsed());
+
+    let acked = support::Acked::default();
+    let follower = &cluster.nodes[(leader + 1) % 3].address;
+    assert!(
+        support::write_user(&cluster.admin, follower, "through-the-flood".into(), &acked).await
+    );
+    let http = anonymous(&cluster);
+    let (status, body) = get(&http, &format!("https://{address}/readyz")).await;
+    assert_eq!(status, 200, "{body}");
+    let (_unit, _key) = support::agents::write_key(&drive, "VOL001").await;
+    let scrape = scrape(&http, &address).await;
+    let turned_away: f64 = ["management", "service"]
+        .iter()
+        .flat_map(|listener| {
+            let labels = [("listener", *listener)];
+            [
+                scrape.value("kms_connections_refused_total", &labels),
+                scrape.value("kms_connections_evicted_total", &labels),
+            ]
+        })
+        .flatten()
+        .sum();
+    assert!(turned_away > 0.0, "the bounds closed some of the flood");
+    for listener in ["management", "service"] {
+        let anonymous = scrape.value("kms_connections_anonymous", &[("listener", listener)]);
+        let bound = node::config::NodeConfig::load(&cluster.nodes[leader].data_dir)
+            .expect("config")
+            .anonymous_connections_max as f64;
+        assert!(anonymous.is_some_and(|held| held <= bound), "{listener}: {anonymous:?}");
+    }
+    drop(held);
+}

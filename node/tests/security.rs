@@ -128,7 +128,7 @@ fn user_commands() -> Vec<(Command, Option<&'static str>)> {
         (Command::UnassignKeyGroupFromAgent { agent: s("nodrive"), group: s("nogrp") }, None),
         (Command::SetAgentDefaultKeyGroup { agent: s("nodrive"), group: s("nogrp") }, None),
         (Command::CompromiseKeys { keys: vec![key] }, None),
-        (Command::DestroyKeys { keys: vec![key] }, None),
+        (Command::DestroyKeysPreviewed { keys: vec![key], preview_digest: 0 }, None),
         (
             Command::DestroyDataUnitKeys {
                 data_units: vec![unit],
@@ -142,13 +142,6 @@ fn user_commands() -> Vec<(Command, Option<&'static str>)> {
                 data_units: vec![unit],
                 group: s("nogrp"),
                 preview_digest: 0,
-            },
-            None,
-        ),
-        (
-            Command::SetTransferKeyPair {
-                public_key: vec![1; 32],
-                wrapped_private_key: vec![1; 32],
             },
             None,
         ),
@@ -169,27 +162,27 @@ fn user_commands() -> Vec<(Command, Option<&'static str>)> {
             },
             None,
         ),
-        (Command::RecordKeyExport { partner: s("nop"), data_units: vec![unit] }, None),
-        (
-            Command::ImportTransferredKeys {
-                partner: s("nop"),
-                group: s("nogrp"),
-                data_units: vec![],
-            },
-            None,
-        ),
-        (Command::Import1xKeys { group: s("nogrp"), keys: vec![] }, None),
-        (
-            Command::RecordBackup {
-                kind: BackupKind::CoreSecurity,
-                kma: s("kma1"),
-                file_name: s("f"),
-                covers_index: 1,
-            },
-            None,
-        ),
         (Command::MarkBackupDestroyed { id: 999 }, None),
         (Command::SetBackupSchedule { schedule: None }, None),
+    ]
+}
+
+/// One command of every kind only a KMA issues (from log format 3): what no user can honestly
+/// make, since it carries material wrapped under the master key or records a KMA's own work.
+fn kma_only_commands() -> Vec<Command> {
+    let s = |text: &str| text.to_string();
+    let unit = DataUnitId { cluster_id: statemachine::ClusterId(1), serial: 1 };
+    vec![
+        Command::SetTransferKeyPair { public_key: vec![1; 32], wrapped_private_key: vec![1; 32] },
+        Command::RecordKeyExport { partner: s("nop"), data_units: vec![unit] },
+        Command::ImportTransferredKeys { partner: s("nop"), group: s("nogrp"), data_units: vec![] },
+        Command::Import1xKeys { group: s("nogrp"), keys: vec![] },
+        Command::RecordBackup {
+            kind: BackupKind::CoreSecurity,
+            kma: s("kma1"),
+            file_name: s("f"),
+            covers_index: 1,
+        },
     ]
 }
 
@@ -221,13 +214,21 @@ async fn role_clients(cluster: &Cluster, address: &str) -> Vec<(Role, KmaClient)
 
 /// Setup: one KMA; the officer from the quickstart logs in by passphrase and creates one user
 /// per role, who log in too. Action: every user command kind by every role through the admin
-/// API, an approval entered by every role, and a membership change by every role. Expect: the
-/// roles of the matrix get past authorisation; every other role is refused with the missing
-/// role named. (SPEC S1, S2)
+/// API, an approval entered by every role, a membership change by every role, and every
+/// command only a KMA issues by every role. Expect: the roles of the matrix get past
+/// authorisation; every other role is refused with the missing role named; no role changes
+/// the Raft membership directly, nor issues what only a KMA issues. (SPEC S1, S2; issue #16
+/// points 3 and 4)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s1_every_user_command_by_every_role_through_the_admin_api() {
     let cluster = Cluster::start(1, no_change).await;
     let address = cluster.nodes[0].address.clone();
+    // The role matrix of log format 3: once this KMA's version report is applied.
+    wait_until(Duration::from_secs(30), "the cluster to read log format 3", async || {
+        let status = cluster.admin.status(&address).await.map_err(|e| e.to_string())?;
+        done_if(status.cluster_log_format >= 3, status.cluster_log_format.to_string())
+    })
+    .await;
     let clients = role_clients(&cluster, &address).await;
     let commands = user_commands();
     let kinds: std::collections::BTreeSet<CommandKind> =
@@ -287,22 +288,38 @@ async fn s1_every_user_command_by_every_role_through_the_admin_api() {
         }
     }
     membership_by_every_role(&clients, &address).await;
+    kma_only_by_every_role(&clients, &address).await;
 }
 
-/// Membership changes (KMAs are the Security Officer's): the other roles are refused before
-/// Raft sees the request; the officer's gets to Raft, which has no learner 99 to promote.
+/// What only a KMA issues is refused from every role, the officer's included, by the state
+/// machine (`WrongIssuer`, naming who issues it), so that each refusal is in the audit log.
+/// (issue #16 point 4)
+async fn kma_only_by_every_role(clients: &[(Role, KmaClient)], address: &str) {
+    for command in kma_only_commands() {
+        let kind = command.kind();
+        assert_eq!(kind.issuer(), Issuer::System, "{kind:?} is the KMA's");
+        for (role, client) in clients {
+            let applied = client
+                .propose(address, None, command.clone())
+                .await
+                .expect("reachable")
+                .unwrap_or_else(|e| panic!("{kind:?} by {role:?}: {e}"));
+            let Err(reject) = &applied.result else { panic!("{kind:?} by {role:?} passed") };
+            assert!(matches!(reject, Reject::WrongIssuer { .. }), "{kind:?} by {role:?}: {reject}");
+            assert!(reject.to_string().contains("only a KMA"), "{reject}");
+        }
+    }
+}
+
+/// Membership changes follow from replicated commands only (issue #16 point 3): no role, the
+/// Security Officer's included, reaches `/v1/members`; it points to the commands instead.
 async fn membership_by_every_role(clients: &[(Role, KmaClient)], address: &str) {
     let promote = node::wire::MembershipRequest::Promote { node_id: 99 };
     for (role, client) in clients {
         let answer = client.membership(address, &promote).await;
-        if *role == Role::SecurityOfficer {
-            let raft = answer.expect("the officer's request reaches Raft");
-            assert!(raft.is_err(), "there is no node 99: {raft:?}");
-        } else {
-            let message = answer.expect_err("refused").to_string();
-            assert!(message.contains("403"), "membership change by {role:?}: {message}");
-            assert!(message.contains("Security Officer"), "{message}");
-        }
+        let message = answer.expect_err("refused").to_string();
+        assert!(message.contains("403"), "membership change by {role:?}: {message}");
+        assert!(message.contains("kmsctl kma delete"), "{message}");
     }
 }
 
@@ -774,4 +791,30 @@ async fn s1_a_disabled_user_can_neither_act_nor_read_nor_log_in() {
     assert!(read.to_string().contains("403") && read.to_string().contains("disabled"), "{read}");
     let again = KmaClient::login(&address, &ca, "op-user", "op-user-passphrase").await;
     assert!(again.is_err(), "a disabled user cannot log in");
+}
+
+/// Setup: two KMAs, then one stopped: no majority, so nothing can be written to the audit log.
+/// Action: the officer logs in at the running KMA with the right passphrase. Expect: refused,
+/// saying the login could not be written to the audit log, and no certificate is handed out;
+/// once the other KMA is back, the same login works and the audit log shows it. (SPEC S5;
+/// issue #16 point 9)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s5_no_session_starts_before_its_login_is_in_the_audit_log() {
+    let mut cluster = Cluster::start(2, no_change).await;
+    let ca = ca_pem(&cluster);
+    cluster.stop(1).await;
+    let address = cluster.nodes[0].address.clone();
+    let refused = KmaClient::login(&address, &ca, "admin", "officer-passphrase-1").await;
+    let message = format!("{:#}", refused.err().expect("no session without its audit record"));
+    assert!(message.contains("audit log"), "{message}");
+
+    cluster.restart(1).await;
+    let officer =
+        wait_until(Duration::from_secs(60), "a login once a leader is back", async || {
+            KmaClient::login(&address, &ca, "admin", "officer-passphrase-1")
+                .await
+                .map_err(|error| format!("{error:#}"))
+        })
+        .await;
+    assert!(officer.status(&address).await.is_ok(), "the session works");
 }

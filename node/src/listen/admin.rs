@@ -47,10 +47,10 @@ impl NodeAdmin {
         command: Command,
         passphrase: Option<Zeroizing<String>>,
     ) -> Result<ApplyResponse, ErrorBody> {
-        let len_min = self.local.state.read().await.meta().security.passphrase_len_min;
-        let passphrase = passphrase.as_ref().map(|p| p.as_str());
-        let command = crate::write::intake::user_command(command, passphrase, len_min)
-            .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, e.to_string()))?;
+        let command =
+            crate::write::intake::user_command(&self.local.state, &user, command, passphrase)
+                .await
+                .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, e.to_string()))?;
         let proposal = Proposal {
             actor: Actor::User(user),
             origin_node_id: self.local.node_id(),
@@ -107,9 +107,9 @@ impl NodeAdmin {
         let commit_index =
             crate::listen::health::committed_index(&self.local.raft).await.unwrap_or(0);
         let state = self.local.state.read().await;
-        let leader_name = metrics.current_leader.and_then(|leader| {
-            state.meta().kmas.values().find(|kma| kma.node_id == leader).map(|k| k.name.clone())
-        });
+        let leader_name = metrics
+            .current_leader
+            .and_then(|leader| state.kma_by_node_id(leader).map(|k| k.name.clone()));
         let kmas = state
             .meta()
             .kmas

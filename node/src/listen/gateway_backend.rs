@@ -10,6 +10,7 @@ use statemachine::{Actor, ClusterId, Command, RequestId, State};
 
 use crate::login::Logins;
 use crate::pki::Identity;
+use crate::transport::LeaderContact;
 use crate::view::Local;
 use crate::write::{Proposal, Proposer};
 
@@ -31,6 +32,8 @@ pub struct GatewayBackend {
     cluster_id: Arc<std::sync::RwLock<Option<ClusterId>>>,
     /// The members' service listeners as their own status reports them (SPEC C3).
     endpoints: Arc<std::sync::RwLock<Vec<KmaEndpoint>>>,
+    /// The last contact with a leader (a follower's measure of being cut off).
+    contact: LeaderContact,
 }
 
 fn unpoison<T>(result: Result<T, std::sync::PoisonError<T>>) -> T {
@@ -43,6 +46,7 @@ impl GatewayBackend {
         proposer: Proposer,
         logins: Arc<Logins>,
         peers: reqwest::Client,
+        contact: LeaderContact,
     ) -> GatewayBackend {
         GatewayBackend {
             local,
@@ -52,7 +56,23 @@ impl GatewayBackend {
             master_key: Arc::default(),
             cluster_id: Arc::default(),
             endpoints: Arc::default(),
+            contact,
         }
+    }
+
+    /// How long this KMA has been cut off from a majority, in milliseconds: a leader, since a
+    /// quorum of voters last acknowledged it (never, alone); any other KMA, since it last
+    /// heard from a leader.
+    fn cut_off_ms(&self) -> u64 {
+        let metrics = self.local.raft.metrics().borrow().clone();
+        if metrics.current_leader == Some(self.local.node_id()) {
+            let voters = metrics.membership_config.membership().voter_ids().count();
+            return match voters {
+                0 | 1 => 0,
+                _ => metrics.millis_since_quorum_ack.unwrap_or(0),
+            };
+        }
+        self.contact.silent_ms()
     }
 
     /// Asks every member for its status every two seconds; one that does not answer is listed
@@ -104,11 +124,31 @@ impl GatewayBackend {
         response.json().await.ok()
     }
 
-    /// Keeps the cached lock state current: on every applied entry and every 200 ms.
+    /// Keeps the cached lock state current: on every applied entry and every 200 ms. A KMA cut
+    /// off from the majority for longer than `kma.toml`'s `serve_cut_off_ms` serves no key
+    /// material, as if locked (issue #16 point 10): its state may miss a revocation made
+    /// meanwhile, and drives go to a KMA that has it.
     pub async fn run_lock_cache(self) {
         let mut applied = self.local.state.subscribe_applied();
+        let mut was_cut_off = false;
         loop {
-            let master = self.local.serving_master_key().await;
+            let cut_off_ms = self.cut_off_ms();
+            let cut_off = cut_off_ms > self.local.config.serve_cut_off_ms;
+            if cut_off != was_cut_off {
+                match cut_off {
+                    true => tracing::warn!(
+                        cut_off_ms,
+                        "cut off from the cluster's majority for too long: no key material is \
+                         served until it is reached again"
+                    ),
+                    false => tracing::info!("the majority is reached again: serving keys"),
+                }
+                was_cut_off = cut_off;
+            }
+            let master = match cut_off {
+                true => None,
+                false => self.local.serving_master_key().await,
+            };
             let cluster_id = self.local.state.read().await.cluster_id();
             *unpoison(self.master_key.write()) = master;
             *unpoison(self.cluster_id.write()) = cluster_id;

@@ -15,7 +15,7 @@ use raft_storage::KmaRaft;
 use statemachine::{KeyId, KeyState};
 
 use crate::listen::metrics::RequestMetrics;
-use crate::listen::scrape::{Reading, Scrape};
+use crate::listen::scrape::{ListenerConnections, Reading, Scrape};
 use crate::transport::network::PeerLinks;
 use crate::transport::parallel_append::EntriesAhead;
 use crate::transport::wall_clock_ms;
@@ -48,9 +48,11 @@ impl Health {
         peer_links: PeerLinks,
         entries_ahead: EntriesAhead,
         requests: RequestMetrics,
+        connections: ListenerConnections,
     ) -> Health {
         let key_counts = tokio::sync::Mutex::new(None);
-        let scrape = tokio::sync::Mutex::new(Scrape::new(&requests, peer_links, entries_ahead));
+        let scrape = Scrape::new(&requests, peer_links, entries_ahead, connections);
+        let scrape = tokio::sync::Mutex::new(scrape);
         Health { local, scrape, key_counts }
     }
 }

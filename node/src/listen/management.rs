@@ -18,7 +18,7 @@ use axum::{Extension, Router};
 use rustls::pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use statemachine::{Access, Actor, Read};
+use statemachine::{Access, Actor, Command, Read};
 use tokio::net::TcpListener;
 
 use crate::listen::admin::NodeAdmin;
@@ -79,6 +79,7 @@ pub async fn serve(
     tls: Arc<rustls::ServerConfig>,
     listener: TcpListener,
     links: LinkServer,
+    (limits, stats): (agent_gateway::ConnectionLimits, agent_gateway::ConnectionStats),
 ) {
     let tag = |certificate: Option<&CertificateDer<'_>>, remote: SocketAddr| {
         let mut extensions = axum::http::Extensions::new();
@@ -94,7 +95,8 @@ pub async fn serve(
         extensions
     };
     let links = Some(links.handoff());
-    crate::transport::accept::serve_tls(listener, tls, router, "management listener", tag, links)
+    let name = "management listener";
+    crate::transport::accept::serve_tls(listener, tls, router, name, tag, links, limits, stats)
         .await;
 }
 
@@ -177,9 +179,19 @@ async fn propose(
             let request = ProposeRequest { actor, ..request };
             return postcard_reply(&propose_forwarded(&api.proposer, *node, request).await);
         }
+        (Some(Identity::User(_)), _) if matches!(request.command, Command::DestroyKeys { .. }) => {
+            // The management API's route shows the impact first and destroys only what the
+            // officer confirmed (SPEC O9); this raw route would skip that.
+            let refused: ProposeResponse = Err(ProposeError::Unauthorised(
+                "destroying keys goes through POST /v1/keys/destroy (kmsctl key destroy): \
+                 preview, then confirm"
+                    .into(),
+            ));
+            return postcard_reply(&refused);
+        }
         (Some(Identity::User(user)), _) => {
-            let len_min = api.local.state.read().await.meta().security.passphrase_len_min;
-            match user_command(request.command, request.passphrase.as_deref(), len_min) {
+            let passphrase = request.passphrase.map(zeroize::Zeroizing::new);
+            match user_command(&api.local.state, user, request.command, passphrase).await {
                 Ok(command) => (Actor::User(user.clone()), api.local.node_id(), command),
                 Err(refused) => return postcard_reply::<ProposeResponse>(&Err(refused)),
             }
@@ -230,11 +242,17 @@ async fn members(
     Extension(peer): Extension<Peer>,
     body: Bytes,
 ) -> Response {
-    // Adding, promoting and removing KMAs is the Security Officer's (SPEC S1), as the KMA
-    // records are; the join flow reaches here with a KMA's own certificate.
-    let access = Access::RaftMembership;
-    if let Err(refused) = admitted(&api.local, &peer, "membership changes", access).await {
-        return refused;
+    // Membership changes follow from replicated commands (an approved join, a deletion), and
+    // the leader checks the command is there (`write::membership`): only a member KMA passes a
+    // change on, for the join it granted. Users ask through the commands (kmsctl kma ...).
+    match &peer.0 {
+        Some(Identity::Kma(node)) if api.local.is_member(*node) => {}
+        _ => {
+            let message = "membership changes: only a member KMA passes them to the leader; the \
+                           membership follows from commands (a join the quorum approved, \
+                           `kmsctl kma delete`)";
+            return refusal(ErrorCode::Forbidden, message);
+        }
     }
     match decode::<MembershipRequest>(&body) {
         Ok(request) => postcard_reply(&api.membership.membership_on_leader(request).await),

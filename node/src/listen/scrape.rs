@@ -49,6 +49,11 @@ struct OutcomeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabel {
+    listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LinkLabels {
     node_id: String,
     link: &'static str,
@@ -98,13 +103,19 @@ fn int(value: u64) -> i64 {
 }
 
 impl Scrape {
-    pub fn new(requests: &RequestMetrics, peer_links: PeerLinks, ahead: EntriesAhead) -> Scrape {
+    pub fn new(
+        requests: &RequestMetrics,
+        peer_links: PeerLinks,
+        ahead: EntriesAhead,
+        connections: ListenerConnections,
+    ) -> Scrape {
         let mut registry = Registry::default();
         requests.register(&mut registry);
         let gauges = Gauges::default();
         register_gauges(&mut registry, &gauges);
         registry.register_collector(Box::new(AheadCollector(ahead)));
         registry.register_collector(Box::new(RecordsCollector(peer_links.clone())));
+        registry.register_collector(Box::new(ConnectionsCollector(connections)));
         Scrape { registry, gauges, peer_links }
     }
 
@@ -195,6 +206,62 @@ impl Collector for AheadCollector {
             let labels = OutcomeLabel { outcome: outcome.name() };
             let counter = ConstCounter::new(self.0.entries(outcome));
             counter.encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The connection counts of each listener (`agent_gateway::connections`), by listener name.
+pub type ListenerConnections = [(&'static str, agent_gateway::ConnectionStats); 2];
+
+/// `kms_connections_*`: what each listener holds and what its bounds turned away (issue #16
+/// point 6), read from the accept loops' counters as they are encoded.
+struct ConnectionsCollector(ListenerConnections);
+
+impl std::fmt::Debug for ConnectionsCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnectionsCollector")
+    }
+}
+
+type StatOf = fn(&agent_gateway::ConnectionStats) -> u64;
+
+impl Collector for ConnectionsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let gauges: [(&str, &str, StatOf); 3] = [
+            ("kms_connections_open", "Connections the listener holds, in any phase", |s| s.open()),
+            ("kms_connections_handshaking", "Connections still in their TLS handshake", |s| {
+                s.handshaking()
+            }),
+            ("kms_connections_anonymous", "Connections without a client certificate", |s| {
+                s.anonymous()
+            }),
+        ];
+        let counters: [(&str, &str, StatOf); 2] = [
+            (
+                "kms_connections_refused",
+                "Connections closed at once because the listener was at its bound",
+                |s| s.refused_total(),
+            ),
+            (
+                "kms_connections_evicted",
+                "Idle anonymous connections or stalled handshakes closed to make room",
+                |s| s.evicted_total(),
+            ),
+        ];
+        for (name, help, stat) in gauges {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (listener, stats) in &self.0 {
+                let gauge = prometheus_client::metrics::gauge::ConstGauge::new(int(stat(stats)));
+                gauge.encode(family.encode_family(&ListenerLabel { listener })?)?;
+            }
+        }
+        for (name, help, stat) in counters {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (listener, stats) in &self.0 {
+                let counter = ConstCounter::new(stat(stats));
+                counter.encode(family.encode_family(&ListenerLabel { listener })?)?;
+            }
         }
         Ok(())
     }

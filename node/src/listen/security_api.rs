@@ -111,16 +111,25 @@ fn audit_failure(api: &SecurityApi, principal: String, source: IpAddr) {
 }
 
 /// Records a granted login in the audit log (SPEC S5): the principal and the client address,
-/// nothing of the proof. Best effort and spawned, like [`audit_failure`]: the user has the
-/// certificate already, and waiting for a commit would slow every login down.
-fn audit_login(api: &SecurityApi, principal: String, source: IpAddr) {
-    let proposer = api.proposer.clone();
-    tokio::spawn(async move {
-        let command = Command::RecordLogin { principal, source: source.to_string() };
-        if let Err(error) = proposer.propose(proposer.system(command)).await {
-            tracing::warn!(%error, "login not recorded in the audit log");
+/// nothing of the proof. Awaited before the certificate is handed out (issue #16 point 9): a
+/// session the audit log does not show never starts. It costs the login one commit.
+async fn record_login(
+    api: &SecurityApi,
+    principal: String,
+    source: IpAddr,
+) -> Result<(), Response> {
+    let command = Command::RecordLogin { principal, source: source.to_string() };
+    match api.proposer.propose(api.proposer.system(command)).await {
+        Ok(applied) => applied.result.map(|_| ()).map_err(|reject| rejected(&reject)),
+        Err(error) => {
+            tracing::warn!(%error, "login not recorded in the audit log: refused");
+            let message = format!(
+                "the login could not be written to the audit log ({error}), so no session was \
+                 started: try again, or log in at another KMA"
+            );
+            Err(refuse(ErrorCode::Unavailable, message, true))
         }
-    });
+    }
 }
 
 /// Step one of a login or join: the verifier comes from the replicated state.
@@ -203,7 +212,9 @@ async fn login_proof(
     });
     match signed {
         Ok((cert_pem, ca_pem)) => {
-            audit_login(&api, verified.principal, remote.0.ip());
+            if let Err(refused) = record_login(&api, verified.principal, remote.0.ip()).await {
+                return refused;
+            }
             Json(LoginGranted {
                 server_final: verified.server_final,
                 cert_pem,

@@ -60,10 +60,24 @@ pub fn site_of(n: usize) -> &'static str {
 /// an earlier run's listeners is removed first, so that a `listening.toml` found afterwards is
 /// this run's.
 pub fn spawn_run(binary: &Path, data_dir: &Path) -> std::io::Result<Child> {
+    spawn_run_under(&[], binary, data_dir)
+}
+
+/// As [`spawn_run`], through a wrapper command (`wrapper[0]` run with the rest of `wrapper`,
+/// then the binary and its arguments): e.g. `faketime -f +365d` for a KMA whose clock is wrong.
+pub fn spawn_run_under(wrapper: &[&str], binary: &Path, data_dir: &Path) -> std::io::Result<Child> {
     Listening::remove(data_dir).map_err(std::io::Error::other)?;
     let log =
         std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("kma.log"))?;
-    Command::new(binary)
+    let mut command = match wrapper.split_first() {
+        Some((program, arguments)) => {
+            let mut command = Command::new(program);
+            command.args(arguments).arg(binary);
+            command
+        }
+        None => Command::new(binary),
+    };
+    command
         .arg("run")
         .arg("--data-dir")
         .arg(data_dir)
@@ -103,7 +117,7 @@ fn local_secrets(root: &Path) -> anyhow::Result<(PathBuf, InitSecrets)> {
     if !path.exists() {
         let passphrase = || hex::encode(rand::random::<[u8; 12]>());
         let text = format!(
-            "# Secrets of the local cluster (kma local): development only.\n\
+            "{LOCAL_SECRETS_HEADER}\n\
              security_officer = \"admin\"\n\
              security_officer_passphrase = \"{}\"\n\
              quorum_threshold = 1\n\
@@ -119,6 +133,18 @@ fn local_secrets(root: &Path) -> anyhow::Result<(PathBuf, InitSecrets)> {
 }
 
 pub const SECRETS_FILE: &str = "secrets.toml";
+
+/// The first line of a local cluster's secrets file: what tells a `kma local` cluster from
+/// others (the development tools refuse anything else).
+const LOCAL_SECRETS_HEADER: &str = "# Secrets of the local cluster (kma local): development only.";
+
+/// Whether `data_dir` is a KMA of a cluster `kma local` made: its root holds the secrets file
+/// that `kma local` wrote.
+pub fn is_local_cluster(data_dir: &Path) -> bool {
+    let secrets = data_dir.parent().map(|root| root.join(SECRETS_FILE));
+    let text = secrets.and_then(|path| std::fs::read_to_string(path).ok());
+    text.is_some_and(|text| text.starts_with(LOCAL_SECRETS_HEADER))
+}
 
 /// Creates (first time) or restarts (later) a local cluster and returns its running processes;
 /// [`layout`] then says where each KMA is.
@@ -201,10 +227,13 @@ async fn join_local(
         management_advertise: node.management.clone(),
         service_listen: node.service.parse()?,
     };
+    // The CA is on this machine: pinned, as an operator would pin what `kma init` printed.
+    let ca_pem = crate::pki::read(&first.data_dir.join("tls").join(crate::pki::CA_FILE))?;
+    let fingerprint = hex::encode(crate::pki::fingerprint(&ca_pem)?);
     let credentials = crate::setup::JoinCredentials {
         peer: &first.management,
         passphrase: &passphrase,
-        ca_fingerprint: None,
+        ca_fingerprint: Some(&fingerprint),
         wait: Duration::from_secs(60),
     };
     crate::setup::join(&node.data_dir, &node.name, site, &listeners, &credentials).await?;

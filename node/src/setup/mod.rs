@@ -255,6 +255,10 @@ fn config(node_id: u64, name: &str, site: &str, listeners: &Listeners) -> NodeCo
         snapshot_logs_kept: 20_000,
         purge_batch_entries: 1_024,
         parallel_append: true,
+        clock_ahead_max_ms: 60_000,
+        serve_cut_off_ms: 86_400_000,
+        connections_max: agent_gateway::ConnectionLimits::default().connections_max,
+        anonymous_connections_max: agent_gateway::ConnectionLimits::default().anonymous_max,
     }
 }
 
@@ -394,16 +398,17 @@ async fn fetch_ca(peer: &str, fingerprint: Option<&str>) -> anyhow::Result<Strin
         .map_err(|e| anyhow::anyhow!("cannot reach {peer}: {e:#}"))?
         .text()
         .await?;
-    if let Some(expected) = fingerprint {
-        let actual = hex::encode(pki::fingerprint(&ca_pem)?);
-        if !actual.eq_ignore_ascii_case(expected.trim()) {
-            anyhow::bail!(
-                "the CA of {peer} has fingerprint {actual}, not {expected}: wrong cluster, or \
-                 something between you and {peer} is not the KMA"
-            );
-        }
+    let actual = hex::encode(pki::fingerprint(&ca_pem)?);
+    match fingerprint {
+        Some(expected) if actual.eq_ignore_ascii_case(expected.trim()) => Ok(ca_pem),
+        Some(expected) => anyhow::bail!(
+            "the CA of {peer} has fingerprint {actual}, not {expected}: wrong cluster, or \
+             something between you and {peer} is not the KMA"
+        ),
+        // Trusting a CA nobody compared would let whoever answers as `peer` be the cluster.
+        None if crate::setup::prompt::confirm_ca_fingerprint(peer, &actual)? => Ok(ca_pem),
+        None => anyhow::bail!("the CA of {peer} was not trusted: nothing was joined"),
     }
-    Ok(ca_pem)
 }
 
 /// Proposes the pending quickstart of `kma init` once this KMA leads, then forgets it.

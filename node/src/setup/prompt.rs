@@ -30,6 +30,22 @@ fn new_passphrase(whose: &str) -> anyhow::Result<String> {
     }
 }
 
+/// Shows the fingerprint of the CA a peer sent and asks whether it is the cluster's (the one
+/// `kma init` printed on the first KMA). Refuses outright when no terminal can ask: a script
+/// pins the CA with `--ca-fingerprint` instead.
+pub fn confirm_ca_fingerprint(peer: &str, fingerprint: &str) -> anyhow::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!(
+            "no --ca-fingerprint and no terminal to confirm the CA that {peer} sent: compare its \
+             fingerprint {fingerprint} with the one `kma init` printed on the first KMA, then \
+             pass it with --ca-fingerprint"
+        );
+    }
+    println!("{peer} sent a cluster CA with SHA-256 fingerprint\n  {fingerprint}");
+    let answer = line("is it the one `kma init` printed on the first KMA? (y/N): ")?;
+    Ok(answer.eq_ignore_ascii_case("y") || answer.eq_ignore_ascii_case("yes"))
+}
+
 /// The quickstart asked on the terminal.
 pub fn init_secrets() -> anyhow::Result<InitSecrets> {
     if !std::io::stdin().is_terminal() {

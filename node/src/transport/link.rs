@@ -10,6 +10,12 @@
 //!
 //! A frame is a 4-byte big-endian length, then that many bytes of postcard: a [`RaftCall`]
 //! from the client, an [`Answer`] from the server.
+//!
+//! The server trusts nothing before it knows the caller (SPEC S2, issue #16): a connection
+//! without a KMA certificate, or from a KMA the cluster deleted, is refused before any frame is
+//! read; each frame's length is bounded by what its kind of call can need (postcard's first
+//! byte is the variant) before its body is read; and a Raft call is run only when the leader
+//! or candidate it speaks for is the caller itself.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +40,30 @@ pub const ALPN: &[u8] = b"kma-raft/1";
 /// The largest frame either end accepts: a snapshot chunk or a full AppendEntries (512 entries
 /// of batched commands) fit many times over; a length beyond it is a broken or hostile peer.
 pub const FRAME_LEN_MAX: usize = 64 << 20;
+
+/// A vote request is a vote and a log ID: a few dozen bytes; this leaves room to spare.
+const VOTE_FRAME_LEN_MAX: usize = 1024;
+
+/// A snapshot call carries one chunk (`raft_storage::SNAPSHOT_CHUNK_LEN`) and its metadata.
+const SNAPSHOT_FRAME_LEN_MAX: usize = raft_storage::SNAPSHOT_CHUNK_LEN + (64 << 10);
+
+/// A forwarded proposal carries what a client may send in one request body, and its envelope.
+const PROPOSE_FRAME_LEN_MAX: usize = ::wire::REQUEST_BODY_LEN_MAX + (64 << 10);
+
+/// The start of the refusal a KMA the cluster deleted gets on every link: the deleted KMA's
+/// network client recognises it and takes itself out (see [`Departure`]).
+pub const REFUSED_DELETED: &str = "deleted KMA:";
+
+/// The longest frame a call of the kind whose postcard variant index is `tag` may have.
+fn call_len_max(tag: u8) -> Option<usize> {
+    match tag {
+        0 => Some(FRAME_LEN_MAX),
+        1 => Some(VOTE_FRAME_LEN_MAX),
+        2 => Some(SNAPSHOT_FRAME_LEN_MAX),
+        3 => Some(PROPOSE_FRAME_LEN_MAX),
+        _ => None,
+    }
+}
 
 /// A server closes a link that carried no call for this long (a live leader sends a heartbeat
 /// every few hundred milliseconds; a client whose link was closed just opens a new one).
@@ -139,6 +169,16 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, postcard::Error> {
 
 /// Reads one frame's body; `None` when the other end closed the link between frames.
 async fn read_frame<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<Option<Vec<u8>>> {
+    read_frame_bounded(stream, |_tag| Some(FRAME_LEN_MAX)).await
+}
+
+/// Reads one frame's body, whose length may be at most `len_max` of its first byte (the
+/// postcard variant index of a call): the bound is known before the body is allocated.
+async fn read_frame_bounded<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    len_max: impl Fn(u8) -> Option<usize>,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
     let mut prefix = [0u8; 4];
     match stream.read_exact(&mut prefix).await {
         Ok(_) => {}
@@ -147,11 +187,22 @@ async fn read_frame<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<Opt
     }
     let len = u32::from_be_bytes(prefix) as usize;
     if len > FRAME_LEN_MAX {
-        let why = format!("frame of {len} bytes, more than {FRAME_LEN_MAX}");
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, why));
+        return Err(invalid(format!("frame of {len} bytes, more than {FRAME_LEN_MAX}")));
+    }
+    if len == 0 {
+        return Err(invalid("empty frame".into()));
+    }
+    let mut tag = [0u8; 1];
+    stream.read_exact(&mut tag).await?;
+    let Some(max) = len_max(tag[0]) else {
+        return Err(invalid(format!("frame of unknown kind {}", tag[0])));
+    };
+    if len > max {
+        return Err(invalid(format!("frame of kind {} is {len} bytes, more than {max}", tag[0])));
     }
     let mut body = vec![0u8; len];
-    stream.read_exact(&mut body).await?;
+    body[0] = tag[0];
+    stream.read_exact(&mut body[1..]).await?;
     Ok(Some(body))
 }
 
@@ -177,26 +228,87 @@ pub struct InboundProposal {
 /// Proposals waiting for the write path: past this, a link waits (its caller's timeout runs).
 pub const INBOUND_PROPOSALS_MAX: usize = 1024;
 
-/// What the link server needs: the Raft instance to run calls on, the contact clock of the
-/// election watchdog, and the way up for forwarded proposals.
+/// What the link server needs: the Raft instance to run calls on, the applied state (which
+/// KMAs the cluster deleted), the contact clock of the election watchdog, and the way up for
+/// forwarded proposals.
 #[derive(Clone)]
 pub struct LinkServer {
     pub raft: openraft::Raft<KmaRaft>,
+    pub state: raft_storage::StateHandle,
+    /// Refuses leaders whose stamps run ahead of this KMA's clock.
+    pub clock: crate::transport::clock::ClockGuard,
     pub contact: LeaderContact,
     pub inbound: tokio::sync::mpsc::Sender<InboundProposal>,
 }
 
+/// Set once this KMA learns that the cluster deleted it: from a peer's refusal on a Raft link
+/// ([`REFUSED_DELETED`]) here, or from the applied state (the departure duty reads both).
+#[derive(Clone, Default)]
+pub struct Departure(Arc<std::sync::OnceLock<String>>);
+
+impl Departure {
+    /// Notes why this KMA is out; the first reason stays.
+    pub fn note(&self, why: String) {
+        let _ = self.0.set(why);
+    }
+
+    /// Why this KMA is out, once it learnt it.
+    pub fn reason(&self) -> Option<String> {
+        self.0.get().cloned()
+    }
+}
+
 impl LinkServer {
+    /// Why the KMA `caller` may not call on a link now, if it may not: it is deleted.
+    async fn refusal_of(&self, caller: u64) -> Option<String> {
+        // A node ID the state has not assigned yet is not deleted: it may be a KMA that joined
+        // while this one was behind.
+        if self.state.read().await.kma_deleted(caller) {
+            return Some(format!(
+                "{REFUSED_DELETED} KMA {caller} was deleted from this cluster and takes part in \
+                 nothing; to use that machine again, wipe its data dir and join it anew"
+            ));
+        }
+        None
+    }
+
+    /// Why a Raft call is refused for the caller's clock (see [`crate::transport::clock`]).
+    fn clock_refusal(&self, caller: u64, call: &RaftCall) -> Option<String> {
+        match call {
+            RaftCall::Append(request) => self.clock.refusal_now(caller, request),
+            // Votes and snapshots carry no stamp of the caller's; a forwarded proposal is
+            // stamped by the leader, not by the KMA that forwards it.
+            RaftCall::Vote(_) | RaftCall::Snapshot(_) | RaftCall::Propose(_) => None,
+        }
+    }
+
     /// Serves one link until the client closes it, goes idle, or breaks the framing. Only a KMA
-    /// certificate of this cluster may call (the handshake already refused other CAs).
+    /// certificate of this cluster may call (the handshake already refused other CAs), and only
+    /// while the cluster has not deleted that KMA: both are checked before any frame is read,
+    /// the second again before each call.
     pub async fn serve(&self, (mut stream, remote): agent_gateway::server::HandedOff) {
         let certificate = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first());
-        let caller = match certificate.and_then(crate::transport::tls::identity_of) {
-            Some(Identity::Kma(node_id)) => Some(node_id),
-            _ => None,
+        let Some(Identity::Kma(caller)) = certificate.and_then(crate::transport::tls::identity_of)
+        else {
+            let why = "Raft traffic needs a KMA certificate: present a certificate from this \
+                       cluster's CA";
+            let _ = write_answer(&mut stream, &refused(why.into())).await;
+            return;
         };
+        // Checked when the link opens and then at most once a second: the state's lock is not
+        // taken for every AppendEntries, whose handling must not wait for an apply.
+        let mut checked: Option<std::time::Instant> = None;
         loop {
-            let body = match tokio::time::timeout(IDLE_TIMEOUT, read_frame(&mut stream)).await {
+            if checked.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                if let Some(why) = self.refusal_of(caller).await {
+                    tracing::warn!(%remote, caller, "raft link from a deleted KMA refused");
+                    let _ = write_answer(&mut stream, &refused(why)).await;
+                    return;
+                }
+                checked = Some(std::time::Instant::now());
+            }
+            let read = read_frame_bounded(&mut stream, call_len_max);
+            let body = match tokio::time::timeout(IDLE_TIMEOUT, read).await {
                 Ok(Ok(Some(body))) => body,
                 Ok(Ok(None)) | Err(_) => return,
                 Ok(Err(error)) => {
@@ -204,18 +316,21 @@ impl LinkServer {
                     return;
                 }
             };
-            let written = if let Some(caller) = caller {
-                match postcard::from_bytes::<RaftCall>(&body) {
-                    Ok(call) => self.run(caller, call, &mut stream).await,
-                    Err(e) => {
-                        write_answer(&mut stream, &refused(format!("malformed call: {e}"))).await
+            let written = match postcard::from_bytes::<RaftCall>(&body) {
+                Ok(call) => {
+                    let refusal =
+                        impersonated(caller, &call).or_else(|| self.clock_refusal(caller, &call));
+                    match refusal {
+                        Some(why) => {
+                            // openraft retries a refused call at every heartbeat: the audit
+                            // duties report it once, the log here only at debug level.
+                            tracing::debug!(%remote, caller, %why, "raft call refused");
+                            write_answer(&mut stream, &refused(why)).await
+                        }
+                        None => self.run(caller, call, &mut stream).await,
                     }
                 }
-            } else {
-                let why = "Raft traffic needs a KMA certificate: present a certificate from this \
-                           cluster's CA";
-                let _ = write_answer(&mut stream, &refused(why.into())).await;
-                return;
+                Err(e) => write_answer(&mut stream, &refused(format!("malformed call: {e}"))).await,
             };
             if let Err(error) = written {
                 tracing::debug!(%remote, %error, "raft link ended");
@@ -283,6 +398,23 @@ impl LinkServer {
 
 fn refused(why: String) -> Answer<()> {
     Answer::Refused(why)
+}
+
+/// Why a Raft call does not speak for its caller, if it does not: an AppendEntries or a
+/// snapshot comes from the leader it names, a vote request from the candidate it names. A KMA
+/// cannot lead or campaign in another's name.
+fn impersonated(caller: u64, call: &RaftCall) -> Option<String> {
+    let (what, named) = match call {
+        RaftCall::Append(request) => ("an AppendEntries for leader", request.vote.leader_id()),
+        RaftCall::Vote(request) => ("a vote request for candidate", request.vote.leader_id()),
+        RaftCall::Snapshot(request) => ("a snapshot from leader", request.vote.leader_id()),
+        RaftCall::Propose(_) => return None,
+    };
+    let named = named.voted_for();
+    (named != Some(caller)).then(|| {
+        let named = named.map_or_else(|| "nobody".to_string(), |id| format!("KMA {id}"));
+        format!("KMA {caller} sent {what} {named}: a KMA speaks only for itself")
+    })
 }
 
 #[cfg(test)]

@@ -44,3 +44,8 @@ pub fn all(raft: &Raft<KmaRaft>) -> Vec<(u64, String)> {
 pub fn leader(raft: &Raft<KmaRaft>) -> Option<u64> {
     raft.metrics().borrow().current_leader
 }
+
+/// A voter of the current membership.
+pub fn is_voter(raft: &Raft<KmaRaft>, node_id: u64) -> bool {
+    raft.metrics().borrow().membership_config.membership().voter_ids().any(|id| id == node_id)
+}

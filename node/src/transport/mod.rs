@@ -1,6 +1,7 @@
 //! The lowest layer of a KMA: how it talks to other KMAs and accepts connections.
 //!
-//! Owns the rustls configurations ([`tls`]), Raft links (framed mutual-TLS streams, [`link`]),
+//! Owns the rustls configurations ([`tls`]), the check of other KMAs' clocks ([`clock`]), Raft
+//! links (framed mutual-TLS streams, [`link`]),
 //! openraft's network over them ([`network`], with each peer's link health in
 //! [`network::PeerLinks`]), entries sent ahead of the leader's own sync
 //! ([`parallel_append`]), pooled links to the leader for forwarded proposals
@@ -12,6 +13,7 @@
 //! reported for it to read ([`network::PeerLinks::changed`]), never by calling up.
 
 pub mod accept;
+pub mod clock;
 pub mod forward_links;
 pub mod link;
 pub mod members;

@@ -112,7 +112,15 @@ impl PeerClient {
         };
         match answer {
             Answer::Done(reply) => reply.map_err(CallError::Remote),
-            Answer::Refused(why) => Err(network("refused", format!("{}: {why}", self.address))),
+            Answer::Refused(why) => {
+                if why.starts_with(crate::transport::link::REFUSED_DELETED) {
+                    self.links.departure().note(format!("KMA {} refused it: {why}", self.target));
+                }
+                if why.starts_with(crate::transport::clock::REFUSED_CLOCK) {
+                    self.links.note_clock_refusal(self.target);
+                }
+                Err(network("refused", format!("{}: {why}", self.address)))
+            }
         }
     }
 
@@ -265,10 +273,20 @@ pub struct PeerLinks {
     inner: Arc<PeerLinksInner>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct PeerLinksInner {
     links: Mutex<BTreeMap<u64, PeerLink>>,
     changed: tokio::sync::Notify,
+    /// A peer refused this KMA as deleted from the cluster.
+    departure: crate::transport::link::Departure,
+    /// When each peer last refused this KMA's entries for stamps ahead of its clock.
+    clock_refusals: Mutex<BTreeMap<u64, std::time::Instant>>,
+}
+
+impl std::fmt::Debug for PeerLinksInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerLinks").field("links", &self.links).finish_non_exhaustive()
+    }
 }
 
 impl PeerLinks {
@@ -318,6 +336,22 @@ impl PeerLinks {
     /// Waits until a link changes between working and failing.
     pub async fn changed(&self) {
         self.inner.changed.notified().await;
+    }
+
+    /// What the peers said of this KMA's own membership: set once one refused it as deleted.
+    pub fn departure(&self) -> crate::transport::link::Departure {
+        self.inner.departure.clone()
+    }
+
+    fn note_clock_refusal(&self, peer: u64) {
+        let mut refusals = self.inner.clock_refusals.lock().unwrap_or_else(PoisonError::into_inner);
+        refusals.insert(peer, std::time::Instant::now());
+    }
+
+    /// The peers that refused this KMA's entries for its clock within `within`.
+    pub fn clock_refusals(&self, within: Duration) -> Vec<u64> {
+        let refusals = self.inner.clock_refusals.lock().unwrap_or_else(PoisonError::into_inner);
+        refusals.iter().filter(|(_, at)| at.elapsed() < within).map(|(peer, _)| *peer).collect()
     }
 
     /// Counts a communication-error record about `peer` that the cluster applied.

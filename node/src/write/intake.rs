@@ -2,9 +2,11 @@
 //! other KMAs (forwarded on Raft links, arriving through `transport::link`'s channel). Each
 //! is checked here once, whichever way it came, before it reaches [`Proposer::propose`].
 
+use raft_storage::StateHandle;
 use statemachine::quorum::QuorumOperation;
-use statemachine::Command;
+use statemachine::{Access, Actor, Command};
 use tokio::sync::mpsc;
+use zeroize::Zeroizing;
 
 use crate::transport::link::InboundProposal;
 use crate::write::{Proposal, ProposeError, ProposeRequest, ProposeResponse, Proposer};
@@ -27,7 +29,12 @@ pub async fn propose_forwarded(
     node: u64,
     request: ProposeRequest,
 ) -> ProposeResponse {
-    let member = proposer.inner.log.address_of(node).is_some();
+    let mut member = proposer.inner.log.address_of(node).is_some();
+    if let Some(state) = &proposer.inner.state {
+        // Between its deletion and its removal from the membership, a deleted KMA is still
+        // listed there: the state says it speaks for no one any more.
+        member &= !state.read().await.kma_deleted(node);
+    }
     match request.actor {
         Some(actor) if member => {
             let origin_node_id = request.origin_node_id.unwrap_or(node);
@@ -44,9 +51,32 @@ pub async fn propose_forwarded(
 /// Checks a command a user sent: commands that need the node's own proof (quorum approvals,
 /// a re-split master key) have their own endpoints, and a passphrase becomes a verifier here,
 /// so that the cluster's minimum length holds and clients never choose verifiers.
-pub fn user_command(
+///
+/// argon2id is slow by design, so it runs on a blocking thread and only for a user the access
+/// table lets issue the command (issue #16 point 8): for anyone else the command goes on
+/// without a verifier, and `apply` refuses it as it refuses every command of a user without
+/// the role (audited), having cost no argon2 work. The passphrase is zeroized when dropped.
+pub async fn user_command(
+    state: &StateHandle,
+    user: &str,
+    command: Command,
+    passphrase: Option<Zeroizing<String>>,
+) -> Result<Command, ProposeError> {
+    let (may_issue, len_min) = {
+        let state = state.read().await;
+        let access = Access::Command(command.kind());
+        let may_issue = state.check_access(&Actor::User(user.into()), access).is_ok();
+        (may_issue, state.meta().security.passphrase_len_min)
+    };
+    prepare_user_command(command, passphrase, may_issue, len_min).await
+}
+
+/// [`user_command`] once the state was read: whether the user may issue the command, and the
+/// cluster's minimum passphrase length.
+pub async fn prepare_user_command(
     mut command: Command,
-    passphrase: Option<&str>,
+    passphrase: Option<Zeroizing<String>>,
+    may_issue: bool,
     len_min: u32,
 ) -> Result<Command, ProposeError> {
     let elsewhere = |what: &str| Err(ProposeError::Unauthorised(what.into()));
@@ -72,9 +102,13 @@ pub fn user_command(
         _ => None,
     };
     match (verifier, passphrase) {
-        (Some(verifier), Some(passphrase)) => {
-            *verifier = make_verifier(passphrase, len_min).map_err(ProposeError::Unauthorised)?;
+        (Some(verifier), Some(passphrase)) if may_issue => {
+            let made = tokio::task::spawn_blocking(move || make_verifier(&passphrase, len_min))
+                .await
+                .map_err(|e| ProposeError::Internal(format!("making the verifier: {e}")))?;
+            *verifier = made.map_err(ProposeError::Unauthorised)?;
         }
+        (Some(verifier), Some(_)) => verifier.clear(),
         (Some(_), None) => {
             return elsewhere(
                 "this command sets a passphrase: send it in the request's passphrase field",

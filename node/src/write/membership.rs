@@ -1,11 +1,17 @@
 //! Membership changes: learners added, promoted to voters, voters removed. They run on the
 //! leader; a KMA that does not lead sends the request there.
+//!
+//! Each change is the effect of a replicated, audited command, and the leader checks that the
+//! command is there before it changes anything (issue #16 point 3): a learner is added or
+//! promoted only for a KMA entry the quorum approved to join, and a KMA is removed only once
+//! the cluster deleted it. No one, user or KMA, changes the membership by asking alone.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use openraft::{BasicNode, ChangeMembers, Raft};
-use raft_storage::KmaRaft;
+use raft_storage::{KmaRaft, StateHandle};
+use statemachine::cluster::KmaStatus;
 
 use crate::transport::wire::{MembershipRequest, POSTCARD};
 
@@ -13,14 +19,47 @@ use crate::transport::wire::{MembershipRequest, POSTCARD};
 #[derive(Clone)]
 pub struct Membership {
     pub raft: Raft<KmaRaft>,
+    /// The applied state: the commands each change must follow from.
+    pub state: StateHandle,
     pub node_id: u64,
     /// An HTTPS client authenticated as this KMA.
     pub http: reqwest::Client,
 }
 
+/// Why the applied state does not call for `request`, if it does not.
+pub fn unwarranted(state: &statemachine::State, request: &MembershipRequest) -> Option<String> {
+    let node_id = match request {
+        MembershipRequest::AddLearner { node_id, .. } | MembershipRequest::Promote { node_id } => {
+            *node_id
+        }
+        MembershipRequest::Remove { node_id } => {
+            return (!state.kma_deleted(*node_id)).then(|| {
+                format!(
+                    "KMA {node_id} is not deleted: a KMA leaves the membership only after a \
+                     Security Officer deletes it (kmsctl kma delete)"
+                )
+            })
+        }
+    };
+    match state.kma_by_node_id(node_id).map(|kma| kma.status) {
+        Some(KmaStatus::JoinApproved | KmaStatus::Member) => None,
+        Some(KmaStatus::Created) => Some(format!(
+            "the join of KMA {node_id} waits for the quorum's approval: it cannot enter the \
+             membership before"
+        )),
+        None => {
+            Some(format!("no KMA entry holds node ID {node_id}: it cannot enter the membership"))
+        }
+    }
+}
+
 impl Membership {
-    /// Runs a membership change on the leader (forwarded there if needed).
+    /// Runs a membership change on the leader (forwarded there if needed), once the applied
+    /// state calls for it.
     pub async fn change_membership(&self, request: MembershipRequest) -> Result<u64, String> {
+        if let Some(why) = unwarranted(&*self.state.read().await, &request) {
+            return Err(why);
+        }
         let result = match request {
             MembershipRequest::AddLearner { node_id, address } => {
                 self.raft.add_learner(node_id, BasicNode { addr: address }, false).await
@@ -31,9 +70,14 @@ impl Membership {
                     .await
             }
             MembershipRequest::Remove { node_id } => {
+                let voter = crate::transport::members::is_voter(&self.raft, node_id);
                 let voters = ChangeMembers::RemoveVoters(BTreeSet::from([node_id]));
-                match self.raft.change_membership(voters, true).await {
-                    Ok(_) => {
+                let removed = match voter {
+                    true => self.raft.change_membership(voters, true).await.map(|_| ()),
+                    false => Ok(()),
+                };
+                match removed {
+                    Ok(()) => {
                         self.raft
                             .change_membership(
                                 ChangeMembers::RemoveNodes(BTreeSet::from([node_id])),

@@ -11,7 +11,7 @@ use statemachine::{Actor, Batch, Command, Reply};
 use tokio::sync::Semaphore;
 
 use super::forward::Unreachable;
-use super::intake::{propose_forwarded, user_command};
+use super::intake::{prepare_user_command, propose_forwarded};
 use super::*;
 
 const ME: u64 = 1;
@@ -245,17 +245,45 @@ async fn s2_only_a_member_kma_naming_its_client_may_forward() {
 /// Setup: none. Action: user commands that approve a quorum operation, change the quorum, set
 /// a passphrase without sending one, or send one where none is taken. Expect: each refused
 /// with where to go instead; a passphrase that is too short is refused. (SPEC S2, S4)
-#[test]
-fn s4_users_send_neither_approvals_nor_verifiers_of_their_own() {
+#[tokio::test]
+async fn s4_users_send_neither_approvals_nor_verifiers_of_their_own() {
+    let check = |command, passphrase: Option<&str>| {
+        let passphrase = passphrase.map(|p| zeroize::Zeroizing::new(p.to_string()));
+        prepare_user_command(command, passphrase, true, 8)
+    };
     let approval = Command::ApproveQuorumOperation { id: 1, member: "m1".into() };
-    let refused = user_command(approval, None, 8).expect_err("approval");
+    let refused = check(approval, None).await.expect_err("approval");
     assert!(refused.to_string().contains("/v1/quorum/approve"), "{refused}");
     let quorum = statemachine::quorum::Quorum { threshold: 1, members: Vec::new() };
     let operation = QuorumOperation::ChangeQuorum { quorum };
     let change = Command::StartQuorumOperation { operation, ttl_ms: None };
-    assert!(user_command(change, None, 8).is_err());
-    assert!(user_command(Command::Pulse, Some("a passphrase"), 8).is_err());
-    assert!(user_command(Command::Pulse, None, 8).is_ok());
+    assert!(check(change, None).await.is_err());
+    assert!(check(Command::Pulse, Some("a passphrase")).await.is_err());
+    assert!(check(Command::Pulse, None).await.is_ok());
+    let short = Command::CreateUser {
+        id: "u".into(),
+        roles: statemachine::RoleSet::of(statemachine::Role::Auditor),
+        passphrase_verifier: Vec::new(),
+    };
+    assert!(check(short, Some("short")).await.is_err());
+}
+
+/// Setup: a user who may not create users sends a CreateUser with a passphrase. Action:
+/// prepare it. Expect: it goes on to `apply` (which refuses it, audited) without a verifier:
+/// no argon2 work was done for a caller who may not issue the command. (issue #16 point 8)
+#[tokio::test]
+async fn s1_no_argon2_work_for_a_user_without_the_role() {
+    let command = Command::CreateUser {
+        id: "u".into(),
+        roles: statemachine::RoleSet::of(statemachine::Role::Auditor),
+        passphrase_verifier: vec![1, 2, 3],
+    };
+    let passphrase = Some(zeroize::Zeroizing::new("long enough passphrase".to_string()));
+    let prepared = prepare_user_command(command, passphrase, false, 8).await.expect("goes on");
+    assert!(matches!(
+        prepared,
+        Command::CreateUser { passphrase_verifier, .. } if passphrase_verifier.is_empty()
+    ));
 }
 
 /// Setup: a stamp. Action: stamp at 100 ms, then at 50 ms (the clock stepped back). Expect:

@@ -86,7 +86,7 @@ pub fn small_snapshots(config: &mut NodeConfig) {
 
 pub fn no_change(_: &mut NodeConfig) {}
 
-fn tweak(data_dir: &Path, change: fn(&mut NodeConfig)) {
+pub fn tweak(data_dir: &Path, change: fn(&mut NodeConfig)) {
     let mut config = NodeConfig::load(data_dir).expect("config written by init/join");
     change(&mut config);
     config.save(data_dir).expect("config saved");
@@ -157,10 +157,11 @@ impl Cluster {
         )
         .await
         .expect("admit");
+        let fingerprint = self.ca_fingerprint();
         let credentials = node::setup::JoinCredentials {
             peer: &peer,
             passphrase: &passphrase,
-            ca_fingerprint: None,
+            ca_fingerprint: Some(&fingerprint),
             wait: Duration::from_secs(30),
         };
         node::setup::join(&data_dir, &name, site, &listeners, &credentials).await.expect("join");
@@ -171,13 +172,25 @@ impl Cluster {
         index
     }
 
+    /// The cluster CA's fingerprint, as `kma init` printed it (hex SHA-256).
+    pub fn ca_fingerprint(&self) -> String {
+        let ca = node::pki::read(&self.nodes[0].data_dir.join("tls/ca.pem")).expect("CA");
+        hex::encode(node::pki::fingerprint(&ca).expect("fingerprint"))
+    }
+
     /// Starts `kma run` for KMA `index` and waits until it reports its listeners bound, at the
     /// addresses of its `kma.toml`; fails with the end of its log if it exits first.
     pub async fn restart(&mut self, index: usize) {
+        self.restart_under(index, &[]).await;
+    }
+
+    /// As [`Cluster::restart`], through a wrapper command (e.g. `faketime -f +365d`).
+    pub async fn restart_under(&mut self, index: usize, wrapper: &[&str]) {
         let node = &mut self.nodes[index];
         assert!(node.child.is_none(), "{} is already running", node.name);
         let mut child =
-            node::setup::local::spawn_run(Path::new(KMA), &node.data_dir).expect("spawn kma run");
+            node::setup::local::spawn_run_under(wrapper, Path::new(KMA), &node.data_dir)
+                .expect("spawn kma run");
         let config = NodeConfig::load(&node.data_dir).expect("config");
         let expected =
             Listening { management: config.management_listen, service: config.service_listen };
