@@ -205,7 +205,7 @@ pub async fn run_clock_audit(local: Local, proposer: Proposer, clock: ClockGuard
             };
             let detail = format!(
                 "refused entries stamped {} s ahead of this KMA's clock (at most {} s allowed): \
-                 that KMA is refused as leader and voter until its clock is fixed",
+                 they never commit, and that KMA steps down as leader; fix its clock (NTP)",
                 suspect.ahead_ms / 1_000,
                 clock.ahead_max_ms() / 1_000
             );

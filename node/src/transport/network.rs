@@ -119,7 +119,10 @@ impl PeerClient {
                 if why.starts_with(crate::transport::clock::REFUSED_CLOCK) {
                     self.links.note_clock_refusal(self.target);
                 }
-                Err(network("refused", format!("{}: {why}", self.address)))
+                // Unreachable, not a network error: openraft then backs off before it calls
+                // again, instead of repeating a refused call at once, over and over.
+                let detail = format!("{}: {why}", self.address);
+                Err(CallError::Unreachable { why: "refused", detail })
             }
         }
     }
