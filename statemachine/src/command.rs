@@ -345,7 +345,9 @@ pub enum Command {
         schedule: Option<BackupSchedule>,
     },
     // Audit records (SPEC S5), after the others: a variant's encoding is its position.
-    /// A user logged in; proposed by the KMA that granted the session, for the audit log.
+    /// A user logged in; proposed by the KMA that granted the session, for the audit log. Below
+    /// log format 3 only: from then on the login records its certificate too
+    /// ([`Command::RecordUserSession`]), which listeners require.
     RecordLogin {
         principal: String,
         source: String,

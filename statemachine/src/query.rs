@@ -213,7 +213,10 @@ impl State {
     /// name with a copied CA key is refused. An entry that records none yet (the first KMA and
     /// KMAs that joined before log format 3, until they report theirs, see
     /// [`State::kma_certificate_to_report`]) is accepted by name, as before: refusing it would
-    /// cut the cluster apart during the upgrade.
+    /// cut the cluster apart during the upgrade. So is an entry approved to join whose grant is
+    /// not recorded yet: a joiner approved before format 3 may hold a certificate from then.
+    /// That window closes with the grant, which a KMA of this software proposes before it
+    /// hands a joiner its certificate.
     pub fn kma_certificate_accepted(&self, node_id: NodeId, certificate_sha256: &[u8; 32]) -> bool {
         let Some(kma) = self.kma_by_node_id(node_id) else { return false };
         if !kma.applies_the_log() {
