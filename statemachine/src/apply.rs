@@ -7,6 +7,7 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{AuditEvent, AuditLink, AuditWhat, ChainedAuditEvent, Outcome};
+use crate::cluster::UserSession;
 use crate::command::{Actor, Command, Envelope};
 use crate::digest::body_digest;
 use crate::ids::NodeId;
@@ -310,6 +311,19 @@ impl State {
             C::ReportKmaVersion { kma, version } => self.report_kma_version(cx, kma, version),
             C::DestroyKeysPreviewed { keys, preview_digest } => {
                 self.destroy_keys_previewed(cx, keys, *preview_digest)
+            }
+            C::RecordUserSession { principal, source, certificate_sha256, expires_at_ms } => {
+                let session = UserSession {
+                    certificate_sha256: *certificate_sha256,
+                    expires_at_ms: *expires_at_ms,
+                };
+                self.record_user_session(cx, principal, source, session)
+            }
+            C::GrantKmaJoin { name, certificate_sha256 } => {
+                self.grant_kma_join(name, *certificate_sha256)
+            }
+            C::RecordKmaCertificate { name, certificate_sha256 } => {
+                self.record_kma_certificate(cx, name, *certificate_sha256)
             }
         }
     }

@@ -54,6 +54,8 @@ impl State {
             software_version: 0,
             created_at_ms: now_ms,
             version: None,
+            // The first KMA reports the certificate `kma init` made (`RecordKmaCertificate`).
+            certificate_sha256: None,
         };
         self.meta.kmas.insert(init.kma_name.clone(), kma);
         let officer = User {
@@ -62,6 +64,7 @@ impl State {
             enabled: true,
             passphrase_verifier: init.security_officer_verifier.clone(),
             created_at_ms: now_ms,
+            sessions: Vec::new(),
         };
         self.meta.users.insert(init.security_officer.clone(), officer);
         self.meta.quorum = init.quorum.clone();
@@ -94,11 +97,11 @@ impl State {
         self.meta.sites.get(name).ok_or_else(|| Reject::UnknownSite { name: name.into() })
     }
 
-    fn kma(&self, name: &str) -> Result<&Kma, Reject> {
+    pub(crate) fn kma(&self, name: &str) -> Result<&Kma, Reject> {
         self.meta.kmas.get(name).ok_or_else(|| Reject::UnknownKma { name: name.into() })
     }
 
-    fn kma_mut(&mut self, name: &str) -> Result<&mut Kma, Reject> {
+    pub(crate) fn kma_mut(&mut self, name: &str) -> Result<&mut Kma, Reject> {
         self.meta.kmas.get_mut(name).ok_or_else(|| Reject::UnknownKma { name: name.into() })
     }
 
@@ -129,6 +132,7 @@ impl State {
             software_version: 0,
             created_at_ms: cx.now_ms,
             version: None,
+            certificate_sha256: None,
         };
         self.meta.kmas.insert(name.into(), kma);
         Ok(Reply::KmaCreated { node_id })
@@ -304,7 +308,7 @@ impl State {
     }
 }
 
-fn wrong_status(kma: &Kma) -> Reject {
+pub(crate) fn wrong_status(kma: &Kma) -> Reject {
     let status = match kma.status {
         KmaStatus::Created => "created (not joined)",
         KmaStatus::JoinApproved => "join approved (not caught up)",
@@ -344,7 +348,7 @@ pub(crate) fn check_quorum(quorum: &Quorum) -> Result<(), Reject> {
 }
 
 impl State {
-    fn user_mut(&mut self, id: &str) -> Result<&mut User, Reject> {
+    pub(crate) fn user_mut(&mut self, id: &str) -> Result<&mut User, Reject> {
         self.meta.users.get_mut(id).ok_or_else(|| Reject::UnknownUser { user: id.into() })
     }
 
@@ -378,11 +382,14 @@ impl State {
             enabled: true,
             passphrase_verifier: passphrase_verifier.into(),
             created_at_ms: cx.now_ms,
+            sessions: Vec::new(),
         };
         self.meta.users.insert(id.into(), user);
         Ok(Reply::Done)
     }
 
+    /// Keeps the user's sessions: a certificate names the user, not its roles, which every
+    /// request reads from the state, so the new roles hold at once without a new login.
     pub(crate) fn set_user_roles(&mut self, id: &str, roles: RoleSet) -> Result<Reply, Reject> {
         if roles.is_empty() || !roles.is_valid() {
             return Err(Reject::NoRoles);
@@ -400,7 +407,13 @@ impl State {
         if !enabled && !self.other_security_officer(id) {
             return Err(Reject::LastSecurityOfficer);
         }
-        self.user_mut(id)?.enabled = enabled;
+        let user = self.user_mut(id)?;
+        user.enabled = enabled;
+        if !enabled {
+            // Revokes its session certificates on every KMA (issue 16 point 2); enabling it
+            // again brings none back: the user logs in anew.
+            user.sessions.clear();
+        }
         Ok(Reply::Done)
     }
 
@@ -410,7 +423,11 @@ impl State {
         verifier: &[u8],
     ) -> Result<Reply, Reject> {
         check_verifier(verifier)?;
-        self.user_mut(id)?.passphrase_verifier = verifier.into();
+        let user = self.user_mut(id)?;
+        user.passphrase_verifier = verifier.into();
+        // A new passphrase is what one sets when the old one or a terminal was lost: the
+        // sessions started with the old one end with it, on every KMA.
+        user.sessions.clear();
         Ok(Reply::Done)
     }
 
@@ -419,6 +436,7 @@ impl State {
         if !self.other_security_officer(id) {
             return Err(Reject::LastSecurityOfficer);
         }
+        // Its session certificates go with its record: no listener accepts them any more.
         self.meta.users.remove(id);
         Ok(Reply::Done)
     }

@@ -223,6 +223,14 @@ pub enum KmaChange {
     AutonomousUnlock {
         enabled: bool,
     },
+    /// Its join was granted: the fingerprint of the certificate it was handed (no secret).
+    JoinGranted {
+        certificate_sha256: [u8; 32],
+    },
+    /// It reported the fingerprint of the certificate it held from before (no secret).
+    CertificateRecorded {
+        certificate_sha256: [u8; 32],
+    },
 }
 
 /// Opens every hashed link, so that a link can never be mistaken for another SHA-256 of ours.

@@ -56,8 +56,24 @@ impl State {
             C::DisableAutonomousUnlock { name } => {
                 self.kma_event(name, KmaChange::AutonomousUnlock { enabled: false })
             }
+            // Only the first record: the same one retried changes nothing.
+            C::GrantKmaJoin { name, certificate_sha256 } if self.kma_without_certificate(name) => {
+                let change = KmaChange::JoinGranted { certificate_sha256: *certificate_sha256 };
+                self.kma_event(name, change)
+            }
+            C::RecordKmaCertificate { name, certificate_sha256 }
+                if self.kma_without_certificate(name) =>
+            {
+                let change =
+                    KmaChange::CertificateRecorded { certificate_sha256: *certificate_sha256 };
+                self.kma_event(name, change)
+            }
             _ => None,
         }
+    }
+
+    fn kma_without_certificate(&self, name: &str) -> bool {
+        self.meta.kmas.get(name).is_some_and(|kma| kma.certificate_sha256.is_none())
     }
 
     fn kma_event(&self, name: &str, change: KmaChange) -> Option<AuditWhat> {

@@ -50,6 +50,12 @@ pub struct Kma {
     /// The KMA's latest full version report (log format 2, snapshot format 3); `None` before
     /// one, and again after a format-1 report, which carries the log format alone.
     pub version: Option<KmaVersion>,
+    /// SHA-256 of the DER of the certificate this KMA holds (log format 3, snapshot format 4):
+    /// recorded when its join is granted, before the certificate is handed out, so that every
+    /// KMA knows it even before the joiner applied anything; or reported once by the KMA itself
+    /// when it holds one from before (the first KMA, joins before format 3). `None` until then:
+    /// see [`crate::State::kma_certificate_accepted`] for what the links accept meanwhile.
+    pub certificate_sha256: Option<[u8; 32]>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +66,23 @@ pub struct User {
     /// Challenge/response verifier of the user's passphrase (opaque here).
     pub passphrase_verifier: Vec<u8>,
     pub created_at_ms: u64,
+    /// The session certificates this user holds (log format 3, snapshot format 4), oldest
+    /// first, at most [`crate::limits::USER_SESSIONS_MAX`]: a listener accepts a user's
+    /// certificate only when it is one of these (issue 16 point 2), so that disabling or
+    /// deleting the user, or a new passphrase, which empty the list, revoke every certificate
+    /// on every KMA, and a certificate minted with a stolen CA key is recorded nowhere.
+    pub sessions: Vec<UserSession>,
+}
+
+/// A session certificate handed out at a login: its fingerprint and the end of its validity.
+/// The fingerprint is no secret: it names a certificate, it does not prove holding its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserSession {
+    /// SHA-256 of the certificate's DER.
+    pub certificate_sha256: [u8; 32],
+    /// The certificate's end of validity; the session is dropped from the state once the time
+    /// of an entry that records a session of the same user has passed it.
+    pub expires_at_ms: u64,
 }
 
 /// Settings a Security Officer controls (SPEC S2).

@@ -345,7 +345,9 @@ pub enum Command {
         schedule: Option<BackupSchedule>,
     },
     // Audit records (SPEC S5), after the others: a variant's encoding is its position.
-    /// A user logged in; proposed by the KMA that granted the session, for the audit log.
+    /// A user logged in; proposed by the KMA that granted the session, for the audit log. Below
+    /// log format 3 only: from then on the login records its certificate too
+    /// ([`Command::RecordUserSession`]), which listeners require.
     RecordLogin {
         principal: String,
         source: String,
@@ -369,5 +371,30 @@ pub enum Command {
     DestroyKeysPreviewed {
         keys: Vec<KeyId>,
         preview_digest: u64,
+    },
+    /// A user logged in and is handed a session certificate: the login of [`Command::RecordLogin`]
+    /// (the same kind, the same audit event), and the certificate's fingerprint and end of
+    /// validity recorded in the user's entry, so that every listener accepts that certificate
+    /// and no other for the user (issue 16 point 2). Proposed by the KMA that granted the
+    /// session, before it hands the certificate out. `principal` is the user ID.
+    RecordUserSession {
+        principal: String,
+        source: String,
+        certificate_sha256: [u8; 32],
+        expires_at_ms: u64,
+    },
+    /// A joining KMA proved its join passphrase: the granting KMA records the fingerprint of
+    /// the certificate it is about to hand out, before it does, so that every KMA knows the
+    /// joiner's certificate before the joiner has applied anything. Once per entry: the join
+    /// passphrase is spent by its first successful proof (issue 16 points 2, 5).
+    GrantKmaJoin {
+        name: String,
+        certificate_sha256: [u8; 32],
+    },
+    /// A KMA whose entry holds no certificate (the first KMA, KMAs that joined before log
+    /// format 3) reports the one it holds, once, through its own node (`origin_node_id`).
+    RecordKmaCertificate {
+        name: String,
+        certificate_sha256: [u8; 32],
     },
 }

@@ -15,6 +15,9 @@
 //! - drops, when a quorum change applies, the approvals of the members it removes;
 //! - records what some commands changed in the audit log (`AuditWhat::UserRolesSet` and the
 //!   events after it).
+//! - binds certificates to the state (issue 16 point 2): `Command::RecordUserSession` records a
+//!   user's session certificate, `Command::GrantKmaJoin` and `Command::RecordKmaCertificate` a
+//!   KMA's; disabling or deleting a user, or a new passphrase, drops its sessions.
 //!
 //! The rules, all pure functions of the state so that every KMA decides alike:
 //! 1. A command is proposed, and applied, only once every KMA that applies the log reports a
@@ -263,7 +266,10 @@ impl Command {
             | C::SetBackupSchedule { .. }
             | C::RecordLogin { .. } => LOG_FORMAT_BASELINE,
             C::ReportKmaVersion { .. } => LOG_FORMAT_2,
-            C::DestroyKeysPreviewed { .. } => LOG_FORMAT_3,
+            C::DestroyKeysPreviewed { .. }
+            | C::RecordUserSession { .. }
+            | C::GrantKmaJoin { .. }
+            | C::RecordKmaCertificate { .. } => LOG_FORMAT_3,
         }
     }
 }

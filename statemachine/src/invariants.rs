@@ -1,10 +1,11 @@
 //! Internal consistency of the state. A violation is a bug in `apply`, never bad input, so it
 //! panics (STYLE 8). Called after every apply in debug builds and by the tests in every build.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 
 use crate::ids::KeyGroupId;
 use crate::key::KeyState;
+use crate::limits::USER_SESSIONS_MAX;
 use crate::state::State;
 
 impl State {
@@ -13,6 +14,7 @@ impl State {
         self.check_key_invariants();
         self.check_association_invariants();
         self.check_catalog_invariants();
+        self.check_certificate_invariants();
         let chain = self.meta.audit_chain;
         assert!(chain.events > 0 || chain.head == [0; 32], "an empty audit chain has a zero head");
         let mut rebuilt = self.clone();
@@ -70,6 +72,29 @@ impl State {
                 let unit = &self.data_units[unit_id];
                 assert!(unit.association(id).is_some(), "data unit {unit_id} lists key {id}");
             }
+        }
+    }
+
+    /// Certificates bound to the state (issue 16 point 2): bounded, revoked with what revokes
+    /// them, held only by KMAs that could have been handed one.
+    fn check_certificate_invariants(&self) {
+        for user in self.meta.users.values() {
+            assert!(
+                user.sessions.len() <= USER_SESSIONS_MAX,
+                "user {} keeps at most {USER_SESSIONS_MAX} sessions",
+                user.id
+            );
+            assert!(user.enabled || user.sessions.is_empty(), "disabled user {} has none", user.id);
+            let fingerprints: BTreeSet<&[u8; 32]> =
+                user.sessions.iter().map(|session| &session.certificate_sha256).collect();
+            assert_eq!(fingerprints.len(), user.sessions.len(), "user {}: one each", user.id);
+        }
+        for kma in self.meta.kmas.values() {
+            assert!(
+                kma.certificate_sha256.is_none() || kma.applies_the_log(),
+                "KMA {} holds a certificate only once its join was approved",
+                kma.name
+            );
         }
     }
 

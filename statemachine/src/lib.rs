@@ -37,6 +37,7 @@ pub mod agent;
 mod apply;
 mod apply_agent;
 mod apply_catalog;
+mod apply_certificate;
 mod apply_cluster;
 mod apply_keys;
 mod apply_transfer;

@@ -13,6 +13,10 @@ pub const SHARE_LEN_MAX: usize = 512;
 pub const SITES_MAX: usize = 256;
 pub const KMAS_MAX: usize = 32;
 pub const USERS_MAX: usize = 10_000;
+/// Session certificates kept per user; a login beyond it drops the oldest. A user logs in from
+/// a few terminals at once, and each session is short, so eight is room, and users times eight
+/// stays a small part of the state.
+pub const USER_SESSIONS_MAX: usize = 8;
 pub const AGENTS_MAX: usize = 1_000_000;
 pub const POLICIES_MAX: usize = 1_024;
 pub const GROUPS_MAX: usize = 4_096;

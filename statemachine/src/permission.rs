@@ -15,7 +15,9 @@ use crate::role::{Role, RoleSet};
 
 /// One kind per command variant; starting a quorum operation has one kind per operation, since
 /// the roles that may start them differ. The version report has two variants, of log formats 1
-/// and 2 (see [`crate::format`]), and one kind: the same intent, by the same issuer.
+/// and 2 (see [`crate::format`]), and one kind: the same intent, by the same issuer. So do the
+/// destroy by key ID with and without its preview, and the login with and without its session
+/// certificate (`RecordLogin`, `RecordUserSession`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum CommandKind {
     InitCluster,
@@ -80,6 +82,9 @@ pub enum CommandKind {
     MarkBackupDestroyed,
     SetBackupSchedule,
     RecordLogin,
+    // Issue 16 point 2 (log format 3).
+    GrantKmaJoin,
+    RecordKmaCertificate,
 }
 
 /// Who may issue a kind of command.
@@ -116,6 +121,8 @@ impl CommandKind {
             K::CreateUser | K::SetUserRoles | K::SetUserEnabled => Users(SO),
             K::SetUserPassphrase | K::DeleteUser => Users(SO),
             K::RecordAuthenticationFailure | K::RecordLogin => System,
+            // A KMA proves a joiner's passphrase and signs its certificate; a KMA knows its own.
+            K::GrantKmaJoin | K::RecordKmaCertificate => System,
             K::StartJoinKma | K::StartUnlockKma | K::StartEnableAutonomousUnlock => Users(SO),
             K::StartChangeQuorum | K::StartCreateTransferPartner => Users(SO),
             K::StartRestoreFromBackup => Users(BO),
@@ -170,7 +177,7 @@ impl CommandKind {
     }
 
     /// Every kind, in declaration order (for the role-matrix test and documentation).
-    pub const ALL: [CommandKind; 62] = {
+    pub const ALL: [CommandKind; 64] = {
         use CommandKind as K;
         [
             K::InitCluster,
@@ -235,6 +242,8 @@ impl CommandKind {
             K::MarkBackupDestroyed,
             K::SetBackupSchedule,
             K::RecordLogin,
+            K::GrantKmaJoin,
+            K::RecordKmaCertificate,
         ]
     };
 }
@@ -313,6 +322,11 @@ impl Command {
             C::ReportKmaVersion { .. } => K::ReportSoftwareVersion,
             // The destroy of format 3 carries its preview: the same intent and issuer.
             C::DestroyKeysPreviewed { .. } => K::DestroyKeys,
+            // A login that also records its session certificate: the same intent and issuer,
+            // so the role matrix and the audit log read it as the login it is.
+            C::RecordUserSession { .. } => K::RecordLogin,
+            C::GrantKmaJoin { .. } => K::GrantKmaJoin,
+            C::RecordKmaCertificate { .. } => K::RecordKmaCertificate,
         }
     }
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::cluster::Kma;
 use crate::command::{Actor, DestroySelection};
 use crate::data_unit::DataUnitState;
-use crate::format::LOG_FORMAT_2;
+use crate::format::{LOG_FORMAT_2, LOG_FORMAT_3};
 use crate::ids::{DataUnitId, KeyId, NodeId};
 use crate::key::{KeyState, WrappedKey};
 use crate::limits::POOL_KEYS_PER_COMMAND_MAX;
@@ -180,6 +180,58 @@ impl State {
     pub fn kma_deleted(&self, node_id: NodeId) -> bool {
         let assigned = (1..self.meta.next_node_id).contains(&node_id);
         assigned && self.kma_by_node_id(node_id).is_none()
+    }
+
+    /// Whether certificates are bound to the state (log format 3, issue 16 point 2): from then
+    /// on a user's session is recorded at login (`RecordUserSession`), and listeners accept a
+    /// user certificate only through [`State::user_session_certified`]. Below format 3 no
+    /// session can be recorded, so a listener that asked it then would refuse every user: it
+    /// goes on accepting the certificate's name alone until this turns true.
+    pub fn certificates_recorded(&self) -> bool {
+        self.format_rules_apply(LOG_FORMAT_3)
+    }
+
+    /// Whether a listener accepts the certificate of fingerprint `certificate_sha256` (SHA-256
+    /// of its DER) for user `user`: the user exists, is enabled, and recorded that certificate
+    /// at a login. So a certificate minted for the user's name with a copied CA key is refused,
+    /// and disabling or deleting the user, or a new passphrase, which empty the list, revoke
+    /// every session everywhere. The certificate's validity period is TLS's to check (the
+    /// recorded expiry is the certificate's own); expired sessions leave the state at the
+    /// user's next login. A client passes the log index of its login: a KMA that has not
+    /// applied it yet waits for it, or refuses, rather than answer from an older state.
+    pub fn user_session_certified(&self, user: &str, certificate_sha256: &[u8; 32]) -> bool {
+        let Some(user) = self.meta.users.get(user) else { return false };
+        user.enabled
+            && user.sessions.iter().any(|session| session.certificate_sha256 == *certificate_sha256)
+    }
+
+    /// Whether a link or listener accepts the certificate of fingerprint `certificate_sha256`
+    /// from KMA node `node_id`. False for a node ID no entry holds: a deleted KMA
+    /// ([`State::kma_deleted`], the deny list) or one never assigned; false for an entry only
+    /// created, whose join no quorum approved, since no certificate is handed out before. An
+    /// entry that records a certificate accepts that one only: a certificate minted for its
+    /// name with a copied CA key is refused. An entry that records none yet (the first KMA and
+    /// KMAs that joined before log format 3, until they report theirs, see
+    /// [`State::kma_certificate_to_report`]) is accepted by name, as before: refusing it would
+    /// cut the cluster apart during the upgrade. So is an entry approved to join whose grant is
+    /// not recorded yet: a joiner approved before format 3 may hold a certificate from then.
+    /// That window closes with the grant, which a KMA of this software proposes before it
+    /// hands a joiner its certificate.
+    pub fn kma_certificate_accepted(&self, node_id: NodeId, certificate_sha256: &[u8; 32]) -> bool {
+        let Some(kma) = self.kma_by_node_id(node_id) else { return false };
+        if !kma.applies_the_log() {
+            return false;
+        }
+        kma.certificate_sha256.is_none_or(|recorded| recorded == *certificate_sha256)
+    }
+
+    /// Whether KMA `name` should report its certificate now with `Command::RecordKmaCertificate`
+    /// (through its own node): its entry applies the log and records none, and the cluster
+    /// reads log format 3. A KMA asks after it applies entries (at start, then as the state
+    /// changes) and proposes the report once this is true; it turns false once applied.
+    pub fn kma_certificate_to_report(&self, name: &str) -> bool {
+        let Some(kma) = self.meta.kmas.get(name) else { return false };
+        kma.applies_the_log() && kma.certificate_sha256.is_none() && self.certificates_recorded()
     }
 }
 

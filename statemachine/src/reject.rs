@@ -198,6 +198,23 @@ pub enum Reject {
          {origin_node_id}: a KMA reports its own version only"
     )]
     VersionReportFromAnotherKma { kma: String, node_id: NodeId, origin_node_id: NodeId },
+    /// A second join granted to one entry: the join passphrase is spent by its first successful
+    /// proof (issue 16 point 5), so a relay or a second machine that learnt it gets nothing.
+    #[error(
+        "the join passphrase of KMA '{name}' was already used; to join again, a Security \
+         Officer deletes the entry and creates a new one (with a new join passphrase)"
+    )]
+    JoinAlreadyGranted { name: String },
+    #[error(
+        "KMA '{kma}' is node {node_id}, but its certificate report came through node \
+         {origin_node_id}: a KMA reports its own certificate only"
+    )]
+    KmaCertificateFromAnotherKma { kma: String, node_id: NodeId, origin_node_id: NodeId },
+    #[error(
+        "KMA '{name}' already has its certificate recorded: a KMA reports its certificate once, \
+         and the links accept only the one recorded"
+    )]
+    KmaCertificateAlreadyRecorded { name: String },
 }
 
 /// What kind of rule a [`Reject`] names, for shells to choose their protocol's answer (an HTTP
@@ -300,10 +317,14 @@ impl Reject {
             R::AccessWrongActor { .. } => 66,
             R::FormatNotYetAvailable { .. } => 67,
             R::VersionReportFromAnotherKma { .. } => 68,
+            R::JoinAlreadyGranted { .. } => 69,
+            R::KmaCertificateFromAnotherKma { .. } => 70,
+            R::KmaCertificateAlreadyRecorded { .. } => 71,
         }
     }
 
     /// The kind of rule that failed (see [`RejectClass`]); every variant is classified here.
+    #[allow(clippy::too_many_lines)] // Every variant, grouped by class: a table reads best whole.
     pub fn class(&self) -> RejectClass {
         use Reject as R;
         use RejectClass as C;
@@ -329,7 +350,8 @@ impl Reject {
             | R::NotAQuorumMember { .. }
             | R::AgentCannotAccessWriteKey { .. }
             | R::AgentCannotAccessKey { .. }
-            | R::VersionReportFromAnotherKma { .. } => C::Forbidden,
+            | R::VersionReportFromAnotherKma { .. }
+            | R::KmaCertificateFromAnotherKma { .. } => C::Forbidden,
             R::InvalidText { .. }
             | R::InvalidSetting { .. }
             | R::NoRoles
@@ -372,7 +394,9 @@ impl Reject {
             | R::ImportValueMismatch { .. }
             | R::BackupAlreadyDestroyed { .. }
             | R::NoTransferKeyPair
-            | R::AgentAlreadyEnrolled { .. } => C::Conflict,
+            | R::AgentAlreadyEnrolled { .. }
+            | R::JoinAlreadyGranted { .. }
+            | R::KmaCertificateAlreadyRecorded { .. } => C::Conflict,
         }
     }
 

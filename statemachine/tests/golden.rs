@@ -8,12 +8,16 @@
 //! - `commands-v1.bin`: one command of every kind in log format 1, pinned before issue 15.
 //! - `log-v2.bin`, `audit-v2.bin`, `snapshot-v3.bin`: the same history, then the version gate
 //!   opening to format 2 (reports, a full report, approvals of a removed member no longer
-//!   counting).
-//! - `log-v3.bin`, `audit-v3.bin`, `snapshot-v3-log-v3.bin`: the history of format 2, then every
+//!   counting); the snapshot, of format 3, is still read.
+//! - `snapshot-v3-log-v3.bin`: a snapshot of format 3 of an earlier log of format 3, before
+//!   certificates were recorded; still read, with no certificate or session.
+//! - `log-v3.bin`, `audit-v3.bin`, `snapshot-v4-log-v3.bin`: the history of format 2, then every
 //!   KMA reporting format 3 and its rules (issue 16): a KMA-only command refused from a user and
 //!   applied from the KMA, a destroy by key ID refused on a stale preview then applied, a drive
 //!   leaving another group's keys in use, a quorum change dropping a removed member's approval,
-//!   and the audit events of what commands changed. The snapshot format is still 3.
+//!   the audit events of what commands changed, and certificates bound to the state (a KMA's
+//!   own certificate, a join granted once, user sessions recorded and revoked). The snapshot
+//!   is of format 4.
 //!
 //! `BLESS=1 cargo test -p statemachine --test golden` rewrites the files of the newest log
 //! format only, for a deliberate change of them; the older files are never rewritten.
@@ -196,7 +200,35 @@ fn sample_cluster_v3() -> TestCluster {
     cluster.ok(so(), Command::SetUserRoles { id: "co".into(), roles });
     cluster.ok(op(), Command::SetAgentEnabled { id: "drive7".into(), enabled: false });
     cluster.ok(so(), Command::DeleteKma { name: "kma6".into() });
+    record_certificates(&mut cluster);
     cluster
+}
+
+/// Certificates bound to the state (issue 16 point 2): kma1 reports its own, kma1's report of
+/// kma2's is refused; kma3's join is granted, a second grant refused; two users log in, one
+/// of them then gets a new passphrase, which revokes its session.
+fn record_certificates(cluster: &mut TestCluster) {
+    let own = |name: &str, byte| Command::RecordKmaCertificate {
+        name: name.into(),
+        certificate_sha256: [byte; 32],
+    };
+    cluster.apply_from(1, Actor::System, own("kma1", 0xc1)).expect("its own");
+    cluster.apply_from(1, Actor::System, own("kma2", 0xc2)).expect_err("another KMA's");
+    let grant =
+        |byte| Command::GrantKmaJoin { name: "kma3".into(), certificate_sha256: [byte; 32] };
+    cluster.ok(Actor::System, grant(0xc3));
+    cluster.apply(Actor::System, grant(0xc4)).expect_err("spent");
+    for (user, byte) in [("op", 0xd1), ("co", 0xd2)] {
+        let session = Command::RecordUserSession {
+            principal: user.into(),
+            source: "10.0.0.7".into(),
+            certificate_sha256: [byte; 32],
+            expires_at_ms: cluster.now_ms + DAY_MS,
+        };
+        cluster.ok(Actor::System, session);
+    }
+    let verifier = vec![0x0d; 32];
+    cluster.ok(so(), Command::SetUserPassphrase { id: "op".into(), passphrase_verifier: verifier });
 }
 
 fn frame(entries: &[Vec<u8>]) -> Vec<u8> {
@@ -270,7 +302,9 @@ fn c7_golden_snapshot_v1_decodes_with_the_audit_chain_restarted() {
 /// Setup: the checked-in log of format 2 (the format-1 history, then the version gate opening).
 /// Action: decode and apply it. Expect: entries of format 1 but the full version reports;
 /// each re-encodes to its bytes; the snapshot (format 3) and the audit events equal the
-/// checked-in ones, and the snapshot decodes to the same state. (SPEC C7, S4)
+/// checked-in ones; the snapshot of format 3 decodes to the state the log replays to, with no
+/// certificate or session (snapshot format 4 added them, and a log of format 2 records none).
+/// (SPEC C7, S4)
 #[test]
 fn c7_golden_log_v2_replays_to_the_golden_snapshot_v3() {
     let log = read_golden("log-v2.bin");
@@ -280,35 +314,64 @@ fn c7_golden_log_v2_replays_to_the_golden_snapshot_v3() {
     let (state, events) = replay(&entries);
     assert_eq!(state.cluster_format_version(), 1, "kma3 joined last and never reported");
     let snapshot = read_golden("snapshot-v3.bin");
-    assert!(encode_snapshot(&state) == snapshot, "the log replays to snapshot-v3.bin");
+    assert_eq!(snapshot[0], 3, "snapshot-v3.bin is of snapshot format 3");
     assert!(decode_snapshot(&snapshot).expect("format 3 is read") == state);
     assert!(events == read_golden("audit-v2.bin"), "the audit events keep their encoding");
 }
 
+/// Setup: the checked-in snapshot of format 3 of an earlier log of format 3, written before
+/// certificates were recorded. Action: decode it, encode it in today's format, decode again.
+/// Expect: it reads, at log format 3, with every KMA certificate `None` and every user's
+/// sessions empty, its invariants hold, and today's format carries the same state. (SPEC C7;
+/// issue 16 point 2)
+#[test]
+fn c7_golden_snapshot_v3_reads_with_no_certificate_or_session() {
+    let snapshot = read_golden("snapshot-v3-log-v3.bin");
+    assert_eq!(snapshot[0], 3, "a snapshot of format 3");
+    let state = decode_snapshot(&snapshot).expect("format 3 is read");
+    state.check_invariants();
+    assert_eq!(state.cluster_format_version(), 3);
+    assert!(state.meta().kmas.values().all(|kma| kma.certificate_sha256.is_none()));
+    assert!(state.meta().users.values().all(|user| user.sessions.is_empty()));
+    let today = encode_snapshot(&state);
+    assert_eq!(today[0], 4, "written in snapshot format 4");
+    assert!(decode_snapshot(&today).expect("format 4 is read") == state);
+}
+
 /// Setup: the checked-in log of format 3 (the history of format 2, then the gate opening to
 /// format 3 and each of its rules). Action: decode and apply it. Expect: the destroys by key ID
-/// with their preview are the entries of format 3; each entry re-encodes to its bytes; the
-/// state and the audit events equal the checked-in ones, and the snapshot decodes to the same
-/// state. (SPEC C7, S1, S4, S5, O9, A3; issue 16)
+/// with their preview and the certificate records are the entries of format 3; each entry
+/// re-encodes to its bytes; the state and the audit events equal the checked-in ones, and the
+/// snapshot (format 4) decodes to the same state, with kma1's and kma3's certificates and co's
+/// session, op's revoked. (SPEC C7, S1, S2, S4, S5, O9, A3; issue 16)
 #[test]
 fn c7_golden_log_v3_replays_to_its_golden_snapshot() {
     let log: Vec<Vec<u8>> = sample_cluster_v3().log.iter().map(encode_envelope).collect();
     let refs: Vec<&[u8]> = log.iter().map(Vec::as_slice).collect();
     let (state, events) = replay(&refs);
     bless("log-v3.bin", &frame(&log));
-    bless("snapshot-v3-log-v3.bin", &encode_snapshot(&state));
+    bless("snapshot-v4-log-v3.bin", &encode_snapshot(&state));
     bless("audit-v3.bin", &events);
 
     let log = read_golden("log-v3.bin");
     let entries = unframe(&log);
-    let previewed = entries.iter().filter(|entry| entry[0] == 3).count();
-    assert_eq!(previewed, 2, "the destroys with their preview are the entries of format 3");
+    let of_format_3 = entries.iter().filter(|entry| entry[0] == 3).count();
+    assert_eq!(of_format_3, 8, "2 previewed destroys, 2 KMA reports, 2 grants, 2 sessions");
     let (state, events) = replay(&entries);
     assert_eq!(state.cluster_format_version(), 3);
-    let snapshot = read_golden("snapshot-v3-log-v3.bin");
-    assert!(encode_snapshot(&state) == snapshot, "the log replays to snapshot-v3-log-v3.bin");
-    assert!(decode_snapshot(&snapshot).expect("format 3 is read") == state);
+    let snapshot = read_golden("snapshot-v4-log-v3.bin");
+    assert_eq!(snapshot[0], 4, "a snapshot of format 4");
+    assert!(encode_snapshot(&state) == snapshot, "the log replays to snapshot-v4-log-v3.bin");
+    assert!(decode_snapshot(&snapshot).expect("format 4 is read") == state);
     assert!(events == read_golden("audit-v3.bin"), "the audit events keep their encoding");
+    let kmas = &state.meta().kmas;
+    assert_eq!(kmas["kma1"].certificate_sha256, Some([0xc1; 32]));
+    assert_eq!(
+        (kmas["kma2"].certificate_sha256, kmas["kma3"].certificate_sha256),
+        (None, Some([0xc3; 32]))
+    );
+    assert!(state.user_session_certified("co", &[0xd2; 32]));
+    assert!(!state.user_session_certified("op", &[0xd1; 32]), "revoked by the new passphrase");
 }
 
 /// A version byte this software does not know is refused with an upgrade hint, not misread;
@@ -332,11 +395,11 @@ fn unknown_format_versions_are_refused() {
     let error = decode_envelope(&full_report).expect_err("a format-2 command in a v1 entry");
     assert_eq!(error.to_string(), "corrupt log entry: a command of log format 2 in an entry of 1");
     let mut snapshot = read_golden("snapshot-v3.bin");
-    snapshot[0] = 4;
-    let newer = decode_snapshot(&snapshot).expect_err("version 4 is unknown");
+    snapshot[0] = 5;
+    let newer = decode_snapshot(&snapshot).expect_err("version 5 is unknown");
     assert_eq!(
         newer.to_string(),
-        "snapshot has format version 4; this software reads versions 1 to 3: upgrade the KMA \
+        "snapshot has format version 5; this software reads versions 1 to 4: upgrade the KMA \
          software"
     );
     snapshot[0] = 3;
@@ -382,6 +445,10 @@ fn c7_golden_commands_v1_decode_unchanged() {
         assert_eq!(encode_envelope(&envelope), entry, "entry {position} re-encodes unchanged");
         kinds.insert(envelope.command.kind());
     }
-    let all: std::collections::BTreeSet<_> = statemachine::CommandKind::ALL.into_iter().collect();
+    // The kinds that log format 3 added have no command of format 1.
+    use statemachine::CommandKind as K;
+    let added = [K::GrantKmaJoin, K::RecordKmaCertificate];
+    let all: std::collections::BTreeSet<_> =
+        K::ALL.into_iter().filter(|kind| !added.contains(kind)).collect();
     assert_eq!(kinds, all, "one entry of every command kind of format 1");
 }

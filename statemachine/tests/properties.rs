@@ -293,3 +293,122 @@ proptest! {
         prop_assert_eq!(encode_snapshot(&restored), bytes);
     }
 }
+
+/// One step of a random history of logins and of what revokes them.
+#[derive(Clone, Debug)]
+enum SessionStep {
+    Advance { ms: u64 },
+    Login { user: usize, serial: u8, lifetime_ms: u64 },
+    Disable { user: usize },
+    Enable { user: usize },
+    NewPassphrase { user: usize },
+}
+
+fn session_step() -> impl Strategy<Value = SessionStep> {
+    let hour_ms = 3_600 * SECOND_MS;
+    prop_oneof![
+        2 => (0..12 * hour_ms).prop_map(|ms| SessionStep::Advance { ms }),
+        8 => (0..3usize, any::<u8>(), 0..24 * hour_ms).prop_map(|(user, serial, lifetime_ms)| {
+            SessionStep::Login { user, serial, lifetime_ms }
+        }),
+        1 => (0..3usize).prop_map(|user| SessionStep::Disable { user }),
+        1 => (0..3usize).prop_map(|user| SessionStep::Enable { user }),
+        1 => (0..3usize).prop_map(|user| SessionStep::NewPassphrase { user }),
+    ]
+}
+
+/// Users whose sessions the history changes; `so` stays enabled, so any of them can be disabled.
+const SESSION_USERS: [&str; 3] = ["co", "op", "bo"];
+
+/// A fingerprint names its user in its first byte, so that one user's never passes for another's.
+fn fingerprint(user: usize, serial: u8) -> [u8; 32] {
+    let mut sha256 = [serial; 32];
+    sha256[0] = user as u8;
+    sha256
+}
+
+/// Applies one step; returns the fingerprints it revokes, or the session it records when
+/// applied.
+fn apply_session_step(
+    cluster: &mut TestCluster,
+    step: &SessionStep,
+) -> (Vec<usize>, Option<[u8; 32]>) {
+    let (actor, command, revokes) = match *step {
+        SessionStep::Advance { ms } => {
+            cluster.advance(ms);
+            return (vec![], None);
+        }
+        SessionStep::Login { user, serial, lifetime_ms } => {
+            let command = Command::RecordUserSession {
+                principal: SESSION_USERS[user].into(),
+                source: "10.0.0.7".into(),
+                certificate_sha256: fingerprint(user, serial),
+                expires_at_ms: cluster.now_ms + lifetime_ms,
+            };
+            let applied = cluster.apply(Actor::System, command).is_ok();
+            return (vec![], applied.then(|| fingerprint(user, serial)));
+        }
+        SessionStep::Disable { user } => {
+            let id = SESSION_USERS[user].into();
+            (so(), Command::SetUserEnabled { id, enabled: false }, vec![user])
+        }
+        SessionStep::Enable { user } => {
+            let id = SESSION_USERS[user].into();
+            (so(), Command::SetUserEnabled { id, enabled: true }, vec![])
+        }
+        SessionStep::NewPassphrase { user } => {
+            let id = SESSION_USERS[user].into();
+            (so(), Command::SetUserPassphrase { id, passphrase_verifier: vec![9; 32] }, vec![user])
+        }
+    };
+    cluster.ok(actor, command);
+    (revokes, None)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(96),
+        ..ProptestConfig::default()
+    })]
+
+    /// Setup: the single-KMA cluster at log format 3 with users co, op and bo. Action: up to 120
+    /// random logins (any certificate, any lifetime, even none), time steps, disables, enables
+    /// and new passphrases. Expect after each: every invariant (at most 8 sessions a user, none
+    /// while disabled, one of each certificate); a login applied is certified at once; a revoked
+    /// certificate is never certified again; no certificate is certified for a user it was not
+    /// recorded for; the snapshot round-trips. (SPEC S2; issue 16 point 2; STYLE 9)
+    #[test]
+    fn s2_random_logins_keep_sessions_bounded_and_revocations_final(
+        steps in proptest::collection::vec(session_step(), 1..120)
+    ) {
+        let mut cluster = TestCluster::single();
+        cluster.open_format(statemachine::format::LOG_FORMAT_3);
+        let mut revoked: Vec<[u8; 32]> = Vec::new();
+        let mut recorded: Vec<[u8; 32]> = Vec::new();
+        for step in &steps {
+            let (revokes, session) = apply_session_step(&mut cluster, step);
+            let state = &cluster.state;
+            for user in revokes {
+                let name = SESSION_USERS[user];
+                prop_assert!(state.meta().users[name].sessions.is_empty(), "{} revoked", name);
+                revoked.extend(recorded.iter().filter(|sha| usize::from(sha[0]) == user));
+            }
+            if let Some(sha256) = session {
+                let user = SESSION_USERS[usize::from(sha256[0])];
+                prop_assert!(state.user_session_certified(user, &sha256), "certified at once");
+                revoked.retain(|old| *old != sha256);
+                recorded.push(sha256);
+            }
+            for (index, user) in SESSION_USERS.iter().enumerate() {
+                for sha256 in &revoked {
+                    prop_assert!(!state.user_session_certified(user, sha256), "revoked stays so");
+                }
+                for sha256 in recorded.iter().filter(|sha| usize::from(sha[0]) != index) {
+                    prop_assert!(!state.user_session_certified(user, sha256), "another's");
+                }
+            }
+        }
+        let bytes = encode_snapshot(&cluster.state);
+        prop_assert!(decode_snapshot(&bytes).expect("snapshot decodes") == cluster.state);
+    }
+}

@@ -437,7 +437,29 @@ fn scenarios() -> Vec<(u16, &'static str, RejectClass, Scenario)> {
             c.report_log_format(&["kma1", "kma2", "kma5"], 2);
             c.apply_from(1, Actor::System, full_report("kma2"))
         }),
+        (69, "JoinAlreadyGranted", Conflict, |c, _| {
+            c.open_format(3);
+            c.ok(Actor::System, grant_kma5([0xc5; 32]));
+            c.apply(Actor::System, grant_kma5([0xc6; 32]))
+        }),
+        (70, "KmaCertificateFromAnotherKma", Forbidden, |c, _| {
+            c.open_format(3);
+            c.apply_from(1, Actor::System, kma_certificate("kma2", [0xc2; 32]))
+        }),
+        (71, "KmaCertificateAlreadyRecorded", Conflict, |c, _| {
+            c.open_format(3);
+            c.ok(Actor::System, kma_certificate("kma1", [0xc1; 32]));
+            c.apply(Actor::System, kma_certificate("kma1", [0xc7; 32]))
+        }),
     ]
+}
+
+fn grant_kma5(certificate_sha256: [u8; 32]) -> Command {
+    Command::GrantKmaJoin { name: s("kma5"), certificate_sha256 }
+}
+
+fn kma_certificate(name: &str, certificate_sha256: [u8; 32]) -> Command {
+    Command::RecordKmaCertificate { name: name.into(), certificate_sha256 }
 }
 
 /// The frozen codes as `src/reject.rs` lists them in `Reject::code`, whose match the compiler
@@ -476,7 +498,7 @@ fn every_reject_variant_has_a_triggering_scenario_and_a_frozen_code() {
         assert!(covered.insert(code, name.to_string()).is_none(), "{name}: code {code} twice");
     }
     assert_eq!(covered, codes_in_source(), "every code of Reject::code has its scenario");
-    let expected: BTreeSet<u16> = (1..=68).collect();
+    let expected: BTreeSet<u16> = (1..=71).collect();
     assert_eq!(covered.keys().copied().collect::<BTreeSet<_>>(), expected, "codes run on");
 }
 

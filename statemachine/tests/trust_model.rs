@@ -1,6 +1,7 @@
 //! The trust model of issue 16, state side: commands only a KMA may issue, the destroy by key ID
 //! that carries its preview, agents confined to their key groups, approvals of removed quorum
-//! members, what the audit log records, and node IDs never reused. The rules of log format 3:
+//! members, what the audit log records, node IDs never reused, and certificates bound to the
+//! state (user sessions, a KMA's certificate, a join granted once). The rules of log format 3:
 //! each test opens that format first, as a cluster of this software runs at it.
 
 mod support;
@@ -393,4 +394,283 @@ fn every_audit_event_encoded(cluster: &TestCluster) -> Vec<u8> {
         }
     }
     encoded
+}
+
+// Certificates bound to the replicated state (issue 16 point 2).
+
+/// A login of `user` whose session certificate has fingerprint `[byte; 32]`.
+fn session(user: &str, byte: u8, expires_at_ms: u64) -> Command {
+    Command::RecordUserSession {
+        principal: user.into(),
+        source: "10.0.0.7".into(),
+        certificate_sha256: [byte; 32],
+        expires_at_ms,
+    }
+}
+
+/// The first byte of each session fingerprint `user` holds, oldest first.
+fn sessions_of(cluster: &TestCluster, user: &str) -> Vec<u8> {
+    let user = &cluster.state.meta().users[user];
+    user.sessions.iter().map(|session| session.certificate_sha256[0]).collect()
+}
+
+/// Setup: the prepared cluster at log format 1, then at 3. Action: a login of op that records
+/// its session certificate, and beside it the login without one (`RecordLogin`). Expect:
+/// below format 3 it is not available yet (retryable) and listeners do not check sessions
+/// (`certificates_recorded`); at format 3 it is applied with the very audit events of a login
+/// (the kind RecordLogin, then `Login`); op's certificate is certified, and no other: not a
+/// certificate minted for op's name (another fingerprint), not op's for another user, not for
+/// a user that does not exist. (SPEC S2, S5; issue 16 point 2)
+#[test]
+fn s2_a_login_records_its_session_certificate_and_only_that_one_is_certified() {
+    let (mut cluster, _) = prepared();
+    let expires_at_ms = cluster.now_ms + DAY_MS;
+    let closed = cluster.fork().apply(Actor::System, session("op", 0xd1, expires_at_ms));
+    let expected = Reject::FormatNotYetAvailable {
+        kind: CommandKind::RecordLogin,
+        format_needed: 3,
+        cluster_format: 1,
+    };
+    assert_eq!(closed, Err(expected));
+    assert!(!cluster.state.certificates_recorded());
+
+    cluster.open_format(LOG_FORMAT_3);
+    assert!(cluster.state.certificates_recorded());
+    let mut plain = cluster.fork();
+    plain.ok(
+        Actor::System,
+        Command::RecordLogin { principal: "op".into(), source: "10.0.0.7".into() },
+    );
+    assert_eq!(cluster.ok(Actor::System, session("op", 0xd1, expires_at_ms)), Reply::Done);
+    let whats = |cluster: &TestCluster| -> Vec<AuditWhat> {
+        let applied = cluster.last.as_ref().expect("applied");
+        applied.events.iter().map(|event| event.what.clone()).collect()
+    };
+    assert_eq!(whats(&cluster), whats(&plain), "audited as the login it is");
+    assert_eq!(
+        cluster.last_events(),
+        vec![AuditWhat::Login { principal: "op".into(), source: "10.0.0.7".into() }]
+    );
+    assert!(cluster.state.user_session_certified("op", &[0xd1; 32]));
+    assert!(!cluster.state.user_session_certified("op", &[0xd2; 32]), "a minted certificate");
+    assert!(!cluster.state.user_session_certified("co", &[0xd1; 32]), "another user's");
+    assert!(!cluster.state.user_session_certified("ghost", &[0xd1; 32]));
+}
+
+/// Setup: the prepared cluster at log format 3. Action: op logs in nine times, then once more
+/// with the newest certificate again; a session expiring in one hour, then time passing by
+/// exactly one hour before the next login; a login whose certificate expired already; logins
+/// of a disabled and of an unknown user. Expect: at most 8 sessions, the oldest dropped; the
+/// same certificate counted once; a session whose expiry is at or before the entry's time is
+/// dropped at op's next login; the expired certificate is refused (an invalid expiry), as are
+/// the disabled and the unknown user; the state stays bounded. (SPEC S2; issue 16 point 2;
+/// STYLE 9)
+#[test]
+fn s2_a_user_keeps_at_most_8_sessions_and_expired_ones_are_pruned() {
+    let (mut cluster, _) = prepared();
+    cluster.open_format(LOG_FORMAT_3);
+    let day = cluster.now_ms + DAY_MS;
+    for byte in 1..=9 {
+        cluster.ok(Actor::System, session("op", byte, day));
+    }
+    assert_eq!(sessions_of(&cluster, "op"), [2, 3, 4, 5, 6, 7, 8, 9], "the oldest dropped");
+    assert!(!cluster.state.user_session_certified("op", &[1; 32]));
+    cluster.ok(Actor::System, session("op", 9, day));
+    assert_eq!(sessions_of(&cluster, "op"), [2, 3, 4, 5, 6, 7, 8, 9], "counted once");
+
+    let hour_ms = 3_600 * SECOND_MS;
+    let mut pruned = cluster.fork();
+    pruned.ok(Actor::System, session("co", 0x10, pruned.now_ms + hour_ms));
+    pruned.advance(hour_ms);
+    pruned.ok(Actor::System, session("co", 0x11, pruned.now_ms + hour_ms));
+    assert_eq!(sessions_of(&pruned, "co"), [0x11], "expired at the entry's time: dropped");
+
+    let expired = cluster.apply(Actor::System, session("co", 0x12, cluster.now_ms));
+    let Err(Reject::InvalidSetting { field, .. }) = expired else {
+        panic!("an expired certificate is refused: {expired:?}")
+    };
+    assert_eq!(field, "expires_at_ms");
+    cluster.ok(so(), Command::SetUserEnabled { id: "au2".into(), enabled: false });
+    let disabled = cluster.apply(Actor::System, session("au2", 0x13, day));
+    assert_eq!(disabled, Err(Reject::UserDisabled { user: "au2".into() }));
+    let unknown = cluster.apply(Actor::System, session("ghost", 0x14, day));
+    assert_eq!(unknown, Err(Reject::UnknownUser { user: "ghost".into() }));
+    assert!(sessions_of(&cluster, "co").is_empty() && sessions_of(&cluster, "au2").is_empty());
+}
+
+/// Setup: the prepared cluster at log format 3; co, op and au2 logged in. Action: a Security
+/// Officer gives co a second role, then disables co and enables it again; sets op a new
+/// passphrase; deletes au2. Expect: the role change keeps co's session (roles are read from
+/// the state at each request); disabling revokes it, and enabling brings none back; the new
+/// passphrase revokes op's; au2's goes with its record. Each is refused by every listener, as
+/// the issue asks: "disabling or deleting a user, or changing a passphrase, revokes its
+/// certificates everywhere". (SPEC S2; issue 16 point 2)
+#[test]
+fn s2_disabling_deleting_or_a_new_passphrase_revokes_a_users_sessions() {
+    let (mut cluster, _) = prepared();
+    cluster.open_format(LOG_FORMAT_3);
+    let day = cluster.now_ms + DAY_MS;
+    for (user, byte) in [("co", 0xc0), ("op", 0x0b), ("au2", 0xa2)] {
+        cluster.ok(Actor::System, session(user, byte, day));
+    }
+    let certified = |cluster: &TestCluster, user: &str, byte| {
+        cluster.state.user_session_certified(user, &[byte; 32])
+    };
+    let roles =
+        RoleSet::of(statemachine::Role::ComplianceOfficer).with(statemachine::Role::Auditor);
+    cluster.ok(so(), Command::SetUserRoles { id: "co".into(), roles });
+    assert!(certified(&cluster, "co", 0xc0), "a role change keeps the session");
+    cluster.ok(so(), Command::SetUserEnabled { id: "co".into(), enabled: false });
+    assert!(!certified(&cluster, "co", 0xc0), "disabled: revoked");
+    cluster.ok(so(), Command::SetUserEnabled { id: "co".into(), enabled: true });
+    assert!(!certified(&cluster, "co", 0xc0), "enabled again: still revoked");
+    let verifier = vec![0x0e; 32];
+    cluster.ok(so(), Command::SetUserPassphrase { id: "op".into(), passphrase_verifier: verifier });
+    assert!(!certified(&cluster, "op", 0x0b), "a new passphrase: revoked");
+    assert!(certified(&cluster, "au2", 0xa2));
+    cluster.ok(so(), Command::DeleteUser { id: "au2".into() });
+    assert!(!certified(&cluster, "au2", 0xa2), "deleted: revoked");
+}
+
+fn grant(name: &str, byte: u8) -> Command {
+    Command::GrantKmaJoin { name: name.into(), certificate_sha256: [byte; 32] }
+}
+
+fn kma_certificate(name: &str, byte: u8) -> Command {
+    Command::RecordKmaCertificate { name: name.into(), certificate_sha256: [byte; 32] }
+}
+
+/// Setup: the prepared cluster: kma5 (node 4) approved to join, kma3 (node 3) created only.
+/// Action: the join grant of kma5 below format 3, then at 3; the same grant again; a grant of
+/// another certificate (a second proof of the passphrase); a grant to kma3; then kma5 joins.
+/// Expect: not available below format 3; granted once, audited with the fingerprint; from
+/// then on only that certificate is accepted for node 4, before the joiner applied anything
+/// and after it joined; the same grant again is answered Done and changes nothing; the second
+/// is refused, naming the next step; kma3's is refused for its status, and no certificate is
+/// accepted for node 3, to which none was handed out. (SPEC C4, S2; issue 16 points 2, 5)
+#[test]
+fn c4_a_join_is_granted_once_and_its_certificate_is_known_at_once() {
+    use statemachine::audit::KmaChange;
+    let (mut cluster, _) = prepared();
+    let closed = cluster.fork().apply(Actor::System, grant("kma5", 0xc5));
+    let expected = Reject::FormatNotYetAvailable {
+        kind: CommandKind::GrantKmaJoin,
+        format_needed: 3,
+        cluster_format: 1,
+    };
+    assert_eq!(closed, Err(expected));
+
+    cluster.open_format(LOG_FORMAT_3);
+    assert!(cluster.state.kma_certificate_accepted(4, &[0xee; 32]), "none recorded yet");
+    assert_eq!(cluster.ok(Actor::System, grant("kma5", 0xc5)), Reply::Done);
+    let change = KmaChange::JoinGranted { certificate_sha256: [0xc5; 32] };
+    let granted = AuditWhat::KmaChanged { kma: "kma5".into(), node_id: 4, change };
+    assert_eq!(cluster.last_events(), vec![granted]);
+    assert!(cluster.state.kma_certificate_accepted(4, &[0xc5; 32]));
+    assert!(!cluster.state.kma_certificate_accepted(4, &[0xee; 32]), "a minted certificate");
+
+    let before = cluster.state.clone();
+    assert_eq!(cluster.ok(Actor::System, grant("kma5", 0xc5)), Reply::Done, "retried");
+    assert_eq!(cluster.last_events(), vec![], "nothing changed");
+    assert!(without_what_a_refusal_changes(&cluster.state, &before) == before);
+    let spent = cluster.apply(Actor::System, grant("kma5", 0xc6));
+    assert_eq!(spent, Err(Reject::JoinAlreadyGranted { name: "kma5".into() }));
+    let message = spent.expect_err("spent").to_string();
+    assert_eq!(
+        message,
+        "the join passphrase of KMA 'kma5' was already used; to join again, a Security Officer \
+         deletes the entry and creates a new one (with a new join passphrase)"
+    );
+    let created = cluster.apply(Actor::System, grant("kma3", 0xc3));
+    assert!(matches!(created, Err(Reject::KmaWrongStatus { .. })), "{created:?}");
+    assert!(!cluster.state.kma_certificate_accepted(3, &[0xc3; 32]), "no join approved yet");
+
+    cluster.report_log_format(&["kma5"], 3);
+    cluster.ok(Actor::System, Command::KmaJoined { name: "kma5".into() });
+    assert!(cluster.state.kma_certificate_accepted(4, &[0xc5; 32]), "a member keeps its own");
+    assert!(!cluster.state.kma_certificate_accepted(4, &[0xee; 32]));
+}
+
+/// Setup: the prepared cluster: kma1 (node 1) and kma2 (node 2) members from before
+/// certificates were recorded. Action: below format 3, then at 3: whether each should report;
+/// kma1's node reports kma2's certificate, then its own, then its own again, then another.
+/// Expect: nothing to report below format 3; at 3 the members should, a created KMA or an
+/// unknown name not; while none is recorded any certificate of kma1 is accepted (as before
+/// the upgrade); another KMA's report is refused, naming both nodes; kma1's own is recorded
+/// and audited, after which kma1 has nothing to report and only that certificate is accepted;
+/// the same again is Done; another is refused. (SPEC C4, S2; issue 16 point 2)
+#[test]
+fn c4_a_kma_reports_its_own_certificate_once() {
+    use statemachine::audit::KmaChange;
+    let (mut cluster, _) = prepared();
+    assert!(!cluster.state.kma_certificate_to_report("kma1"), "format 1: nothing recorded yet");
+    cluster.open_format(LOG_FORMAT_3);
+    assert!(cluster.state.kma_certificate_to_report("kma1"));
+    assert!(cluster.state.kma_certificate_to_report("kma2"));
+    assert!(!cluster.state.kma_certificate_to_report("kma3"), "created only");
+    assert!(!cluster.state.kma_certificate_to_report("ghost"));
+    assert!(cluster.state.kma_certificate_accepted(1, &[0xee; 32]), "legacy: by name");
+
+    let other = cluster.apply_from(1, Actor::System, kma_certificate("kma2", 0xc2));
+    let expected =
+        Reject::KmaCertificateFromAnotherKma { kma: "kma2".into(), node_id: 2, origin_node_id: 1 };
+    assert_eq!(other, Err(expected));
+    assert!(cluster.state.meta().kmas["kma2"].certificate_sha256.is_none());
+
+    cluster.apply_from(1, Actor::System, kma_certificate("kma1", 0xc1)).expect("its own");
+    let change = KmaChange::CertificateRecorded { certificate_sha256: [0xc1; 32] };
+    assert_eq!(
+        cluster.last_events(),
+        vec![AuditWhat::KmaChanged { kma: "kma1".into(), node_id: 1, change }]
+    );
+    assert!(!cluster.state.kma_certificate_to_report("kma1"), "reported");
+    assert!(cluster.state.kma_certificate_accepted(1, &[0xc1; 32]));
+    assert!(!cluster.state.kma_certificate_accepted(1, &[0xee; 32]), "a minted certificate");
+    let again = cluster.apply_from(1, Actor::System, kma_certificate("kma1", 0xc1));
+    assert_eq!(again, Ok(Reply::Done), "the same report retried");
+    let another = cluster.apply_from(1, Actor::System, kma_certificate("kma1", 0xc9));
+    assert_eq!(another, Err(Reject::KmaCertificateAlreadyRecorded { name: "kma1".into() }));
+    assert!(cluster.state.kma_certificate_accepted(1, &[0xc1; 32]), "unchanged");
+}
+
+/// Setup: the prepared cluster at log format 3; kma2 (node 2) reported its certificate.
+/// Action: a Security Officer deletes kma2. Expect: no certificate is accepted for node 2 any
+/// more, its recorded one neither: node 2 is on the deny list (`kma_deleted`); kma2 has
+/// nothing to report; a node ID never assigned, or 0, is accepted for no certificate either.
+/// Every KMA decides alike from the state. (SPEC C5, S2; issue 16 points 2, 3)
+#[test]
+fn c5_a_deleted_kma_is_never_accepted() {
+    let (mut cluster, _) = prepared();
+    cluster.open_format(LOG_FORMAT_3);
+    cluster.apply_from(2, Actor::System, kma_certificate("kma2", 0xc2)).expect("its own");
+    assert!(cluster.state.kma_certificate_accepted(2, &[0xc2; 32]));
+    cluster.ok(so(), Command::DeleteKma { name: "kma2".into() });
+    assert!(cluster.state.kma_deleted(2));
+    assert!(!cluster.state.kma_certificate_accepted(2, &[0xc2; 32]), "deleted: refused");
+    assert!(!cluster.state.kma_certificate_accepted(2, &[0xee; 32]));
+    assert!(!cluster.state.kma_certificate_to_report("kma2"));
+    assert!(!cluster.state.kma_certificate_accepted(99, &[0xee; 32]), "never assigned");
+    assert!(!cluster.state.kma_certificate_accepted(0, &[0xee; 32]));
+}
+
+/// Setup: the prepared cluster at log format 3 with kma1's certificate, kma5's join granted
+/// and two sessions of op. Action: write a snapshot (format 4) and read it back. Expect: the
+/// same state, and the same answers to the listeners' questions. (SPEC S2, C7)
+#[test]
+fn s2_recorded_certificates_survive_a_snapshot() {
+    let (mut cluster, _) = prepared();
+    cluster.open_format(LOG_FORMAT_3);
+    cluster.ok(Actor::System, kma_certificate("kma1", 0xc1));
+    cluster.ok(Actor::System, grant("kma5", 0xc5));
+    let day = cluster.now_ms + DAY_MS;
+    cluster.ok(Actor::System, session("op", 0xd1, day));
+    cluster.ok(Actor::System, session("op", 0xd2, day));
+    let snapshot = cluster.snapshot();
+    assert_eq!(snapshot[0], 4, "snapshot format 4");
+    let read = statemachine::codec::decode_snapshot(&snapshot).expect("decodes");
+    assert!(read == cluster.state);
+    assert!(read.user_session_certified("op", &[0xd2; 32]));
+    assert!(read.kma_certificate_accepted(1, &[0xc1; 32]));
+    assert!(!read.kma_certificate_accepted(4, &[0xc1; 32]));
+    assert_eq!(read.meta().users["op"].sessions.len(), 2);
 }

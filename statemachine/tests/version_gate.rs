@@ -19,14 +19,18 @@ fn full_report(kma: &str, log: u16) -> Command {
 
 /// Setup: one command of every kind, and the full version report. Action: ask each the log
 /// format it needs. Expect: 1 for all but the full report, which needs 2, and the destroy by key
-/// ID with its preview, which needs 3; an entry's version byte is that format, so older KMAs
-/// read every entry the gate lets in. (SPEC C7)
+/// ID with its preview and the certificate records (user sessions, join grants, a KMA's own
+/// certificate), which need 3; an entry's version byte is that format, so older KMAs read every
+/// entry the gate lets in. (SPEC C7)
 #[test]
-fn c7_every_command_but_the_full_report_and_the_previewed_destroy_needs_format_1() {
+fn c7_every_command_but_those_of_formats_2_and_3_needs_format_1() {
     let (mut cluster, fixture) = prepared();
     for command in samples(&mut cluster, &fixture) {
         let needed = match command {
-            Command::DestroyKeysPreviewed { .. } => 3,
+            Command::DestroyKeysPreviewed { .. }
+            | Command::RecordUserSession { .. }
+            | Command::GrantKmaJoin { .. }
+            | Command::RecordKmaCertificate { .. } => 3,
             _ => 1,
         };
         assert_eq!(command.format_needed(), needed, "{:?}", command.kind());

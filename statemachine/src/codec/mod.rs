@@ -32,8 +32,10 @@ use crate::state::{Meta, State};
 /// log format 2, 3 those of format 3 (see [`crate::format`]). Each entry is written at the format its command needs.
 pub const ENVELOPE_FORMAT_VERSION: u8 = LOG_FORMAT_MAX as u8;
 /// The snapshot format written. 1: before the audit chain. 2: `Meta` ends with `audit_chain`.
-/// 3: a KMA record ends with its full version report (`Kma::version`).
-pub const SNAPSHOT_FORMAT_VERSION: u8 = 3;
+/// 3: a KMA record ends with its full version report (`Kma::version`). 4: a KMA record ends
+/// with its certificate's fingerprint (`Kma::certificate_sha256`), a user record with its
+/// session certificates (`User::sessions`).
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 4;
 /// A single record larger than this is corruption, not data (the largest real one is `Meta`).
 const SNAPSHOT_RECORD_LEN_MAX: usize = 256 * 1024 * 1024;
 
@@ -138,6 +140,7 @@ fn decode_record(version: u8, body: &[u8]) -> Result<SnapshotRecord, CodecError>
     match version {
         1 => Ok(record::<older::MetaV1>(body)?.upgrade(older::MetaV1::into_meta)),
         2 => Ok(record::<older::MetaV2>(body)?.upgrade(older::MetaV2::into_meta)),
+        3 => Ok(record::<older::MetaV3>(body)?.upgrade(older::MetaV3::into_meta)),
         _ => record(body),
     }
 }

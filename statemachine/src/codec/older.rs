@@ -4,10 +4,14 @@
 //! - Format 1 (before issue 6): `Meta` without the audit chain head.
 //! - Format 2 (issue 6 to issue 15): `Meta` ends with the audit chain head; a KMA record has no
 //!   version report (`Kma::version`).
-//! - Format 3 (issue 15): today's shapes.
+//! - Format 3 (issue 15 to issue 16): a KMA record ends with its version report; it has no
+//!   certificate (`Kma::certificate_sha256`), and a user record has no sessions
+//!   (`User::sessions`).
+//! - Format 4 (issue 16): today's shapes.
 //!
 //! Keys, data units and the trailer have kept one shape in every format so far, and so has
-//! every type inside `Meta` but the KMA record.
+//! every type inside `Meta` but the KMA and user records. Postcard writes a struct as its
+//! fields one after the other, so a shape that only appends fields nests the older one.
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
@@ -21,15 +25,17 @@ use crate::cluster::{
     BackupSchedule, ClusterInfo, KeyPoolLimits, Kma, KmaStatus, SecuritySettings, Site, User,
 };
 use crate::command::Actor;
+use crate::format::KmaVersion;
 use crate::ids::{KeyGroupId, KeyPolicyId, NodeId};
 use crate::partner::{TransferKeyPair, TransferPartner};
 use crate::policy::{KeyGroup, KeyPolicy};
 use crate::quorum::{PendingQuorumOperation, Quorum};
+use crate::role::RoleSet;
 use crate::state::{ClientSession, Meta};
 
 /// A KMA record of snapshot formats 1 and 2.
 #[derive(Deserialize)]
-struct KmaV1 {
+pub(super) struct KmaV1 {
     name: String,
     node_id: NodeId,
     site: String,
@@ -39,6 +45,49 @@ struct KmaV1 {
     autonomous_unlock: bool,
     software_version: u32,
     created_at_ms: u64,
+}
+
+/// A KMA record of snapshot format 3: that of formats 1 and 2, then its full version report.
+#[derive(Deserialize)]
+pub(super) struct KmaV3 {
+    v1: KmaV1,
+    version: Option<KmaVersion>,
+}
+
+/// A user record of snapshot formats 1 to 3.
+#[derive(Deserialize)]
+pub(super) struct UserV1 {
+    id: String,
+    roles: RoleSet,
+    enabled: bool,
+    passphrase_verifier: Vec<u8>,
+    created_at_ms: u64,
+}
+
+impl From<UserV1> for User {
+    fn from(user: UserV1) -> User {
+        User {
+            id: user.id,
+            roles: user.roles,
+            enabled: user.enabled,
+            passphrase_verifier: user.passphrase_verifier,
+            created_at_ms: user.created_at_ms,
+            // No session could be recorded before log format 3, nor kept before format 4.
+            sessions: Vec::new(),
+        }
+    }
+}
+
+impl From<KmaV3> for Kma {
+    fn from(kma: KmaV3) -> Kma {
+        Kma { version: kma.version, ..Kma::from(kma.v1) }
+    }
+}
+
+impl From<KmaV1> for Kma {
+    fn from(kma: KmaV1) -> Kma {
+        kma.into_kma()
+    }
 }
 
 impl KmaV1 {
@@ -55,13 +104,15 @@ impl KmaV1 {
             created_at_ms: self.created_at_ms,
             // No KMA could report in full before format 3.
             version: None,
+            // No snapshot before format 4 holds a certificate.
+            certificate_sha256: None,
         }
     }
 }
 
-/// `Meta` of snapshot format 1.
+/// `Meta` of snapshot format 1, its KMA records of shape `K` so that format 3 can reuse it.
 #[derive(Deserialize)]
-pub(super) struct MetaV1 {
+pub(super) struct MetaV1<K = KmaV1> {
     cluster: Option<ClusterInfo>,
     last_applied_index: u64,
     time_ms_last: u64,
@@ -75,8 +126,8 @@ pub(super) struct MetaV1 {
     pool_limits: KeyPoolLimits,
     backup_schedule: Option<BackupSchedule>,
     sites: BTreeMap<String, Site>,
-    kmas: BTreeMap<String, KmaV1>,
-    users: BTreeMap<String, User>,
+    kmas: BTreeMap<String, K>,
+    users: BTreeMap<String, UserV1>,
     quorum: Quorum,
     quorum_operations: BTreeMap<u64, PendingQuorumOperation>,
     policies: BTreeMap<KeyPolicyId, KeyPolicy>,
@@ -89,12 +140,16 @@ pub(super) struct MetaV1 {
 }
 
 /// `Meta` of snapshot format 2: that of format 1, then the audit chain head. Postcard writes a
-/// struct as its fields one after the other, so the nested struct reads the same bytes.
+/// struct as its fields one after the other, so the nested struct reads the same bytes. With
+/// KMA records of format 3 ([`KmaV3`]), it is `Meta` of snapshot format 3.
 #[derive(Deserialize)]
-pub(super) struct MetaV2 {
-    v1: MetaV1,
+pub(super) struct MetaV2<K = KmaV1> {
+    v1: MetaV1<K>,
     audit_chain: AuditChain,
 }
+
+/// `Meta` of snapshot format 3.
+pub(super) type MetaV3 = MetaV2<KmaV3>;
 
 impl MetaV1 {
     /// A format-1 snapshot predates the audit chain: the chain starts again from it
@@ -102,9 +157,12 @@ impl MetaV1 {
     pub(super) fn into_meta(self) -> Meta {
         self.into_meta_with(AuditChain::GENESIS)
     }
+}
 
+impl<K: Into<Kma>> MetaV1<K> {
     fn into_meta_with(self, audit_chain: AuditChain) -> Meta {
-        let kmas = self.kmas.into_iter().map(|(name, kma)| (name, kma.into_kma())).collect();
+        let kmas = self.kmas.into_iter().map(|(name, kma)| (name, kma.into())).collect();
+        let users = self.users.into_iter().map(|(id, user)| (id, user.into())).collect();
         Meta {
             cluster: self.cluster,
             last_applied_index: self.last_applied_index,
@@ -120,7 +178,7 @@ impl MetaV1 {
             backup_schedule: self.backup_schedule,
             sites: self.sites,
             kmas,
-            users: self.users,
+            users,
             quorum: self.quorum,
             quorum_operations: self.quorum_operations,
             policies: self.policies,
@@ -135,7 +193,7 @@ impl MetaV1 {
     }
 }
 
-impl MetaV2 {
+impl<K: Into<Kma>> MetaV2<K> {
     pub(super) fn into_meta(self) -> Meta {
         self.v1.into_meta_with(self.audit_chain)
     }

@@ -189,5 +189,16 @@ pub fn samples(cluster: &mut TestCluster, f: &Fixture) -> Vec<Command> {
             keys: vec![f.compromised],
             preview_digest: key_destroy_digest,
         },
+        // Log format 3: certificates bound to the state (issue 16 point 2). The login with its
+        // session certificate is of the kind RecordLogin; kma5's join is approved; kma1 is
+        // node 1, through which the samples come.
+        Command::RecordUserSession {
+            principal: s("co"),
+            source: s("10.0.0.7"),
+            certificate_sha256: [0xd1; 32],
+            expires_at_ms: now + DAY_MS,
+        },
+        Command::GrantKmaJoin { name: s("kma5"), certificate_sha256: [0xc5; 32] },
+        Command::RecordKmaCertificate { name: s("kma1"), certificate_sha256: [0xc1; 32] },
     ]
 }
