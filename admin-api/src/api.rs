@@ -492,13 +492,39 @@ pub struct ApproveRequest {
     pub on_behalf_of: Option<String>,
 }
 
-/// `POST /v1/quorum/change`: a new quorum; the KMA re-splits its master key for it.
-#[derive(Clone, Serialize, Deserialize)]
+/// `POST /v1/quorum/change`: a new quorum (a Security Officer's). The KMA splits its master key
+/// among the new members and holds the shares until each member has entered their passphrase
+/// in their own call ([`QuorumMemberPassphrase`]): nobody types another member's (SPEC S4).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ChangeQuorumRequest {
-    /// (member ID, passphrase).
-    pub members: Vec<(String, String)>,
+    /// The new members' IDs.
+    pub members: Vec<String>,
     pub threshold: u8,
     pub ttl_ms: Option<u64>,
+}
+
+/// The answer to [`ChangeQuorumRequest`] and to each [`QuorumMemberPassphrase`]: which new
+/// members have not entered their passphrase yet; once none is left, the quorum operation that
+/// the current quorum approves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeQuorumProgress {
+    /// Names the change in the members' calls; held by the KMA that answered, in memory, for
+    /// an hour.
+    pub change: u64,
+    pub waiting_for: Vec<String>,
+    /// The `ChangeQuorum` operation, started once every member wrapped their share.
+    pub operation: Option<u64>,
+    /// The log index at which it was started.
+    pub index: Option<u64>,
+}
+
+/// `POST /v1/quorum/change/member`: one new member's passphrase, which wraps that member's
+/// share of a pending change. Sent through a Security Officer's session, one call per member.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct QuorumMemberPassphrase {
+    pub change: u64,
+    pub member: String,
+    pub passphrase: String,
 }
 
 // ---- Names of enums on the wire ----

@@ -175,19 +175,37 @@ impl KmaClient {
         Ok(quorum.pending)
     }
 
-    /// Starts a change of the quorum; the KMA at `address` re-splits its master key.
+    /// Starts a change of the quorum; the KMA at `address` splits its master key among the new
+    /// members, who then enter their passphrases ([`KmaClient::quorum_member_passphrase`]).
     pub async fn change_quorum(
         &self,
         address: &str,
-        members: &[(&str, &str)],
+        members: &[&str],
         threshold: u8,
-    ) -> anyhow::Result<ProposeResponse> {
+    ) -> anyhow::Result<admin_api::api::ChangeQuorumProgress> {
         let request = crate::wire::ChangeQuorumRequest {
-            members: members.iter().map(|(id, p)| ((*id).into(), (*p).into())).collect(),
+            members: members.iter().map(|id| (*id).to_string()).collect(),
             threshold,
             ttl_ms: None,
         };
         let url = format!("https://{address}/v1/quorum/change");
+        crate::setup::post_json(&self.http, &url, &request).await
+    }
+
+    /// One new member's passphrase for the pending quorum change `change`.
+    pub async fn quorum_member_passphrase(
+        &self,
+        address: &str,
+        change: u64,
+        member: &str,
+        passphrase: &str,
+    ) -> anyhow::Result<admin_api::api::ChangeQuorumProgress> {
+        let request = admin_api::api::QuorumMemberPassphrase {
+            change,
+            member: member.into(),
+            passphrase: passphrase.into(),
+        };
+        let url = format!("https://{address}/v1/quorum/change/member");
         crate::setup::post_json(&self.http, &url, &request).await
     }
 

@@ -297,6 +297,7 @@ impl Kma {
                 membership: self.membership.clone(),
                 logins: self.logins.clone(),
                 peers: self.peers.clone(),
+                quorum_changes: crate::listen::quorum_change::PendingChanges::default(),
             },
             health: Health::new(
                 local.clone(),

@@ -480,11 +480,14 @@ async fn c6_lock_unlock_and_whole_cluster_cold_restart() {
 }
 
 /// Setup: three KMAs, quorum q1..q3 with threshold two, a drive with a key written for VOL001.
-/// Action: an officer asks for a new quorum of q4 and q5 with threshold one; q1 and q2 approve;
-/// a new operation is approved by q1, then q5; then kma1 is locked and unlocked by q5 alone.
-/// Expect: the old member's passphrase no longer opens a share, the new member's does, one
-/// approval suffices, and the master key kma1 rebuilds from the new shares unwraps the key
-/// written before the change: the re-split is of the same master key. (SPEC S3, S4, C6)
+/// Action: an officer asks for a new quorum of q4 and q5 with threshold one; q4 and q5 each
+/// enter their own passphrase in their own call (q4 a second time too); q1 and q2 approve; a
+/// new operation is approved by q1, then q5; then kma1 is locked and unlocked by q5 alone.
+/// Expect: the change starts only once both new members entered theirs, each only once; the
+/// old member's passphrase no longer opens a share, the new member's does, one approval
+/// suffices, and the master key kma1 rebuilds from the new shares unwraps the key written
+/// before the change: the re-split is of the same master key. (SPEC S3, S4, C6; issue #16
+/// point 9)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_a_quorum_change_resplits_the_master_key() {
     let cluster = Cluster::start(3, no_change).await;
@@ -498,18 +501,26 @@ async fn s3_a_quorum_change_resplits_the_master_key() {
     let officer = KmaClient::login(&address, &ca_pem(&cluster), "admin", "officer-passphrase-1")
         .await
         .expect("login");
-    // A new quorum: the KMA re-splits its master key; the old quorum approves the change.
-    let change = officer
-        .change_quorum(
-            &address,
-            &[("q4", "member-four-passphrase"), ("q5", "member-five-passphrase")],
-            1,
-        )
+    // A new quorum: the KMA splits its master key among q4 and q5, each enters their own
+    // passphrase in their own call, and the old quorum approves the change.
+    let started = officer.change_quorum(&address, &["q4", "q5"], 1).await.expect("started");
+    assert_eq!(started.waiting_for, ["q4", "q5"]);
+    assert!(started.operation.is_none(), "no operation before every member entered theirs");
+    let q4 = officer
+        .quorum_member_passphrase(&address, started.change, "q4", "member-four-passphrase")
         .await
-        .expect("reach")
-        .expect("proposed");
-    let Ok(Reply::QuorumOperationStarted { id, .. }) = change.result else { panic!("{change:?}") };
-    let mut index = change.index;
+        .expect("q4's passphrase");
+    assert_eq!((q4.waiting_for.as_slice(), q4.operation), (["q5".to_string()].as_slice(), None));
+    let again = officer
+        .quorum_member_passphrase(&address, started.change, "q4", "another-passphrase-4")
+        .await;
+    assert!(again.is_err(), "a member enters their passphrase once");
+    let q5 = officer
+        .quorum_member_passphrase(&address, started.change, "q5", "member-five-passphrase")
+        .await
+        .expect("q5's passphrase");
+    let (Some(id), Some(index)) = (q5.operation, q5.index) else { panic!("{q5:?}") };
+    let mut index = index;
     for (member, passphrase) in [("q1", "member-one-passphrase"), ("q2", "member-two-passphrase")] {
         let approved = officer.approve(&address, id, member, passphrase, index).await;
         index = approved.expect("approval").expect("proposed").index;

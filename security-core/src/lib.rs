@@ -41,5 +41,8 @@ pub use error::SecurityError;
 pub use kdf::KdfParams;
 pub use key_wrap::{check_value, new_pool_key, new_pool_keys, unwrap_key, wrap_key, KeyMaterial};
 pub use master_key::MasterKey;
-pub use quorum_shares::{combine_shares, split_master_key, unwrap_share, Share};
+pub use quorum_shares::{
+    combine_shares, split_master_key, split_master_key_unwrapped, unwrap_share, wrap_member_share,
+    Share,
+};
 pub use seal::{seal_master_key, unseal_master_key};

@@ -187,6 +187,63 @@ pub fn split_master_key(
     wrapped
 }
 
+/// Splits `master` among the members `member_ids`, any `threshold` of whom can rebuild it, and
+/// returns the shares unwrapped, in the order given: for a quorum change in which each new
+/// member wraps their own share ([`wrap_member_share`]) with a passphrase they enter in their
+/// own session, so that nobody learns another member's (SPEC S4). The shares are zeroized on
+/// drop; keep them no longer than the members take to enter their passphrases.
+pub fn split_master_key_unwrapped(
+    master: &MasterKey,
+    cluster_id: ClusterId,
+    member_ids: &[&str],
+    threshold: u8,
+) -> Result<Vec<Share>, SecurityError> {
+    // Checked as a split with passphrases would be; the placeholder passphrase is never used.
+    let checked: Vec<(&str, &str)> = member_ids.iter().map(|id| (*id, "-")).collect();
+    check_split(&checked, threshold, &KdfParams::default())?;
+    let count = u8::try_from(member_ids.len()).map_err(|_| {
+        SecurityError::QuorumSizeOutOfRange { count: member_ids.len(), max: QUORUM_MEMBERS_MAX }
+    })?;
+    // `check_split` guarantees 1 <= threshold <= count <= 10 (see `split_master_key`).
+    let mut raw =
+        shamirsecretsharing::create_shares(shared_data(master).as_ref(), count, threshold)
+            .expect("sss splits 64 bytes for 1 <= threshold <= count");
+    let shares = member_ids
+        .iter()
+        .zip(&raw)
+        .map(|(member, bytes)| {
+            let mut share = Share {
+                bytes: [0u8; SHARE_SIZE],
+                member: (*member).to_owned(),
+                threshold,
+                cluster_id,
+            };
+            share.bytes.copy_from_slice(bytes);
+            share
+        })
+        .collect();
+    raw.iter_mut().for_each(|share| share.zeroize());
+    Ok(shares)
+}
+
+/// Wraps one member's share (from [`split_master_key_unwrapped`]) under that member's
+/// passphrase, as [`split_master_key`] wraps each: [`unwrap_share`] opens it.
+pub fn wrap_member_share(
+    share: &Share,
+    passphrase: &str,
+    kdf: KdfParams,
+) -> Result<Vec<u8>, SecurityError> {
+    kdf.check()?;
+    if passphrase.is_empty() || passphrase.len() > PASSPHRASE_LEN_MAX {
+        return Err(SecurityError::PassphraseLength {
+            who: format!("quorum member {}", share.member),
+            len: passphrase.len(),
+            max: PASSPHRASE_LEN_MAX,
+        });
+    }
+    wrap_share(&share.bytes, share.cluster_id, &share.member, passphrase, share.threshold, kdf)
+}
+
 /// Opens `member`'s wrapped share of `cluster_id` with `passphrase`. A wrong passphrase, a share
 /// of another member or another cluster all give [`SecurityError::WrongPassphrase`].
 pub fn unwrap_share(

@@ -246,3 +246,39 @@ fn s3_every_bit_flip_of_a_wrapped_share_is_refused() {
         assert!(unwrap_share(&flipped, CLUSTER, "alice", MEMBERS[0].1).is_err(), "bit {bit}");
     }
 }
+
+/// Setup: a master key split 2-of-3 without passphrases, as a quorum change does before the new
+/// members enter theirs. Action: each member wraps their own share with their own passphrase;
+/// the wrapped shares are opened again. Expect: each opens only with its member's passphrase,
+/// any two give the master key back, and a split with a duplicate member or a threshold above
+/// the count is refused as the wrapping split refuses it. (SPEC S3, S4; issue #16 point 9)
+#[test]
+fn s4_each_new_member_wraps_their_own_share() {
+    let master = MasterKey::generate();
+    let ids = ["alice", "bob", "carol"];
+    let shares =
+        security_core::split_master_key_unwrapped(&master, CLUSTER, &ids, 2).expect("split");
+    let kdf = KdfParams::fast_for_tests();
+    let wrapped: Vec<Vec<u8>> = shares
+        .iter()
+        .zip(MEMBERS)
+        .map(|(share, (_, passphrase))| {
+            security_core::wrap_member_share(share, passphrase, kdf).expect("wrap")
+        })
+        .collect();
+    let opened: Vec<Share> = wrapped
+        .iter()
+        .zip(MEMBERS)
+        .map(|(blob, (member, passphrase))| {
+            unwrap_share(blob, CLUSTER, member, passphrase).expect("unwrap")
+        })
+        .collect();
+    let wrong = unwrap_share(&wrapped[0], CLUSTER, "alice", "bob's passphrase");
+    assert!(matches!(wrong, Err(SecurityError::WrongPassphrase)));
+    let rebuilt = combine_shares(&opened[1..]).expect("two of three");
+    assert_eq!(rebuilt.check_value(), master.check_value());
+    let duplicate = security_core::split_master_key_unwrapped(&master, CLUSTER, &["a", "a"], 1);
+    assert!(matches!(duplicate, Err(SecurityError::DuplicateMember { .. })));
+    let too_high = security_core::split_master_key_unwrapped(&master, CLUSTER, &["a"], 2);
+    assert!(matches!(too_high, Err(SecurityError::ThresholdOutOfRange { .. })));
+}

@@ -10,8 +10,8 @@ use super::exit::CliError;
 use super::prompt::{self, Source};
 use super::render;
 use crate::api::{
-    ApproveRequest, ChangeQuorumRequest, Done, Enabled, ErrorBody, ErrorCode, NewQuorumOperation,
-    NewUser, Passphrase, QuorumView, Roles, User,
+    ApproveRequest, ChangeQuorumProgress, ChangeQuorumRequest, Done, Enabled, ErrorBody, ErrorCode,
+    NewQuorumOperation, NewUser, Passphrase, QuorumMemberPassphrase, QuorumView, Roles, User,
 };
 use crate::client::{segment, ClientError};
 
@@ -65,9 +65,9 @@ pub enum QuorumCommand {
     },
     /// Cancel a pending quorum operation.
     Cancel { id: u64 },
-    /// Start a change of the quorum: the KMA re-splits the master key among the new members
-    /// (their passphrases, one per member, asked or read from standard input in order); the
-    /// current quorum then approves it.
+    /// Start a change of the quorum: the KMA splits the master key among the new members and
+    /// waits for each to enter their passphrase with `kmsctl quorum member-passphrase` (nobody
+    /// types another member's); the current quorum then approves the change.
     Change {
         /// A member of the new quorum; repeat for each (at most 10).
         #[arg(long = "member", value_name = "ID", required = true)]
@@ -78,6 +78,17 @@ pub enum QuorumCommand {
         /// How long it waits for approvals [default: the security setting].
         #[arg(long, value_parser = duration_ms, value_name = "DURATION")]
         ttl: Option<u64>,
+    },
+    /// Enter one new member's passphrase for a pending quorum change (the member types it; it
+    /// wraps that member's share of the master key). Once every new member has, the change
+    /// starts as a quorum operation.
+    MemberPassphrase {
+        /// The change, as `kmsctl quorum change` printed it.
+        #[arg(long)]
+        change: u64,
+        /// The new member entering their passphrase.
+        #[arg(long)]
+        member: String,
         #[command(flatten)]
         passphrase: PassphraseArgs,
     },
@@ -166,8 +177,24 @@ pub async fn quorum(ctx: &Ctx, command: QuorumCommand) -> Result<(), CliError> {
             let done = client.write::<()>(Method::DELETE, &path, None).await?;
             ctx.done(&format!("Quorum operation {id} cancelled"), &done)
         }
-        QuorumCommand::Change { members, threshold, ttl, passphrase } => {
-            change_quorum(ctx, members, threshold, ttl, passphrase).await
+        QuorumCommand::Change { members, threshold, ttl } => {
+            let body = ChangeQuorumRequest { members, threshold, ttl_ms: ttl };
+            let progress: ChangeQuorumProgress =
+                client.send(Method::POST, "/v1/quorum/change", Some(&body)).await?;
+            show_change(ctx, &progress)
+        }
+        QuorumCommand::MemberPassphrase { change, member, passphrase } => {
+            let source = Source::from_flag(passphrase.passphrase_stdin);
+            let what = format!("passphrase of new quorum member {member}");
+            let secret = prompt::new_passphrase(source, &what)?;
+            let body = QuorumMemberPassphrase {
+                change,
+                member: member.clone(),
+                passphrase: secret.to_string(),
+            };
+            let answer = client.send(Method::POST, "/v1/quorum/change/member", Some(&body)).await;
+            prompt::wipe(body.passphrase);
+            show_change(ctx, &answer?)
         }
         QuorumCommand::Approve { id, member, min_index, passphrase } => {
             let source = Source::from_flag(passphrase.passphrase_stdin);
@@ -190,36 +217,37 @@ pub async fn quorum(ctx: &Ctx, command: QuorumCommand) -> Result<(), CliError> {
     }
 }
 
-/// `kmsctl quorum change`: the new members' passphrases go to the KMA inside the TLS session,
-/// which wraps a share for each and starts the quorum operation.
-async fn change_quorum(
-    ctx: &Ctx,
-    members: Vec<String>,
-    threshold: u8,
-    ttl_ms: Option<u64>,
-    passphrase: PassphraseArgs,
-) -> Result<(), CliError> {
-    let source = Source::from_flag(passphrase.passphrase_stdin);
-    let mut pairs = Vec::with_capacity(members.len());
-    for member in &members {
-        let what = format!("passphrase of new quorum member {member}");
-        let secret = prompt::new_passphrase(source, &what)?;
-        pairs.push((member.clone(), secret.to_string()));
+/// Where a quorum change stands: who still has to enter a passphrase, or the operation the
+/// current quorum now approves.
+fn show_change(ctx: &Ctx, progress: &ChangeQuorumProgress) -> Result<(), CliError> {
+    if let Some(index) = progress.index {
+        ctx.client.observe_index(index);
     }
-    let body = ChangeQuorumRequest { members: pairs, threshold, ttl_ms };
-    let answer = ctx.client.send(Method::POST, "/v1/quorum/change", Some(&body)).await;
-    for (_, secret) in body.members {
-        prompt::wipe(secret);
+    ctx.show(progress, |progress| match (progress.operation, progress.index) {
+        (Some(operation), Some(index)) => format!(
+            "Quorum change {}: every new member entered their passphrase; quorum operation \
+             {operation} started at index {index}\n",
+            progress.change
+        ),
+        _ => format!(
+            "Quorum change {}: waiting for {}\n",
+            progress.change,
+            progress.waiting_for.join(", ")
+        ),
+    })?;
+    if ctx.json {
+        return Ok(());
     }
-    let done = approval_outcome(answer?)?;
-    ctx.client.observe_index(done.index);
-    ctx.done(&format!("Quorum change to {threshold} of {} started", members.join(", ")), &done)?;
-    if let (Some(id), false) = (quorum_operation_of(&done), ctx.json) {
-        note(&format!(
-            "help: the current quorum approves with: kmsctl quorum approve {id} --member MEMBER \
-             --min-index {}",
-            done.index
-        ));
+    match (progress.operation, progress.index) {
+        (Some(operation), Some(index)) => note(&format!(
+            "help: the current quorum approves with: kmsctl quorum approve {operation} --member \
+             MEMBER --min-index {index}"
+        )),
+        _ => note(&format!(
+            "help: each new member, in turn: kmsctl quorum member-passphrase --change {} \
+             --member ID",
+            progress.change
+        )),
     }
     Ok(())
 }

@@ -3,7 +3,8 @@
 //!
 //! - [`management`]: the management listener: its router, the node's own routes (proposals,
 //!   status, digests, membership, the CA) and who may use them.
-//! - [`security_api`]: logins, joins, quorum approvals and quorum changes.
+//! - [`security_api`]: logins, joins and quorum approvals; [`quorum_change`]: a new quorum,
+//!   each new member entering their own passphrase.
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`; [`metrics`]: request metrics of both
 //!   listeners; [`scrape`]: the rest of what `/metrics` reports.
 //! - [`admin`]: this KMA as `admin_api`'s node; [`gateway_backend`]: as `agent_gateway`'s
@@ -18,5 +19,6 @@ pub mod gateway_backend;
 pub mod health;
 pub mod management;
 pub mod metrics;
+pub mod quorum_change;
 pub mod scrape;
 pub mod security_api;

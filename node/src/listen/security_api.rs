@@ -19,19 +19,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Router};
 use security_core::challenge::ClientHello;
-use security_core::KdfParams;
 use statemachine::cluster::KmaStatus;
-use statemachine::quorum::{Quorum, QuorumMember, QuorumOperation};
+use statemachine::quorum::QuorumOperation;
 use statemachine::reply::Reply;
 use statemachine::{Access, Actor, Command, CommandKind, Reject, RejectClass};
+use zeroize::Zeroize;
 
 use crate::listen::management::Peer;
 use crate::login::Logins;
 use crate::pki::Identity;
 use crate::view::Local;
-use crate::wire::{
-    ApproveRequest, ChangeQuorumRequest, JoinGranted, LoginGranted, MembershipRequest, ProofRequest,
-};
+use crate::wire::{ApproveRequest, JoinGranted, LoginGranted, MembershipRequest, ProofRequest};
 use crate::wire::{PURPOSE_JOIN, PURPOSE_USER};
 use crate::write::membership::Membership;
 use crate::write::{Proposal, Proposer};
@@ -44,6 +42,8 @@ pub struct SecurityApi {
     pub logins: Arc<Logins>,
     /// An HTTPS client authenticated as this KMA (approvals for another KMA's unlock).
     pub peers: reqwest::Client,
+    /// Quorum changes waiting for their new members' passphrases.
+    pub quorum_changes: crate::listen::quorum_change::PendingChanges,
 }
 
 /// How long a user's certificate from a passphrase login is valid.
@@ -60,11 +60,12 @@ pub fn routes() -> Router<Arc<SecurityApi>> {
         .route("/v1/join/hello", post(join_hello))
         .route("/v1/join/proof", post(join_proof))
         .route("/v1/quorum/approve", post(approve))
-        .route("/v1/quorum/change", post(change_quorum))
+        .route("/v1/quorum/change", post(crate::listen::quorum_change::start))
+        .route("/v1/quorum/change/member", post(crate::listen::quorum_change::member))
 }
 
 /// A refusal in the one JSON error shape, with its code's HTTP status.
-fn refuse(code: ErrorCode, message: impl Into<String>, retryable: bool) -> Response {
+pub(crate) fn refuse(code: ErrorCode, message: impl Into<String>, retryable: bool) -> Response {
     refusal(ErrorBody::new(code, message).with_retryable(retryable))
 }
 
@@ -75,7 +76,7 @@ fn refusal(body: ErrorBody) -> Response {
 }
 
 /// A state machine refusal of the caller: who they are or what they may do.
-fn rejected(reject: &statemachine::Reject) -> Response {
+pub(crate) fn rejected(reject: &statemachine::Reject) -> Response {
     let code = match reject.class() {
         RejectClass::NotFound if !matches!(reject, Reject::UnknownUser { .. }) => {
             ErrorCode::NotFound
@@ -326,7 +327,8 @@ async fn approve(
             false,
         );
     };
-    match approve_as(&api, &user, remote, request).await {
+    let mut request = Wiped(request);
+    match approve_as(&api, &user, remote, &mut request).await {
         Ok(response) | Err(response) => response,
     }
 }
@@ -390,7 +392,8 @@ async fn member_share(
     }
     let unwrapped = match (view.wrapped.clone(), view.cluster_id) {
         (Some(wrapped), Some(cluster_id)) => {
-            let (member, passphrase) = (request.member.clone(), request.passphrase.clone());
+            let member = request.member.clone();
+            let passphrase = zeroize::Zeroizing::new(request.passphrase.clone());
             tokio::task::spawn_blocking(move || {
                 security_core::unwrap_share(&wrapped, cluster_id, &member, &passphrase)
             })
@@ -407,26 +410,35 @@ async fn member_share(
     })
 }
 
+/// An approval whose member passphrase is zeroized when the handler is done with it.
+struct Wiped(ApproveRequest);
+
+impl Drop for Wiped {
+    fn drop(&mut self) {
+        self.0.passphrase.zeroize();
+    }
+}
+
 async fn approve_as(
     api: &SecurityApi,
     user: &str,
     remote: Remote,
-    mut request: ApproveRequest,
+    Wiped(request): &mut Wiped,
 ) -> Result<Response, Response> {
-    let view = pending_view(api, user, &request).await?;
+    let view = pending_view(api, user, request).await?;
     // The share of an unlock is needed on the KMA being unlocked: the approval goes there.
     if let Some(target) = view.target.filter(|id| *id != api.local.node_id()) {
         request.on_behalf_of = Some(user.to_string());
-        return Ok(api.forward_approval(target, &request).await);
+        return Ok(api.forward_approval(target, request).await);
     }
-    let share = member_share(api, &view, &request, remote.0.ip()).await?;
+    let share = member_share(api, &view, request, remote.0.ip()).await?;
     let unlocks_me = matches!(&view.operation,
         QuorumOperation::UnlockKma { kma: name } if *name == api.local.config.name);
     let operation = request.operation;
     if unlocks_me {
         api.local.vault.stash_share(operation, share);
     }
-    let command = Command::ApproveQuorumOperation { id: operation, member: request.member };
+    let command = Command::ApproveQuorumOperation { id: operation, member: request.member.clone() };
     let proposal = Proposal {
         actor: Actor::User(user.into()),
         origin_node_id: api.local.node_id(),
@@ -452,7 +464,7 @@ async fn approve_as(
 }
 
 /// The logged-in user behind `peer` when it is an enabled Security Officer; else the refusal.
-async fn security_officer(api: &SecurityApi, peer: &Peer) -> Result<String, Response> {
+pub(crate) async fn security_officer(api: &SecurityApi, peer: &Peer) -> Result<String, Response> {
     let Some(Identity::User(user)) = peer.0.clone() else {
         let message = "log in as a Security Officer first";
         return Err(refuse(ErrorCode::Unauthenticated, message, false));
@@ -461,65 +473,6 @@ async fn security_officer(api: &SecurityApi, peer: &Peer) -> Result<String, Resp
     let state = api.local.state.read().await;
     state.check_access(&Actor::User(user.clone()), access).map_err(|r| rejected(&r))?;
     Ok(user)
-}
-
-async fn change_quorum(
-    State(api): State<Arc<SecurityApi>>,
-    Extension(peer): Extension<Peer>,
-    Json(request): Json<ChangeQuorumRequest>,
-) -> Response {
-    // Checked before the argon2id work of the split, which nobody else may make this KMA do.
-    let user = match security_officer(&api, &peer).await {
-        Ok(user) => user,
-        Err(refused) => return refused,
-    };
-    let Some(master) = api.local.vault.master_key() else {
-        return refuse(
-            ErrorCode::KmaLocked,
-            "this KMA is locked: send the quorum change to an unlocked KMA",
-            true,
-        );
-    };
-    let (cluster_id, len_min) = {
-        let state = api.local.state.read().await;
-        (state.cluster_id(), state.meta().security.passphrase_len_min as usize)
-    };
-    let Some(cluster_id) = cluster_id else {
-        return refuse(ErrorCode::NotInitialised, "the cluster is not initialised", false);
-    };
-    if let Some((id, _)) = request.members.iter().find(|(_, p)| p.chars().count() < len_min) {
-        return refuse(ErrorCode::PassphraseTooShort, format!("the passphrase of '{id}' is shorter than the cluster's minimum of {len_min} characters"), false);
-    }
-    let members = request.members.clone();
-    let threshold = request.threshold;
-    let split = tokio::task::spawn_blocking(move || {
-        let pairs: Vec<(&str, &str)> =
-            members.iter().map(|(id, p)| (id.as_str(), p.as_str())).collect();
-        security_core::split_master_key(
-            &master,
-            cluster_id,
-            &pairs,
-            threshold,
-            KdfParams::default(),
-        )
-    })
-    .await;
-    let wrapped = match split {
-        Ok(Ok(wrapped)) => wrapped,
-        Ok(Err(error)) => return refuse(ErrorCode::BadQuorum, error.to_string(), false),
-        Err(error) => return refuse(ErrorCode::Internal, error.to_string(), false),
-    };
-    let members =
-        wrapped.into_iter().map(|(id, wrapped_share)| QuorumMember { id, wrapped_share }).collect();
-    let operation = QuorumOperation::ChangeQuorum { quorum: Quorum { members, threshold } };
-    let command = Command::StartQuorumOperation { operation, ttl_ms: request.ttl_ms };
-    let proposal = Proposal {
-        actor: Actor::User(user),
-        origin_node_id: api.local.node_id(),
-        request_id: None,
-        command,
-    };
-    Json(api.proposer.propose(proposal).await).into_response()
 }
 
 impl SecurityApi {
