@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::{BasicNode, Raft, SnapshotPolicy};
+use raft_storage::KmaRaft;
 use rand::Rng;
 use rustls::pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
@@ -166,26 +167,9 @@ impl Kma {
         let node_key = pki::read(&layout.tls_dir().join(pki::NODE_KEY_FILE))?;
         let vault = Arc::new(Vault::open(data_dir, &node_key)?);
         let logins = Arc::new(Logins::new(decoy_secret(&layout)));
-        let leader_link =
-            LinksThenHttp { links: ForwardLinks::new(raft_tls.clone()), http: peers.clone() };
-        let (proposer, batcher) = Proposer::new(
-            config.node_id,
-            Arc::new(raft.clone()),
-            Arc::new(leader_link),
-            Some(state.clone()),
-        );
-        tokio::spawn(batcher);
-        let (inbound, inbound_queue) = tokio::sync::mpsc::channel(INBOUND_PROPOSALS_MAX);
-        tokio::spawn(crate::write::intake::serve_forwarded(proposer.clone(), inbound_queue));
-        let contact = LeaderContact::default();
-        let clock = ClockGuard::new(config.clock_ahead_max_ms);
-        let link_server = LinkServer {
-            raft: raft.clone(),
-            state: state.clone(),
-            clock,
-            contact: contact.clone(),
-            inbound,
-        };
+        let (proposer, link_server) =
+            start_write_path(&config, &raft, &state, raft_tls.clone(), peers.clone());
+        let contact = link_server.contact.clone();
         let entries_ahead = EntriesAhead::default();
         if let Some(appends) = appends {
             let ahead = SendAhead {
@@ -353,6 +337,35 @@ impl Kma {
         }
         Ok(())
     }
+}
+
+/// The write path (proposer and its batcher, the answering of forwarded proposals) and the
+/// server of Raft links that feeds it.
+fn start_write_path(
+    config: &NodeConfig,
+    raft: &Raft<KmaRaft>,
+    state: &raft_storage::StateHandle,
+    raft_tls: Arc<rustls::ClientConfig>,
+    peers: reqwest::Client,
+) -> (Proposer, LinkServer) {
+    let leader_link = LinksThenHttp { links: ForwardLinks::new(raft_tls), http: peers };
+    let (proposer, batcher) = Proposer::new(
+        config.node_id,
+        Arc::new(raft.clone()),
+        Arc::new(leader_link),
+        Some(state.clone()),
+    );
+    tokio::spawn(batcher);
+    let (inbound, inbound_queue) = tokio::sync::mpsc::channel(INBOUND_PROPOSALS_MAX);
+    tokio::spawn(crate::write::intake::serve_forwarded(proposer.clone(), inbound_queue));
+    let link_server = LinkServer {
+        raft: raft.clone(),
+        state: state.clone(),
+        clock: ClockGuard::new(config.clock_ahead_max_ms),
+        contact: LeaderContact::default(),
+        inbound,
+    };
+    (proposer, link_server)
 }
 
 /// The agent gateway on the service listener, as `agent_gateway::serve` runs it, with the

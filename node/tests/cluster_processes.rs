@@ -380,11 +380,21 @@ async fn o4_a_leader_a_year_ahead_deactivates_no_key() {
     let address = cluster.nodes[new_leader].address.clone();
     assert!(write_user(&cluster.admin, &address, "after-the-clock".into(), &acked).await);
     let (_, at) = acked.snapshot();
-    // Key states as a KMA shows them are as of its own clock, so the KMA whose clock runs a
-    // year ahead shows every period ended: read the others. What it stores is the same state:
-    // the digests agree.
+    no_key_deactivated(&cluster, skewed, unit, at).await;
+    // What the skewed KMA stores is the same state: the digests agree.
+    cluster.assert_converged(&acked).await;
+}
+
+/// Key states as a KMA shows them are as of its own clock, so the KMA whose clock runs a year
+/// ahead (`skewed`) shows every period ended: the others are read, at index `at`.
+async fn no_key_deactivated(
+    cluster: &Cluster,
+    skewed: usize,
+    unit: statemachine::DataUnitId,
+    at: u64,
+) {
     for index in cluster.running().into_iter().filter(|index| *index != skewed) {
-        let api = admin_api_client(&cluster, &cluster.nodes[index].address);
+        let api = admin_api_client(cluster, &cluster.nodes[index].address);
         let path = format!("/v1/keys?state=deactivated&min_index={at}");
         let deactivated: admin_api::api::Page<admin_api::api::Key> =
             api.get(&path).await.expect("key list");
@@ -400,5 +410,4 @@ async fn o4_a_leader_a_year_ahead_deactivates_no_key() {
             keys.rows
         );
     }
-    cluster.assert_converged(&acked).await;
 }
