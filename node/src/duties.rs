@@ -321,6 +321,37 @@ pub async fn run_clock_step_down(local: Local, links: PeerLinks, out: StayOut) {
     }
 }
 
+/// Reports this KMA's own certificate to the replicated state once the cluster records
+/// certificates (log format 3) and its entry holds none: the first KMA, and KMAs that joined
+/// before (issue #16 point 2). From then on a certificate minted for its name is refused
+/// everywhere. Checked every two seconds; a failed proposal is tried again.
+pub async fn run_certificate_report(local: Local, proposer: Proposer) {
+    let path = local.layout.tls_dir().join(crate::pki::NODE_CERT_FILE);
+    let fingerprint = match crate::pki::read(&path).and_then(|pem| crate::pki::fingerprint(&pem)) {
+        Ok(fingerprint) => fingerprint,
+        Err(error) => {
+            tracing::error!(%error, "this KMA's certificate cannot be read: it is not reported");
+            return;
+        }
+    };
+    let mut ticker = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        ticker.tick().await;
+        if !local.state.read().await.kma_certificate_to_report(&local.config.name) {
+            continue;
+        }
+        let name = local.config.name.clone();
+        let command = Command::RecordKmaCertificate { name, certificate_sha256: fingerprint };
+        match proposer.propose(proposer.system(command)).await {
+            Ok(applied) if applied.result.is_ok() => {
+                tracing::info!(index = applied.index, "this KMA's certificate recorded");
+            }
+            Ok(applied) => tracing::warn!(result = ?applied.result, "certificate report refused"),
+            Err(error) => tracing::debug!(%error, "certificate report waits for the cluster"),
+        }
+    }
+}
+
 /// What this KMA reports of itself: its software version and the formats it reads. The
 /// environment variable `KMA_LOG_FORMAT_MAX` lowers the log format it claims (never raises
 /// it): a KMA can hold the cluster at an older format, as an older KMA would, while the others

@@ -234,6 +234,8 @@ impl Kma {
         tokio::spawn(crate::duties::run_vault_sync(self.local.clone()));
         let (local, proposer) = (self.local.clone(), self.proposer.clone());
         tokio::spawn(crate::duties::run_version_report(local, proposer));
+        let (local, proposer) = (self.local.clone(), self.proposer.clone());
+        tokio::spawn(crate::duties::run_certificate_report(local, proposer));
         let out = crate::duties::StayOut::default();
         tokio::spawn(crate::duties::run_election_watchdog(
             self.local.clone(),

@@ -829,3 +829,96 @@ async fn s5_no_session_starts_before_its_login_is_in_the_audit_log() {
         .await;
     assert!(officer.status(&address).await.is_ok(), "the session works");
 }
+
+/// A certificate for `identity` and a fresh key pair, made with the CA key on `data_dir`'s disk
+/// (as whoever copied that disk could): TLS config with it, trusting the cluster CA.
+fn minted(data_dir: &std::path::Path, identity: node::pki::Identity) -> rustls::ClientConfig {
+    let tls_dir = data_dir.join("tls");
+    let ca = node::pki::CertificateAuthority::load(&tls_dir).expect("the CA key on the disk");
+    let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
+    let (cert_pem, key_pem) = ca.issue(&identity, &hosts).expect("minted");
+    node::transport::tls::client_config_from_pem(&ca.cert_pem, &cert_pem, &key_pem).expect("TLS")
+}
+
+/// A vote request in `candidate`'s own name on a Raft link to `address` made with `tls`: the
+/// refusal, or `None` when openraft answered.
+async fn link_refusal(tls: rustls::ClientConfig, address: &str, candidate: u64) -> Option<String> {
+    use node::transport::link::{client_config, Answer, Link, RaftCall};
+    let vote = openraft::raft::VoteRequest::new(openraft::Vote::new(0, candidate), None);
+    let mut link = Link::connect(client_config(tls), address).await.expect("TLS handshake");
+    type VoteAnswer = Answer<Result<openraft::raft::VoteResponse<u64>, String>>;
+    let answer: VoteAnswer =
+        link.exchange(&RaftCall::Vote(vote)).await.expect("answered").expect("decoded");
+    match answer {
+        Answer::Refused(why) => Some(why),
+        Answer::Done(_) => None,
+    }
+}
+
+/// Setup: two KMAs (kma2 joined through the quorum, so its grant recorded its certificate;
+/// kma1 reports its own once the cluster reads log format 3) and a drive with a data unit.
+/// Action: with the CA key copied from kma1's disk, certificates are minted for `kma-1`,
+/// `kma-2` and `agent:drive1`, and used on kma1's management listener, its Raft link (a vote in
+/// the minted KMA's own name) and its service listener; kma2's join passphrase is proved again.
+/// Expect: each minted certificate is refused, naming the rule, while the real ones are
+/// served; the second join gets no certificate: its passphrase was spent by the first. (SPEC
+/// S2, C4; issue #16 points 2 and 5)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s2_a_certificate_minted_with_a_copied_ca_key_is_refused_on_every_listener() {
+    use node::pki::Identity;
+    let cluster = Cluster::start(2, no_change).await;
+    let (first, address) = (&cluster.nodes[0].data_dir, cluster.nodes[0].address.clone());
+    let real = node::transport::tls::client_config(&first.join("tls"), "node.pem", "node-key.pem")
+        .expect("kma1's own certificate");
+    for node_id in [1, 2] {
+        let what =
+            format!("a minted kma-{node_id} certificate to be refused on the management API");
+        let http = node::kma::https_client(minted(first, Identity::Kma(node_id))).expect("client");
+        let url = format!("https://{address}/v1/status");
+        let body = wait_until(Duration::from_secs(30), &what, async || {
+            let answer = http.get(&url).send().await.map_err(|e| e.to_string())?;
+            let status = answer.status().as_u16();
+            let body = answer.text().await.map_err(|e| e.to_string())?;
+            done_if(status == 403, body)
+        })
+        .await;
+        assert!(body.contains("not the one the cluster recorded"), "{body}");
+        let refused = link_refusal(minted(first, Identity::Kma(node_id)), &address, node_id).await;
+        let refused = refused.expect("a minted KMA certificate on a Raft link");
+        assert!(refused.contains("not the one the cluster recorded"), "{refused}");
+    }
+    assert!(link_refusal(real, &address, 1).await.is_none(), "kma1's own certificate is served");
+    assert!(cluster.admin.status(&address).await.is_ok());
+
+    support::agents::catalogue(&cluster, &address, (DAY_MS, 2 * DAY_MS)).await;
+    let service = cluster.nodes[0].service.clone();
+    let drive = support::agents::pinned_drive(&cluster, &service, &service).await;
+    let (unit, _) = support::agents::write_key(&drive, "VOL001").await;
+    let forged =
+        node::kma::https_client(minted(first, Identity::Agent("drive1".into()))).expect("client");
+    let answer = forged
+        .get(format!("https://{service}/agent/v1/data-units/{unit}/keys"))
+        .send()
+        .await
+        .expect("answered");
+    let status = answer.status().as_u16();
+    let body = answer.text().await.expect("body");
+    assert!((400..500).contains(&status) && !body.contains("\"value\""), "{status} {body}");
+    assert!(drive.keys(unit).await.is_ok(), "the enrolled drive is served");
+
+    let again = node::setup::JoinCredentials {
+        peer: &address,
+        passphrase: "join-passphrase-2",
+        ca_fingerprint: Some(&cluster.ca_fingerprint()),
+        wait: Duration::from_secs(2),
+    };
+    let dir = cluster.root.path().join("kma2-again");
+    let listeners = node::setup::Listeners {
+        management_listen: support::ANY_PORT.parse().expect("address"),
+        management_advertise: support::ANY_PORT.into(),
+        service_listen: support::ANY_PORT.parse().expect("address"),
+    };
+    let joined = node::setup::join(&dir, "kma2", "east", &listeners, &again).await;
+    assert!(joined.is_err(), "a spent join passphrase gets no certificate");
+    assert!(!dir.join("kma.toml").exists());
+}

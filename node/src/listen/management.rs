@@ -26,7 +26,7 @@ use crate::listen::health::Health;
 use crate::listen::metrics::{MetricsLayer, RequestMetrics, MANAGEMENT};
 use crate::listen::security_api::{Remote, SecurityApi};
 use crate::pki::Identity;
-use crate::transport::link::LinkServer;
+use crate::transport::link::{certificate_sha256, kma_refusal, LinkServer};
 use crate::view::Local;
 use crate::wire::{MembershipRequest, ProposeError, ProposeRequest, ProposeResponse, POSTCARD};
 use crate::write::intake::{propose_forwarded, user_command};
@@ -36,6 +36,11 @@ use crate::write::{Proposal, Proposer};
 /// Who is on the other end of a connection, from its verified client certificate.
 #[derive(Clone, Debug)]
 pub struct Peer(pub Option<Identity>);
+
+/// The SHA-256 of the client's certificate (its DER), when it presented one: what the state
+/// records of a KMA's certificate.
+#[derive(Clone, Copy, Debug)]
+pub struct CertificateSha256(pub Option<[u8; 32]>);
 
 /// What the node's own management routes need (`/v1/propose`, status, digest, members, CA).
 pub struct Management {
@@ -54,6 +59,7 @@ pub struct ManagementRouters {
 }
 
 pub fn router(routers: ManagementRouters) -> Router {
+    let local = routers.management.local.clone();
     let admin = admin_api::backend::Admin { node: Arc::new(routers.admin) };
     let (management_api, _document) = admin_api::routes::router(Arc::new(admin));
     Router::new()
@@ -68,7 +74,27 @@ pub fn router(routers: ManagementRouters) -> Router {
         .merge(management_api)
         // The node's own routes answer a wrong method in the management API's JSON shape too.
         .method_not_allowed_fallback(admin_api::routes::extract::wrong_method)
+        .layer(axum::middleware::from_fn_with_state(local, certificate_bound))
         .layer(MetricsLayer::new(MANAGEMENT, routers.requests))
+}
+
+/// Refuses, before any route runs, a KMA certificate that the applied state does not accept:
+/// one of a deleted KMA, or one other than the certificate the state records for that KMA (a
+/// certificate minted with a copied CA key; issue #16 points 2 and 3).
+async fn certificate_bound(
+    State(local): State<Local>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let peer = request.extensions().get::<Peer>().and_then(|peer| peer.0.clone());
+    let fingerprint = request.extensions().get::<CertificateSha256>().and_then(|c| c.0);
+    if let (Some(Identity::Kma(node_id)), Some(fingerprint)) = (peer, fingerprint) {
+        let refused = kma_refusal(&*local.state.read().await, node_id, &fingerprint);
+        if let Some(why) = refused {
+            return refusal(ErrorCode::Forbidden, why);
+        }
+    }
+    next.run(request).await
 }
 
 /// Accepts TLS connections until the process ends (the accept loop is `transport::accept`,
@@ -91,6 +117,7 @@ pub async fn serve(
         };
         extensions.insert(admin_api::backend::Caller(user));
         extensions.insert(Peer(identity));
+        extensions.insert(CertificateSha256(certificate.map(certificate_sha256)));
         extensions.insert(Remote(remote));
         extensions
     };

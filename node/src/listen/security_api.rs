@@ -240,6 +240,8 @@ async fn join_hello(
             .kmas
             .get(&client.principal)
             .filter(|k| matches!(k.status, KmaStatus::Created | KmaStatus::JoinApproved))
+            // A granted join spent the passphrase: a decoy challenge from then on.
+            .filter(|k| k.certificate_sha256.is_none())
             .map(|k| k.passphrase_verifier.clone())
     } else {
         None
@@ -273,16 +275,43 @@ async fn join_proof(
     let Some(advertise) = request.management_advertise.clone() else {
         return refuse(ErrorCode::BadRequest, "management_advertise missing", false);
     };
-    match admit(&api, entry.node_id, &advertise, &request.csr_pem).await {
-        Ok((cert_pem, ca_pem, ca_key_pem)) => Json(JoinGranted {
-            server_final: verified.server_final,
-            node_id: entry.node_id,
-            cert_pem,
-            ca_pem,
-            ca_key_pem,
-        })
-        .into_response(),
-        Err(message) => refuse(ErrorCode::JoinFailed, message, true),
+    let (cert_pem, ca_pem, ca_key_pem) =
+        match admit(&api, entry.node_id, &advertise, &request.csr_pem).await {
+            Ok(granted) => granted,
+            Err(message) => return refuse(ErrorCode::JoinFailed, message, true),
+        };
+    if let Err(refused) = record_grant(&api, &name, &cert_pem).await {
+        return refused;
+    }
+    Json(JoinGranted {
+        server_final: verified.server_final,
+        node_id: entry.node_id,
+        cert_pem,
+        ca_pem,
+        ca_key_pem,
+    })
+    .into_response()
+}
+
+/// Records the joiner's certificate in its entry before it is handed out (issue #16 points 2
+/// and 5), once the cluster reads log format 3: from then on only that certificate speaks for
+/// the KMA, and the join passphrase is spent (a second proof gets `JoinAlreadyGranted`).
+async fn record_grant(api: &SecurityApi, name: &str, cert_pem: &str) -> Result<(), Response> {
+    if !api.local.state.read().await.certificates_recorded() {
+        return Ok(());
+    }
+    let certificate_sha256 = crate::pki::fingerprint(cert_pem)
+        .map_err(|error| refuse(ErrorCode::Internal, error.to_string(), false))?;
+    let command = Command::GrantKmaJoin { name: name.to_string(), certificate_sha256 };
+    match api.proposer.propose(api.proposer.system(command)).await {
+        Ok(applied) => applied
+            .result
+            .map(|_| ())
+            .map_err(|reject| refusal(ErrorBody::rejected(ErrorCode::JoinFailed, &reject))),
+        Err(error) => {
+            let message = format!("the join could not be recorded ({error}): try again");
+            Err(refuse(ErrorCode::JoinFailed, message, true))
+        }
     }
 }
 

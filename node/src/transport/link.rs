@@ -241,6 +241,40 @@ pub struct LinkServer {
     pub inbound: tokio::sync::mpsc::Sender<InboundProposal>,
 }
 
+/// Why a KMA certificate naming node `node_id`, of fingerprint `certificate_sha256`, is refused
+/// by this KMA's applied state, if it is (issue #16 points 2 and 3): the cluster deleted that
+/// KMA (the deny list; the answer starts with [`REFUSED_DELETED`]), or the state records another
+/// certificate for it, or its entry was never approved to join. A node ID this state has not
+/// assigned yet is accepted: it may be a KMA that joined while this one was behind, and its
+/// certificate is checked once this KMA has caught up.
+pub fn kma_refusal(
+    state: &statemachine::State,
+    node_id: u64,
+    certificate_sha256: &[u8; 32],
+) -> Option<String> {
+    if state.kma_deleted(node_id) {
+        return Some(format!(
+            "{REFUSED_DELETED} KMA {node_id} was deleted from this cluster and takes part in \
+             nothing; to use that machine again, wipe its data dir and join it anew"
+        ));
+    }
+    if state.kma_by_node_id(node_id).is_none()
+        || state.kma_certificate_accepted(node_id, certificate_sha256)
+    {
+        return None;
+    }
+    Some(format!(
+        "the certificate presented for KMA {node_id} is not the one the cluster recorded for it \
+         (made with a copied CA key, or left from an earlier join): refused"
+    ))
+}
+
+/// SHA-256 of a certificate's DER: how the state records certificates.
+pub fn certificate_sha256(certificate: &rustls::pki_types::CertificateDer<'_>) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(certificate.as_ref()).into()
+}
+
 /// Set once this KMA learns that the cluster deleted it: from a peer's refusal on a Raft link
 /// ([`REFUSED_DELETED`]) here, or from the applied state (the departure duty reads both).
 #[derive(Clone, Default)]
@@ -259,17 +293,10 @@ impl Departure {
 }
 
 impl LinkServer {
-    /// Why the KMA `caller` may not call on a link now, if it may not: it is deleted.
-    async fn refusal_of(&self, caller: u64) -> Option<String> {
-        // A node ID the state has not assigned yet is not deleted: it may be a KMA that joined
-        // while this one was behind.
-        if self.state.read().await.kma_deleted(caller) {
-            return Some(format!(
-                "{REFUSED_DELETED} KMA {caller} was deleted from this cluster and takes part in \
-                 nothing; to use that machine again, wipe its data dir and join it anew"
-            ));
-        }
-        None
+    /// Why the KMA `caller` may not call on a link now, if it may not: it is deleted, or its
+    /// certificate is not the one the cluster recorded for it.
+    async fn refusal_of(&self, caller: u64, certificate_sha256: &[u8; 32]) -> Option<String> {
+        kma_refusal(&*self.state.read().await, caller, certificate_sha256)
     }
 
     /// Why a Raft call is refused for the caller's clock (see [`crate::transport::clock`]).
@@ -283,11 +310,12 @@ impl LinkServer {
     }
 
     /// Serves one link until the client closes it, goes idle, or breaks the framing. Only a KMA
-    /// certificate of this cluster may call (the handshake already refused other CAs), and only
-    /// while the cluster has not deleted that KMA: both are checked before any frame is read,
-    /// the second again before each call.
+    /// certificate of this cluster may call (the handshake already refused other CAs), only the
+    /// one the state records for that KMA, and only while the cluster has not deleted it: all
+    /// are checked before any frame is read, the last two again every second.
     pub async fn serve(&self, (mut stream, remote): agent_gateway::server::HandedOff) {
         let certificate = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first());
+        let fingerprint = certificate.map(certificate_sha256).unwrap_or_default();
         let Some(Identity::Kma(caller)) = certificate.and_then(crate::transport::tls::identity_of)
         else {
             let why = "Raft traffic needs a KMA certificate: present a certificate from this \
@@ -300,8 +328,8 @@ impl LinkServer {
         let mut checked: Option<std::time::Instant> = None;
         loop {
             if checked.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
-                if let Some(why) = self.refusal_of(caller).await {
-                    tracing::warn!(%remote, caller, "raft link from a deleted KMA refused");
+                if let Some(why) = self.refusal_of(caller, &fingerprint).await {
+                    tracing::warn!(%remote, caller, %why, "raft link refused");
                     let _ = write_answer(&mut stream, &refused(why)).await;
                     return;
                 }
