@@ -50,21 +50,8 @@ async fn wait_for(what: &str, within: Duration, done: impl Fn() -> bool) {
 }
 
 fn connector(ca: &TestCa, identity: Option<&(String, String)>, alpn: &[&[u8]]) -> TlsConnector {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(der_of(&ca.pem)).expect("root");
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("TLS 1.3")
-        .with_root_certificates(roots);
-    let mut config = match identity {
-        None => builder.with_no_client_auth(),
-        Some((cert_pem, key_pem)) => {
-            let key =
-                rustls_pemfile::private_key(&mut key_pem.as_bytes()).expect("pem").expect("key");
-            builder.with_client_auth_cert(vec![der_of(cert_pem)], key).expect("client certificate")
-        }
-    };
+    let identity = identity.map(|(cert, key)| (cert.as_str(), key.as_str()));
+    let mut config = client_tls(&ca.pem, identity);
     config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
     TlsConnector::from(Arc::new(config))
 }

@@ -474,13 +474,9 @@ pub fn client(addresses: &[&str], credentials: &AgentCredentials) -> AgentClient
     AgentClient::from_credentials(&addresses, credentials, fast_options()).expect("client")
 }
 
-/// A plain HTTPS client trusting `ca_pem`, with an optional client certificate: for requests
-/// the agent client library would never send (replays, wrong bodies, raw status checks).
-pub fn raw_client(
-    ca_pem: &str,
-    identity: Option<(&str, &str)>,
-    http1_only: bool,
-) -> reqwest::Client {
+/// A TLS 1.3 client configuration trusting `ca_pem`, presenting `identity` (certificate and
+/// key, PEM) when given.
+pub fn client_tls(ca_pem: &str, identity: Option<(&str, &str)>) -> rustls::ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots.add(der_of(ca_pem)).expect("root");
@@ -488,14 +484,24 @@ pub fn raw_client(
         .with_protocol_versions(&[&rustls::version::TLS13])
         .expect("TLS 1.3")
         .with_root_certificates(roots);
-    let mut config = match identity {
+    match identity {
         None => builder.with_no_client_auth(),
         Some((cert_pem, key_pem)) => {
             let key =
                 rustls_pemfile::private_key(&mut key_pem.as_bytes()).expect("pem").expect("key");
             builder.with_client_auth_cert(vec![der_of(cert_pem)], key).expect("client certificate")
         }
-    };
+    }
+}
+
+/// A plain HTTPS client trusting `ca_pem`, with an optional client certificate: for requests
+/// the agent client library would never send (replays, wrong bodies, raw status checks).
+pub fn raw_client(
+    ca_pem: &str,
+    identity: Option<(&str, &str)>,
+    http1_only: bool,
+) -> reqwest::Client {
+    let mut config = client_tls(ca_pem, identity);
     config.alpn_protocols = if http1_only {
         vec![b"http/1.1".to_vec()]
     } else {
