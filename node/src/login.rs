@@ -207,3 +207,39 @@ impl Logins {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use security_core::challenge::ClientLogin;
+
+    use super::{Logins, OPEN_PER_PRINCIPAL_MAX, OPEN_PER_SOURCE_MAX};
+
+    fn source(last: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
+    }
+
+    /// Setup: a KMA's logins. Action: one source opens challenges for made-up names until
+    /// refused; then other sources open challenges for one name until refused; then a third
+    /// party opens one for another user. Expect: the first source stops at its bound, the name
+    /// at its own, and the other user still gets a challenge: a flood of hellos fills neither
+    /// the table nor another user's way in. (SPEC S2; issue #16 point 5)
+    #[test]
+    fn s2_open_challenges_are_bounded_per_source_and_per_principal() {
+        let logins = Logins::new([7; 32]);
+        let hello = |principal: &str| ClientLogin::start(principal, "user").1;
+        for n in 0..OPEN_PER_SOURCE_MAX {
+            assert!(logins.challenge(&hello(&format!("nobody-{n}")), None, source(2)).is_ok());
+        }
+        let refused = logins.challenge(&hello("one-more"), None, source(2));
+        assert!(refused.is_err(), "the source's bound holds");
+        for n in 0..OPEN_PER_PRINCIPAL_MAX {
+            let from = source(10 + u8::try_from(n).expect("small"));
+            assert!(logins.challenge(&hello("admin"), None, from).is_ok());
+        }
+        let refused = logins.challenge(&hello("admin"), None, source(99));
+        assert!(refused.is_err(), "the principal's bound holds");
+        assert!(logins.challenge(&hello("alice"), None, source(100)).is_ok(), "others get in");
+    }
+}

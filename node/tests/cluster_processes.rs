@@ -335,12 +335,7 @@ async fn o4_a_leader_a_year_ahead_deactivates_no_key() {
 
     let skewed = (0..3).find(|i| *i != leader).expect("a follower");
     let skewed_name = cluster.nodes[skewed].name.clone();
-    cluster.stop(skewed).await;
-    tweak(&cluster.nodes[skewed].data_dir, eager_candidate);
-    // Monotonic time stays true: only the wall clock is wrong, as with a bad NTP source.
-    let wrapper = ["env", "FAKETIME_DONT_FAKE_MONOTONIC=1", "faketime", "-f", "+365d"];
-    cluster.restart_under(skewed, &wrapper).await;
-    cluster.wait_voters(3).await;
+    restart_a_year_ahead(&mut cluster, skewed, leader).await;
     cluster.kill9(leader).await;
     let sane = (0..3).find(|i| *i != leader && *i != skewed).expect("the third KMA");
     let sane_address = cluster.nodes[sane].address.clone();
@@ -410,4 +405,22 @@ async fn no_key_deactivated(
             keys.rows
         );
     }
+}
+
+/// Restarts KMA `skewed` with quick elections and its wall clock a year ahead (`faketime`;
+/// monotonic time stays true, as with a bad NTP source), and waits until it has caught up with
+/// `leader`, so that the voters grant it their votes once the leader is gone.
+async fn restart_a_year_ahead(cluster: &mut Cluster, skewed: usize, leader: usize) {
+    cluster.stop(skewed).await;
+    tweak(&cluster.nodes[skewed].data_dir, eager_candidate);
+    let wrapper = ["env", "FAKETIME_DONT_FAKE_MONOTONIC=1", "faketime", "-f", "+365d"];
+    cluster.restart_under(skewed, &wrapper).await;
+    cluster.wait_voters(3).await;
+    let led = cluster.admin.status(&cluster.nodes[leader].address).await.expect("status");
+    wait_until(Duration::from_secs(30), "the skewed KMA to catch up", async || {
+        let status = cluster.admin.status(&cluster.nodes[skewed].address).await;
+        let applied = status.map(|s| s.applied_index).unwrap_or(0);
+        done_if(applied >= led.applied_index, applied)
+    })
+    .await;
 }

@@ -469,6 +469,30 @@ mod tests {
         assert!(read_frame(&mut reader).await.unwrap().is_none());
     }
 
+    /// Setup: frames written to a pipe as a caller would send them. Action: a vote request of
+    /// 2 KiB, then a frame of an unknown kind, read as the server reads calls. Expect: both
+    /// refused before their bodies are read (a vote request needs a few dozen bytes); a real
+    /// vote request passes. (SPEC S2; issue #16 point 6)
+    #[tokio::test]
+    async fn s2_each_frame_is_bounded_by_its_kind_of_call() {
+        let vote = RaftCall::Vote(VoteRequest::new(openraft::Vote::new(1, 1), None));
+        let (mut writer, mut reader) = tokio::io::duplex(8192);
+        writer.write_all(&encode(&vote).unwrap()).await.unwrap();
+        let body = read_frame_bounded(&mut reader, call_len_max).await.unwrap().unwrap();
+        assert!(matches!(postcard::from_bytes::<RaftCall>(&body), Ok(RaftCall::Vote(_))));
+
+        let mut oversized = 2048u32.to_be_bytes().to_vec();
+        oversized.push(1); // the variant index of a vote request
+        writer.write_all(&oversized).await.unwrap();
+        let error = read_frame_bounded(&mut reader, call_len_max).await.unwrap_err();
+        assert!(error.to_string().contains("more than 1024"), "{error}");
+
+        let (mut writer, mut reader) = tokio::io::duplex(64);
+        writer.write_all(&[0, 0, 0, 9, 7]).await.unwrap();
+        let error = read_frame_bounded(&mut reader, call_len_max).await.unwrap_err();
+        assert!(error.to_string().contains("unknown kind 7"), "{error}");
+    }
+
     /// Setup: a refusal encoded without knowing the call. Action: decode it as the answer an
     /// AppendEntries expects. Expect: the refusal and its text (the server can refuse before
     /// it has parsed the call). (SPEC S2)
