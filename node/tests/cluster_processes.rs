@@ -413,7 +413,15 @@ async fn no_key_deactivated(
 async fn restart_a_year_ahead(cluster: &mut Cluster, skewed: usize, leader: usize) {
     cluster.stop(skewed).await;
     tweak(&cluster.nodes[skewed].data_dir, eager_candidate);
-    let wrapper = ["env", "FAKETIME_DONT_FAKE_MONOTONIC=1", "faketime", "-f", "+365d"];
+    // libfaketime preloaded by `env`, which execs the KMA: the `faketime` command would fork,
+    // and killing it would leave the KMA running.
+    let library = ["x86_64-linux-gnu", "aarch64-linux-gnu", ""]
+        .iter()
+        .map(|arch| format!("/usr/lib/{arch}/faketime/libfaketime.so.1").replace("//", "/"))
+        .find(|path| Path::new(path).exists())
+        .expect("libfaketime (scripts/install-system-deps.sh installs faketime)");
+    let preload = format!("LD_PRELOAD={library}");
+    let wrapper = ["env", &preload, "FAKETIME=+365d", "FAKETIME_DONT_FAKE_MONOTONIC=1"];
     cluster.restart_under(skewed, &wrapper).await;
     cluster.wait_voters(3).await;
     let led = cluster.admin.status(&cluster.nodes[leader].address).await.expect("status");
