@@ -195,13 +195,19 @@ fn years_from_now(years: i32) -> i32 {
     year + years
 }
 
-/// SHA-256 of a PEM certificate's DER bytes, as lowercase hex: what a joining KMA pins.
+/// SHA-256 of a PEM certificate's DER bytes: what a joining KMA pins (as hex) and what the
+/// replicated state records of a KMA's certificate.
 pub fn fingerprint(cert_pem: &str) -> Result<[u8; 32], PkiError> {
     let mut reader = std::io::BufReader::new(cert_pem.as_bytes());
     let der = rustls_pemfile::certs(&mut reader).next().and_then(Result::ok).ok_or_else(|| {
         PkiError::Parse { path: "certificate".into(), detail: "no PEM certificate".into() }
     })?;
-    Ok(Sha256::digest(der.as_ref()).into())
+    Ok(der_fingerprint(&der))
+}
+
+/// [`fingerprint`] of a certificate already decoded, as TLS presents a peer's.
+pub fn der_fingerprint(certificate: &rustls::pki_types::CertificateDer<'_>) -> [u8; 32] {
+    Sha256::digest(certificate.as_ref()).into()
 }
 
 pub fn read(path: &Path) -> Result<String, PkiError> {

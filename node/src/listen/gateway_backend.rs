@@ -64,15 +64,20 @@ impl GatewayBackend {
     /// quorum of voters last acknowledged it (never, alone); any other KMA, since it last
     /// heard from a leader.
     fn cut_off_ms(&self) -> u64 {
-        let metrics = self.local.raft.metrics().borrow().clone();
-        if metrics.current_leader == Some(self.local.node_id()) {
+        // Read under the borrow: this runs every 200 ms, and the metrics hold the membership.
+        let leading = {
+            let metrics = self.local.raft.metrics();
+            let metrics = metrics.borrow();
             let voters = metrics.membership_config.membership().voter_ids().count();
-            return match voters {
-                0 | 1 => 0,
-                _ => metrics.millis_since_quorum_ack.unwrap_or(0),
-            };
-        }
-        self.contact.silent_ms()
+            (metrics.current_leader == Some(self.local.node_id())).then(|| {
+                if voters <= 1 {
+                    0
+                } else {
+                    metrics.millis_since_quorum_ack.unwrap_or(0)
+                }
+            })
+        };
+        leading.unwrap_or_else(|| self.contact.silent_ms())
     }
 
     /// Asks every member for its status every two seconds; one that does not answer is listed

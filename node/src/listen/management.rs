@@ -26,7 +26,7 @@ use crate::listen::health::Health;
 use crate::listen::metrics::{MetricsLayer, RequestMetrics, MANAGEMENT};
 use crate::listen::security_api::{Remote, SecurityApi};
 use crate::pki::Identity;
-use crate::transport::link::{certificate_sha256, kma_refusal, LinkServer};
+use crate::transport::link::{kma_refusal, LinkServer};
 use crate::view::Local;
 use crate::wire::{MembershipRequest, ProposeError, ProposeRequest, ProposeResponse, POSTCARD};
 use crate::write::intake::{propose_forwarded, user_command};
@@ -117,7 +117,7 @@ pub async fn serve(
         };
         extensions.insert(admin_api::backend::Caller(user));
         extensions.insert(Peer(identity));
-        extensions.insert(CertificateSha256(certificate.map(certificate_sha256)));
+        extensions.insert(CertificateSha256(certificate.map(crate::pki::der_fingerprint)));
         extensions.insert(Remote(remote));
         extensions
     };

@@ -119,6 +119,7 @@ pub async fn start(
         );
         return refuse(ErrorCode::Throttled, message, true);
     }
+    // 52 bits: the ID travels in JSON, whose numbers are exact only up to 2^53.
     let change = rand::random::<u64>() >> 12;
     let members = request
         .members

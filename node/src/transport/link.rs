@@ -269,12 +269,6 @@ pub fn kma_refusal(
     ))
 }
 
-/// SHA-256 of a certificate's DER: how the state records certificates.
-pub fn certificate_sha256(certificate: &rustls::pki_types::CertificateDer<'_>) -> [u8; 32] {
-    use sha2::Digest;
-    sha2::Sha256::digest(certificate.as_ref()).into()
-}
-
 /// Set once this KMA learns that the cluster deleted it: from a peer's refusal on a Raft link
 /// ([`REFUSED_DELETED`]) here, or from the applied state (the departure duty reads both).
 #[derive(Clone, Default)]
@@ -315,7 +309,7 @@ impl LinkServer {
     /// are checked before any frame is read, the last two again every second.
     pub async fn serve(&self, (mut stream, remote): agent_gateway::server::HandedOff) {
         let certificate = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first());
-        let fingerprint = certificate.map(certificate_sha256).unwrap_or_default();
+        let fingerprint = certificate.map(crate::pki::der_fingerprint).unwrap_or_default();
         let Some(Identity::Kma(caller)) = certificate.and_then(crate::transport::tls::identity_of)
         else {
             let why = "Raft traffic needs a KMA certificate: present a certificate from this \
