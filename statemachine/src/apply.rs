@@ -325,6 +325,9 @@ impl State {
             C::RecordKmaCertificate { name, certificate_sha256 } => {
                 self.record_kma_certificate(cx, name, *certificate_sha256)
             }
+            C::RecordCaKey { ca_certificate_sha256, wrapped_key } => {
+                self.record_ca_key(*ca_certificate_sha256, wrapped_key)
+            }
         }
     }
 }

@@ -4,13 +4,19 @@
 //! certificate minted with a stolen CA key is refused, and removing the record revokes the
 //! certificate on every KMA at once. The fingerprints are no secrets: they name certificates,
 //! they prove nothing, and they may be shown in the audit log.
+//!
+//! The cluster CA's key itself is recorded here too (issue 16 point 1), wrapped under the master
+//! key, so that no KMA keeps it in clear at rest: the state stores opaque bytes.
+
+use alloc::vec::Vec;
 
 use crate::apply::Cx;
 use crate::apply_cluster::wrong_status;
 use crate::audit::AuditWhat;
-use crate::check::check_text;
-use crate::cluster::{KmaStatus, UserSession};
-use crate::limits::{DETAIL_LEN_MAX, USER_SESSIONS_MAX};
+use crate::check::{check_blob, check_text};
+use crate::cluster::{KmaStatus, UserSession, WrappedCaKey};
+use crate::ids::Fingerprint;
+use crate::limits::{DETAIL_LEN_MAX, USER_SESSIONS_MAX, WRAPPED_CA_KEY_LEN_MAX};
 use crate::reject::Reject;
 use crate::reply::Reply;
 use crate::state::State;
@@ -122,6 +128,35 @@ impl State {
         let kma = self.kma_mut(name)?;
         kma.certificate_sha256 = Some(certificate_sha256);
         assert_eq!(kma.node_id, cx.origin_node_id, "a KMA records its own certificate");
+        Ok(Reply::Done)
+    }
+
+    /// Records the cluster CA's private key as the proposing KMA wrapped it under the master
+    /// key (issue 16 point 1). Once per cluster: a second key would let whoever proposed it
+    /// mint certificates that every listener accepts, so another one is refused
+    /// (`CaKeyAlreadyRecorded`) and a new CA comes only through a rotation the quorum approves.
+    /// The same record again, fingerprint and bytes (a proposal retried after a timeout), is
+    /// answered `Done` and changes nothing. Audited by `change_of` (the fingerprint only).
+    pub(crate) fn record_ca_key(
+        &mut self,
+        ca_certificate_sha256: [u8; 32],
+        wrapped_key: &[u8],
+    ) -> Result<Reply, Reject> {
+        check_blob("wrapped CA key", wrapped_key, WRAPPED_CA_KEY_LEN_MAX)?;
+        if let Some(recorded) = &self.meta.ca_key {
+            if recorded.ca_certificate_sha256 == ca_certificate_sha256
+                && recorded.wrapped_key == wrapped_key
+            {
+                return Ok(Reply::Done);
+            }
+            return Err(Reject::CaKeyAlreadyRecorded {
+                ca_certificate_sha256: Fingerprint(recorded.ca_certificate_sha256),
+            });
+        }
+        let wrapped_key = Vec::from(wrapped_key);
+        let recorded = self.meta.ca_key.insert(WrappedCaKey { ca_certificate_sha256, wrapped_key });
+        assert!(!recorded.wrapped_key.is_empty(), "a recorded CA key holds bytes");
+        assert!(recorded.wrapped_key.len() <= WRAPPED_CA_KEY_LEN_MAX, "within its bound");
         Ok(Reply::Done)
     }
 }

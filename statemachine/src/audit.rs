@@ -16,7 +16,7 @@ use thiserror::Error;
 
 use crate::command::Actor;
 use crate::data_unit::DataUnitState;
-use crate::ids::{DataUnitId, KeyGroupId, KeyId, NodeId, RequestId};
+use crate::ids::{DataUnitId, Fingerprint, KeyGroupId, KeyId, NodeId, RequestId};
 use crate::key::KeyState;
 use crate::permission::CommandKind;
 use crate::role::RoleSet;
@@ -154,6 +154,11 @@ pub enum AuditWhat {
     QuorumChanged {
         members: Vec<String>,
         threshold: u8,
+    },
+    /// The cluster CA's key was recorded, wrapped under the master key (issue 16 point 1): the
+    /// fingerprint of the CA certificate it belongs to, never the wrapped key.
+    CaKeyRecorded {
+        ca_certificate_sha256: Fingerprint,
     },
 }
 

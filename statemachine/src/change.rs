@@ -1,6 +1,7 @@
 //! What a command changed, for the audit log (SPEC S5; issue 16 point 9): the `Command` record
 //! says who asked what kind of thing; these say to what and to which value, for the commands
-//! that change who may do what (users, agents) and who is in the cluster (KMAs, the quorum).
+//! that change who may do what (users, agents), who is in the cluster (KMAs, the quorum) and
+//! which CA vouches for them (the cluster CA's key).
 //! A rule of log format 3: the events are part of the audit chain, so every KMA emits them
 //! alike or none does (see [`crate::format`], rule 2).
 //!
@@ -10,6 +11,7 @@
 use crate::audit::{AgentChange, AuditWhat, KmaChange, UserChange};
 use crate::command::Command;
 use crate::format::LOG_FORMAT_3;
+use crate::ids::Fingerprint;
 use crate::quorum::{Quorum, QuorumOperation};
 use crate::state::State;
 
@@ -19,7 +21,8 @@ impl State {
     pub(crate) fn change_of(&self, command: &Command) -> Option<AuditWhat> {
         let change = user_change(command)
             .or_else(|| agent_change(command))
-            .or_else(|| self.kma_change(command))?;
+            .or_else(|| self.kma_change(command))
+            .or_else(|| self.ca_key_change(command))?;
         // Asked last: the format costs a look at every KMA, and most commands change nothing
         // recorded here.
         self.format_rules_apply(LOG_FORMAT_3).then_some(change)
@@ -70,6 +73,13 @@ impl State {
             }
             _ => None,
         }
+    }
+
+    /// Only the first record: the same one retried changes nothing, another is refused.
+    fn ca_key_change(&self, command: &Command) -> Option<AuditWhat> {
+        let Command::RecordCaKey { ca_certificate_sha256, .. } = command else { return None };
+        let ca_certificate_sha256 = Fingerprint(*ca_certificate_sha256);
+        self.meta.ca_key.is_none().then_some(AuditWhat::CaKeyRecorded { ca_certificate_sha256 })
     }
 
     fn kma_without_certificate(&self, name: &str) -> bool {

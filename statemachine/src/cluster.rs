@@ -14,6 +14,19 @@ pub struct ClusterInfo {
     pub created_at_ms: u64,
 }
 
+/// The cluster CA's private key, wrapped under the master key by the KMA that recorded it (issue
+/// 16 point 1): the state holds no clear CA key, so a copy of the state, a snapshot or a backup
+/// mints no certificate without the master key. Only a KMA unwraps it, to sign a certificate.
+/// `Debug` shows the bytes: they are wrapped, no secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WrappedCaKey {
+    /// SHA-256 of the DER of the CA certificate whose key this is: which CA it is, without
+    /// unwrapping.
+    pub ca_certificate_sha256: [u8; 32],
+    /// Opaque here; at most [`crate::limits::WRAPPED_CA_KEY_LEN_MAX`] bytes.
+    pub wrapped_key: Vec<u8>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Site {
     pub name: String,

@@ -397,4 +397,13 @@ pub enum Command {
         name: String,
         certificate_sha256: [u8; 32],
     },
+    /// A KMA records the cluster CA's private key, wrapped under the master key, with the
+    /// fingerprint (SHA-256 of the DER) of the CA certificate it belongs to (issue 16 point 1):
+    /// the KMA wraps it before proposing, the state stores opaque bytes and never sees the
+    /// clear key. Once per cluster: a new CA comes only through a CA rotation the quorum
+    /// approves.
+    RecordCaKey {
+        ca_certificate_sha256: [u8; 32],
+        wrapped_key: Vec<u8>,
+    },
 }

@@ -18,6 +18,8 @@
 //! - binds certificates to the state (issue 16 point 2): `Command::RecordUserSession` records a
 //!   user's session certificate, `Command::GrantKmaJoin` and `Command::RecordKmaCertificate` a
 //!   KMA's; disabling or deleting a user, or a new passphrase, drops its sessions.
+//! - keeps no clear CA key at rest (issue 16 point 1): `Command::RecordCaKey` records the
+//!   cluster CA's key, wrapped under the master key, once.
 //!
 //! The rules, all pure functions of the state so that every KMA decides alike:
 //! 1. A command is proposed, and applied, only once every KMA that applies the log reports a
@@ -269,7 +271,8 @@ impl Command {
             C::DestroyKeysPreviewed { .. }
             | C::RecordUserSession { .. }
             | C::GrantKmaJoin { .. }
-            | C::RecordKmaCertificate { .. } => LOG_FORMAT_3,
+            | C::RecordKmaCertificate { .. }
+            | C::RecordCaKey { .. } => LOG_FORMAT_3,
         }
     }
 }

@@ -64,6 +64,26 @@ impl fmt::Debug for KeyId {
     }
 }
 
+/// SHA-256 of a certificate's DER, as an audit event or a refusal names it: written as 64 hex
+/// digits (as `openssl x509 -fingerprint -sha256` prints it, without the colons), since the
+/// admin API shows an event's `Debug` text and 32 decimal numbers compare badly by eye. No
+/// secret: it names a certificate, it proves nothing. Postcard encodes a newtype as what it
+/// wraps, so this is encoded exactly as a `[u8; 32]`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Fingerprint(pub [u8; 32]);
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_hex(f, &self.0)
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({self})")
+    }
+}
+
 /// A data unit (tape volume) ID: creating cluster plus a serial assigned by `apply`.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct DataUnitId {

@@ -5,7 +5,7 @@ use alloc::collections::{BTreeMap, BTreeSet};
 
 use crate::ids::KeyGroupId;
 use crate::key::KeyState;
-use crate::limits::USER_SESSIONS_MAX;
+use crate::limits::{USER_SESSIONS_MAX, WRAPPED_CA_KEY_LEN_MAX};
 use crate::state::State;
 
 impl State {
@@ -76,7 +76,7 @@ impl State {
     }
 
     /// Certificates bound to the state (issue 16 point 2): bounded, revoked with what revokes
-    /// them, held only by KMAs that could have been handed one.
+    /// them, held only by KMAs that could have been handed one; the CA key (point 1) bounded.
     fn check_certificate_invariants(&self) {
         for user in self.meta.users.values() {
             assert!(
@@ -94,6 +94,13 @@ impl State {
                 kma.certificate_sha256.is_none() || kma.applies_the_log(),
                 "KMA {} holds a certificate only once its join was approved",
                 kma.name
+            );
+        }
+        if let Some(ca_key) = &self.meta.ca_key {
+            assert!(!ca_key.wrapped_key.is_empty(), "a recorded CA key holds bytes");
+            assert!(
+                ca_key.wrapped_key.len() <= WRAPPED_CA_KEY_LEN_MAX,
+                "a recorded CA key keeps within {WRAPPED_CA_KEY_LEN_MAX} bytes"
             );
         }
     }

@@ -9,6 +9,11 @@ pub const FILE_NAME_LEN_MAX: usize = 256;
 pub const VERIFIER_LEN_MAX: usize = 1024;
 pub const PUBLIC_KEY_LEN_MAX: usize = 4096;
 pub const SHARE_LEN_MAX: usize = 512;
+/// The cluster CA's private key as the proposing KMA wrapped it under the master key (the key's
+/// encoding, with AES-GCM's nonce and tag). An ECDSA P-256 key takes under 250 bytes even in
+/// PEM, an RSA-4096 one about 2,400 in DER and 3,300 in PEM: room for either, and no more,
+/// since the blob stays in every snapshot.
+pub const WRAPPED_CA_KEY_LEN_MAX: usize = 4096;
 
 pub const SITES_MAX: usize = 256;
 pub const KMAS_MAX: usize = 32;

@@ -85,6 +85,8 @@ pub enum CommandKind {
     // Issue 16 point 2 (log format 3).
     GrantKmaJoin,
     RecordKmaCertificate,
+    // Issue 16 point 1 (log format 3).
+    RecordCaKey,
 }
 
 /// Who may issue a kind of command.
@@ -123,6 +125,8 @@ impl CommandKind {
             K::RecordAuthenticationFailure | K::RecordLogin => System,
             // A KMA proves a joiner's passphrase and signs its certificate; a KMA knows its own.
             K::GrantKmaJoin | K::RecordKmaCertificate => System,
+            // Only a KMA holds the master key the CA key is wrapped under.
+            K::RecordCaKey => System,
             K::StartJoinKma | K::StartUnlockKma | K::StartEnableAutonomousUnlock => Users(SO),
             K::StartChangeQuorum | K::StartCreateTransferPartner => Users(SO),
             K::StartRestoreFromBackup => Users(BO),
@@ -177,7 +181,7 @@ impl CommandKind {
     }
 
     /// Every kind, in declaration order (for the role-matrix test and documentation).
-    pub const ALL: [CommandKind; 64] = {
+    pub const ALL: [CommandKind; 65] = {
         use CommandKind as K;
         [
             K::InitCluster,
@@ -244,6 +248,7 @@ impl CommandKind {
             K::RecordLogin,
             K::GrantKmaJoin,
             K::RecordKmaCertificate,
+            K::RecordCaKey,
         ]
     };
 }
@@ -327,6 +332,7 @@ impl Command {
             C::RecordUserSession { .. } => K::RecordLogin,
             C::GrantKmaJoin { .. } => K::GrantKmaJoin,
             C::RecordKmaCertificate { .. } => K::RecordKmaCertificate,
+            C::RecordCaKey { .. } => K::RecordCaKey,
         }
     }
 }

@@ -8,7 +8,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::Kma;
+use crate::cluster::{Kma, WrappedCaKey};
 use crate::command::{Actor, DestroySelection};
 use crate::data_unit::DataUnitState;
 use crate::format::{LOG_FORMAT_2, LOG_FORMAT_3};
@@ -232,6 +232,14 @@ impl State {
     pub fn kma_certificate_to_report(&self, name: &str) -> bool {
         let Some(kma) = self.meta.kmas.get(name) else { return false };
         kma.applies_the_log() && kma.certificate_sha256.is_none() && self.certificates_recorded()
+    }
+
+    /// The cluster CA's private key, wrapped under the master key, and the fingerprint of the
+    /// CA certificate it belongs to (issue 16 point 1); `None` until a KMA recorded it with
+    /// `Command::RecordCaKey`. A KMA unwraps it to sign a certificate, and keeps no clear copy
+    /// at rest.
+    pub fn wrapped_ca_key(&self) -> Option<&WrappedCaKey> {
+        self.meta.ca_key.as_ref()
     }
 }
 

@@ -8,7 +8,7 @@ use alloc::string::String;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::ids::{DataUnitId, KeyId, NodeId};
+use crate::ids::{DataUnitId, Fingerprint, KeyId, NodeId};
 use crate::key::KeyState;
 use crate::permission::{Access, CommandKind};
 use crate::role::RoleSet;
@@ -215,6 +215,14 @@ pub enum Reject {
          and the links accept only the one recorded"
     )]
     KmaCertificateAlreadyRecorded { name: String },
+    /// A CA key other than the one recorded (issue 16 point 1): whoever could replace it could
+    /// mint certificates every listener accepts, so it is recorded once. `ca_certificate_sha256`
+    /// names the CA recorded.
+    #[error(
+        "the cluster CA's key is already recorded, for the CA certificate of SHA-256 \
+         {ca_certificate_sha256}: a new CA comes only through a CA rotation approved by the quorum"
+    )]
+    CaKeyAlreadyRecorded { ca_certificate_sha256: Fingerprint },
 }
 
 /// What kind of rule a [`Reject`] names, for shells to choose their protocol's answer (an HTTP
@@ -320,6 +328,7 @@ impl Reject {
             R::JoinAlreadyGranted { .. } => 69,
             R::KmaCertificateFromAnotherKma { .. } => 70,
             R::KmaCertificateAlreadyRecorded { .. } => 71,
+            R::CaKeyAlreadyRecorded { .. } => 72,
         }
     }
 
@@ -396,7 +405,8 @@ impl Reject {
             | R::NoTransferKeyPair
             | R::AgentAlreadyEnrolled { .. }
             | R::JoinAlreadyGranted { .. }
-            | R::KmaCertificateAlreadyRecorded { .. } => C::Conflict,
+            | R::KmaCertificateAlreadyRecorded { .. }
+            | R::CaKeyAlreadyRecorded { .. } => C::Conflict,
         }
     }
 

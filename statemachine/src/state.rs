@@ -13,6 +13,7 @@ use crate::audit::AuditChain;
 use crate::backup::{Backup, BackupKind};
 use crate::cluster::{
     BackupSchedule, ClusterInfo, KeyPoolLimits, Kma, KmaStatus, SecuritySettings, Site, User,
+    WrappedCaKey,
 };
 use crate::command::Actor;
 use crate::data_unit::{DataUnit, DataUnitState};
@@ -68,6 +69,10 @@ pub struct Meta {
     /// Every audit event applied so far, as a hash chain: the same on every KMA, carried by
     /// snapshots, so a KMA that joined from one continues the chain (SPEC S5).
     pub audit_chain: AuditChain,
+    /// The cluster CA's private key, wrapped under the master key (log format 3, snapshot
+    /// format 4; issue 16 point 1): recorded once, by a KMA (`Command::RecordCaKey`); `None`
+    /// until then, and in snapshots of older formats.
+    pub ca_key: Option<WrappedCaKey>,
 }
 
 /// Lookups derived from the records; see [`State::rebuild_index`].

@@ -15,9 +15,9 @@
 //!   KMA reporting format 3 and its rules (issue 16): a KMA-only command refused from a user and
 //!   applied from the KMA, a destroy by key ID refused on a stale preview then applied, a drive
 //!   leaving another group's keys in use, a quorum change dropping a removed member's approval,
-//!   the audit events of what commands changed, and certificates bound to the state (a KMA's
-//!   own certificate, a join granted once, user sessions recorded and revoked). The snapshot
-//!   is of format 4.
+//!   the audit events of what commands changed, certificates bound to the state (a KMA's own
+//!   certificate, a join granted once, user sessions recorded and revoked) and the cluster CA's
+//!   key recorded wrapped, once. The snapshot is of format 4.
 //!
 //! `BLESS=1 cargo test -p statemachine --test golden` rewrites the files of the newest log
 //! format only, for a deliberate change of them; the older files are never rewritten.
@@ -201,7 +201,20 @@ fn sample_cluster_v3() -> TestCluster {
     cluster.ok(op(), Command::SetAgentEnabled { id: "drive7".into(), enabled: false });
     cluster.ok(so(), Command::DeleteKma { name: "kma6".into() });
     record_certificates(&mut cluster);
+    record_ca_key(&mut cluster);
     cluster
+}
+
+/// The cluster CA's key, wrapped under the master key (issue 16 point 1): recorded, the same
+/// record retried, another one refused.
+fn record_ca_key(cluster: &mut TestCluster) {
+    let ca_key = |byte| Command::RecordCaKey {
+        ca_certificate_sha256: [byte; 32],
+        wrapped_key: vec![byte ^ 0xff; 96],
+    };
+    cluster.ok(Actor::System, ca_key(0xca));
+    cluster.ok(Actor::System, ca_key(0xca));
+    cluster.apply(Actor::System, ca_key(0xcb)).expect_err("recorded once");
 }
 
 /// Certificates bound to the state (issue 16 point 2): kma1 reports its own, kma1's report of
@@ -321,9 +334,9 @@ fn c7_golden_log_v2_replays_to_the_golden_snapshot_v3() {
 
 /// Setup: the checked-in snapshot of format 3 of an earlier log of format 3, written before
 /// certificates were recorded. Action: decode it, encode it in today's format, decode again.
-/// Expect: it reads, at log format 3, with every KMA certificate `None` and every user's
-/// sessions empty, its invariants hold, and today's format carries the same state. (SPEC C7;
-/// issue 16 point 2)
+/// Expect: it reads, at log format 3, with every KMA certificate `None`, every user's sessions
+/// empty and no CA key, its invariants hold, and today's format carries the same state. (SPEC
+/// C7; issue 16 points 1, 2)
 #[test]
 fn c7_golden_snapshot_v3_reads_with_no_certificate_or_session() {
     let snapshot = read_golden("snapshot-v3-log-v3.bin");
@@ -333,6 +346,7 @@ fn c7_golden_snapshot_v3_reads_with_no_certificate_or_session() {
     assert_eq!(state.cluster_format_version(), 3);
     assert!(state.meta().kmas.values().all(|kma| kma.certificate_sha256.is_none()));
     assert!(state.meta().users.values().all(|user| user.sessions.is_empty()));
+    assert_eq!(state.wrapped_ca_key(), None);
     let today = encode_snapshot(&state);
     assert_eq!(today[0], 4, "written in snapshot format 4");
     assert!(decode_snapshot(&today).expect("format 4 is read") == state);
@@ -340,10 +354,11 @@ fn c7_golden_snapshot_v3_reads_with_no_certificate_or_session() {
 
 /// Setup: the checked-in log of format 3 (the history of format 2, then the gate opening to
 /// format 3 and each of its rules). Action: decode and apply it. Expect: the destroys by key ID
-/// with their preview and the certificate records are the entries of format 3; each entry
-/// re-encodes to its bytes; the state and the audit events equal the checked-in ones, and the
-/// snapshot (format 4) decodes to the same state, with kma1's and kma3's certificates and co's
-/// session, op's revoked. (SPEC C7, S1, S2, S4, S5, O9, A3; issue 16)
+/// with their preview, the certificate records and the CA key records are the entries of format
+/// 3; each entry re-encodes to its bytes; the state and the audit events equal the checked-in
+/// ones, and the snapshot (format 4) decodes to the same state, with kma1's and kma3's
+/// certificates, co's session, op's revoked, and the first CA key. (SPEC C7, S1, S2, S4, S5,
+/// O9, A3; issue 16)
 #[test]
 fn c7_golden_log_v3_replays_to_its_golden_snapshot() {
     let log: Vec<Vec<u8>> = sample_cluster_v3().log.iter().map(encode_envelope).collect();
@@ -356,7 +371,10 @@ fn c7_golden_log_v3_replays_to_its_golden_snapshot() {
     let log = read_golden("log-v3.bin");
     let entries = unframe(&log);
     let of_format_3 = entries.iter().filter(|entry| entry[0] == 3).count();
-    assert_eq!(of_format_3, 8, "2 previewed destroys, 2 KMA reports, 2 grants, 2 sessions");
+    assert_eq!(
+        of_format_3, 11,
+        "2 previewed destroys, 2 KMA reports, 2 grants, 2 sessions, 3 CA key records"
+    );
     let (state, events) = replay(&entries);
     assert_eq!(state.cluster_format_version(), 3);
     let snapshot = read_golden("snapshot-v4-log-v3.bin");
@@ -372,6 +390,11 @@ fn c7_golden_log_v3_replays_to_its_golden_snapshot() {
     );
     assert!(state.user_session_certified("co", &[0xd2; 32]));
     assert!(!state.user_session_certified("op", &[0xd1; 32]), "revoked by the new passphrase");
+    let ca_key = state.wrapped_ca_key().expect("recorded");
+    assert_eq!(
+        (ca_key.ca_certificate_sha256, &ca_key.wrapped_key[..]),
+        ([0xca; 32], &[0x35; 96][..])
+    );
 }
 
 /// A version byte this software does not know is refused with an upgrade hint, not misread;
@@ -447,7 +470,7 @@ fn c7_golden_commands_v1_decode_unchanged() {
     }
     // The kinds that log format 3 added have no command of format 1.
     use statemachine::CommandKind as K;
-    let added = [K::GrantKmaJoin, K::RecordKmaCertificate];
+    let added = [K::GrantKmaJoin, K::RecordKmaCertificate, K::RecordCaKey];
     let all: std::collections::BTreeSet<_> =
         K::ALL.into_iter().filter(|kind| !added.contains(kind)).collect();
     assert_eq!(kinds, all, "one entry of every command kind of format 1");

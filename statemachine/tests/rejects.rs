@@ -451,7 +451,16 @@ fn scenarios() -> Vec<(u16, &'static str, RejectClass, Scenario)> {
             c.ok(Actor::System, kma_certificate("kma1", [0xc1; 32]));
             c.apply(Actor::System, kma_certificate("kma1", [0xc7; 32]))
         }),
+        (72, "CaKeyAlreadyRecorded", Conflict, |c, _| {
+            c.open_format(3);
+            c.ok(Actor::System, ca_key([0xca; 32]));
+            c.apply(Actor::System, ca_key([0xcb; 32]))
+        }),
     ]
+}
+
+fn ca_key(ca_certificate_sha256: [u8; 32]) -> Command {
+    Command::RecordCaKey { ca_certificate_sha256, wrapped_key: vec![0x77; 96] }
 }
 
 fn grant_kma5(certificate_sha256: [u8; 32]) -> Command {
@@ -498,7 +507,7 @@ fn every_reject_variant_has_a_triggering_scenario_and_a_frozen_code() {
         assert!(covered.insert(code, name.to_string()).is_none(), "{name}: code {code} twice");
     }
     assert_eq!(covered, codes_in_source(), "every code of Reject::code has its scenario");
-    let expected: BTreeSet<u16> = (1..=71).collect();
+    let expected: BTreeSet<u16> = (1..=72).collect();
     assert_eq!(covered.keys().copied().collect::<BTreeSet<_>>(), expected, "codes run on");
 }
 

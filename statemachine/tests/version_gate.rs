@@ -19,9 +19,9 @@ fn full_report(kma: &str, log: u16) -> Command {
 
 /// Setup: one command of every kind, and the full version report. Action: ask each the log
 /// format it needs. Expect: 1 for all but the full report, which needs 2, and the destroy by key
-/// ID with its preview and the certificate records (user sessions, join grants, a KMA's own
-/// certificate), which need 3; an entry's version byte is that format, so older KMAs read every
-/// entry the gate lets in. (SPEC C7)
+/// ID with its preview, the certificate records (user sessions, join grants, a KMA's own
+/// certificate) and the cluster CA's wrapped key, which need 3; an entry's version byte is that
+/// format, so older KMAs read every entry the gate lets in. (SPEC C7)
 #[test]
 fn c7_every_command_but_those_of_formats_2_and_3_needs_format_1() {
     let (mut cluster, fixture) = prepared();
@@ -30,7 +30,8 @@ fn c7_every_command_but_those_of_formats_2_and_3_needs_format_1() {
             Command::DestroyKeysPreviewed { .. }
             | Command::RecordUserSession { .. }
             | Command::GrantKmaJoin { .. }
-            | Command::RecordKmaCertificate { .. } => 3,
+            | Command::RecordKmaCertificate { .. }
+            | Command::RecordCaKey { .. } => 3,
             _ => 1,
         };
         assert_eq!(command.format_needed(), needed, "{:?}", command.kind());

@@ -5,8 +5,9 @@
 //! - Format 2 (issue 6 to issue 15): `Meta` ends with the audit chain head; a KMA record has no
 //!   version report (`Kma::version`).
 //! - Format 3 (issue 15 to issue 16): a KMA record ends with its version report; it has no
-//!   certificate (`Kma::certificate_sha256`), and a user record has no sessions
-//!   (`User::sessions`).
+//!   certificate (`Kma::certificate_sha256`), a user record has no sessions
+//!   (`User::sessions`), and `Meta` ends with the audit chain head, without the cluster CA's
+//!   wrapped key (`Meta::ca_key`).
 //! - Format 4 (issue 16): today's shapes.
 //!
 //! Keys, data units and the trailer have kept one shape in every format so far, and so has
@@ -189,6 +190,8 @@ impl<K: Into<Kma>> MetaV1<K> {
             backups: self.backups,
             sessions: self.sessions,
             audit_chain,
+            // No CA key could be recorded before log format 3, nor kept before format 4.
+            ca_key: None,
         }
     }
 }
