@@ -1,8 +1,9 @@
 //! The trust model of issue 16, state side: commands only a KMA may issue, the destroy by key ID
 //! that carries its preview, agents confined to their key groups, approvals of removed quorum
-//! members, what the audit log records, node IDs never reused, and certificates bound to the
-//! state (user sessions, a KMA's certificate, a join granted once). The rules of log format 3:
-//! each test opens that format first, as a cluster of this software runs at it.
+//! members, what the audit log records, node IDs never reused, certificates bound to the state
+//! (user sessions, a KMA's certificate, a join granted once), and the cluster CA's key recorded
+//! wrapped, once. The rules of log format 3: each test opens that format first, as a cluster of
+//! this software runs at it.
 
 mod support;
 
@@ -312,8 +313,9 @@ fn s5_the_audit_log_records_what_a_command_changed() {
 
 /// Setup: the prepared cluster at log format 3. Action: the commands that carry secrets, each
 /// with bytes of its own: passphrase verifiers (users, agents, a KMA), quorum shares, wrapped
-/// 1.x and transfer keys, a wrapped transfer private key. Expect: no audit event of the whole
-/// log, encoded as the audit log stores it, holds any of those bytes. (SPEC S5)
+/// 1.x and transfer keys, a wrapped transfer private key, the cluster CA's wrapped key. Expect:
+/// no audit event of the whole log, encoded as the audit log stores it, holds any of those
+/// bytes. (SPEC S5; issue 16 point 1)
 #[test]
 fn s5_audit_events_hold_no_passphrase_verifier_share_or_wrapped_key() {
     use statemachine::quorum::{Quorum, QuorumMember, QuorumOperation};
@@ -375,9 +377,11 @@ fn s5_audit_events_hold_no_passphrase_verifier_share_or_wrapped_key() {
     let pair =
         Command::SetTransferKeyPair { public_key: vec![1; 32], wrapped_private_key: secret(0xa8) };
     cluster.ok(Actor::System, pair);
+    let ca_key = Command::RecordCaKey { ca_certificate_sha256: [1; 32], wrapped_key: secret(0xa9) };
+    cluster.ok(Actor::System, ca_key);
 
     let encoded = every_audit_event_encoded(&cluster);
-    for byte in 0xa1..=0xa8u8 {
+    for byte in 0xa1..=0xa9u8 {
         let run = [byte; 8];
         let found = encoded.windows(8).any(|window| window == run);
         assert!(!found, "secret bytes {byte:#x} reached the audit log");
@@ -673,4 +677,156 @@ fn s2_recorded_certificates_survive_a_snapshot() {
     assert!(read.kma_certificate_accepted(1, &[0xc1; 32]));
     assert!(!read.kma_certificate_accepted(4, &[0xc1; 32]));
     assert_eq!(read.meta().users["op"].sessions.len(), 2);
+}
+
+// The cluster CA's key, wrapped under the master key (issue 16 point 1).
+
+fn ca_key(byte: u8, wrapped_key: Vec<u8>) -> Command {
+    Command::RecordCaKey { ca_certificate_sha256: [byte; 32], wrapped_key }
+}
+
+/// Setup: the prepared cluster at log format 3, no CA key recorded. Action: a user of every
+/// role records a CA key; then the KMA software; the same record again (fingerprint and bytes);
+/// another certificate's key; the same certificate with other bytes. Expect: every user is
+/// refused as the wrong issuer ("only a KMA issues RecordCaKey") and changes nothing but what a
+/// refusal changes; the KMA's is recorded, read back by `wrapped_ca_key`, and audited with the
+/// certificate's fingerprint in hex and without the wrapped bytes; the same again is answered
+/// Done with no second audit event and no change; both others are refused, naming the CA
+/// recorded and the CA rotation, and the first key stays. (SPEC S1, S2, S5; issue 16 point 1)
+#[test]
+fn s2_the_ca_key_is_recorded_wrapped_once_by_a_kma_only() {
+    let (mut cluster, _) = prepared();
+    cluster.open_format(LOG_FORMAT_3);
+    for user in [so(), co(), op(), bo(), auditor()] {
+        let refused = cluster.apply(user.clone(), ca_key(0xca, vec![0x77; 96]));
+        assert_eq!(
+            refused,
+            Err(Reject::WrongIssuer { kind: CommandKind::RecordCaKey }),
+            "{user:?}"
+        );
+        let message = refused.expect_err("refused").to_string();
+        assert!(message.starts_with("only a KMA issues RecordCaKey"), "{message}");
+        let before = cluster.before_last.as_ref().expect("before");
+        assert!(without_what_a_refusal_changes(&cluster.state, before) == *before, "{user:?}");
+        assert_eq!(cluster.state.wrapped_ca_key(), None, "{user:?}");
+    }
+
+    assert_eq!(cluster.ok(Actor::System, ca_key(0xca, vec![0x77; 96])), Reply::Done);
+    let recorded = cluster.state.wrapped_ca_key().expect("recorded").clone();
+    assert_eq!(
+        (recorded.ca_certificate_sha256, recorded.wrapped_key.clone()),
+        ([0xca; 32], vec![0x77; 96])
+    );
+    let ca_certificate_sha256 = statemachine::ids::Fingerprint([0xca; 32]);
+    let events = cluster.last_events();
+    assert_eq!(events, vec![AuditWhat::CaKeyRecorded { ca_certificate_sha256 }]);
+    let text = format!("{:?}", events[0]);
+    assert_eq!(
+        text,
+        format!("CaKeyRecorded {{ ca_certificate_sha256: Fingerprint({}) }}", "ca".repeat(32))
+    );
+
+    let before = cluster.state.clone();
+    assert_eq!(cluster.ok(Actor::System, ca_key(0xca, vec![0x77; 96])), Reply::Done, "retried");
+    assert_eq!(cluster.last_events(), vec![], "no second audit event");
+    assert!(without_what_a_refusal_changes(&cluster.state, &before) == before, "nothing changed");
+
+    for other in [ca_key(0xcb, vec![0x78; 96]), ca_key(0xca, vec![0x78; 96])] {
+        let refused = cluster.apply(Actor::System, other);
+        assert_eq!(refused, Err(Reject::CaKeyAlreadyRecorded { ca_certificate_sha256 }));
+        assert_eq!(cluster.last_events(), vec![]);
+        assert_eq!(cluster.state.wrapped_ca_key(), Some(&recorded), "the first stays");
+        let message = refused.expect_err("refused").to_string();
+        assert_eq!(
+            message,
+            format!(
+                "the cluster CA's key is already recorded, for the CA certificate of SHA-256 {}: \
+                 a new CA comes only through a CA rotation approved by the quorum",
+                "ca".repeat(32)
+            )
+        );
+    }
+}
+
+/// Setup: the prepared cluster at log format 3. Action: the KMA records a CA key of no bytes,
+/// then one a byte over `WRAPPED_CA_KEY_LEN_MAX`, then one of exactly that length. Expect: the
+/// first two are refused as invalid, naming the field and the bound, and record nothing; the
+/// last is recorded. (SPEC S2; issue 16 point 1; STYLE 9)
+#[test]
+fn s2_a_wrapped_ca_key_empty_or_too_long_is_refused() {
+    use statemachine::limits::WRAPPED_CA_KEY_LEN_MAX;
+    use statemachine::reject::TextProblem;
+    let (mut cluster, _) = prepared();
+    cluster.open_format(LOG_FORMAT_3);
+    let field = "wrapped CA key".to_string();
+    let empty = cluster.apply(Actor::System, ca_key(0xca, vec![]));
+    let problem = TextProblem::Empty;
+    assert_eq!(empty, Err(Reject::InvalidText { field: field.clone(), problem }));
+    let long = cluster.apply(Actor::System, ca_key(0xca, vec![0x77; WRAPPED_CA_KEY_LEN_MAX + 1]));
+    let problem = TextProblem::TooLong { len_max: WRAPPED_CA_KEY_LEN_MAX as u32 };
+    assert_eq!(long, Err(Reject::InvalidText { field, problem }));
+    assert_eq!(cluster.state.wrapped_ca_key(), None, "nothing recorded");
+    cluster.ok(Actor::System, ca_key(0xca, vec![0x77; WRAPPED_CA_KEY_LEN_MAX]));
+    assert_eq!(cluster.state.wrapped_ca_key().expect("recorded").wrapped_key.len(), 4096);
+}
+
+/// Setup: the prepared cluster, whose KMAs never reported a format (log format 1), then at
+/// format 2. Action: the KMA software records a CA key. Expect: refused as not available yet
+/// (retryable), needing format 3, and nothing recorded: a KMA of an older release could not
+/// decode the entry. (SPEC C7; issue 16 point 1)
+#[test]
+fn c7_the_ca_key_waits_for_log_format_3() {
+    let (mut cluster, _) = prepared();
+    for cluster_format in [1, 2] {
+        if cluster_format > 1 {
+            cluster.open_format(cluster_format);
+        }
+        let closed = cluster.apply(Actor::System, ca_key(0xca, vec![0x77; 96]));
+        let expected = Reject::FormatNotYetAvailable {
+            kind: CommandKind::RecordCaKey,
+            format_needed: 3,
+            cluster_format,
+        };
+        assert_eq!(closed, Err(expected));
+        assert!(closed.expect_err("closed").is_retryable());
+        assert_eq!(cluster.state.wrapped_ca_key(), None);
+    }
+}
+
+/// Setup: the prepared cluster at log format 3 with the CA key recorded. Action: write a
+/// snapshot (format 4) and read it back. Expect: the same state, the same wrapped key and
+/// fingerprint, and a different key still refused from the read state. (SPEC S2, C7; issue 16
+/// point 1)
+#[test]
+fn s2_the_wrapped_ca_key_survives_a_snapshot() {
+    let (mut cluster, _) = prepared();
+    cluster.open_format(LOG_FORMAT_3);
+    cluster.ok(Actor::System, ca_key(0xca, vec![0x77; 96]));
+    let snapshot = cluster.snapshot();
+    assert_eq!(snapshot[0], 4, "snapshot format 4");
+    let read = statemachine::codec::decode_snapshot(&snapshot).expect("decodes");
+    assert!(read == cluster.state);
+    let wrapped = read.wrapped_ca_key().expect("kept");
+    assert_eq!(
+        (wrapped.ca_certificate_sha256, &wrapped.wrapped_key[..]),
+        ([0xca; 32], &[0x77; 96][..])
+    );
+    cluster.state = read;
+    let refused = cluster.apply(Actor::System, ca_key(0xcb, vec![0x78; 96]));
+    assert!(matches!(refused, Err(Reject::CaKeyAlreadyRecorded { .. })), "{refused:?}");
+}
+
+/// Setup: a fingerprint as audit events and refusals carry it. Action: encode it with postcard
+/// and show it. Expect: the bare 32 bytes, as a `[u8; 32]` is encoded, so the newtype changes
+/// only the text, which is 64 hex digits. (SPEC S5; issue 16 point 1)
+#[test]
+fn s5_a_fingerprint_is_encoded_as_its_32_bytes_and_shown_in_hex() {
+    let bytes: [u8; 32] = std::array::from_fn(|n| n as u8);
+    let fingerprint = statemachine::ids::Fingerprint(bytes);
+    let encoded = postcard::to_allocvec(&fingerprint).expect("encodes");
+    assert_eq!(encoded, postcard::to_allocvec(&bytes).expect("encodes"));
+    assert_eq!(
+        fingerprint.to_string(),
+        "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+    );
 }
