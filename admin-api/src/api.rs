@@ -477,7 +477,18 @@ pub struct LoginGranted {
     pub ca_pem: String,
     /// Users: seconds the certificate is valid for.
     pub valid_for_s: u64,
+    /// The log index of the entry that recorded this login (its certificate): a KMA accepts
+    /// the certificate once it has applied that index, so the client sends it with every
+    /// request ([`LOGIN_INDEX_HEADER`]). 0 from a KMA that does not record logins.
+    #[serde(default)]
+    pub login_index: u64,
 }
+
+/// The request header that carries [`LoginGranted::login_index`] on every request of a
+/// session: a KMA that has not applied the login yet waits for that index before it judges the
+/// certificate, instead of refusing a session another KMA granted a moment ago. Left out when
+/// the index is 0.
+pub const LOGIN_INDEX_HEADER: &str = "kms-login-index";
 
 /// `POST /v1/quorum/approve`: a quorum member approves through a user's session (SPEC S4).
 /// The passphrase unwraps the member's share on the KMA that needs it; it is not stored.
@@ -525,6 +536,60 @@ pub struct QuorumMemberPassphrase {
     pub change: u64,
     pub member: String,
     pub passphrase: String,
+}
+
+/// The path of [`MemberUnlockRequest`] on a KMA's management listener.
+pub const MEMBER_UNLOCK_PATH: &str = "/v1/unlock/member";
+
+/// `POST /v1/unlock/member`: a quorum member gives their share to a locked KMA, straight, with
+/// their passphrase alone (SPEC S4). After a cold restart every KMA is locked and none can sign
+/// a user certificate, so this is the one call a KMA serves without a client certificate: the
+/// TLS connection authenticates the KMA, the passphrase (which unwraps the member's share held
+/// in the replicated state) authenticates the member, as the unseal keys of Vault do. The
+/// passphrase is zeroized when the request is dropped, on the client and on the KMA.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct MemberUnlockRequest {
+    pub member: String,
+    pub passphrase: String,
+}
+
+impl std::fmt::Debug for MemberUnlockRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemberUnlockRequest")
+            .field("member", &self.member)
+            .field("passphrase", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Drop for MemberUnlockRequest {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.passphrase);
+    }
+}
+
+/// The answer to [`MemberUnlockRequest`]: whose shares the locked KMA holds so far, how many it
+/// needs, and whether it unlocked. The shares are held in the KMA's memory only, until it
+/// unlocks or restarts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberUnlockProgress {
+    /// The KMA that answered (the locked one), and its Raft node ID.
+    pub kma: String,
+    pub node_id: u64,
+    /// The members whose share it holds, this one included.
+    pub members_given: Vec<String>,
+    /// How many shares unlock it.
+    pub threshold: u32,
+    pub unlocked: bool,
+}
+
+impl MemberUnlockProgress {
+    /// How many more members must give their share before the KMA can unlock (0 once the
+    /// threshold is reached).
+    pub fn members_missing(&self) -> u64 {
+        let given = u64::try_from(self.members_given.len()).unwrap_or(u64::MAX);
+        u64::from(self.threshold).saturating_sub(given)
+    }
 }
 
 // ---- Names of enums on the wire ----

@@ -11,7 +11,14 @@
 //!   `min_index` on every later read, so a read from any KMA shows this client's writes.
 //! - [`login`] runs the passphrase challenge/response (no client certificate), checks that the
 //!   KMA proved it holds the user's verifier, and returns the granted certificate with the key
-//!   pair made here (the private key never leaves this process).
+//!   pair made here (the private key never leaves this process), and the log index of the entry
+//!   that recorded the login. A KMA accepts the certificate once it has applied that entry:
+//!   [`AdminClient::with_login_index`] sends the index with every request
+//!   ([`LOGIN_INDEX_HEADER`]) so that a KMA that has not applied it yet waits instead of
+//!   refusing, and reads start from it.
+//! - [`approve_unlock`]: a quorum member's share, given straight to a locked KMA with the
+//!   member's passphrase and no client certificate (the one way in after a cold restart, when
+//!   no KMA can sign a user certificate).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,7 +30,10 @@ use serde::Serialize;
 use thiserror::Error;
 use zeroize::Zeroizing;
 
-use crate::api::{Done, ErrorBody, ErrorCode, LoginGranted, PreviewOrDone, ProofRequest};
+use crate::api::{
+    Done, ErrorBody, ErrorCode, LoginGranted, MemberUnlockProgress, MemberUnlockRequest,
+    PreviewOrDone, ProofRequest, LOGIN_INDEX_HEADER, MEMBER_UNLOCK_PATH,
+};
 
 /// The purpose of a user login in the challenge transcript. Mirrors `PURPOSE_USER` in
 /// `node/src/security_api.rs` (node depends on this crate, not the reverse): the two must match,
@@ -86,6 +96,9 @@ pub struct AdminClient {
     preferred: Arc<AtomicUsize>,
     /// The highest `Done.index` seen: `min_index` of every read.
     seen_index: Arc<AtomicU64>,
+    /// The index of the entry that recorded the login; sent as [`LOGIN_INDEX_HEADER`] when
+    /// not 0.
+    login_index: u64,
 }
 
 /// What a login grants: the user's certificate and the private key made for it.
@@ -97,6 +110,8 @@ pub struct Credentials {
     /// The CA the KMA sent; the caller trusted its own copy to reach the KMA.
     pub ca_pem: String,
     pub valid_for_s: u64,
+    /// [`LoginGranted::login_index`]: give it to [`AdminClient::with_login_index`].
+    pub login_index: u64,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -104,6 +119,7 @@ impl std::fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("address", &self.address)
             .field("valid_for_s", &self.valid_for_s)
+            .field("login_index", &self.login_index)
             .finish_non_exhaustive()
     }
 }
@@ -125,7 +141,23 @@ impl AdminClient {
             addresses: Arc::new(addresses),
             preferred: Arc::new(AtomicUsize::new(0)),
             seen_index: Arc::new(AtomicU64::new(0)),
+            login_index: 0,
         })
+    }
+
+    /// The same client, for a session whose login was recorded at `index`
+    /// ([`Credentials::login_index`]): every request carries it ([`LOGIN_INDEX_HEADER`]), and
+    /// reads wait for at least that index. 0 (a KMA that does not record logins) changes
+    /// nothing.
+    pub fn with_login_index(mut self, index: u64) -> AdminClient {
+        self.login_index = index;
+        self.observe_index(index);
+        self
+    }
+
+    /// The index sent as [`LOGIN_INDEX_HEADER`] (0: none).
+    pub fn login_index(&self) -> u64 {
+        self.login_index
     }
 
     pub fn addresses(&self) -> &[String] {
@@ -146,6 +178,7 @@ impl AdminClient {
             addresses: Arc::new(vec![address.to_string()]),
             preferred: Arc::new(AtomicUsize::new(0)),
             seen_index: Arc::clone(&self.seen_index),
+            login_index: self.login_index,
         }
     }
 
@@ -246,6 +279,9 @@ impl AdminClient {
             .timeout(REQUEST_TIMEOUT);
         if request.min_index > 0 {
             builder = builder.query(&[("min_index", request.min_index)]);
+        }
+        if self.login_index > 0 {
+            builder = builder.header(LOGIN_INDEX_HEADER, self.login_index);
         }
         if let Some(body) = request.body {
             builder = builder.json(body);
@@ -501,34 +537,82 @@ async fn login_at(
         key_pem,
         ca_pem: granted.ca_pem,
         valid_for_s: granted.valid_for_s,
+        login_index: granted.login_index,
     })
 }
 
+/// One login step: a KMA that cannot be reached or answers `503 unavailable` lets the next
+/// one be tried; any other refusal ends the login.
 async fn post_login<B: Serialize, T: DeserializeOwned>(
     http: &reqwest::Client,
     address: &str,
     path: &str,
     body: &B,
 ) -> Result<T, LoginAttempt> {
+    post_json(http, address, path, body).await.map_err(|failure| match failure {
+        PostFailure::NoAnswer(reason) => LoginAttempt::TryNext(reason),
+        PostFailure::Refused(ClientError::Api { status, error, .. })
+            if status == StatusCode::SERVICE_UNAVAILABLE.as_u16() =>
+        {
+            LoginAttempt::TryNext(format!("{} ({})", error.message, error.code))
+        }
+        PostFailure::Refused(error) => LoginAttempt::Failed(error),
+    })
+}
+
+/// Why a [`post_json`] brought no answer to use.
+enum PostFailure {
+    /// No answer came (connect, TLS, timeout): the cause.
+    NoAnswer(String),
+    /// A refusal ([`ClientError::Api`]) or an answer that is not the contract's.
+    Refused(ClientError),
+}
+
+/// `POST path` with a JSON body to one KMA, without retrying: the JSON answer, a non-2xx
+/// answer's refusal as [`ClientError::Api`], or why no answer came.
+async fn post_json<B: Serialize, T: DeserializeOwned>(
+    http: &reqwest::Client,
+    address: &str,
+    path: &str,
+    body: &B,
+) -> Result<T, PostFailure> {
+    let no_answer = |e: reqwest::Error| PostFailure::NoAnswer(error_chain(&e));
     let url = format!("https://{address}{path}");
-    let response = match http.post(&url).json(body).timeout(REQUEST_TIMEOUT).send().await {
-        Ok(response) => response,
-        Err(e) => return Err(LoginAttempt::TryNext(error_chain(&e))),
-    };
+    let response =
+        http.post(&url).json(body).timeout(REQUEST_TIMEOUT).send().await.map_err(no_answer)?;
     let status = response.status();
-    let bytes = response.bytes().await.map_err(|e| LoginAttempt::TryNext(error_chain(&e)))?;
+    let bytes = response.bytes().await.map_err(no_answer)?;
     if status.is_success() {
-        return decode(address, path, &bytes).map_err(LoginAttempt::Failed);
+        return decode(address, path, &bytes).map_err(PostFailure::Refused);
     }
-    let error = api_error(status, &bytes);
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        return Err(LoginAttempt::TryNext(format!("{} ({})", error.message, error.code)));
-    }
-    Err(LoginAttempt::Failed(ClientError::Api {
+    Err(PostFailure::Refused(ClientError::Api {
         status: status.as_u16(),
         address: address.to_string(),
-        error,
+        error: api_error(status, &bytes),
     }))
+}
+
+/// Gives quorum member `member`'s share to the locked KMA at `address` (`HOST:PORT` of its
+/// management listener): `POST /v1/unlock/member` over TLS 1.3 that trusts only `ca_pem`,
+/// without a client certificate (after a cold restart nobody holds a valid one). The KMA
+/// unwraps the share with `passphrase` and answers how many it holds; it unlocks once it holds
+/// the threshold. Sent once, to that KMA only: each KMA is unlocked on its own.
+pub async fn approve_unlock(
+    address: &str,
+    ca_pem: &str,
+    member: &str,
+    passphrase: &str,
+) -> Result<MemberUnlockProgress, ClientError> {
+    let http = https_client(tls_config(ca_pem, None)?)?;
+    // Zeroized when dropped, sent or not.
+    let request =
+        MemberUnlockRequest { member: member.to_string(), passphrase: passphrase.to_string() };
+    post_json(&http, address, MEMBER_UNLOCK_PATH, &request).await.map_err(|failure| match failure {
+        PostFailure::NoAnswer(reason) => {
+            ClientError::Unreachable { attempts: vec![format!("{address}: {reason}")] }
+        }
+        PostFailure::Refused(error) => error,
+    })
 }
 
 #[cfg(test)]
@@ -564,6 +648,48 @@ mod tests {
             (ErrorCode::Internal, "hot (kma-on-fire)")
         );
         assert_eq!((error.retryable, error.help.as_deref()), (true, Some("wait")));
+    }
+
+    /// Setup: a grant as an older KMA sends it, without `login_index` (issue 16 point 2).
+    /// Expectation: it reads, with index 0, and a client given 0 sends no header (its
+    /// `login_index` stays 0) and reads from index 0.
+    #[test]
+    fn s2_a_grant_without_a_login_index_reads_as_none() {
+        let signature = serde_json::to_value([3u8; 32]).unwrap();
+        let older = serde_json::json!({
+            "server_final": { "server_signature": signature },
+            "cert_pem": "CERT",
+            "ca_pem": "CA",
+            "valid_for_s": 28_800,
+        });
+        let granted: LoginGranted = serde_json::from_value(older.clone()).unwrap();
+        assert_eq!(granted.login_index, 0);
+        let mut newer = older;
+        newer["login_index"] = 57.into();
+        let granted: LoginGranted = serde_json::from_value(newer).unwrap();
+        assert_eq!(granted.login_index, 57);
+    }
+
+    /// Setup: a member's unlock request and a locked KMA's answer (issue 16 point 5).
+    /// Expectation: the contract's JSON both ways; the passphrase never in `Debug`; the
+    /// members still missing counted from the threshold, never below 0.
+    #[test]
+    fn s4_member_unlock_shapes_on_the_wire() {
+        let request =
+            MemberUnlockRequest { member: "m1".into(), passphrase: "secret words".into() };
+        let json = serde_json::to_string(&request).unwrap();
+        assert_eq!(json, r#"{"member":"m1","passphrase":"secret words"}"#);
+        let debug = format!("{request:?}");
+        assert_eq!(debug, r#"MemberUnlockRequest { member: "m1", passphrase: "<redacted>" }"#);
+        let answer = r#"{"kma":"kma2","node_id":2,"members_given":["m1"],"threshold":3,
+                         "unlocked":false}"#;
+        let mut progress: MemberUnlockProgress = serde_json::from_str(answer).unwrap();
+        assert_eq!((progress.kma.as_str(), progress.node_id), ("kma2", 2));
+        assert_eq!(progress.members_missing(), 2);
+        progress.threshold = 0;
+        assert_eq!(progress.members_missing(), 0);
+        assert_eq!(MEMBER_UNLOCK_PATH, "/v1/unlock/member");
+        assert_eq!(LOGIN_INDEX_HEADER, "kms-login-index");
     }
 
     /// Setup: a fresh certificate request. Expectation: PEM CSR and PEM key.

@@ -8,8 +8,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use admin_api::api::{
-    DestroyDataUnitKeys, Done, ErrorBody, ErrorCode, ImpactPreview, Key, LoginGranted, Page,
-    PreviewOrDone, ProofRequest, Site,
+    DestroyDataUnitKeys, Done, ErrorBody, ErrorCode, ImpactPreview, Key, LoginGranted,
+    MemberUnlockProgress, MemberUnlockRequest, Page, PreviewOrDone, ProofRequest, Site,
+    LOGIN_INDEX_HEADER, MEMBER_UNLOCK_PATH,
 };
 use admin_api::cli::profile::{self, ProfileFile, SavedLogin};
 use admin_api::client::AdminClient;
@@ -70,6 +71,7 @@ fn save_profile(home: &Path, pki: &Pki, addresses: &[String], expires_at_ms: u64
         logged_in_at_ms: Some(0),
         expires_at_ms: Some(expires_at_ms),
         granted_by: addresses.first().cloned(),
+        login_index: 0,
     };
     let login =
         SavedLogin { file, ca_pem: &pki.ca, cert_pem: &pki.user_cert, key_pem: &pki.user_key };
@@ -249,6 +251,10 @@ async fn u1_completion_needs_no_profile() {
 // ---- Against a stand-in KMA ----
 
 const PASSPHRASE: &str = "correct horse battery";
+/// The log index at which the stand-in says it recorded a login.
+const LOGIN_INDEX: u64 = 57;
+/// The quorum members the stand-in's locked KMA takes shares from, two of them needed.
+const MEMBERS: [&str; 3] = ["m1", "m2", "m3"];
 
 /// A KMA stand-in: canned answers, a real login (challenge/response against a verifier of
 /// [`PASSPHRASE`], the CSR signed by the test CA) and, like the node, routes other than the
@@ -256,6 +262,10 @@ const PASSPHRASE: &str = "correct horse battery";
 struct StandIn {
     pki: Pki,
     seen: Mutex<Vec<String>>,
+    /// The login index header of each request in `seen` (`-`: none).
+    login_index_headers: Mutex<Vec<String>>,
+    /// The members whose share the locked KMA holds.
+    members_given: Mutex<Vec<String>>,
     login: Mutex<Option<ServerLogin>>,
     verifier: Vec<u8>,
     /// Answers the proof with a server signature that proves nothing.
@@ -265,6 +275,14 @@ struct StandIn {
 impl StandIn {
     fn lines(&self) -> Vec<String> {
         self.seen.lock().expect("lock not poisoned").clone()
+    }
+
+    fn login_index_headers(&self) -> Vec<String> {
+        self.login_index_headers.lock().expect("lock not poisoned").clone()
+    }
+
+    fn record(&self, line: String) {
+        self.seen.lock().expect("lock not poisoned").push(line);
     }
 }
 
@@ -338,6 +356,7 @@ fn login_proof(stand_in: &StandIn, body: &str) -> Response {
         cert_pem: cert.pem(),
         ca_pem: stand_in.pki.ca.clone(),
         valid_for_s: 8 * 3_600,
+        login_index: LOGIN_INDEX,
     };
     Json(granted).into_response()
 }
@@ -358,11 +377,39 @@ fn destroy_keys(body: &str) -> Response {
     Json(answer).into_response()
 }
 
+/// A locked KMA (`kma2`, node 2) taking quorum members' shares: [`PASSPHRASE`] is every
+/// member's; two shares unlock it. Served, like the login, without a client certificate.
+fn member_unlock(stand_in: &StandIn, peer: Peer, body: &str) -> Response {
+    let request: MemberUnlockRequest =
+        serde_json::from_str(body).expect("request body in the contract's JSON");
+    stand_in.record(format!("POST {MEMBER_UNLOCK_PATH} {} client-cert={}", request.member, peer.0));
+    if !MEMBERS.contains(&request.member.as_str()) || request.passphrase != PASSPHRASE {
+        return refusal(
+            StatusCode::CONFLICT,
+            ErrorCode::UnlockFailed,
+            "wrong quorum member or passphrase",
+        );
+    }
+    let mut given = stand_in.members_given.lock().expect("lock not poisoned");
+    if !given.contains(&request.member) {
+        given.push(request.member.clone());
+    }
+    let progress = MemberUnlockProgress {
+        kma: "kma2".into(),
+        node_id: 2,
+        members_given: given.clone(),
+        threshold: 2,
+        unlocked: given.len() >= 2,
+    };
+    Json(progress).into_response()
+}
+
 async fn answer(
     State(stand_in): State<Arc<StandIn>>,
     Extension(peer): Extension<Peer>,
     method: Method,
     uri: Uri,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
     let body = String::from_utf8_lossy(&body).into_owned();
@@ -374,6 +421,9 @@ async fn answer(
             login_proof(&stand_in, &body)
         };
     }
+    if method == Method::POST && path == MEMBER_UNLOCK_PATH {
+        return member_unlock(&stand_in, peer, &body);
+    }
     if !peer.0 {
         return refusal(
             StatusCode::UNAUTHORIZED,
@@ -381,11 +431,11 @@ async fn answer(
             "present a certificate",
         );
     }
-    stand_in
-        .seen
-        .lock()
-        .expect("lock not poisoned")
-        .push(format!("{method} {uri} {body}").trim_end().to_string());
+    stand_in.record(format!("{method} {uri} {body}").trim_end().to_string());
+    let login_index = headers
+        .get(LOGIN_INDEX_HEADER)
+        .map_or_else(|| "-".to_string(), |value| value.to_str().expect("ASCII").to_string());
+    stand_in.login_index_headers.lock().expect("lock not poisoned").push(login_index);
     let done = |index| Json(Done { index, detail: serde_json::json!({}) }).into_response();
     match (method.as_str(), path) {
         ("GET", "/v1/sites") => {
@@ -446,6 +496,8 @@ async fn stand_in(impostor: bool) -> (SocketAddr, Arc<StandIn>) {
     let state = Arc::new(StandIn {
         pki,
         seen: Mutex::default(),
+        login_index_headers: Mutex::default(),
+        members_given: Mutex::default(),
         login: Mutex::default(),
         verifier,
         impostor,
@@ -518,9 +570,13 @@ async fn s2_login_saves_a_profile_whose_certificate_the_next_command_uses() {
         let mode = std::fs::metadata(dir.join("key.pem")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
+    let toml = std::fs::read_to_string(dir.join("profile.toml")).unwrap();
+    assert!(toml.contains(&format!("login_index = {LOGIN_INDEX}\n")), "{toml}");
     let run = kmsctl(home.path(), &["--json", "site", "list"]).await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    assert_eq!(stand_in.lines(), vec!["GET /v1/sites".to_string()]);
+    // The login's index: as the header, and as the first read's min_index.
+    assert_eq!(stand_in.lines(), vec![format!("GET /v1/sites?min_index={LOGIN_INDEX}")]);
+    assert_eq!(stand_in.login_index_headers(), vec![LOGIN_INDEX.to_string()]);
     // Again from the saved profile, the passphrase from KMSCTL_PASSPHRASE.
     let env = [("KMSCTL_PASSPHRASE", PASSPHRASE)];
     let run = kmsctl_with(home.path(), &["login"], None, &env).await;
@@ -601,6 +657,143 @@ async fn u1_reads_carry_the_index_of_the_last_write() {
             "GET /v1/sites?min_index=41".to_string()
         ]
     );
+}
+
+/// Setup: a client for a session whose login was recorded at index 12 (issue 16 point 2), and
+/// a client without a login index. Action: a read, a write, a read through `at`, then a read
+/// of the other client. Expectation: every request of the first carries the index in the
+/// login index header, and its reads wait for it (then for the write's 41); the other sends
+/// neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s2_requests_carry_the_login_index_and_reads_start_from_it() {
+    let (_home, seen, address) = with_stand_in().await;
+    let pki = &seen.pki;
+    let client = AdminClient::new(vec![address.clone()], &pki.ca, &pki.user_cert, &pki.user_key)
+        .unwrap()
+        .with_login_index(12);
+    assert_eq!((client.login_index(), client.seen_index()), (12, 12));
+    let _: Vec<Site> = client.get("/v1/sites").await.unwrap();
+    let lyon = admin_api::api::NewSite { name: "lyon".into() };
+    client.write(reqwest::Method::POST, "/v1/sites", Some(&lyon)).await.unwrap();
+    let _: Vec<Site> = client.at(&address).get("/v1/sites").await.unwrap();
+    let plain = AdminClient::new(vec![address], &pki.ca, &pki.user_cert, &pki.user_key).unwrap();
+    assert_eq!((plain.login_index(), plain.seen_index()), (0, 0));
+    let _: Vec<Site> = plain.get("/v1/sites").await.unwrap();
+    assert_eq!(
+        seen.lines(),
+        [
+            "GET /v1/sites?min_index=12",
+            "POST /v1/sites {\"name\":\"lyon\"}",
+            "GET /v1/sites?min_index=41",
+            "GET /v1/sites",
+        ]
+    );
+    assert_eq!(seen.login_index_headers(), ["12", "12", "12", "-"]);
+}
+
+/// `kmsctl quorum approve --member MEMBER --unlock ADDRESS [--ca CA] --passphrase-stdin`.
+fn unlock_args<'a>(member: &'a str, address: &'a str, ca: Option<&'a str>) -> Vec<&'a str> {
+    let mut args = vec!["quorum", "approve", "--member", member, "--unlock", address];
+    if let Some(ca) = ca {
+        args.extend(["--ca", ca]);
+    }
+    args.push("--passphrase-stdin");
+    args
+}
+
+/// Setup: no profile at all; a locked KMA that two of the members m1, m2, m3 unlock (issue 16
+/// point 5: after a cold restart nobody can log in). Action: m1 approves its unlock with
+/// `--unlock` and `--ca`; m2, then m2 again with `--json`; m3 with a wrong passphrase. Expectation: no session
+/// asked for and no client certificate presented; m1 is told one more share is needed and the
+/// command the next member runs; m2 is told it unlocked (no next step), then gets the progress
+/// as JSON; m3 exits 3 with the KMA's refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s4_a_member_unlocks_a_locked_kma_without_a_session() {
+    let (address, stand_in) = stand_in(false).await;
+    let home = tempfile::tempdir().unwrap();
+    let ca = ca_file(home.path(), &stand_in);
+    let address = address.to_string();
+    let passphrase = format!("{PASSPHRASE}\n");
+    let args = unlock_args("m1", &address, Some(&ca));
+    let run = kmsctl_with(home.path(), &args, Some(&passphrase), &[]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(
+        run.stdout,
+        "Member m1 given on KMA kma2 (node 2): 1 of 2 needed (m1); still needs 1 more\n"
+    );
+    assert_eq!(
+        run.stderr,
+        format!("help: the next member runs: kmsctl quorum approve --member MEMBER --unlock {address}\n")
+    );
+    let args = unlock_args("m2", &address, Some(&ca));
+    let run = kmsctl_with(home.path(), &args, Some(&passphrase), &[]).await;
+    assert_eq!((run.code, run.stderr.as_str()), (Some(0), ""), "no next step once unlocked");
+    assert_eq!(
+        run.stdout,
+        "Member m2 given on KMA kma2 (node 2): 2 of 2 needed (m1, m2); unlocked\n"
+    );
+    let mut args = vec!["--json"];
+    args.extend(unlock_args("m2", &address, Some(&ca)));
+    let run = kmsctl_with(home.path(), &args, Some(&passphrase), &[]).await;
+    assert_eq!((run.code, run.stderr.as_str()), (Some(0), ""));
+    let progress: MemberUnlockProgress = serde_json::from_str(&run.stdout).unwrap();
+    let expected = MemberUnlockProgress {
+        kma: "kma2".into(),
+        node_id: 2,
+        members_given: vec!["m1".into(), "m2".into()],
+        threshold: 2,
+        unlocked: true,
+    };
+    assert_eq!(progress, expected);
+    let args = unlock_args("m3", &address, Some(&ca));
+    let run = kmsctl_with(home.path(), &args, Some("wrong\n"), &[]).await;
+    assert_eq!(run.code, Some(3));
+    assert_eq!(run.stderr, "error: wrong quorum member or passphrase\n");
+    assert_eq!(
+        stand_in.lines(),
+        [
+            "POST /v1/unlock/member m1 client-cert=false",
+            "POST /v1/unlock/member m2 client-cert=false",
+            "POST /v1/unlock/member m2 client-cert=false",
+            "POST /v1/unlock/member m3 client-cert=false",
+        ]
+    );
+    assert!(!home.path().join("profiles").exists(), "nothing saved");
+}
+
+/// Setup: a locked KMA; first no profile, then a profile whose certificate expired long ago.
+/// Action: `quorum approve --unlock` without `--ca`, and with an address that is not
+/// HOST:PORT. Expectation: without a profile, a usage error (exit 2) naming `--ca`; with the
+/// expired profile, its saved CA is used and no login is asked for; the bad address is a usage
+/// error naming `--unlock`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s4_an_unlock_takes_the_ca_from_the_profile_whatever_its_session() {
+    let (address, stand_in) = stand_in(false).await;
+    let home = tempfile::tempdir().unwrap();
+    let address = address.to_string();
+    let passphrase = format!("{PASSPHRASE}\n");
+    let args = unlock_args("m1", &address, None);
+    let run = kmsctl_with(home.path(), &args, Some(&passphrase), &[]).await;
+    assert_eq!(run.code, Some(2));
+    assert_eq!(
+        run.stderr,
+        format!(
+            "error: no --ca given and no profile 'default' holds the cluster's CA\nhelp: kmsctl \
+             quorum approve --member m1 --unlock {address} --ca CA.pem\n"
+        )
+    );
+    save_profile(home.path(), &stand_in.pki, &["127.0.0.1:1".into()], 1);
+    let run = kmsctl_with(home.path(), &args, Some(&passphrase), &[]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stdout.ends_with("(m1); still needs 1 more\n"), "{}", run.stdout);
+    let args = unlock_args("m1", "https://kma2/", None);
+    let run = kmsctl_with(home.path(), &args, Some(&passphrase), &[]).await;
+    assert_eq!(run.code, Some(2));
+    assert_eq!(
+        run.stderr,
+        "error: --unlock https://kma2/: write a KMA's management address as HOST:PORT\n"
+    );
+    assert_eq!(stand_in.lines(), ["POST /v1/unlock/member m1 client-cert=false"]);
 }
 
 /// Setup: the stand-in refuses a delete. Expectation: exit 3 and its message.

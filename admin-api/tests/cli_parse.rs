@@ -67,6 +67,8 @@ const LINES: &[&str] = &[
     "quorum start restore-from-backup 3",
     "quorum cancel 7",
     "quorum approve 7 --member m1 --min-index 42 --passphrase-stdin",
+    "quorum approve --member m1 --unlock kma2:8443 --passphrase-stdin",
+    "quorum approve --member m1 --unlock kma2:8443 --ca ca.pem",
     "policy list",
     "policy create monthly --encryption-period 30d --cryptoperiod 1y --allow-export",
     "policy flags monthly --allow-import true",
@@ -175,6 +177,39 @@ fn u1_wrong_command_lines_are_refused() {
     assert_eq!(fails("completion tcsh"), ErrorKind::InvalidValue);
 }
 
+/// Setup: `quorum approve` with an operation ID, with `--unlock`, with both, with neither
+/// (issue 16 point 5). Expectation: exactly one of them; `--ca` and `--min-index` only where
+/// they mean something.
+#[test]
+fn s4_quorum_approve_takes_an_operation_or_an_unlock_not_both() {
+    use admin_api::cli::security::QuorumCommand;
+    let Command::Quorum(QuorumCommand::Approve(args)) =
+        parses("quorum approve --member m1 --unlock kma2:8443 --ca ca.pem").command
+    else {
+        panic!("not quorum approve");
+    };
+    assert_eq!((args.id, args.unlock.as_deref()), (None, Some("kma2:8443")));
+    assert_eq!(args.ca.as_deref(), Some(std::path::Path::new("ca.pem")));
+    let Command::Quorum(QuorumCommand::Approve(args)) =
+        parses("quorum approve 7 --member m1").command
+    else {
+        panic!("not quorum approve");
+    };
+    assert_eq!((args.id, args.unlock, args.min_index), (Some(7), None, 0));
+    assert_eq!(
+        fails("quorum approve 7 --member m1 --unlock kma2:8443"),
+        ErrorKind::ArgumentConflict
+    );
+    assert_eq!(fails("quorum approve --member m1"), ErrorKind::MissingRequiredArgument);
+    assert_eq!(
+        fails("quorum approve --member m1 --unlock kma2:8443 --min-index 4"),
+        ErrorKind::ArgumentConflict
+    );
+    assert_eq!(fails("quorum approve 7 --member m1 --ca ca.pem"), ErrorKind::ArgumentConflict);
+    assert_eq!(fails("quorum approve --member m1 --ca ca.pem"), ErrorKind::MissingRequiredArgument);
+    assert_eq!(fails("quorum approve --unlock kma2:8443"), ErrorKind::MissingRequiredArgument);
+}
+
 /// Setup: passphrases on the command line. Expectation: no flag takes one.
 #[test]
 fn s2_no_command_takes_a_passphrase_argument() {
@@ -182,6 +217,8 @@ fn s2_no_command_takes_a_passphrase_argument() {
     assert_eq!(fails("user create bob --role operator --passphrase x"), ErrorKind::UnknownArgument);
     assert_eq!(fails("agent create d1 --site paris --passphrase x"), ErrorKind::UnknownArgument);
     assert_eq!(fails("quorum approve 7 --member m1 --passphrase x"), ErrorKind::UnknownArgument);
+    let unlock = "quorum approve --member m1 --unlock kma2:8443 --passphrase x";
+    assert_eq!(fails(unlock), ErrorKind::UnknownArgument);
 }
 
 /// Setup: the completion command for each shell. Expectation: a script naming the nouns.

@@ -14,6 +14,7 @@ fn saved(expires_at_ms: u64) -> ProfileFile {
         logged_in_at_ms: Some(NOW_MS),
         expires_at_ms: Some(expires_at_ms),
         granted_by: Some("kma1:8443".into()),
+        login_index: 57,
     }
 }
 
@@ -49,6 +50,26 @@ fn s2_profile_saves_and_loads_with_a_private_key_file() {
     assert_eq!(credentials.key_pem.as_str(), KEY_PEM);
     let toml = std::fs::read_to_string(dir.join(profile::PROFILE_FILE)).unwrap();
     assert!(!toml.contains("PRIVATE KEY"), "profile.toml holds no secret");
+}
+
+/// Setup: a `profile.toml` as kmsctl wrote it before it kept the login index (issue 16 point
+/// 2). Expectation: it loads, with login index 0 (none sent), and its session is still valid.
+#[test]
+fn s2_a_profile_saved_without_a_login_index_loads_with_none() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = save(home.path(), "default", NOW_MS + 1_000);
+    let older = "addresses = [\"kma1:8443\", \"kma2:8443\"]\nuser = \"alice\"\n\
+                 logged_in_at_ms = 1709294400000\nexpires_at_ms = 1709294401000\n\
+                 granted_by = \"kma1:8443\"\n";
+    std::fs::write(dir.join(profile::PROFILE_FILE), older).unwrap();
+    let loaded = profile::load(home.path(), "default").unwrap();
+    assert_eq!(loaded.file, ProfileFile { login_index: 0, ..saved(NOW_MS + 1_000) });
+    assert_eq!(loaded.session(NOW_MS), Session::LoggedIn);
+    let toml = std::fs::read_to_string(dir.join(profile::PROFILE_FILE)).unwrap();
+    assert!(!toml.contains("login_index"), "the test writes the older format");
+    save(home.path(), "default", NOW_MS + 1_000);
+    let toml = std::fs::read_to_string(dir.join(profile::PROFILE_FILE)).unwrap();
+    assert!(toml.contains("login_index = 57\n"), "{toml}");
 }
 
 /// Setup: a key file left world-readable, then a new login over it. Expectation: 0600 again.
@@ -108,6 +129,7 @@ fn s2_logout_removes_the_credentials_and_forget_the_profile() {
     let loaded = profile::load(home.path(), "default").unwrap();
     assert_eq!(loaded.session(NOW_MS), Session::LoggedOut);
     assert_eq!(loaded.file.addresses, saved(0).addresses);
+    assert_eq!(loaded.file.login_index, 0, "the login it named is over");
     assert_eq!(loaded.ca_pem().unwrap(), "CA");
     assert_eq!(loaded.credentials(NOW_MS).err().unwrap().exit_code(), exit::NOT_LOGGED_IN);
     profile::logout(home.path(), "default", true).unwrap();

@@ -7,6 +7,9 @@
 //!   every row of every page followed; `audit export` as JSON lines.
 //! - Destroys and key-group changes print their impact preview and carry out only what was
 //!   confirmed: at the prompt, or with `--confirm DIGEST` ([`impact`]).
+//! - `kmsctl quorum approve --member M --unlock HOST:PORT` needs no session: after a cold
+//!   restart every KMA is locked and none can grant one, so a quorum member gives their share
+//!   straight to the locked KMA with their passphrase (the CA from `--ca` or the profile).
 //! - Everything is drivable without a terminal: `--passphrase-stdin`, `--confirm`, `--json`,
 //!   `KMSCTL_HOME`, `KMSCTL_PROFILE`, `KMSCTL_PASSPHRASE` (login only).
 //!
@@ -148,6 +151,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Logout(args) => return session::logout(&home, name, args),
         Command::Profile(command) => return session::profile(&home, name, json, command),
         Command::Completion { shell } => return completion(*shell),
+        // Straight to a locked KMA with the member's passphrase: no session (after a cold
+        // restart nobody can have one).
+        Command::Quorum(security::QuorumCommand::Approve(args)) if args.unlock.is_some() => {
+            return security::approve_unlock(&home, name, json, args).await
+        }
         _ => {}
     }
     let profile = profile::load(&home, name)?;
@@ -157,7 +165,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         &credentials.ca_pem,
         &credentials.cert_pem,
         &credentials.key_pem,
-    )?;
+    )?
+    .with_login_index(profile.file.login_index);
     drop(credentials);
     let ctx = Ctx { client, json, profile };
     dispatch(&ctx, cli.command).await.map_err(|e| session_error(&ctx, e))

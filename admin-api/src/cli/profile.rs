@@ -4,7 +4,7 @@
 //! ```text
 //! $KMSCTL_HOME (default $HOME/.config/kmsctl)/
 //!   profiles/<name>/          0700
-//!     profile.toml            addresses, user, login and expiry instants
+//!     profile.toml            addresses, user, login and expiry instants, login index
 //!     ca.pem                  the cluster CA the user trusted at login
 //!     cert.pem                the user's certificate (removed by logout)
 //!     key.pem                 its private key, 0600 (removed by logout)
@@ -38,6 +38,11 @@ pub struct ProfileFile {
     pub expires_at_ms: Option<u64>,
     /// The KMA that granted it.
     pub granted_by: Option<String>,
+    /// The log index of the entry that recorded the login: every request of the session
+    /// carries it, so that a KMA that has not applied the login yet waits for it. 0 in profiles
+    /// saved before it was kept, and from KMAs that do not record logins.
+    #[serde(default)]
+    pub login_index: u64,
 }
 
 /// A profile as loaded: its settings and where its files are.
@@ -224,6 +229,7 @@ pub fn logout(home: &Path, name: &str, forget: bool) -> Result<(), CliError> {
     }
     let mut file = profile.file;
     file.expires_at_ms = None;
+    file.login_index = 0;
     let toml =
         toml::to_string(&file).map_err(|e| CliError::file(profile.dir.join(PROFILE_FILE), e))?;
     write_file(&profile.dir.join(PROFILE_FILE), toml.as_bytes(), false)

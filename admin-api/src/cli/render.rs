@@ -7,7 +7,7 @@ use statemachine::duration::format_duration_ms;
 
 use crate::api::{
     Agent, AuditRecord, Backup, ClusterStatus, DataUnit, Done, ImpactPreview, Key, KeyGroup,
-    KeyPolicy, Kma, QuorumView, Settings, Site, User,
+    KeyPolicy, Kma, MemberUnlockProgress, QuorumView, Settings, Site, User,
 };
 
 /// Rows of cells under a header; each column as wide as its widest cell.
@@ -437,6 +437,24 @@ pub fn impact_preview(preview: &ImpactPreview, action: &str) -> String {
     out
 }
 
+/// Where the unlock of a locked KMA stands after `member` gave their share.
+pub fn member_unlock(member: &str, progress: &MemberUnlockProgress) -> String {
+    let state = match (progress.unlocked, progress.members_missing()) {
+        (true, _) => "unlocked".to_string(),
+        // Every share is in, yet the KMA reports itself locked (still rebuilding its key).
+        (false, 0) => "not unlocked yet".to_string(),
+        (false, missing) => format!("still needs {missing} more"),
+    };
+    format!(
+        "Member {member} given on KMA {} (node {}): {} of {} needed ({}); {state}\n",
+        progress.kma,
+        progress.node_id,
+        progress.members_given.len(),
+        progress.threshold,
+        progress.members_given.join(", ")
+    )
+}
+
 /// A command's outcome: what was done, its log index, and what it created or counted.
 pub fn done(what: &str, done: &Done) -> String {
     let detail = match &done.detail {
@@ -461,6 +479,34 @@ mod tests {
         assert_eq!(format_utc_ms(4_102_444_800_000), "2100-01-01 00:00:00");
         assert_eq!(format_utc_ms(253_402_300_799_999), "9999-12-31 23:59:59");
         assert_eq!(format_utc_ms(u64::MAX), "18446744073709551615 ms after 1970-01-01");
+    }
+
+    /// Setup: a locked KMA's progress after one of three needed members, after the third, and
+    /// with every share in but still locked (issue 16 point 5). Expectation: who gave, how
+    /// many are needed, and what is left, in one line each.
+    #[test]
+    fn s4_member_unlock_progress_prints_what_is_left() {
+        let mut progress = MemberUnlockProgress {
+            kma: "kma2".into(),
+            node_id: 2,
+            members_given: vec!["m1".into()],
+            threshold: 3,
+            unlocked: false,
+        };
+        assert_eq!(
+            member_unlock("m1", &progress),
+            "Member m1 given on KMA kma2 (node 2): 1 of 3 needed (m1); still needs 2 more\n"
+        );
+        progress.members_given.extend(["m2".into(), "m3".into()]);
+        assert_eq!(
+            member_unlock("m3", &progress),
+            "Member m3 given on KMA kma2 (node 2): 3 of 3 needed (m1, m2, m3); not unlocked yet\n"
+        );
+        progress.unlocked = true;
+        assert_eq!(
+            member_unlock("m3", &progress),
+            "Member m3 given on KMA kma2 (node 2): 3 of 3 needed (m1, m2, m3); unlocked\n"
+        );
     }
 
     /// Setup: cells of different widths. Expectation: aligned columns, no trailing spaces.

@@ -1,17 +1,21 @@
 //! `kmsctl user` and `kmsctl quorum` (SPEC S1, S4).
 
-use clap::Subcommand;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
 use reqwest::Method;
 
 use super::args::{duration_ms, quorum_operations, roles, PassphraseArgs};
 use super::cluster::quorum_operation_of;
-use super::context::{note, Ctx};
+use super::context::{note, out, Ctx};
 use super::exit::CliError;
 use super::prompt::{self, Source};
 use super::render;
+use super::{profile, session};
 use crate::api::{
     ApproveRequest, ChangeQuorumProgress, ChangeQuorumRequest, Done, Enabled, ErrorBody, ErrorCode,
-    NewQuorumOperation, NewUser, Passphrase, QuorumMemberPassphrase, QuorumView, Roles, User,
+    MemberUnlockProgress, NewQuorumOperation, NewUser, Passphrase, QuorumMemberPassphrase,
+    QuorumView, Roles, User,
 };
 use crate::client::{segment, ClientError};
 
@@ -92,18 +96,35 @@ pub enum QuorumCommand {
         #[command(flatten)]
         passphrase: PassphraseArgs,
     },
-    /// Approve a pending operation as a quorum member (the member's passphrase unwraps its share).
-    Approve {
-        id: u64,
-        /// The quorum member approving.
-        #[arg(long)]
-        member: String,
-        /// The index the operation was started at (printed by the command that started it).
-        #[arg(long, default_value_t = 0)]
-        min_index: u64,
-        #[command(flatten)]
-        passphrase: PassphraseArgs,
-    },
+    /// Approve a pending operation as a quorum member (the member's passphrase unwraps its
+    /// share); or, with --unlock, give the share straight to a locked KMA, without logging in
+    /// (after a cold restart, when every KMA is locked).
+    Approve(ApproveArgs),
+}
+
+/// `kmsctl quorum approve`: an operation ID through the session, or `--unlock HOST:PORT`.
+#[derive(Clone, Debug, Args)]
+pub struct ApproveArgs {
+    /// The pending operation, as the command that started it printed it (not with --unlock).
+    #[arg(required_unless_present = "unlock", conflicts_with = "unlock")]
+    pub id: Option<u64>,
+    /// The quorum member approving.
+    #[arg(long)]
+    pub member: String,
+    /// The index the operation was started at (printed by the command that started it).
+    #[arg(long, default_value_t = 0, conflicts_with = "unlock")]
+    pub min_index: u64,
+    /// Give the member's share straight to the locked KMA at this management address, with the
+    /// passphrase alone (no login needed); each locked KMA is unlocked on its own.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub unlock: Option<String>,
+    /// With --unlock: the cluster's CA certificate, PEM [default: the profile's].
+    // clap lets a requirement go when something conflicting with it (the ID) is present:
+    // `conflicts_with` refuses `ID --ca` explicitly.
+    #[arg(long, value_name = "CA.pem", requires = "unlock", conflicts_with = "id")]
+    pub ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub passphrase: PassphraseArgs,
 }
 
 pub async fn user(ctx: &Ctx, command: UserCommand) -> Result<(), CliError> {
@@ -196,25 +217,96 @@ pub async fn quorum(ctx: &Ctx, command: QuorumCommand) -> Result<(), CliError> {
             prompt::wipe(body.passphrase);
             show_change(ctx, &answer?)
         }
-        QuorumCommand::Approve { id, member, min_index, passphrase } => {
-            let source = Source::from_flag(passphrase.passphrase_stdin);
-            let prompt_text = format!("Passphrase of quorum member {member}: ");
-            let what = format!("passphrase of quorum member {member}");
-            let secret = prompt::passphrase(source, &prompt_text, &what, None)?;
-            let body = ApproveRequest {
-                operation: id,
-                member: member.clone(),
-                passphrase: secret.to_string(),
-                min_index,
-                on_behalf_of: None,
-            };
-            let answer = client.send(Method::POST, "/v1/quorum/approve", Some(&body)).await;
-            prompt::wipe(body.passphrase);
-            let done = approval_outcome(answer?)?;
-            client.observe_index(done.index);
-            ctx.done(&format!("Approval of operation {id} by {member}"), &done)
-        }
+        QuorumCommand::Approve(args) => approve(ctx, args).await,
     }
+}
+
+/// The member's passphrase, from the terminal or standard input.
+fn member_passphrase(
+    member: &str,
+    args: PassphraseArgs,
+) -> Result<zeroize::Zeroizing<String>, CliError> {
+    let source = Source::from_flag(args.passphrase_stdin);
+    let prompt_text = format!("Passphrase of quorum member {member}: ");
+    let what = format!("passphrase of quorum member {member}");
+    prompt::passphrase(source, &prompt_text, &what, None)
+}
+
+/// Approves a pending operation through the session.
+async fn approve(ctx: &Ctx, args: ApproveArgs) -> Result<(), CliError> {
+    let Some(id) = args.id else {
+        return Err(CliError::usage("kmsctl quorum approve needs an operation ID or --unlock"));
+    };
+    let member = args.member;
+    let secret = member_passphrase(&member, args.passphrase)?;
+    let body = ApproveRequest {
+        operation: id,
+        member: member.clone(),
+        passphrase: secret.to_string(),
+        min_index: args.min_index,
+        on_behalf_of: None,
+    };
+    let answer = ctx.client.send(Method::POST, "/v1/quorum/approve", Some(&body)).await;
+    prompt::wipe(body.passphrase);
+    let done = approval_outcome(answer?)?;
+    ctx.client.observe_index(done.index);
+    ctx.done(&format!("Approval of operation {id} by {member}"), &done)
+}
+
+/// `kmsctl quorum approve --member M --unlock HOST:PORT`: the member's share straight to the
+/// locked KMA, over TLS that authenticates the KMA by the cluster CA, without a session (the
+/// dispatcher routes it here before it loads one).
+pub async fn approve_unlock(
+    home: &Path,
+    name: &str,
+    json: bool,
+    args: &ApproveArgs,
+) -> Result<(), CliError> {
+    let Some(unlock) = &args.unlock else {
+        return Err(CliError::usage("kmsctl quorum approve --unlock needs HOST:PORT"));
+    };
+    let address = session::check_address_of("--unlock", unlock)?;
+    let member = &args.member;
+    let ca_pem = match &args.ca {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| CliError::file(path, e))?,
+        None => saved_ca(home, name, member, &address)?,
+    };
+    let secret = member_passphrase(member, args.passphrase)?;
+    let progress = crate::client::approve_unlock(&address, &ca_pem, member, &secret).await?;
+    drop(secret);
+    if json {
+        return out(&render::json(&progress));
+    }
+    out(&render::member_unlock(member, &progress))?;
+    if let Some(help) = member_unlock_help(&progress, &address) {
+        note(&help);
+    }
+    Ok(())
+}
+
+/// The CA a profile saved at login (kept by `logout`), for `--unlock` without `--ca`.
+fn saved_ca(home: &Path, name: &str, member: &str, address: &str) -> Result<String, CliError> {
+    match profile::load(home, name) {
+        Ok(saved) => saved.ca_pem(),
+        Err(CliError::NotLoggedIn { .. }) => Err(CliError::Usage {
+            message: format!("no --ca given and no profile '{name}' holds the cluster's CA"),
+            help: Some(format!(
+                "kmsctl quorum approve --member {member} --unlock {address} --ca CA.pem"
+            )),
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// The next step after a member gave their share: another member, while the KMA still needs
+/// shares.
+pub fn member_unlock_help(progress: &MemberUnlockProgress, address: &str) -> Option<String> {
+    if progress.unlocked || progress.members_missing() == 0 {
+        return None;
+    }
+    Some(format!(
+        "help: the next member runs: kmsctl quorum approve --member MEMBER --unlock {address}"
+    ))
 }
 
 /// Where a quorum change stands: who still has to enter a passphrase, or the operation the

@@ -51,6 +51,11 @@ pub fn now_ms() -> u64 {
 
 /// `HOST:PORT`, forgiving a pasted `https://` and trailing `/`.
 pub fn check_address(address: &str) -> Result<String, CliError> {
+    check_address_of("--address", address)
+}
+
+/// [`check_address`] of the value of `flag`, named in the error.
+pub fn check_address_of(flag: &str, address: &str) -> Result<String, CliError> {
     let trimmed = address.trim().trim_start_matches("https://").trim_end_matches('/');
     let fits = trimmed
         .rsplit_once(':')
@@ -59,7 +64,7 @@ pub fn check_address(address: &str) -> Result<String, CliError> {
         Ok(trimmed.to_string())
     } else {
         Err(CliError::usage(format!(
-            "--address {address}: write a KMA's management address as HOST:PORT"
+            "{flag} {address}: write a KMA's management address as HOST:PORT"
         )))
     }
 }
@@ -132,6 +137,7 @@ pub async fn login(home: &Path, name: &str, json: bool, args: &LoginArgs) -> Res
         logged_in_at_ms: Some(logged_in_at_ms),
         expires_at_ms: Some(expires_at_ms),
         granted_by: Some(granted.address.clone()),
+        login_index: granted.login_index,
     };
     let login = SavedLogin {
         file,
@@ -215,7 +221,17 @@ pub fn profile(
                 ("Logged in", when(profile.file.logged_in_at_ms)),
                 ("Expires", when(profile.file.expires_at_ms)),
                 ("Granted by", profile.file.granted_by.clone().unwrap_or_else(|| "-".into())),
+                ("Login index", login_index(profile.file.login_index)),
             ]))
         }
+    }
+}
+
+/// A login index as `profile show` prints it: `-` for none.
+fn login_index(index: u64) -> String {
+    if index == 0 {
+        "-".into()
+    } else {
+        index.to_string()
     }
 }
