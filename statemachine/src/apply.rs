@@ -328,6 +328,7 @@ impl State {
             C::RecordCaKey { ca_certificate_sha256, wrapped_key } => {
                 self.record_ca_key(*ca_certificate_sha256, wrapped_key)
             }
+            C::RecordMemberUnlock { kma, members } => self.record_member_unlock(cx, kma, members),
         }
     }
 }

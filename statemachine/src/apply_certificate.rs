@@ -8,6 +8,7 @@
 //! The cluster CA's key itself is recorded here too (issue 16 point 1), wrapped under the master
 //! key, so that no KMA keeps it in clear at rest: the state stores opaque bytes.
 
+use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::apply::Cx;
@@ -157,6 +158,35 @@ impl State {
         let recorded = self.meta.ca_key.insert(WrappedCaKey { ca_certificate_sha256, wrapped_key });
         assert!(!recorded.wrapped_key.is_empty(), "a recorded CA key holds bytes");
         assert!(recorded.wrapped_key.len() <= WRAPPED_CA_KEY_LEN_MAX, "within its bound");
+        Ok(Reply::Done)
+    }
+
+    /// Records, for the audit log, that quorum members unlocked KMA `kma` with their
+    /// passphrases alone (issue 16 point 5). Only the KMA itself reports it, through its own
+    /// node; the members are quorum members of the applied state, each once, at least one.
+    /// Changes nothing but the audit log (`change_of` emits `KmaChange::UnlockedByMembers`).
+    pub(crate) fn record_member_unlock(
+        &mut self,
+        cx: &mut Cx<'_>,
+        kma: &str,
+        members: &[String],
+    ) -> Result<Reply, Reject> {
+        let entry = self.kma(kma)?;
+        if entry.node_id != cx.origin_node_id {
+            return Err(Reject::NotFromThatKma {
+                kma: kma.into(),
+                node_id: entry.node_id,
+                origin_node_id: cx.origin_node_id,
+            });
+        }
+        let mut seen = alloc::collections::BTreeSet::new();
+        let known = members.iter().all(|m| self.meta.quorum.is_member(m) && seen.insert(m));
+        if members.is_empty() || !known {
+            return Err(Reject::InvalidSetting {
+                field: "members".into(),
+                reason: "each a current quorum member, once, at least one".into(),
+            });
+        }
         Ok(Reply::Done)
     }
 }

@@ -236,6 +236,11 @@ pub enum KmaChange {
     CertificateRecorded {
         certificate_sha256: [u8; 32],
     },
+    /// Quorum members unlocked it with their passphrases alone, given straight to it (after a
+    /// cold restart): who gave theirs.
+    UnlockedByMembers {
+        members: Vec<String>,
+    },
 }
 
 /// Opens every hashed link, so that a link can never be mistaken for another SHA-256 of ours.

@@ -64,6 +64,9 @@ impl State {
                 let change = KmaChange::JoinGranted { certificate_sha256: *certificate_sha256 };
                 self.kma_event(name, change)
             }
+            C::RecordMemberUnlock { kma, members } => {
+                self.kma_event(kma, KmaChange::UnlockedByMembers { members: members.clone() })
+            }
             C::RecordKmaCertificate { name, certificate_sha256 }
                 if self.kma_without_certificate(name) =>
             {

@@ -406,4 +406,13 @@ pub enum Command {
         ca_certificate_sha256: [u8; 32],
         wrapped_key: Vec<u8>,
     },
+    /// A locked KMA was unlocked by quorum members' passphrases alone, given straight to it
+    /// (issue 16 point 5: after a cold restart nobody can log in to start an unlock
+    /// operation). The KMA proposes it through its own node once the cluster can write; the
+    /// record names the members whose shares it combined, for the audit log. Changes nothing
+    /// else: the members' passphrases, not this entry, unlocked the KMA.
+    RecordMemberUnlock {
+        kma: String,
+        members: Vec<String>,
+    },
 }

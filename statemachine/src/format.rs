@@ -20,6 +20,8 @@
 //!   KMA's; disabling or deleting a user, or a new passphrase, drops its sessions.
 //! - keeps no clear CA key at rest (issue 16 point 1): `Command::RecordCaKey` records the
 //!   cluster CA's key, wrapped under the master key, once.
+//! - audits an unlock by quorum members' passphrases alone (issue 16 point 5):
+//!   `Command::RecordMemberUnlock`.
 //!
 //! The rules, all pure functions of the state so that every KMA decides alike:
 //! 1. A command is proposed, and applied, only once every KMA that applies the log reports a
@@ -272,7 +274,8 @@ impl Command {
             | C::RecordUserSession { .. }
             | C::GrantKmaJoin { .. }
             | C::RecordKmaCertificate { .. }
-            | C::RecordCaKey { .. } => LOG_FORMAT_3,
+            | C::RecordCaKey { .. }
+            | C::RecordMemberUnlock { .. } => LOG_FORMAT_3,
         }
     }
 }

@@ -87,6 +87,8 @@ pub enum CommandKind {
     RecordKmaCertificate,
     // Issue 16 point 1 (log format 3).
     RecordCaKey,
+    // Issue 16 point 5 (log format 3).
+    RecordMemberUnlock,
 }
 
 /// Who may issue a kind of command.
@@ -127,6 +129,8 @@ impl CommandKind {
             K::GrantKmaJoin | K::RecordKmaCertificate => System,
             // Only a KMA holds the master key the CA key is wrapped under.
             K::RecordCaKey => System,
+            // The KMA the members unlocked reports it.
+            K::RecordMemberUnlock => System,
             K::StartJoinKma | K::StartUnlockKma | K::StartEnableAutonomousUnlock => Users(SO),
             K::StartChangeQuorum | K::StartCreateTransferPartner => Users(SO),
             K::StartRestoreFromBackup => Users(BO),
@@ -181,7 +185,7 @@ impl CommandKind {
     }
 
     /// Every kind, in declaration order (for the role-matrix test and documentation).
-    pub const ALL: [CommandKind; 65] = {
+    pub const ALL: [CommandKind; 66] = {
         use CommandKind as K;
         [
             K::InitCluster,
@@ -249,6 +253,7 @@ impl CommandKind {
             K::GrantKmaJoin,
             K::RecordKmaCertificate,
             K::RecordCaKey,
+            K::RecordMemberUnlock,
         ]
     };
 }
@@ -333,6 +338,7 @@ impl Command {
             C::GrantKmaJoin { .. } => K::GrantKmaJoin,
             C::RecordKmaCertificate { .. } => K::RecordKmaCertificate,
             C::RecordCaKey { .. } => K::RecordCaKey,
+            C::RecordMemberUnlock { .. } => K::RecordMemberUnlock,
         }
     }
 }

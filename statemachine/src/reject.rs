@@ -223,6 +223,11 @@ pub enum Reject {
          {ca_certificate_sha256}: a new CA comes only through a CA rotation approved by the quorum"
     )]
     CaKeyAlreadyRecorded { ca_certificate_sha256: Fingerprint },
+    #[error(
+        "KMA '{kma}' is node {node_id}, but a record of its own came through node \
+         {origin_node_id}: a KMA reports only what happened to itself"
+    )]
+    NotFromThatKma { kma: String, node_id: NodeId, origin_node_id: NodeId },
 }
 
 /// What kind of rule a [`Reject`] names, for shells to choose their protocol's answer (an HTTP
@@ -329,6 +334,7 @@ impl Reject {
             R::KmaCertificateFromAnotherKma { .. } => 70,
             R::KmaCertificateAlreadyRecorded { .. } => 71,
             R::CaKeyAlreadyRecorded { .. } => 72,
+            R::NotFromThatKma { .. } => 73,
         }
     }
 
@@ -360,7 +366,8 @@ impl Reject {
             | R::AgentCannotAccessWriteKey { .. }
             | R::AgentCannotAccessKey { .. }
             | R::VersionReportFromAnotherKma { .. }
-            | R::KmaCertificateFromAnotherKma { .. } => C::Forbidden,
+            | R::KmaCertificateFromAnotherKma { .. }
+            | R::NotFromThatKma { .. } => C::Forbidden,
             R::InvalidText { .. }
             | R::InvalidSetting { .. }
             | R::NoRoles

@@ -470,7 +470,7 @@ fn c7_golden_commands_v1_decode_unchanged() {
     }
     // The kinds that log format 3 added have no command of format 1.
     use statemachine::CommandKind as K;
-    let added = [K::GrantKmaJoin, K::RecordKmaCertificate, K::RecordCaKey];
+    let added = [K::GrantKmaJoin, K::RecordKmaCertificate, K::RecordCaKey, K::RecordMemberUnlock];
     let all: std::collections::BTreeSet<_> =
         K::ALL.into_iter().filter(|kind| !added.contains(kind)).collect();
     assert_eq!(kinds, all, "one entry of every command kind of format 1");

@@ -456,6 +456,11 @@ fn scenarios() -> Vec<(u16, &'static str, RejectClass, Scenario)> {
             c.ok(Actor::System, ca_key([0xca; 32]));
             c.apply(Actor::System, ca_key([0xcb; 32]))
         }),
+        (73, "NotFromThatKma", Forbidden, |c, _| {
+            c.open_format(3);
+            let unlock = Command::RecordMemberUnlock { kma: s("kma2"), members: vec![s("q1")] };
+            c.apply_from(1, Actor::System, unlock)
+        }),
     ]
 }
 
@@ -507,7 +512,7 @@ fn every_reject_variant_has_a_triggering_scenario_and_a_frozen_code() {
         assert!(covered.insert(code, name.to_string()).is_none(), "{name}: code {code} twice");
     }
     assert_eq!(covered, codes_in_source(), "every code of Reject::code has its scenario");
-    let expected: BTreeSet<u16> = (1..=72).collect();
+    let expected: BTreeSet<u16> = (1..=73).collect();
     assert_eq!(covered.keys().copied().collect::<BTreeSet<_>>(), expected, "codes run on");
 }
 

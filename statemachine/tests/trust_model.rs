@@ -830,3 +830,43 @@ fn s5_a_fingerprint_is_encoded_as_its_32_bytes_and_shown_in_hex() {
         "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
     );
 }
+
+/// Setup: the prepared cluster at log format 3 (kma1 is node 1; quorum q1, q2, q3). Action: a
+/// user of every role records that members unlocked kma1; kma2's node records it for kma1; the
+/// KMA records it naming nobody, a member twice, a member who is not one; then kma1, through its
+/// own node, names q1 and q2. Expect: users are refused as the wrong issuer; another node's
+/// record is refused (`NotFromThatKma`); the bad member lists are refused as invalid; the last
+/// is Done, changes nothing but the audit log, and is audited as kma1 unlocked by q1 and q2.
+/// (SPEC S4, S5; issue 16 point 5)
+#[test]
+fn s4_an_unlock_by_members_passphrases_is_audited_by_the_kma_it_unlocked() {
+    let (mut cluster, _) = prepared();
+    cluster.open_format(LOG_FORMAT_3);
+    let unlock = |members: &[&str]| Command::RecordMemberUnlock {
+        kma: "kma1".into(),
+        members: members.iter().map(|m| m.to_string()).collect(),
+    };
+    for user in [so(), co(), op(), bo(), auditor()] {
+        let refused = cluster.apply(user.clone(), unlock(&["q1", "q2"]));
+        let kind = CommandKind::RecordMemberUnlock;
+        assert_eq!(refused, Err(Reject::WrongIssuer { kind }), "{user:?}");
+    }
+    let node_of = |cluster: &TestCluster, name: &str| cluster.state.meta().kmas[name].node_id;
+    let (kma1, kma2) = (node_of(&cluster, "kma1"), node_of(&cluster, "kma2"));
+    let refused = cluster.apply_from(kma2, Actor::System, unlock(&["q1", "q2"]));
+    let expected =
+        Reject::NotFromThatKma { kma: "kma1".into(), node_id: kma1, origin_node_id: kma2 };
+    assert_eq!(refused, Err(expected));
+    for members in [&[][..], &["q1", "q1"], &["q1", "nobody"]] {
+        let refused = cluster.apply_from(kma1, Actor::System, unlock(members));
+        assert!(matches!(refused, Err(Reject::InvalidSetting { .. })), "{members:?}: {refused:?}");
+    }
+    let before = cluster.state.clone();
+    let done = cluster.apply_from(kma1, Actor::System, unlock(&["q1", "q2"]));
+    assert_eq!(done, Ok(Reply::Done));
+    assert!(without_what_a_refusal_changes(&cluster.state, &before) == before, "nothing else");
+    let members = vec!["q1".to_string(), "q2".to_string()];
+    let change = statemachine::audit::KmaChange::UnlockedByMembers { members };
+    let event = AuditWhat::KmaChanged { kma: "kma1".into(), node_id: kma1, change };
+    assert_eq!(cluster.last_events(), vec![event]);
+}

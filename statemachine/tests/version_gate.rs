@@ -31,7 +31,8 @@ fn c7_every_command_but_those_of_formats_2_and_3_needs_format_1() {
             | Command::RecordUserSession { .. }
             | Command::GrantKmaJoin { .. }
             | Command::RecordKmaCertificate { .. }
-            | Command::RecordCaKey { .. } => 3,
+            | Command::RecordCaKey { .. }
+            | Command::RecordMemberUnlock { .. } => 3,
             _ => 1,
         };
         assert_eq!(command.format_needed(), needed, "{:?}", command.kind());

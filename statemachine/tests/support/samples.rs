@@ -202,5 +202,7 @@ pub fn samples(cluster: &mut TestCluster, f: &Fixture) -> Vec<Command> {
         Command::RecordKmaCertificate { name: s("kma1"), certificate_sha256: [0xc1; 32] },
         // Log format 3: the cluster CA's key, wrapped under the master key (issue 16 point 1).
         Command::RecordCaKey { ca_certificate_sha256: [0xca; 32], wrapped_key: vec![0x77; 96] },
+        // Log format 3: quorum members unlocked a KMA with their passphrases (issue 16 point 5).
+        Command::RecordMemberUnlock { kma: s("kma1"), members: vec![s("q1")] },
     ]
 }
