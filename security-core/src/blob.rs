@@ -14,6 +14,7 @@ pub(crate) enum Kind {
     WrappedShare,
     SealedMasterKey,
     Verifier,
+    WrappedCaKey,
 }
 
 impl Kind {
@@ -22,6 +23,7 @@ impl Kind {
             Kind::WrappedShare => b'S',
             Kind::SealedMasterKey => b'M',
             Kind::Verifier => b'V',
+            Kind::WrappedCaKey => b'C',
         }
     }
 
@@ -30,6 +32,7 @@ impl Kind {
             Kind::WrappedShare => "wrapped quorum share",
             Kind::SealedMasterKey => "sealed master key",
             Kind::Verifier => "passphrase verifier",
+            Kind::WrappedCaKey => "wrapped CA key",
         }
     }
 }

@@ -15,6 +15,7 @@
 //! - [`key_wrap`]: [`KeyMaterial`] of data keys wrapped under the master key, check values, new
 //!   pool keys ready to propose.
 //! - [`seal`]: the master key sealed to a node's own secret, for autonomous unlock (SPEC C6).
+//! - [`ca_key`]: the cluster CA's private key wrapped under the master key (issue #16).
 //! - [`challenge`]: passphrase login in the shape of SCRAM over argon2id (SPEC A1, S2).
 //! - [`error`]: [`SecurityError`], each message telling the operator what to do next.
 //!
@@ -24,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 mod blob;
+pub mod ca_key;
 pub mod challenge;
 mod crypto;
 pub mod error;
