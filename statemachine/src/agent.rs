@@ -7,6 +7,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::KeyGroupId;
 
+/// How an agent is named where it is one principal among users: the agent gateway records an
+/// agent's failed enrollment proofs as `agent:<agent ID>` (`agent_gateway::wire::AGENT_CN_PREFIX`,
+/// the same prefix as in its certificate's common name), and the replicated state counts them
+/// under that name ([`crate::State::login_throttled`]). A persisted convention: it must not
+/// change.
+pub const AGENT_PRINCIPAL_PREFIX: &str = "agent:";
+
+/// The principal name of agent `agent_id`: `agent:<agent_id>` ([`AGENT_PRINCIPAL_PREFIX`]).
+pub fn agent_principal(agent_id: &str) -> String {
+    let mut principal = String::with_capacity(AGENT_PRINCIPAL_PREFIX.len() + agent_id.len());
+    principal.push_str(AGENT_PRINCIPAL_PREFIX);
+    principal.push_str(agent_id);
+    principal
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Agent {
     pub id: String,

@@ -2,7 +2,7 @@
 
 use alloc::collections::BTreeSet;
 
-use crate::agent::Agent;
+use crate::agent::{agent_principal, Agent};
 use crate::apply::Cx;
 use crate::check::{check_count, check_name, check_verifier};
 use crate::ids::{KeyGroupId, KeyPolicyId};
@@ -188,6 +188,7 @@ impl State {
         let agent = self.agent_mut(id)?;
         agent.passphrase_verifier = verifier.into();
         agent.certificate_fingerprint = None;
+        self.clear_login_failures(&agent_principal(id));
         Ok(Reply::Done)
     }
 
@@ -205,6 +206,7 @@ impl State {
     pub(crate) fn delete_agent(&mut self, id: &str) -> Result<Reply, Reject> {
         self.agent(id)?;
         self.meta.agents.remove(id);
+        self.drop_login_failures_of_deleted(&agent_principal(id));
         Ok(Reply::Done)
     }
 
@@ -219,6 +221,8 @@ impl State {
             return Err(Reject::AgentAlreadyEnrolled { agent: id.into() });
         }
         agent.certificate_fingerprint = Some(certificate_fingerprint);
+        // The agent proved its passphrase: its failed proofs no longer throttle it.
+        self.clear_login_failures(&agent_principal(id));
         Ok(Reply::Done)
     }
 

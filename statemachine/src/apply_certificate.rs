@@ -68,6 +68,8 @@ impl State {
         user.sessions.push(session);
         assert!(user.sessions.len() <= USER_SESSIONS_MAX, "a user keeps a bounded session list");
         assert!(user.enabled, "only an enabled user gains a session");
+        // The user proved its passphrase: its failed proofs no longer throttle it.
+        self.clear_login_failures(principal);
         cx.event(AuditWhat::Login { principal: principal.into(), source: source.into() });
         Ok(Reply::Done)
     }

@@ -239,6 +239,8 @@ impl State {
         Ok(Reply::Done)
     }
 
+    /// Audits a failed proof; from log format 3 it is also counted for a principal that exists
+    /// (see [`crate::login_failure`]), so that all KMAs together throttle it.
     pub(crate) fn record_authentication_failure(
         &mut self,
         cx: &mut Cx<'_>,
@@ -247,6 +249,9 @@ impl State {
     ) -> Result<Reply, Reject> {
         check_text("principal", principal, DETAIL_LEN_MAX, true)?;
         check_text("source", source, DETAIL_LEN_MAX, true)?;
+        if self.format_rules_apply(LOG_FORMAT_3) && self.login_failures_counted(principal) {
+            self.count_login_failure(principal, cx.now_ms);
+        }
         cx.event(AuditWhat::AuthenticationFailure {
             principal: principal.into(),
             source: source.into(),
@@ -262,6 +267,8 @@ impl State {
     ) -> Result<Reply, Reject> {
         check_text("principal", principal, DETAIL_LEN_MAX, true)?;
         check_text("source", source, DETAIL_LEN_MAX, true)?;
+        // The principal proved its passphrase: its failed proofs no longer throttle it.
+        self.clear_login_failures(principal);
         cx.event(AuditWhat::Login { principal: principal.into(), source: source.into() });
         Ok(Reply::Done)
     }
@@ -426,8 +433,10 @@ impl State {
         let user = self.user_mut(id)?;
         user.passphrase_verifier = verifier.into();
         // A new passphrase is what one sets when the old one or a terminal was lost: the
-        // sessions started with the old one end with it, on every KMA.
+        // sessions started with the old one end with it, on every KMA. The failed proofs of
+        // the old one no longer throttle the new one.
         user.sessions.clear();
+        self.clear_login_failures(id);
         Ok(Reply::Done)
     }
 
@@ -438,6 +447,7 @@ impl State {
         }
         // Its session certificates go with its record: no listener accepts them any more.
         self.meta.users.remove(id);
+        self.drop_login_failures_of_deleted(id);
         Ok(Reply::Done)
     }
 }

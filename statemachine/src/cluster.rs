@@ -98,6 +98,19 @@ pub struct UserSession {
     pub expires_at_ms: u64,
 }
 
+/// The failed proofs of one principal in its current throttle window, as the replicated state
+/// counts them (log format 3, snapshot format 4; issue 16 point 5): every KMA adds the failures
+/// that any KMA proposed, so N KMAs together allow no more than `login_failures_max` per
+/// window. See [`crate::State::login_throttled`] for what a KMA asks of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureWindow {
+    /// The time of the entry that recorded the window's first failure; the window lasts
+    /// [`SecuritySettings::login_throttle_ms`] from it.
+    pub since_ms: u64,
+    /// Failures recorded since, at least 1 (a window starts with its first failure); saturates.
+    pub count: u32,
+}
+
 /// Settings a Security Officer controls (SPEC S2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecuritySettings {

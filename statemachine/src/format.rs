@@ -22,6 +22,9 @@
 //!   cluster CA's key, wrapped under the master key, once.
 //! - audits an unlock by quorum members' passphrases alone (issue 16 point 5):
 //!   `Command::RecordMemberUnlock`.
+//! - counts the failed proofs of users and agents in the state (issue 16 point 5):
+//!   `Command::RecordAuthenticationFailure` adds to the principal's window in
+//!   `Meta::login_failures`, which every KMA reads (`State::login_throttled`).
 //!
 //! The rules, all pure functions of the state so that every KMA decides alike:
 //! 1. A command is proposed, and applied, only once every KMA that applies the log reports a

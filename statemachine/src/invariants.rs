@@ -5,7 +5,7 @@ use alloc::collections::{BTreeMap, BTreeSet};
 
 use crate::ids::KeyGroupId;
 use crate::key::KeyState;
-use crate::limits::{USER_SESSIONS_MAX, WRAPPED_CA_KEY_LEN_MAX};
+use crate::limits::{LOGIN_FAILURE_WINDOWS_MAX, USER_SESSIONS_MAX, WRAPPED_CA_KEY_LEN_MAX};
 use crate::state::State;
 
 impl State {
@@ -15,6 +15,7 @@ impl State {
         self.check_association_invariants();
         self.check_catalog_invariants();
         self.check_certificate_invariants();
+        self.check_login_failure_invariants();
         let chain = self.meta.audit_chain;
         assert!(chain.events > 0 || chain.head == [0; 32], "an empty audit chain has a zero head");
         let mut rebuilt = self.clone();
@@ -101,6 +102,28 @@ impl State {
             assert!(
                 ca_key.wrapped_key.len() <= WRAPPED_CA_KEY_LEN_MAX,
                 "a recorded CA key keeps within {WRAPPED_CA_KEY_LEN_MAX} bytes"
+            );
+        }
+    }
+
+    /// Failed-proof windows (issue 16 point 5): one per principal that exists, each holding at
+    /// least the failure that opened it, none opened after the last applied entry.
+    fn check_login_failure_invariants(&self) {
+        let failures = &self.meta.login_failures;
+        assert!(
+            failures.len() <= self.meta.users.len() + self.meta.agents.len(),
+            "at most one failure window per user and agent"
+        );
+        assert!(failures.len() <= LOGIN_FAILURE_WINDOWS_MAX, "failure windows keep their bound");
+        for (principal, window) in failures {
+            assert!(
+                self.login_failures_counted(principal),
+                "the failure window of {principal:?} belongs to a user or agent that exists"
+            );
+            assert!(window.count >= 1, "the failure window of {principal:?} holds a failure");
+            assert!(
+                window.since_ms <= self.meta.time_ms_last,
+                "the failure window of {principal:?} opened at an applied entry's time"
             );
         }
     }

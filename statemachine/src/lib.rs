@@ -22,6 +22,8 @@
 //! - [`query`]: reads for the gateway and the admin API (keys for a drive, impact previews,
 //!   the approvers of a quorum operation, the keys a pool refill wants);
 //!   [`list`]: paged, filtered lists for the admin API, bounded per page.
+//! - `login_failure`: failed proofs of users and agents counted in the replicated state, so
+//!   that N KMAs together allow no more than the limit ([`State::login_throttled`]).
 //! - [`codec`]: versioned envelope and chunked snapshot encodings.
 //! - [`migration`]: the KMS 1.x key file reader. [`duration`]: `10d`-style durations.
 //! - [`limits`]: every bound, named.
@@ -57,6 +59,7 @@ mod invariants;
 pub mod key;
 pub mod limits;
 pub mod list;
+mod login_failure;
 pub mod migration;
 pub mod partner;
 pub mod permission;

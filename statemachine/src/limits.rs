@@ -23,6 +23,9 @@ pub const USERS_MAX: usize = 10_000;
 /// stays a small part of the state.
 pub const USER_SESSIONS_MAX: usize = 8;
 pub const AGENTS_MAX: usize = 1_000_000;
+/// Failed-proof windows the state keeps (`Meta::login_failures`): one per user and agent at
+/// most, since only principals that exist are counted and a window goes with its principal.
+pub const LOGIN_FAILURE_WINDOWS_MAX: usize = USERS_MAX + AGENTS_MAX;
 pub const POLICIES_MAX: usize = 1_024;
 pub const GROUPS_MAX: usize = 4_096;
 pub const GROUPS_PER_AGENT_MAX: usize = 256;

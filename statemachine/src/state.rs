@@ -12,8 +12,8 @@ use crate::agent::Agent;
 use crate::audit::AuditChain;
 use crate::backup::{Backup, BackupKind};
 use crate::cluster::{
-    BackupSchedule, ClusterInfo, KeyPoolLimits, Kma, KmaStatus, SecuritySettings, Site, User,
-    WrappedCaKey,
+    BackupSchedule, ClusterInfo, FailureWindow, KeyPoolLimits, Kma, KmaStatus, SecuritySettings,
+    Site, User, WrappedCaKey,
 };
 use crate::command::Actor;
 use crate::data_unit::{DataUnit, DataUnitState};
@@ -73,6 +73,12 @@ pub struct Meta {
     /// format 4; issue 16 point 1): recorded once, by a KMA (`Command::RecordCaKey`); `None`
     /// until then, and in snapshots of older formats.
     pub ca_key: Option<WrappedCaKey>,
+    /// Failed proofs per principal that exists, in its current throttle window (log format 3,
+    /// snapshot format 4; issue 16 point 5): keyed by a user ID, or by `agent:<agent ID>`
+    /// ([`crate::agent::AGENT_PRINCIPAL_PREFIX`]) for an agent's enrollment, so that it holds
+    /// at most one window per user and agent ([`crate::limits::LOGIN_FAILURE_WINDOWS_MAX`]).
+    /// Read with [`State::login_throttled`]; empty in snapshots of older formats.
+    pub login_failures: BTreeMap<String, FailureWindow>,
 }
 
 /// Lookups derived from the records; see [`State::rebuild_index`].

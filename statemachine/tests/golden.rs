@@ -16,8 +16,9 @@
 //!   applied from the KMA, a destroy by key ID refused on a stale preview then applied, a drive
 //!   leaving another group's keys in use, a quorum change dropping a removed member's approval,
 //!   the audit events of what commands changed, certificates bound to the state (a KMA's own
-//!   certificate, a join granted once, user sessions recorded and revoked) and the cluster CA's
-//!   key recorded wrapped, once. The snapshot is of format 4.
+//!   certificate, a join granted once, user sessions recorded and revoked), the cluster CA's
+//!   key recorded wrapped, once, and failed proofs counted in the state for the users and agents
+//!   that exist only, a login clearing them. The snapshot is of format 4.
 //!
 //! `BLESS=1 cargo test -p statemachine --test golden` rewrites the files of the newest log
 //! format only, for a deliberate change of them; the older files are never rewritten.
@@ -27,6 +28,7 @@ mod support;
 use std::path::PathBuf;
 
 use statemachine::audit::AuditChain;
+use statemachine::cluster::FailureWindow;
 use statemachine::codec::{decode_envelope, decode_snapshot, encode_envelope, encode_snapshot};
 use statemachine::command::{Command, DestroySelection};
 use statemachine::quorum::QuorumOperation;
@@ -202,7 +204,31 @@ fn sample_cluster_v3() -> TestCluster {
     cluster.ok(so(), Command::DeleteKma { name: "kma6".into() });
     record_certificates(&mut cluster);
     record_ca_key(&mut cluster);
+    record_login_failures(&mut cluster);
     cluster
+}
+
+/// Failed proofs counted in the state (issue 16 point 5), each entry of format 1: co fails at
+/// two KMAs; the summary of failures for unknown principals and a quorum member's failure are
+/// audited only; drive1 fails its enrollment; bo fails, then logs in, which clears its window.
+fn record_login_failures(cluster: &mut TestCluster) {
+    let failure = |principal: &str, source: &str| Command::RecordAuthenticationFailure {
+        principal: principal.into(),
+        source: source.into(),
+    };
+    let failures = [
+        (1, "co", "10.0.0.7"),
+        (2, "co", "10.0.0.8"),
+        (2, "3 failed logins for unknown principals in the last minute", "10.0.0.9"),
+        (1, "quorum member q1", "10.0.0.7"),
+        (1, "agent:drive1", "10.0.1.1"),
+        (2, "bo", "10.0.0.7"),
+    ];
+    for (node_id, principal, source) in failures {
+        cluster.apply_from(node_id, Actor::System, failure(principal, source)).expect("audited");
+    }
+    let login = Command::RecordLogin { principal: "bo".into(), source: "10.0.0.7".into() };
+    cluster.apply_from(2, Actor::System, login).expect("logged in");
 }
 
 /// The cluster CA's key, wrapped under the master key (issue 16 point 1): recorded, the same
@@ -335,8 +361,8 @@ fn c7_golden_log_v2_replays_to_the_golden_snapshot_v3() {
 /// Setup: the checked-in snapshot of format 3 of an earlier log of format 3, written before
 /// certificates were recorded. Action: decode it, encode it in today's format, decode again.
 /// Expect: it reads, at log format 3, with every KMA certificate `None`, every user's sessions
-/// empty and no CA key, its invariants hold, and today's format carries the same state. (SPEC
-/// C7; issue 16 points 1, 2)
+/// empty, no CA key and no failure window, its invariants hold, and today's format carries the
+/// same state. (SPEC C7; issue 16 points 1, 2, 5)
 #[test]
 fn c7_golden_snapshot_v3_reads_with_no_certificate_or_session() {
     let snapshot = read_golden("snapshot-v3-log-v3.bin");
@@ -347,6 +373,7 @@ fn c7_golden_snapshot_v3_reads_with_no_certificate_or_session() {
     assert!(state.meta().kmas.values().all(|kma| kma.certificate_sha256.is_none()));
     assert!(state.meta().users.values().all(|user| user.sessions.is_empty()));
     assert_eq!(state.wrapped_ca_key(), None);
+    assert!(state.meta().login_failures.is_empty(), "no failure window before format 4");
     let today = encode_snapshot(&state);
     assert_eq!(today[0], 4, "written in snapshot format 4");
     assert!(decode_snapshot(&today).expect("format 4 is read") == state);
@@ -357,8 +384,9 @@ fn c7_golden_snapshot_v3_reads_with_no_certificate_or_session() {
 /// with their preview, the certificate records and the CA key records are the entries of format
 /// 3; each entry re-encodes to its bytes; the state and the audit events equal the checked-in
 /// ones, and the snapshot (format 4) decodes to the same state, with kma1's and kma3's
-/// certificates, co's session, op's revoked, and the first CA key. (SPEC C7, S1, S2, S4, S5,
-/// O9, A3; issue 16)
+/// certificates, co's session, op's revoked, the first CA key, and the failure windows of co
+/// (two failures) and drive1 (one), bo's cleared by its login. (SPEC C7, S1, S2, S4, S5, O9,
+/// A3; issue 16)
 #[test]
 fn c7_golden_log_v3_replays_to_its_golden_snapshot() {
     let log: Vec<Vec<u8>> = sample_cluster_v3().log.iter().map(encode_envelope).collect();
@@ -394,6 +422,16 @@ fn c7_golden_log_v3_replays_to_its_golden_snapshot() {
     assert_eq!(
         (ca_key.ca_certificate_sha256, &ca_key.wrapped_key[..]),
         ([0xca; 32], &[0x35; 96][..])
+    );
+    let at_ms = state.meta().time_ms_last;
+    let windows: Vec<(&str, FailureWindow)> =
+        state.meta().login_failures.iter().map(|(p, window)| (p.as_str(), *window)).collect();
+    assert_eq!(
+        windows,
+        [
+            ("agent:drive1", FailureWindow { since_ms: at_ms, count: 1 }),
+            ("co", FailureWindow { since_ms: at_ms, count: 2 }),
+        ]
     );
 }
 

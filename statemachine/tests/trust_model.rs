@@ -1,18 +1,18 @@
 //! The trust model of issue 16, state side: commands only a KMA may issue, the destroy by key ID
 //! that carries its preview, agents confined to their key groups, approvals of removed quorum
 //! members, what the audit log records, node IDs never reused, certificates bound to the state
-//! (user sessions, a KMA's certificate, a join granted once), and the cluster CA's key recorded
-//! wrapped, once. The rules of log format 3: each test opens that format first, as a cluster of
-//! this software runs at it.
-
+//! (user sessions, a KMA's certificate, a join granted once), the cluster CA's key recorded
+//! wrapped, once, and failed proofs of users and agents counted in the state. The rules of log
+//! format 3: each test opens that format first, as a cluster of this software runs at it.
 mod support;
 
 use statemachine::audit::{AuditWhat, Outcome};
 use statemachine::backup::BackupKind;
+use statemachine::cluster::{FailureWindow, SecuritySettings};
 use statemachine::command::Legacy1xKey;
 use statemachine::format::LOG_FORMAT_3;
 use statemachine::key::KeyCheckValue;
-use statemachine::{Actor, Command, CommandKind, KeyId, Reject, Reply, RoleSet};
+use statemachine::{Actor, Command, CommandKind, KeyId, Reject, Reply, RoleSet, State};
 use support::*;
 
 /// The commands that carry what only a KMA makes, each with the user role that issued it below
@@ -869,4 +869,296 @@ fn s4_an_unlock_by_members_passphrases_is_audited_by_the_kma_it_unlocked() {
     let change = statemachine::audit::KmaChange::UnlockedByMembers { members };
     let event = AuditWhat::KmaChanged { kma: "kma1".into(), node_id: kma1, change };
     assert_eq!(cluster.last_events(), vec![event]);
+}
+
+// Failed proofs counted in the replicated state (issue 16 point 5).
+
+/// A failed proof of `principal`, from a client at 10.0.0.9.
+fn failure(principal: &str) -> Command {
+    Command::RecordAuthenticationFailure { principal: principal.into(), source: "10.0.0.9".into() }
+}
+
+fn window_of(cluster: &TestCluster, principal: &str) -> Option<FailureWindow> {
+    cluster.state.meta().login_failures.get(principal).copied()
+}
+
+/// The prepared cluster at log format 3, its Security Officer allowing 3 failures per minute.
+fn throttling_cluster() -> TestCluster {
+    let (mut cluster, _) = prepared();
+    cluster.open_format(LOG_FORMAT_3);
+    let security = cluster.state.meta().security;
+    let settings =
+        SecuritySettings { login_failures_max: 3, login_throttle_ms: 60_000, ..security };
+    cluster.ok(so(), Command::SetSecuritySettings(settings));
+    cluster
+}
+
+/// Setup: the prepared cluster at log format 3, 3 failures allowed per 60 s window. Action:
+/// failed proofs of op proposed by kma1 (node 1), 10 s later by kma2 (node 2), 5 s later by
+/// kma5 (node 4), as a client spreading its guesses over the KMAs; then the query at several
+/// instants. Expect: the three add up in one window that opened with the first; each is
+/// audited as before (`AuthenticationFailure`, nothing more); below the limit op is not
+/// throttled; at the limit it is, for what is left of the window (45 s), down to 1 ms before
+/// its end, and no longer at its end; a clock behind the leader's waits one window at most;
+/// other users are not throttled. (SPEC S2, S5; issue 16 point 5)
+#[test]
+fn s2_failed_proofs_of_a_known_user_are_counted_across_kmas() {
+    let mut cluster = throttling_cluster();
+    let since_ms = cluster.now_ms;
+    cluster.apply_from(1, Actor::System, failure("op")).expect("audited");
+    cluster.advance(10 * SECOND_MS);
+    cluster.apply_from(2, Actor::System, failure("op")).expect("audited");
+    assert_eq!(window_of(&cluster, "op"), Some(FailureWindow { since_ms, count: 2 }));
+    assert_eq!(cluster.state.login_throttled("op", cluster.now_ms), None, "below the limit");
+    cluster.advance(5 * SECOND_MS);
+    cluster.apply_from(4, Actor::System, failure("op")).expect("audited");
+    let audited =
+        AuditWhat::AuthenticationFailure { principal: "op".into(), source: "10.0.0.9".into() };
+    assert_eq!(cluster.last_events(), vec![audited], "the audit record is unchanged");
+    assert_eq!(window_of(&cluster, "op"), Some(FailureWindow { since_ms, count: 3 }));
+
+    let throttled = |at_ms: u64| cluster.state.login_throttled("op", at_ms);
+    assert_eq!(throttled(cluster.now_ms), Some(45 * SECOND_MS), "the rest of the window");
+    assert_eq!(throttled(since_ms + 60 * SECOND_MS - 1), Some(1));
+    assert_eq!(throttled(since_ms + 60 * SECOND_MS), None, "the window ended");
+    assert_eq!(throttled(since_ms - SECOND_MS), Some(60 * SECOND_MS), "one window at most");
+    assert_eq!(cluster.state.login_throttled("co", cluster.now_ms), None, "another user");
+}
+
+/// Setup: the prepared cluster at log format 3, 3 failures allowed per 60 s window; op failed
+/// three times. Action: a fourth failure within the window; then one exactly when it ends;
+/// then, on a state whose window holds `u32::MAX` failures, one more. Expect: the fourth adds
+/// to the window without moving its start; the one at the end opens a new window of one
+/// failure, and op is not throttled; the count saturates instead of wrapping. (SPEC S2; issue
+/// 16 point 5)
+#[test]
+fn s2_a_new_failure_window_starts_after_the_last_one_ended() {
+    let mut cluster = throttling_cluster();
+    let since_ms = cluster.now_ms;
+    for _ in 0..3 {
+        cluster.ok(Actor::System, failure("op"));
+    }
+    cluster.advance(59 * SECOND_MS);
+    cluster.ok(Actor::System, failure("op"));
+    assert_eq!(window_of(&cluster, "op"), Some(FailureWindow { since_ms, count: 4 }));
+    assert_eq!(cluster.state.login_throttled("op", cluster.now_ms), Some(SECOND_MS));
+    cluster.advance(SECOND_MS);
+    cluster.ok(Actor::System, failure("op"));
+    let since_ms = cluster.now_ms;
+    assert_eq!(window_of(&cluster, "op"), Some(FailureWindow { since_ms, count: 1 }), "new");
+    assert_eq!(cluster.state.login_throttled("op", cluster.now_ms), None);
+
+    let mut meta = cluster.state.meta().clone();
+    meta.login_failures.insert("op".into(), FailureWindow { since_ms, count: u32::MAX });
+    let state = &cluster.state;
+    cluster.state = State::from_parts(meta, state.keys().clone(), state.data_units().clone());
+    cluster.ok(Actor::System, failure("op"));
+    let count = window_of(&cluster, "op").expect("counted").count;
+    assert_eq!(count, u32::MAX, "saturates");
+}
+
+/// Setup: the prepared cluster at log format 3, 3 failures allowed per 60 s window. op, co
+/// and au2 throttled, bo failed once; agents drive8 (not enrolled) and drive1 failed once as
+/// `agent:<ID>`. Action: op logs in (`RecordLogin`), co logs in with its session certificate
+/// (`RecordUserSession`), au2 is given a new passphrase; drive8 is given a new passphrase,
+/// fails again, then enrolls. Expect: each of these clears its own principal's window, and
+/// op, co and au2 are no longer throttled; bo's and drive1's windows stay. (SPEC S2, A1;
+/// issue 16 point 5)
+#[test]
+fn s2_a_successful_login_or_a_new_passphrase_clears_failed_proofs() {
+    let mut cluster = throttling_cluster();
+    for user in ["op", "co", "au2"] {
+        for _ in 0..3 {
+            cluster.ok(Actor::System, failure(user));
+        }
+        assert!(cluster.state.login_throttled(user, cluster.now_ms).is_some(), "{user}");
+    }
+    for principal in ["bo", "agent:drive8", "agent:drive1"] {
+        cluster.ok(Actor::System, failure(principal));
+    }
+    let login = Command::RecordLogin { principal: "op".into(), source: "10.0.0.7".into() };
+    cluster.ok(Actor::System, login);
+    cluster.ok(Actor::System, session("co", 0xc0, cluster.now_ms + DAY_MS));
+    let verifier = vec![0x0e; 32];
+    cluster
+        .ok(so(), Command::SetUserPassphrase { id: "au2".into(), passphrase_verifier: verifier });
+    for user in ["op", "co", "au2"] {
+        assert_eq!(window_of(&cluster, user), None, "{user}: cleared");
+        assert_eq!(cluster.state.login_throttled(user, cluster.now_ms), None, "{user}");
+    }
+
+    let verifier = vec![0x0f; 32];
+    cluster.ok(
+        op(),
+        Command::SetAgentPassphrase { id: "drive8".into(), passphrase_verifier: verifier },
+    );
+    assert_eq!(window_of(&cluster, "agent:drive8"), None, "a new passphrase clears");
+    cluster.ok(Actor::System, failure("agent:drive8"));
+    assert!(window_of(&cluster, "agent:drive8").is_some());
+    let enrolled =
+        Command::RecordAgentEnrollment { id: "drive8".into(), certificate_fingerprint: [0x88; 32] };
+    cluster.ok(Actor::System, enrolled);
+    assert_eq!(window_of(&cluster, "agent:drive8"), None, "an enrollment clears");
+    let stayed: Vec<&String> = cluster.state.meta().login_failures.keys().collect();
+    assert_eq!(stayed, ["agent:drive1", "bo"]);
+}
+
+/// Setup: the prepared cluster at log format 3. Action: failed proofs of principals that are
+/// no user or agent: an unknown name, the summary sentence of failures for unknown principals,
+/// a quorum member, a KMA, an unknown agent, an agent's ID without its `agent:` prefix, the
+/// bare prefix and the empty name; then one of `agent:drive8`. Expect: each is audited as
+/// before and changes nothing else: no failure window, nobody throttled, so that made-up names
+/// cannot grow the state; drive8's failure is counted under `agent:drive8`. (SPEC S2, S5;
+/// issue 16 points 5 and 9; STYLE 9)
+#[test]
+fn s2_failed_proofs_are_counted_only_for_users_and_agents_that_exist() {
+    let mut cluster = throttling_cluster();
+    let uncounted = [
+        "ghost",
+        "3 failed logins for unknown principals in the last minute",
+        "quorum member q1",
+        "kma1",
+        "agent:ghost",
+        "drive8",
+        "agent:",
+        "",
+    ];
+    for principal in uncounted {
+        cluster.ok(Actor::System, failure(principal));
+        let audited = AuditWhat::AuthenticationFailure {
+            principal: principal.into(),
+            source: "10.0.0.9".into(),
+        };
+        assert_eq!(cluster.last_events(), vec![audited], "{principal:?}");
+        let before = cluster.before_last.as_ref().expect("before");
+        assert!(
+            without_what_a_refusal_changes(&cluster.state, before) == *before,
+            "{principal:?} changes nothing but the audit log"
+        );
+        assert_eq!(cluster.state.login_throttled(principal, cluster.now_ms), None);
+    }
+    assert!(cluster.state.meta().login_failures.is_empty());
+    cluster.ok(Actor::System, failure("agent:drive8"));
+    let since_ms = cluster.now_ms;
+    assert_eq!(window_of(&cluster, "agent:drive8"), Some(FailureWindow { since_ms, count: 1 }));
+}
+
+/// Setup: the prepared cluster at log format 3; au2 and agent drive8 failed; a user whose ID
+/// reads `agent:drive1` exists beside agent drive1, and both failed under that one name.
+/// Action: delete au2 and drive8; then the user `agent:drive1`, then agent drive1. Expect:
+/// each deletion removes its principal's window; the shared window stays while agent drive1
+/// still exists, and goes with it: no window outlives what it counts. (SPEC S2; issue 16 point
+/// 5; STYLE 9)
+#[test]
+fn s2_deleting_a_user_or_agent_removes_its_failure_window() {
+    let mut cluster = throttling_cluster();
+    let roles = RoleSet::of(statemachine::Role::Auditor);
+    let user =
+        Command::CreateUser { id: "agent:drive1".into(), roles, passphrase_verifier: vec![2; 32] };
+    cluster.ok(so(), user);
+    for principal in ["au2", "agent:drive8", "agent:drive1", "agent:drive1"] {
+        cluster.ok(Actor::System, failure(principal));
+    }
+    cluster.ok(so(), Command::DeleteUser { id: "au2".into() });
+    assert_eq!(window_of(&cluster, "au2"), None, "deleted user");
+    cluster.ok(op(), Command::DeleteAgent { id: "drive8".into() });
+    assert_eq!(window_of(&cluster, "agent:drive8"), None, "deleted agent");
+    cluster.ok(so(), Command::DeleteUser { id: "agent:drive1".into() });
+    let count = window_of(&cluster, "agent:drive1").map(|window| window.count);
+    assert_eq!(count, Some(2), "agent drive1 still exists under that name");
+    cluster.ok(op(), Command::DeleteAgent { id: "drive1".into() });
+    assert!(cluster.state.meta().login_failures.is_empty(), "gone with agent drive1");
+}
+
+/// Setup: the prepared cluster, whose KMAs never reported a format (log format 1), then at
+/// format 2, one failure allowed per window. Action: failed proofs of op and of
+/// `agent:drive8`, each twice. Expect: applied and audited as before, and nothing else
+/// changes: no failure window and nobody throttled, so that a KMA of an older release, which
+/// counts nothing, applies the same log to the same state; at format 3 the same failure is
+/// counted. (SPEC C7, S2; issue 16 point 5)
+#[test]
+fn c7_failed_proofs_are_not_counted_below_format_3() {
+    let (mut cluster, _) = prepared();
+    let security = cluster.state.meta().security;
+    cluster.ok(
+        so(),
+        Command::SetSecuritySettings(SecuritySettings { login_failures_max: 1, ..security }),
+    );
+    for format in [1, 2] {
+        if format > 1 {
+            cluster.open_format(format);
+        }
+        assert_eq!(cluster.state.cluster_format_version(), format);
+        for principal in ["op", "op", "agent:drive8", "agent:drive8"] {
+            cluster.ok(Actor::System, failure(principal));
+            let audited = AuditWhat::AuthenticationFailure {
+                principal: principal.into(),
+                source: "10.0.0.9".into(),
+            };
+            assert_eq!(cluster.last_events(), vec![audited]);
+            let before = cluster.before_last.as_ref().expect("before");
+            assert!(
+                without_what_a_refusal_changes(&cluster.state, before) == *before,
+                "format {format}: {principal} is audited only"
+            );
+            assert_eq!(cluster.state.login_throttled(principal, cluster.now_ms), None);
+        }
+        assert!(cluster.state.meta().login_failures.is_empty(), "format {format}");
+    }
+    cluster.open_format(LOG_FORMAT_3);
+    cluster.ok(Actor::System, failure("op"));
+    assert!(cluster.state.login_throttled("op", cluster.now_ms).is_some(), "format 3 counts");
+}
+
+/// Setup: the prepared cluster at log format 3, 3 failures allowed per 60 s window; op failed
+/// three times, drive8 once. Action: write a snapshot (format 4) and read it back. Expect: the
+/// same state with the same windows, and the same answer to whether op is throttled. (SPEC S2,
+/// C7; issue 16 point 5)
+#[test]
+fn s2_failure_windows_survive_a_snapshot() {
+    let mut cluster = throttling_cluster();
+    for principal in ["op", "op", "op", "agent:drive8"] {
+        cluster.ok(Actor::System, failure(principal));
+    }
+    let snapshot = cluster.snapshot();
+    assert_eq!(snapshot[0], 4, "snapshot format 4");
+    let read = statemachine::codec::decode_snapshot(&snapshot).expect("decodes");
+    assert!(read == cluster.state);
+    assert_eq!(read.meta().login_failures.len(), 2);
+    let now_ms = cluster.now_ms;
+    assert_eq!(read.login_throttled("op", now_ms), Some(60 * SECOND_MS));
+    assert_eq!(read.login_throttled("op", now_ms), cluster.state.login_throttled("op", now_ms));
+}
+
+/// Setup: the prepared cluster at log format 3 with a failure window of op, then states whose
+/// windows break a rule: one for a principal that does not exist, one holding no failure, one
+/// opened after the last applied entry. Action: check the invariants of each. Expect: the
+/// first holds; each other panics, naming the rule: the map stays bounded by the users and
+/// agents that exist. (SPEC S2; issue 16 point 5; STYLE 8, 9)
+#[test]
+fn s2_the_invariants_bound_failure_windows() {
+    let mut cluster = throttling_cluster();
+    cluster.ok(Actor::System, failure("op"));
+    cluster.state.check_invariants();
+    let now_ms = cluster.now_ms;
+    let broken = [
+        ("ghost", FailureWindow { since_ms: now_ms, count: 1 }, "exists"),
+        ("op", FailureWindow { since_ms: now_ms, count: 0 }, "holds a failure"),
+        ("op", FailureWindow { since_ms: now_ms + 1, count: 1 }, "opened at an applied entry"),
+    ];
+    for (principal, window, rule) in broken {
+        let mut meta = cluster.state.meta().clone();
+        meta.login_failures.insert(principal.into(), window);
+        let state = State::from_parts(
+            meta,
+            cluster.state.keys().clone(),
+            cluster.state.data_units().clone(),
+        );
+        let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            state.check_invariants();
+        }))
+        .expect_err(rule);
+        let message = panic.downcast_ref::<String>().map_or("", String::as_str);
+        assert!(message.contains(rule), "{rule}: {message}");
+    }
 }

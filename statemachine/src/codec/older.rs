@@ -7,7 +7,7 @@
 //! - Format 3 (issue 15 to issue 16): a KMA record ends with its version report; it has no
 //!   certificate (`Kma::certificate_sha256`), a user record has no sessions
 //!   (`User::sessions`), and `Meta` ends with the audit chain head, without the cluster CA's
-//!   wrapped key (`Meta::ca_key`).
+//!   wrapped key (`Meta::ca_key`) and the failed-proof windows (`Meta::login_failures`).
 //! - Format 4 (issue 16): today's shapes.
 //!
 //! Keys, data units and the trailer have kept one shape in every format so far, and so has
@@ -192,6 +192,8 @@ impl<K: Into<Kma>> MetaV1<K> {
             audit_chain,
             // No CA key could be recorded before log format 3, nor kept before format 4.
             ca_key: None,
+            // Failed proofs were counted from log format 3 only, and kept from format 4.
+            login_failures: BTreeMap::new(),
         }
     }
 }
