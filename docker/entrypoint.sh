@@ -5,8 +5,8 @@
 # `kma run --data-dir /data`), whatever its role: restarts never re-initialise or re-join.
 # On a first start (SPEC C4: a KMA joins with a one-time passphrase once the quorum approves):
 #   KMS_ROLE=init  write $KMS_SECRETS_FILE (random passphrases of the Security Officer and of the
-#                  quorum, mode 0600) if absent, `kma init` with it, copy the admin certificate to
-#                  $KMS_EXPORT for host-side tools, then run. In the background, once the KMA
+#                  quorum, mode 0600) if absent, `kma init` with it, copy the CA and the secrets file
+#                  to $KMS_EXPORT for host-side tools, then run. In the background, once the KMA
 #                  knows a leader, take the names in $KMS_JOINERS one at a time: wait for the
 #                  joiner to announce its site ($KMS_SHARED/sites/<name>), write a random one-time
 #                  passphrase to $KMS_SHARED/passphrases/<name>, `kma admit` it (entry plus quorum
@@ -75,19 +75,23 @@ passphrase = \"$(random_passphrase)\""
   say "quickstart secrets written to $secrets"
 }
 
-# Copies the admin client certificate, its key and the CA out of the data dir, readable by the
-# host user who runs the tests (the data dir itself stays in a Docker volume).
-export_admin() {
-  local export="${KMS_EXPORT:-/export}" file
+# Copies the CA and the quickstart secrets file out of the data dir, readable by the host user
+# who runs the tests (the data dir itself stays in a Docker volume). Host-side tools log in as
+# the Security Officer with its passphrase, a session recorded in the state like anyone's:
+# `kma init` writes no administrator certificate (issue #16 point 9). Development only, like
+# the secrets file itself.
+export_access() {
+  local export="${KMS_EXPORT:-/export}" owner
   [ -d "$export" ] || return 0
+  owner="${KMS_EXPORT_UID:-0}:${KMS_EXPORT_GID:-${KMS_EXPORT_UID:-0}}"
   mkdir -p "$export/tls"
-  for file in admin-key.pem admin.pem ca.pem; do
-    cp "$data/tls/$file" "$export/tls/.$file.tmp"
-    chown "${KMS_EXPORT_UID:-0}:${KMS_EXPORT_GID:-${KMS_EXPORT_UID:-0}}" "$export/tls/.$file.tmp"
-    mv -f "$export/tls/.$file.tmp" "$export/tls/$file"
-  done
-  chmod 0600 "$export/tls/admin-key.pem"
-  say "admin certificate copied to $export/tls"
+  cp "$data/tls/ca.pem" "$export/tls/.ca.pem.tmp"
+  chown "$owner" "$export/tls/.ca.pem.tmp"
+  mv -f "$export/tls/.ca.pem.tmp" "$export/tls/ca.pem"
+  install -m 0600 "$secrets" "$export/.secrets.toml.tmp"
+  chown "$owner" "$export/.secrets.toml.tmp"
+  mv -f "$export/.secrets.toml.tmp" "$export/secrets.toml"
+  say "CA and quickstart secrets copied to $export"
 }
 
 leader_known() {
@@ -174,7 +178,7 @@ first_kma() {
     write_private "$shared/ca-fingerprint" \
       "$(sed -n 's/^CA fingerprint (for kma join --ca-fingerprint): //p' /tmp/kma-init.log)"
   fi
-  export_admin
+  export_access
   if [ -n "${KMS_JOINERS:-}" ]; then
     admit_joiners &
   fi

@@ -104,12 +104,17 @@ async fn fail<B: Backend>(
         .help("check the agent ID and passphrase with the Operator; failed attempts are counted")
 }
 
-/// The throttling limits and the agent's verifier (`None`: unknown agent, decoy challenge).
+/// The throttling limits and the agent's verifier (`None`: unknown agent, decoy challenge);
+/// refused when the agent's failed proofs, counted in the replicated state from every KMA
+/// (issue #16 point 5), reached the limit: N KMAs allow no more guesses than one.
 async fn lookup<B: Backend>(
     gateway: &Gateway<B>,
     agent_id: &str,
 ) -> Result<(Limits, Option<Vec<u8>>), ApiError> {
-    let found = gateway
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX));
+    let (limits, verifier, throttled_ms) = gateway
         .backend
         .read(0, |state| {
             let security = state.meta().security;
@@ -118,10 +123,19 @@ async fn lookup<B: Backend>(
                 window: Duration::from_millis(security.login_throttle_ms),
             };
             let verifier = state.meta().agents.get(agent_id).map(|a| a.passphrase_verifier.clone());
-            (limits, verifier)
+            (limits, verifier, state.login_throttled(&agent_key(agent_id), now_ms))
         })
         .await?;
-    Ok(found)
+    if let Some(wait_ms) = throttled_ms {
+        let mut error = ApiError::new(
+            ErrorCode::Throttled,
+            format!("too many failed enrollments for agent '{agent_id}' across the cluster"),
+        )
+        .help("wait, then try again with the right passphrase; a Security Officer sets the limits");
+        error.body.retry_after_ms = Some(wait_ms);
+        return Err(error);
+    }
+    Ok((limits, verifier))
 }
 
 pub(crate) async fn hello<B: Backend>(

@@ -1,6 +1,7 @@
 //! The compose cluster as an administrator sees it: three KMAs (`kma1`, `kma2` at site `east`,
-//! `kma3` at `west`), each reached on its published management port with the admin certificate
-//! that kma1 exports to a temporary host directory.
+//! `kma3` at `west`), each reached on its published management port with a Security Officer
+//! session, logged in with the quickstart secrets that kma1 exports to a temporary host
+//! directory.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
@@ -21,6 +22,8 @@ const POLL_PAUSE: Duration = Duration::from_millis(250);
 /// First start: containers, `kma init`, two joins one after the other, promotions.
 const FORMATION_TIMEOUT: Duration = Duration::from_secs(180);
 const CONVERGE_ATTEMPTS_MAX: u32 = 40;
+/// How often the officer logs in again while the cluster forms (see `wait_formed`).
+const RELOGIN_PAUSE: Duration = Duration::from_secs(5);
 
 pub struct DockerCluster {
     /// Declared first so it drops first: the project goes down before the export dir goes.
@@ -37,23 +40,26 @@ impl DockerCluster {
         crate::image::build_kma_image().await?;
         let export = tempfile::Builder::new().prefix("kms-docker-").tempdir()?;
         let compose = Compose::new("kmschaos", compose_env(export.path())?);
-        let tls = export.path().join("tls");
         let admin = async {
             compose.up().await?;
-            wait_for_files(&tls, &["ca.pem", "admin.pem", "admin-key.pem"], FORMATION_TIMEOUT)
+            wait_for_files(export.path(), &["tls/ca.pem", "secrets.toml"], FORMATION_TIMEOUT)
                 .await?;
-            Ok::<_, anyhow::Error>(KmaClient::new(&tls, "admin.pem", "admin-key.pem")?)
+            officer_session(&compose, export.path(), FORMATION_TIMEOUT).await
         }
         .await;
         let admin = admin.map_err(|e| e.context(format!("logs:\n{}", compose.logs())))?;
-        let cluster = DockerCluster { compose, admin, export };
+        let mut cluster = DockerCluster { compose, admin, export };
         if let Err(error) = cluster.wait_formed(FORMATION_TIMEOUT).await {
             return Err(error.context(format!("logs:\n{}", cluster.compose.logs())));
         }
+        // A session from before every KMA reported its version may have been granted while the
+        // cluster recorded no session certificates; one from now on is recorded.
+        let export = cluster.export.path().to_path_buf();
+        cluster.admin = officer_session(&cluster.compose, &export, FORMATION_TIMEOUT).await?;
         Ok(cluster)
     }
 
-    /// Where the admin certificate was exported (`tls/` inside).
+    /// Where kma1 exported the CA (`tls/ca.pem`) and the quickstart secrets (`secrets.toml`).
     pub fn export_dir(&self) -> &Path {
         self.export.path()
     }
@@ -119,8 +125,13 @@ impl DockerCluster {
     }
 
     /// Waits until every KMA answers with three voters, no learner, and a leader.
-    async fn wait_formed(&self, timeout: Duration) -> anyhow::Result<()> {
+    /// Waits until the three KMAs are voters that know their leader and the cluster reads the
+    /// log format they read. While the joins go on, the cluster's format dips (a KMA approved
+    /// to join counts as the oldest until it reports its version) and a session granted then
+    /// is not recorded, so the officer logs in again every few seconds until formed.
+    async fn wait_formed(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
+        let mut logged_in = Instant::now();
         loop {
             let statuses = self.statuses().await;
             let formed = statuses.len() == SERVICES.len()
@@ -128,6 +139,7 @@ impl DockerCluster {
                     status.voters.len() == SERVICES.len()
                         && status.learners.is_empty()
                         && status.leader_id.is_some()
+                        && status.cluster_log_format >= status.log_format
                 });
             if formed {
                 return Ok(());
@@ -136,6 +148,13 @@ impl DockerCluster {
                 Instant::now() < deadline,
                 "the compose cluster did not form within {timeout:?}: {statuses:#?}"
             );
+            if logged_in.elapsed() > RELOGIN_PAUSE {
+                let export = self.export.path().to_path_buf();
+                if let Ok(admin) = officer_session(&self.compose, &export, POLL_PAUSE).await {
+                    self.admin = admin;
+                }
+                logged_in = Instant::now();
+            }
             tokio::time::sleep(POLL_PAUSE).await;
         }
     }
@@ -205,12 +224,39 @@ fn compose_env(export: &Path) -> anyhow::Result<Vec<(String, String)>> {
     Ok(env)
 }
 
+/// Logs the Security Officer in at kma1 with the exported secrets file, as an operator would
+/// with kmsctl (no administrator certificate exists): retried while kma1 starts, applies its
+/// quickstart and elects itself.
+async fn officer_session(
+    compose: &Compose,
+    export: &Path,
+    timeout: Duration,
+) -> anyhow::Result<KmaClient> {
+    let secrets = node::setup::read_secrets(&export.join("secrets.toml"))?;
+    let ca_pem = std::fs::read_to_string(export.join("tls/ca.pem"))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let attempt = async {
+            let address = compose.port("kma1", MANAGEMENT_PORT).await?;
+            let passphrase = &secrets.security_officer_passphrase;
+            KmaClient::login(&address, &ca_pem, &secrets.security_officer, passphrase).await
+        };
+        match attempt.await {
+            Ok(client) => return Ok(client),
+            Err(error) if Instant::now() >= deadline => {
+                return Err(error.context("the Security Officer could not log in at kma1"))
+            }
+            Err(_) => tokio::time::sleep(POLL_PAUSE).await,
+        }
+    }
+}
+
 async fn wait_for_files(dir: &Path, names: &[&str], timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     while !names.iter().all(|name| dir.join(name).exists()) {
         anyhow::ensure!(
             Instant::now() < deadline,
-            "kma1 did not export its admin certificate to {} within {timeout:?}",
+            "kma1 did not export its CA and secrets file to {} within {timeout:?}",
             dir.display()
         );
         tokio::time::sleep(POLL_PAUSE).await;

@@ -407,8 +407,9 @@ async fn main() -> anyhow::Result<()> {
     let children =
         node::setup::local::start(binary, &dir, 3, BASE_PORT).await.context("local cluster")?;
     let kma_pids: Vec<u32> = children.iter().filter_map(tokio::process::Child::id).collect();
-    let admin = KmaClient::admin(&dir.join("kma1"))?;
     let address = format!("127.0.0.1:{}", BASE_PORT + 1);
+    let secrets = node::setup::read_secrets(&dir.join(node::setup::local::SECRETS_FILE))?;
+    let admin = node::setup::local::officer_session(&dir.join("kma1"), &address, &secrets).await?;
     let service = format!("127.0.0.1:{}", BASE_PORT + 101);
     let ca_pem = node::pki::read(&dir.join("kma1/tls/ca.pem"))?;
     let credentials = setup(&admin, &address, &service, &ca_pem).await;

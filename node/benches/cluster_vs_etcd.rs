@@ -14,7 +14,7 @@
 //! member fsyncs its WAL. The two clusters share the same two cores and disk, so each run has the
 //! machine to itself apart from the other cluster's idle heartbeats.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -96,7 +96,8 @@ impl SentTo {
 
 struct KmsCluster {
     children: Vec<Child>,
-    admin_dir: PathBuf,
+    /// The officer's session; each writer uses it over connections of its own.
+    admin: KmaClient,
     leader: String,
     follower: String,
 }
@@ -109,14 +110,17 @@ impl KmsCluster {
             node::setup::local::start(binary, &dir, MEMBERS, KMA_BASE_PORT).await.with_context(
                 || format!("starting three KMAs (logs: {}/kma*/kma.log)", dir.display()),
             )?;
-        let admin_dir = dir.join("kma1");
-        let admin = KmaClient::admin(&admin_dir)?;
+        let secrets = node::setup::read_secrets(&dir.join(node::setup::local::SECRETS_FILE))?;
+        let first = node::setup::local::layout(&dir, MEMBERS, KMA_BASE_PORT)?.remove(0);
+        let admin =
+            node::setup::local::officer_session(&first.data_dir, &first.management, &secrets)
+                .await?;
         let addresses: Vec<String> = node::setup::local::layout(&dir, MEMBERS, KMA_BASE_PORT)?
             .into_iter()
             .map(|entry| entry.management)
             .collect();
         let (leader, follower) = kms_leader_and_follower(&admin, &addresses).await?;
-        let mut cluster = KmsCluster { children, admin_dir, leader, follower };
+        let mut cluster = KmsCluster { children, admin, leader, follower };
         let mut probe = cluster.writer(SentTo::Leader)?;
         if let Err(error) = probe.put(0, 0).await {
             cluster.stop().await;
@@ -131,7 +135,7 @@ impl KmsCluster {
             SentTo::Follower => self.follower.clone(),
         };
         // A client of its own: its own connection pool, so its own TLS connection.
-        Ok(Writer::Kms { client: KmaClient::admin(&self.admin_dir)?, address })
+        Ok(Writer::Kms { client: self.admin.with_own_connections()?, address })
     }
 
     async fn stop(&mut self) {

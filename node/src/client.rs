@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use statemachine::{Command, RequestId};
 
-use crate::kma::{https_client, NodeError};
+use crate::kma::NodeError;
 use crate::wire::{NodeStatus, ProposeRequest, ProposeResponse, StateDigest, POSTCARD};
 
 #[derive(Clone)]
 pub struct KmaClient {
     http: reqwest::Client,
+    /// What [`KmaClient::with_own_connections`] builds another client from.
+    parts: std::sync::Arc<(rustls::ClientConfig, reqwest::header::HeaderMap)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -27,28 +29,59 @@ impl KmaClient {
     /// `kma init`).
     pub fn new(tls_dir: &Path, cert_file: &str, key_file: &str) -> Result<KmaClient, NodeError> {
         let tls = crate::transport::tls::client_config(tls_dir, cert_file, key_file)?;
-        Ok(KmaClient { http: https_client(tls)? })
+        KmaClient::from_parts(tls, reqwest::header::HeaderMap::new())
     }
 
-    pub fn admin(data_dir: &Path) -> Result<KmaClient, NodeError> {
-        if !data_dir.join("tls").join(crate::pki::ADMIN_CERT_FILE).exists() {
+    fn from_parts(
+        tls: rustls::ClientConfig,
+        headers: reqwest::header::HeaderMap,
+    ) -> Result<KmaClient, NodeError> {
+        let http = crate::kma::https_client_with(tls.clone(), headers.clone())?;
+        Ok(KmaClient { http, parts: std::sync::Arc::new((tls, headers)) })
+    }
+
+    /// The same credentials over connections of its own (a clone shares the pool): what a
+    /// benchmark's concurrent writers each need.
+    pub fn with_own_connections(&self) -> Result<KmaClient, NodeError> {
+        let (tls, headers) = &*self.parts;
+        KmaClient::from_parts(tls.clone(), headers.clone())
+    }
+
+    /// A client presenting the KMA's own certificate from its data dir: what `kma status`
+    /// reads a KMA's status with. A member KMA's certificate reads the cluster's status; it
+    /// logs in as nobody, so it cannot act as a user.
+    pub fn node(data_dir: &Path) -> Result<KmaClient, NodeError> {
+        let tls_dir = data_dir.join("tls");
+        if !tls_dir.join(crate::pki::NODE_CERT_FILE).exists() {
             return Err(NodeError::Usage(format!(
-                "{} holds no administrator certificate (tls/admin.pem): give the data dir of the \
-                 KMA created by `kma init` or `kma local` (for `kma local`: .kms-local/kma1)",
-                data_dir.display()
+                "{} holds no KMA certificate (tls/{}): give the data dir of a KMA made by kma \
+                 init, kma join or kma local (for kma local: .kms-local/kma1)",
+                data_dir.display(),
+                crate::pki::NODE_CERT_FILE
             )));
         }
-        KmaClient::new(
-            &data_dir.join("tls"),
-            crate::pki::ADMIN_CERT_FILE,
-            crate::pki::ADMIN_KEY_FILE,
-        )
+        KmaClient::new(&tls_dir, crate::pki::NODE_CERT_FILE, crate::pki::NODE_KEY_FILE)
+    }
+
+    /// Logs the Security Officer named in `secrets` in at `address`, trusting the CA in the
+    /// data dir: how `kma local`, `kma admit`, `kma write` and the tests act as an officer,
+    /// with a session recorded in the state like anyone's (issue #16 point 9: `kma init`
+    /// writes no administrator certificate).
+    pub async fn officer(
+        data_dir: &Path,
+        address: &str,
+        secrets: &crate::setup::InitSecrets,
+    ) -> anyhow::Result<KmaClient> {
+        let ca_pem = crate::pki::read(&data_dir.join("tls").join(crate::pki::CA_FILE))?;
+        let passphrase = &secrets.security_officer_passphrase;
+        KmaClient::login(address, &ca_pem, &secrets.security_officer, passphrase).await
     }
 
     /// Logs `user` in at `address` by passphrase challenge/response, with kmsctl's login
     /// (`admin_api::client::login`: one implementation for tools, tests and operators): the
     /// passphrase stays here, the KMA proves itself, and the answer is a short-lived
-    /// certificate for a key pair made here.
+    /// certificate for a key pair made here. Every request names the login's log index, so a
+    /// KMA that has not applied the login yet waits for it rather than refuse the session.
     pub async fn login(
         address: &str,
         ca_pem: &str,
@@ -63,7 +96,9 @@ impl KmaClient {
             &granted.cert_pem,
             &granted.key_pem,
         )?;
-        Ok(KmaClient { http: https_client(tls)? })
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(admin_api::api::LOGIN_INDEX_HEADER, granted.login_index.into());
+        Ok(KmaClient::from_parts(tls, headers)?)
     }
 
     pub async fn propose(

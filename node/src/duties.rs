@@ -386,3 +386,85 @@ pub async fn run_version_report(local: Local, proposer: Proposer) {
         }
     }
 }
+
+/// Keeps the cluster CA's private key out of every disk (issue #16 point 1). While this KMA is
+/// unlocked and the cluster reads log format 3: the CA key that the state holds, wrapped under
+/// the master key, is unwrapped into memory (the vault drops it when the KMA locks); when the
+/// state holds none yet, the key file `kma init` wrote (or an older version's join handed out)
+/// is wrapped and recorded (`Command::RecordCaKey`); once the key from the state is in memory,
+/// that file is overwritten and removed. The file goes only after the state's copy opened with
+/// this KMA's master key, so a crash in between loses nothing.
+pub async fn run_ca_key_custody(local: Local, proposer: Proposer, logins: std::sync::Arc<Logins>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(2));
+    let mut warned = false;
+    loop {
+        ticker.tick().await;
+        match keep_ca_key(&local, &proposer, &logins).await {
+            Ok(()) => warned = false,
+            Err(problem) if !warned => {
+                tracing::warn!(%problem, "the CA key's custody waits");
+                warned = true;
+            }
+            Err(problem) => tracing::debug!(%problem, "the CA key's custody waits"),
+        }
+    }
+}
+
+async fn keep_ca_key(local: &Local, proposer: &Proposer, logins: &Logins) -> Result<(), String> {
+    let Some(master) = local.vault.master_key() else { return Ok(()) };
+    let tls_dir = local.layout.tls_dir();
+    let key_file = tls_dir.join(crate::pki::CA_KEY_FILE);
+    let ca_pem = crate::pki::read(&tls_dir.join(crate::pki::CA_FILE)).map_err(|e| e.to_string())?;
+    let ca_sha256 = crate::pki::fingerprint(&ca_pem).map_err(|e| e.to_string())?;
+    let (recorded, cluster_id) = {
+        let state = local.state.read().await;
+        if !state.certificates_recorded() {
+            return Ok(());
+        }
+        let Some(cluster_id) = state.cluster_id() else { return Ok(()) };
+        (state.wrapped_ca_key().cloned(), cluster_id)
+    };
+    match recorded {
+        Some(wrapped) if wrapped.ca_certificate_sha256 == ca_sha256 => {
+            if local.vault.ca_key_pem().is_none() {
+                let key_pem = security_core::ca_key::unwrap_ca_key(
+                    &master,
+                    cluster_id,
+                    &ca_sha256,
+                    &wrapped.wrapped_key,
+                )
+                .map_err(|e| format!("the CA key in the state does not open here: {e}"))?;
+                logins.set_decoy_secret(crate::login::decoy_secret(&key_pem));
+                local.vault.hold_ca_key(key_pem);
+                tracing::info!("the CA key was unwrapped from the state");
+            }
+            if key_file.exists() {
+                crate::vault::erase(&key_file).map_err(|e| e.to_string())?;
+                tracing::info!(path = %key_file.display(), "the CA key file was erased: the key is kept wrapped in the state");
+            }
+            Ok(())
+        }
+        Some(_) => {
+            Err("the state's CA key belongs to another CA certificate than tls/ca.pem".into())
+        }
+        None if key_file.exists() => {
+            let key_pem =
+                zeroize::Zeroizing::new(crate::pki::read(&key_file).map_err(|e| e.to_string())?);
+            let wrapped_key =
+                security_core::ca_key::wrap_ca_key(&master, cluster_id, &ca_sha256, &key_pem)
+                    .map_err(|e| e.to_string())?;
+            let command = Command::RecordCaKey { ca_certificate_sha256: ca_sha256, wrapped_key };
+            match proposer.propose(proposer.system(command)).await {
+                Ok(applied) if applied.result.is_ok() => {
+                    tracing::info!(index = applied.index, "the CA key was recorded wrapped");
+                    Ok(())
+                }
+                Ok(applied) => {
+                    Err(format!("recording the CA key was refused: {:?}", applied.result))
+                }
+                Err(error) => Err(format!("recording the CA key waits for the cluster: {error}")),
+            }
+        }
+        None => Err("no KMA has recorded the CA key in the state yet".into()),
+    }
+}

@@ -13,7 +13,6 @@ use openraft::{BasicNode, Raft, SnapshotPolicy};
 use raft_storage::KmaRaft;
 use rand::Rng;
 use rustls::pki_types::CertificateDer;
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 use tokio::net::TcpListener;
 
@@ -60,15 +59,11 @@ pub enum NodeError {
     Vault(#[from] crate::vault::VaultError),
 }
 
-/// The secret behind decoy login challenges: derived from the CA key, which every KMA holds,
-/// so that all KMAs answer an unknown principal with the same salt.
-fn decoy_secret(layout: &DataDirLayout) -> [u8; 32] {
+/// The decoy secret until this KMA holds the CA key (`duties::run_ca_key_custody` then sets
+/// the one every KMA derives alike).
+fn first_decoy_secret(layout: &DataDirLayout) -> [u8; 32] {
     match pki::read(&layout.tls_dir().join(pki::CA_KEY_FILE)) {
-        Ok(ca_key) => Sha256::new()
-            .chain_update(b"kms decoy login salt v1")
-            .chain_update(ca_key.as_bytes())
-            .finalize()
-            .into(),
+        Ok(ca_key) => crate::login::decoy_secret(&zeroize::Zeroizing::new(ca_key)),
         Err(_) => rand::random(),
     }
 }
@@ -103,8 +98,17 @@ pub struct Kma {
 
 /// An HTTPS client with the given TLS config, keeping connections open between calls.
 pub fn https_client(tls: rustls::ClientConfig) -> Result<reqwest::Client, NodeError> {
+    https_client_with(tls, reqwest::header::HeaderMap::new())
+}
+
+/// [`https_client`] sending `headers` with every request.
+pub fn https_client_with(
+    tls: rustls::ClientConfig,
+    headers: reqwest::header::HeaderMap,
+) -> Result<reqwest::Client, NodeError> {
     reqwest::Client::builder()
         .use_preconfigured_tls(tls)
+        .default_headers(headers)
         .pool_idle_timeout(Duration::from_secs(300))
         .tcp_nodelay(true)
         .build()
@@ -166,7 +170,7 @@ impl Kma {
             .map_err(|e| NodeError::Raft(e.to_string()))?;
         let node_key = pki::read(&layout.tls_dir().join(pki::NODE_KEY_FILE))?;
         let vault = Arc::new(Vault::open(data_dir, &node_key)?);
-        let logins = Arc::new(Logins::new(decoy_secret(&layout)));
+        let logins = Arc::new(Logins::new(first_decoy_secret(&layout)));
         let (proposer, link_server) =
             start_write_path(&config, &raft, &state, raft_tls.clone(), peers.clone());
         let contact = link_server.contact.clone();
@@ -236,6 +240,8 @@ impl Kma {
         tokio::spawn(crate::duties::run_version_report(local, proposer));
         let (local, proposer) = (self.local.clone(), self.proposer.clone());
         tokio::spawn(crate::duties::run_certificate_report(local, proposer));
+        let (local, proposer) = (self.local.clone(), self.proposer.clone());
+        tokio::spawn(crate::duties::run_ca_key_custody(local, proposer, self.logins.clone()));
         let out = crate::duties::StayOut::default();
         tokio::spawn(crate::duties::run_election_watchdog(
             self.local.clone(),

@@ -65,7 +65,20 @@ pub struct Logins {
     failures: Mutex<Failures>,
     /// Failed proofs for unknown principals per source, since the last summary.
     unknown_failures: Mutex<HashMap<IpAddr, u64>>,
-    decoy_secret: [u8; 32],
+    /// Behind decoy challenges; replaced once the CA key is in memory
+    /// ([`Logins::set_decoy_secret`]), so that every unlocked KMA answers alike.
+    decoy_secret: std::sync::RwLock<[u8; 32]>,
+}
+
+/// The secret behind decoy login challenges, derived from the CA key, which every unlocked KMA
+/// holds, so that all KMAs answer an unknown principal with the same salt.
+pub fn decoy_secret(ca_key_pem: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::new()
+        .chain_update(b"kms decoy login salt v1")
+        .chain_update(ca_key_pem.as_bytes())
+        .finalize()
+        .into()
 }
 
 fn unpoison<T>(result: Result<T, std::sync::PoisonError<T>>) -> T {
@@ -103,12 +116,16 @@ impl Logins {
             pending: Mutex::new(HashMap::new()),
             failures: Mutex::new(Failures::default()),
             unknown_failures: Mutex::new(HashMap::new()),
-            decoy_secret,
+            decoy_secret: std::sync::RwLock::new(decoy_secret),
         }
     }
 
     pub fn decoy_secret(&self) -> [u8; 32] {
-        self.decoy_secret
+        *unpoison(self.decoy_secret.read())
+    }
+
+    pub fn set_decoy_secret(&self, secret: [u8; 32]) {
+        *unpoison(self.decoy_secret.write()) = secret;
     }
 
     /// Refuses when the principal or the source address has failed too often lately.
@@ -142,7 +159,7 @@ impl Logins {
         verifier: Option<&[u8]>,
         source: IpAddr,
     ) -> Result<ServerChallenge, LoginError> {
-        let (login, challenge) = ServerLogin::challenge(verifier, hello, &self.decoy_secret)
+        let (login, challenge) = ServerLogin::challenge(verifier, hello, &self.decoy_secret())
             .map_err(|e| LoginError::Other(e.to_string()))?;
         let mut pending = unpoison(self.pending.lock());
         pending.retain(|_, p| p.created.elapsed() < CHALLENGE_TTL);

@@ -59,10 +59,11 @@ impl Where {
 
 #[derive(clap::Args)]
 struct AdminArgs {
-    /// Data directory of the first KMA (its bootstrap Security Officer certificate is used).
+    /// Data directory of a KMA of the cluster (its CA certificate is trusted).
     #[arg(long)]
     data_dir: PathBuf,
-    /// The quickstart secrets file (holds the quorum members' passphrases).
+    /// The quickstart secrets file: the Security Officer logs in with its passphrase, and it
+    /// holds the quorum members' passphrases.
     #[arg(long)]
     secrets_file: PathBuf,
     /// Management address of a KMA of the cluster.
@@ -152,7 +153,7 @@ enum Action {
         #[arg(long)]
         yes: bool,
     },
-    /// Show a KMA's status (as the administrator of the data directory given).
+    /// Show a KMA's status, read with the certificate of the KMA in the data directory given.
     Status {
         #[arg(long)]
         data_dir: PathBuf,
@@ -212,8 +213,8 @@ async fn dispatch(action: Action) -> anyhow::Result<()> {
             admit(&admin, &name, &site, &passphrase_file).await
         }
         Action::Unlock { admin, name, autonomous } => {
-            let client = KmaClient::admin(&admin.data_dir)?;
             let secrets = node::setup::read_secrets(&admin.secrets_file)?;
+            let client = KmaClient::officer(&admin.data_dir, &admin.peer, &secrets).await?;
             node::setup::local::unlock_when_member(
                 &client,
                 &admin.peer,
@@ -227,7 +228,7 @@ async fn dispatch(action: Action) -> anyhow::Result<()> {
         }
         Action::Local { dir, nodes, base_port } => local(&dir, nodes, base_port).await,
         Action::Status { data_dir, peer } => {
-            let status = KmaClient::admin(&data_dir)?.status(&peer).await?;
+            let status = KmaClient::node(&data_dir)?.status(&peer).await?;
             println!("{}", serde_json::to_string_pretty(&status)?);
             Ok(())
         }
@@ -290,8 +291,8 @@ async fn admit(
     site: &str,
     passphrase_file: &std::path::Path,
 ) -> anyhow::Result<()> {
-    let client = KmaClient::admin(&admin.data_dir)?;
     let secrets = node::setup::read_secrets(&admin.secrets_file)?;
+    let client = KmaClient::officer(&admin.data_dir, &admin.peer, &secrets).await?;
     let passphrase = node::setup::prompt::join_passphrase(Some(passphrase_file))?;
     node::setup::quorum_flow::admit_kma(&client, &admin.peer, &secrets, (name, site), &passphrase)
         .await?;
@@ -427,7 +428,9 @@ async fn write(data_dir: &std::path::Path, peer: &str, count: u32) -> anyhow::Re
             data_dir.display()
         );
     }
-    let client = KmaClient::admin(data_dir)?;
+    let secrets_path = data_dir.join("..").join(node::setup::local::SECRETS_FILE);
+    let secrets = node::setup::read_secrets(&secrets_path)?;
+    let client = KmaClient::officer(data_dir, peer, &secrets).await?;
     let started = std::time::Instant::now();
     let prefix = format!("{:08x}", rand::random::<u32>());
     let mut last = 0;

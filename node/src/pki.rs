@@ -18,8 +18,6 @@ pub const CA_FILE: &str = "ca.pem";
 pub const CA_KEY_FILE: &str = "ca-key.pem";
 pub const NODE_CERT_FILE: &str = "node.pem";
 pub const NODE_KEY_FILE: &str = "node-key.pem";
-pub const ADMIN_CERT_FILE: &str = "admin.pem";
-pub const ADMIN_KEY_FILE: &str = "admin-key.pem";
 
 #[derive(Debug, Error)]
 pub enum PkiError {
@@ -33,6 +31,10 @@ pub enum PkiError {
     Parse { path: PathBuf, detail: String },
     #[error("this KMA holds no CA key (tls/ca-key.pem), so it cannot issue certificates: it was set up by an older version; join it again or copy the key from the first KMA")]
     NoCaKey,
+    #[error("this KMA is locked, so it signs no certificate (no login, join or enrollment here): unlock it first; after a cold restart each quorum member runs kmsctl quorum approve --member M --unlock HOST:PORT")]
+    Locked,
+    #[error("this KMA has not unwrapped the cluster CA's key from the replicated state yet: retry in a few seconds, or at another KMA")]
+    CaKeyNotYetHere,
 }
 
 /// Who a certificate names: a KMA by node ID or a user by ID. Read back from the common name.
@@ -91,14 +93,25 @@ impl CertificateAuthority {
             return Err(PkiError::NoCaKey);
         }
         let cert_pem = read(&tls_dir.join(CA_FILE))?;
-        let key_pem = read(&key_path)?;
-        let parse = |detail: String| PkiError::Parse { path: key_path.clone(), detail };
-        let key = KeyPair::from_pem(&key_pem).map_err(|e| parse(e.to_string()))?;
+        let key_pem = zeroize::Zeroizing::new(read(&key_path)?);
+        CertificateAuthority::from_pem(cert_pem, &key_pem, &key_path)
+    }
+
+    /// The CA from its certificate and its private key (PEM), e.g. the key unwrapped from the
+    /// replicated state; `origin` names where the key came from in errors.
+    pub fn from_pem(cert_pem: String, key_pem: &str, origin: &Path) -> Result<Self, PkiError> {
+        let parse = |detail: String| PkiError::Parse { path: origin.to_path_buf(), detail };
+        let key = KeyPair::from_pem(key_pem).map_err(|e| parse(e.to_string()))?;
         let params =
             CertificateParams::from_ca_cert_pem(&cert_pem).map_err(|e| parse(e.to_string()))?;
         // Re-signing the same parameters with the same key yields an equivalent issuer.
         let cert = params.self_signed(&key)?;
         Ok(CertificateAuthority { cert, key, cert_pem })
+    }
+
+    /// The private key's PEM, zeroized on drop: what is wrapped under the master key.
+    pub fn key_pem(&self) -> zeroize::Zeroizing<String> {
+        zeroize::Zeroizing::new(self.key.serialize_pem())
     }
 
     pub fn save(&self, tls_dir: &Path) -> Result<(), PkiError> {
@@ -147,12 +160,6 @@ impl CertificateAuthority {
             request.params.not_after = now + valid_for;
         }
         Ok(request.signed_by(&self.cert, &self.key)?.pem())
-    }
-
-    /// The CA's private key, PEM: handed to a KMA that joins, so every KMA can issue
-    /// certificates even while the cluster is locked (no deadlock on a cold restart).
-    pub fn key_pem(&self) -> String {
-        self.key.serialize_pem()
     }
 }
 

@@ -8,9 +8,10 @@
 //! The replicated `locked` flag of this KMA is the administrative state; the vault is what the
 //! process actually holds. A KMA serves key material only when both say unlocked.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use security_core::{MasterKey, Share};
 use serde::{Deserialize, Serialize};
@@ -37,11 +38,17 @@ pub struct Vault {
     standby: RwLock<Option<MasterKey>>,
     /// Shares of a pending quorum unlock of this KMA, by operation ID.
     unlock_shares: Mutex<HashMap<u64, Vec<Share>>>,
+    /// Shares members gave straight to this locked KMA (`listen::member_unlock`), by member,
+    /// with when: each member counts once, and a share left waiting too long is dropped.
+    member_shares: Mutex<BTreeMap<String, (Instant, Share)>>,
     sealed_path: PathBuf,
     /// The node's private TLS key (PEM): what the sealed file is sealed under.
     node_secret: Zeroizing<Vec<u8>>,
     /// Why a sealed file found at start could not be used: the KMA starts locked and says so.
     sealed_problem: Mutex<Option<String>>,
+    /// The cluster CA's private key (PEM), unwrapped from the replicated state while unlocked
+    /// (issue #16 point 1); dropped with the master key.
+    ca_key: RwLock<Option<Zeroizing<String>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,9 +78,11 @@ impl Vault {
             active: RwLock::new(None),
             standby: RwLock::new(None),
             unlock_shares: Mutex::new(HashMap::new()),
+            member_shares: Mutex::new(BTreeMap::new()),
             sealed_path: data_dir.join(SEALED_FILE),
             node_secret: Zeroizing::new(node_key_pem.as_bytes().to_vec()),
             sealed_problem: Mutex::new(None),
+            ca_key: RwLock::new(None),
         };
         let temp = data_dir.join(SEALED_TEMP_FILE);
         erase(&temp).map_err(|source| VaultError::Io { path: temp.clone(), source })?;
@@ -162,10 +171,25 @@ impl Vault {
         *unpoison(self.active.write()) = Some(master);
     }
 
-    /// An administrator locked this KMA: the key leaves memory (SPEC C6).
+    /// An administrator locked this KMA: the key leaves memory (SPEC C6), and the CA key with
+    /// it.
     pub fn forget(&self) {
         *unpoison(self.active.write()) = None;
         *unpoison(self.standby.write()) = None;
+        *unpoison(self.ca_key.write()) = None;
+    }
+
+    /// Keeps the CA key unwrapped from the state, while the master key is held.
+    pub fn hold_ca_key(&self, key_pem: Zeroizing<String>) {
+        *unpoison(self.ca_key.write()) = Some(key_pem);
+    }
+
+    /// The CA key, while this KMA is unlocked and has unwrapped it.
+    pub fn ca_key_pem(&self) -> Option<Zeroizing<String>> {
+        if !self.is_unlocked() {
+            return None;
+        }
+        unpoison(self.ca_key.read()).clone()
     }
 
     /// Keeps a member's share of an unlock of this KMA until the operation completes.
@@ -184,6 +208,45 @@ impl Vault {
             .map_err(|e| VaultError::Combine(e.to_string()))?;
         self.hold(master);
         Ok(())
+    }
+}
+
+/// How long a member's share given to a locked KMA waits for the others: the members of a
+/// quorum unlock come together for it, and a share should not linger in memory for days.
+pub const MEMBER_SHARE_TTL: Duration = Duration::from_secs(15 * 60);
+
+impl Vault {
+    /// Keeps `share`, which member `member` gave to unlock this KMA, in place of any earlier
+    /// one of theirs; answers who has given one, shares past [`MEMBER_SHARE_TTL`] dropped.
+    pub fn give_member_share(&self, member: &str, share: Share) -> Vec<String> {
+        let mut shares = unpoison(self.member_shares.lock());
+        shares.retain(|_, (given, _)| given.elapsed() < MEMBER_SHARE_TTL);
+        shares.insert(member.to_string(), (Instant::now(), share));
+        shares.keys().cloned().collect()
+    }
+
+    /// With at least `threshold` members' shares: combines them, and holds the master key when
+    /// they give it (the split is authenticated and carries the key's check value, so shares
+    /// of another split or a wrong key never unlock). Shares are dropped either way; fewer
+    /// than `threshold` are kept and `Ok(false)` answered.
+    pub fn unlock_with_member_shares(&self, threshold: usize) -> Result<bool, VaultError> {
+        let shares = {
+            let mut shares = unpoison(self.member_shares.lock());
+            if shares.len() < threshold.max(1) {
+                return Ok(false);
+            }
+            std::mem::take(&mut *shares)
+        };
+        let shares: Vec<Share> = shares.into_values().map(|(_, share)| share).collect();
+        let master = security_core::quorum_shares::combine_shares(&shares)
+            .map_err(|e| VaultError::Combine(e.to_string()))?;
+        self.hold(master);
+        Ok(true)
+    }
+
+    /// Drops the shares members gave (the KMA was unlocked another way, or locked again).
+    pub fn drop_member_shares(&self) {
+        unpoison(self.member_shares.lock()).clear();
     }
 }
 

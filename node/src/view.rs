@@ -1,6 +1,7 @@
 //! This KMA as its listeners and duties read it: the Raft instance, the applied state, the
 //! vault, the configuration. Reads only: writing goes through `write::Proposer`.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,8 +39,23 @@ impl Local {
     }
 
     /// The cluster CA with its key (every KMA holds it: see `wire::JoinGranted`).
+    /// The cluster CA, to sign with: only while this KMA is unlocked (a locked KMA signs
+    /// nothing, issue #16 point 1), with the key unwrapped from the replicated state, or, until
+    /// `duties::run_ca_key_custody` has wrapped it into the state and erased it, the key file
+    /// `kma init` wrote.
     pub fn certificate_authority(&self) -> Result<CertificateAuthority, pki::PkiError> {
-        CertificateAuthority::load(&self.layout.tls_dir())
+        if !self.vault.is_unlocked() {
+            return Err(pki::PkiError::Locked);
+        }
+        let tls_dir = self.layout.tls_dir();
+        if let Some(key_pem) = self.vault.ca_key_pem() {
+            let cert_pem = pki::read(&tls_dir.join(pki::CA_FILE))?;
+            return CertificateAuthority::from_pem(cert_pem, &key_pem, Path::new("the state"));
+        }
+        match CertificateAuthority::load(&tls_dir) {
+            Err(pki::PkiError::NoCaKey) => Err(pki::PkiError::CaKeyNotYetHere),
+            other => other,
+        }
     }
 
     /// Locked: no master key in memory, or an administrator locked this KMA (SPEC C6).

@@ -77,15 +77,23 @@ pub struct JoinResponse {
     pub ca_pem: String,
 }
 
-/// A successful join: the KMA certificate, and the CA key so this KMA can issue certificates
-/// too (logins and enrollments must work on any KMA, even while the cluster is locked).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// A successful join: the KMA's node ID and certificate, and the CA certificate. The CA key
+/// reaches the joiner wrapped, through the state it replicates (issue #16 point 1).
+#[derive(Clone, Serialize, Deserialize)]
 pub struct JoinGranted {
     pub server_final: security_core::challenge::ServerFinal,
     pub node_id: u64,
     pub cert_pem: String,
     pub ca_pem: String,
+    /// Empty from log format 3: the CA key is in the state, wrapped under the master key.
+    #[serde(default)]
     pub ca_key_pem: String,
+}
+
+impl std::fmt::Debug for JoinGranted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinGranted").field("node_id", &self.node_id).finish_non_exhaustive()
+    }
 }
 
 /// A refusal of the security endpoints: the one JSON error shape of every management route.

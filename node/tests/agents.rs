@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use agent_gateway::{AgentClient, ClientOptions};
@@ -11,7 +10,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use statemachine::{Command, DataUnitId};
 use support::agents::{ca_pem, catalogue, ok, write_key, DAY_MS};
-use support::{done_if, no_change, wait_until, Cluster};
+use support::{done_if, files_containing, no_change, wait_until, Cluster};
 
 /// Discovery is refreshed every two seconds on each KMA: waits until `count` KMAs are known.
 async fn wait_discovered(drive: &AgentClient, count: usize) {
@@ -46,26 +45,6 @@ async fn wait_snapshot_and_purge(cluster: &Cluster, address: &str) {
         done_if(done, status).map(|_| ())
     })
     .await;
-}
-
-/// Every file under `root` that contains `needle`.
-fn files_containing(root: &Path, needle: &[u8]) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if let Ok(bytes) = std::fs::read(&path) {
-                if bytes.windows(needle.len()).any(|window| window == needle) {
-                    found.push(path.display().to_string());
-                }
-            }
-        }
-    }
-    found
 }
 
 /// Setup: three KMAs joined and unlocked through the quorum; a policy, group and agent. Action:

@@ -93,20 +93,36 @@ async fn certificate_from_another_cluster_is_refused() {
     let cluster_b = Cluster::start(1, no_change).await;
     let address_a = &cluster_a.nodes[0].address;
     assert!(cluster_a.admin.status(address_a).await.is_ok(), "A's own admin is served");
-    let foreign_admin = KmaClient::admin(&cluster_b.nodes[0].data_dir).expect("client");
+    let foreign_admin = &cluster_b.admin;
     let refused = foreign_admin.status(address_a).await.expect_err("B's admin is not served by A");
     assert!(refused.to_string().contains(address_a.as_str()), "{refused}");
     let tls_b = cluster_b.nodes[0].data_dir.join("tls");
     let foreign_kma = KmaClient::new(&tls_b, "node.pem", "node-key.pem").expect("client");
     assert!(foreign_kma.digest(address_a, 0).await.is_err(), "B's KMA is not served by A");
-    raft_links_take_only_this_clusters_kmas(&cluster_a.nodes[0].data_dir, &tls_b, address_a).await;
+    let officer_a = officer_tls(&cluster_a).await;
+    let data_dir_a = &cluster_a.nodes[0].data_dir;
+    raft_links_take_only_this_clusters_kmas(data_dir_a, officer_a, &tls_b, address_a).await;
 }
 
 /// The Raft link protocol on A's management listener: B's KMA fails the handshake, A's
 /// administrator is refused by name, A's own KMA certificate gets openraft's answer when it
 /// stands for itself and a refusal when it names another candidate (issue #16 point 3).
+/// A TLS client configuration with a session certificate of `cluster`'s officer.
+async fn officer_tls(cluster: &Cluster) -> rustls::ClientConfig {
+    let ca_pem = node::pki::read(&cluster.nodes[0].data_dir.join("tls").join("ca.pem"));
+    let ca_pem = ca_pem.expect("the CA");
+    let addresses = [cluster.nodes[0].address.clone()];
+    let (officer, passphrase) =
+        (&cluster.secrets.security_officer, &cluster.secrets.security_officer_passphrase);
+    let granted = admin_api::client::login(&addresses, &ca_pem, officer, passphrase).await;
+    let granted = granted.expect("the officer logs in");
+    node::transport::tls::client_config_from_pem(&ca_pem, &granted.cert_pem, &granted.key_pem)
+        .expect("TLS config")
+}
+
 async fn raft_links_take_only_this_clusters_kmas(
     data_dir_a: &std::path::Path,
+    officer_a: rustls::ClientConfig,
     tls_b: &std::path::Path,
     address_a: &str,
 ) {
@@ -128,7 +144,7 @@ async fn raft_links_take_only_this_clusters_kmas(
     );
 
     let tls_a = data_dir_a.join("tls");
-    let mut admin = Link::connect(config(&tls_a, "admin.pem", "admin-key.pem"), address_a)
+    let mut admin = Link::connect(client_config(officer_a), address_a)
         .await
         .expect("the handshake takes any certificate of A's CA");
     let answer: VoteAnswer = admin.exchange(&vote()).await.expect("answered").expect("decoded");
@@ -234,7 +250,8 @@ async fn joins_need_the_passphrase_and_the_quorum() {
             .await
             .expect("approved join");
     assert_eq!(node_id, 2);
-    assert!(dir.join("tls/ca-key.pem").exists(), "the new KMA can issue certificates too");
+    // The CA key reaches the joiner wrapped, through the state (issue #16 point 1).
+    assert!(!dir.join("tls/ca-key.pem").exists(), "a join hands out no CA key in clear");
     let config = NodeConfig::load(&dir).expect("kma.toml written by the join");
     let ports = [config.management_listen.port(), config.service_listen.port()];
     assert!(!ports.contains(&0), "the join keeps the ports the OS chose: {config:?}");

@@ -265,7 +265,12 @@ async fn c7_t90_issue_3_a_local_cluster_restarts_with_its_data() {
     // Base port 0: ports the OS chooses when each KMA is created, kept across the restart.
     let children = node::setup::local::start(binary, root.path(), 3, 0).await.expect("first start");
     let layout = node::setup::local::layout(root.path(), 3, 0).expect("layout");
-    let admin = node::client::KmaClient::admin(&layout[0].data_dir).expect("admin client");
+    let secrets_path = root.path().join(node::setup::local::SECRETS_FILE);
+    let secrets = node::setup::read_secrets(&secrets_path).expect("the local secrets");
+    let first = &layout[0];
+    let admin = node::setup::local::officer_session(&first.data_dir, &first.management, &secrets)
+        .await
+        .expect("the officer logs in");
     let acked = Acked::default();
     for node in &layout {
         assert!(
@@ -291,17 +296,19 @@ async fn c7_t90_issue_3_a_local_cluster_restarts_with_its_data() {
     assert!(users.iter().all(|user| present.contains(user)), "{users:?} in {present:?}");
 }
 
-/// An administrator's management API client at `address` (the quickstart's certificate).
-fn admin_api_client(cluster: &Cluster, address: &str) -> admin_api::client::AdminClient {
+/// An administrator's management API client at `address`: the officer, logged in there.
+async fn admin_api_client(cluster: &Cluster, address: &str) -> admin_api::client::AdminClient {
     let tls = cluster.nodes[0].data_dir.join("tls");
-    let read = |file: &str| node::pki::read(&tls.join(file)).expect("quickstart TLS file");
-    admin_api::client::AdminClient::new(
-        vec![address.to_string()],
-        &read("ca.pem"),
-        &read("admin.pem"),
-        &read("admin-key.pem"),
-    )
-    .expect("admin API client")
+    let ca_pem = node::pki::read(&tls.join("ca.pem")).expect("the CA");
+    let addresses = vec![address.to_string()];
+    let (officer, passphrase) =
+        (&cluster.secrets.security_officer, &cluster.secrets.security_officer_passphrase);
+    let granted = admin_api::client::login(&addresses, &ca_pem, officer, passphrase)
+        .await
+        .expect("the officer logs in");
+    admin_api::client::AdminClient::new(addresses, &ca_pem, &granted.cert_pem, &granted.key_pem)
+        .expect("admin API client")
+        .with_login_index(granted.login_index)
 }
 
 /// Quick elections: the KMA restarted with a wrong clock is the first to stand once the
@@ -350,7 +357,7 @@ async fn o4_a_leader_a_year_ahead_deactivates_no_key() {
     assert_eq!(role.as_deref(), Ok("leader"));
     cluster.restart(leader).await;
 
-    let api = admin_api_client(&cluster, &sane_address);
+    let api = admin_api_client(&cluster, &sane_address).await;
     let audit: Vec<String> =
         wait_until(Duration::from_secs(90), "the clock in the audit log", async || {
             let page: Result<admin_api::api::Page<admin_api::api::AuditRecord>, _> =
@@ -391,7 +398,7 @@ async fn no_key_deactivated(
     at: u64,
 ) {
     for index in cluster.running().into_iter().filter(|index| *index != skewed) {
-        let api = admin_api_client(cluster, &cluster.nodes[index].address);
+        let api = admin_api_client(cluster, &cluster.nodes[index].address).await;
         let path = format!("/v1/keys?state=deactivated&min_index={at}");
         let deactivated: admin_api::api::Page<admin_api::api::Key> =
             api.get(&path).await.expect("key list");

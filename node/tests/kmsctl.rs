@@ -642,3 +642,138 @@ async fn u1_exit_codes_scripts_rely_on() {
     ctl.ok(&["logout"], None).await;
     ctl.fails(&["site", "list"], None, 7).await;
 }
+
+/// The parts of a PEM private key an attacker would look for on a disk: a line of its base64
+/// body (which holds the secret scalar), the DER whole, and the 32-byte secret scalar raw and
+/// in hex (PKCS#8 of a P-256 key holds it after `02 01 01 04 20`).
+fn ca_key_needles(key_pem: &str) -> Vec<Vec<u8>> {
+    use base64::Engine;
+    let body: String = key_pem.lines().filter(|line| !line.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD.decode(&body).expect("PEM body");
+    let at = der.windows(5).position(|w| w == [0x02, 0x01, 0x01, 0x04, 0x20]).expect("scalar");
+    let scalar = der[at + 5..at + 37].to_vec();
+    let second_line = key_pem.lines().nth(2).expect("a second body line").as_bytes().to_vec();
+    vec![second_line, der, hex::encode(&scalar).into_bytes(), scalar]
+}
+
+/// Setup: two KMAs that may not unlock themselves (autonomous unlock off, the quickstart's and
+/// the quorum's choice), an Auditor. Action: every file of both KMAs is searched for the CA key
+/// `kma init` wrote, once kma1 has wrapped it into the state and kma2 signs with it; both KMAs
+/// are stopped and started again (a cold restart); the officer tries to log in; quorum member q1
+/// gives a wrong passphrase to kma1, then q1 and q2 each run `kmsctl quorum approve --member M
+/// --unlock HOST:PORT` at kma1, and q2 and q3 at kma2. Expect: no file holds the CA key in any
+/// form (the search finds it in a planted file, so it can fail); after the restart the login is
+/// refused because the KMA is locked and signs nothing; the wrong passphrase is refused and
+/// counts nothing; q1 leaves kma1 one member short, q2 unlocks it; kma2 likewise; then logins
+/// work and the audit log names the members who unlocked each KMA. (SPEC S3, S4, C6; issue #16
+/// points 1 and 5)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_s4_no_disk_holds_the_ca_key_and_members_alone_unlock_a_cold_cluster() {
+    let mut cluster = Cluster::start_unlocking(2, support::no_change, false).await;
+    let address = cluster.nodes[0].address.clone();
+    let auditor = statemachine::Command::CreateUser {
+        id: "audrey".into(),
+        roles: statemachine::RoleSet::of(statemachine::Role::Auditor),
+        passphrase_verifier: Vec::new(),
+    };
+    agents::ok(&cluster.admin, &address, auditor, Some("audrey-passphrase")).await;
+    let ca_pem = std::fs::read_to_string(ca_path(&cluster)).expect("CA");
+    let key_file = cluster.nodes[0].data_dir.join("tls/ca-key.pem");
+    wait_until(Duration::from_secs(60), "kma1 to erase its CA key file", async || {
+        done_if(!key_file.exists(), "still there")
+    })
+    .await;
+    let kma2 = cluster.nodes[1].address.clone();
+    wait_until(Duration::from_secs(60), "kma2 to sign a login", async || {
+        let login = node::client::KmaClient::login(&kma2, &ca_pem, "audrey", "audrey-passphrase");
+        login.await.map(|_| ()).map_err(|e| format!("{e:#}"))
+    })
+    .await;
+    for index in 0..2 {
+        cluster.stop(index).await;
+    }
+    no_file_holds_the_ca_key(&cluster);
+
+    for index in 0..2 {
+        cluster.restart(index).await;
+    }
+    let refused = wait_until(Duration::from_secs(60), "a login refused as locked", async || {
+        let login =
+            node::client::KmaClient::login(&address, &ca_pem, "audrey", "audrey-passphrase");
+        match login.await {
+            Ok(_) => Err("a locked KMA signed a certificate".to_string()),
+            Err(error) if format!("{error:#}").contains("locked") => Ok(format!("{error:#}")),
+            Err(error) => Err(format!("{error:#}")),
+        }
+    })
+    .await;
+    assert!(refused.contains("kmsctl quorum approve --member M --unlock"), "{refused}");
+
+    members_unlock(&cluster, &[(&address, ["q1", "q2"]), (&kma2, ["q2", "q3"])]).await;
+    for at in [&address, &kma2] {
+        wait_until(Duration::from_secs(60), "logins again", async || {
+            let login = node::client::KmaClient::login(at, &ca_pem, "audrey", "audrey-passphrase");
+            login.await.map(|_| ()).map_err(|e| format!("{e:#}"))
+        })
+        .await;
+    }
+    let auditor = Ctl::new();
+    auditor.login(&cluster, "default", "audrey", "audrey-passphrase").await;
+    let events = wait_until(Duration::from_secs(60), "both unlocks in the audit log", async || {
+        let export = auditor.ok(&["audit", "export"], None).await;
+        let unlocks = export.lines().filter(|line| line.contains("UnlockedByMembers")).count();
+        done_if(unlocks == 2, export)
+    })
+    .await;
+    let line = events.lines().find(|line| line.contains("UnlockedByMembers")).expect("a line");
+    assert!(line.contains("q1") && line.contains("q2"), "{line}");
+}
+
+/// The key-at-rest search of the test above, on stopped KMAs: every file under the cluster's
+/// root, for every form of the CA key; then a planted copy is found, so the search can fail.
+fn no_file_holds_the_ca_key(cluster: &Cluster) {
+    let root = cluster.root.path();
+    for needle in ca_key_needles(&cluster.ca_key_at_init) {
+        let found = support::files_containing(root, &needle);
+        assert!(found.is_empty(), "the CA key found in {found:?}");
+    }
+    let planted = root.join("planted.pem");
+    std::fs::write(&planted, &cluster.ca_key_at_init).expect("plant");
+    let needles = ca_key_needles(&cluster.ca_key_at_init);
+    assert_eq!(support::files_containing(root, &needles[0]), vec![planted.display().to_string()]);
+    std::fs::remove_file(&planted).expect("unplant");
+}
+
+/// Quorum members unlock each locked KMA with `kmsctl quorum approve --member M --unlock`, each
+/// in their own call; a wrong passphrase first is refused. Each approval shows the progress.
+async fn members_unlock(cluster: &Cluster, unlocks: &[(&String, [&str; 2])]) {
+    let member = Ctl::new();
+    let ca = ca_path(cluster);
+    let approve = |id: &str, at: &str| -> Vec<String> {
+        ["--json", "quorum", "approve", "--member", id, "--unlock", at, "--ca", &ca]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["--passphrase-stdin".to_string()])
+            .collect()
+    };
+    let args = approve("q1", unlocks[0].0);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let wrong = member.run(&args, Some("not-the-passphrase\n")).await;
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(!wrong.status.success() && stderr.contains("wrong passphrase"), "{stderr}");
+    for (at, members) in unlocks {
+        for (n, id) in members.iter().enumerate() {
+            let passphrase = match *id {
+                "q1" => "member-one-passphrase",
+                "q2" => "member-two-passphrase",
+                _ => "member-three-passphrase",
+            };
+            let args = approve(id, at);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let text = member.ok(&args, Some(&format!("{passphrase}\n"))).await;
+            let progress: Value = serde_json::from_str(&text).expect("progress");
+            assert_eq!(progress["unlocked"], n == 1, "{progress}");
+            assert_eq!(count(&progress["members_given"]), n + 1, "{progress}");
+        }
+    }
+}

@@ -793,11 +793,13 @@ async fn s1_a_disabled_user_can_neither_act_nor_read_nor_log_in() {
 
     let disable = Command::SetUserEnabled { id: "op-user".into(), enabled: false };
     let disabled = cluster.admin.propose(&address, None, disable).await.expect("reach");
-    let index = disabled.expect("proposed").index;
+    assert!(disabled.expect("proposed").result.is_ok());
+    // Disabling dropped the user's sessions: the listener refuses the certificate before any
+    // route runs (issue #16 point 2).
     let policy = Command::SetKeyPoolLimits(KeyPoolLimits { low_water: 1, high_water: 2 });
-    let refused = user.propose(&address, None, policy).await.expect("reach").expect("proposed");
-    assert!(matches!(refused.result, Err(Reject::UserDisabled { .. })), "{refused:?}");
-    assert!(refused.index > index);
+    let refused = user.propose(&address, None, policy).await.expect_err("no session");
+    let refused = refused.to_string();
+    assert!(refused.contains("403") && refused.contains("log in again"), "{refused}");
     let read = user.status(&address).await.expect_err("a disabled user reads nothing");
     assert!(read.to_string().contains("403") && read.to_string().contains("disabled"), "{read}");
     let again = KmaClient::login(&address, &ca, "op-user", "op-user-passphrase").await;
@@ -830,11 +832,113 @@ async fn s5_no_session_starts_before_its_login_is_in_the_audit_log() {
     assert!(officer.status(&address).await.is_ok(), "the session works");
 }
 
-/// A certificate for `identity` and a fresh key pair, made with the CA key on `data_dir`'s disk
-/// (as whoever copied that disk could): TLS config with it, trusting the cluster CA.
-fn minted(data_dir: &std::path::Path, identity: node::pki::Identity) -> rustls::ClientConfig {
-    let tls_dir = data_dir.join("tls");
-    let ca = node::pki::CertificateAuthority::load(&tls_dir).expect("the CA key on the disk");
+/// Setup: two KMAs; the officer creates an Operator. Action: three logins with a wrong
+/// passphrase at kma1 and two at kma2 (each KMA's own counts stay below the limit of 5); then
+/// the right passphrase at kma1. Expect: refused as throttled "across the cluster": the failed
+/// proofs of a known user are counted in the replicated state, so two KMAs allow no more
+/// guesses than one. (SPEC S2; issue #16 point 5)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s2_failed_proofs_of_a_known_user_are_throttled_across_the_cluster() {
+    let cluster = Cluster::start(2, no_change).await;
+    let ca = ca_pem(&cluster);
+    let addresses = [cluster.nodes[0].address.clone(), cluster.nodes[1].address.clone()];
+    let create = Command::CreateUser {
+        id: "op-user".into(),
+        roles: RoleSet::of(Role::Operator),
+        passphrase_verifier: Vec::new(),
+    };
+    let passphrase = Some("op-user-passphrase");
+    let created = cluster.admin.propose_with_passphrase(&addresses[0], None, create, passphrase);
+    assert!(created.await.expect("reach").expect("proposed").result.is_ok());
+    for (address, attempts) in [(&addresses[0], 3), (&addresses[1], 2)] {
+        for _ in 0..attempts {
+            let refused = KmaClient::login(address, &ca, "op-user", "not-the-passphrase").await;
+            let message = format!("{:#}", refused.err().expect("a wrong passphrase is refused"));
+            assert!(message.contains("wrong passphrase"), "{message}");
+        }
+    }
+    // A hello from another source address: kma1's own count for that source is empty, so only
+    // the replicated count can refuse it; it does once kma2's failures are applied here.
+    let what = "kma1 to count kma2's failures";
+    let body = wait_until(Duration::from_secs(30), what, async || {
+        let (status, body) = hello_from(&cluster, &addresses[0], "127.0.0.3", "op-user").await;
+        done_if(status == 429, body)
+    })
+    .await;
+    assert!(body.contains("across the cluster"), "{body}");
+    let right = KmaClient::login(&addresses[0], &ca, "op-user", "op-user-passphrase").await;
+    let message = format!("{:#}", right.err().expect("throttled"));
+    assert!(message.contains("across the cluster"), "{message}");
+}
+
+/// Setup: two KMAs; the officer creates an Operator. Action: the Operator logs in at kma2 and
+/// reads at both KMAs; a certificate minted for the Operator's name with the CA key from kma1's
+/// disk is used at kma1; then the officer sets a new passphrase for the Operator. Expect: the
+/// session is served on both KMAs (each waits for the login's index), the minted certificate is
+/// refused on both, naming the rule; after the new passphrase the old session is refused
+/// everywhere, and a login with the new passphrase is served. (SPEC S2; issue #16 point 2)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s2_a_user_certificate_is_served_only_while_its_login_is_recorded() {
+    let cluster = Cluster::start(2, no_change).await;
+    let ca = ca_pem(&cluster);
+    let addresses = [cluster.nodes[0].address.clone(), cluster.nodes[1].address.clone()];
+    let create = Command::CreateUser {
+        id: "op-user".into(),
+        roles: RoleSet::of(Role::Operator),
+        passphrase_verifier: Vec::new(),
+    };
+    let passphrase = Some("op-user-passphrase");
+    let created = cluster.admin.propose_with_passphrase(&addresses[0], None, create, passphrase);
+    assert!(created.await.expect("reach").expect("proposed").result.is_ok());
+    let user = KmaClient::login(&addresses[1], &ca, "op-user", "op-user-passphrase").await;
+    let user = user.expect("login at kma2");
+    for address in &addresses {
+        user.status(address).await.expect("the session is served on every KMA");
+    }
+
+    let forged = node::pki::Identity::User("op-user".into());
+    let forged = node::kma::https_client(minted(&cluster, forged)).expect("client");
+    for address in &addresses {
+        let answer = forged.get(format!("https://{address}/v1/status")).send().await;
+        let answer = answer.expect("answered");
+        let status = answer.status().as_u16();
+        let body = answer.text().await.expect("body");
+        assert!(status == 403 && body.contains("no session the cluster recorded"), "{body}");
+    }
+
+    let verifier = Vec::new();
+    let renew = Command::SetUserPassphrase { id: "op-user".into(), passphrase_verifier: verifier };
+    let renewed = cluster.admin.propose_with_passphrase(
+        &addresses[0],
+        None,
+        renew,
+        Some("op-user-passphrase-2"),
+    );
+    assert!(renewed.await.expect("reach").expect("proposed").result.is_ok());
+    for address in &addresses {
+        let what = format!("the old session to be refused at {address}");
+        let refused =
+            wait_until(Duration::from_secs(30), &what, async || match user.status(address).await {
+                Ok(_) => Err("still served".to_string()),
+                Err(error) => Ok(error.to_string()),
+            })
+            .await;
+        assert!(refused.contains("403") && refused.contains("log in again"), "{refused}");
+    }
+    let again = KmaClient::login(&addresses[0], &ca, "op-user", "op-user-passphrase-2").await;
+    let again = again.expect("a login with the new passphrase");
+    again.status(&addresses[1]).await.expect("the new session is served");
+}
+
+/// A certificate for `identity` and a fresh key pair, made with the CA key from a copy of
+/// kma1's disk taken before its first start (as whoever copied that disk could): TLS config
+/// with it, trusting the cluster CA.
+fn minted(cluster: &Cluster, identity: node::pki::Identity) -> rustls::ClientConfig {
+    let tls_dir = cluster.nodes[0].data_dir.join("tls");
+    let cert_pem = node::pki::read(&tls_dir.join("ca.pem")).expect("the CA certificate");
+    let origin = std::path::Path::new("an old copy of the disk");
+    let ca = node::pki::CertificateAuthority::from_pem(cert_pem, &cluster.ca_key_at_init, origin)
+        .expect("the CA");
     let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
     let (cert_pem, key_pem) = ca.issue(&identity, &hosts).expect("minted");
     node::transport::tls::client_config_from_pem(&ca.cert_pem, &cert_pem, &key_pem).expect("TLS")
@@ -873,7 +977,8 @@ async fn s2_a_certificate_minted_with_a_copied_ca_key_is_refused_on_every_listen
     for node_id in [1, 2] {
         let what =
             format!("a minted kma-{node_id} certificate to be refused on the management API");
-        let http = node::kma::https_client(minted(first, Identity::Kma(node_id))).expect("client");
+        let http =
+            node::kma::https_client(minted(&cluster, Identity::Kma(node_id))).expect("client");
         let url = format!("https://{address}/v1/status");
         let body = wait_until(Duration::from_secs(30), &what, async || {
             let answer = http.get(&url).send().await.map_err(|e| e.to_string())?;
@@ -883,7 +988,8 @@ async fn s2_a_certificate_minted_with_a_copied_ca_key_is_refused_on_every_listen
         })
         .await;
         assert!(body.contains("not the one the cluster recorded"), "{body}");
-        let refused = link_refusal(minted(first, Identity::Kma(node_id)), &address, node_id).await;
+        let refused =
+            link_refusal(minted(&cluster, Identity::Kma(node_id)), &address, node_id).await;
         let refused = refused.expect("a minted KMA certificate on a Raft link");
         assert!(refused.contains("not the one the cluster recorded"), "{refused}");
     }
@@ -894,8 +1000,8 @@ async fn s2_a_certificate_minted_with_a_copied_ca_key_is_refused_on_every_listen
     let service = cluster.nodes[0].service.clone();
     let drive = support::agents::pinned_drive(&cluster, &service, &service).await;
     let (unit, _) = support::agents::write_key(&drive, "VOL001").await;
-    let forged =
-        node::kma::https_client(minted(first, Identity::Agent("drive1".into()))).expect("client");
+    let forged = node::kma::https_client(minted(&cluster, Identity::Agent("drive1".into())))
+        .expect("client");
     let answer = forged
         .get(format!("https://{service}/agent/v1/data-units/{unit}/keys"))
         .send()

@@ -207,8 +207,14 @@ impl Backend for GatewayBackend {
         agent: &str,
         csr_pem: &str,
     ) -> Result<(String, String), BackendError> {
-        let fail =
-            |e: crate::pki::PkiError| BackendError { retryable: false, message: e.to_string() };
+        // A locked KMA, or one still opening the CA key, cannot sign now; another KMA can.
+        let fail = |e: crate::pki::PkiError| BackendError {
+            retryable: matches!(
+                e,
+                crate::pki::PkiError::Locked | crate::pki::PkiError::CaKeyNotYetHere
+            ),
+            message: e.to_string(),
+        };
         let ca = self.local.certificate_authority().map_err(fail)?;
         let cert = ca.sign_request(csr_pem, &Identity::Agent(agent.into()), &[]).map_err(fail)?;
         Ok((cert, ca.cert_pem.clone()))

@@ -62,6 +62,8 @@ pub fn router(routers: ManagementRouters) -> Router {
     let local = routers.management.local.clone();
     let admin = admin_api::backend::Admin { node: Arc::new(routers.admin) };
     let (management_api, _document) = admin_api::routes::router(Arc::new(admin));
+    let security = Arc::new(routers.security);
+    let member_unlock = Arc::new(crate::listen::member_unlock::MemberUnlock::new(security.clone()));
     Router::new()
         .route("/v1/propose", post(propose))
         .route("/v1/status", get(status))
@@ -69,7 +71,8 @@ pub fn router(routers: ManagementRouters) -> Router {
         .route("/v1/members", post(members))
         .route("/v1/ca", get(ca))
         .with_state(Arc::new(routers.management))
-        .merge(crate::listen::security_api::routes().with_state(Arc::new(routers.security)))
+        .merge(crate::listen::security_api::routes().with_state(security.clone()))
+        .merge(crate::listen::member_unlock::routes().with_state(member_unlock))
         .merge(crate::listen::health::routes().with_state(Arc::new(routers.health)))
         .merge(management_api)
         // The node's own routes answer a wrong method in the management API's JSON shape too.
@@ -78,9 +81,13 @@ pub fn router(routers: ManagementRouters) -> Router {
         .layer(MetricsLayer::new(MANAGEMENT, routers.requests))
 }
 
-/// Refuses, before any route runs, a KMA certificate that the applied state does not accept:
-/// one of a deleted KMA, or one other than the certificate the state records for that KMA (a
-/// certificate minted with a copied CA key; issue #16 points 2 and 3).
+/// Refuses, before any route runs, a certificate that the applied state does not accept
+/// (issue #16 points 2 and 3): a KMA certificate of a deleted KMA, or other than the one the
+/// state records for that KMA; a user certificate that no login of that user recorded (one
+/// minted with a copied CA key, or a session revoked since by disabling or deleting the user
+/// or a new passphrase). A client names the index of its login (`kms-login-index`): this KMA
+/// waits, briefly, until it has applied that far, so a login granted by another KMA is not
+/// refused here for being newer than this KMA's state.
 async fn certificate_bound(
     State(local): State<Local>,
     request: axum::extract::Request,
@@ -88,13 +95,70 @@ async fn certificate_bound(
 ) -> Response {
     let peer = request.extensions().get::<Peer>().and_then(|peer| peer.0.clone());
     let fingerprint = request.extensions().get::<CertificateSha256>().and_then(|c| c.0);
-    if let (Some(Identity::Kma(node_id)), Some(fingerprint)) = (peer, fingerprint) {
-        let refused = kma_refusal(&*local.state.read().await, node_id, &fingerprint);
-        if let Some(why) = refused {
-            return refusal(ErrorCode::Forbidden, why);
+    let refused = match (peer, fingerprint) {
+        (Some(Identity::Kma(node_id)), Some(fingerprint)) => {
+            let why = kma_refusal(&*local.state.read().await, node_id, &fingerprint);
+            why.map(|why| (ErrorCode::Forbidden, why))
         }
+        (Some(Identity::User(user)), Some(fingerprint)) => {
+            let login_index = login_index(&request);
+            user_refusal(&local, &user, &fingerprint, login_index).await
+        }
+        _ => None,
+    };
+    match refused {
+        Some((code, why)) => {
+            let retryable = code == ErrorCode::Unavailable;
+            let body = ErrorBody::new(code, why).with_retryable(retryable);
+            let status = StatusCode::from_u16(body.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (status, Json(body)).into_response()
+        }
+        None => next.run(request).await,
     }
-    next.run(request).await
+}
+
+/// How long a request waits for this KMA to apply the login it names.
+const LOGIN_APPLIED_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The login index a client names; none, or one that is not a number, is 0 (judged on the
+/// state as it is).
+fn login_index(request: &axum::extract::Request) -> u64 {
+    let header = request.headers().get(admin_api::api::LOGIN_INDEX_HEADER);
+    header.and_then(|value| value.to_str().ok()).and_then(|text| text.parse().ok()).unwrap_or(0)
+}
+
+/// Why the user certificate of fingerprint `fingerprint` is refused, if it is. A named login
+/// index far beyond what this KMA has applied costs the caller the wait, nothing else.
+async fn user_refusal(
+    local: &Local,
+    user: &str,
+    fingerprint: &[u8; 32],
+    login_index: u64,
+) -> Option<(ErrorCode, String)> {
+    if login_index > 0
+        && local.read_barrier_within(login_index, false, LOGIN_APPLIED_WAIT).await.is_err()
+    {
+        return Some((
+            ErrorCode::Unavailable,
+            format!(
+                "this KMA has not yet applied your login (log index {login_index}): retry, or use \
+             another KMA"
+            ),
+        ));
+    }
+    let state = local.state.read().await;
+    if !state.certificates_recorded() || state.user_session_certified(user, fingerprint) {
+        return None;
+    }
+    Some((
+        ErrorCode::Forbidden,
+        format!(
+        "this certificate is no session the cluster recorded for '{user}' (it expired, the user \
+         was disabled or deleted or changed passphrase, or it was not issued by a login): log in \
+         again with kmsctl login"
+    ),
+    ))
 }
 
 /// Accepts TLS connections until the process ends (the accept loop is `transport::accept`,

@@ -4,7 +4,8 @@
 //! - [`management`]: the management listener: its router, the node's own routes (proposals,
 //!   status, digests, membership, the CA) and who may use them.
 //! - [`security_api`]: logins, joins and quorum approvals; [`quorum_change`]: a new quorum,
-//!   each new member entering their own passphrase.
+//!   each new member entering their own passphrase; [`member_unlock`]: a locked KMA unlocked
+//!   with the members' passphrases alone, when nobody can log in.
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`; [`metrics`]: request metrics of both
 //!   listeners; [`scrape`]: the rest of what `/metrics` reports.
 //! - [`admin`]: this KMA as `admin_api`'s node; [`gateway_backend`]: as `agent_gateway`'s
@@ -18,6 +19,7 @@ pub mod admin;
 pub mod gateway_backend;
 pub mod health;
 pub mod management;
+pub mod member_unlock;
 pub mod metrics;
 pub mod quorum_change;
 pub mod scrape;

@@ -88,7 +88,7 @@ pub(crate) fn rejected(reject: &statemachine::Reject) -> Response {
     refusal(ErrorBody::rejected(code, reject))
 }
 
-fn login_refusal(error: &crate::login::LoginError) -> Response {
+pub(crate) fn login_refusal(error: &crate::login::LoginError) -> Response {
     use crate::login::LoginError as E;
     match error {
         E::Throttled { .. } => refuse(ErrorCode::Throttled, error.to_string(), true),
@@ -100,7 +100,7 @@ fn login_refusal(error: &crate::login::LoginError) -> Response {
 
 /// Records a failed authentication in the audit log (SPEC S2); best effort: the refusal stands
 /// whether or not the record can be written now.
-fn audit_failure(api: &SecurityApi, principal: String, source: IpAddr) {
+pub(crate) fn audit_failure(api: &SecurityApi, principal: String, source: IpAddr) {
     let proposer = api.proposer.clone();
     tokio::spawn(async move {
         let command =
@@ -111,17 +111,34 @@ fn audit_failure(api: &SecurityApi, principal: String, source: IpAddr) {
     });
 }
 
-/// Records a granted login in the audit log (SPEC S5): the principal and the client address,
-/// nothing of the proof. Awaited before the certificate is handed out (issue #16 point 9): a
-/// session the audit log does not show never starts. It costs the login one commit.
+/// Records a granted login before its certificate is handed out (SPEC S5; issue #16 points 2
+/// and 9): a session the audit log does not show never starts. Once the cluster reads log
+/// format 3 the entry also records the certificate's fingerprint and end of validity
+/// (`RecordUserSession`), and listeners accept that certificate for the user and no other;
+/// below it, the login alone (`RecordLogin`). Answers the entry's index, which the client
+/// passes to every KMA it calls (`kms-login-index`) so that none judges its certificate on a
+/// state older than its login. It costs the login one commit.
 async fn record_login(
     api: &SecurityApi,
     principal: String,
     source: IpAddr,
-) -> Result<(), Response> {
-    let command = Command::RecordLogin { principal, source: source.to_string() };
+    cert_pem: &str,
+) -> Result<u64, Response> {
+    let source = source.to_string();
+    let command = if api.local.state.read().await.certificates_recorded() {
+        let certificate_sha256 = crate::pki::fingerprint(cert_pem)
+            .map_err(|error| refuse(ErrorCode::Internal, error.to_string(), false))?;
+        let expires_at_ms = crate::transport::wall_clock_ms()
+            .saturating_add(u64::try_from(USER_SESSION.as_millis()).unwrap_or(u64::MAX));
+        Command::RecordUserSession { principal, source, certificate_sha256, expires_at_ms }
+    } else {
+        Command::RecordLogin { principal, source }
+    };
     match api.proposer.propose(api.proposer.system(command)).await {
-        Ok(applied) => applied.result.map(|_| ()).map_err(|reject| rejected(&reject)),
+        Ok(applied) => match applied.result {
+            Ok(_) => Ok(applied.index),
+            Err(reject) => Err(rejected(&reject)),
+        },
         Err(error) => {
             tracing::warn!(%error, "login not recorded in the audit log: refused");
             let message = format!(
@@ -140,7 +157,18 @@ async fn hello(
     hello: &ClientHello,
     verifier: Option<Vec<u8>>,
 ) -> Response {
-    let settings = api.local.state.read().await.meta().security;
+    let (settings, throttled_ms) = {
+        let state = api.local.state.read().await;
+        let now_ms = crate::transport::wall_clock_ms();
+        (state.meta().security, state.login_throttled(&hello.principal, now_ms))
+    };
+    // Failed proofs of a known principal, counted in the replicated state from every KMA
+    // (issue #16 point 5): N KMAs allow no more guesses than one.
+    if let Some(wait_ms) = throttled_ms {
+        let what = format!("principal:{} (across the cluster)", hello.principal);
+        let retry_after_s = wait_ms.div_ceil(1_000).max(1);
+        return login_refusal(&crate::login::LoginError::Throttled { what, retry_after_s });
+    }
     let source = remote.0.ip();
     if let Err(error) = api.logins.check_throttle(&hello.principal, source, &settings) {
         return login_refusal(&error);
@@ -213,18 +241,32 @@ async fn login_proof(
     });
     match signed {
         Ok((cert_pem, ca_pem)) => {
-            if let Err(refused) = record_login(&api, verified.principal, remote.0.ip()).await {
-                return refused;
-            }
+            let recorded = record_login(&api, verified.principal, remote.0.ip(), &cert_pem);
+            let login_index = match recorded.await {
+                Ok(index) => index,
+                Err(refused) => return refused,
+            };
             Json(LoginGranted {
                 server_final: verified.server_final,
                 cert_pem,
                 ca_pem,
                 valid_for_s: USER_SESSION.as_secs(),
+                login_index,
             })
             .into_response()
         }
-        Err(error) => refuse(ErrorCode::BadRequest, error.to_string(), false),
+        Err(error) => signing_refusal(&error),
+    }
+}
+
+/// Why a certificate could not be signed: a locked KMA signs nothing (issue #16 point 1), one
+/// that has not unwrapped the CA key yet will soon; anything else is the request's fault.
+fn signing_refusal(error: &crate::pki::PkiError) -> Response {
+    use crate::pki::PkiError as E;
+    match error {
+        E::Locked => refuse(ErrorCode::KmaLocked, error.to_string(), false),
+        E::CaKeyNotYetHere => refuse(ErrorCode::Unavailable, error.to_string(), true),
+        _ => refuse(ErrorCode::BadRequest, error.to_string(), false),
     }
 }
 
@@ -331,7 +373,15 @@ async fn admit(
         ca.sign_request(csr_pem, &Identity::Kma(node_id), &hosts).map_err(|e| e.to_string())?;
     let add = MembershipRequest::AddLearner { node_id, address: advertise.into() };
     api.membership.membership_on_leader(add).await?;
-    Ok((cert_pem, ca.cert_pem.clone(), ca.key_pem()))
+    // From log format 3 the joiner finds the CA key wrapped in the state it replicates and
+    // opens it once the quorum unlocked it (issue #16 point 1): the reply carries no key.
+    // Below it, the older KMAs' way: the key in the reply.
+    let ca_key_pem = if api.local.state.read().await.certificates_recorded() {
+        String::new()
+    } else {
+        ca.key_pem().to_string()
+    };
+    Ok((cert_pem, ca.cert_pem.clone(), ca_key_pem))
 }
 
 /// The user behind a request: its certificate, or the user a forwarding KMA vouches for.

@@ -109,6 +109,39 @@ pub async fn wait_ready(
     }
 }
 
+/// The Security Officer's session on a cluster that is ready: logged in with the secrets
+/// file's passphrase, retried while a leader is elected or the login cannot be recorded yet.
+/// It waits first until the cluster reads the log format the KMA at `address` reads (read
+/// with the certificate of the KMA in `data_dir`): a login before that, in a cluster whose
+/// KMAs have not all reported their version yet, records no session certificate, and the
+/// listeners refuse its certificate once they check sessions.
+pub async fn officer_session(
+    data_dir: &Path,
+    address: &str,
+    secrets: &InitSecrets,
+) -> anyhow::Result<KmaClient> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let reader = KmaClient::node(data_dir)?;
+    loop {
+        let status = reader.status(address).await;
+        let settled = status.is_ok_and(|s| s.cluster_log_format >= s.log_format);
+        if settled || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    loop {
+        match KmaClient::officer(data_dir, address, secrets).await {
+            Ok(client) => return Ok(client),
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(%error, "officer login not possible yet");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Err(error) => return Err(error.context(format!("logging the officer in at {address}"))),
+        }
+    }
+}
+
 /// The quickstart secrets of a local cluster: random passphrases in `<root>/secrets.toml`
 /// (mode 0600). A convenience for a cluster on one machine, where one person is every role; a
 /// real cluster's quorum members keep their passphrases to themselves.
@@ -172,19 +205,22 @@ pub async fn start(
             children.push(spawn_run(binary, &node.data_dir)?);
         }
     }
-    let admin = KmaClient::admin(&first.data_dir)?;
-    wait_ready(&admin, &first.management, Duration::from_secs(60)).await?;
+    // Readiness is read with the first KMA's own certificate; what an officer does, an
+    // officer's session does.
+    let reader = KmaClient::node(&first.data_dir)?;
+    wait_ready(&reader, &first.management, Duration::from_secs(60)).await?;
+    let admin = officer_session(&first.data_dir, &first.management, &secrets).await?;
     for (n, node) in kmas.iter().enumerate().skip(1) {
         if !node.data_dir.join(CONFIG_FILE).exists() {
             join_local(&admin, first, node, site_of(n + 1), &secrets).await?;
             let node = local_node(root, n + 1, base_port)?;
             children.push(spawn_run(binary, &node.data_dir)?);
-            wait_ready(&admin, &node.management, Duration::from_secs(60)).await?;
+            wait_ready(&reader, &node.management, Duration::from_secs(60)).await?;
             unlock_when_member(&admin, &first.management, &secrets, &node.name, true).await?;
         }
     }
     for node in layout(root, nodes, base_port)? {
-        wait_ready(&admin, &node.management, Duration::from_secs(60)).await?;
+        wait_ready(&reader, &node.management, Duration::from_secs(60)).await?;
     }
     Ok(children)
 }

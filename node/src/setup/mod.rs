@@ -187,9 +187,9 @@ fn hosts_for(advertise: &str) -> anyhow::Result<Vec<String>> {
     Ok(vec![host.to_string(), "localhost".into(), "127.0.0.1".into()])
 }
 
-/// Creates the first KMA of a new cluster: cluster ID, CA, the KMA's and the bootstrap
-/// officer's certificates, a fresh master key split among the quorum, its configuration, and
-/// the pending quickstart.
+/// Creates the first KMA of a new cluster: cluster ID, CA, the KMA's certificate, a fresh
+/// master key split among the quorum, its configuration, and the pending quickstart. No
+/// administrator certificate: the bootstrap officer logs in with its passphrase like anyone.
 pub fn init(
     data_dir: &Path,
     name: &str,
@@ -219,10 +219,6 @@ pub fn init(
     let (cert, key) = ca.issue(&Identity::Kma(1), &hosts_for(&listeners.management_advertise)?)?;
     pki::write(&tls_dir.join(pki::NODE_CERT_FILE), &cert, false)?;
     pki::write(&tls_dir.join(pki::NODE_KEY_FILE), &key, true)?;
-    let officer = Identity::User(secrets.security_officer.clone());
-    let (cert, admin_key) = ca.issue(&officer, &[])?;
-    pki::write(&tls_dir.join(pki::ADMIN_CERT_FILE), &cert, false)?;
-    pki::write(&tls_dir.join(pki::ADMIN_KEY_FILE), &admin_key, true)?;
     // Until the quickstart is committed this KMA is the only holder of the master key.
     Vault::open(data_dir, &key)?.seal(&master, ClusterId(cluster_id))?;
     let quickstart = Quickstart {
@@ -313,7 +309,11 @@ pub async fn join(
     refuse_existing(data_dir)?;
     let tls_dir = DataDirLayout::new(data_dir).tls_dir();
     pki::write(&tls_dir.join(pki::CA_FILE), &granted.ca_pem, false)?;
-    pki::write(&tls_dir.join(pki::CA_KEY_FILE), &granted.ca_key_pem, true)?;
+    // Only a cluster below log format 3 hands the CA key out; from then on the joiner opens
+    // the wrapped key in the state once unlocked.
+    if !granted.ca_key_pem.is_empty() {
+        pki::write(&tls_dir.join(pki::CA_KEY_FILE), &granted.ca_key_pem, true)?;
+    }
     pki::write(&tls_dir.join(pki::NODE_CERT_FILE), &granted.cert_pem, false)?;
     pki::write(&tls_dir.join(pki::NODE_KEY_FILE), &key_pem, true)?;
     config(granted.node_id, name, site, listeners).save(data_dir)?;

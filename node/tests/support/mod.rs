@@ -55,6 +55,10 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     pub admin: KmaClient,
     pub secrets: InitSecrets,
+    /// The CA's private key as `kma init` wrote it, before the first start erased it.
+    pub ca_key_at_init: String,
+    /// Whether the KMAs unlock themselves after a restart.
+    pub autonomous: bool,
 }
 
 /// The quickstart secrets the test clusters use: officer `admin`, quorum q1..q3, two approvals.
@@ -95,10 +99,24 @@ pub fn tweak(data_dir: &Path, change: fn(&mut NodeConfig)) {
 impl Cluster {
     /// `count` KMAs on loopback ports the OS chooses, every config passed through `change`.
     pub async fn start(count: usize, change: fn(&mut NodeConfig)) -> Cluster {
+        Cluster::start_unlocking(count, change, true).await
+    }
+
+    /// As [`Cluster::start`]; with `autonomous` false no KMA may unlock itself after a restart
+    /// (the quickstart's choice for kma1, the quorum's for the others): the quorum unlocks it.
+    pub async fn start_unlocking(
+        count: usize,
+        change: fn(&mut NodeConfig),
+        autonomous: bool,
+    ) -> Cluster {
         let root = tempfile::tempdir().expect("temp dir");
         let first = root.path().join("kma1");
         let secrets_path = root.path().join("secrets.toml");
-        std::fs::write(&secrets_path, SECRETS).expect("secrets file");
+        let secrets_text = match autonomous {
+            true => SECRETS.to_string(),
+            false => SECRETS.replace("autonomous_unlock = true", "autonomous_unlock = false"),
+        };
+        std::fs::write(&secrets_path, secrets_text).expect("secrets file");
         let secrets = node::setup::read_secrets(&secrets_path).expect("secrets parse");
         let output = tokio::process::Command::new(KMA)
             .args(["init", "--name", "kma1", "--site", "east"])
@@ -113,15 +131,47 @@ impl Cluster {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(output.status.success(), "kma init failed: {stderr}");
         tweak(&first, change);
-        let admin = KmaClient::admin(&first).expect("admin client");
-        let mut cluster = Cluster { root, nodes: vec![Node::created(first)], admin, secrets };
+        // What a copy of kma1's disk taken now would hold: the CA key before the first start
+        // wraps it into the state and erases the file (the tests mint with it, as an attacker
+        // holding such an old copy could).
+        let ca_key_at_init =
+            std::fs::read_to_string(first.join("tls/ca-key.pem")).expect("kma init's CA key");
+        // Until the officer can log in, readiness is read with kma1's own certificate.
+        let reader = KmaClient::node(&first).expect("kma1's client");
+        let nodes = vec![Node::created(first)];
+        let mut cluster =
+            Cluster { root, nodes, admin: reader, secrets, ca_key_at_init, autonomous };
         cluster.restart(0).await;
         cluster.wait_ready(0).await;
+        cluster.admin = cluster.officer().await;
         for n in 2..=count {
             cluster.add_node(n, change).await;
         }
         cluster.wait_voters(count).await;
+        cluster.wait_format_settled().await;
         cluster
+    }
+
+    /// Waits until kma1 reports that the cluster reads the log format kma1 reads: every KMA
+    /// has reported its version, so logins from now on record their session certificates.
+    pub async fn wait_format_settled(&self) {
+        let address = self.nodes[0].address.clone();
+        wait_until(Duration::from_secs(60), "every KMA's version reported", async || {
+            match self.admin.status(&address).await {
+                Ok(s) => done_if(s.cluster_log_format >= s.log_format, format!("{s:?}")),
+                Err(error) => Err(error.to_string()),
+            }
+        })
+        .await;
+    }
+
+    /// A new session of the Security Officer, logged in at kma1 with the quickstart passphrase
+    /// (`kma init` writes no administrator certificate: issue #16 point 9).
+    pub async fn officer(&self) -> KmaClient {
+        let first = &self.nodes[0];
+        node::setup::local::officer_session(&first.data_dir, &first.address, &self.secrets)
+            .await
+            .expect("the officer logs in")
     }
 
     /// Admits KMA number `n` through the quorum, joins it, starts it, and has the quorum unlock
@@ -129,9 +179,16 @@ impl Cluster {
     pub async fn add_node(&mut self, n: usize, change: fn(&mut NodeConfig)) -> usize {
         let index = self.add_node_locked(n, change).await;
         let (peer, name) = (self.nodes[0].address.clone(), self.nodes[index].name.clone());
-        node::setup::local::unlock_when_member(&self.admin, &peer, &self.secrets, &name, true)
-            .await
-            .expect("quorum unlock");
+        let autonomous = self.autonomous;
+        node::setup::local::unlock_when_member(
+            &self.admin,
+            &peer,
+            &self.secrets,
+            &name,
+            autonomous,
+        )
+        .await
+        .expect("quorum unlock");
         index
     }
 
@@ -425,4 +482,24 @@ pub fn spawn_writer(
             }
         }
     })
+}
+
+/// Every file under `root` that contains `needle`.
+pub fn files_containing(root: &Path, needle: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                if bytes.windows(needle.len()).any(|window| window == needle) {
+                    found.push(path.display().to_string());
+                }
+            }
+        }
+    }
+    found
 }
