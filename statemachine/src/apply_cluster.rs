@@ -558,8 +558,20 @@ impl State {
         }
         match operation {
             QuorumOperation::JoinKma { kma } => {
+                // From log format 3 the joiner is taken to read the cluster's log format until
+                // it reports its own (issue 16 point 2): it must, to replay a log that holds
+                // format-3 entries (the CA key's record is one of the first). Otherwise the
+                // cluster's format would dip to the baseline until the joiner starts and
+                // reports, and with it the rules of format 3: listeners would accept user
+                // certificates by name, and logins would record no session meanwhile.
+                let assumed = self
+                    .format_rules_apply(LOG_FORMAT_3)
+                    .then(|| u32::from(self.cluster_format_version()));
                 if let Some(kma) = self.meta.kmas.get_mut(kma) {
                     kma.status = KmaStatus::JoinApproved;
+                    if let Some(log_format) = assumed.filter(|_| kma.version.is_none()) {
+                        kma.software_version = kma.software_version.max(log_format);
+                    }
                 }
             }
             QuorumOperation::UnlockKma { kma } => {

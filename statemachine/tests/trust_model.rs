@@ -1162,3 +1162,37 @@ fn s2_the_invariants_bound_failure_windows() {
         assert!(message.contains(rule), "{rule}: {message}");
     }
 }
+
+/// Setup: a one-KMA cluster at log format 3, and a copy of it at format 2. Action: in each, a
+/// new KMA is created and the quorum approves its join, before it reports any version. Expect:
+/// at format 3 the cluster stays at format 3 (the joiner is taken to read it until it reports),
+/// so the rules of format 3 (session certificates, the CA key) go on applying; at format 2
+/// the joiner counts as the baseline, as before, and the cluster dips to format 1. (SPEC C7;
+/// issue 16 point 2)
+#[test]
+fn c7_an_approved_joiner_keeps_a_format_3_cluster_at_format_3() {
+    for (format, after_join) in [(LOG_FORMAT_3, LOG_FORMAT_3), (2, 1)] {
+        let mut cluster = TestCluster::single();
+        cluster.open_format(format);
+        cluster.ok(
+            so(),
+            Command::CreateKma {
+                name: "kma7".into(),
+                site: "east".into(),
+                passphrase_verifier: vec![3; 32],
+            },
+        );
+        let operation = statemachine::quorum::QuorumOperation::JoinKma { kma: "kma7".into() };
+        let Reply::QuorumOperationStarted { id, .. } =
+            cluster.ok(so(), Command::StartQuorumOperation { operation, ttl_ms: None })
+        else {
+            panic!("expected a started quorum operation");
+        };
+        for member in ["q1", "q2"] {
+            cluster.ok(so(), Command::ApproveQuorumOperation { id, member: member.into() });
+        }
+        assert!(cluster.state.meta().kmas["kma7"].applies_the_log(), "approved");
+        assert_eq!(cluster.state.cluster_format_version(), after_join, "from format {format}");
+        assert_eq!(cluster.state.certificates_recorded(), after_join >= LOG_FORMAT_3);
+    }
+}
