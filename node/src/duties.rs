@@ -398,7 +398,11 @@ pub async fn run_ca_key_custody(local: Local, proposer: Proposer, logins: std::s
     let mut ticker = tokio::time::interval(Duration::from_secs(2));
     let mut warned = false;
     loop {
-        ticker.tick().await;
+        // At once when the KMA is unlocked: it signs nothing until it holds the CA key.
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = local.vault.unlocked() => {}
+        }
         match keep_ca_key(&local, &proposer, &logins).await {
             Ok(()) => warned = false,
             Err(problem) if !warned => {
@@ -414,6 +418,9 @@ async fn keep_ca_key(local: &Local, proposer: &Proposer, logins: &Logins) -> Res
     let Some(master) = local.vault.master_key() else { return Ok(()) };
     let tls_dir = local.layout.tls_dir();
     let key_file = tls_dir.join(crate::pki::CA_KEY_FILE);
+    if local.vault.ca_key_pem().is_some() && !key_file.exists() {
+        return Ok(());
+    }
     let ca_pem = crate::pki::read(&tls_dir.join(crate::pki::CA_FILE)).map_err(|e| e.to_string())?;
     let ca_sha256 = crate::pki::fingerprint(&ca_pem).map_err(|e| e.to_string())?;
     let (recorded, cluster_id) = {

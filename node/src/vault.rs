@@ -49,6 +49,9 @@ pub struct Vault {
     /// The cluster CA's private key (PEM), unwrapped from the replicated state while unlocked
     /// (issue #16 point 1); dropped with the master key.
     ca_key: RwLock<Option<Zeroizing<String>>>,
+    /// Woken whenever a master key starts serving, so that the CA key is opened at once
+    /// (`duties::run_ca_key_custody`), not at its next tick.
+    unlocked: tokio::sync::Notify,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +86,7 @@ impl Vault {
             node_secret: Zeroizing::new(node_key_pem.as_bytes().to_vec()),
             sealed_problem: Mutex::new(None),
             ca_key: RwLock::new(None),
+            unlocked: tokio::sync::Notify::new(),
         };
         let temp = data_dir.join(SEALED_TEMP_FILE);
         erase(&temp).map_err(|source| VaultError::Io { path: temp.clone(), source })?;
@@ -163,12 +167,19 @@ impl Vault {
     /// The replicated state says this KMA is not locked: a standby key starts serving.
     pub fn activate_standby(&self) -> bool {
         let Some(master) = unpoison(self.standby.write()).take() else { return false };
-        *unpoison(self.active.write()) = Some(master);
+        self.hold(master);
         true
     }
 
     pub fn hold(&self, master: MasterKey) {
         *unpoison(self.active.write()) = Some(master);
+        // One waiter, the custody duty; a permit kept while it is busy wakes it right after.
+        self.unlocked.notify_one();
+    }
+
+    /// Resolves the next time a master key starts serving.
+    pub async fn unlocked(&self) {
+        self.unlocked.notified().await;
     }
 
     /// An administrator locked this KMA: the key leaves memory (SPEC C6), and the CA key with

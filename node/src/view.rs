@@ -118,6 +118,7 @@ impl Local {
             software_version: version.software.to_string(),
             log_format: version.formats.log,
             cluster_log_format,
+            ca_key_held: self.certificate_authority().is_ok(),
             sealed_key_problem: self.vault.sealed_problem(),
         }
     }

@@ -48,6 +48,10 @@ pub struct NodeStatus {
     /// refused until the last KMA is upgraded (the version gate).
     #[serde(default)]
     pub cluster_log_format: u16,
+    /// This KMA can sign logins, joins and enrollments: it is unlocked and holds the cluster
+    /// CA's key (opened from the state, or the file `kma init` wrote, until it is wrapped).
+    #[serde(default)]
+    pub ca_key_held: bool,
     /// Why a sealed master key found at start was not used (the KMA then starts locked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed_key_problem: Option<String>,

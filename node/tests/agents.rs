@@ -264,3 +264,46 @@ async fn c2_c3_a_drive_told_one_kma_learns_the_cluster_and_prefers_its_own_site(
     let keys = drive.keys(unit).await.expect("keys");
     assert_eq!(*keys.keys[0].value, value);
 }
+
+/// Setup: two KMAs; drive1 created with its enrollment passphrase. Action: three enrollments
+/// with a wrong passphrase at kma1's service listener and two at kma2's (each KMA's own count
+/// stays below the limit of 5); then an enrollment hello from another source address at kma1,
+/// and the right passphrase there. Expect: both refused as throttled "across the cluster": the
+/// failed proofs of a known agent are counted in the replicated state, so two KMAs allow no
+/// more guesses than one. (SPEC A1, S2; issue #16 point 5)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s2_failed_enrollments_of_a_known_agent_are_throttled_across_the_cluster() {
+    let cluster = Cluster::start(2, no_change).await;
+    let address = cluster.nodes[0].address.clone();
+    catalogue(&cluster, &address, (DAY_MS, 2 * DAY_MS)).await;
+    let ca = ca_pem(&cluster);
+    let services = [cluster.nodes[0].service.clone(), cluster.nodes[1].service.clone()];
+    for (service, attempts) in [(&services[0], 3), (&services[1], 2)] {
+        for _ in 0..attempts {
+            let refused =
+                agent_gateway::client::enroll(service, &ca, "drive1", "not-the-passphrase").await;
+            assert!(refused.is_err(), "a wrong passphrase enrolls nothing");
+        }
+    }
+    // From another source address kma1's own count is empty: only the replicated count can
+    // refuse the hello, once kma2's failures are applied at kma1.
+    let tls = node::transport::tls::anonymous_client_config(&ca).expect("TLS");
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .local_address("127.0.0.3".parse::<std::net::IpAddr>().expect("address"))
+        .build()
+        .expect("client");
+    let url = format!("https://{}/agent/v1/enroll/hello", services[0]);
+    let hello = serde_json::json!({ "agent_id": "drive1", "client_nonce": hex::encode([7u8; 24]) });
+    let body = wait_until(Duration::from_secs(30), "kma1 to count kma2's failures", async || {
+        let answer = http.post(&url).json(&hello).send().await.map_err(|e| e.to_string())?;
+        let status = answer.status().as_u16();
+        done_if(status == 429, answer.text().await.unwrap_or_default())
+    })
+    .await;
+    assert!(body.contains("across the cluster"), "{body}");
+    let right = agent_gateway::client::enroll(&services[0], &ca, "drive1", "drive-one-passphrase");
+    let Err(refused) = right.await else { panic!("the right passphrase enrolled: not throttled") };
+    let refused = format!("{refused:?}");
+    assert!(refused.contains("across the cluster"), "{refused}");
+}

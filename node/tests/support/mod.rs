@@ -59,6 +59,9 @@ pub struct Cluster {
     pub ca_key_at_init: String,
     /// Whether the KMAs unlock themselves after a restart.
     pub autonomous: bool,
+    /// kma1's own certificate, valid for years: reads a KMA's status where a session
+    /// certificate (8 hours) is not valid, on a KMA whose clock runs a year ahead.
+    pub reader: KmaClient,
 }
 
 /// The quickstart secrets the test clusters use: officer `admin`, quorum q1..q3, two approvals.
@@ -139,8 +142,9 @@ impl Cluster {
         // Until the officer can log in, readiness is read with kma1's own certificate.
         let reader = KmaClient::node(&first).expect("kma1's client");
         let nodes = vec![Node::created(first)];
+        let admin = reader.clone();
         let mut cluster =
-            Cluster { root, nodes, admin: reader, secrets, ca_key_at_init, autonomous };
+            Cluster { root, nodes, admin, reader, secrets, ca_key_at_init, autonomous };
         cluster.restart(0).await;
         cluster.wait_ready(0).await;
         cluster.admin = cluster.officer().await;
@@ -152,17 +156,22 @@ impl Cluster {
         cluster
     }
 
-    /// Waits until kma1 reports that the cluster reads the log format kma1 reads: every KMA
-    /// has reported its version, so logins from now on record their session certificates.
+    /// Waits until kma1 reports that the cluster reads the log format kma1 reads (every KMA
+    /// has reported its version, so logins from now on record their session certificates) and
+    /// every running KMA holds the CA key (it signs logins and enrollments).
     pub async fn wait_format_settled(&self) {
-        let address = self.nodes[0].address.clone();
         wait_until(Duration::from_secs(60), "every KMA's version reported", async || {
-            match self.admin.status(&address).await {
-                Ok(s) => done_if(s.cluster_log_format >= s.log_format, format!("{s:?}")),
-                Err(error) => Err(error.to_string()),
-            }
+            let s = self.status(0).await?;
+            done_if(s.cluster_log_format >= s.log_format, format!("{s:?}"))
         })
         .await;
+        for index in self.running() {
+            wait_until(Duration::from_secs(60), "every KMA to hold the CA key", async || {
+                let s = self.status(index).await?;
+                done_if(s.ca_key_held, format!("{s:?}"))
+            })
+            .await;
+        }
     }
 
     /// A new session of the Security Officer, logged in at kma1 with the quickstart passphrase
@@ -294,9 +303,20 @@ impl Cluster {
         (0..self.nodes.len()).filter(|i| self.nodes[*i].child.is_some()).collect()
     }
 
+    /// The status of KMA `index`: read with the officer's session, or else with kma1's own
+    /// certificate (a KMA whose clock runs far ahead finds the session not yet or no longer
+    /// valid).
+    pub async fn status(&self, index: usize) -> Result<node::wire::NodeStatus, String> {
+        let address = &self.nodes[index].address;
+        match self.admin.status(address).await {
+            Ok(status) => Ok(status),
+            Err(error) => self.reader.status(address).await.map_err(|_| error.to_string()),
+        }
+    }
+
     pub async fn wait_ready(&self, index: usize) {
         node::setup::local::wait_ready(
-            &self.admin,
+            &self.reader,
             &self.nodes[index].address,
             Duration::from_secs(60),
         )
@@ -312,8 +332,8 @@ impl Cluster {
         wait_until(Duration::from_secs(90), &what, async || {
             let mut seen = Vec::new();
             for index in self.running() {
-                let status = self.admin.status(&self.nodes[index].address).await;
-                let members = status.map(|s| (s.voters, s.learners)).map_err(|e| e.to_string());
+                let status = self.status(index).await;
+                let members = status.map(|s| (s.voters, s.learners));
                 seen.push((self.nodes[index].name.clone(), members));
             }
             let settled = seen.iter().all(|(_, members)| {
@@ -331,7 +351,7 @@ impl Cluster {
         wait_until(timeout, "a leader among the running KMAs", async || {
             let mut seen = Vec::new();
             for index in self.running() {
-                let Ok(status) = self.admin.status(&self.nodes[index].address).await else {
+                let Ok(status) = self.status(index).await else {
                     continue;
                 };
                 let found = status.leader_id.and_then(|leader| self.node_index(leader));
