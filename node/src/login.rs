@@ -212,16 +212,22 @@ impl Logins {
                 if entry.known {
                     return Err((LoginError::Refused, Some(entry.principal)));
                 }
-                let mut unknown = unpoison(self.unknown_failures.lock());
-                let room = unknown.contains_key(&source) || unknown.len() < UNKNOWN_SOURCES_MAX;
-                let bucket = match room {
-                    true => source,
-                    false => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
-                };
-                *unknown.entry(bucket).or_default() += 1;
+                self.count_unknown_failure(source);
                 Err((LoginError::Refused, None))
             }
         }
+    }
+
+    /// Counts a failed proof for a principal that does not exist, for the per-source summary
+    /// (`duties::run_login_failure_summary`) instead of an audit record each.
+    pub fn count_unknown_failure(&self, source: IpAddr) {
+        let mut unknown = unpoison(self.unknown_failures.lock());
+        let room = unknown.contains_key(&source) || unknown.len() < UNKNOWN_SOURCES_MAX;
+        let bucket = match room {
+            true => source,
+            false => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        };
+        *unknown.entry(bucket).or_default() += 1;
     }
 }
 

@@ -82,6 +82,7 @@ async fn give_share(
 /// What the locked KMA needs of its applied state to check one member's share.
 struct MemberView {
     wrapped_share: Vec<u8>,
+    known_member: bool,
     cluster_id: statemachine::ClusterId,
     threshold: usize,
     settings: statemachine::cluster::SecuritySettings,
@@ -108,6 +109,7 @@ async fn member_view(api: &SecurityApi, member: &str) -> Result<MemberView, Resp
     Ok(MemberView {
         // An unknown member is answered as a wrong passphrase, after the same work.
         wrapped_share: wrapped.map(|m| m.wrapped_share.clone()).unwrap_or_default(),
+        known_member: wrapped.is_some(),
         cluster_id,
         threshold: usize::from(meta.quorum.threshold),
         settings: meta.security,
@@ -157,7 +159,12 @@ async fn give(
     };
     let Some(share) = share else {
         api.logins.record_failure(&principal, source, &view.settings);
-        audit_failure(api, principal, source);
+        // A member that exists is audited at once; made-up names only go into the per-source
+        // summary, so a flood of them cannot grow the replicated log without bound.
+        match view.known_member {
+            true => audit_failure(api, principal, source),
+            false => api.logins.count_unknown_failure(source),
+        }
         let message = format!(
             "wrong passphrase for quorum member '{}', or no such member (failed attempts are \
              counted and audited)",
