@@ -832,6 +832,18 @@ async fn s5_no_session_starts_before_its_login_is_in_the_audit_log() {
     assert!(officer.status(&address).await.is_ok(), "the session works");
 }
 
+/// The officer creates Operator `op-user` with passphrase `op-user-passphrase` at `address`.
+async fn create_operator(cluster: &Cluster, address: &str) {
+    let create = Command::CreateUser {
+        id: "op-user".into(),
+        roles: RoleSet::of(Role::Operator),
+        passphrase_verifier: Vec::new(),
+    };
+    let passphrase = Some("op-user-passphrase");
+    let created = cluster.admin.propose_with_passphrase(address, None, create, passphrase);
+    assert!(created.await.expect("reach").expect("proposed").result.is_ok());
+}
+
 /// Setup: two KMAs; the officer creates an Operator. Action: three logins with a wrong
 /// passphrase at kma1 and two at kma2 (each KMA's own counts stay below the limit of 5); then
 /// the right passphrase at kma1. Expect: refused as throttled "across the cluster": the failed
@@ -842,14 +854,7 @@ async fn s2_failed_proofs_of_a_known_user_are_throttled_across_the_cluster() {
     let cluster = Cluster::start(2, no_change).await;
     let ca = ca_pem(&cluster);
     let addresses = [cluster.nodes[0].address.clone(), cluster.nodes[1].address.clone()];
-    let create = Command::CreateUser {
-        id: "op-user".into(),
-        roles: RoleSet::of(Role::Operator),
-        passphrase_verifier: Vec::new(),
-    };
-    let passphrase = Some("op-user-passphrase");
-    let created = cluster.admin.propose_with_passphrase(&addresses[0], None, create, passphrase);
-    assert!(created.await.expect("reach").expect("proposed").result.is_ok());
+    create_operator(&cluster, &addresses[0]).await;
     for (address, attempts) in [(&addresses[0], 3), (&addresses[1], 2)] {
         for _ in 0..attempts {
             let refused = KmaClient::login(address, &ca, "op-user", "not-the-passphrase").await;
@@ -882,14 +887,7 @@ async fn s2_a_user_certificate_is_served_only_while_its_login_is_recorded() {
     let cluster = Cluster::start(2, no_change).await;
     let ca = ca_pem(&cluster);
     let addresses = [cluster.nodes[0].address.clone(), cluster.nodes[1].address.clone()];
-    let create = Command::CreateUser {
-        id: "op-user".into(),
-        roles: RoleSet::of(Role::Operator),
-        passphrase_verifier: Vec::new(),
-    };
-    let passphrase = Some("op-user-passphrase");
-    let created = cluster.admin.propose_with_passphrase(&addresses[0], None, create, passphrase);
-    assert!(created.await.expect("reach").expect("proposed").result.is_ok());
+    create_operator(&cluster, &addresses[0]).await;
     let user = KmaClient::login(&addresses[1], &ca, "op-user", "op-user-passphrase").await;
     let user = user.expect("login at kma2");
     for address in &addresses {

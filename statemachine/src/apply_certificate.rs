@@ -168,7 +168,7 @@ impl State {
     /// node; the members are quorum members of the applied state, each once, at least one.
     /// Changes nothing but the audit log (`change_of` emits `KmaChange::UnlockedByMembers`).
     pub(crate) fn record_member_unlock(
-        &mut self,
+        &self,
         cx: &mut Cx<'_>,
         kma: &str,
         members: &[String],

@@ -33,7 +33,9 @@ use axum::{Extension, Router};
 use statemachine::Command;
 use tokio::sync::Semaphore;
 
-use crate::listen::security_api::{audit_failure, login_refusal, refuse, Remote, SecurityApi};
+use crate::listen::security_api::{
+    audit_failure, login_refusal, refuse, unwrap_share_blocking, Remote, SecurityApi,
+};
 
 /// Argon2 derivations for member unlocks running at once; more callers are told to retry.
 pub const UNWRAPS_AT_ONCE: usize = 2;
@@ -146,17 +148,9 @@ async fn give(
         let message = "this KMA is checking other members' passphrases: retry in a few seconds";
         return Err(refuse(ErrorCode::Unavailable, message, true));
     };
-    let share = {
-        let (wrapped, cluster_id) = (view.wrapped_share.clone(), view.cluster_id);
-        let member = request.member.clone();
-        let passphrase = zeroize::Zeroizing::new(request.passphrase.clone());
-        tokio::task::spawn_blocking(move || {
-            security_core::unwrap_share(&wrapped, cluster_id, &member, &passphrase)
-        })
-        .await
-        .ok()
-        .and_then(Result::ok)
-    };
+    let (wrapped, cluster_id) = (view.wrapped_share.clone(), view.cluster_id);
+    let share = unwrap_share_blocking(wrapped, cluster_id, &request.member, &request.passphrase);
+    let share = share.await;
     let Some(share) = share else {
         api.logins.record_failure(&principal, source, &view.settings);
         // A member that exists is audited at once; made-up names only go into the per-source

@@ -458,6 +458,24 @@ async fn pending_view(
     })
 }
 
+/// Unwraps member `member`'s share with `passphrase` on a blocking thread (argon2 must not
+/// hold up the runtime): `None` when the passphrase is wrong or the share damaged.
+pub(crate) async fn unwrap_share_blocking(
+    wrapped: Vec<u8>,
+    cluster_id: statemachine::ClusterId,
+    member: &str,
+    passphrase: &str,
+) -> Option<security_core::Share> {
+    let member = member.to_string();
+    let passphrase = zeroize::Zeroizing::new(passphrase.to_string());
+    tokio::task::spawn_blocking(move || {
+        security_core::unwrap_share(&wrapped, cluster_id, &member, &passphrase)
+    })
+    .await
+    .ok()
+    .and_then(Result::ok)
+}
+
 /// Proves the member's passphrase by unwrapping its share; failures are throttled and audited.
 async fn member_share(
     api: &SecurityApi,
@@ -471,14 +489,7 @@ async fn member_share(
     }
     let unwrapped = match (view.wrapped.clone(), view.cluster_id) {
         (Some(wrapped), Some(cluster_id)) => {
-            let member = request.member.clone();
-            let passphrase = zeroize::Zeroizing::new(request.passphrase.clone());
-            tokio::task::spawn_blocking(move || {
-                security_core::unwrap_share(&wrapped, cluster_id, &member, &passphrase)
-            })
-            .await
-            .ok()
-            .and_then(Result::ok)
+            unwrap_share_blocking(wrapped, cluster_id, &request.member, &request.passphrase).await
         }
         _ => None,
     };
