@@ -329,6 +329,13 @@ impl State {
                 self.record_ca_key(*ca_certificate_sha256, wrapped_key)
             }
             C::RecordMemberUnlock { kma, members } => self.record_member_unlock(cx, kma, members),
+            C::BeginCaRotation { ca_certificate_der, ca_certificate_sha256, wrapped_key } => {
+                self.begin_ca_rotation(ca_certificate_der, *ca_certificate_sha256, wrapped_key)
+            }
+            C::RecordReissuedKmaCertificate { name, certificate_sha256 } => {
+                self.record_reissued_kma_certificate(cx, name, *certificate_sha256)
+            }
+            C::CompleteCaRotation => self.complete_ca_rotation(),
         }
     }
 }

@@ -78,7 +78,8 @@ impl State {
     /// join and hold none: a second grant, which a second proof of the same passphrase would
     /// ask for, is refused (`JoinAlreadyGranted`), so the passphrase is spent by its first
     /// successful proof. The same grant again (a proposal retried after a timeout) is answered
-    /// `Done` and changes nothing.
+    /// `Done` and changes nothing. No new grant while a CA rotation is under way
+    /// (`CaRotationUnderWay`): the joiner's certificate would come from the CA being retired.
     pub(crate) fn grant_kma_join(
         &mut self,
         name: &str,
@@ -88,6 +89,7 @@ impl State {
         if kma.certificate_sha256 == Some(certificate_sha256) {
             return Ok(Reply::Done);
         }
+        self.check_no_ca_rotation()?;
         if kma.status != KmaStatus::JoinApproved {
             return Err(wrong_status(kma));
         }

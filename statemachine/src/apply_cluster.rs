@@ -160,6 +160,7 @@ impl State {
             return Err(Reject::LastKma { name: name.into() });
         }
         self.meta.kmas.remove(name);
+        self.forget_reissued_certificate(name);
         Ok(Reply::Done)
     }
 
@@ -497,6 +498,9 @@ impl State {
                 if kma.status != KmaStatus::Created {
                     return Err(wrong_status(kma));
                 }
+                // A KMA approved to join during a CA rotation could get no certificate (its
+                // grant waits for the rotation), yet the rotation would wait for it to reissue.
+                self.check_no_ca_rotation()?;
             }
             QuorumOperation::UnlockKma { kma }
             | QuorumOperation::EnableAutonomousUnlock { kma } => {
@@ -519,6 +523,7 @@ impl State {
                     return Err(Reject::BackupAlreadyDestroyed { id: *backup_id });
                 }
             }
+            QuorumOperation::RotateCa => self.check_ca_rotation_start()?,
         }
         Ok(())
     }
@@ -543,7 +548,7 @@ impl State {
         cx.event(AuditWhat::QuorumApproval { id, member: member.into(), approvals, threshold });
         if completed {
             self.meta.quorum_operations.remove(&id);
-            self.run_quorum_operation(cx, &operation);
+            self.run_quorum_operation(cx, id, &operation);
             cx.event(AuditWhat::QuorumOperationCompleted { id });
         } else if let Some(op) = self.meta.quorum_operations.get_mut(&id) {
             op.approvals.insert(member.into());
@@ -552,7 +557,7 @@ impl State {
     }
 
     /// The effect of an approved quorum operation; checked by `check_quorum_operation`.
-    fn run_quorum_operation(&mut self, cx: &mut Cx<'_>, operation: &QuorumOperation) {
+    fn run_quorum_operation(&mut self, cx: &mut Cx<'_>, id: u64, operation: &QuorumOperation) {
         if let Some(change) = self.quorum_operation_change(operation) {
             cx.event(change);
         }
@@ -591,6 +596,7 @@ impl State {
             // The restore itself replaces a fresh KMA's state outside `apply`; the approval is
             // what the state records.
             QuorumOperation::RestoreFromBackup { .. } => {}
+            QuorumOperation::RotateCa => self.approve_ca_rotation(cx, id),
         }
     }
 

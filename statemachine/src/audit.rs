@@ -160,6 +160,22 @@ pub enum AuditWhat {
     CaKeyRecorded {
         ca_certificate_sha256: Fingerprint,
     },
+    // A CA rotation (issue 16 point 1): fingerprints only, never the wrapped key.
+    /// The quorum approved a CA rotation: the fingerprint of the CA certificate it retires.
+    CaRotationApproved {
+        ca_certificate_sha256: Fingerprint,
+    },
+    /// A KMA made the new CA of the rotation: the fingerprint of the new CA certificate.
+    CaRotationBegun {
+        ca_certificate_sha256: Fingerprint,
+    },
+    /// The rotation completed: the CA retired, the CA that replaced it, and how many user
+    /// session certificates it ended (their users log in again).
+    CaRotationCompleted {
+        retired_ca_certificate_sha256: Fingerprint,
+        ca_certificate_sha256: Fingerprint,
+        user_sessions_ended: u32,
+    },
 }
 
 /// What changed in a user (persisted: variants only appended).
@@ -240,6 +256,11 @@ pub enum KmaChange {
     /// cold restart): who gave theirs.
     UnlockedByMembers {
         members: Vec<String>,
+    },
+    /// During a CA rotation it signed itself a certificate under the new CA: that certificate's
+    /// fingerprint (no secret), its certificate once the rotation completes.
+    CertificateReissued {
+        certificate_sha256: [u8; 32],
     },
 }
 

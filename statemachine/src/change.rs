@@ -1,7 +1,7 @@
 //! What a command changed, for the audit log (SPEC S5; issue 16 point 9): the `Command` record
 //! says who asked what kind of thing; these say to what and to which value, for the commands
 //! that change who may do what (users, agents), who is in the cluster (KMAs, the quorum) and
-//! which CA vouches for them (the cluster CA's key).
+//! which CA vouches for them (the cluster CA's key, and its rotation).
 //! A rule of log format 3: the events are part of the audit chain, so every KMA emits them
 //! alike or none does (see [`crate::format`], rule 2).
 //!
@@ -22,7 +22,7 @@ impl State {
         let change = user_change(command)
             .or_else(|| agent_change(command))
             .or_else(|| self.kma_change(command))
-            .or_else(|| self.ca_key_change(command))?;
+            .or_else(|| self.ca_change(command))?;
         // Asked last: the format costs a look at every KMA, and most commands change nothing
         // recorded here.
         self.format_rules_apply(LOG_FORMAT_3).then_some(change)
@@ -38,6 +38,11 @@ impl State {
                 self.kma_event(kma, KmaChange::AutonomousUnlock { enabled: true })?
             }
             QuorumOperation::ChangeQuorum { quorum } => quorum_changed(quorum),
+            QuorumOperation::RotateCa => {
+                let retiring = self.meta.ca_key.as_ref()?;
+                let ca_certificate_sha256 = Fingerprint(retiring.ca_certificate_sha256);
+                AuditWhat::CaRotationApproved { ca_certificate_sha256 }
+            }
             QuorumOperation::CreateTransferPartner { .. }
             | QuorumOperation::RestoreFromBackup { .. } => return None,
         };
@@ -74,15 +79,48 @@ impl State {
                     KmaChange::CertificateRecorded { certificate_sha256: *certificate_sha256 };
                 self.kma_event(name, change)
             }
+            // Each new certificate, not the same one retried.
+            C::RecordReissuedKmaCertificate { name, certificate_sha256 }
+                if self.reissued_certificate(name) != Some(*certificate_sha256) =>
+            {
+                let change =
+                    KmaChange::CertificateReissued { certificate_sha256: *certificate_sha256 };
+                self.kma_event(name, change)
+            }
             _ => None,
         }
     }
 
-    /// Only the first record: the same one retried changes nothing, another is refused.
-    fn ca_key_change(&self, command: &Command) -> Option<AuditWhat> {
-        let Command::RecordCaKey { ca_certificate_sha256, .. } = command else { return None };
-        let ca_certificate_sha256 = Fingerprint(*ca_certificate_sha256);
-        self.meta.ca_key.is_none().then_some(AuditWhat::CaKeyRecorded { ca_certificate_sha256 })
+    /// The cluster CA's key recorded, a CA rotation begun or completed: fingerprints only.
+    /// Only the first record of a key or of a new CA: the same one retried changes nothing,
+    /// another is refused.
+    fn ca_change(&self, command: &Command) -> Option<AuditWhat> {
+        match command {
+            Command::RecordCaKey { ca_certificate_sha256, .. } => {
+                let ca_certificate_sha256 = Fingerprint(*ca_certificate_sha256);
+                let change = AuditWhat::CaKeyRecorded { ca_certificate_sha256 };
+                self.meta.ca_key.is_none().then_some(change)
+            }
+            Command::BeginCaRotation { ca_certificate_sha256, .. } => {
+                let ca_certificate_sha256 = Fingerprint(*ca_certificate_sha256);
+                let rotation = self.meta.ca_rotation.as_ref()?;
+                let change = AuditWhat::CaRotationBegun { ca_certificate_sha256 };
+                rotation.new_ca.is_none().then_some(change)
+            }
+            Command::CompleteCaRotation => {
+                let retired = self.meta.ca_key.as_ref()?;
+                let (_, new_ca) = self.begun_ca_rotation().ok()?;
+                let sessions: usize =
+                    self.meta.users.values().map(|user| user.sessions.len()).sum();
+                Some(AuditWhat::CaRotationCompleted {
+                    retired_ca_certificate_sha256: Fingerprint(retired.ca_certificate_sha256),
+                    ca_certificate_sha256: Fingerprint(new_ca.ca_key.ca_certificate_sha256),
+                    // At most USERS_MAX times USER_SESSIONS_MAX: far below u32::MAX.
+                    user_sessions_ended: u32::try_from(sessions).unwrap_or(u32::MAX),
+                })
+            }
+            _ => None,
+        }
     }
 
     fn kma_without_certificate(&self, name: &str) -> bool {

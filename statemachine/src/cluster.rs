@@ -1,5 +1,6 @@
 //! Cluster-wide records: sites, KMAs, users and the settings a Security Officer controls.
 
+use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
@@ -25,6 +26,45 @@ pub struct WrappedCaKey {
     pub ca_certificate_sha256: [u8; 32],
     /// Opaque here; at most [`crate::limits::WRAPPED_CA_KEY_LEN_MAX`] bytes.
     pub wrapped_key: Vec<u8>,
+}
+
+/// A rotation of the cluster CA that the quorum approved (issue 16 point 1): old disks hold the
+/// old CA's key in clear, so the quorum can retire that CA. The state only records and checks;
+/// the KMAs do the work, in three steps, each a command:
+/// 1. an unlocked KMA makes the new CA, wraps its key under the master key and records both
+///    (`Command::BeginCaRotation`): `new_ca`;
+/// 2. every KMA that applies the log signs itself a certificate under the new CA and records
+///    its fingerprint (`Command::RecordReissuedKmaCertificate`): `reissued`;
+/// 3. once all have, a KMA completes it (`Command::CompleteCaRotation`): the new CA becomes the
+///    cluster CA, each KMA's reissued certificate its certificate, and every user session ends.
+///
+/// While it lasts, a listener accepts a KMA's recorded certificate and its reissued one
+/// ([`crate::State::accepted_kma_certificates`]), and no KMA joins: a joiner's certificate would
+/// come from the CA being retired.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaRotation {
+    /// The time of the entry whose approval completed the quorum operation.
+    pub approved_at_ms: u64,
+    /// The quorum operation (`QuorumOperation::RotateCa`) that approved it.
+    pub operation_id: u64,
+    /// The new CA, once a KMA began the rotation; the first record wins.
+    pub new_ca: Option<NewCa>,
+    /// KMA name to the SHA-256 of the DER of the certificate it signed itself under the new CA;
+    /// at most one per KMA that applies the log ([`crate::limits::KMAS_MAX`]). A deleted KMA
+    /// leaves it.
+    pub reissued: BTreeMap<String, [u8; 32]>,
+}
+
+/// The CA a rotation moves to: its certificate, which every KMA needs to trust the new
+/// certificates (a KMA that was away learns it from here, and once the rotation is complete from
+/// `Meta::ca_certificate_der`), and its private key wrapped under the master key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewCa {
+    /// The new CA certificate's DER: public, at most
+    /// [`crate::limits::CA_CERTIFICATE_DER_LEN_MAX`] bytes.
+    pub ca_certificate_der: Vec<u8>,
+    /// Its key, and the certificate's fingerprint (SHA-256 of `ca_certificate_der`, checked).
+    pub ca_key: WrappedCaKey,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

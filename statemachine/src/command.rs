@@ -415,4 +415,27 @@ pub enum Command {
         kma: String,
         members: Vec<String>,
     },
+    // CA rotation (issue 16 point 1): log format 3, appended after the others. See
+    // `crate::cluster::CaRotation` for the steps.
+    /// An unlocked KMA made the new CA of a rotation the quorum approved: its certificate and
+    /// the certificate's fingerprint (SHA-256 of the DER, which `apply` checks), and its private
+    /// key wrapped under the master key (opaque here, as in [`Command::RecordCaKey`]). The first
+    /// record wins: the same one again is answered `Done`, another is refused.
+    BeginCaRotation {
+        ca_certificate_der: Vec<u8>,
+        ca_certificate_sha256: [u8; 32],
+        wrapped_key: Vec<u8>,
+    },
+    /// KMA `name` signed itself a certificate under the new CA of the rotation under way, and
+    /// records its fingerprint, through its own node (`origin_node_id`), as
+    /// [`Command::RecordKmaCertificate`]. Again with another fingerprint, it replaces the first:
+    /// a KMA that crashed before it saved its new certificate makes another.
+    RecordReissuedKmaCertificate {
+        name: String,
+        certificate_sha256: [u8; 32],
+    },
+    /// Every KMA that applies the log reissued its certificate: the new CA becomes the cluster
+    /// CA, each KMA's reissued certificate its certificate, and every user session ends (their
+    /// certificates came from the old CA).
+    CompleteCaRotation,
 }

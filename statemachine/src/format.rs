@@ -25,6 +25,10 @@
 //! - counts the failed proofs of users and agents in the state (issue 16 point 5):
 //!   `Command::RecordAuthenticationFailure` adds to the principal's window in
 //!   `Meta::login_failures`, which every KMA reads (`State::login_throttled`).
+//! - rotates the cluster CA (issue 16 point 1): `QuorumOperation::RotateCa` (its start needs
+//!   format 3, though `Command::StartQuorumOperation` is of format 1), then
+//!   `Command::BeginCaRotation`, `Command::RecordReissuedKmaCertificate` and
+//!   `Command::CompleteCaRotation`; no KMA joins while a rotation is under way.
 //!
 //! The rules, all pure functions of the state so that every KMA decides alike:
 //! 1. A command is proposed, and applied, only once every KMA that applies the log reports a
@@ -59,6 +63,7 @@ use serde::{Deserialize, Serialize};
 use crate::cluster::{Kma, KmaStatus};
 use crate::codec::SNAPSHOT_FORMAT_VERSION;
 use crate::command::Command;
+use crate::quorum::QuorumOperation;
 use crate::reject::Reject;
 use crate::state::State;
 
@@ -215,6 +220,9 @@ impl Command {
     pub const fn format_needed(&self) -> u16 {
         use Command as C;
         match self {
+            // A quorum operation of format 3 (issue 16 point 1), started by a command of
+            // format 1: listed before that command's arm, which holds every other operation.
+            C::StartQuorumOperation { operation: QuorumOperation::RotateCa, .. } => LOG_FORMAT_3,
             C::InitCluster(_)
             | C::CreateSite { .. }
             | C::DeleteSite { .. }
@@ -278,7 +286,10 @@ impl Command {
             | C::GrantKmaJoin { .. }
             | C::RecordKmaCertificate { .. }
             | C::RecordCaKey { .. }
-            | C::RecordMemberUnlock { .. } => LOG_FORMAT_3,
+            | C::RecordMemberUnlock { .. }
+            | C::BeginCaRotation { .. }
+            | C::RecordReissuedKmaCertificate { .. }
+            | C::CompleteCaRotation => LOG_FORMAT_3,
         }
     }
 }

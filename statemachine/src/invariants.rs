@@ -2,10 +2,14 @@
 //! panics (STYLE 8). Called after every apply in debug builds and by the tests in every build.
 
 use alloc::collections::{BTreeMap, BTreeSet};
+use sha2::{Digest, Sha256};
 
 use crate::ids::KeyGroupId;
 use crate::key::KeyState;
-use crate::limits::{LOGIN_FAILURE_WINDOWS_MAX, USER_SESSIONS_MAX, WRAPPED_CA_KEY_LEN_MAX};
+use crate::limits::{
+    CA_CERTIFICATE_DER_LEN_MAX, KMAS_MAX, LOGIN_FAILURE_WINDOWS_MAX, USER_SESSIONS_MAX,
+    WRAPPED_CA_KEY_LEN_MAX,
+};
 use crate::state::State;
 
 impl State {
@@ -15,6 +19,7 @@ impl State {
         self.check_association_invariants();
         self.check_catalog_invariants();
         self.check_certificate_invariants();
+        self.check_ca_rotation_invariants();
         self.check_login_failure_invariants();
         let chain = self.meta.audit_chain;
         assert!(chain.events > 0 || chain.head == [0; 32], "an empty audit chain has a zero head");
@@ -104,6 +109,44 @@ impl State {
                 "a recorded CA key keeps within {WRAPPED_CA_KEY_LEN_MAX} bytes"
             );
         }
+    }
+
+    /// A CA rotation (issue 16 point 1) retires a recorded CA for another, bounded; its
+    /// reissued certificates name KMAs that apply the log, under a recorded new CA. The CA
+    /// certificate recorded by a completed rotation is that of the CA key.
+    fn check_ca_rotation_invariants(&self) {
+        if let Some(der) = &self.meta.ca_certificate_der {
+            let ca_key = self.meta.ca_key.as_ref();
+            assert!(ca_key.is_some(), "a rotated CA's certificate comes with its key");
+            let sha256: [u8; 32] = Sha256::digest(der).into();
+            assert!(
+                ca_key.is_some_and(|key| key.ca_certificate_sha256 == sha256),
+                "the CA certificate recorded is that of the CA key"
+            );
+        }
+        let Some(rotation) = &self.meta.ca_rotation else { return };
+        let Some(current) = &self.meta.ca_key else {
+            panic!("a CA rotation retires a recorded CA key")
+        };
+        assert!(rotation.reissued.len() <= KMAS_MAX, "one reissued certificate per KMA at most");
+        for name in rotation.reissued.keys() {
+            assert!(
+                self.meta.kmas.get(name).is_some_and(|kma| kma.applies_the_log()),
+                "the reissued certificate of {name} names a KMA that applies the log"
+            );
+        }
+        let Some(new_ca) = &rotation.new_ca else {
+            assert!(rotation.reissued.is_empty(), "no certificate is reissued before the new CA");
+            return;
+        };
+        let der = &new_ca.ca_certificate_der;
+        assert!(!der.is_empty() && der.len() <= CA_CERTIFICATE_DER_LEN_MAX, "a bounded new CA");
+        let wrapped_key = &new_ca.ca_key.wrapped_key;
+        assert!(!wrapped_key.is_empty(), "a new CA key holds bytes");
+        assert!(wrapped_key.len() <= WRAPPED_CA_KEY_LEN_MAX, "a new CA key within its bound");
+        let sha256: [u8; 32] = Sha256::digest(der).into();
+        assert_eq!(new_ca.ca_key.ca_certificate_sha256, sha256, "the new CA's own fingerprint");
+        assert_ne!(current.ca_certificate_sha256, sha256, "a rotation moves to another CA");
     }
 
     /// Failed-proof windows (issue 16 point 5): one per principal that exists, each holding at

@@ -22,6 +22,8 @@
 //! - [`query`]: reads for the gateway and the admin API (keys for a drive, impact previews,
 //!   the approvers of a quorum operation, the keys a pool refill wants);
 //!   [`list`]: paged, filtered lists for the admin API, bounded per page.
+//! - `apply_ca_rotation`: the steps of a CA rotation the quorum approved
+//!   ([`cluster::CaRotation`]), and [`State::ca_rotation`] and the reads after it in [`query`].
 //! - `login_failure`: failed proofs of users and agents counted in the replicated state, so
 //!   that N KMAs together allow no more than the limit ([`State::login_throttled`]).
 //! - [`codec`]: versioned envelope and chunked snapshot encodings.
@@ -38,6 +40,7 @@ mod access;
 pub mod agent;
 mod apply;
 mod apply_agent;
+mod apply_ca_rotation;
 mod apply_catalog;
 mod apply_certificate;
 mod apply_cluster;

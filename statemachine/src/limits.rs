@@ -14,6 +14,10 @@ pub const SHARE_LEN_MAX: usize = 512;
 /// PEM, an RSA-4096 one about 2,400 in DER and 3,300 in PEM: room for either, and no more,
 /// since the blob stays in every snapshot.
 pub const WRAPPED_CA_KEY_LEN_MAX: usize = 4096;
+/// A CA certificate's DER, as a CA rotation records it: an X.509v3 CA certificate with an
+/// RSA-4096 key and a few extensions takes under 2,000 bytes; twice that leaves room, and the
+/// certificate stays in every snapshot.
+pub const CA_CERTIFICATE_DER_LEN_MAX: usize = 4096;
 
 pub const SITES_MAX: usize = 256;
 pub const KMAS_MAX: usize = 32;

@@ -89,6 +89,11 @@ pub enum CommandKind {
     RecordCaKey,
     // Issue 16 point 5 (log format 3).
     RecordMemberUnlock,
+    // Issue 16 point 1, CA rotation (log format 3).
+    StartRotateCa,
+    BeginCaRotation,
+    RecordReissuedKmaCertificate,
+    CompleteCaRotation,
 }
 
 /// Who may issue a kind of command.
@@ -131,6 +136,11 @@ impl CommandKind {
             K::RecordCaKey => System,
             // The KMA the members unlocked reports it.
             K::RecordMemberUnlock => System,
+            // A CA rotation is a security setting; its steps carry what only a KMA makes: a CA
+            // key wrapped under the master key, a certificate it signed itself.
+            K::StartRotateCa => Users(SO),
+            K::BeginCaRotation | K::RecordReissuedKmaCertificate => System,
+            K::CompleteCaRotation => System,
             K::StartJoinKma | K::StartUnlockKma | K::StartEnableAutonomousUnlock => Users(SO),
             K::StartChangeQuorum | K::StartCreateTransferPartner => Users(SO),
             K::StartRestoreFromBackup => Users(BO),
@@ -185,7 +195,7 @@ impl CommandKind {
     }
 
     /// Every kind, in declaration order (for the role-matrix test and documentation).
-    pub const ALL: [CommandKind; 66] = {
+    pub const ALL: [CommandKind; 70] = {
         use CommandKind as K;
         [
             K::InitCluster,
@@ -254,6 +264,10 @@ impl CommandKind {
             K::RecordKmaCertificate,
             K::RecordCaKey,
             K::RecordMemberUnlock,
+            K::StartRotateCa,
+            K::BeginCaRotation,
+            K::RecordReissuedKmaCertificate,
+            K::CompleteCaRotation,
         ]
     };
 }
@@ -289,6 +303,7 @@ impl Command {
                 QuorumOperation::ChangeQuorum { .. } => K::StartChangeQuorum,
                 QuorumOperation::CreateTransferPartner { .. } => K::StartCreateTransferPartner,
                 QuorumOperation::RestoreFromBackup { .. } => K::StartRestoreFromBackup,
+                QuorumOperation::RotateCa => K::StartRotateCa,
             },
             C::ApproveQuorumOperation { .. } => K::ApproveQuorumOperation,
             C::CancelQuorumOperation { .. } => K::CancelQuorumOperation,
@@ -339,6 +354,9 @@ impl Command {
             C::RecordKmaCertificate { .. } => K::RecordKmaCertificate,
             C::RecordCaKey { .. } => K::RecordCaKey,
             C::RecordMemberUnlock { .. } => K::RecordMemberUnlock,
+            C::BeginCaRotation { .. } => K::BeginCaRotation,
+            C::RecordReissuedKmaCertificate { .. } => K::RecordReissuedKmaCertificate,
+            C::CompleteCaRotation => K::CompleteCaRotation,
         }
     }
 }

@@ -8,13 +8,13 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{Kma, WrappedCaKey};
+use crate::cluster::{CaRotation, Kma, WrappedCaKey};
 use crate::command::{Actor, DestroySelection};
 use crate::data_unit::DataUnitState;
 use crate::format::{LOG_FORMAT_2, LOG_FORMAT_3};
 use crate::ids::{DataUnitId, KeyId, NodeId};
 use crate::key::{KeyState, WrappedKey};
-use crate::limits::POOL_KEYS_PER_COMMAND_MAX;
+use crate::limits::{KMAS_MAX, POOL_KEYS_PER_COMMAND_MAX};
 use crate::permission::{Access, Read};
 use crate::quorum::{PendingQuorumOperation, QuorumMember, QUORUM_MEMBERS_MAX};
 use crate::reject::Reject;
@@ -216,13 +216,15 @@ impl State {
     /// cut the cluster apart during the upgrade. So is an entry approved to join whose grant is
     /// not recorded yet: a joiner approved before format 3 may hold a certificate from then.
     /// That window closes with the grant, which a KMA of this software proposes before it
-    /// hands a joiner its certificate.
+    /// hands a joiner its certificate. During a CA rotation the certificate the KMA reissued
+    /// itself under the new CA is accepted too ([`State::accepted_kma_certificates`]).
     pub fn kma_certificate_accepted(&self, node_id: NodeId, certificate_sha256: &[u8; 32]) -> bool {
         let Some(kma) = self.kma_by_node_id(node_id) else { return false };
         if !kma.applies_the_log() {
             return false;
         }
         kma.certificate_sha256.is_none_or(|recorded| recorded == *certificate_sha256)
+            || self.reissued_certificate(&kma.name) == Some(*certificate_sha256)
     }
 
     /// Whether KMA `name` should report its certificate now with `Command::RecordKmaCertificate`
@@ -240,6 +242,82 @@ impl State {
     /// at rest.
     pub fn wrapped_ca_key(&self) -> Option<&WrappedCaKey> {
         self.meta.ca_key.as_ref()
+    }
+}
+
+/// Reads of a CA rotation (issue 16 point 1), for the node: which step to take, which
+/// certificates its listeners accept meanwhile.
+impl State {
+    /// The CA rotation the quorum approved, until it completes; `None` otherwise.
+    pub fn ca_rotation(&self) -> Option<&CaRotation> {
+        self.meta.ca_rotation.as_ref()
+    }
+
+    /// The DER of the cluster CA's certificate once a rotation replaced the first CA, whose
+    /// SHA-256 is that of [`State::wrapped_ca_key`]; `None` before: the first CA is the one
+    /// `kma init` wrote on every KMA's disk. A KMA that was away while the CA changed learns
+    /// from here which CA to trust.
+    pub fn ca_certificate_der(&self) -> Option<&[u8]> {
+        self.meta.ca_certificate_der.as_deref()
+    }
+
+    /// The certificate KMA `name` reissued itself under the new CA of the rotation under way,
+    /// if it recorded one.
+    pub fn reissued_certificate(&self, name: &str) -> Option<[u8; 32]> {
+        self.meta.ca_rotation.as_ref()?.reissued.get(name).copied()
+    }
+
+    /// The fingerprints of the certificates a listener accepts from KMA `name`: the one its
+    /// entry records, and during a CA rotation the one it reissued itself under the new CA, so
+    /// that links keep working while KMAs switch, one by one. Empty for a KMA unknown or only
+    /// created. A KMA that records no certificate yet (the first KMA and KMAs that joined
+    /// before log format 3, until they report theirs) is accepted by name whatever this lists:
+    /// a listener asks [`State::kma_certificate_accepted`], which knows it.
+    pub fn accepted_kma_certificates(&self, name: &str) -> Vec<[u8; 32]> {
+        let Some(kma) = self.meta.kmas.get(name).filter(|kma| kma.applies_the_log()) else {
+            return Vec::new();
+        };
+        let mut accepted: Vec<[u8; 32]> = kma.certificate_sha256.into_iter().collect();
+        if let Some(reissued) = self.reissued_certificate(name) {
+            if !accepted.contains(&reissued) {
+                accepted.push(reissued);
+            }
+        }
+        debug_assert!(accepted.len() <= 2, "the recorded certificate and the reissued one");
+        accepted
+    }
+
+    /// Whether KMA `name` should sign itself a certificate under the new CA now and record it
+    /// with `Command::RecordReissuedKmaCertificate` (through its own node): a rotation is
+    /// begun, the KMA applies the log, and has recorded none under this rotation. A KMA asks
+    /// as it applies entries; it turns false once its record is applied.
+    pub fn kma_to_reissue(&self, name: &str) -> bool {
+        let Ok((rotation, _)) = self.begun_ca_rotation() else { return false };
+        let applies = self.meta.kmas.get(name).is_some_and(|kma| kma.applies_the_log());
+        applies && !rotation.reissued.contains_key(name)
+    }
+
+    /// The KMAs a CA rotation waits for, by name: those that apply the log (members and KMAs
+    /// approved to join) and have not reissued their certificate under the new CA; at most
+    /// [`crate::limits::KMAS_MAX`]. Empty when no rotation is approved. A KMA that is gone for
+    /// good leaves the list when it is deleted.
+    pub fn ca_rotation_waiting_for(&self) -> Vec<String> {
+        let Some(rotation) = &self.meta.ca_rotation else { return Vec::new() };
+        let waiting: Vec<String> = self
+            .meta
+            .kmas
+            .values()
+            .filter(|kma| kma.applies_the_log() && !rotation.reissued.contains_key(&kma.name))
+            .map(|kma| kma.name.clone())
+            .collect();
+        debug_assert!(waiting.len() <= KMAS_MAX, "at most one name per KMA");
+        waiting
+    }
+
+    /// Whether a KMA may propose `Command::CompleteCaRotation` now: a rotation is begun and
+    /// every KMA that applies the log reissued its certificate.
+    pub fn ca_rotation_complete_ready(&self) -> bool {
+        self.begun_ca_rotation().is_ok() && self.ca_rotation_waiting_for().is_empty()
     }
 }
 

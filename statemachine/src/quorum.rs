@@ -33,12 +33,30 @@ impl Quorum {
 /// What a quorum operation does once approved.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum QuorumOperation {
-    JoinKma { kma: String },
-    UnlockKma { kma: String },
-    EnableAutonomousUnlock { kma: String },
-    ChangeQuorum { quorum: Quorum },
-    CreateTransferPartner { name: String, public_key: Vec<u8> },
-    RestoreFromBackup { backup_id: u64 },
+    JoinKma {
+        kma: String,
+    },
+    UnlockKma {
+        kma: String,
+    },
+    EnableAutonomousUnlock {
+        kma: String,
+    },
+    ChangeQuorum {
+        quorum: Quorum,
+    },
+    CreateTransferPartner {
+        name: String,
+        public_key: Vec<u8>,
+    },
+    RestoreFromBackup {
+        backup_id: u64,
+    },
+    /// Rotate the cluster CA (SPEC S4; issue 16 point 1; log format 3): once approved, a KMA
+    /// makes the new CA, every KMA reissues its certificate under it, and the old CA is refused
+    /// (see [`crate::cluster::CaRotation`]). No fields: the new CA is made after the approval,
+    /// by an unlocked KMA, since only a KMA can wrap its key under the master key.
+    RotateCa,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

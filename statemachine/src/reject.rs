@@ -228,6 +228,64 @@ pub enum Reject {
          {origin_node_id}: a KMA reports only what happened to itself"
     )]
     NotFromThatKma { kma: String, node_id: NodeId, origin_node_id: NodeId },
+    // CA rotation (issue 16 point 1).
+    /// A CA rotation needs the current CA's key in the state: it is what the rotation retires,
+    /// and a cluster that never recorded it (below log format 3) has no CA the state knows.
+    #[error(
+        "the cluster CA's key is not recorded in the state, so there is no CA to rotate: an \
+         unlocked KMA records it by itself once every KMA runs software of log format 3; \
+         upgrade the KMAs or unlock one, then start the rotation again"
+    )]
+    CaKeyNotRecorded,
+    /// One rotation at a time, and no join during one: a joiner's certificate would come from
+    /// the CA being retired.
+    #[error(
+        "a CA rotation is under way (approved at {approved_at_ms} ms, quorum operation \
+         {operation_id}): no second rotation starts and no KMA joins until it completes, since \
+         a joiner's certificate would come from the CA being retired; let every KMA reissue its \
+         certificate and the rotation complete, then try again"
+    )]
+    CaRotationUnderWay { approved_at_ms: u64, operation_id: u64 },
+    #[error(
+        "no CA rotation is approved: a Security Officer starts one (quorum operation RotateCa) \
+         and the quorum approves it before a KMA makes the new CA"
+    )]
+    CaRotationNotApproved,
+    /// The fingerprint a KMA sent is not that of the certificate it sent: a bug in the KMA,
+    /// or a forged record; nothing is recorded.
+    #[error(
+        "the new CA certificate's SHA-256 is {computed}, not {stated} as the record says: \
+         nothing recorded; the KMA that proposed it must send the fingerprint of the certificate \
+         it made (report it as a bug)"
+    )]
+    CaCertificateFingerprintMismatch { stated: Fingerprint, computed: Fingerprint },
+    /// A rotation to the CA it retires would retire nothing.
+    #[error(
+        "the new CA certificate (SHA-256 {ca_certificate_sha256}) is the current cluster CA: a \
+         rotation moves to a CA made for it; the KMA must make a new CA key and certificate"
+    )]
+    NewCaIsCurrentCa { ca_certificate_sha256: Fingerprint },
+    /// The first new CA recorded wins: the KMAs reissue their certificates under that one.
+    #[error(
+        "the CA rotation already began with the new CA certificate of SHA-256 \
+         {ca_certificate_sha256}: a rotation has one new CA; the KMAs reissue their \
+         certificates under that one"
+    )]
+    CaRotationAlreadyBegun { ca_certificate_sha256: Fingerprint },
+    #[error(
+        "the approved CA rotation has no new CA yet: an unlocked KMA makes it \
+         (BeginCaRotation) before KMAs reissue their certificates or the rotation completes; \
+         unlock a KMA if none is"
+    )]
+    CaRotationNotBegun,
+    /// Completing before every KMA holds a certificate of the new CA would cut the others off.
+    #[error(
+        "the CA rotation waits for KMAs {} to reissue their certificates under the new CA: \
+         unlock them so that they do, or delete those that are gone for good, then complete \
+         the rotation again",
+        .waiting_for.join(", ")
+    )]
+    CaRotationIncomplete { waiting_for: alloc::vec::Vec<String> },
 }
 
 /// What kind of rule a [`Reject`] names, for shells to choose their protocol's answer (an HTTP
@@ -335,6 +393,14 @@ impl Reject {
             R::KmaCertificateAlreadyRecorded { .. } => 71,
             R::CaKeyAlreadyRecorded { .. } => 72,
             R::NotFromThatKma { .. } => 73,
+            R::CaKeyNotRecorded => 74,
+            R::CaRotationUnderWay { .. } => 75,
+            R::CaRotationNotApproved => 76,
+            R::CaCertificateFingerprintMismatch { .. } => 77,
+            R::NewCaIsCurrentCa { .. } => 78,
+            R::CaRotationAlreadyBegun { .. } => 79,
+            R::CaRotationNotBegun => 80,
+            R::CaRotationIncomplete { .. } => 81,
         }
     }
 
@@ -375,7 +441,9 @@ impl Reject {
             | R::PolicyPeriodsInvalid { .. }
             | R::KeyFromOtherCluster { .. }
             | R::NothingSelected
-            | R::BackupCoversFuture { .. } => C::Invalid,
+            | R::BackupCoversFuture { .. }
+            | R::CaCertificateFingerprintMismatch { .. }
+            | R::NewCaIsCurrentCa { .. } => C::Invalid,
             R::TooMany { .. } | R::KeyPoolFull { .. } | R::RequestTooOld { .. } => C::Limit,
             R::KeyPoolEmpty | R::FormatNotYetAvailable { .. } => C::Unavailable,
             R::ClusterNotInitialized
@@ -413,7 +481,13 @@ impl Reject {
             | R::AgentAlreadyEnrolled { .. }
             | R::JoinAlreadyGranted { .. }
             | R::KmaCertificateAlreadyRecorded { .. }
-            | R::CaKeyAlreadyRecorded { .. } => C::Conflict,
+            | R::CaKeyAlreadyRecorded { .. }
+            | R::CaKeyNotRecorded
+            | R::CaRotationUnderWay { .. }
+            | R::CaRotationNotApproved
+            | R::CaRotationAlreadyBegun { .. }
+            | R::CaRotationNotBegun
+            | R::CaRotationIncomplete { .. } => C::Conflict,
         }
     }
 

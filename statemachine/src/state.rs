@@ -6,14 +6,15 @@
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;
+use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::Agent;
 use crate::audit::AuditChain;
 use crate::backup::{Backup, BackupKind};
 use crate::cluster::{
-    BackupSchedule, ClusterInfo, FailureWindow, KeyPoolLimits, Kma, KmaStatus, SecuritySettings,
-    Site, User, WrappedCaKey,
+    BackupSchedule, CaRotation, ClusterInfo, FailureWindow, KeyPoolLimits, Kma, KmaStatus,
+    SecuritySettings, Site, User, WrappedCaKey,
 };
 use crate::command::Actor;
 use crate::data_unit::{DataUnit, DataUnitState};
@@ -79,6 +80,15 @@ pub struct Meta {
     /// at most one window per user and agent ([`crate::limits::LOGIN_FAILURE_WINDOWS_MAX`]).
     /// Read with [`State::login_throttled`]; empty in snapshots of older formats.
     pub login_failures: BTreeMap<String, FailureWindow>,
+    /// The CA rotation the quorum approved, until a KMA completes it (log format 3, snapshot
+    /// format 4; issue 16 point 1): read with [`State::ca_rotation`]. `None` otherwise, and in
+    /// snapshots of older formats.
+    pub ca_rotation: Option<CaRotation>,
+    /// The DER of the cluster CA's certificate once a CA rotation replaced the first CA (log
+    /// format 3, snapshot format 4): a KMA that was away while the CA changed learns the CA it
+    /// must trust from the state. Its SHA-256 is that of `ca_key`. `None` before any rotation
+    /// completed: the first CA's certificate is the one `kma init` wrote on every KMA's disk.
+    pub ca_certificate_der: Option<Vec<u8>>,
 }
 
 /// Lookups derived from the records; see [`State::rebuild_index`].

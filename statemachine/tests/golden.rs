@@ -17,8 +17,9 @@
 //!   leaving another group's keys in use, a quorum change dropping a removed member's approval,
 //!   the audit events of what commands changed, certificates bound to the state (a KMA's own
 //!   certificate, a join granted once, user sessions recorded and revoked), the cluster CA's
-//!   key recorded wrapped, once, and failed proofs counted in the state for the users and agents
-//!   that exist only, a login clearing them. The snapshot is of format 4.
+//!   key recorded wrapped, once, failed proofs counted in the state for the users and agents
+//!   that exist only, a login clearing them, and a CA rotation completed, then a second one
+//!   under way. The snapshot is of format 4.
 //!
 //! `BLESS=1 cargo test -p statemachine --test golden` rewrites the files of the newest log
 //! format only, for a deliberate change of them; the older files are never rewritten.
@@ -205,7 +206,29 @@ fn sample_cluster_v3() -> TestCluster {
     record_certificates(&mut cluster);
     record_ca_key(&mut cluster);
     record_login_failures(&mut cluster);
+    record_ca_rotation(&mut cluster);
     cluster
+}
+
+/// A CA rotation (issue 16 point 1): approved; kma1's reissued certificate refused before the
+/// new CA; begun, the same beginning retried; every KMA reissues, kma2 twice; completed, which
+/// ends co's session. Then a second rotation approved and begun, kma1 reissued, so that the
+/// snapshot holds one under way.
+fn record_ca_rotation(cluster: &mut TestCluster) {
+    let reissued = |name: &str, byte| Command::RecordReissuedKmaCertificate {
+        name: name.into(),
+        certificate_sha256: [byte; 32],
+    };
+    cluster.approve_ca_rotation();
+    cluster.apply_from(1, Actor::System, reissued("kma1", 0xe1)).expect_err("not begun");
+    cluster.ok(Actor::System, begin_ca_rotation(0xcc));
+    cluster.ok(Actor::System, begin_ca_rotation(0xcc));
+    cluster.apply_from(2, Actor::System, reissued("kma2", 0xee)).expect("its own");
+    cluster.reissue_every_kma();
+    cluster.ok(Actor::System, Command::CompleteCaRotation);
+    cluster.approve_ca_rotation();
+    cluster.ok(Actor::System, begin_ca_rotation(0xcd));
+    cluster.apply_from(1, Actor::System, reissued("kma1", 0xf1)).expect("its own");
 }
 
 /// Failed proofs counted in the state (issue 16 point 5), each entry of format 1: co fails at
@@ -361,8 +384,8 @@ fn c7_golden_log_v2_replays_to_the_golden_snapshot_v3() {
 /// Setup: the checked-in snapshot of format 3 of an earlier log of format 3, written before
 /// certificates were recorded. Action: decode it, encode it in today's format, decode again.
 /// Expect: it reads, at log format 3, with every KMA certificate `None`, every user's sessions
-/// empty, no CA key and no failure window, its invariants hold, and today's format carries the
-/// same state. (SPEC C7; issue 16 points 1, 2, 5)
+/// empty, no CA key, no failure window and no CA rotation, its invariants hold, and today's
+/// format carries the same state. (SPEC C7, S4; issue 16 points 1, 2, 5)
 #[test]
 fn c7_golden_snapshot_v3_reads_with_no_certificate_or_session() {
     let snapshot = read_golden("snapshot-v3-log-v3.bin");
@@ -374,6 +397,7 @@ fn c7_golden_snapshot_v3_reads_with_no_certificate_or_session() {
     assert!(state.meta().users.values().all(|user| user.sessions.is_empty()));
     assert_eq!(state.wrapped_ca_key(), None);
     assert!(state.meta().login_failures.is_empty(), "no failure window before format 4");
+    assert_eq!((state.ca_rotation(), state.ca_certificate_der()), (None, None), "no rotation");
     let today = encode_snapshot(&state);
     assert_eq!(today[0], 4, "written in snapshot format 4");
     assert!(decode_snapshot(&today).expect("format 4 is read") == state);
@@ -381,12 +405,13 @@ fn c7_golden_snapshot_v3_reads_with_no_certificate_or_session() {
 
 /// Setup: the checked-in log of format 3 (the history of format 2, then the gate opening to
 /// format 3 and each of its rules). Action: decode and apply it. Expect: the destroys by key ID
-/// with their preview, the certificate records and the CA key records are the entries of format
-/// 3; each entry re-encodes to its bytes; the state and the audit events equal the checked-in
-/// ones, and the snapshot (format 4) decodes to the same state, with kma1's and kma3's
-/// certificates, co's session, op's revoked, the first CA key, and the failure windows of co
-/// (two failures) and drive1 (one), bo's cleared by its login. (SPEC C7, S1, S2, S4, S5, O9,
-/// A3; issue 16)
+/// with their preview, the certificate records, the CA key records and the steps of the CA
+/// rotations are the entries of format 3; each entry re-encodes to its bytes; the state and the
+/// audit events equal the checked-in ones, and the snapshot (format 4) decodes to the same
+/// state: the KMAs hold the certificates they reissued (kma2 its second), co's session ended
+/// with the first CA, the CA of the completed rotation with its certificate, the second
+/// rotation under way with kma1's certificate, and the failure windows of co (two failures) and
+/// drive1 (one), bo's cleared by its login. (SPEC C7, S1, S2, S4, S5, O9, A3; issue 16)
 #[test]
 fn c7_golden_log_v3_replays_to_its_golden_snapshot() {
     let log: Vec<Vec<u8>> = sample_cluster_v3().log.iter().map(encode_envelope).collect();
@@ -400,8 +425,10 @@ fn c7_golden_log_v3_replays_to_its_golden_snapshot() {
     let entries = unframe(&log);
     let of_format_3 = entries.iter().filter(|entry| entry[0] == 3).count();
     assert_eq!(
-        of_format_3, 11,
-        "2 previewed destroys, 2 KMA reports, 2 grants, 2 sessions, 3 CA key records"
+        of_format_3,
+        11 + 13,
+        "2 previewed destroys, 2 KMA reports, 2 grants, 2 sessions, 3 CA key records; 2 CA \
+         rotations started, 3 beginnings, 7 reissued certificates, 1 completion"
     );
     let (state, events) = replay(&entries);
     assert_eq!(state.cluster_format_version(), 3);
@@ -411,18 +438,31 @@ fn c7_golden_log_v3_replays_to_its_golden_snapshot() {
     assert!(decode_snapshot(&snapshot).expect("format 4 is read") == state);
     assert!(events == read_golden("audit-v3.bin"), "the audit events keep their encoding");
     let kmas = &state.meta().kmas;
-    assert_eq!(kmas["kma1"].certificate_sha256, Some([0xc1; 32]));
+    let certificates: Vec<(&str, Option<[u8; 32]>)> =
+        kmas.values().map(|kma| (kma.name.as_str(), kma.certificate_sha256)).collect();
+    let reissued = |node_id| Some(reissued_certificate(node_id));
     assert_eq!(
-        (kmas["kma2"].certificate_sha256, kmas["kma3"].certificate_sha256),
-        (None, Some([0xc3; 32]))
+        certificates,
+        [
+            ("kma1", reissued(1)),
+            ("kma2", reissued(2)),
+            ("kma3", reissued(3)),
+            ("kma5", reissued(4))
+        ]
     );
-    assert!(state.user_session_certified("co", &[0xd2; 32]));
+    assert!(!state.user_session_certified("co", &[0xd2; 32]), "ended by the rotation");
     assert!(!state.user_session_certified("op", &[0xd1; 32]), "revoked by the new passphrase");
     let ca_key = state.wrapped_ca_key().expect("recorded");
+    let rotated = ca_certificate_der(0xcc);
     assert_eq!(
         (ca_key.ca_certificate_sha256, &ca_key.wrapped_key[..]),
-        ([0xca; 32], &[0x35; 96][..])
+        (sha256(&rotated), &[0x33; 96][..])
     );
+    assert_eq!(state.ca_certificate_der(), Some(&rotated[..]));
+    let rotation = state.ca_rotation().expect("the second rotation");
+    let new_ca = rotation.new_ca.as_ref().expect("begun");
+    assert_eq!(new_ca.ca_key.ca_certificate_sha256, sha256(&ca_certificate_der(0xcd)));
+    assert_eq!(rotation.reissued.iter().collect::<Vec<_>>(), [(&"kma1".to_string(), &[0xf1; 32])]);
     let at_ms = state.meta().time_ms_last;
     let windows: Vec<(&str, FailureWindow)> =
         state.meta().login_failures.iter().map(|(p, window)| (p.as_str(), *window)).collect();
@@ -508,7 +548,16 @@ fn c7_golden_commands_v1_decode_unchanged() {
     }
     // The kinds that log format 3 added have no command of format 1.
     use statemachine::CommandKind as K;
-    let added = [K::GrantKmaJoin, K::RecordKmaCertificate, K::RecordCaKey, K::RecordMemberUnlock];
+    let added = [
+        K::GrantKmaJoin,
+        K::RecordKmaCertificate,
+        K::RecordCaKey,
+        K::RecordMemberUnlock,
+        K::StartRotateCa,
+        K::BeginCaRotation,
+        K::RecordReissuedKmaCertificate,
+        K::CompleteCaRotation,
+    ];
     let all: std::collections::BTreeSet<_> =
         K::ALL.into_iter().filter(|kind| !added.contains(kind)).collect();
     assert_eq!(kinds, all, "one entry of every command kind of format 1");

@@ -461,7 +461,63 @@ fn scenarios() -> Vec<(u16, &'static str, RejectClass, Scenario)> {
             let unlock = Command::RecordMemberUnlock { kma: s("kma2"), members: vec![s("q1")] };
             c.apply_from(1, Actor::System, unlock)
         }),
+        (74, "CaKeyNotRecorded", Conflict, |c, _| {
+            c.open_format(3);
+            c.apply(so(), start_rotate_ca())
+        }),
+        (75, "CaRotationUnderWay", Conflict, |c, _| {
+            c.open_format(3);
+            c.record_ca_key();
+            c.approve_ca_rotation();
+            c.apply(so(), start_rotate_ca())
+        }),
+        (76, "CaRotationNotApproved", Conflict, |c, _| {
+            c.open_format(3);
+            c.record_ca_key();
+            c.apply(Actor::System, begin_ca_rotation(0xcc))
+        }),
+        (77, "CaCertificateFingerprintMismatch", Invalid, |c, _| {
+            c.open_format(3);
+            c.record_ca_key();
+            c.approve_ca_rotation();
+            let begin = Command::BeginCaRotation {
+                ca_certificate_der: ca_certificate_der(0xcc),
+                ca_certificate_sha256: [0xcc; 32],
+                wrapped_key: vec![0x33; 96],
+            };
+            c.apply(Actor::System, begin)
+        }),
+        (78, "NewCaIsCurrentCa", Invalid, |c, _| {
+            c.open_format(3);
+            c.record_ca_key();
+            c.approve_ca_rotation();
+            c.apply(Actor::System, begin_ca_rotation(0xca))
+        }),
+        (79, "CaRotationAlreadyBegun", Conflict, |c, _| {
+            c.open_format(3);
+            c.record_ca_key();
+            c.approve_ca_rotation();
+            c.ok(Actor::System, begin_ca_rotation(0xcc));
+            c.apply(Actor::System, begin_ca_rotation(0xcd))
+        }),
+        (80, "CaRotationNotBegun", Conflict, |c, _| {
+            c.open_format(3);
+            c.record_ca_key();
+            c.approve_ca_rotation();
+            c.apply(Actor::System, Command::CompleteCaRotation)
+        }),
+        (81, "CaRotationIncomplete", Conflict, |c, _| {
+            c.open_format(3);
+            c.record_ca_key();
+            c.approve_ca_rotation();
+            c.ok(Actor::System, begin_ca_rotation(0xcc));
+            c.apply(Actor::System, Command::CompleteCaRotation)
+        }),
     ]
+}
+
+fn start_rotate_ca() -> Command {
+    Command::StartQuorumOperation { operation: QuorumOperation::RotateCa, ttl_ms: None }
 }
 
 fn ca_key(ca_certificate_sha256: [u8; 32]) -> Command {
@@ -512,7 +568,7 @@ fn every_reject_variant_has_a_triggering_scenario_and_a_frozen_code() {
         assert!(covered.insert(code, name.to_string()).is_none(), "{name}: code {code} twice");
     }
     assert_eq!(covered, codes_in_source(), "every code of Reject::code has its scenario");
-    let expected: BTreeSet<u16> = (1..=73).collect();
+    let expected: BTreeSet<u16> = (1..=81).collect();
     assert_eq!(covered.keys().copied().collect::<BTreeSet<_>>(), expected, "codes run on");
 }
 

@@ -5,6 +5,7 @@ mod support;
 
 use statemachine::codec::encode_envelope;
 use statemachine::format::{LOG_FORMAT_MAX, SNAPSHOT_FORMAT_BASELINE};
+use statemachine::quorum::QuorumOperation;
 use statemachine::{Actor, Command, Formats, KmaVersion, Reject, RejectClass, SoftwareVersion};
 use support::*;
 
@@ -20,8 +21,10 @@ fn full_report(kma: &str, log: u16) -> Command {
 /// Setup: one command of every kind, and the full version report. Action: ask each the log
 /// format it needs. Expect: 1 for all but the full report, which needs 2, and the destroy by key
 /// ID with its preview, the certificate records (user sessions, join grants, a KMA's own
-/// certificate) and the cluster CA's wrapped key, which need 3; an entry's version byte is that
-/// format, so older KMAs read every entry the gate lets in. (SPEC C7)
+/// certificate), the cluster CA's wrapped key, a member unlock, and the CA rotation (its quorum
+/// operation, though started by a command of format 1, and its three steps), which need 3; an
+/// entry's version byte is that format, so older KMAs read every entry the gate lets in.
+/// (SPEC C7, S4)
 #[test]
 fn c7_every_command_but_those_of_formats_2_and_3_needs_format_1() {
     let (mut cluster, fixture) = prepared();
@@ -32,7 +35,11 @@ fn c7_every_command_but_those_of_formats_2_and_3_needs_format_1() {
             | Command::GrantKmaJoin { .. }
             | Command::RecordKmaCertificate { .. }
             | Command::RecordCaKey { .. }
-            | Command::RecordMemberUnlock { .. } => 3,
+            | Command::RecordMemberUnlock { .. }
+            | Command::StartQuorumOperation { operation: QuorumOperation::RotateCa, .. }
+            | Command::BeginCaRotation { .. }
+            | Command::RecordReissuedKmaCertificate { .. }
+            | Command::CompleteCaRotation => 3,
             _ => 1,
         };
         assert_eq!(command.format_needed(), needed, "{:?}", command.kind());

@@ -7,7 +7,9 @@
 //! - Format 3 (issue 15 to issue 16): a KMA record ends with its version report; it has no
 //!   certificate (`Kma::certificate_sha256`), a user record has no sessions
 //!   (`User::sessions`), and `Meta` ends with the audit chain head, without the cluster CA's
-//!   wrapped key (`Meta::ca_key`) and the failed-proof windows (`Meta::login_failures`).
+//!   wrapped key (`Meta::ca_key`), the failed-proof windows (`Meta::login_failures`), the CA
+//!   rotation under way (`Meta::ca_rotation`) and the rotated CA's certificate
+//!   (`Meta::ca_certificate_der`).
 //! - Format 4 (issue 16): today's shapes.
 //!
 //! Keys, data units and the trailer have kept one shape in every format so far, and so has
@@ -194,6 +196,9 @@ impl<K: Into<Kma>> MetaV1<K> {
             ca_key: None,
             // Failed proofs were counted from log format 3 only, and kept from format 4.
             login_failures: BTreeMap::new(),
+            // No CA rotation could be approved before log format 3, nor kept before format 4.
+            ca_rotation: None,
+            ca_certificate_der: None,
         }
     }
 }

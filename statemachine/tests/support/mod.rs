@@ -4,7 +4,7 @@
 
 mod samples;
 #[allow(unused_imports)] // Not every test binary uses the samples.
-pub use samples::samples;
+pub use samples::{samples, stage_for};
 
 use statemachine::command::{InitCluster, NewKey};
 use statemachine::key::{KeyCheckValue, WrappedKey};
@@ -328,6 +328,74 @@ impl TestCluster {
     pub fn snapshot(&self) -> Vec<u8> {
         statemachine::codec::encode_snapshot(&self.state)
     }
+
+    /// The KMA software records the cluster CA's key, wrapped, for the CA certificate
+    /// [`ca_certificate_der`]`(0xca)` (the cluster at log format 3).
+    pub fn record_ca_key(&mut self) {
+        let ca_certificate_sha256 = sha256(&ca_certificate_der(0xca));
+        let record = Command::RecordCaKey { ca_certificate_sha256, wrapped_key: vec![0x35; 96] };
+        self.ok(Actor::System, record);
+    }
+
+    /// The Security Officer starts a CA rotation and the first members of the quorum, as many
+    /// as its threshold, approve it; returns the operation's ID.
+    pub fn approve_ca_rotation(&mut self) -> u64 {
+        let start =
+            Command::StartQuorumOperation { operation: QuorumOperation::RotateCa, ttl_ms: None };
+        let Reply::QuorumOperationStarted { id, .. } = self.ok(so(), start) else {
+            panic!("expected a started quorum operation");
+        };
+        let quorum = self.state.meta().quorum.clone();
+        for member in quorum.members.iter().take(usize::from(quorum.threshold)) {
+            self.ok(so(), Command::ApproveQuorumOperation { id, member: member.id.clone() });
+        }
+        assert!(self.state.ca_rotation().is_some(), "the rotation is approved");
+        id
+    }
+
+    /// The KMAs that apply the log, as (name, node ID).
+    pub fn kmas_applying_the_log(&self) -> Vec<(String, NodeId)> {
+        let kmas = self.state.meta().kmas.values().filter(|kma| kma.applies_the_log());
+        kmas.map(|kma| (kma.name.clone(), kma.node_id)).collect()
+    }
+
+    /// Every KMA that applies the log records, through its own node, the certificate it
+    /// reissued itself under the new CA: [`reissued_certificate`] of its node ID.
+    pub fn reissue_every_kma(&mut self) {
+        for (name, node_id) in self.kmas_applying_the_log() {
+            let certificate_sha256 = reissued_certificate(node_id);
+            let record = Command::RecordReissuedKmaCertificate { name, certificate_sha256 };
+            self.apply_from(node_id, Actor::System, record).expect("its own certificate");
+        }
+    }
+}
+
+/// SHA-256, as a KMA fingerprints a certificate's DER.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
+
+/// A stand-in for a CA certificate's DER: the state checks its SHA-256 and its length, never
+/// its contents.
+pub fn ca_certificate_der(byte: u8) -> Vec<u8> {
+    vec![byte; 700]
+}
+
+/// A KMA begins a CA rotation with the CA certificate [`ca_certificate_der`]`(byte)`, its true
+/// fingerprint, and a wrapped key of `byte ^ 0xff`.
+pub fn begin_ca_rotation(byte: u8) -> Command {
+    let ca_certificate_der = ca_certificate_der(byte);
+    Command::BeginCaRotation {
+        ca_certificate_sha256: sha256(&ca_certificate_der),
+        ca_certificate_der,
+        wrapped_key: vec![byte ^ 0xff; 96],
+    }
+}
+
+/// The certificate the KMA of node `node_id` reissues itself in these tests.
+pub fn reissued_certificate(node_id: NodeId) -> [u8; 32] {
+    [0xe0 | node_id as u8; 32]
 }
 
 /// A standard setup: two KMAs (so keys are Ready at once), a policy/group `std` with the given

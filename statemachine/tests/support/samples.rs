@@ -6,7 +6,7 @@ use statemachine::command::{
 };
 use statemachine::key::{Activation, KeyCheckValue};
 use statemachine::quorum::QuorumOperation;
-use statemachine::{Command, Role, RoleSet};
+use statemachine::{Actor, Command, Role, RoleSet};
 
 use super::*;
 
@@ -204,5 +204,35 @@ pub fn samples(cluster: &mut TestCluster, f: &Fixture) -> Vec<Command> {
         Command::RecordCaKey { ca_certificate_sha256: [0xca; 32], wrapped_key: vec![0x77; 96] },
         // Log format 3: quorum members unlocked a KMA with their passphrases (issue 16 point 5).
         Command::RecordMemberUnlock { kma: s("kma1"), members: vec![s("q1")] },
+        // Log format 3: a CA rotation (issue 16 point 1), each step applied on a cluster brought
+        // to it by `stage_for`.
+        Command::StartQuorumOperation { operation: QuorumOperation::RotateCa, ttl_ms: None },
+        begin_ca_rotation(0xcc),
+        Command::RecordReissuedKmaCertificate { name: s("kma1"), certificate_sha256: [0xe1; 32] },
+        Command::CompleteCaRotation,
     ]
+}
+
+/// Brings the prepared cluster, at log format 3, to the step of a CA rotation that `command`
+/// of [`samples`] takes: a CA key to rotate for the start; an approved rotation for its
+/// beginning; a begun one for a reissued certificate; every KMA reissued for the completion.
+/// Any other command needs nothing.
+pub fn stage_for(cluster: &mut TestCluster, command: &Command) {
+    let step = match command {
+        Command::StartQuorumOperation { operation: QuorumOperation::RotateCa, .. } => 1,
+        Command::BeginCaRotation { .. } => 2,
+        Command::RecordReissuedKmaCertificate { .. } => 3,
+        Command::CompleteCaRotation => 4,
+        _ => return,
+    };
+    cluster.record_ca_key();
+    if step >= 2 {
+        cluster.approve_ca_rotation();
+    }
+    if step >= 3 {
+        cluster.ok(Actor::System, begin_ca_rotation(0xcc));
+    }
+    if step >= 4 {
+        cluster.reissue_every_kma();
+    }
 }
