@@ -92,12 +92,17 @@ impl State {
             None => {
                 // Taken before the command runs: a deleted KMA's node ID is gone after.
                 let change = self.change_of(&envelope.command);
+                let retiring = self.retiring_ca_audited();
                 let result = self
                     .check_access(&envelope.actor, Access::Command(kind))
                     .and_then(|()| self.check_format(&envelope.command))
                     .and_then(|()| self.execute(&mut cx, &envelope.command));
                 if let (Ok(_), Some(change)) = (&result, change) {
                     cx.event(change);
+                }
+                // After the change that caused it (an adoption, a deletion).
+                if let Some(retired) = self.ca_retired_since(retiring).filter(|_| result.is_ok()) {
+                    cx.event(retired);
                 }
                 self.remember(envelope, now_ms, &result);
                 result
@@ -335,7 +340,8 @@ impl State {
             C::RecordReissuedKmaCertificate { name, certificate_sha256 } => {
                 self.record_reissued_kma_certificate(cx, name, *certificate_sha256)
             }
-            C::CompleteCaRotation => self.complete_ca_rotation(),
+            C::CompleteCaRotation => self.complete_ca_rotation(cx),
+            C::RecordCaAdopted { name } => self.record_ca_adopted(cx, name),
         }
     }
 }

@@ -160,7 +160,7 @@ impl State {
             return Err(Reject::LastKma { name: name.into() });
         }
         self.meta.kmas.remove(name);
-        self.forget_reissued_certificate(name);
+        self.forget_kma_in_ca_rotation(name);
         Ok(Reply::Done)
     }
 

@@ -176,6 +176,11 @@ pub enum AuditWhat {
         ca_certificate_sha256: Fingerprint,
         user_sessions_ended: u32,
     },
+    /// Every KMA that applies the log adopted the new CA (the last adoption, or the deletion of
+    /// the last KMA missing): the old CA, by its fingerprint, is trusted no more.
+    CaRetired {
+        ca_certificate_sha256: Fingerprint,
+    },
 }
 
 /// What changed in a user (persisted: variants only appended).
@@ -261,6 +266,11 @@ pub enum KmaChange {
     /// fingerprint (no secret), its certificate once the rotation completes.
     CertificateReissued {
         certificate_sha256: [u8; 32],
+    },
+    /// After a CA rotation completed, it presents its certificate of the new CA: the new CA's
+    /// fingerprint. The old CA is retired once every KMA has.
+    AdoptedNewCa {
+        ca_certificate_sha256: [u8; 32],
     },
 }
 

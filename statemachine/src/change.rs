@@ -7,6 +7,12 @@
 //!
 //! Only new values and names: a passphrase verifier, a wrapped share or key never enters the
 //! audit log (SPEC S5).
+//!
+//! One change is a consequence rather than a command's own: the old CA's retirement, by the
+//! last KMA's adoption of the new CA or by the deletion of the last KMA missing. `apply` tells
+//! it after the command's own change, by comparing the CA being retired before and after
+//! ([`State::ca_retired_since`]), so that the rule of when it happens is decided once, by the
+//! handlers.
 
 use crate::audit::{AgentChange, AuditWhat, KmaChange, UserChange};
 use crate::command::Command;
@@ -87,6 +93,13 @@ impl State {
                     KmaChange::CertificateReissued { certificate_sha256: *certificate_sha256 };
                 self.kma_event(name, change)
             }
+            // The first record, not the same one retried.
+            C::RecordCaAdopted { name } if self.kma_to_adopt(name) => {
+                let ca_key = self.meta.ca_key.as_ref()?;
+                let change =
+                    KmaChange::AdoptedNewCa { ca_certificate_sha256: ca_key.ca_certificate_sha256 };
+                self.kma_event(name, change)
+            }
             _ => None,
         }
     }
@@ -121,6 +134,26 @@ impl State {
             }
             _ => None,
         }
+    }
+
+    /// The fingerprint of the old CA being retired, taken before a command runs for
+    /// [`State::ca_retired_since`]; `None` when none is, and below format 3 (judged by the state
+    /// before the command, as `change_of`).
+    pub(crate) fn retiring_ca_audited(&self) -> Option<[u8; 32]> {
+        let retiring = self.meta.retiring_ca.as_ref()?;
+        // Asked last: the format costs a look at every KMA.
+        self.format_rules_apply(LOG_FORMAT_3).then_some(retiring.ca_certificate_sha256)
+    }
+
+    /// `CaRetired` when the command just applied retired the CA that was retiring before it
+    /// (`retiring`, from [`State::retiring_ca_audited`]); `None` otherwise. No entry ends one
+    /// retirement and starts another (a rotation cannot complete while an old CA retires), so
+    /// the CA is retired when the state no longer holds it as retiring.
+    pub(crate) fn ca_retired_since(&self, retiring: Option<[u8; 32]>) -> Option<AuditWhat> {
+        let retired = retiring?;
+        let still = self.meta.retiring_ca.as_ref().map(|now| now.ca_certificate_sha256);
+        (still != Some(retired))
+            .then_some(AuditWhat::CaRetired { ca_certificate_sha256: Fingerprint(retired) })
     }
 
     fn kma_without_certificate(&self, name: &str) -> bool {

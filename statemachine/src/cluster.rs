@@ -1,6 +1,6 @@
 //! Cluster-wide records: sites, KMAs, users and the settings a Security Officer controls.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
@@ -36,7 +36,10 @@ pub struct WrappedCaKey {
 /// 2. every KMA that applies the log signs itself a certificate under the new CA and records
 ///    its fingerprint (`Command::RecordReissuedKmaCertificate`): `reissued`;
 /// 3. once all have, a KMA completes it (`Command::CompleteCaRotation`): the new CA becomes the
-///    cluster CA, each KMA's reissued certificate its certificate, and every user session ends.
+///    cluster CA, each KMA's reissued certificate its certificate, and every user session ends;
+///    the old CA is still trusted, until it is retired ([`RetiringCa`]);
+/// 4. every KMA that applies the log records that it switched to its new certificate
+///    (`Command::RecordCaAdopted`); once all have, the old CA is retired.
 ///
 /// While it lasts, a listener accepts a KMA's recorded certificate and its reissued one
 /// ([`crate::State::accepted_kma_certificates`]), and no KMA joins: a joiner's certificate would
@@ -65,6 +68,26 @@ pub struct NewCa {
     pub ca_certificate_der: Vec<u8>,
     /// Its key, and the certificate's fingerprint (SHA-256 of `ca_certificate_der`, checked).
     pub ca_key: WrappedCaKey,
+}
+
+/// The last phase of a CA rotation (issue 16 point 1): the rotation completed and the new CA is
+/// the cluster CA, but every KMA still trusts the old one. A KMA starts presenting its new
+/// certificate when it applies the completion, and until then presents its old one: were it
+/// refused meanwhile, it could never receive the completion. So the old CA is refused only once
+/// every KMA that applies the log has switched and recorded it (`Command::RecordCaAdopted`);
+/// the entry that records the last one (or deletes the last KMA missing) sets
+/// `Meta::retiring_ca` to `None`: the old CA is retired. No rotation starts and no KMA joins
+/// meanwhile, so that the KMAs the retirement waits for can only become fewer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiringCa {
+    /// SHA-256 of the DER of the old CA's certificate: the CA being retired.
+    pub ca_certificate_sha256: [u8; 32],
+    /// The time of the entry that completed the rotation.
+    pub completed_at_ms: u64,
+    /// The KMAs that recorded they present their certificate of the new CA; empty at the
+    /// completion, at most one name per KMA that applies the log ([`crate::limits::KMAS_MAX`]).
+    /// A deleted KMA leaves it.
+    pub adopted: BTreeSet<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -438,4 +438,12 @@ pub enum Command {
     /// CA, each KMA's reissued certificate its certificate, and every user session ends (their
     /// certificates came from the old CA).
     CompleteCaRotation,
+    /// KMA `name` applied the completion of a CA rotation and presents its certificate of the
+    /// new CA from now on; it records so through its own node (`origin_node_id`), as
+    /// [`Command::RecordReissuedKmaCertificate`]. Once every KMA that applies the log has, the
+    /// old CA is retired (see [`crate::cluster::RetiringCa`]). The same again is answered
+    /// `Done`.
+    RecordCaAdopted {
+        name: String,
+    },
 }

@@ -28,7 +28,8 @@
 //! - rotates the cluster CA (issue 16 point 1): `QuorumOperation::RotateCa` (its start needs
 //!   format 3, though `Command::StartQuorumOperation` is of format 1), then
 //!   `Command::BeginCaRotation`, `Command::RecordReissuedKmaCertificate` and
-//!   `Command::CompleteCaRotation`; no KMA joins while a rotation is under way.
+//!   `Command::CompleteCaRotation`, and `Command::RecordCaAdopted` until the old CA is retired;
+//!   no KMA joins while a rotation is under way or its old CA is not retired yet.
 //!
 //! The rules, all pure functions of the state so that every KMA decides alike:
 //! 1. A command is proposed, and applied, only once every KMA that applies the log reports a
@@ -289,7 +290,8 @@ impl Command {
             | C::RecordMemberUnlock { .. }
             | C::BeginCaRotation { .. }
             | C::RecordReissuedKmaCertificate { .. }
-            | C::CompleteCaRotation => LOG_FORMAT_3,
+            | C::CompleteCaRotation
+            | C::RecordCaAdopted { .. } => LOG_FORMAT_3,
         }
     }
 }

@@ -20,6 +20,7 @@ impl State {
         self.check_catalog_invariants();
         self.check_certificate_invariants();
         self.check_ca_rotation_invariants();
+        self.check_ca_retirement_invariants();
         self.check_login_failure_invariants();
         let chain = self.meta.audit_chain;
         assert!(chain.events > 0 || chain.head == [0; 32], "an empty audit chain has a zero head");
@@ -147,6 +148,36 @@ impl State {
         let sha256: [u8; 32] = Sha256::digest(der).into();
         assert_eq!(new_ca.ca_key.ca_certificate_sha256, sha256, "the new CA's own fingerprint");
         assert_ne!(current.ca_certificate_sha256, sha256, "a rotation moves to another CA");
+    }
+
+    /// The old CA of a completed rotation, while it retires (issue 16 point 1): a CA other than
+    /// the cluster CA, replaced by a rotation that recorded the new CA's certificate; no new
+    /// rotation meanwhile (none starts while an old CA retires); adoptions only by KMAs that
+    /// apply the log; and some KMA still missing, since the adoption or deletion that leaves
+    /// none retires it in the same entry.
+    fn check_ca_retirement_invariants(&self) {
+        let Some(retiring) = &self.meta.retiring_ca else { return };
+        let Some(current) = &self.meta.ca_key else {
+            panic!("a retiring CA was replaced by a recorded CA key")
+        };
+        assert_ne!(
+            current.ca_certificate_sha256, retiring.ca_certificate_sha256,
+            "the CA retiring is not the cluster CA"
+        );
+        assert!(self.meta.ca_certificate_der.is_some(), "a completed rotation's CA certificate");
+        assert!(self.meta.ca_rotation.is_none(), "no CA rotation while an old CA retires");
+        assert!(retiring.completed_at_ms <= self.meta.time_ms_last, "completed by an entry");
+        assert!(retiring.adopted.len() <= KMAS_MAX, "one adoption per KMA at most");
+        for name in &retiring.adopted {
+            assert!(
+                self.meta.kmas.get(name).is_some_and(|kma| kma.applies_the_log()),
+                "the adoption of {name} names a KMA that applies the log"
+            );
+        }
+        assert!(
+            !self.ca_retirement_waiting_for().is_empty(),
+            "the old CA is retired once no KMA is missing"
+        );
     }
 
     /// Failed-proof windows (issue 16 point 5): one per principal that exists, each holding at

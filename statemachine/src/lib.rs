@@ -23,7 +23,8 @@
 //!   the approvers of a quorum operation, the keys a pool refill wants);
 //!   [`list`]: paged, filtered lists for the admin API, bounded per page.
 //! - `apply_ca_rotation`: the steps of a CA rotation the quorum approved
-//!   ([`cluster::CaRotation`]), and [`State::ca_rotation`] and the reads after it in [`query`].
+//!   ([`cluster::CaRotation`]) and of the old CA's retirement ([`cluster::RetiringCa`]), and
+//!   [`State::ca_rotation`] and the reads after it in [`query`].
 //! - `login_failure`: failed proofs of users and agents counted in the replicated state, so
 //!   that N KMAs together allow no more than the limit ([`State::login_throttled`]).
 //! - [`codec`]: versioned envelope and chunked snapshot encodings.

@@ -94,6 +94,7 @@ pub enum CommandKind {
     BeginCaRotation,
     RecordReissuedKmaCertificate,
     CompleteCaRotation,
+    RecordCaAdopted,
 }
 
 /// Who may issue a kind of command.
@@ -141,6 +142,8 @@ impl CommandKind {
             K::StartRotateCa => Users(SO),
             K::BeginCaRotation | K::RecordReissuedKmaCertificate => System,
             K::CompleteCaRotation => System,
+            // Only the KMA itself knows which certificate it presents.
+            K::RecordCaAdopted => System,
             K::StartJoinKma | K::StartUnlockKma | K::StartEnableAutonomousUnlock => Users(SO),
             K::StartChangeQuorum | K::StartCreateTransferPartner => Users(SO),
             K::StartRestoreFromBackup => Users(BO),
@@ -195,7 +198,7 @@ impl CommandKind {
     }
 
     /// Every kind, in declaration order (for the role-matrix test and documentation).
-    pub const ALL: [CommandKind; 70] = {
+    pub const ALL: [CommandKind; 71] = {
         use CommandKind as K;
         [
             K::InitCluster,
@@ -268,6 +271,7 @@ impl CommandKind {
             K::BeginCaRotation,
             K::RecordReissuedKmaCertificate,
             K::CompleteCaRotation,
+            K::RecordCaAdopted,
         ]
     };
 }
@@ -357,6 +361,7 @@ impl Command {
             C::BeginCaRotation { .. } => K::BeginCaRotation,
             C::RecordReissuedKmaCertificate { .. } => K::RecordReissuedKmaCertificate,
             C::CompleteCaRotation => K::CompleteCaRotation,
+            C::RecordCaAdopted { .. } => K::RecordCaAdopted,
         }
     }
 }

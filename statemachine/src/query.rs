@@ -8,7 +8,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{CaRotation, Kma, WrappedCaKey};
+use crate::cluster::{CaRotation, Kma, RetiringCa, WrappedCaKey};
 use crate::command::{Actor, DestroySelection};
 use crate::data_unit::DataUnitState;
 use crate::format::{LOG_FORMAT_2, LOG_FORMAT_3};
@@ -246,7 +246,7 @@ impl State {
 }
 
 /// Reads of a CA rotation (issue 16 point 1), for the node: which step to take, which
-/// certificates its listeners accept meanwhile.
+/// certificates its listeners accept meanwhile, which CAs its TLS trusts.
 impl State {
     /// The CA rotation the quorum approved, until it completes; `None` otherwise.
     pub fn ca_rotation(&self) -> Option<&CaRotation> {
@@ -318,6 +318,40 @@ impl State {
     /// every KMA that applies the log reissued its certificate.
     pub fn ca_rotation_complete_ready(&self) -> bool {
         self.begun_ca_rotation().is_ok() && self.ca_rotation_waiting_for().is_empty()
+    }
+
+    /// The old CA of the last completed rotation while it is still trusted, until every KMA
+    /// that applies the log adopted the new one; `None` otherwise. While it is `Some`, a KMA's
+    /// TLS trusts the old CA and the cluster CA: a KMA that has not applied the completion yet
+    /// still presents its certificate of the old CA.
+    pub fn retiring_ca(&self) -> Option<&RetiringCa> {
+        self.meta.retiring_ca.as_ref()
+    }
+
+    /// Whether KMA `name` should record now, with `Command::RecordCaAdopted` (through its own
+    /// node), that it presents its certificate of the new CA: an old CA is retiring, the KMA
+    /// applies the log, and has not recorded it. A KMA asks as it applies entries, once it
+    /// switched to its new certificate; it turns false once its record is applied.
+    pub fn kma_to_adopt(&self, name: &str) -> bool {
+        let Some(retiring) = &self.meta.retiring_ca else { return false };
+        let applies = self.meta.kmas.get(name).is_some_and(|kma| kma.applies_the_log());
+        applies && !retiring.adopted.contains(name)
+    }
+
+    /// The KMAs the retirement of the old CA waits for, by name: those that apply the log and
+    /// have not adopted the new CA; at most [`crate::limits::KMAS_MAX`]. Empty when no old CA
+    /// is retiring. A KMA that is gone for good leaves the list when it is deleted.
+    pub fn ca_retirement_waiting_for(&self) -> Vec<String> {
+        let Some(retiring) = &self.meta.retiring_ca else { return Vec::new() };
+        let waiting: Vec<String> = self
+            .meta
+            .kmas
+            .values()
+            .filter(|kma| kma.applies_the_log() && !retiring.adopted.contains(&kma.name))
+            .map(|kma| kma.name.clone())
+            .collect();
+        debug_assert!(waiting.len() <= KMAS_MAX, "at most one name per KMA");
+        waiting
     }
 }
 

@@ -286,6 +286,29 @@ pub enum Reject {
         .waiting_for.join(", ")
     )]
     CaRotationIncomplete { waiting_for: alloc::vec::Vec<String> },
+    /// An adoption is recorded only between a rotation's completion and the old CA's
+    /// retirement: before, the new CA is not the cluster CA; after, every KMA adopted it.
+    #[error(
+        "no old CA is being retired, so there is nothing to adopt: a KMA records that it \
+         adopted the new CA only after a CA rotation completed, until every KMA has; nothing \
+         to do"
+    )]
+    CaNotRetiring,
+    /// The old CA of the last rotation is still trusted: a new rotation would have every KMA
+    /// trust three CAs, and a joiner would be one more KMA the retirement waits for. Not
+    /// `CaRotationUnderWay`: the rotation is over, and its approval is not kept.
+    #[error(
+        "the CA rotation completed at {completed_at_ms} ms waits for KMAs {} to adopt the new \
+         CA before the old CA (SHA-256 {ca_certificate_sha256}) is retired: no CA rotation \
+         starts and no KMA joins until then; let those KMAs catch up with the log (each records \
+         its adoption by itself), or delete those that are gone for good, then try again",
+        .waiting_for.join(", ")
+    )]
+    CaRetirementUnderWay {
+        ca_certificate_sha256: Fingerprint,
+        completed_at_ms: u64,
+        waiting_for: alloc::vec::Vec<String>,
+    },
 }
 
 /// What kind of rule a [`Reject`] names, for shells to choose their protocol's answer (an HTTP
@@ -401,6 +424,8 @@ impl Reject {
             R::CaRotationAlreadyBegun { .. } => 79,
             R::CaRotationNotBegun => 80,
             R::CaRotationIncomplete { .. } => 81,
+            R::CaNotRetiring => 82,
+            R::CaRetirementUnderWay { .. } => 83,
         }
     }
 
@@ -487,7 +512,9 @@ impl Reject {
             | R::CaRotationNotApproved
             | R::CaRotationAlreadyBegun { .. }
             | R::CaRotationNotBegun
-            | R::CaRotationIncomplete { .. } => C::Conflict,
+            | R::CaRotationIncomplete { .. }
+            | R::CaNotRetiring
+            | R::CaRetirementUnderWay { .. } => C::Conflict,
         }
     }
 

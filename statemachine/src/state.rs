@@ -14,7 +14,7 @@ use crate::audit::AuditChain;
 use crate::backup::{Backup, BackupKind};
 use crate::cluster::{
     BackupSchedule, CaRotation, ClusterInfo, FailureWindow, KeyPoolLimits, Kma, KmaStatus,
-    SecuritySettings, Site, User, WrappedCaKey,
+    RetiringCa, SecuritySettings, Site, User, WrappedCaKey,
 };
 use crate::command::Actor;
 use crate::data_unit::{DataUnit, DataUnitState};
@@ -89,6 +89,11 @@ pub struct Meta {
     /// must trust from the state. Its SHA-256 is that of `ca_key`. `None` before any rotation
     /// completed: the first CA's certificate is the one `kma init` wrote on every KMA's disk.
     pub ca_certificate_der: Option<Vec<u8>>,
+    /// The CA a completed rotation replaced, trusted still until every KMA that applies the log
+    /// adopted the new one (log format 3, snapshot format 4; issue 16 point 1): read with
+    /// [`State::retiring_ca`]. `None` once it is retired, before any rotation completed, and in
+    /// snapshots of older formats.
+    pub retiring_ca: Option<RetiringCa>,
 }
 
 /// Lookups derived from the records; see [`State::rebuild_index`].

@@ -1,22 +1,23 @@
 //! A rotation of the cluster CA, state side (SPEC S4, S2; issue 16 point 1): the quorum
 //! approves it, a KMA records the new CA, every KMA records the certificate it reissued itself,
 //! and the completion makes the new CA the cluster CA and the reissued certificates the KMAs'
-//! own, ending every user session. Each refusal, who may take each step, joins held back, a
-//! deleted KMA left out, the audit log and snapshots. The rules of log format 3: each test
-//! opens that format first, as a cluster of this software runs at it.
+//! own, ending every user session; the old CA stays trusted until every KMA records that it
+//! adopted the new one, and is then retired. Each refusal, who may take each step, joins and
+//! new rotations held back, a deleted KMA left out, the audit log and snapshots. The rules of
+//! log format 3: each test opens that format first, as a cluster of this software runs at it.
 mod support;
 
 use std::collections::BTreeMap;
 
 use statemachine::audit::{AuditWhat, KmaChange};
-use statemachine::cluster::{CaRotation, WrappedCaKey};
+use statemachine::cluster::{CaRotation, KmaStatus, RetiringCa, WrappedCaKey};
 use statemachine::codec::{decode_snapshot, encode_envelope};
 use statemachine::format::LOG_FORMAT_3;
 use statemachine::ids::Fingerprint;
 use statemachine::limits::{CA_CERTIFICATE_DER_LEN_MAX, WRAPPED_CA_KEY_LEN_MAX};
 use statemachine::quorum::QuorumOperation;
 use statemachine::reject::TextProblem;
-use statemachine::{Actor, Command, CommandKind, Reject, Reply, Role, RoleSet};
+use statemachine::{Actor, Command, CommandKind, Outcome, Reject, Reply, Role, RoleSet};
 use support::*;
 
 fn start_rotate_ca() -> Command {
@@ -29,6 +30,10 @@ fn approve(id: u64, member: &str) -> Command {
 
 fn reissue(name: &str, certificate_sha256: [u8; 32]) -> Command {
     Command::RecordReissuedKmaCertificate { name: name.into(), certificate_sha256 }
+}
+
+fn adopt(name: &str) -> Command {
+    Command::RecordCaAdopted { name: name.into() }
 }
 
 fn grant(name: &str, byte: u8) -> Command {
@@ -76,10 +81,14 @@ fn rotating_cluster() -> (TestCluster, Fixture) {
 /// created, neither asked nor waited for; while it runs, kma1's links accept its recorded and
 /// its reissued certificate; the completion audited with both CAs and the two sessions ended,
 /// after which the new CA and its certificate are the cluster's, each KMA holds its reissued
-/// certificate and no other, no user session is left, agents are untouched, the invariants
-/// hold and a snapshot carries it all. (SPEC S4, S2, S5; issue 16 point 1)
+/// certificate and no other, no user session is left, agents are untouched, the old CA is
+/// retiring since the completion's time, waiting for kma1, kma2 and kma5, the invariants hold
+/// and a snapshot carries it all. Then kma1, kma2 and kma5 each adopt the new CA through their
+/// own node: each asked to until it did, and audited; the last adoption retires the old CA in
+/// the same entry, audited after it, and nothing is left to adopt; the invariants hold
+/// throughout. (SPEC S4, S2, S5; issue 16 point 1)
 #[test]
-fn s4_a_ca_rotation_runs_from_approval_through_every_kma_to_completion() {
+fn s4_a_ca_rotation_runs_from_approval_through_every_kma_to_the_old_cas_retirement() {
     let (mut cluster, _) = rotating_cluster();
     let Reply::QuorumOperationStarted { id, .. } = cluster.ok(so(), start_rotate_ca()) else {
         panic!("started")
@@ -132,6 +141,7 @@ fn s4_a_ca_rotation_runs_from_approval_through_every_kma_to_completion() {
 
     cluster.advance(SECOND_MS);
     let agents = cluster.state.meta().agents.clone();
+    let adopted = std::collections::BTreeSet::new();
     assert_eq!(cluster.ok(Actor::System, Command::CompleteCaRotation), Reply::Done);
     let completed = AuditWhat::CaRotationCompleted {
         retired_ca_certificate_sha256: Fingerprint(first_ca()),
@@ -141,13 +151,254 @@ fn s4_a_ca_rotation_runs_from_approval_through_every_kma_to_completion() {
     assert_eq!(cluster.last_events(), vec![completed]);
     assert!(cluster.state.meta().agents == agents, "agents enroll again; their records stay");
     assert_rotated_to_the_new_ca(&cluster.state);
+    let retiring =
+        RetiringCa { ca_certificate_sha256: first_ca(), completed_at_ms: cluster.now_ms, adopted };
+    assert_eq!(cluster.state.retiring_ca(), Some(&retiring));
     let read = decode_snapshot(&cluster.snapshot()).expect("format 4 is read");
     assert!(read == cluster.state, "a snapshot carries the rotated CA");
+
+    cluster.advance(SECOND_MS);
+    each_kma_adopts_the_new_ca_until_the_old_one_retires(&mut cluster);
 }
 
-/// What a completed rotation of the rotating cluster leaves: the new CA and its certificate
-/// are the cluster's, each KMA that applies the log holds the certificate it reissued and no
-/// other is accepted, no user session is left, no rotation is under way, the invariants hold.
+/// The last phase of the rotating cluster's rotation: kma1, kma2 and kma5 (kma3 is only
+/// created), each asked to adopt the new CA until it did, adopt it through their own node,
+/// each audited; the last adoption retires the old CA, audited after it; then nothing is left
+/// to adopt, and the rotated CA stays.
+fn each_kma_adopts_the_new_ca_until_the_old_one_retires(cluster: &mut TestCluster) {
+    assert_eq!(cluster.state.ca_retirement_waiting_for(), ["kma1", "kma2", "kma5"]);
+    assert!(!cluster.state.kma_to_adopt("kma3"), "only created: it applies no log");
+    assert!(!cluster.state.kma_to_adopt("ghost"));
+    for (name, node_id) in [("kma1", 1), ("kma2", 2), ("kma5", 4)] {
+        assert!(cluster.state.kma_to_adopt(name), "{name}");
+        assert_eq!(cluster.apply_from(node_id, Actor::System, adopt(name)), Ok(Reply::Done));
+        assert!(!cluster.state.kma_to_adopt(name), "{name} adopted");
+        let change = KmaChange::AdoptedNewCa { ca_certificate_sha256: new_ca() };
+        let mut events = vec![AuditWhat::KmaChanged { kma: name.into(), node_id, change }];
+        if name == "kma5" {
+            events.push(AuditWhat::CaRetired { ca_certificate_sha256: Fingerprint(first_ca()) });
+        } else {
+            let adopted = cluster.state.retiring_ca().expect("retiring").adopted.clone();
+            assert!(adopted.contains(name), "{name}");
+        }
+        assert_eq!(cluster.last_events(), events, "{name}");
+        cluster.state.check_invariants();
+    }
+    assert_eq!(cluster.state.retiring_ca(), None, "retired by the last adoption");
+    assert!(cluster.state.ca_retirement_waiting_for().is_empty());
+    assert!(["kma1", "kma2", "kma5"].iter().all(|name| !cluster.state.kma_to_adopt(name)));
+    assert_rotated_to_the_new_ca(&cluster.state);
+}
+
+/// The rotating cluster with a rotation to [`new_ca`] completed: its old CA, [`first_ca`],
+/// retiring, adopted by no KMA yet.
+fn completed_rotation() -> TestCluster {
+    let (mut cluster, _) = rotating_cluster();
+    cluster.approve_ca_rotation();
+    cluster.ok(Actor::System, begin_ca_rotation(0xcc));
+    cluster.reissue_every_kma();
+    cluster.ok(Actor::System, Command::CompleteCaRotation);
+    assert!(cluster.state.retiring_ca().is_some_and(|retiring| retiring.adopted.is_empty()));
+    cluster
+}
+
+/// Setup: a completed rotation, its old CA retiring. Action: kma1's adoption through kma2's
+/// node, kma3's (only created) through its own node, an unknown KMA's, kma1's by a user; then
+/// kma1's through its own node, and the same again. Expect: refused as another KMA's report
+/// (it could retire the old CA while kma1 still presents a certificate of it), as the wrong
+/// status, as unknown, as the wrong issuer, with nothing adopted; then kma1's recorded and
+/// audited, the old CA still retiring for kma2 and kma5; the same again Done, with no audit
+/// event and no change. (SPEC S4, S2; issue 16 point 1)
+#[test]
+fn s4_a_kma_records_only_its_own_adoption_of_the_new_ca() {
+    let mut cluster = completed_rotation();
+    let another = cluster.apply_from(2, Actor::System, adopt("kma1"));
+    let expected =
+        Reject::KmaCertificateFromAnotherKma { kma: "kma1".into(), node_id: 1, origin_node_id: 2 };
+    assert_eq!(another, Err(expected));
+    let created = cluster.apply_from(3, Actor::System, adopt("kma3"));
+    let status = "created (not joined)".into();
+    assert_eq!(created, Err(Reject::KmaWrongStatus { name: "kma3".into(), status }));
+    let unknown = cluster.apply_from(1, Actor::System, adopt("ghost"));
+    assert_eq!(unknown, Err(Reject::UnknownKma { name: "ghost".into() }));
+    let by_user = cluster.apply_from(1, so(), adopt("kma1"));
+    assert_eq!(by_user, Err(Reject::WrongIssuer { kind: CommandKind::RecordCaAdopted }));
+    assert!(cluster.state.retiring_ca().expect("retiring").adopted.is_empty());
+
+    cluster.apply_from(1, Actor::System, adopt("kma1")).expect("its own");
+    let change = KmaChange::AdoptedNewCa { ca_certificate_sha256: new_ca() };
+    assert_eq!(
+        cluster.last_events(),
+        vec![AuditWhat::KmaChanged { kma: "kma1".into(), node_id: 1, change }]
+    );
+    assert_eq!(cluster.state.ca_retirement_waiting_for(), ["kma2", "kma5"]);
+    let before = cluster.state.clone();
+    assert_eq!(cluster.apply_from(1, Actor::System, adopt("kma1")), Ok(Reply::Done), "again");
+    assert_eq!(cluster.last_events(), vec![]);
+    assert!(without_what_a_refusal_changes(&cluster.state, &before) == before, "nothing changed");
+}
+
+/// Setup: the rotating cluster. Action: kma1 records an adoption of a new CA before any
+/// rotation; with one approved; begun; with every KMA's certificate reissued; then, the
+/// rotation completed, every KMA adopts, and kma1 records its adoption again. Expect: each
+/// refused as there is nothing to adopt (`CaNotRetiring`), before the completion and after the
+/// retirement alike, the message saying so; nothing changes. (SPEC S4; issue 16 point 1)
+#[test]
+fn s4_an_adoption_outside_the_old_cas_retirement_has_nothing_to_adopt() {
+    let (mut cluster, _) = rotating_cluster();
+    let refused = |cluster: &mut TestCluster| {
+        let before = cluster.state.clone();
+        let refused = cluster.apply_from(1, Actor::System, adopt("kma1"));
+        assert_eq!(refused, Err(Reject::CaNotRetiring));
+        assert!(without_what_a_refusal_changes(&cluster.state, &before) == before);
+        refused.expect_err("refused").to_string()
+    };
+    let message = refused(&mut cluster);
+    assert_eq!(
+        message,
+        "no old CA is being retired, so there is nothing to adopt: a KMA records that it \
+         adopted the new CA only after a CA rotation completed, until every KMA has; nothing to \
+         do"
+    );
+    cluster.approve_ca_rotation();
+    refused(&mut cluster);
+    cluster.ok(Actor::System, begin_ca_rotation(0xcc));
+    refused(&mut cluster);
+    cluster.reissue_every_kma();
+    refused(&mut cluster);
+    cluster.ok(Actor::System, Command::CompleteCaRotation);
+    cluster.adopt_every_kma();
+    refused(&mut cluster);
+}
+
+/// Setup: a completed rotation, its old CA retiring. Action: the Security Officer deletes kma3
+/// (only created); kma5 adopts the new CA and is deleted; kma1 adopts; kma2, the last KMA
+/// missing, is deleted. Expect: kma3's deletion leaves the retirement as it was; kma5's takes
+/// its adoption with it, and the retirement still waits for kma1 and kma2; after kma1's
+/// adoption it waits for kma2 alone; kma2's deletion retires the old CA in the same entry,
+/// audited after the deletion; the invariants hold throughout. (SPEC S4, C5; issue 16 point 1)
+#[test]
+fn s4_a_deleted_kma_does_not_hold_up_the_retirement_of_the_old_ca() {
+    let mut cluster = completed_rotation();
+    let delete = |name: &str| Command::DeleteKma { name: name.into() };
+    let deleted = |name: &str, node_id| AuditWhat::KmaChanged {
+        kma: name.into(),
+        node_id,
+        change: KmaChange::Deleted,
+    };
+    cluster.ok(so(), delete("kma3"));
+    assert_eq!(cluster.last_events(), vec![deleted("kma3", 3)]);
+    assert_eq!(cluster.state.ca_retirement_waiting_for(), ["kma1", "kma2", "kma5"]);
+    cluster.apply_from(4, Actor::System, adopt("kma5")).expect("its own");
+    cluster.ok(so(), delete("kma5"));
+    assert_eq!(cluster.last_events(), vec![deleted("kma5", 4)]);
+    let retiring = cluster.state.retiring_ca().expect("still retiring");
+    assert!(retiring.adopted.is_empty(), "kma5's adoption left with it");
+    assert_eq!(cluster.state.ca_retirement_waiting_for(), ["kma1", "kma2"]);
+    cluster.apply_from(1, Actor::System, adopt("kma1")).expect("its own");
+    assert_eq!(cluster.state.ca_retirement_waiting_for(), ["kma2"]);
+    assert!(cluster.state.retiring_ca().is_some());
+
+    cluster.ok(so(), delete("kma2"));
+    let retired = AuditWhat::CaRetired { ca_certificate_sha256: Fingerprint(first_ca()) };
+    assert_eq!(cluster.last_events(), vec![deleted("kma2", 2), retired]);
+    assert_eq!(cluster.state.retiring_ca(), None, "retired by the deletion");
+    assert!(cluster.state.ca_retirement_waiting_for().is_empty());
+    assert_eq!(cluster.state.wrapped_ca_key().expect("new").ca_certificate_sha256, new_ca());
+    cluster.state.check_invariants();
+}
+
+/// Setup: the rotating cluster; two CA rotations started; the first approved, begun, every
+/// certificate reissued and completed. Action: a third rotation started; the approval that
+/// would complete the second; every KMA adopts the new CA; the same approval again. Expect:
+/// while the old CA retires, the third is refused and so is the second's approval
+/// (`CaRetirementUnderWay`: not `CaRotationUnderWay`, the rotation is over), the second stays
+/// pending and no rotation is recorded; once the old CA is retired, the second is approved and
+/// recorded, retiring the CA the first rotation made. (SPEC S4; issue 16 point 1)
+#[test]
+fn s4_no_ca_rotation_starts_while_the_old_ca_retires() {
+    let (mut cluster, _) = rotating_cluster();
+    let mut started = Vec::new();
+    for _ in 0..2 {
+        let Reply::QuorumOperationStarted { id, .. } = cluster.ok(so(), start_rotate_ca()) else {
+            panic!("started")
+        };
+        started.push(id);
+    }
+    let (first, second) = (started[0], started[1]);
+    cluster.ok(so(), approve(first, "q1"));
+    cluster.ok(so(), approve(first, "q2"));
+    cluster.ok(Actor::System, begin_ca_rotation(0xcc));
+    cluster.reissue_every_kma();
+    cluster.ok(Actor::System, Command::CompleteCaRotation);
+    let retiring = Reject::CaRetirementUnderWay {
+        ca_certificate_sha256: Fingerprint(first_ca()),
+        completed_at_ms: cluster.now_ms,
+        waiting_for: vec!["kma1".into(), "kma2".into(), "kma5".into()],
+    };
+    assert_eq!(cluster.apply(so(), start_rotate_ca()), Err(retiring.clone()));
+    cluster.ok(so(), approve(second, "q1"));
+    assert_eq!(cluster.apply(so(), approve(second, "q2")), Err(retiring));
+    assert!(cluster.state.meta().quorum_operations.contains_key(&second), "still pending");
+    assert_eq!(cluster.state.ca_rotation(), None);
+
+    cluster.adopt_every_kma();
+    cluster.ok(so(), approve(second, "q2"));
+    let approved = AuditWhat::CaRotationApproved { ca_certificate_sha256: Fingerprint(new_ca()) };
+    assert!(cluster.last_events().contains(&approved), "it retires the first rotation's CA");
+    assert_eq!(cluster.state.ca_rotation().expect("approved").operation_id, second);
+}
+
+/// Setup: a completed rotation, its old CA retiring. Action: kma1's adoption through kma2's
+/// node; kma1's own; kma2's own, the same again; kma5's own, the last; every event kept.
+/// Expect: the refusal holds the command record alone, rejected with code 70; each adoption
+/// its command record and `AdoptedNewCa` with the new CA's fingerprint, the same again the
+/// record alone; the last one then `CaRetired` with the old CA's fingerprint, after its
+/// adoption; no event holds the wrapped key's bytes, and `CaRetired` reads in hex. (SPEC S5;
+/// issue 16 point 1)
+#[test]
+fn s5_the_audit_log_of_a_retirement_holds_each_adoption_then_the_retired_ca() {
+    let mut cluster = completed_rotation();
+    let whole = |cluster: &mut TestCluster, node_id, name: &str| {
+        let result = cluster.apply_from(node_id, Actor::System, adopt(name));
+        let applied = cluster.last.as_ref().expect("applied");
+        let AuditWhat::Command { kind, origin_node_id, outcome, .. } = &applied.events[0].what
+        else {
+            panic!("the command record first")
+        };
+        assert_eq!((*kind, *origin_node_id), (CommandKind::RecordCaAdopted, node_id));
+        let expected = result
+            .as_ref()
+            .map_or_else(|reject| Outcome::Rejected { code: reject.code() }, |_| Outcome::Applied);
+        assert_eq!(*outcome, expected);
+        applied.events.iter().skip(1).map(|event| event.what.clone()).collect::<Vec<_>>()
+    };
+    let adopted = |name: &str, node_id| AuditWhat::KmaChanged {
+        kma: name.into(),
+        node_id,
+        change: KmaChange::AdoptedNewCa { ca_certificate_sha256: new_ca() },
+    };
+    assert_eq!(whole(&mut cluster, 2, "kma1"), vec![]);
+    let refused = cluster.last.as_ref().expect("applied").events[0].what.clone();
+    assert!(matches!(refused, AuditWhat::Command { outcome: Outcome::Rejected { code: 70 }, .. }));
+    assert_eq!(whole(&mut cluster, 1, "kma1"), vec![adopted("kma1", 1)]);
+    assert_eq!(whole(&mut cluster, 2, "kma2"), vec![adopted("kma2", 2)]);
+    assert_eq!(whole(&mut cluster, 2, "kma2"), vec![], "the same again");
+    let retired = AuditWhat::CaRetired { ca_certificate_sha256: Fingerprint(first_ca()) };
+    assert_eq!(whole(&mut cluster, 4, "kma5"), vec![adopted("kma5", 4), retired.clone()]);
+    let bytes = postcard::to_allocvec(&cluster.last.as_ref().expect("applied").events)
+        .expect("events encode");
+    assert!(!bytes.windows(16).any(|w| w == [0x33; 16]), "no wrapped key");
+    assert_eq!(
+        format!("{retired:?}"),
+        format!("CaRetired {{ ca_certificate_sha256: Fingerprint({}) }}", Fingerprint(first_ca()))
+    );
+}
+
+/// What a completed rotation of the rotating cluster leaves, whether its old CA is retired yet
+/// or not: the new CA and its certificate are the cluster's, each KMA that applies the log
+/// holds the certificate it reissued and no other is accepted, no user session is left, no
+/// rotation is under way, the invariants hold.
 fn assert_rotated_to_the_new_ca(state: &statemachine::State) {
     let ca_key = WrappedCaKey { ca_certificate_sha256: new_ca(), wrapped_key: vec![0x33; 96] };
     assert_eq!(state.wrapped_ca_key(), Some(&ca_key));
@@ -450,7 +701,8 @@ fn s4_a_deleted_kma_does_not_hold_up_completion() {
 
 /// Setup: the prepared cluster at log format 3, each step of a rotation reached on its own
 /// copy (`stage_for`). Action: every user role and an agent take each KMA step (begin, record
-/// a reissued certificate, complete); every actor but the Security Officer starts a rotation.
+/// a reissued certificate, complete, record an adoption of the new CA); every actor but the
+/// Security Officer starts a rotation.
 /// Expect: the KMA steps are refused to users and agents as the wrong issuer ("only a KMA
 /// issues ..."), and change nothing; the start is refused to every other actor for the missing
 /// Security Officer role (the KMA and the agent hold none), and no rotation is pending. (SPEC
@@ -459,7 +711,12 @@ fn s4_a_deleted_kma_does_not_hold_up_completion() {
 fn s1_only_a_kma_takes_the_steps_of_a_ca_rotation_and_a_security_officer_starts_it() {
     let (mut cluster, _) = prepared();
     cluster.open_format(LOG_FORMAT_3);
-    let steps = [begin_ca_rotation(0xcc), reissue("kma1", [0xe1; 32]), Command::CompleteCaRotation];
+    let steps = [
+        begin_ca_rotation(0xcc),
+        reissue("kma1", [0xe1; 32]),
+        Command::CompleteCaRotation,
+        adopt("kma1"),
+    ];
     for step in steps {
         let mut copy = cluster.fork();
         stage_for(&mut copy, &step);
@@ -502,14 +759,16 @@ fn s1_only_a_kma_takes_the_steps_of_a_ca_rotation_and_a_security_officer_starts_
 /// Setup: the rotating cluster; before the rotation, kma5's join granted, and kma6 created and
 /// approved to join without a grant yet; the pending join of kma3 (started before). Action:
 /// the quorum approves a rotation; then kma5's grant again, kma6's grant, a new join of kma3
-/// started, and the pending one approved to its threshold; then kma6 deleted, the rotation
-/// completed, and kma3's join approved and granted. Expect: kma5's grant, retried, is Done;
-/// kma6's grant, the new join and the approval that would complete the pending one are refused
-/// (`CaRotationUnderWay`: a joiner's certificate would come from the CA being retired), kma3
-/// stays only created; after the completion kma3 joins and is granted a certificate. (SPEC C4,
-/// S4; issue 16 point 1)
+/// started, and the pending one approved to its threshold; then kma6 deleted and the rotation
+/// completed; the pending join approved again; every KMA adopts the new CA; kma3's join
+/// approved and granted. Expect: kma5's grant, retried, is Done; kma6's grant, the new join and
+/// the approval that would complete the pending one are refused (`CaRotationUnderWay`: a
+/// joiner's certificate would come from the CA being retired), kma3 stays only created; after
+/// the completion the approval is refused again while the old CA retires
+/// (`CaRetirementUnderWay`, naming the KMAs it waits for and the next step); once it is retired
+/// kma3 joins and is granted a certificate. (SPEC C4, S4; issue 16 point 1)
 #[test]
-fn c4_no_kma_joins_while_a_ca_rotation_is_under_way() {
+fn c4_no_kma_joins_while_a_ca_rotation_is_under_way_or_its_old_ca_retires() {
     let (mut cluster, fixture) = rotating_cluster();
     cluster.ok(Actor::System, grant("kma5", 0xc5));
     let kma6 = Command::CreateKma {
@@ -536,14 +795,35 @@ fn c4_no_kma_joins_while_a_ca_rotation_is_under_way() {
     assert_eq!(cluster.apply(so(), join("kma3")), Err(under_way.clone()));
     cluster.ok(so(), approve(fixture.pending, "q1"));
     assert_eq!(cluster.apply(so(), approve(fixture.pending, "q2")), Err(under_way));
-    let kma3 = &cluster.state.meta().kmas["kma3"];
-    assert_eq!(kma3.status, statemachine::cluster::KmaStatus::Created);
+    assert_eq!(cluster.state.meta().kmas["kma3"].status, KmaStatus::Created);
 
     cluster.ok(Actor::System, begin_ca_rotation(0xcc));
     assert_eq!(cluster.state.ca_rotation_waiting_for(), ["kma1", "kma2", "kma5", "kma6"]);
     cluster.ok(so(), Command::DeleteKma { name: "kma6".into() });
     cluster.reissue_every_kma();
     cluster.ok(Actor::System, Command::CompleteCaRotation);
+    let completed_at_ms = cluster.now_ms;
+    cluster.advance(SECOND_MS);
+    let retiring = Reject::CaRetirementUnderWay {
+        ca_certificate_sha256: Fingerprint(first_ca()),
+        completed_at_ms,
+        waiting_for: vec!["kma1".into(), "kma2".into(), "kma5".into()],
+    };
+    let refused = cluster.apply(so(), approve(fixture.pending, "q2"));
+    assert_eq!(refused, Err(retiring));
+    assert_eq!(
+        refused.expect_err("refused").to_string(),
+        format!(
+            "the CA rotation completed at {completed_at_ms} ms waits for KMAs kma1, kma2, kma5 \
+             to adopt the new CA before the old CA (SHA-256 {}) is retired: no CA rotation \
+             starts and no KMA joins until then; let those KMAs catch up with the log (each \
+             records its adoption by itself), or delete those that are gone for good, then try \
+             again",
+            Fingerprint(first_ca())
+        )
+    );
+    assert_eq!(cluster.state.meta().kmas["kma3"].status, KmaStatus::Created);
+    cluster.adopt_every_kma();
     cluster.ok(so(), approve(fixture.pending, "q2"));
     assert_eq!(cluster.ok(Actor::System, grant("kma3", 0xc3)), Reply::Done);
     assert_eq!(cluster.state.meta().kmas["kma3"].certificate_sha256, Some([0xc3; 32]));
@@ -551,9 +831,10 @@ fn c4_no_kma_joins_while_a_ca_rotation_is_under_way() {
 
 /// Setup: the prepared cluster, whose KMAs never reported a format (log format 1), then at
 /// format 2. Action: the Security Officer starts a CA rotation; the KMA software takes each of
-/// its steps. Expect: each refused as not available yet (retryably), needing format 3, the
-/// start too although `StartQuorumOperation` is of format 1; each entry is written at format
-/// 3, so that a KMA of an older release never meets one. (SPEC C7, S4; issue 16 point 1)
+/// its steps, an adoption of the new CA among them. Expect: each refused as not available yet
+/// (retryably), needing format 3, the start too although `StartQuorumOperation` is of format
+/// 1; each entry is written at format 3, so that a KMA of an older release never meets one.
+/// (SPEC C7, S4; issue 16 point 1)
 #[test]
 fn c7_a_ca_rotation_waits_for_log_format_3() {
     let (mut cluster, _) = prepared();
@@ -562,6 +843,7 @@ fn c7_a_ca_rotation_waits_for_log_format_3() {
         (Actor::System, begin_ca_rotation(0xcc)),
         (Actor::System, reissue("kma1", [0xe1; 32])),
         (Actor::System, Command::CompleteCaRotation),
+        (Actor::System, adopt("kma1")),
     ];
     for cluster_format in [1, 2] {
         if cluster_format > 1 {
@@ -637,10 +919,12 @@ fn s5_the_audit_log_of_a_ca_rotation_holds_fingerprints_never_key_bytes() {
 }
 
 /// Setup: the rotating cluster, a rotation begun and kma1's certificate reissued. Action:
-/// write a snapshot (format 4) and read it back; complete the rotation on the read state, and
-/// snapshot again. Expect: the same state each time: the rotation under way, with its new CA
-/// and kma1's certificate, so that a KMA that installs the snapshot knows what it must still
-/// reissue; then the rotated CA and its certificate. (SPEC C7, S4; issue 16 point 1)
+/// write a snapshot (format 4) and read it back; complete the rotation on the read state, kma1
+/// adopts the new CA, and snapshot again. Expect: the same state each time: the rotation under
+/// way, with its new CA and kma1's certificate, so that a KMA that installs the snapshot knows
+/// what it must still reissue; then the rotated CA and its certificate, and the old CA retiring
+/// with kma1's adoption, so that it knows whether it must still adopt. (SPEC C7, S4; issue
+/// 16 point 1)
 #[test]
 fn c7_a_ca_rotation_under_way_survives_a_snapshot() {
     let (mut cluster, _) = rotating_cluster();
@@ -659,7 +943,12 @@ fn c7_a_ca_rotation_under_way_survives_a_snapshot() {
         cluster.apply_from(node_id, Actor::System, record).expect("its own");
     }
     cluster.ok(Actor::System, Command::CompleteCaRotation);
+    cluster.apply_from(1, Actor::System, adopt("kma1")).expect("its own");
     let read = decode_snapshot(&cluster.snapshot()).expect("format 4 is read");
     assert!(read == cluster.state);
     assert_eq!(read.ca_certificate_der(), Some(&ca_certificate_der(0xcc)[..]));
+    let retiring = read.retiring_ca().expect("retiring");
+    assert_eq!(retiring.ca_certificate_sha256, first_ca());
+    assert_eq!(retiring.adopted.iter().collect::<Vec<_>>(), ["kma1"]);
+    assert!(read.kma_to_adopt("kma2") && !read.kma_to_adopt("kma1"));
 }

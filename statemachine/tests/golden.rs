@@ -18,8 +18,9 @@
 //!   the audit events of what commands changed, certificates bound to the state (a KMA's own
 //!   certificate, a join granted once, user sessions recorded and revoked), the cluster CA's
 //!   key recorded wrapped, once, failed proofs counted in the state for the users and agents
-//!   that exist only, a login clearing them, and a CA rotation completed, then a second one
-//!   under way. The snapshot is of format 4.
+//!   that exist only, a login clearing them, and a CA rotation completed, its old CA retired
+//!   once every KMA adopted the new one, then a second rotation under way. The snapshot is of
+//!   format 4.
 //!
 //! `BLESS=1 cargo test -p statemachine --test golden` rewrites the files of the newest log
 //! format only, for a deliberate change of them; the older files are never rewritten.
@@ -29,9 +30,11 @@ mod support;
 use std::path::PathBuf;
 
 use statemachine::audit::AuditChain;
+use statemachine::audit::AuditWhat;
 use statemachine::cluster::FailureWindow;
 use statemachine::codec::{decode_envelope, decode_snapshot, encode_envelope, encode_snapshot};
 use statemachine::command::{Command, DestroySelection};
+use statemachine::ids::Fingerprint;
 use statemachine::quorum::QuorumOperation;
 use statemachine::state::Meta;
 use statemachine::{Actor, Envelope, Formats, KmaVersion, Reply, SoftwareVersion, State};
@@ -212,8 +215,10 @@ fn sample_cluster_v3() -> TestCluster {
 
 /// A CA rotation (issue 16 point 1): approved; kma1's reissued certificate refused before the
 /// new CA; begun, the same beginning retried; every KMA reissues, kma2 twice; completed, which
-/// ends co's session. Then a second rotation approved and begun, kma1 reissued, so that the
-/// snapshot holds one under way.
+/// ends co's session. Then the old CA's retirement: a second rotation refused while it lasts,
+/// kma1 adopts the new CA, again (Done), kma2's adoption refused through kma1's node, and
+/// every KMA adopts, which retires the old CA. Then a second rotation approved and begun, kma1
+/// reissued, so that the snapshot holds one under way.
 fn record_ca_rotation(cluster: &mut TestCluster) {
     let reissued = |name: &str, byte| Command::RecordReissuedKmaCertificate {
         name: name.into(),
@@ -226,6 +231,14 @@ fn record_ca_rotation(cluster: &mut TestCluster) {
     cluster.apply_from(2, Actor::System, reissued("kma2", 0xee)).expect("its own");
     cluster.reissue_every_kma();
     cluster.ok(Actor::System, Command::CompleteCaRotation);
+    let rotate = QuorumOperation::RotateCa;
+    let start = Command::StartQuorumOperation { operation: rotate, ttl_ms: None };
+    cluster.apply(so(), start).expect_err("the old CA retires");
+    let adopted = |name: &str| Command::RecordCaAdopted { name: name.into() };
+    cluster.apply_from(1, Actor::System, adopted("kma1")).expect("its own");
+    cluster.apply_from(1, Actor::System, adopted("kma1")).expect("the same again");
+    cluster.apply_from(1, Actor::System, adopted("kma2")).expect_err("another KMA's");
+    cluster.adopt_every_kma();
     cluster.approve_ca_rotation();
     cluster.ok(Actor::System, begin_ca_rotation(0xcd));
     cluster.apply_from(1, Actor::System, reissued("kma1", 0xf1)).expect("its own");
@@ -384,8 +397,8 @@ fn c7_golden_log_v2_replays_to_the_golden_snapshot_v3() {
 /// Setup: the checked-in snapshot of format 3 of an earlier log of format 3, written before
 /// certificates were recorded. Action: decode it, encode it in today's format, decode again.
 /// Expect: it reads, at log format 3, with every KMA certificate `None`, every user's sessions
-/// empty, no CA key, no failure window and no CA rotation, its invariants hold, and today's
-/// format carries the same state. (SPEC C7, S4; issue 16 points 1, 2, 5)
+/// empty, no CA key, no failure window, no CA rotation and no CA retiring, its invariants hold,
+/// and today's format carries the same state. (SPEC C7, S4; issue 16 points 1, 2, 5)
 #[test]
 fn c7_golden_snapshot_v3_reads_with_no_certificate_or_session() {
     let snapshot = read_golden("snapshot-v3-log-v3.bin");
@@ -398,6 +411,7 @@ fn c7_golden_snapshot_v3_reads_with_no_certificate_or_session() {
     assert_eq!(state.wrapped_ca_key(), None);
     assert!(state.meta().login_failures.is_empty(), "no failure window before format 4");
     assert_eq!((state.ca_rotation(), state.ca_certificate_der()), (None, None), "no rotation");
+    assert_eq!(state.retiring_ca(), None, "no CA retiring before format 4");
     let today = encode_snapshot(&state);
     assert_eq!(today[0], 4, "written in snapshot format 4");
     assert!(decode_snapshot(&today).expect("format 4 is read") == state);
@@ -409,8 +423,9 @@ fn c7_golden_snapshot_v3_reads_with_no_certificate_or_session() {
 /// rotations are the entries of format 3; each entry re-encodes to its bytes; the state and the
 /// audit events equal the checked-in ones, and the snapshot (format 4) decodes to the same
 /// state: the KMAs hold the certificates they reissued (kma2 its second), co's session ended
-/// with the first CA, the CA of the completed rotation with its certificate, the second
-/// rotation under way with kma1's certificate, and the failure windows of co (two failures) and
+/// with the first CA, the CA of the completed rotation with its certificate, its old CA
+/// retired (audited once, after the last adoption), the second rotation under way with kma1's
+/// certificate, and the failure windows of co (two failures) and
 /// drive1 (one), bo's cleared by its login. (SPEC C7, S1, S2, S4, S5, O9, A3; issue 16)
 #[test]
 fn c7_golden_log_v3_replays_to_its_golden_snapshot() {
@@ -426,9 +441,10 @@ fn c7_golden_log_v3_replays_to_its_golden_snapshot() {
     let of_format_3 = entries.iter().filter(|entry| entry[0] == 3).count();
     assert_eq!(
         of_format_3,
-        11 + 13,
-        "2 previewed destroys, 2 KMA reports, 2 grants, 2 sessions, 3 CA key records; 2 CA \
-         rotations started, 3 beginnings, 7 reissued certificates, 1 completion"
+        11 + 14 + 7,
+        "2 previewed destroys, 2 KMA reports, 2 grants, 2 sessions, 3 CA key records; 3 CA \
+         rotations started (one refused), 3 beginnings, 7 reissued certificates, 1 completion; \
+         7 adoptions (kma1 twice, kma2's through kma1's node, then kma1 to kma5)"
     );
     let (state, events) = replay(&entries);
     assert_eq!(state.cluster_format_version(), 3);
@@ -459,6 +475,10 @@ fn c7_golden_log_v3_replays_to_its_golden_snapshot() {
         (sha256(&rotated), &[0x33; 96][..])
     );
     assert_eq!(state.ca_certificate_der(), Some(&rotated[..]));
+    assert_eq!(state.retiring_ca(), None, "the first CA retired");
+    let retired = AuditWhat::CaRetired { ca_certificate_sha256: Fingerprint([0xca; 32]) };
+    let retired = postcard::to_allocvec(&retired).expect("encodes");
+    assert_eq!(events.windows(retired.len()).filter(|w| *w == &retired[..]).count(), 1);
     let rotation = state.ca_rotation().expect("the second rotation");
     let new_ca = rotation.new_ca.as_ref().expect("begun");
     assert_eq!(new_ca.ca_key.ca_certificate_sha256, sha256(&ca_certificate_der(0xcd)));
@@ -557,6 +577,7 @@ fn c7_golden_commands_v1_decode_unchanged() {
         K::BeginCaRotation,
         K::RecordReissuedKmaCertificate,
         K::CompleteCaRotation,
+        K::RecordCaAdopted,
     ];
     let all: std::collections::BTreeSet<_> =
         K::ALL.into_iter().filter(|kind| !added.contains(kind)).collect();

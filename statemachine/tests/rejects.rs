@@ -513,6 +513,20 @@ fn scenarios() -> Vec<(u16, &'static str, RejectClass, Scenario)> {
             c.ok(Actor::System, begin_ca_rotation(0xcc));
             c.apply(Actor::System, Command::CompleteCaRotation)
         }),
+        (82, "CaNotRetiring", Conflict, |c, _| {
+            c.open_format(3);
+            c.record_ca_key();
+            c.apply_from(1, Actor::System, Command::RecordCaAdopted { name: s("kma1") })
+        }),
+        (83, "CaRetirementUnderWay", Conflict, |c, _| {
+            c.open_format(3);
+            c.record_ca_key();
+            c.approve_ca_rotation();
+            c.ok(Actor::System, begin_ca_rotation(0xcc));
+            c.reissue_every_kma();
+            c.ok(Actor::System, Command::CompleteCaRotation);
+            c.apply(so(), start_rotate_ca())
+        }),
     ]
 }
 
@@ -568,7 +582,7 @@ fn every_reject_variant_has_a_triggering_scenario_and_a_frozen_code() {
         assert!(covered.insert(code, name.to_string()).is_none(), "{name}: code {code} twice");
     }
     assert_eq!(covered, codes_in_source(), "every code of Reject::code has its scenario");
-    let expected: BTreeSet<u16> = (1..=81).collect();
+    let expected: BTreeSet<u16> = (1..=83).collect();
     assert_eq!(covered.keys().copied().collect::<BTreeSet<_>>(), expected, "codes run on");
 }
 

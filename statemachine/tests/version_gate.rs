@@ -22,9 +22,9 @@ fn full_report(kma: &str, log: u16) -> Command {
 /// format it needs. Expect: 1 for all but the full report, which needs 2, and the destroy by key
 /// ID with its preview, the certificate records (user sessions, join grants, a KMA's own
 /// certificate), the cluster CA's wrapped key, a member unlock, and the CA rotation (its quorum
-/// operation, though started by a command of format 1, and its three steps), which need 3; an
-/// entry's version byte is that format, so older KMAs read every entry the gate lets in.
-/// (SPEC C7, S4)
+/// operation, though started by a command of format 1, its three steps and the adoptions of
+/// its new CA), which need 3; an entry's version byte is that format, so older KMAs read every
+/// entry the gate lets in. (SPEC C7, S4)
 #[test]
 fn c7_every_command_but_those_of_formats_2_and_3_needs_format_1() {
     let (mut cluster, fixture) = prepared();
@@ -39,7 +39,8 @@ fn c7_every_command_but_those_of_formats_2_and_3_needs_format_1() {
             | Command::StartQuorumOperation { operation: QuorumOperation::RotateCa, .. }
             | Command::BeginCaRotation { .. }
             | Command::RecordReissuedKmaCertificate { .. }
-            | Command::CompleteCaRotation => 3,
+            | Command::CompleteCaRotation
+            | Command::RecordCaAdopted { .. } => 3,
             _ => 1,
         };
         assert_eq!(command.format_needed(), needed, "{:?}", command.kind());

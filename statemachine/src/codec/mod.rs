@@ -36,7 +36,8 @@ pub const ENVELOPE_FORMAT_VERSION: u8 = LOG_FORMAT_MAX as u8;
 /// with its certificate's fingerprint (`Kma::certificate_sha256`), a user record with its
 /// session certificates (`User::sessions`), and `Meta` with the cluster CA's wrapped key
 /// (`Meta::ca_key`), then the failed-proof windows (`Meta::login_failures`), the CA rotation
-/// under way (`Meta::ca_rotation`) and the rotated CA's certificate (`Meta::ca_certificate_der`).
+/// under way (`Meta::ca_rotation`), the rotated CA's certificate (`Meta::ca_certificate_der`)
+/// and the CA being retired (`Meta::retiring_ca`).
 pub const SNAPSHOT_FORMAT_VERSION: u8 = 4;
 /// A single record larger than this is corruption, not data (the largest real one is `Meta`).
 const SNAPSHOT_RECORD_LEN_MAX: usize = 256 * 1024 * 1024;

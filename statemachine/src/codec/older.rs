@@ -8,8 +8,8 @@
 //!   certificate (`Kma::certificate_sha256`), a user record has no sessions
 //!   (`User::sessions`), and `Meta` ends with the audit chain head, without the cluster CA's
 //!   wrapped key (`Meta::ca_key`), the failed-proof windows (`Meta::login_failures`), the CA
-//!   rotation under way (`Meta::ca_rotation`) and the rotated CA's certificate
-//!   (`Meta::ca_certificate_der`).
+//!   rotation under way (`Meta::ca_rotation`), the rotated CA's certificate
+//!   (`Meta::ca_certificate_der`) and the CA being retired (`Meta::retiring_ca`).
 //! - Format 4 (issue 16): today's shapes.
 //!
 //! Keys, data units and the trailer have kept one shape in every format so far, and so has
@@ -199,6 +199,7 @@ impl<K: Into<Kma>> MetaV1<K> {
             // No CA rotation could be approved before log format 3, nor kept before format 4.
             ca_rotation: None,
             ca_certificate_der: None,
+            retiring_ca: None,
         }
     }
 }

@@ -368,6 +368,16 @@ impl TestCluster {
             self.apply_from(node_id, Actor::System, record).expect("its own certificate");
         }
     }
+
+    /// After a CA rotation completed, every KMA that applies the log records, through its own
+    /// node, that it adopted the new CA: the last one retires the old CA.
+    pub fn adopt_every_kma(&mut self) {
+        for (name, node_id) in self.kmas_applying_the_log() {
+            let record = Command::RecordCaAdopted { name };
+            self.apply_from(node_id, Actor::System, record).expect("its own adoption");
+        }
+        assert!(self.state.retiring_ca().is_none(), "the old CA is retired");
+    }
 }
 
 /// SHA-256, as a KMA fingerprints a certificate's DER.

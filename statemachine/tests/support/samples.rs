@@ -210,19 +210,22 @@ pub fn samples(cluster: &mut TestCluster, f: &Fixture) -> Vec<Command> {
         begin_ca_rotation(0xcc),
         Command::RecordReissuedKmaCertificate { name: s("kma1"), certificate_sha256: [0xe1; 32] },
         Command::CompleteCaRotation,
+        // Log format 3: a KMA adopted the new CA of a completed rotation (issue 16 point 1).
+        Command::RecordCaAdopted { name: s("kma1") },
     ]
 }
 
 /// Brings the prepared cluster, at log format 3, to the step of a CA rotation that `command`
 /// of [`samples`] takes: a CA key to rotate for the start; an approved rotation for its
-/// beginning; a begun one for a reissued certificate; every KMA reissued for the completion.
-/// Any other command needs nothing.
+/// beginning; a begun one for a reissued certificate; every KMA reissued for the completion;
+/// a completed one, its old CA retiring, for an adoption. Any other command needs nothing.
 pub fn stage_for(cluster: &mut TestCluster, command: &Command) {
     let step = match command {
         Command::StartQuorumOperation { operation: QuorumOperation::RotateCa, .. } => 1,
         Command::BeginCaRotation { .. } => 2,
         Command::RecordReissuedKmaCertificate { .. } => 3,
         Command::CompleteCaRotation => 4,
+        Command::RecordCaAdopted { .. } => 5,
         _ => return,
     };
     cluster.record_ca_key();
@@ -234,5 +237,8 @@ pub fn stage_for(cluster: &mut TestCluster, command: &Command) {
     }
     if step >= 4 {
         cluster.reissue_every_kma();
+    }
+    if step >= 5 {
+        cluster.ok(Actor::System, Command::CompleteCaRotation);
     }
 }
