@@ -172,9 +172,11 @@ pub struct QuorumOperationView {
 /// Starts a quorum operation; members then approve it (`POST /v1/quorum/approve`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct NewQuorumOperation {
-    /// `join-kma`, `unlock-kma`, `enable-autonomous-unlock` or `restore-from-backup`.
+    /// `join-kma`, `unlock-kma`, `enable-autonomous-unlock`, `restore-from-backup` or
+    /// `rotate-ca`.
     pub operation: String,
-    /// The KMA, or for `restore-from-backup` the backup ID.
+    /// The KMA, or for `restore-from-backup` the backup ID; empty for `rotate-ca`.
+    #[serde(default)]
     pub target: String,
     pub ttl_ms: Option<u64>,
 }

@@ -70,6 +70,7 @@ pub fn quorum_operation(operation: &QuorumOperation) -> String {
         QuorumOperation::RestoreFromBackup { backup_id } => {
             format!("restore-from-backup {backup_id}")
         }
+        QuorumOperation::RotateCa => "rotate-ca".into(),
     }
 }
 

@@ -210,13 +210,19 @@ pub async fn serve_limited<B: Backend>(
     limits: ConnectionLimits,
     stats: ConnectionStats,
 ) {
-    let tag = |certificate: Option<&CertificateDer<'_>>, remote: SocketAddr| {
+    let tag = |tls: &rustls::ServerConnection, remote: SocketAddr| {
         let mut extensions = axum::http::Extensions::new();
-        extensions.insert(Peer::new(Some(remote), certificate));
+        extensions.insert(Peer::new(Some(remote), client_certificate(tls)));
         extensions
     };
     let app = router(backend);
     serve_tls(listener, tls, app, "service listener", tag, None, limits, stats).await;
+}
+
+/// The client's certificate, verified by the handshake against the listener's CA; `None` when
+/// the client presented none.
+pub fn client_certificate(tls: &rustls::ServerConnection) -> Option<&CertificateDer<'static>> {
+    tls.peer_certificates().and_then(|chain| chain.first())
 }
 
 /// A connection the client opened for a protocol other than HTTP, chosen through ALPN: the
@@ -241,7 +247,8 @@ pub struct Handoff {
 
 /// The TLS server of both listeners of a KMA: accepts connections until the task is dropped,
 /// serves each on its own task (HTTP/1.1 and HTTP/2), and puts into every request what `tag`
-/// makes of the client's verified certificate and address. A connection whose client chose
+/// makes of the client's TLS session (its verified certificate, [`client_certificate`]) and
+/// address. A connection whose client chose
 /// `handoff`'s protocol in ALPN, with a client certificate, is given to it instead.
 /// `limits` bounds the connections, their handshake, headers and idle time
 /// (`crate::connections`); `stats` counts them, for the node's metrics.
@@ -257,7 +264,7 @@ pub async fn serve_tls<Tag>(
     limits: ConnectionLimits,
     stats: ConnectionStats,
 ) where
-    Tag: Fn(Option<&CertificateDer<'_>>, SocketAddr) -> axum::http::Extensions
+    Tag: Fn(&rustls::ServerConnection, SocketAddr) -> axum::http::Extensions
         + Clone
         + Send
         + Sync
@@ -302,7 +309,7 @@ async fn serve_connection<Tag>(
     tag: Tag,
     handoff: Option<Handoff>,
 ) where
-    Tag: Fn(Option<&CertificateDer<'_>>, SocketAddr) -> axum::http::Extensions,
+    Tag: Fn(&rustls::ServerConnection, SocketAddr) -> axum::http::Extensions,
 {
     let Accepted { acceptor, stream, remote, mut admission } = accepted;
     let handshake_timeout = admission.limits().handshake_timeout;
@@ -326,7 +333,7 @@ async fn serve_connection<Tag>(
             return;
         }
     };
-    let certificate = tls.get_ref().1.peer_certificates().and_then(|chain| chain.first());
+    let certificate = client_certificate(tls.get_ref().1);
     let handoff = handoff.filter(|h| tls.get_ref().1.alpn_protocol() == Some(h.protocol));
     if handoff.is_some() && certificate.is_none() {
         // Only a CA-verified client reaches the other protocol (Raft links), which would
@@ -341,7 +348,7 @@ async fn serve_connection<Tag>(
         (handoff.serve)((tls, remote)).await;
         return;
     }
-    let extensions = tag(certificate, remote);
+    let extensions = tag(tls.get_ref().1, remote);
     serve_http(tls, app, extensions, &admission, (name, remote)).await;
 }
 

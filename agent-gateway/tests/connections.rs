@@ -13,7 +13,7 @@ use agent_gateway::server::{serve_limited, serve_tls, HandedOff, Handoff};
 use agent_gateway::{ConnectionLimits, ConnectionStats};
 use axum::routing::get;
 use axum::Router;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use statemachine::Command;
 use support::*;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -159,7 +159,7 @@ async fn start_server(ca: &TestCa, limits: ConnectionLimits) -> TestServer {
             })
         }),
     };
-    let tag = |_: Option<&CertificateDer<'_>>, _| axum::http::Extensions::new();
+    let tag = |_: &rustls::ServerConnection, _| axum::http::Extensions::new();
     let stats = ConnectionStats::default();
     let serving =
         serve_tls(listener, Arc::new(tls), app, "test", tag, Some(handoff), limits, stats.clone());

@@ -418,11 +418,12 @@ async fn keep_ca_key(local: &Local, proposer: &Proposer, logins: &Logins) -> Res
     let Some(master) = local.vault.master_key() else { return Ok(()) };
     let tls_dir = local.layout.tls_dir();
     let key_file = tls_dir.join(crate::pki::CA_KEY_FILE);
-    if local.vault.ca_key_pem().is_some() && !key_file.exists() {
-        return Ok(());
-    }
     let ca_pem = crate::pki::read(&tls_dir.join(crate::pki::CA_FILE)).map_err(|e| e.to_string())?;
     let ca_sha256 = crate::pki::fingerprint(&ca_pem).map_err(|e| e.to_string())?;
+    // After a CA rotation `tls/ca.pem` names the new CA, and the key held is the old one's.
+    if local.vault.ca_key_pem(&ca_sha256).is_some() && !key_file.exists() {
+        return Ok(());
+    }
     let (recorded, cluster_id) = {
         let state = local.state.read().await;
         if !state.certificates_recorded() {
@@ -433,7 +434,7 @@ async fn keep_ca_key(local: &Local, proposer: &Proposer, logins: &Logins) -> Res
     };
     match recorded {
         Some(wrapped) if wrapped.ca_certificate_sha256 == ca_sha256 => {
-            if local.vault.ca_key_pem().is_none() {
+            if local.vault.ca_key_pem(&ca_sha256).is_none() {
                 let key_pem = security_core::ca_key::unwrap_ca_key(
                     &master,
                     cluster_id,
@@ -442,7 +443,7 @@ async fn keep_ca_key(local: &Local, proposer: &Proposer, logins: &Logins) -> Res
                 )
                 .map_err(|e| format!("the CA key in the state does not open here: {e}"))?;
                 logins.set_decoy_secret(crate::login::decoy_secret(&key_pem));
-                local.vault.hold_ca_key(key_pem);
+                local.vault.hold_ca_key(ca_sha256, key_pem);
                 tracing::info!("the CA key was unwrapped from the state");
             }
             if key_file.exists() {

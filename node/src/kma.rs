@@ -12,7 +12,6 @@ use std::time::Duration;
 use openraft::{BasicNode, Raft, SnapshotPolicy};
 use raft_storage::KmaRaft;
 use rand::Rng;
-use rustls::pki_types::CertificateDer;
 use thiserror::Error;
 use tokio::net::TcpListener;
 
@@ -154,8 +153,8 @@ impl Kma {
                 .await
                 .map_err(|e| NodeError::Raft(e.to_string()))??;
         let state = state_machine.state();
-        let client_tls =
-            tls::client_config(&layout.tls_dir(), pki::NODE_CERT_FILE, pki::NODE_KEY_FILE)?;
+        let live_tls = crate::ca_rotation::tls_at_start(&state, &layout, &config.name).await?;
+        let client_tls = live_tls.client_config()?;
         let raft_tls = crate::transport::link::client_config(client_tls.clone());
         let peer_links = PeerLinks::default();
         let network = KmaNetwork { tls: raft_tls.clone(), links: peer_links.clone() };
@@ -193,7 +192,7 @@ impl Kma {
             http: peers.clone(),
         };
         let version = crate::duties::this_version();
-        let local = Local { config, layout, raft, state, vault, version };
+        let local = Local { config, layout, raft, state, vault, version, tls: live_tls };
         Ok(Arc::new(Kma {
             local,
             proposer,
@@ -242,6 +241,7 @@ impl Kma {
         tokio::spawn(crate::duties::run_certificate_report(local, proposer));
         let (local, proposer) = (self.local.clone(), self.proposer.clone());
         tokio::spawn(crate::duties::run_ca_key_custody(local, proposer, self.logins.clone()));
+        tokio::spawn(crate::ca_rotation::run(self.clone()));
         let out = crate::duties::StayOut::default();
         tokio::spawn(crate::duties::run_election_watchdog(
             self.local.clone(),
@@ -326,9 +326,9 @@ impl Kma {
         service: TcpListener,
     ) -> Result<(), NodeError> {
         let requests = RequestMetrics::new();
-        let tls_dir = self.local.layout.tls_dir();
-        let management_tls = tls::management_server_config(&tls_dir)?;
-        let service_tls = tls::server_config(&tls_dir)?;
+        let management_protocols: [&[u8]; 3] = [b"h2", b"http/1.1", crate::transport::link::ALPN];
+        let management_tls = self.local.tls.server_config(&management_protocols)?;
+        let service_tls = self.local.tls.server_config(&[b"h2", b"http/1.1"])?;
         let router = self.management_router(requests.clone());
         let gateway = self.gateway_backend();
         tokio::spawn(gateway.clone().run_lock_cache());
@@ -385,8 +385,9 @@ async fn serve_service(
     requests: RequestMetrics,
     (limits, stats): (agent_gateway::ConnectionLimits, agent_gateway::ConnectionStats),
 ) {
-    let tag = |certificate: Option<&CertificateDer<'_>>, remote: SocketAddr| {
+    let tag = |tls: &rustls::ServerConnection, remote: SocketAddr| {
         let mut extensions = axum::http::Extensions::new();
+        let certificate = agent_gateway::server::client_certificate(tls);
         extensions.insert(agent_gateway::Peer::new(Some(remote), certificate));
         extensions
     };

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use agent_gateway::throttle::{Failures, Limits};
 use security_core::challenge::{
-    ClientHello, ClientProof, ServerChallenge, ServerFinal, ServerLogin,
+    ChannelBinding, ClientHello, ClientProof, ServerChallenge, ServerFinal, ServerLogin,
 };
 use statemachine::cluster::SecuritySettings;
 
@@ -190,9 +190,11 @@ impl Logins {
     /// Step two: checks the proof against the challenge it answers (used up either way). A
     /// wrong proof is counted; it names the principal, for the audit record, when the principal
     /// exists, and is counted for the per-source summary when it does not.
+    /// `binding` is the channel binding the proof must carry (joins), `None` for logins.
     pub fn verify(
         &self,
         proof: &ClientProof,
+        binding: Option<&ChannelBinding>,
         source: IpAddr,
         settings: &SecuritySettings,
     ) -> Result<Verified, (LoginError, Option<String>)> {
@@ -203,7 +205,7 @@ impl Logins {
         if entry.source != source {
             return Err((LoginError::UnknownChallenge, None));
         }
-        match entry.login.verify(proof) {
+        match entry.login.verify_bound(proof, binding) {
             Ok(server_final) => {
                 Ok(Verified { principal: entry.principal, purpose: entry.purpose, server_final })
             }

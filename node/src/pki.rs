@@ -75,9 +75,20 @@ pub struct CertificateAuthority {
 impl CertificateAuthority {
     /// A new CA for cluster `cluster_id`, valid for 20 years (keys live for a decade or more).
     pub fn create(cluster_id: u64) -> Result<Self, PkiError> {
+        Self::create_named(&format!("KMS cluster {cluster_id:016x} CA"))
+    }
+
+    /// The CA that replaces the cluster's in the CA rotation approved as quorum operation
+    /// `operation_id` (issue #16 point 1): named apart from the CA it replaces, which clients
+    /// trust beside it while the rotation runs.
+    pub fn create_rotated(cluster_id: u64, operation_id: u64) -> Result<Self, PkiError> {
+        Self::create_named(&format!("KMS cluster {cluster_id:016x} CA, rotation {operation_id}"))
+    }
+
+    fn create_named(common_name: &str) -> Result<Self, PkiError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name = dn(&format!("KMS cluster {cluster_id:016x} CA"));
+        params.distinguished_name = dn(common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         params.not_after = rcgen::date_time_ymd(years_from_now(20), 1, 1);
@@ -215,6 +226,30 @@ pub fn fingerprint(cert_pem: &str) -> Result<[u8; 32], PkiError> {
 /// [`fingerprint`] of a certificate already decoded, as TLS presents a peer's.
 pub fn der_fingerprint(certificate: &rustls::pki_types::CertificateDer<'_>) -> [u8; 32] {
     Sha256::digest(certificate.as_ref()).into()
+}
+
+/// A DER certificate as PEM text (the replicated state keeps certificates as DER).
+pub fn pem_of_der(der: &[u8]) -> String {
+    use base64::Engine;
+    let text = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in text.as_bytes().chunks(64) {
+        // Base64 is ASCII: every chunk is valid UTF-8.
+        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
+}
+
+/// Replaces a file atomically: written beside it, synced, renamed over it, so a crash leaves
+/// the old file or the new one, never half of one.
+pub fn replace(path: &Path, text: &str, secret: bool) -> Result<(), PkiError> {
+    let temp = path.with_extension("next-tmp");
+    write(&temp, text, secret)?;
+    let synced = std::fs::File::open(&temp).and_then(|file| file.sync_all());
+    synced.map_err(|source| PkiError::Write { path: temp.clone(), source })?;
+    std::fs::rename(&temp, path).map_err(|source| PkiError::Write { path: path.into(), source })
 }
 
 pub fn read(path: &Path) -> Result<String, PkiError> {

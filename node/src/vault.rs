@@ -43,12 +43,12 @@ pub struct Vault {
     member_shares: Mutex<BTreeMap<String, (Instant, Share)>>,
     sealed_path: PathBuf,
     /// The node's private TLS key (PEM): what the sealed file is sealed under.
-    node_secret: Zeroizing<Vec<u8>>,
+    node_secret: RwLock<Zeroizing<Vec<u8>>>,
     /// Why a sealed file found at start could not be used: the KMA starts locked and says so.
     sealed_problem: Mutex<Option<String>>,
     /// The cluster CA's private key (PEM), unwrapped from the replicated state while unlocked
     /// (issue #16 point 1); dropped with the master key.
-    ca_key: RwLock<Option<Zeroizing<String>>>,
+    ca_key: RwLock<Option<([u8; 32], Zeroizing<String>)>>,
     /// Woken whenever a master key starts serving, so that the CA key is opened at once
     /// (`duties::run_ca_key_custody`), not at its next tick.
     unlocked: tokio::sync::Notify,
@@ -83,7 +83,7 @@ impl Vault {
             unlock_shares: Mutex::new(HashMap::new()),
             member_shares: Mutex::new(BTreeMap::new()),
             sealed_path: data_dir.join(SEALED_FILE),
-            node_secret: Zeroizing::new(node_key_pem.as_bytes().to_vec()),
+            node_secret: RwLock::new(Zeroizing::new(node_key_pem.as_bytes().to_vec())),
             sealed_problem: Mutex::new(None),
             ca_key: RwLock::new(None),
             unlocked: tokio::sync::Notify::new(),
@@ -118,7 +118,7 @@ impl Vault {
         let master = security_core::seal::unseal_master_key(
             &file.sealed,
             ClusterId(file.cluster_id),
-            &self.node_secret,
+            &unpoison(self.node_secret.read()),
         )
         .map_err(|e| unseal(e.to_string()))?;
         Ok(Some(master))
@@ -128,7 +128,8 @@ impl Vault {
     /// atomically: written to a temporary file, synced, renamed over the old one, and the
     /// directory synced.
     pub fn seal(&self, master: &MasterKey, cluster_id: ClusterId) -> Result<(), VaultError> {
-        let sealed = security_core::seal::seal_master_key(master, cluster_id, &self.node_secret);
+        let secret = unpoison(self.node_secret.read()).clone();
+        let sealed = security_core::seal::seal_master_key(master, cluster_id, &secret);
         let file = SealedFile { cluster_id: cluster_id.0, sealed };
         let path = &self.sealed_path;
         let io = |source| VaultError::Io { path: path.clone(), source };
@@ -139,6 +140,18 @@ impl Vault {
         sync_parent(path).map_err(io)?;
         *unpoison(self.sealed_problem.lock()) = None;
         Ok(())
+    }
+
+    /// A CA rotation gave this KMA a new TLS key (issue #16 point 1), under which the sealed
+    /// file is sealed from now on: sealed again at once while the master key is in memory. A
+    /// locked KMA's sealed file no longer opens: it starts locked and says why, and the quorum
+    /// unlocks it.
+    pub fn rekey_seal(&self, node_key_pem: &str, cluster_id: ClusterId) -> Result<(), VaultError> {
+        *unpoison(self.node_secret.write()) = Zeroizing::new(node_key_pem.as_bytes().to_vec());
+        match (self.sealed_file_exists(), self.master_key()) {
+            (true, Some(master)) => self.seal(&master, cluster_id),
+            _ => Ok(()),
+        }
     }
 
     pub fn sealed_file_exists(&self) -> bool {
@@ -190,17 +203,21 @@ impl Vault {
         *unpoison(self.ca_key.write()) = None;
     }
 
-    /// Keeps the CA key unwrapped from the state, while the master key is held.
-    pub fn hold_ca_key(&self, key_pem: Zeroizing<String>) {
-        *unpoison(self.ca_key.write()) = Some(key_pem);
+    /// Keeps the key of the CA whose certificate has fingerprint `ca_sha256`, unwrapped from
+    /// the state, while the master key is held.
+    pub fn hold_ca_key(&self, ca_sha256: [u8; 32], key_pem: Zeroizing<String>) {
+        *unpoison(self.ca_key.write()) = Some((ca_sha256, key_pem));
     }
 
-    /// The CA key, while this KMA is unlocked and has unwrapped it.
-    pub fn ca_key_pem(&self) -> Option<Zeroizing<String>> {
+    /// The key of the CA of fingerprint `ca_sha256`, while this KMA is unlocked and has
+    /// unwrapped it; `None` for any other CA (the one a CA rotation replaced, say), so that no
+    /// certificate is ever signed with the key of another CA than the one it names.
+    pub fn ca_key_pem(&self, ca_sha256: &[u8; 32]) -> Option<Zeroizing<String>> {
         if !self.is_unlocked() {
             return None;
         }
-        unpoison(self.ca_key.read()).clone()
+        let held = unpoison(self.ca_key.read());
+        held.as_ref().filter(|(sha256, _)| sha256 == ca_sha256).map(|(_, key)| key.clone())
     }
 
     /// Keeps a member's share of an unlock of this KMA until the operation completes.

@@ -26,6 +26,9 @@ pub struct Local {
     pub vault: Arc<Vault>,
     /// What this KMA reports of itself (software, formats read): fixed for the process.
     pub version: statemachine::KmaVersion,
+    /// The certificate this KMA presents and the CAs it trusts, on every listener and link
+    /// (replaced by a CA rotation, `ca_rotation`).
+    pub tls: Arc<crate::transport::live_tls::LiveTls>,
 }
 
 impl Local {
@@ -48,8 +51,8 @@ impl Local {
             return Err(pki::PkiError::Locked);
         }
         let tls_dir = self.layout.tls_dir();
-        if let Some(key_pem) = self.vault.ca_key_pem() {
-            let cert_pem = pki::read(&tls_dir.join(pki::CA_FILE))?;
+        let cert_pem = pki::read(&tls_dir.join(pki::CA_FILE))?;
+        if let Some(key_pem) = self.vault.ca_key_pem(&pki::fingerprint(&cert_pem)?) {
             return CertificateAuthority::from_pem(cert_pem, &key_pem, Path::new("the state"));
         }
         match CertificateAuthority::load(&tls_dir) {
@@ -91,10 +94,11 @@ impl Local {
             _ if !voters.contains(&self.node_id()) => "learner",
             _ => "follower",
         };
-        let (cluster_id, (key_pool_ready, key_pool_generated), cluster_log_format) = {
+        let (cluster_id, (key_pool_ready, key_pool_generated), cluster_log_format, ca_rotation) = {
             let state = self.state.read().await;
             let cluster_id = state.cluster_id().map(|id| id.to_string());
-            (cluster_id, state.pool_size(), state.cluster_format_version())
+            let rotation = crate::ca_rotation::describe(&state);
+            (cluster_id, state.pool_size(), state.cluster_format_version(), rotation)
         };
         let version = self.version;
         NodeStatus {
@@ -120,6 +124,8 @@ impl Local {
             cluster_log_format,
             ca_key_held: self.certificate_authority().is_ok(),
             sealed_key_problem: self.vault.sealed_problem(),
+            trusted_ca_sha256: self.tls.trusted().iter().map(hex::encode).collect(),
+            ca_rotation,
         }
     }
 

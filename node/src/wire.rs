@@ -2,10 +2,49 @@
 //! joins and security refusals. What crosses a link between KMAs is `transport::wire`'s.
 
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 
 /// The purpose a login challenge is bound to: a user's login, or a joining KMA's proof.
 pub const PURPOSE_USER: &str = "user-login";
 pub const PURPOSE_JOIN: &str = "kma-join";
+
+/// The TLS exporter label of a join proof's channel binding (RFC 8446 §7.5).
+const JOIN_EXPORTER_LABEL: &[u8] = b"EXPORTER-kma-join-v1";
+/// First field of every join binding digest.
+const JOIN_BINDING_LABEL: &[u8] = b"kma join channel binding v1";
+
+/// One TLS session's exporter value for join proofs (issue #16 point 5), as each side derives
+/// it from its own end of the session. A relay that terminates the joiner's TLS and opens its
+/// own session to the KMA sees two different values, so the proof it forwards fails. Not
+/// `Debug`: it is keying material of the session.
+#[derive(Clone, Copy)]
+pub struct JoinExporter(Option<[u8; 32]>);
+
+impl JoinExporter {
+    /// The server's end; `None` only if the session cannot export (before a handshake ends).
+    pub fn of_server(tls: &rustls::ServerConnection) -> JoinExporter {
+        JoinExporter(tls.export_keying_material([0u8; 32], JOIN_EXPORTER_LABEL, None).ok())
+    }
+
+    /// The client's end.
+    pub fn of_client(tls: &rustls::ClientConnection) -> JoinExporter {
+        JoinExporter(tls.export_keying_material([0u8; 32], JOIN_EXPORTER_LABEL, None).ok())
+    }
+
+    /// The binding of a join proof: this session, the CSR the proof asks to certify and the
+    /// address the joiner advertises, so that neither can be swapped under a valid proof.
+    pub fn binding(&self, csr_pem: &str, advertise: &str) -> Option<security_core::ChannelBinding> {
+        let exporter = self.0?;
+        let mut digest = sha2::Sha256::new();
+        digest.update(JOIN_BINDING_LABEL);
+        digest.update(exporter);
+        for field in [csr_pem, advertise] {
+            digest.update((field.len() as u64).to_be_bytes());
+            digest.update(field.as_bytes());
+        }
+        Some(digest.finalize().into())
+    }
+}
 
 pub use crate::transport::wire::{
     MembershipRequest, ProposeError, ProposeRequest, ProposeResponse, POSTCARD,
@@ -55,6 +94,14 @@ pub struct NodeStatus {
     /// Why a sealed master key found at start was not used (the KMA then starts locked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed_key_problem: Option<String>,
+    /// SHA-256 (hex) of the CA certificates this KMA trusts now: one, or two while a CA
+    /// rotation runs (issue #16 point 1).
+    #[serde(default)]
+    pub trusted_ca_sha256: Vec<String>,
+    /// Where a CA rotation stands, as the applied state says: `approved`, `begun (waiting for
+    /// …)`, `retiring the old CA (waiting for …)`; none when no rotation runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_rotation: Option<String>,
 }
 
 /// What `GET /v1/digest` answers: a SHA-256 of the applied state's snapshot encoding.

@@ -942,6 +942,127 @@ fn minted(cluster: &Cluster, identity: node::pki::Identity) -> rustls::ClientCon
     node::transport::tls::client_config_from_pem(&ca.cert_pem, &cert_pem, &key_pem).expect("TLS")
 }
 
+/// A relay in the middle of a join: it holds a server certificate minted with the CA key of a
+/// copied disk (so the joiner's TLS trusts it), and opens its own TLS session to `kma` for each
+/// connection, forwarding the bytes both ways. Answers its address.
+async fn start_join_relay(cluster: &Cluster, kma: String) -> String {
+    use tokio_rustls::{TlsAcceptor, TlsConnector};
+    let tls_dir = cluster.nodes[0].data_dir.join("tls");
+    let ca_pem = node::pki::read(&tls_dir.join("ca.pem")).expect("the CA certificate");
+    let origin = std::path::Path::new("an old copy of the disk");
+    let ca =
+        node::pki::CertificateAuthority::from_pem(ca_pem.clone(), &cluster.ca_key_at_init, origin)
+            .expect("the CA");
+    let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
+    let (cert_pem, key_pem) = ca.issue(&node::pki::Identity::Kma(9), &hosts).expect("minted");
+    let chain = node::transport::tls::certs_from_pem(&cert_pem);
+    let key = rustls_pemfile::private_key(&mut key_pem.as_bytes()).expect("PEM").expect("a key");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key);
+    let acceptor = TlsAcceptor::from(std::sync::Arc::new(server.expect("relay TLS")));
+    let client = node::transport::tls::anonymous_client_config(&ca_pem).expect("client TLS");
+    let connector = TlsConnector::from(std::sync::Arc::new(client));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("relay port");
+    let address = listener.local_addr().expect("bound").to_string();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let (acceptor, connector, kma) = (acceptor.clone(), connector.clone(), kma.clone());
+            tokio::spawn(async move {
+                let Ok(mut inbound) = acceptor.accept(inbound).await else { return };
+                let Ok(tcp) = tokio::net::TcpStream::connect(&kma).await else { return };
+                let name = node::transport::tls::server_name(&kma).expect("a host");
+                let Ok(mut outbound) = connector.connect(name, tcp).await else { return };
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            });
+        }
+    });
+    address
+}
+
+/// A join exchange straight to `peer` whose proof binds one CSR while the request carries
+/// another (someone who would have the KMA certify a key of their own): the proof's answer.
+async fn prove_for_one_csr_send_another(
+    peer: &str,
+    ca_pem: &str,
+    name: &str,
+    passphrase: &str,
+) -> (u16, bytes::Bytes) {
+    use node::setup::join_session::JoinSession;
+    let tls = node::transport::tls::anonymous_client_config(ca_pem).expect("TLS");
+    let mut session = JoinSession::open(peer, tls).await.expect("session");
+    let advertise = "127.0.0.1:1".to_string();
+    let (proved_csr, _) = node::pki::signing_request().expect("CSR");
+    let (sent_csr, _) = node::pki::signing_request().expect("CSR");
+    let binding = session.exporter().binding(&proved_csr, &advertise).expect("binding");
+    let (login, hello) = security_core::ClientLogin::start(name, node::wire::PURPOSE_JOIN);
+    let (_, body) = session.post("/v1/join/hello", &hello).await.expect("challenge");
+    let challenge = serde_json::from_slice(&body).expect("a challenge");
+    let (_, proof) = login.respond_bound(passphrase, &challenge, Some(&binding)).expect("proof");
+    let request = node::wire::ProofRequest {
+        proof,
+        csr_pem: sent_csr,
+        management_advertise: Some(advertise),
+    };
+    let (status, body) = session.post("/v1/join/proof", &request).await.expect("answered");
+    (status.as_u16(), body)
+}
+
+/// Setup: one KMA; kma2's entry created and its join approved by the quorum. A relay sits in
+/// the middle with a server certificate minted from a copied disk's CA key (the joiner trusts
+/// it), and opens its own TLS session to kma1. Action: `kma join` through the relay; then a
+/// client straight to kma1 that proves the passphrase for one CSR and sends another; then
+/// `kma join` straight to kma1. Expect: the relayed join and the swapped CSR are refused as
+/// wrong proofs and write nothing; the direct join then gets its certificate with the same
+/// passphrase, which neither attempt spent. (SPEC S2, C4; issue #16 point 5)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s2_a_join_proof_is_bound_to_its_tls_session_and_its_csr() {
+    let cluster = Cluster::start(1, no_change).await;
+    let peer = cluster.nodes[0].address.clone();
+    let (name, passphrase) = ("kma2", "join-passphrase-2");
+    node::setup::quorum_flow::admit_kma(
+        &cluster.admin,
+        &peer,
+        &cluster.secrets,
+        (name, "east"),
+        passphrase,
+    )
+    .await
+    .expect("admit");
+    let listeners = node::setup::Listeners {
+        management_listen: support::ANY_PORT.parse().expect("address"),
+        management_advertise: support::ANY_PORT.into(),
+        service_listen: support::ANY_PORT.parse().expect("address"),
+    };
+    let fingerprint = cluster.ca_fingerprint();
+    let relay = start_join_relay(&cluster, peer.clone()).await;
+    let through = |peer| node::setup::JoinCredentials {
+        peer,
+        passphrase,
+        ca_fingerprint: Some(&fingerprint),
+        wait: Duration::from_secs(5),
+    };
+    let relayed_dir = cluster.root.path().join("kma2-relayed");
+    let relayed = node::setup::join(&relayed_dir, name, "east", &listeners, &through(&relay)).await;
+    let error = format!("{:#}", relayed.expect_err("a relayed join gets nothing"));
+    assert!(error.contains("wrong passphrase"), "{error}");
+    assert!(!relayed_dir.join("kma.toml").exists());
+
+    let (status, body) =
+        prove_for_one_csr_send_another(&peer, &ca_pem(&cluster), name, passphrase).await;
+    let body = String::from_utf8_lossy(&body);
+    assert!((400..500).contains(&status) && body.contains("wrong passphrase"), "{status} {body}");
+
+    let dir = cluster.root.path().join("kma2");
+    let node_id = node::setup::join(&dir, name, "east", &listeners, &through(&peer))
+        .await
+        .expect("the direct join, with the passphrase neither attempt spent");
+    assert!(node_id > 1 && dir.join("kma.toml").exists());
+}
+
 /// A vote request in `candidate`'s own name on a Raft link to `address` made with `tls`: the
 /// refusal, or `None` when openraft answered.
 async fn link_refusal(tls: rustls::ClientConfig, address: &str, candidate: u64) -> Option<String> {
@@ -1025,4 +1146,146 @@ async fn s2_a_certificate_minted_with_a_copied_ca_key_is_refused_on_every_listen
     let joined = node::setup::join(&dir, "kma2", "east", &listeners, &again).await;
     assert!(joined.is_err(), "a spent join passphrase gets no certificate");
     assert!(!dir.join("kma.toml").exists());
+}
+
+/// Whether a TLS session with `tls` to `address` gets an answer to `GET path` (any status).
+async fn answered(tls: rustls::ClientConfig, address: &str, path: &str) -> Result<u16, String> {
+    let http = node::kma::https_client(tls).map_err(|e| e.to_string())?;
+    let answer = http.get(format!("https://{address}{path}")).send().await;
+    answer.map(|answer| answer.status().as_u16()).map_err(|e| format!("{e:#}"))
+}
+
+/// Waits until every KMA trusts one CA, not `old_ca`, and reports no rotation running; checks
+/// that each presents a certificate other than the one it had (`node_certs`).
+async fn wait_rotated(cluster: &Cluster, old_ca: &str, node_certs: &[String]) {
+    for (index, node) in cluster.nodes.iter().enumerate() {
+        let ca_file = node.data_dir.join("tls/ca.pem");
+        let what = format!("kma{} to trust the new CA alone", index + 1);
+        wait_until(Duration::from_secs(90), &what, async || {
+            let client = KmaClient::node(&cluster.nodes[0].data_dir).map_err(|e| e.to_string())?;
+            let status = client.status(&node.address).await.map_err(|e| e.to_string())?;
+            let ca = node::pki::read(&ca_file).map_err(|e| e.to_string())?;
+            let ca_sha256 = hex::encode(node::pki::fingerprint(&ca).map_err(|e| e.to_string())?);
+            let done = ca != old_ca
+                && status.ca_rotation.is_none()
+                && status.trusted_ca_sha256 == vec![ca_sha256];
+            done_if(done, format!("{status:?}"))
+        })
+        .await;
+        let cert = node::pki::read(&node.data_dir.join("tls/node.pem")).expect("node.pem");
+        assert_ne!(cert, node_certs[index], "a new certificate for kma{}", index + 1);
+        assert!(!node.data_dir.join("tls/ca-retiring.pem").exists());
+    }
+}
+
+/// Certificates minted with the old CA's key (copied from a disk before the first start), for
+/// kma-1 and for the officer: each must fail the handshake on `listeners`.
+fn assert_old_ca_refused<'a>(
+    cluster: &'a Cluster,
+    old_ca: &str,
+    listeners: [&'a str; 2],
+) -> impl std::future::Future<Output = ()> + 'a {
+    let origin = std::path::Path::new("an old copy of the disk");
+    let old =
+        node::pki::CertificateAuthority::from_pem(old_ca.into(), &cluster.ca_key_at_init, origin)
+            .expect("the old CA");
+    let new_ca = ca_pem(cluster);
+    async move {
+        let hosts = ["127.0.0.1".to_string()];
+        for identity in [node::pki::Identity::Kma(1), node::pki::Identity::User("admin".into())] {
+            let (cert, key) = old.issue(&identity, &hosts).expect("minted");
+            let tls =
+                node::transport::tls::client_config_from_pem(&new_ca, &cert, &key).expect("TLS");
+            for listener in listeners {
+                let refused = answered(tls.clone(), listener, "/readyz").await;
+                let what = format!("{identity:?} minted with the old CA at {listener}");
+                assert!(refused.is_err(), "{what}: {refused:?}");
+            }
+        }
+    }
+}
+
+/// drive1, enrolled again at `service` with a new passphrase and the CA of kma1's `tls/ca.pem`.
+async fn enroll_again(
+    cluster: &Cluster,
+    address: &str,
+    service: &str,
+) -> agent_gateway::AgentClient {
+    let passphrase = "drive-one-passphrase-2";
+    let again = Command::SetAgentPassphrase { id: "drive1".into(), passphrase_verifier: vec![] };
+    support::agents::ok(&cluster.admin, address, again, Some(passphrase)).await;
+    let credentials =
+        agent_gateway::client::enroll(service, &ca_pem(cluster), "drive1", passphrase)
+            .await
+            .expect("enrolled again with the new CA");
+    let options = agent_gateway::ClientOptions { discovery: false, ..Default::default() };
+    agent_gateway::AgentClient::from_credentials(&[service.to_string()], &credentials, options)
+        .expect("drive")
+}
+
+/// Setup: two KMAs that unlock themselves; drive1 enrolled; the CA key of kma1's disk copied
+/// before its first start. Action: a Security Officer starts `rotate-ca`, two quorum members
+/// approve it; the KMAs take the steps on their own. Expect: the rotation ends (no KMA reports
+/// one running) with both KMAs trusting one CA, the new one, in `tls/ca.pem`, each presenting a
+/// new certificate; a certificate minted with the old CA key, for kma-1 or for the officer,
+/// and the officer's session from before, fail the TLS handshake on the management and
+/// service listeners, where before the rotation they reached the routes; the officer logs in
+/// again and writes commit, so Raft runs on the new certificates; kma2 restarts and serves;
+/// drive1, enrolled again with the new CA, gets its key; the audit log names each step.
+/// (SPEC S2, S4; issue #16 point 1)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s2_a_ca_rotation_leaves_the_old_ca_refused_on_every_listener() {
+    let mut cluster = Cluster::start(2, no_change).await;
+    let address = cluster.nodes[0].address.clone();
+    let service = cluster.nodes[0].service.clone();
+    support::agents::catalogue(&cluster, &address, (DAY_MS, 2 * DAY_MS)).await;
+    let drive = support::agents::pinned_drive(&cluster, &service, &service).await;
+    let (unit, key) = support::agents::write_key(&drive, "VOL001").await;
+    let old_ca = ca_pem(&cluster);
+    let node_pem = |n: &support::Node| node::pki::read(&n.data_dir.join("tls/node.pem"));
+    let node_certs: Vec<String> =
+        cluster.nodes.iter().map(|n| node_pem(n).expect("node.pem")).collect();
+    let old_session = cluster.admin.clone();
+    let minted_kma1 = minted(&cluster, node::pki::Identity::Kma(1));
+    assert!(answered(minted_kma1, &address, "/v1/status").await.is_ok(), "TLS passes before");
+
+    let rotate = QuorumOperation::RotateCa;
+    node::setup::quorum_flow::run_quorum_operation(
+        &cluster.admin,
+        &address,
+        &cluster.secrets,
+        rotate,
+    )
+    .await
+    .expect("the quorum approves the rotation");
+    wait_rotated(&cluster, &old_ca, &node_certs).await;
+    assert_old_ca_refused(&cluster, &old_ca, [&address, &service]).await;
+    assert!(old_session.status(&address).await.is_err(), "the session from before");
+
+    let officer = cluster.officer().await;
+    let roles = statemachine::RoleSet::of(statemachine::Role::SecurityOfficer)
+        .with(statemachine::Role::Operator);
+    let command = Command::SetUserRoles { id: "admin".into(), roles };
+    let applied = officer.propose(&address, None, command).await.expect("sent").expect("committed");
+    assert!(applied.result.is_ok(), "{:?}", applied.result);
+    cluster.admin = officer;
+    // The harness's own reader holds kma1's certificate of the old CA: read with the new one.
+    cluster.reader = KmaClient::node(&cluster.nodes[0].data_dir).expect("kma1's new certificate");
+    cluster.stop(1).await;
+    cluster.restart(1).await;
+    cluster.wait_ready(1).await;
+
+    let drive = enroll_again(&cluster, &address, &service).await;
+    let keys = drive.keys(unit).await.expect("the tape's key after the rotation");
+    assert!(keys.keys.iter().any(|k| *k.value == key), "the same key as before the rotation");
+
+    cluster.stop(0).await;
+    let raft_dir = cluster.nodes[0].data_dir.join("raft");
+    let (_dir, _log, state_machine) = raft_storage::open_stores(&raft_dir).expect("data dir");
+    let events = state_machine.state().audit_events(0, usize::MAX).expect("audit log");
+    let audit = format!("{events:?}");
+    for event in ["CaRotationApproved", "CaRotationBegun", "CaRotationCompleted", "CaRetired"] {
+        assert!(audit.contains(event), "{event} in the audit log");
+    }
+    assert!(audit.matches("CertificateReissued").count() >= 2, "each KMA's new certificate");
 }

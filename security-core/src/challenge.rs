@@ -15,6 +15,10 @@
 //!   parameters (strings length-prefixed, so no two transcripts encode alike).
 //! - proof = ClientKey XOR HMAC(StoredKey, AuthMessage); server_signature =
 //!   HMAC(ServerKey, AuthMessage).
+//! - With a [`ChannelBinding`] (a KMA's join), AuthMessage ends with it: SCRAM's channel
+//!   binding (RFC 5802 §6) with a TLS exporter value (RFC 8446 §7.5, as RFC 9266 does), so a
+//!   proof made on one TLS session does not verify on another, and a relay that terminates
+//!   the client's TLS and opens its own to the server gets nothing.
 //!
 //! What this gives: the passphrase never crosses the wire; the server stores only StoredKey and
 //! ServerKey (the verifier), from which no proof can be made without an argon2id guessing
@@ -95,6 +99,11 @@ pub struct ServerFinal {
     pub server_signature: [u8; 32],
 }
 
+/// What a proof binds besides the exchange itself: a digest of the TLS session's exporter value
+/// and of the request the proof authenticates. Both sides compute it on their own; it never
+/// crosses the wire.
+pub type ChannelBinding = [u8; 32];
+
 /// The three keys of SCRAM, from SaltedPassword.
 struct ScramKeys {
     client_key: Zeroizing<[u8; 32]>,
@@ -124,6 +133,7 @@ struct Transcript<'a> {
     server_nonce: &'a [u8; NONCE_LEN],
     salt: &'a [u8; SALT_LEN],
     kdf: KdfParams,
+    channel_binding: Option<&'a ChannelBinding>,
 }
 
 impl Transcript<'_> {
@@ -141,6 +151,12 @@ impl Transcript<'_> {
         message.extend_from_slice(self.salt);
         for value in [self.kdf.memory_kib, self.kdf.iterations, self.kdf.parallelism] {
             message.extend_from_slice(&value.to_be_bytes());
+        }
+        // Every field before is self-delimiting, so a bound transcript (33 bytes longer) never
+        // encodes like an unbound one.
+        if let Some(binding) = self.channel_binding {
+            message.push(1);
+            message.extend_from_slice(binding);
         }
         message
     }
@@ -219,6 +235,17 @@ impl ClientLogin {
         passphrase: &str,
         challenge: &ServerChallenge,
     ) -> Result<(ClientAwaitingServer, ClientProof), SecurityError> {
+        self.respond_bound(passphrase, challenge, None)
+    }
+
+    /// [`ClientLogin::respond`], with the proof (and the server's answer) bound to `binding`:
+    /// the server must compute the same value from its side of the TLS session.
+    pub fn respond_bound(
+        self,
+        passphrase: &str,
+        challenge: &ServerChallenge,
+        binding: Option<&ChannelBinding>,
+    ) -> Result<(ClientAwaitingServer, ClientProof), SecurityError> {
         challenge.kdf.check()?;
         let keys = ScramKeys::derive(passphrase, &challenge.salt, challenge.kdf)?;
         let auth_message = Transcript {
@@ -228,6 +255,7 @@ impl ClientLogin {
             server_nonce: &challenge.server_nonce,
             salt: &challenge.salt,
             kdf: challenge.kdf,
+            channel_binding: binding,
         }
         .auth_message();
         let client_signature =
@@ -343,6 +371,16 @@ impl ServerLogin {
 
     /// Checks the client's proof; on success returns the server's own proof for the client.
     pub fn verify(self, proof: &ClientProof) -> Result<ServerFinal, SecurityError> {
+        self.verify_bound(proof, None)
+    }
+
+    /// [`ServerLogin::verify`] for a proof bound to `binding` (see [`ChannelBinding`]): a proof
+    /// made with another binding, or with none, fails as a wrong passphrase would.
+    pub fn verify_bound(
+        self,
+        proof: &ClientProof,
+        binding: Option<&ChannelBinding>,
+    ) -> Result<ServerFinal, SecurityError> {
         if !bool::from(self.server_nonce.ct_eq(&proof.server_nonce)) {
             return Err(SecurityError::ChallengeMismatch);
         }
@@ -353,6 +391,7 @@ impl ServerLogin {
             server_nonce: &self.server_nonce,
             salt: &self.salt,
             kdf: self.kdf,
+            channel_binding: binding,
         }
         .auth_message();
         let client_signature =

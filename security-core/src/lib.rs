@@ -36,8 +36,8 @@ pub mod quorum_shares;
 pub mod seal;
 
 pub use challenge::{
-    create_verifier, verifier_kdf, ClientAwaitingServer, ClientHello, ClientLogin, ClientProof,
-    ServerChallenge, ServerFinal, ServerLogin,
+    create_verifier, verifier_kdf, ChannelBinding, ClientAwaitingServer, ClientHello, ClientLogin,
+    ClientProof, ServerChallenge, ServerFinal, ServerLogin,
 };
 pub use error::SecurityError;
 pub use kdf::KdfParams;

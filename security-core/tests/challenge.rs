@@ -219,3 +219,35 @@ fn a1_out_of_bound_inputs_are_refused() {
         SecurityError::KdfParamsOutOfRange { memory_kib: u32::MAX, iterations: 1, parallelism: 1 }
     );
 }
+
+/// Runs a join-style login with the client's and the server's channel bindings given.
+fn bound_login(client_binding: Option<[u8; 32]>, server_binding: Option<[u8; 32]>) -> bool {
+    let verifier = verifier();
+    let (client, hello) = ClientLogin::start("kma-3", "join");
+    let (server, challenge) =
+        ServerLogin::challenge(Some(&verifier), &hello, &DECOY_SECRET).expect("challenge");
+    let (awaiting, proof) =
+        client.respond_bound(PASSPHRASE, &challenge, client_binding.as_ref()).expect("proof");
+    match server.verify_bound(&proof, server_binding.as_ref()) {
+        Ok(server_final) => awaiting.verify_server(&server_final).is_ok(),
+        Err(error) => {
+            assert_eq!(error, SecurityError::WrongPassphrase);
+            false
+        }
+    }
+}
+
+/// Setup: a verifier; the client and the server each compute a channel binding (issue #16
+/// point 5: a join proof is bound to its TLS session and its CSR). Action: logins with the same
+/// binding, a different one, and one side without. Expectation: only the same binding on both
+/// sides verifies; a relay whose TLS session (hence binding) differs gets `WrongPassphrase`,
+/// and so does a proof stripped of its binding.
+#[test]
+fn s2_a_proof_bound_to_one_channel_verifies_on_that_channel_only() {
+    let session = [7u8; 32];
+    assert!(bound_login(Some(session), Some(session)));
+    assert!(!bound_login(Some(session), Some([8u8; 32])), "another TLS session");
+    assert!(!bound_login(None, Some(session)), "an unbound proof where a bound one is required");
+    assert!(!bound_login(Some(session), None), "a bound proof is no unbound proof");
+    assert!(bound_login(None, None), "user logins stay unbound");
+}

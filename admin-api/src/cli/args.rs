@@ -120,6 +120,7 @@ pub fn quorum_operations() -> PossibleValuesParser {
         "unlock-kma",
         "enable-autonomous-unlock",
         "restore-from-backup",
+        "rotate-ca",
     ])
 }
 

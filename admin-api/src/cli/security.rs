@@ -61,8 +61,8 @@ pub enum QuorumCommand {
     Start {
         #[arg(value_parser = quorum_operations())]
         operation: String,
-        /// The KMA, or for restore-from-backup the backup ID.
-        target: String,
+        /// The KMA, or for restore-from-backup the backup ID; none for rotate-ca.
+        target: Option<String>,
         /// How long it waits for approvals [default: the security setting].
         #[arg(long, value_parser = duration_ms, value_name = "DURATION")]
         ttl: Option<u64>,
@@ -181,6 +181,7 @@ pub async fn quorum(ctx: &Ctx, command: QuorumCommand) -> Result<(), CliError> {
             ctx.show(&view, render::quorum)
         }
         QuorumCommand::Start { operation, target, ttl } => {
+            let target = target.unwrap_or_default();
             let body = NewQuorumOperation { operation: operation.clone(), target, ttl_ms: ttl };
             let done = client.write(Method::POST, "/v1/quorum/start", Some(&body)).await?;
             ctx.done(&format!("Quorum operation {operation} started"), &done)?;

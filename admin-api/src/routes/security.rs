@@ -156,10 +156,17 @@ async fn start_quorum_operation(
             })?;
             QuorumOperation::RestoreFromBackup { backup_id }
         }
+        "rotate-ca" if request.target.is_empty() => QuorumOperation::RotateCa,
+        "rotate-ca" => {
+            return Err(Refusal::bad_request(
+                "rotate-ca takes no target: the whole cluster moves to a new CA",
+            ))
+        }
         other => {
             return Err(Refusal::bad_request(format!(
                 "unknown quorum operation '{other}'; operations are join-kma, unlock-kma, \
-                 enable-autonomous-unlock, restore-from-backup (a new quorum: kmsctl quorum change)"
+                 enable-autonomous-unlock, restore-from-backup, rotate-ca (a new quorum: kmsctl \
+                 quorum change)"
             )))
         }
     };

@@ -15,7 +15,6 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use rustls::pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use statemachine::{Access, Actor, Command, Read};
@@ -171,8 +170,9 @@ pub async fn serve(
     links: LinkServer,
     (limits, stats): (agent_gateway::ConnectionLimits, agent_gateway::ConnectionStats),
 ) {
-    let tag = |certificate: Option<&CertificateDer<'_>>, remote: SocketAddr| {
+    let tag = |tls: &rustls::ServerConnection, remote: SocketAddr| {
         let mut extensions = axum::http::Extensions::new();
+        let certificate = agent_gateway::server::client_certificate(tls);
         // A certificate from another cluster's CA never gets here: the handshake refuses it.
         let identity = certificate.and_then(crate::transport::tls::identity_of);
         let user = match &identity {
@@ -183,6 +183,7 @@ pub async fn serve(
         extensions.insert(Peer(identity));
         extensions.insert(CertificateSha256(certificate.map(crate::pki::der_fingerprint)));
         extensions.insert(Remote(remote));
+        extensions.insert(crate::wire::JoinExporter::of_server(tls));
         extensions
     };
     let links = Some(links.handoff());

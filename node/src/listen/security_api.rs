@@ -18,7 +18,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Router};
-use security_core::challenge::ClientHello;
+use security_core::challenge::{ChannelBinding, ClientHello};
 use statemachine::cluster::KmaStatus;
 use statemachine::quorum::QuorumOperation;
 use statemachine::reply::Reply;
@@ -30,7 +30,7 @@ use crate::login::Logins;
 use crate::pki::Identity;
 use crate::view::Local;
 use crate::wire::{ApproveRequest, JoinGranted, LoginGranted, MembershipRequest, ProofRequest};
-use crate::wire::{PURPOSE_JOIN, PURPOSE_USER};
+use crate::wire::{JoinExporter, PURPOSE_JOIN, PURPOSE_USER};
 use crate::write::membership::Membership;
 use crate::write::{Proposal, Proposer};
 
@@ -203,17 +203,18 @@ async fn verify_proof(
     api: &SecurityApi,
     remote: Remote,
     request: &ProofRequest,
-    purpose: &str,
+    (purpose, binding): (&str, Option<&ChannelBinding>),
 ) -> Result<crate::login::Verified, Response> {
     let source = remote.0.ip();
     let settings = api.local.state.read().await.meta().security;
-    let verified =
-        api.logins.verify(&request.proof, source, &settings).map_err(|(error, principal)| {
+    let verified = api.logins.verify(&request.proof, binding, source, &settings).map_err(
+        |(error, principal)| {
             if let Some(principal) = principal {
                 audit_failure(api, principal, source);
             }
             login_refusal(&error)
-        })?;
+        },
+    )?;
     if verified.purpose != purpose {
         return Err(refuse(
             ErrorCode::WrongPurpose,
@@ -229,7 +230,7 @@ async fn login_proof(
     Extension(remote): Extension<Remote>,
     Json(request): Json<ProofRequest>,
 ) -> Response {
-    let verified = match verify_proof(&api, remote, &request, PURPOSE_USER).await {
+    let verified = match verify_proof(&api, remote, &request, (PURPOSE_USER, None)).await {
         Ok(verified) => verified,
         Err(refused) => return refused,
     };
@@ -237,7 +238,7 @@ async fn login_proof(
         let identity = Identity::User(verified.principal.clone());
         let cert =
             ca.sign_request_valid_for(&request.csr_pem, &identity, &[], Some(USER_SESSION))?;
-        Ok((cert, ca.cert_pem.clone()))
+        Ok((cert, api.local.tls.trusted_pem()))
     });
     match signed {
         Ok((cert_pem, ca_pem)) => {
@@ -293,12 +294,25 @@ async fn join_hello(
 
 /// A joining KMA proved its one-time passphrase: once the quorum has approved its join, it
 /// gets its certificate and the CA, and becomes a learner (SPEC C4).
+///
+/// The proof is bound to this TLS session, to the CSR and to the advertised address
+/// (`JoinExporter::binding`, issue #16 point 5): a relay in the middle, or anyone who swaps the
+/// CSR for their own, fails the proof as with a wrong passphrase, and the failure is counted.
 async fn join_proof(
     State(api): State<Arc<SecurityApi>>,
     Extension(remote): Extension<Remote>,
+    Extension(exporter): Extension<JoinExporter>,
     Json(request): Json<ProofRequest>,
 ) -> Response {
-    let verified = match verify_proof(&api, remote, &request, PURPOSE_JOIN).await {
+    let Some(advertise) = request.management_advertise.clone() else {
+        return refuse(ErrorCode::BadRequest, "management_advertise missing", false);
+    };
+    let Some(binding) = exporter.binding(&request.csr_pem, &advertise) else {
+        // Not reached after a TLS 1.3 handshake; refused rather than verified unbound.
+        return refuse(ErrorCode::Internal, "this TLS session cannot bind a join proof", true);
+    };
+    let purpose = (PURPOSE_JOIN, Some(&binding));
+    let verified = match verify_proof(&api, remote, &request, purpose).await {
         Ok(verified) => verified,
         Err(refused) => return refused,
     };
@@ -314,9 +328,6 @@ async fn join_proof(
         );
         return refuse(ErrorCode::AwaitingQuorum, message, true);
     }
-    let Some(advertise) = request.management_advertise.clone() else {
-        return refuse(ErrorCode::BadRequest, "management_advertise missing", false);
-    };
     let (cert_pem, ca_pem, ca_key_pem) =
         match admit(&api, entry.node_id, &advertise, &request.csr_pem).await {
             Ok(granted) => granted,

@@ -11,6 +11,7 @@ use statemachine::command::InitCluster;
 use statemachine::quorum::{Quorum, QuorumMember};
 use statemachine::{ClusterId, Command};
 
+pub mod join_session;
 pub mod local;
 pub mod prompt;
 pub mod quorum_flow;
@@ -24,6 +25,7 @@ use crate::kma::Kma;
 use crate::pki::{self, CertificateAuthority, Identity};
 use crate::vault::Vault;
 use crate::wire::{JoinGranted, ProofRequest, SecurityRefusal};
+use join_session::JoinSession;
 
 /// Where a new KMA listens and how others reach it. Port 0 asks for a port the OS chooses
 /// (see [`Listeners::with_chosen_ports`]).
@@ -288,11 +290,12 @@ pub async fn join(
         refuse_existing(data_dir)?;
     }
     let (csr_pem, key_pem) = pki::signing_request()?;
-    let client = https_client(crate::transport::tls::anonymous_client_config(&ca_pem)?)?;
+    let tls = crate::transport::tls::anonymous_client_config(&ca_pem)?;
     let deadline = tokio::time::Instant::now() + credentials.wait;
     let mut told = false;
     let granted = loop {
-        match join_once(&client, name, listeners, credentials, &csr_pem).await? {
+        let mut session = JoinSession::open(peer, tls.clone()).await?;
+        match join_once(&mut session, name, listeners, credentials, &csr_pem).await? {
             JoinStep::Granted(granted) => break granted,
             JoinStep::AwaitingQuorum(message) => {
                 if tokio::time::Instant::now() >= deadline {
@@ -325,34 +328,36 @@ enum JoinStep {
     AwaitingQuorum(String),
 }
 
+/// One exchange on `session`: hello, then the proof, bound to the session, the CSR and the
+/// advertised address (`JoinExporter::binding`), so that a relay in the middle gets nothing.
 async fn join_once(
-    client: &reqwest::Client,
+    session: &mut JoinSession,
     name: &str,
     listeners: &Listeners,
     credentials: &JoinCredentials<'_>,
     csr_pem: &str,
 ) -> anyhow::Result<JoinStep> {
     let peer = credentials.peer;
+    let advertise = &listeners.management_advertise;
+    let binding = session.exporter().binding(csr_pem, advertise).ok_or_else(|| {
+        anyhow::anyhow!("the TLS session with {peer} cannot bind a join proof: nothing was joined")
+    })?;
     let (login, hello) = ClientLogin::start(name, crate::wire::PURPOSE_JOIN);
-    let challenge: ServerChallenge =
-        post_json(client, &format!("https://{peer}/v1/join/hello"), &hello).await?;
-    let (awaiting, proof) = login.respond(credentials.passphrase, &challenge)?;
+    let (status, body) = session.post("/v1/join/hello", &hello).await?;
+    let challenge: ServerChallenge = decode_or_refusal(status, &body)?;
+    let (awaiting, proof) =
+        login.respond_bound(credentials.passphrase, &challenge, Some(&binding))?;
     let request = ProofRequest {
         proof,
         csr_pem: csr_pem.into(),
-        management_advertise: Some(listeners.management_advertise.clone()),
+        management_advertise: Some(advertise.clone()),
     };
-    let response = client
-        .post(format!("https://{peer}/v1/join/proof"))
-        .json(&request)
-        .timeout(Duration::from_secs(60))
-        .send()
-        .await?;
-    if response.status() == reqwest::StatusCode::CONFLICT {
-        let refusal: SecurityRefusal = response.json().await?;
+    let (status, body) = session.post("/v1/join/proof", &request).await?;
+    if status == axum::http::StatusCode::CONFLICT {
+        let refusal: SecurityRefusal = serde_json::from_slice(&body)?;
         return Ok(JoinStep::AwaitingQuorum(refusal.message));
     }
-    let granted: JoinGranted = json_or_refusal(response).await?;
+    let granted: JoinGranted = decode_or_refusal(status, &body)?;
     awaiting.verify_server(&granted.server_final).map_err(|_| {
         anyhow::anyhow!(
             "{peer} did not prove that it knows this KMA's passphrase verifier: it is not a KMA \
@@ -377,12 +382,20 @@ pub async fn json_or_refusal<T: serde::de::DeserializeOwned>(
 ) -> anyhow::Result<T> {
     let status = response.status();
     let bytes = response.bytes().await?;
+    decode_or_refusal(status, &bytes)
+}
+
+/// The JSON answer of a successful status, or the refusal's message.
+fn decode_or_refusal<T: serde::de::DeserializeOwned>(
+    status: reqwest::StatusCode,
+    bytes: &[u8],
+) -> anyhow::Result<T> {
     if status.is_success() {
-        return Ok(serde_json::from_slice(&bytes)?);
+        return Ok(serde_json::from_slice(bytes)?);
     }
-    match serde_json::from_slice::<SecurityRefusal>(&bytes) {
+    match serde_json::from_slice::<SecurityRefusal>(bytes) {
         Ok(refusal) => Err(anyhow::Error::new(refusal)),
-        Err(_) => anyhow::bail!("{status}: {}", String::from_utf8_lossy(&bytes)),
+        Err(_) => anyhow::bail!("{status}: {}", String::from_utf8_lossy(bytes)),
     }
 }
 

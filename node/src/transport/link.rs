@@ -263,9 +263,10 @@ pub fn kma_refusal(
     {
         return None;
     }
+    let presented = hex::encode(&certificate_sha256[..8]);
     Some(format!(
-        "the certificate presented for KMA {node_id} is not the one the cluster recorded for it \
-         (made with a copied CA key, or left from an earlier join): refused"
+        "the certificate presented for KMA {node_id} ({presented}…) is not the one the cluster \
+         recorded for it (made with a copied CA key, or left from an earlier join): refused"
     ))
 }
 

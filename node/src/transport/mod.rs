@@ -1,6 +1,7 @@
 //! The lowest layer of a KMA: how it talks to other KMAs and accepts connections.
 //!
-//! Owns the rustls configurations ([`tls`]), the check of other KMAs' clocks ([`clock`]), Raft
+//! Owns the rustls configurations ([`tls`]) and the certificate and trusted CAs behind them,
+//! which a CA rotation replaces while the KMA runs ([`live_tls`]), the check of other KMAs' clocks ([`clock`]), Raft
 //! links (framed mutual-TLS streams, [`link`]),
 //! openraft's network over them ([`network`], with each peer's link health in
 //! [`network::PeerLinks`]), entries sent ahead of the leader's own sync
@@ -16,6 +17,7 @@ pub mod accept;
 pub mod clock;
 pub mod forward_links;
 pub mod link;
+pub mod live_tls;
 pub mod members;
 pub mod network;
 pub mod parallel_append;

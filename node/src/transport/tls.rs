@@ -1,4 +1,5 @@
-//! Mutual TLS 1.3 for every connection between KMAs and from clients (rustls).
+//! Mutual TLS 1.3 for every connection between KMAs and from clients (rustls). A running KMA's
+//! own listeners and links take theirs from `live_tls`; these are the clients' and the tools'.
 //!
 //! The management listener asks every client for a certificate from the cluster's CA but also
 //! lets a client without one through the handshake: only the join endpoint serves such clients,
@@ -8,9 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use thiserror::Error;
 
 use crate::pki::{self, Identity};
@@ -33,17 +33,6 @@ pub fn certs_from_pem(pem: &str) -> Vec<CertificateDer<'static>> {
         .collect()
 }
 
-fn key_from_pem(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = pki::read(path)?;
-    rustls_pemfile::private_key(&mut std::io::BufReader::new(pem.as_bytes()))
-        .ok()
-        .flatten()
-        .ok_or_else(|| TlsError::Config {
-            what: "private key",
-            detail: format!("{} holds no key", path.display()),
-        })
-}
-
 /// The name a KMA at `address` (host:port, an IPv6 host in brackets) is verified under: its
 /// host, a DNS name or an IP address as its certificate lists it.
 pub fn server_name(address: &str) -> Result<ServerName<'static>, String> {
@@ -62,36 +51,6 @@ fn roots(ca_pem: &str) -> Result<RootCertStore, TlsError> {
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// The service listener's TLS: the KMA's certificate; client certificates from the CA; HTTP.
-pub fn server_config(tls_dir: &Path) -> Result<Arc<ServerConfig>, TlsError> {
-    server_config_for(tls_dir, &[b"h2", b"http/1.1"])
-}
-
-/// The management listener's TLS: as the service listener's, and Raft links between KMAs
-/// (`raft_link`) beside HTTP.
-pub fn management_server_config(tls_dir: &Path) -> Result<Arc<ServerConfig>, TlsError> {
-    server_config_for(tls_dir, &[b"h2", b"http/1.1", crate::transport::link::ALPN])
-}
-
-fn server_config_for(tls_dir: &Path, protocols: &[&[u8]]) -> Result<Arc<ServerConfig>, TlsError> {
-    let ca_pem = pki::read(&tls_dir.join(pki::CA_FILE))?;
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots(&ca_pem)?), provider())
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| TlsError::Config { what: "client verifier", detail: e.to_string() })?;
-    let chain = certs_from_pem(&pki::read(&tls_dir.join(pki::NODE_CERT_FILE))?);
-    let key = key_from_pem(&tls_dir.join(pki::NODE_KEY_FILE))?;
-    let mut config = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(config_error("TLS 1.3"))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(config_error("KMA certificate"))?;
-    config.alpn_protocols = protocols.iter().map(|protocol| protocol.to_vec()).collect();
-    Ok(Arc::new(config))
 }
 
 /// A client's TLS: trusts only the cluster CA and presents `cert_file`/`key_file`.
