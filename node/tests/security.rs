@@ -98,6 +98,10 @@ fn user_commands() -> Vec<(Command, Option<&'static str>)> {
             },
             None,
         ),
+        (
+            Command::StartQuorumOperation { operation: QuorumOperation::RotateCa, ttl_ms: None },
+            None,
+        ),
         (Command::CancelQuorumOperation { id: 999 }, None),
         (
             Command::CreateKeyPolicy {
