@@ -3,6 +3,10 @@
 
 mod support;
 
+/// drive-sim against killed KMAs, here to share this binary's link.
+#[path = "more/drive_sim.rs"]
+mod drive_sim;
+
 use std::time::Duration;
 
 use agent_gateway::{AgentClient, ClientOptions};

@@ -3,6 +3,10 @@
 
 mod support;
 
+/// `kma reset` (SPEC C5), here to share this binary's link.
+#[path = "more/reset.rs"]
+mod reset;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

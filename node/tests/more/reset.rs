@@ -2,7 +2,7 @@
 //! own machine, optionally scrubbing its files; never while it runs, never a directory that is
 //! not a KMA's.
 
-mod support;
+use crate::support;
 
 use support::Cluster;
 

@@ -1,7 +1,7 @@
 //! drive-sim against three running KMAs while the KMAs the drives use are killed (SPEC A2–A6,
 //! C1, C7): the fleet goes on through the others and every record reads back exactly.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
