@@ -132,14 +132,7 @@ impl State {
         name: &str,
         certificate_sha256: [u8; 32],
     ) -> Result<Reply, Reject> {
-        let kma = self.kma(name)?;
-        if kma.node_id != cx.origin_node_id {
-            return Err(Reject::KmaCertificateFromAnotherKma {
-                kma: name.into(),
-                node_id: kma.node_id,
-                origin_node_id: cx.origin_node_id,
-            });
-        }
+        let kma = self.kma_of_its_own_node(cx, name)?;
         let (rotation, _) = self.begun_ca_rotation()?;
         if rotation.reissued.get(name) == Some(&certificate_sha256) {
             return Ok(Reply::Done);
@@ -208,14 +201,7 @@ impl State {
     /// Audited by `change_of` (`KmaChange::AdoptedNewCa`), then the retirement by
     /// `ca_retired_since`.
     pub(crate) fn record_ca_adopted(&mut self, cx: &Cx<'_>, name: &str) -> Result<Reply, Reject> {
-        let kma = self.kma(name)?;
-        if kma.node_id != cx.origin_node_id {
-            return Err(Reject::KmaCertificateFromAnotherKma {
-                kma: name.into(),
-                node_id: kma.node_id,
-                origin_node_id: cx.origin_node_id,
-            });
-        }
+        let kma = self.kma_of_its_own_node(cx, name)?;
         let retiring = self.meta.retiring_ca.as_ref().ok_or(Reject::CaNotRetiring)?;
         if retiring.adopted.contains(name) {
             return Ok(Reply::Done);

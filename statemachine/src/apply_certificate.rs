@@ -113,14 +113,7 @@ impl State {
         name: &str,
         certificate_sha256: [u8; 32],
     ) -> Result<Reply, Reject> {
-        let kma = self.kma(name)?;
-        if kma.node_id != cx.origin_node_id {
-            return Err(Reject::KmaCertificateFromAnotherKma {
-                kma: name.into(),
-                node_id: kma.node_id,
-                origin_node_id: cx.origin_node_id,
-            });
-        }
+        let kma = self.kma_of_its_own_node(cx, name)?;
         if kma.certificate_sha256 == Some(certificate_sha256) {
             return Ok(Reply::Done);
         }

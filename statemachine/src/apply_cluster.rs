@@ -101,6 +101,20 @@ impl State {
         self.meta.kmas.get(name).ok_or_else(|| Reject::UnknownKma { name: name.into() })
     }
 
+    /// KMA `name`'s entry, when the command came through that KMA's own node: a KMA speaks
+    /// only for itself about its certificates (another could bind one it does not hold).
+    pub(crate) fn kma_of_its_own_node(&self, cx: &Cx<'_>, name: &str) -> Result<&Kma, Reject> {
+        let kma = self.kma(name)?;
+        if kma.node_id != cx.origin_node_id {
+            return Err(Reject::KmaCertificateFromAnotherKma {
+                kma: name.into(),
+                node_id: kma.node_id,
+                origin_node_id: cx.origin_node_id,
+            });
+        }
+        Ok(kma)
+    }
+
     pub(crate) fn kma_mut(&mut self, name: &str) -> Result<&mut Kma, Reject> {
         self.meta.kmas.get_mut(name).ok_or_else(|| Reject::UnknownKma { name: name.into() })
     }
