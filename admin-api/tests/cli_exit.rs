@@ -93,6 +93,13 @@ fn u1_client_failures_map_to_exit_codes() {
     let impostor = ClientError::ServerNotProven { address: "a".into() };
     assert_eq!(client_exit_code(&impostor), exit::OTHER);
     assert!(CliError::from(impostor).help().unwrap().contains("--ca"));
+    let other_ca = ClientError::Unreachable {
+        attempts: vec!["kma1:8443: invalid peer certificate: UnknownIssuer".into()],
+    };
+    assert_eq!(client_exit_code(&other_ca), exit::UNAVAILABLE);
+    let help = CliError::from(other_ca).help().unwrap();
+    assert!(help.contains("CA rotation") && help.contains("--ca"), "{help}");
+    assert!(CliError::from(unreachable).help().unwrap().contains("running and reachable"));
 }
 
 /// Setup: each local error kind. Expectation: its exit code, and the help line where one is.

@@ -300,21 +300,6 @@ async fn c7_t90_issue_3_a_local_cluster_restarts_with_its_data() {
     assert!(users.iter().all(|user| present.contains(user)), "{users:?} in {present:?}");
 }
 
-/// An administrator's management API client at `address`: the officer, logged in there.
-async fn admin_api_client(cluster: &Cluster, address: &str) -> admin_api::client::AdminClient {
-    let tls = cluster.nodes[0].data_dir.join("tls");
-    let ca_pem = node::pki::read(&tls.join("ca.pem")).expect("the CA");
-    let addresses = vec![address.to_string()];
-    let (officer, passphrase) =
-        (&cluster.secrets.security_officer, &cluster.secrets.security_officer_passphrase);
-    let granted = admin_api::client::login(&addresses, &ca_pem, officer, passphrase)
-        .await
-        .expect("the officer logs in");
-    admin_api::client::AdminClient::new(addresses, &ca_pem, &granted.cert_pem, &granted.key_pem)
-        .expect("admin API client")
-        .with_login_index(granted.login_index)
-}
-
 /// Quick elections: the KMA restarted with a wrong clock is the first to stand once the
 /// leader is gone.
 fn eager_candidate(config: &mut node::config::NodeConfig) {

@@ -1209,6 +1209,20 @@ fn assert_old_ca_refused<'a>(
     }
 }
 
+/// Waits until the KMA at `address` reports every KMA reachable on the management listener:
+/// after a CA rotation, connections pooled with an old certificate are closed by their first
+/// refusal and reopened with the new certificate.
+async fn wait_all_reachable(cluster: &Cluster, address: &str) {
+    let api = support::admin_api_client(cluster, address).await;
+    wait_until(Duration::from_secs(30), "every KMA reachable", async || {
+        let status: Result<admin_api::api::ClusterStatus, _> = api.get("/v1/cluster/status").await;
+        let kmas = status.map_err(|e| e.to_string())?.kmas;
+        let seen: Vec<(String, bool)> = kmas.into_iter().map(|k| (k.name, k.reachable)).collect();
+        done_if(seen.iter().all(|(_, reachable)| *reachable), format!("{seen:?}"))
+    })
+    .await;
+}
+
 /// drive1, enrolled again at `service` with a new passphrase and the CA of kma1's `tls/ca.pem`.
 async fn enroll_again(
     cluster: &Cluster,
@@ -1253,6 +1267,8 @@ async fn s2_a_ca_rotation_leaves_the_old_ca_refused_on_every_listener() {
     let minted_kma1 = minted(&cluster, node::pki::Identity::Kma(1));
     assert!(answered(minted_kma1, &address, "/v1/status").await.is_ok(), "TLS passes before");
 
+    wait_all_reachable(&cluster, &address).await;
+
     let rotate = QuorumOperation::RotateCa;
     node::setup::quorum_flow::run_quorum_operation(
         &cluster.admin,
@@ -1273,6 +1289,7 @@ async fn s2_a_ca_rotation_leaves_the_old_ca_refused_on_every_listener() {
     let applied = officer.propose(&address, None, command).await.expect("sent").expect("committed");
     assert!(applied.result.is_ok(), "{:?}", applied.result);
     cluster.admin = officer;
+    wait_all_reachable(&cluster, &address).await;
     // The harness's own reader holds kma1's certificate of the old CA: read with the new one.
     cluster.reader = KmaClient::node(&cluster.nodes[0].data_dir).expect("kma1's new certificate");
     cluster.stop(1).await;

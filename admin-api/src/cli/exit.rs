@@ -147,6 +147,17 @@ fn client_help(error: &ClientError) -> Option<String> {
         ClientError::Api { error, address, .. } if error.retryable => {
             Some(format!("{address} says this may succeed if sent again later"))
         }
+        // rustls names it so: the KMAs present certificates of a CA the profile does not hold.
+        ClientError::Unreachable { attempts }
+            if attempts.iter().any(|a| a.contains("UnknownIssuer")) =>
+        {
+            Some(
+                "the KMAs present certificates of a CA this profile does not trust: after a CA \
+                 rotation, log in again with the new CA certificate (tls/ca.pem of a KMA, its \
+                 fingerprint checked against `kma status`): kmsctl login --ca NEW-CA.pem ..."
+                    .into(),
+            )
+        }
         ClientError::Unreachable { .. } => Some(
             "check that the KMAs of the profile are running and reachable (kmsctl profile show)"
                 .into(),

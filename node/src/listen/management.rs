@@ -111,7 +111,11 @@ async fn certificate_bound(
             let body = ErrorBody::new(code, why).with_retryable(retryable);
             let status = StatusCode::from_u16(body.http_status())
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            (status, Json(body)).into_response()
+            // The connection keeps the certificate of its handshake: closing it lets a client
+            // that holds a newer one (a KMA after a CA rotation) reconnect with it, rather
+            // than be refused on a pooled connection for as long as it is kept busy.
+            let close = [(header::CONNECTION, "close")];
+            (status, close, Json(body)).into_response()
         }
         None => next.run(request).await,
     }
