@@ -20,6 +20,8 @@ use crate::wire::JoinExporter;
 
 /// How long a connection, its handshake or one request may take.
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest answer read (a challenge, a refusal, a grant with two certificates).
+const ANSWER_LEN_MAX: usize = 64 * 1024;
 
 /// One TLS session to the KMA a joiner joins through.
 pub struct JoinSession {
@@ -78,8 +80,10 @@ impl JoinSession {
             self.sender.ready().await?;
             let response = self.sender.send_request(request).await?;
             let status = response.status();
-            let body = response.into_body().collect().await?.to_bytes();
-            Ok::<_, hyper::Error>((status, body))
+            // A join's answers are a few KiB; whoever answers gets no more of this memory.
+            let limited = http_body_util::Limited::new(response.into_body(), ANSWER_LEN_MAX);
+            let body = limited.collect().await.map_err(|e| anyhow::anyhow!("{e}"))?.to_bytes();
+            Ok::<_, anyhow::Error>((status, body))
         };
         let peer = &self.peer;
         tokio::time::timeout(STEP_TIMEOUT, exchange)
