@@ -210,15 +210,14 @@ async fn reissue(
 ) -> Result<(), String> {
     let new_ca = seen.rotation.as_ref().and_then(|r| r.new_ca.as_ref()).ok_or("not begun")?;
     let local = &kma.local;
-    let Some(trusted) =
-        kma.local.tls.trusted().into_iter().find(|t| *t == new_ca.ca_key.ca_certificate_sha256)
-    else {
+    let new_ca_sha256 = new_ca.ca_key.ca_certificate_sha256;
+    if !kma.local.tls.trusted().contains(&new_ca_sha256) {
         return Err("this KMA does not trust the new CA yet".into());
-    };
+    }
     let key_pem = security_core::ca_key::unwrap_ca_key(
         master,
         cluster_id,
-        &trusted,
+        &new_ca_sha256,
         &new_ca.ca_key.wrapped_key,
     )
     .map_err(|e| format!("the new CA's key does not open here: {e}"))?;

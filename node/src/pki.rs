@@ -230,16 +230,7 @@ pub fn der_fingerprint(certificate: &rustls::pki_types::CertificateDer<'_>) -> [
 
 /// A DER certificate as PEM text (the replicated state keeps certificates as DER).
 pub fn pem_of_der(der: &[u8]) -> String {
-    use base64::Engine;
-    let text = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
-    for line in text.as_bytes().chunks(64) {
-        // Base64 is ASCII: every chunk is valid UTF-8.
-        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
-        pem.push('\n');
-    }
-    pem.push_str("-----END CERTIFICATE-----\n");
-    pem
+    pem::encode(&pem::Pem::new("CERTIFICATE", der))
 }
 
 /// Replaces a file atomically: written beside it, synced, renamed over it, so a crash leaves

@@ -187,11 +187,11 @@ impl ClientCertVerifier for Live {
 
     fn verify_tls12_signature(
         &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        ClientCertVerifier::verify_tls12_signature(&*self.0.material().clients, message, cert, dss)
+        super::tls::tls12_refused()
     }
 
     fn verify_tls13_signature(
@@ -200,11 +200,11 @@ impl ClientCertVerifier for Live {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        ClientCertVerifier::verify_tls13_signature(&*self.0.material().clients, message, cert, dss)
+        super::tls::tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        ClientCertVerifier::supported_verify_schemes(&*self.0.material().clients)
+        super::tls::verify_schemes()
     }
 }
 
@@ -223,11 +223,11 @@ impl ServerCertVerifier for Live {
 
     fn verify_tls12_signature(
         &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        ServerCertVerifier::verify_tls12_signature(&*self.0.material().servers, message, cert, dss)
+        super::tls::tls12_refused()
     }
 
     fn verify_tls13_signature(
@@ -236,11 +236,11 @@ impl ServerCertVerifier for Live {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        ServerCertVerifier::verify_tls13_signature(&*self.0.material().servers, message, cert, dss)
+        super::tls::tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        ServerCertVerifier::supported_verify_schemes(&*self.0.material().servers)
+        super::tls::verify_schemes()
     }
 }
 

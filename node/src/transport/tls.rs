@@ -126,7 +126,7 @@ impl ServerCertVerifier for CheckedLater {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.2 is not offered".into()))
+        tls12_refused()
     }
 
     fn verify_tls13_signature(
@@ -135,13 +135,33 @@ impl ServerCertVerifier for CheckedLater {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algorithms = provider().signature_verification_algorithms;
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms)
+        tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        provider().signature_verification_algorithms.supported_schemes()
+        verify_schemes()
     }
+}
+
+/// Every verifier here refuses TLS 1.2, which no config of the KMA offers.
+pub(crate) fn tls12_refused() -> Result<HandshakeSignatureValid, rustls::Error> {
+    Err(rustls::Error::General("TLS 1.2 is not offered".into()))
+}
+
+/// A TLS 1.3 handshake signature checked with the provider's algorithms: what every verifier
+/// here does, whichever CAs it trusts.
+pub(crate) fn tls13_signature(
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    let algorithms = provider().signature_verification_algorithms;
+    rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms)
+}
+
+/// The signature schemes [`tls13_signature`] checks.
+pub(crate) fn verify_schemes() -> Vec<SignatureScheme> {
+    provider().signature_verification_algorithms.supported_schemes()
 }
 
 /// The identity a verified client certificate names, from its common name.
