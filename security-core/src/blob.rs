@@ -15,6 +15,7 @@ pub(crate) enum Kind {
     SealedMasterKey,
     Verifier,
     WrappedCaKey,
+    WrappedBackupKey,
 }
 
 impl Kind {
@@ -24,6 +25,7 @@ impl Kind {
             Kind::SealedMasterKey => b'M',
             Kind::Verifier => b'V',
             Kind::WrappedCaKey => b'C',
+            Kind::WrappedBackupKey => b'B',
         }
     }
 
@@ -33,6 +35,7 @@ impl Kind {
             Kind::SealedMasterKey => "sealed master key",
             Kind::Verifier => "passphrase verifier",
             Kind::WrappedCaKey => "wrapped CA key",
+            Kind::WrappedBackupKey => "backup key file",
         }
     }
 }

@@ -99,6 +99,14 @@ pub enum SecurityError {
     )]
     UnsealFailed,
 
+    /// A backup key file does not open for this backup under this master key.
+    #[error(
+        "the backup key file does not belong to this backup, or the master key is not this \
+         cluster's: check that you gave the key file taken with this data file and the core \
+         security backup of the same cluster"
+    )]
+    WrongBackupKey,
+
     /// A login message field is too long.
     #[error("the {field} of a login is {len} bytes long, at most {max} are accepted: shorten it")]
     FieldTooLong { field: &'static str, len: usize, max: usize },

@@ -3,9 +3,10 @@
 //! wrapped shares, verifiers); the node holds the results in memory and on disk.
 //!
 //! This crate owns the master key, its quorum split, the wrapping of data keys, the sealing of the
-//! master key to a node, and the passphrase challenge/response. It must never reach a file, a
-//! socket, a clock or a log: it takes bytes and returns bytes, so that no clear value can leak
-//! through it into storage or output. Randomness comes from the operating system (`OsRng`).
+//! master key to a node, the passphrase challenge/response and the encryption of database
+//! backups. It must never reach a file, a socket, a clock or a log: it takes bytes (or a
+//! caller's `io::Read`/`io::Write`) and returns bytes, so that no clear value can leak through
+//! it into storage or output. Randomness comes from the operating system (`OsRng`).
 //!
 //! Module map:
 //! - [`master_key`]: [`MasterKey`], the cluster's root key, and its check value.
@@ -16,6 +17,8 @@
 //!   pool keys ready to propose.
 //! - [`seal`]: the master key sealed to a node's own secret, for autonomous unlock (SPEC C6).
 //! - [`ca_key`]: the cluster CA's private key wrapped under the master key (issue #16).
+//! - [`backup_file`]: the backup key file, a fresh [`BackupKey`] wrapped under the master key
+//!   (SPEC B2).
 //! - [`challenge`]: passphrase login in the shape of SCRAM over argon2id (SPEC A1, S2).
 //! - [`error`]: [`SecurityError`], each message telling the operator what to do next.
 //!
@@ -24,6 +27,7 @@
 //! are zeroized on drop and print as `Name(..)`; none implements `Display`.
 #![forbid(unsafe_code)]
 
+pub mod backup_file;
 mod blob;
 pub mod ca_key;
 pub mod challenge;
@@ -35,6 +39,7 @@ pub mod master_key;
 pub mod quorum_shares;
 pub mod seal;
 
+pub use backup_file::{unwrap_backup_key, wrap_backup_key, BackupKey};
 pub use challenge::{
     create_verifier, verifier_kdf, ChannelBinding, ClientAwaitingServer, ClientHello, ClientLogin,
     ClientProof, ServerChallenge, ServerFinal, ServerLogin,
