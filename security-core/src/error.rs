@@ -107,6 +107,51 @@ pub enum SecurityError {
     )]
     WrongBackupKey,
 
+    /// A chunk of a backup data file fails its check: damaged, reordered, or opened with
+    /// another backup key or header.
+    #[error(
+        "chunk {chunk} of the backup data file does not open: the file is damaged or altered, \
+         or the backup key file or header given with it belongs to another backup; use the key \
+         file taken with this data file, or another copy of the backup"
+    )]
+    BackupChunkDamaged { chunk: u32 },
+
+    /// A backup data file ends before its last chunk.
+    #[error(
+        "the backup data file ends before its last chunk (after {chunks_opened} whole chunks): \
+         it was cut short while being written or copied; use a complete copy of the backup"
+    )]
+    BackupTruncated { chunks_opened: u32 },
+
+    /// A backup data file goes on after its last chunk.
+    #[error(
+        "the backup data file goes on after its last chunk: it was altered or joined with other \
+         data; use an intact copy of the backup"
+    )]
+    BackupTrailingBytes,
+
+    /// A chunk of a backup data file claims more bytes than a sealer ever writes.
+    #[error(
+        "chunk {chunk} of the backup data file claims {len} bytes, at most {len_max} are \
+         possible: the file is damaged or is not a backup data file; use an intact copy of the \
+         backup"
+    )]
+    BackupChunkTooLong { chunk: u32, len: u32, len_max: usize },
+
+    /// A backup exceeds what one backup key may encrypt (2^32 chunks).
+    #[error(
+        "the backup is larger than {len_max} bytes, the most one backup key may encrypt: a \
+         key manager's database never is, so report this as a bug"
+    )]
+    BackupTooLarge { len_max: u64 },
+
+    /// A backup stream is used again after one of its reads or writes failed.
+    #[error(
+        "an earlier read or write of this backup failed, so it cannot go on: fix the cause of \
+         that first error, then take the backup (or start the restore) again"
+    )]
+    BackupStreamAbandoned,
+
     /// A login message field is too long.
     #[error("the {field} of a login is {len} bytes long, at most {max} are accepted: shorten it")]
     FieldTooLong { field: &'static str, len: usize, max: usize },

@@ -17,8 +17,8 @@
 //!   pool keys ready to propose.
 //! - [`seal`]: the master key sealed to a node's own secret, for autonomous unlock (SPEC C6).
 //! - [`ca_key`]: the cluster CA's private key wrapped under the master key (issue #16).
-//! - [`backup_file`]: the backup key file, a fresh [`BackupKey`] wrapped under the master key
-//!   (SPEC B2).
+//! - [`backup_file`]: database backups encrypted as they stream under a fresh [`BackupKey`],
+//!   and the backup key file that holds that key wrapped under the master key (SPEC B2).
 //! - [`challenge`]: passphrase login in the shape of SCRAM over argon2id (SPEC A1, S2).
 //! - [`error`]: [`SecurityError`], each message telling the operator what to do next.
 //!
@@ -39,7 +39,9 @@ pub mod master_key;
 pub mod quorum_shares;
 pub mod seal;
 
-pub use backup_file::{unwrap_backup_key, wrap_backup_key, BackupKey};
+pub use backup_file::{
+    unwrap_backup_key, wrap_backup_key, BackupKey, BackupOpener, BackupSealer, BACKUP_CHUNK_LEN,
+};
 pub use challenge::{
     create_verifier, verifier_kdf, ChannelBinding, ClientAwaitingServer, ClientHello, ClientLogin,
     ClientProof, ServerChallenge, ServerFinal, ServerLogin,
