@@ -6,6 +6,7 @@
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
+use crate::apply_backup::NewBackup;
 use crate::audit::{AuditEvent, AuditLink, AuditWhat, ChainedAuditEvent, Outcome};
 use crate::cluster::UserSession;
 use crate::command::{Actor, Command, Envelope};
@@ -307,8 +308,19 @@ impl State {
                 self.import_transferred_keys(cx, partner, group, data_units)
             }
             C::Import1xKeys { group, keys } => self.import_1x_keys(cx, group, keys),
-            C::RecordBackup { kind, kma, file_name, covers_index } => {
-                self.record_backup(cx, *kind, kma, file_name, *covers_index)
+            C::RecordBackupBeforeFormat3 { kind, kma, file_name, covers_index } => {
+                let new = NewBackup {
+                    kind: *kind,
+                    kma,
+                    file_name,
+                    covers_index: *covers_index,
+                    taken_by: "",
+                    size_bytes: 0,
+                    file_sha256: [0; 32],
+                    state_sha256: [0; 32],
+                    backup_uuid: [0; 16],
+                };
+                self.record_backup(cx, &new)
             }
             C::MarkBackupDestroyed { id } => self.mark_backup_destroyed(cx, *id),
             C::SetBackupSchedule { schedule } => self.set_backup_schedule(schedule.as_ref()),
@@ -342,6 +354,37 @@ impl State {
             }
             C::CompleteCaRotation => self.complete_ca_rotation(cx),
             C::RecordCaAdopted { name } => self.record_ca_adopted(cx, name),
+            C::RecordBackup {
+                kind,
+                kma,
+                file_name,
+                covers_index,
+                taken_by,
+                size_bytes,
+                file_sha256,
+                state_sha256,
+                backup_uuid,
+            } => {
+                let new = NewBackup {
+                    kind: *kind,
+                    kma,
+                    file_name,
+                    covers_index: *covers_index,
+                    taken_by,
+                    size_bytes: *size_bytes,
+                    file_sha256: *file_sha256,
+                    state_sha256: *state_sha256,
+                    backup_uuid: *backup_uuid,
+                };
+                self.record_backup(cx, &new)
+            }
+            C::RecordBackupDrill { backup_id, kma, passed, detail } => {
+                self.record_backup_drill(cx, *backup_id, kma, *passed, detail)
+            }
+            C::RestoreCluster(restore) => self.restore_cluster(cx, restore),
+            C::RecoverFromLostMajority { kma_name, node_id } => {
+                self.recover_from_lost_majority(cx, kma_name, *node_id)
+            }
         }
     }
 }

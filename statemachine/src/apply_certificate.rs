@@ -168,14 +168,7 @@ impl State {
         kma: &str,
         members: &[String],
     ) -> Result<Reply, Reject> {
-        let entry = self.kma(kma)?;
-        if entry.node_id != cx.origin_node_id {
-            return Err(Reject::NotFromThatKma {
-                kma: kma.into(),
-                node_id: entry.node_id,
-                origin_node_id: cx.origin_node_id,
-            });
-        }
+        self.kma_recording_for_itself(cx, kma)?;
         let mut seen = alloc::collections::BTreeSet::new();
         let known = members.iter().all(|m| self.meta.quorum.is_member(m) && seen.insert(m));
         if members.is_empty() || !known {

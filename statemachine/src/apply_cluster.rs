@@ -115,6 +115,21 @@ impl State {
         Ok(kma)
     }
 
+    /// KMA `name`'s entry, when the command came through that KMA's own node: a KMA records
+    /// only what happened to itself (an unlock by members, a backup it wrote, a drill it ran),
+    /// since another could record what never happened there.
+    pub(crate) fn kma_recording_for_itself(&self, cx: &Cx<'_>, name: &str) -> Result<&Kma, Reject> {
+        let kma = self.kma(name)?;
+        if kma.node_id != cx.origin_node_id {
+            return Err(Reject::NotFromThatKma {
+                kma: name.into(),
+                node_id: kma.node_id,
+                origin_node_id: cx.origin_node_id,
+            });
+        }
+        Ok(kma)
+    }
+
     pub(crate) fn kma_mut(&mut self, name: &str) -> Result<&mut Kma, Reject> {
         self.meta.kmas.get_mut(name).ok_or_else(|| Reject::UnknownKma { name: name.into() })
     }
@@ -528,6 +543,12 @@ impl State {
                 self.check_new_partner(name, public_key)?;
             }
             QuorumOperation::RestoreFromBackup { backup_id } => {
+                // Retired from log format 3 (issue 17): a restore replaces the state of a
+                // factory-fresh KMA, which no entry of the cluster being replaced can do. Also
+                // at the completion of one started before: it would restore nothing.
+                if self.format_rules_apply(LOG_FORMAT_3) {
+                    return Err(Reject::RestoreIsALocalCeremony);
+                }
                 let backup = self
                     .meta
                     .backups
@@ -603,7 +624,7 @@ impl State {
                     kma.autonomous_unlock = true;
                 }
             }
-            QuorumOperation::ChangeQuorum { quorum } => self.change_quorum(quorum),
+            QuorumOperation::ChangeQuorum { quorum } => self.change_quorum(cx, quorum),
             QuorumOperation::CreateTransferPartner { name, public_key } => {
                 self.insert_partner(cx, name, public_key);
             }
@@ -618,9 +639,15 @@ impl State {
     /// the approvals of the members it removed (issue 16 point 9): format 2 already stopped
     /// counting them (`approvals_counted`), but kept them, so that a member removed and added
     /// back counted again an approval given before, and could not approve anew.
-    fn change_quorum(&mut self, quorum: &Quorum) {
+    ///
+    /// From log format 3 the entry's index is the new quorum version
+    /// (`Meta::quorum_changed_index`): a core security backup of the old quorum no longer
+    /// restores this one, so the audit log reminds that a new one is due (issue 17).
+    fn change_quorum(&mut self, cx: &mut Cx<'_>, quorum: &Quorum) {
         self.meta.quorum = quorum.clone();
         if self.format_rules_apply(LOG_FORMAT_3) {
+            self.meta.quorum_changed_index = cx.index;
+            cx.event(AuditWhat::CoreSecurityBackupDue { quorum_changed_index: cx.index });
             for op in self.meta.quorum_operations.values_mut() {
                 op.approvals.retain(|member| quorum.is_member(member));
                 debug_assert!(op.approvals.len() <= QUORUM_MEMBERS_MAX, "members approve once");

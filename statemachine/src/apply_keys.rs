@@ -102,6 +102,14 @@ impl State {
     /// After a restore from backup the pool may hold keys the lost cluster had already handed
     /// out; they are kept for recovery lookups (SPEC A5) and never drawn as new write keys.
     pub(crate) fn quarantine_key_pool(&mut self, cx: &mut Cx<'_>) -> Result<Reply, Reject> {
+        let count = self.quarantine_unassigned_pool_keys() as u32;
+        cx.event(AuditWhat::PoolKeysQuarantined { count });
+        Ok(Reply::KeysChanged { count })
+    }
+
+    /// Makes every unassigned pool key recovery-only (SPEC A5); how many. The pool holds at
+    /// most [`crate::limits::KEY_POOL_HIGH_WATER_MAX`] keys plus one refill.
+    pub(crate) fn quarantine_unassigned_pool_keys(&mut self) -> u64 {
         let ids: Vec<KeyId> =
             self.index.ready_pool.iter().chain(&self.index.generated_pool).copied().collect();
         for id in &ids {
@@ -111,8 +119,7 @@ impl State {
                 index_key(&mut self.index, key);
             }
         }
-        cx.event(AuditWhat::PoolKeysQuarantined { count: ids.len() as u32 });
-        Ok(Reply::KeysChanged { count: ids.len() as u32 })
+        ids.len() as u64
     }
 
     /// Records every transition time has brought up to now (bounded), and expires quorum

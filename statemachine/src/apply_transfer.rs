@@ -10,7 +10,7 @@ use smallvec::SmallVec;
 
 use crate::apply::Cx;
 use crate::audit::AuditWhat;
-use crate::backup::{Backup, BackupKind};
+use crate::backup::BackupKind;
 use crate::check::{check_blob, check_count, check_name, check_text};
 use crate::cluster::BackupSchedule;
 use crate::command::{Legacy1xKey, TransferDirection, TransferredDataUnit};
@@ -18,8 +18,8 @@ use crate::data_unit::{DataUnit, KeyAssociation};
 use crate::ids::{DataUnitId, KeyGroupId, KeyId};
 use crate::key::{Activation, Key, KeyCheckValue, KeyOrigin, KeyState, WrappedKey};
 use crate::limits::{
-    BACKUPS_MAX, DESCRIPTION_LEN_MAX, EXTERNAL_TAG_LEN_MAX, FILE_NAME_LEN_MAX,
-    IMPORT_KEYS_PER_COMMAND_MAX, PARTNERS_MAX, PUBLIC_KEY_LEN_MAX,
+    DESCRIPTION_LEN_MAX, EXTERNAL_TAG_LEN_MAX, IMPORT_KEYS_PER_COMMAND_MAX, PARTNERS_MAX,
+    PUBLIC_KEY_LEN_MAX,
 };
 use crate::partner::{TransferKeyPair, TransferPartner};
 use crate::reject::Reject;
@@ -371,42 +371,6 @@ impl State {
 }
 
 impl State {
-    pub(crate) fn record_backup(
-        &mut self,
-        cx: &mut Cx<'_>,
-        kind: BackupKind,
-        kma: &str,
-        file_name: &str,
-        covers_index: u64,
-    ) -> Result<Reply, Reject> {
-        if !self.meta.kmas.contains_key(kma) {
-            return Err(Reject::UnknownKma { name: kma.into() });
-        }
-        check_text("file name", file_name, FILE_NAME_LEN_MAX, false)?;
-        if covers_index > cx.index {
-            return Err(Reject::BackupCoversFuture { covers_index, index: cx.index });
-        }
-        check_count("backups", self.meta.backups.len() + 1, BACKUPS_MAX)?;
-        let id = self.meta.next_backup_id;
-        self.meta.next_backup_id += 1;
-        let backup = Backup {
-            id,
-            kind,
-            kma: kma.into(),
-            file_name: file_name.into(),
-            covers_index,
-            taken_at_ms: cx.now_ms,
-            destroyed: false,
-        };
-        self.meta.backups.insert(id, backup);
-        if kind == BackupKind::Database {
-            self.index.live_database_backups.insert((covers_index, id));
-            // On a single KMA a backup is what protects pool keys (SPEC O4).
-            self.protect_generated_keys(cx, covers_index);
-        }
-        Ok(Reply::BackupRecorded { id })
-    }
-
     /// Once no live backup holds a destroyed key's material, it is Completely destroyed (B4).
     pub(crate) fn mark_backup_destroyed(
         &mut self,

@@ -181,6 +181,38 @@ pub enum AuditWhat {
     CaRetired {
         ca_certificate_sha256: Fingerprint,
     },
+    // Backups, restore and disaster recovery (issue 17; log format 3).
+    /// The quorum changed (or the cluster was restored onto a new KMA) and no core security
+    /// backup holds the current quorum: a reminder to take one (SPEC B1). The quorum version
+    /// a new core security backup records as its `covers_index`.
+    CoreSecurityBackupDue {
+        quorum_changed_index: u64,
+    },
+    /// A KMA read a database backup back into a scratch state (SPEC B6).
+    BackupDrillRecorded {
+        backup_id: u64,
+        passed: bool,
+    },
+    /// The `kma restore` ceremony restored a database backup onto a new KMA (SPEC B3): the
+    /// backup, the KMAs of the lost cluster that left, the pool keys made recovery-only, the
+    /// user sessions ended and the new cluster epoch.
+    ClusterRestored {
+        backup_uuid: [u8; 16],
+        file_name: String,
+        covers_index: u64,
+        kmas_removed: Vec<String>,
+        pool_keys_quarantined: u64,
+        sessions_ended: u64,
+        epoch: u32,
+    },
+    /// A surviving KMA recovered the cluster after it lost its majority (SPEC B7): the other
+    /// KMAs left.
+    RecoveredFromLostMajority {
+        kma: String,
+        kmas_removed: Vec<String>,
+        pool_keys_quarantined: u64,
+        epoch: u32,
+    },
 }
 
 /// What changed in a user (persisted: variants only appended).

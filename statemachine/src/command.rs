@@ -332,7 +332,11 @@ pub enum Command {
         keys: Vec<Legacy1xKey>,
     },
     // Backups (SPEC B1–B5).
-    RecordBackup {
+    /// The backup record of log formats 1 and 2: [`Command::RecordBackup`] without what log
+    /// format 3 added. Kept at its position so that older logs decode; proposed only while the
+    /// cluster is below format 3 ([`crate::State::backup_record_to_propose`] picks). At format
+    /// 3 it applies the rules of format 3, with the added fields empty.
+    RecordBackupBeforeFormat3 {
         kind: BackupKind,
         kma: String,
         file_name: String,
@@ -446,4 +450,68 @@ pub enum Command {
     RecordCaAdopted {
         name: String,
     },
+    // Backups, restore and disaster recovery (issue 17): log format 3, appended after the
+    // others.
+    /// A KMA wrote a backup file (SPEC B1, B2) and records it, through its own node
+    /// (`origin_node_id`). A database backup holds the state at `covers_index` and protects the
+    /// Generated pool keys it holds on a single KMA (SPEC O4); a core security backup holds the
+    /// quorum of `covers_index`, which must be the current one (`Meta::quorum_changed_index`).
+    RecordBackup {
+        kind: BackupKind,
+        kma: String,
+        file_name: String,
+        covers_index: u64,
+        /// The user ID who asked; empty for the backup schedule (SPEC B5).
+        taken_by: String,
+        size_bytes: u64,
+        file_sha256: [u8; 32],
+        /// SHA-256 of the snapshot encoding of the state the file holds; all zero for a core
+        /// security backup.
+        state_sha256: [u8; 32],
+        backup_uuid: [u8; 16],
+    },
+    /// KMA `kma` read database backup `backup_id` back into a scratch state (a restore drill,
+    /// SPEC B6) and records the outcome, through its own node.
+    RecordBackupDrill {
+        backup_id: u64,
+        kma: String,
+        passed: bool,
+        detail: String,
+    },
+    /// The `kma restore` ceremony (SPEC B3): never proposed through Raft. A factory-fresh KMA
+    /// applies it with `State::apply` to the state decoded from a database backup, at index
+    /// `last_applied_index + 1` and through its own new node ID, before it first starts: the
+    /// KMAs of the lost cluster leave, the restoring KMA becomes the one member.
+    RestoreCluster(RestoreCluster),
+    /// Recovery of a cluster that lost its majority (SPEC B7), from one surviving KMA: never
+    /// proposed through Raft (there is no majority to commit it). The ceremony on the survivor
+    /// applies it locally, at `last_applied_index + 1`, through the survivor's own node, once the
+    /// quorum members typed their passphrases there; every other KMA leaves.
+    RecoverFromLostMajority {
+        kma_name: String,
+        node_id: NodeId,
+    },
+}
+
+/// What the `kma restore` ceremony knows of the backup it restores and of the KMA it restores
+/// on (SPEC B3): see [`Command::RestoreCluster`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreCluster {
+    /// From the backup file's header.
+    pub backup_uuid: [u8; 16],
+    pub file_name: String,
+    /// The last log index whose effects the backup holds.
+    pub covers_index: u64,
+    pub taken_at_ms: u64,
+    /// The KMA of the lost cluster that wrote the backup.
+    pub taken_on_kma: String,
+    /// SHA-256 of the snapshot encoding the backup holds, as the ceremony checked it.
+    pub state_sha256: [u8; 32],
+    /// The restoring KMA: its name, site and new node ID, the SHA-256 of the certificate it
+    /// made for itself, and the newest log format it reads.
+    pub kma_name: String,
+    pub site: String,
+    pub node_id: NodeId,
+    pub certificate_sha256: [u8; 32],
+    pub software_version: u32,
 }

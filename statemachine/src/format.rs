@@ -30,6 +30,15 @@
 //!   `Command::BeginCaRotation`, `Command::RecordReissuedKmaCertificate` and
 //!   `Command::CompleteCaRotation`, and `Command::RecordCaAdopted` until the old CA is retired;
 //!   no KMA joins while a rotation is under way or its old CA is not retired yet.
+//! - backups, restore and disaster recovery (issue 17): `Command::RecordBackup` carries who
+//!   asked, the file's size and digests and its UUID, and comes through the node of the KMA
+//!   it names (the format-1 record, `Command::RecordBackupBeforeFormat3`, applies the same
+//!   rules); a core security backup must hold the current quorum (`Meta::quorum_changed_index`,
+//!   set and audited by each quorum change from format 3 on); `Command::RecordBackupDrill`
+//!   records a restore drill; starting `QuorumOperation::RestoreFromBackup` is refused
+//!   (`Reject::RestoreIsALocalCeremony`). `Command::RestoreCluster` and
+//!   `Command::RecoverFromLostMajority` are local ceremonies, never in a log: see
+//!   [`Command::is_local_ceremony`].
 //!
 //! The rules, all pure functions of the state so that every KMA decides alike:
 //! 1. A command is proposed, and applied, only once every KMA that applies the log reports a
@@ -182,7 +191,7 @@ impl State {
     /// `apply` again before executing.
     pub fn check_format(&self, command: &Command) -> Result<(), Reject> {
         let format_needed = command.format_needed();
-        if format_needed <= LOG_FORMAT_BASELINE {
+        if format_needed <= LOG_FORMAT_BASELINE || command.is_local_ceremony() {
             // Every KMA reads the baseline: no need to look at them on the hot path.
             return Ok(());
         }
@@ -214,7 +223,32 @@ impl State {
     }
 }
 
+impl State {
+    /// The backup record to propose for `record` (a [`Command::RecordBackup`]): itself once the
+    /// cluster is at log format 3, else the format-1 record with the fields that format knows,
+    /// which KMAs of older software decode. Any other command is returned unchanged.
+    pub fn backup_record_to_propose(&self, record: Command) -> Command {
+        if self.check_format(&record).is_ok() {
+            return record;
+        }
+        match record {
+            Command::RecordBackup { kind, kma, file_name, covers_index, .. } => {
+                Command::RecordBackupBeforeFormat3 { kind, kma, file_name, covers_index }
+            }
+            other => other,
+        }
+    }
+}
+
 impl Command {
+    /// Whether this command is a ceremony a KMA applies to its own state, never proposed
+    /// through Raft: a restore (SPEC B3) and the recovery from a lost majority (SPEC B7). The
+    /// format gate does not hold them back: the KMAs whose formats it would look at are the
+    /// ones the ceremony removes, and the KMA applying it runs software that reads it.
+    pub const fn is_local_ceremony(&self) -> bool {
+        matches!(self, Command::RestoreCluster(_) | Command::RecoverFromLostMajority { .. })
+    }
+
     /// The log format a KMA must read to decode and apply this command (see the module doc).
     /// Every variant is listed: a new one must say which format it needs.
     #[allow(clippy::too_many_lines)] // One arm per variant: a table reads best whole.
@@ -277,7 +311,7 @@ impl Command {
             | C::RecordKeyExport { .. }
             | C::ImportTransferredKeys { .. }
             | C::Import1xKeys { .. }
-            | C::RecordBackup { .. }
+            | C::RecordBackupBeforeFormat3 { .. }
             | C::MarkBackupDestroyed { .. }
             | C::SetBackupSchedule { .. }
             | C::RecordLogin { .. } => LOG_FORMAT_BASELINE,
@@ -291,7 +325,11 @@ impl Command {
             | C::BeginCaRotation { .. }
             | C::RecordReissuedKmaCertificate { .. }
             | C::CompleteCaRotation
-            | C::RecordCaAdopted { .. } => LOG_FORMAT_3,
+            | C::RecordCaAdopted { .. }
+            | C::RecordBackup { .. }
+            | C::RecordBackupDrill { .. }
+            | C::RestoreCluster(_)
+            | C::RecoverFromLostMajority { .. } => LOG_FORMAT_3,
         }
     }
 }

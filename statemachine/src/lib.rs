@@ -25,6 +25,9 @@
 //! - `apply_ca_rotation`: the steps of a CA rotation the quorum approved
 //!   ([`cluster::CaRotation`]) and of the old CA's retirement ([`cluster::RetiringCa`]), and
 //!   [`State::ca_rotation`] and the reads after it in [`query`].
+//! - `apply_backup`: backup records and restore drills, and the local ceremonies of a restore
+//!   (`Command::RestoreCluster`) and of the recovery from a lost majority
+//!   (`Command::RecoverFromLostMajority`), with [`State::core_security_backup_due`].
 //! - `login_failure`: failed proofs of users and agents counted in the replicated state, so
 //!   that N KMAs together allow no more than the limit ([`State::login_throttled`]).
 //! - [`codec`]: versioned envelope and chunked snapshot encodings.
@@ -41,6 +44,7 @@ mod access;
 pub mod agent;
 mod apply;
 mod apply_agent;
+mod apply_backup;
 mod apply_ca_rotation;
 mod apply_catalog;
 mod apply_certificate;

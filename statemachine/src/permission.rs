@@ -16,8 +16,9 @@ use crate::role::{Role, RoleSet};
 /// One kind per command variant; starting a quorum operation has one kind per operation, since
 /// the roles that may start them differ. The version report has two variants, of log formats 1
 /// and 2 (see [`crate::format`]), and one kind: the same intent, by the same issuer. So do the
-/// destroy by key ID with and without its preview, and the login with and without its session
-/// certificate (`RecordLogin`, `RecordUserSession`).
+/// destroy by key ID with and without its preview, the login with and without its session
+/// certificate (`RecordLogin`, `RecordUserSession`), and the backup record of formats 1 and 3
+/// (`RecordBackupBeforeFormat3`, `RecordBackup`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum CommandKind {
     InitCluster,
@@ -95,6 +96,10 @@ pub enum CommandKind {
     RecordReissuedKmaCertificate,
     CompleteCaRotation,
     RecordCaAdopted,
+    // Issue 17: restore drills and the local ceremonies of restore and recovery (log format 3).
+    RecordBackupDrill,
+    RestoreCluster,
+    RecoverFromLostMajority,
 }
 
 /// Who may issue a kind of command.
@@ -144,6 +149,9 @@ impl CommandKind {
             K::CompleteCaRotation => System,
             // Only the KMA itself knows which certificate it presents.
             K::RecordCaAdopted => System,
+            // A KMA reads the backup back; the ceremonies run on a KMA's console, where the
+            // quorum members' passphrases, not a user's role, authorize them.
+            K::RecordBackupDrill | K::RestoreCluster | K::RecoverFromLostMajority => System,
             K::StartJoinKma | K::StartUnlockKma | K::StartEnableAutonomousUnlock => Users(SO),
             K::StartChangeQuorum | K::StartCreateTransferPartner => Users(SO),
             K::StartRestoreFromBackup => Users(BO),
@@ -198,7 +206,7 @@ impl CommandKind {
     }
 
     /// Every kind, in declaration order (for the role-matrix test and documentation).
-    pub const ALL: [CommandKind; 71] = {
+    pub const ALL: [CommandKind; 74] = {
         use CommandKind as K;
         [
             K::InitCluster,
@@ -272,6 +280,9 @@ impl CommandKind {
             K::RecordReissuedKmaCertificate,
             K::CompleteCaRotation,
             K::RecordCaAdopted,
+            K::RecordBackupDrill,
+            K::RestoreCluster,
+            K::RecoverFromLostMajority,
         ]
     };
 }
@@ -343,7 +354,7 @@ impl Command {
             C::RecordKeyExport { .. } => K::RecordKeyExport,
             C::ImportTransferredKeys { .. } => K::ImportTransferredKeys,
             C::Import1xKeys { .. } => K::Import1xKeys,
-            C::RecordBackup { .. } => K::RecordBackup,
+            C::RecordBackupBeforeFormat3 { .. } => K::RecordBackup,
             C::MarkBackupDestroyed { .. } => K::MarkBackupDestroyed,
             C::SetBackupSchedule { .. } => K::SetBackupSchedule,
             C::RecordLogin { .. } => K::RecordLogin,
@@ -362,6 +373,11 @@ impl Command {
             C::RecordReissuedKmaCertificate { .. } => K::RecordReissuedKmaCertificate,
             C::CompleteCaRotation => K::CompleteCaRotation,
             C::RecordCaAdopted { .. } => K::RecordCaAdopted,
+            // The record of format 3 carries more: the same intent and issuer.
+            C::RecordBackup { .. } => K::RecordBackup,
+            C::RecordBackupDrill { .. } => K::RecordBackupDrill,
+            C::RestoreCluster(_) => K::RestoreCluster,
+            C::RecoverFromLostMajority { .. } => K::RecoverFromLostMajority,
         }
     }
 }

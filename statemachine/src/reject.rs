@@ -309,6 +309,35 @@ pub enum Reject {
         completed_at_ms: u64,
         waiting_for: alloc::vec::Vec<String>,
     },
+    // Backups, restore and disaster recovery (issue 17).
+    /// A core security backup holds one quorum; the file of an older quorum restores members
+    /// who may have left, and may miss those who joined.
+    #[error(
+        "the core security backup holds the quorum of log index {covers_index}, but the quorum \
+         changed at index {quorum_changed_index}: the quorum changed meanwhile; take a new core \
+         security backup, which holds the current quorum"
+    )]
+    CoreSecurityBackupOutdated { covers_index: u64, quorum_changed_index: u64 },
+    /// The quorum operation of restore is retired (log format 3): a restore replaces a fresh
+    /// KMA's state, which a command of the cluster being replaced cannot do.
+    #[error(
+        "restore is no longer a quorum operation: restore now runs on a factory-fresh KMA: \
+         kma restore --data FILE --key FILE --core-security FILE, with the quorum members \
+         typing their passphrases at its console"
+    )]
+    RestoreIsALocalCeremony,
+    /// A restore drill reads a database backup back; a core security backup holds no state.
+    #[error(
+        "backup {id} is a core security backup, which holds no state to read back: drill a \
+         database backup (kmsctl backup list shows each backup's kind)"
+    )]
+    BackupNotADatabaseBackup { id: u64 },
+    /// The recovery from a lost majority names the survivor, as the state knows it.
+    #[error(
+        "KMA '{kma}' is node {recorded_node_id} in the state, not node {node_id}: run the \
+         recovery on the surviving KMA itself, which names its own node"
+    )]
+    SurvivingKmaIsAnotherNode { kma: String, node_id: NodeId, recorded_node_id: NodeId },
 }
 
 /// What kind of rule a [`Reject`] names, for shells to choose their protocol's answer (an HTTP
@@ -426,6 +455,10 @@ impl Reject {
             R::CaRotationIncomplete { .. } => 81,
             R::CaNotRetiring => 82,
             R::CaRetirementUnderWay { .. } => 83,
+            R::CoreSecurityBackupOutdated { .. } => 84,
+            R::RestoreIsALocalCeremony => 85,
+            R::BackupNotADatabaseBackup { .. } => 86,
+            R::SurvivingKmaIsAnotherNode { .. } => 87,
         }
     }
 
@@ -458,7 +491,8 @@ impl Reject {
             | R::AgentCannotAccessKey { .. }
             | R::VersionReportFromAnotherKma { .. }
             | R::KmaCertificateFromAnotherKma { .. }
-            | R::NotFromThatKma { .. } => C::Forbidden,
+            | R::NotFromThatKma { .. }
+            | R::SurvivingKmaIsAnotherNode { .. } => C::Forbidden,
             R::InvalidText { .. }
             | R::InvalidSetting { .. }
             | R::NoRoles
@@ -468,7 +502,9 @@ impl Reject {
             | R::NothingSelected
             | R::BackupCoversFuture { .. }
             | R::CaCertificateFingerprintMismatch { .. }
-            | R::NewCaIsCurrentCa { .. } => C::Invalid,
+            | R::NewCaIsCurrentCa { .. }
+            | R::RestoreIsALocalCeremony
+            | R::BackupNotADatabaseBackup { .. } => C::Invalid,
             R::TooMany { .. } | R::KeyPoolFull { .. } | R::RequestTooOld { .. } => C::Limit,
             R::KeyPoolEmpty | R::FormatNotYetAvailable { .. } => C::Unavailable,
             R::ClusterNotInitialized
@@ -514,7 +550,8 @@ impl Reject {
             | R::CaRotationNotBegun
             | R::CaRotationIncomplete { .. }
             | R::CaNotRetiring
-            | R::CaRetirementUnderWay { .. } => C::Conflict,
+            | R::CaRetirementUnderWay { .. }
+            | R::CoreSecurityBackupOutdated { .. } => C::Conflict,
         }
     }
 

@@ -3,6 +3,7 @@
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
+use crate::backup::RestoreSummary;
 use crate::ids::{DataUnitId, KeyGroupId, KeyId, KeyPolicyId, NodeId};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,5 +67,13 @@ pub enum Reply {
     },
     BackupRecorded {
         id: u64,
+    },
+    /// What the restore restored (SPEC B3), for the ceremony's report.
+    ClusterRestored(RestoreSummary),
+    /// The survivor of a lost majority is now the one KMA (SPEC B7).
+    RecoveredFromLostMajority {
+        kmas_removed: u32,
+        pool_keys_quarantined: u64,
+        cluster_epoch: u32,
     },
 }

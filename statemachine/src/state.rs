@@ -94,6 +94,16 @@ pub struct Meta {
     /// [`State::retiring_ca`]. `None` once it is retired, before any rotation completed, and in
     /// snapshots of older formats.
     pub retiring_ca: Option<RetiringCa>,
+    /// The quorum version (log format 3, snapshot format 4; issue 17): the index of the entry
+    /// whose quorum change took effect last, under the rules of log format 3. 0 for the quorum
+    /// of the quickstart or one changed below format 3 (a cluster initializes below format 3:
+    /// its first KMA has not reported yet), and in snapshots of older formats. A core security
+    /// backup records the quorum version it holds; see [`State::core_security_backup_due`].
+    pub quorum_changed_index: u64,
+    /// How many times a restore or a recovery from a lost majority started the cluster anew
+    /// from a copy of its state (log format 3, snapshot format 4; issue 17): a KMA of an older
+    /// epoch holds a history that went another way. 0 before any, and in older snapshots.
+    pub cluster_epoch: u32,
 }
 
 /// Lookups derived from the records; see [`State::rebuild_index`].

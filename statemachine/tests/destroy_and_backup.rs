@@ -19,7 +19,7 @@ fn written_tape(cluster: &mut TestCluster, tag: &str) -> (DataUnitId, KeyId) {
 
 fn backup(cluster: &mut TestCluster) -> u64 {
     let covers_index = cluster.index;
-    let command = Command::RecordBackup {
+    let command = Command::RecordBackupBeforeFormat3 {
         kind: BackupKind::Database,
         kma: "kma1".into(),
         file_name: format!("backup-{covers_index}.kms"),

@@ -19,8 +19,10 @@
 //!   certificate, a join granted once, user sessions recorded and revoked), the cluster CA's
 //!   key recorded wrapped, once, failed proofs counted in the state for the users and agents
 //!   that exist only, a login clearing them, and a CA rotation completed, its old CA retired
-//!   once every KMA adopted the new one, then a second rotation under way. The snapshot is of
-//!   format 4.
+//!   once every KMA adopted the new one, then a second rotation under way; and (issue 17)
+//!   backup records of format 3 through their KMA's own node, a restore drill, a core security
+//!   backup refused for an old quorum after a quorum change, which audits that one is due, and
+//!   the start of the retired quorum operation of restore refused. The snapshot is of format 4.
 //!
 //! `BLESS=1 cargo test -p statemachine --test golden` rewrites the files of the newest log
 //! format only, for a deliberate change of them; the older files are never rewritten.
@@ -142,15 +144,7 @@ fn sample_cluster_v3() -> TestCluster {
     let software = SoftwareVersion { major: 0, minor: 3, patch: 0 };
     report_everywhere(&mut cluster, &KmaVersion { software, formats: Formats::CURRENT });
     assert_eq!(cluster.state.cluster_format_version(), 3);
-    // Only a KMA records a backup.
-    let backup = Command::RecordBackup {
-        kind: statemachine::backup::BackupKind::Database,
-        kma: "kma1".into(),
-        file_name: "b3.kms".into(),
-        covers_index: cluster.index,
-    };
-    cluster.apply(bo(), backup.clone()).expect_err("a user");
-    cluster.ok(Actor::System, backup);
+    let backup_id = record_backups(&mut cluster);
     // A destroy by key ID on a stale preview, then on a fresh one.
     cluster.ok(co(), Command::CompromiseKeys { keys: vec![fixture.legacy] });
     let preview = |cluster: &TestCluster| {
@@ -200,6 +194,15 @@ fn sample_cluster_v3() -> TestCluster {
     cluster.ok(bo(), Command::ApproveQuorumOperation { id, member: "q1".into() });
     cluster.ok(bo(), Command::ApproveQuorumOperation { id, member: "q2".into() });
     assert!(cluster.state.meta().quorum_operations[&pending].approvals.is_empty());
+    // The quorum changed: the core security backup of the old one is due again (issue 17).
+    let version = cluster.state.quorum_changed_index();
+    assert_eq!(cluster.state.core_security_backup_due(), Some(version));
+    cluster.apply(Actor::System, core_security_backup(0)).expect_err("the old quorum");
+    cluster.ok(Actor::System, core_security_backup(version));
+    assert_eq!(cluster.state.core_security_backup_due(), None);
+    let restore = QuorumOperation::RestoreFromBackup { backup_id };
+    let start = Command::StartQuorumOperation { operation: restore, ttl_ms: None };
+    cluster.apply(bo(), start).expect_err("a local ceremony from format 3");
     // What commands changed.
     let roles = statemachine::RoleSet::of(statemachine::Role::ComplianceOfficer)
         .with(statemachine::Role::Auditor);
@@ -211,6 +214,53 @@ fn sample_cluster_v3() -> TestCluster {
     record_login_failures(&mut cluster);
     record_ca_rotation(&mut cluster);
     cluster
+}
+
+/// Backup records of log format 3 (issue 17): a database backup refused from a user and through
+/// another KMA's node, then recorded by kma1; a core security backup of the current quorum; a
+/// restore drill of the database backup. Returns the database backup's ID.
+fn record_backups(cluster: &mut TestCluster) -> u64 {
+    let backup = Command::RecordBackup {
+        kind: statemachine::backup::BackupKind::Database,
+        kma: "kma1".into(),
+        file_name: "b3.kms".into(),
+        covers_index: cluster.index,
+        taken_by: "bo".into(),
+        size_bytes: 4_096,
+        file_sha256: [0xf3; 32],
+        state_sha256: [0x53; 32],
+        backup_uuid: [0xb3; 16],
+    };
+    cluster.apply(bo(), backup.clone()).expect_err("a user");
+    cluster.apply_from(2, Actor::System, backup.clone()).expect_err("through kma2's node");
+    let Reply::BackupRecorded { id } = cluster.ok(Actor::System, backup) else {
+        panic!("recorded")
+    };
+    let version = cluster.state.quorum_changed_index();
+    cluster.ok(Actor::System, core_security_backup(version));
+    let drill = Command::RecordBackupDrill {
+        backup_id: id,
+        kma: "kma1".into(),
+        passed: true,
+        detail: "restored into a scratch state".into(),
+    };
+    cluster.ok(Actor::System, drill);
+    id
+}
+
+/// A core security backup written by kma1 (issue 17), holding the quorum of `covers_index`.
+fn core_security_backup(covers_index: u64) -> Command {
+    Command::RecordBackup {
+        kind: statemachine::backup::BackupKind::CoreSecurity,
+        kma: "kma1".into(),
+        file_name: format!("core-{covers_index}.xml"),
+        covers_index,
+        taken_by: String::new(),
+        size_bytes: 1_024,
+        file_sha256: [covers_index as u8; 32],
+        state_sha256: [0; 32],
+        backup_uuid: [covers_index as u8 ^ 0xcc; 16],
+    }
 }
 
 /// A CA rotation (issue 16 point 1): approved; kma1's reissued certificate refused before the
@@ -441,10 +491,12 @@ fn c7_golden_log_v3_replays_to_its_golden_snapshot() {
     let of_format_3 = entries.iter().filter(|entry| entry[0] == 3).count();
     assert_eq!(
         of_format_3,
-        11 + 14 + 7,
+        11 + 14 + 7 + 7,
         "2 previewed destroys, 2 KMA reports, 2 grants, 2 sessions, 3 CA key records; 3 CA \
          rotations started (one refused), 3 beginnings, 7 reissued certificates, 1 completion; \
-         7 adoptions (kma1 twice, kma2's through kma1's node, then kma1 to kma5)"
+         7 adoptions (kma1 twice, kma2's through kma1's node, then kma1 to kma5); 3 database \
+         backup records (a user's and one through kma2's node refused), 3 core security \
+         backup records (one of the old quorum refused), 1 restore drill"
     );
     let (state, events) = replay(&entries);
     assert_eq!(state.cluster_format_version(), 3);
@@ -578,6 +630,9 @@ fn c7_golden_commands_v1_decode_unchanged() {
         K::RecordReissuedKmaCertificate,
         K::CompleteCaRotation,
         K::RecordCaAdopted,
+        K::RecordBackupDrill,
+        K::RestoreCluster,
+        K::RecoverFromLostMajority,
     ];
     let all: std::collections::BTreeSet<_> =
         K::ALL.into_iter().filter(|kind| !added.contains(kind)).collect();

@@ -304,7 +304,7 @@ fn command_for(cluster: &mut TestCluster, step: &Step) -> Option<(Actor, Command
 }
 
 fn backup_command(covers_index: u64) -> Command {
-    Command::RecordBackup {
+    Command::RecordBackupBeforeFormat3 {
         kind: statemachine::backup::BackupKind::Database,
         kma: "kma1".into(),
         file_name: "b.kms".into(),

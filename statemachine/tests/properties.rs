@@ -129,7 +129,7 @@ fn command_for(cluster: &mut TestCluster, step: &Step) -> Option<(Actor, Command
             let covers_index = cluster.index;
             (
                 bo(),
-                Command::RecordBackup {
+                Command::RecordBackupBeforeFormat3 {
                     kind: statemachine::backup::BackupKind::Database,
                     kma: "kma1".into(),
                     file_name: "b".into(),

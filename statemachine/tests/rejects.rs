@@ -407,7 +407,7 @@ fn scenarios() -> Vec<(u16, &'static str, RejectClass, Scenario)> {
         (62, "BackupCoversFuture", Invalid, |c, _| {
             c.apply(
                 bo(),
-                Command::RecordBackup {
+                Command::RecordBackupBeforeFormat3 {
                     kind: statemachine::backup::BackupKind::Database,
                     kma: s("kma1"),
                     file_name: s("f"),
@@ -527,7 +527,48 @@ fn scenarios() -> Vec<(u16, &'static str, RejectClass, Scenario)> {
             c.ok(Actor::System, Command::CompleteCaRotation);
             c.apply(so(), start_rotate_ca())
         }),
+        (84, "CoreSecurityBackupOutdated", Conflict, |c, _| {
+            c.open_format(3);
+            c.apply(Actor::System, core_security_backup(5))
+        }),
+        (85, "RestoreIsALocalCeremony", Invalid, |c, f| {
+            c.open_format(3);
+            let operation = QuorumOperation::RestoreFromBackup { backup_id: f.backup };
+            c.apply(bo(), Command::StartQuorumOperation { operation, ttl_ms: None })
+        }),
+        (86, "BackupNotADatabaseBackup", Invalid, |c, _| {
+            c.open_format(3);
+            let Reply::BackupRecorded { id } = c.ok(Actor::System, core_security_backup(0)) else {
+                panic!("recorded")
+            };
+            let drill = Command::RecordBackupDrill {
+                backup_id: id,
+                kma: s("kma1"),
+                passed: true,
+                detail: String::new(),
+            };
+            c.apply(Actor::System, drill)
+        }),
+        (87, "SurvivingKmaIsAnotherNode", Forbidden, |c, _| {
+            let recover = Command::RecoverFromLostMajority { kma_name: s("kma1"), node_id: 2 };
+            c.apply(Actor::System, recover)
+        }),
     ]
+}
+
+/// A core security backup by kma1 (node 1), holding the quorum of `covers_index`.
+fn core_security_backup(covers_index: u64) -> Command {
+    Command::RecordBackup {
+        kind: statemachine::backup::BackupKind::CoreSecurity,
+        kma: s("kma1"),
+        file_name: s("core.xml"),
+        covers_index,
+        taken_by: s("bo"),
+        size_bytes: 1_024,
+        file_sha256: [0xf1; 32],
+        state_sha256: [0; 32],
+        backup_uuid: [0xb1; 16],
+    }
 }
 
 fn start_rotate_ca() -> Command {
@@ -582,7 +623,7 @@ fn every_reject_variant_has_a_triggering_scenario_and_a_frozen_code() {
         assert!(covered.insert(code, name.to_string()).is_none(), "{name}: code {code} twice");
     }
     assert_eq!(covered, codes_in_source(), "every code of Reject::code has its scenario");
-    let expected: BTreeSet<u16> = (1..=83).collect();
+    let expected: BTreeSet<u16> = (1..=87).collect();
     assert_eq!(covered.keys().copied().collect::<BTreeSet<_>>(), expected, "codes run on");
 }
 

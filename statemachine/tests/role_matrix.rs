@@ -73,6 +73,9 @@ fn s1_every_command_by_every_role() {
             if allowed(kind.issuer(), &actor) {
                 if kind == CommandKind::InitCluster {
                     assert_eq!(result, Err(Reject::ClusterAlreadyInitialized));
+                } else if kind == CommandKind::StartRestoreFromBackup {
+                    // Retired at log format 3 (issue 17): the role may, the rule refuses.
+                    assert_eq!(result, Err(Reject::RestoreIsALocalCeremony));
                 } else {
                     assert!(result.is_ok(), "{kind:?} by {name} should succeed: {result:?}");
                 }

@@ -319,7 +319,7 @@ fn a5_example_4_unassigned_pool_key_recovered_by_id() {
     cluster.enrolled_agent("drive1", &["std"]);
     let pool = cluster.fill_pool(3);
     let covers_index = cluster.index;
-    let backup = Command::RecordBackup {
+    let backup = Command::RecordBackupBeforeFormat3 {
         kind: statemachine::backup::BackupKind::Database,
         kma: "kma1".into(),
         file_name: "kms-2026-01-01.bak".into(),

@@ -47,7 +47,7 @@ fn kma_only_commands(cluster: &TestCluster, fixture: &Fixture) -> Vec<(Actor, Co
 }
 
 fn record_backup(covers_index: u64) -> Command {
-    Command::RecordBackup {
+    Command::RecordBackupBeforeFormat3 {
         kind: BackupKind::Database,
         kma: "kma1".into(),
         file_name: "b1.kms".into(),

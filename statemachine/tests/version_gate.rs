@@ -23,7 +23,8 @@ fn full_report(kma: &str, log: u16) -> Command {
 /// ID with its preview, the certificate records (user sessions, join grants, a KMA's own
 /// certificate), the cluster CA's wrapped key, a member unlock, and the CA rotation (its quorum
 /// operation, though started by a command of format 1, its three steps and the adoptions of
-/// its new CA), which need 3; an entry's version byte is that format, so older KMAs read every
+/// its new CA), and the backup records, restore drills and ceremonies of issue 17, which need
+/// 3; an entry's version byte is that format, so older KMAs read every
 /// entry the gate lets in. (SPEC C7, S4)
 #[test]
 fn c7_every_command_but_those_of_formats_2_and_3_needs_format_1() {
@@ -40,7 +41,11 @@ fn c7_every_command_but_those_of_formats_2_and_3_needs_format_1() {
             | Command::BeginCaRotation { .. }
             | Command::RecordReissuedKmaCertificate { .. }
             | Command::CompleteCaRotation
-            | Command::RecordCaAdopted { .. } => 3,
+            | Command::RecordCaAdopted { .. }
+            | Command::RecordBackup { .. }
+            | Command::RecordBackupDrill { .. }
+            | Command::RestoreCluster(_)
+            | Command::RecoverFromLostMajority { .. } => 3,
             _ => 1,
         };
         assert_eq!(command.format_needed(), needed, "{:?}", command.kind());

@@ -37,7 +37,10 @@ pub const ENVELOPE_FORMAT_VERSION: u8 = LOG_FORMAT_MAX as u8;
 /// session certificates (`User::sessions`), and `Meta` with the cluster CA's wrapped key
 /// (`Meta::ca_key`), then the failed-proof windows (`Meta::login_failures`), the CA rotation
 /// under way (`Meta::ca_rotation`), the rotated CA's certificate (`Meta::ca_certificate_der`)
-/// and the CA being retired (`Meta::retiring_ca`).
+/// and the CA being retired (`Meta::retiring_ca`); and (issue 17, before format 4's release) a
+/// backup record with who took it, its size, digests, UUID and drill (`Backup::taken_by` and
+/// after), and `Meta` with the quorum version and the cluster epoch
+/// (`Meta::quorum_changed_index`, `Meta::cluster_epoch`).
 pub const SNAPSHOT_FORMAT_VERSION: u8 = 4;
 /// A single record larger than this is corruption, not data (the largest real one is `Meta`).
 const SNAPSHOT_RECORD_LEN_MAX: usize = 256 * 1024 * 1024;

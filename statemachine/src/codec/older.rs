@@ -10,10 +10,14 @@
 //!   wrapped key (`Meta::ca_key`), the failed-proof windows (`Meta::login_failures`), the CA
 //!   rotation under way (`Meta::ca_rotation`), the rotated CA's certificate
 //!   (`Meta::ca_certificate_der`) and the CA being retired (`Meta::retiring_ca`).
-//! - Format 4 (issue 16): today's shapes.
+//! - Format 4 (issue 16, then issue 17 before its release): today's shapes. Issue 17 appended
+//!   to the backup record (`Backup::taken_by` and after) and to `Meta`
+//!   (`Meta::quorum_changed_index`, `Meta::cluster_epoch`) while format 4 was unreleased.
+//!
+//! A backup record of formats 1 to 3 ends at `Backup::destroyed` ([`BackupV1`]).
 //!
 //! Keys, data units and the trailer have kept one shape in every format so far, and so has
-//! every type inside `Meta` but the KMA and user records. Postcard writes a struct as its
+//! every type inside `Meta` but the KMA, user and backup records. Postcard writes a struct as its
 //! fields one after the other, so a shape that only appends fields nests the older one.
 
 use alloc::collections::BTreeMap;
@@ -23,7 +27,7 @@ use serde::Deserialize;
 
 use crate::agent::Agent;
 use crate::audit::AuditChain;
-use crate::backup::Backup;
+use crate::backup::{Backup, BackupKind};
 use crate::cluster::{
     BackupSchedule, ClusterInfo, KeyPoolLimits, Kma, KmaStatus, SecuritySettings, Site, User,
 };
@@ -113,6 +117,39 @@ impl KmaV1 {
     }
 }
 
+/// A backup record of snapshot formats 1 to 3.
+#[derive(Deserialize)]
+pub(super) struct BackupV1 {
+    id: u64,
+    kind: BackupKind,
+    kma: String,
+    file_name: String,
+    covers_index: u64,
+    taken_at_ms: u64,
+    destroyed: bool,
+}
+
+impl From<BackupV1> for Backup {
+    fn from(backup: BackupV1) -> Backup {
+        Backup {
+            id: backup.id,
+            kind: backup.kind,
+            kma: backup.kma,
+            file_name: backup.file_name,
+            covers_index: backup.covers_index,
+            taken_at_ms: backup.taken_at_ms,
+            destroyed: backup.destroyed,
+            // Recorded from log format 3 on, kept from snapshot format 4.
+            taken_by: String::new(),
+            size_bytes: 0,
+            file_sha256: [0; 32],
+            state_sha256: [0; 32],
+            backup_uuid: [0; 16],
+            drill: None,
+        }
+    }
+}
+
 /// `Meta` of snapshot format 1, its KMA records of shape `K` so that format 3 can reuse it.
 #[derive(Deserialize)]
 pub(super) struct MetaV1<K = KmaV1> {
@@ -138,7 +175,7 @@ pub(super) struct MetaV1<K = KmaV1> {
     agents: BTreeMap<String, Agent>,
     partners: BTreeMap<String, TransferPartner>,
     transfer_key_pair: Option<TransferKeyPair>,
-    backups: BTreeMap<u64, Backup>,
+    backups: BTreeMap<u64, BackupV1>,
     sessions: BTreeMap<Actor, BTreeMap<u64, ClientSession>>,
 }
 
@@ -166,6 +203,7 @@ impl<K: Into<Kma>> MetaV1<K> {
     fn into_meta_with(self, audit_chain: AuditChain) -> Meta {
         let kmas = self.kmas.into_iter().map(|(name, kma)| (name, kma.into())).collect();
         let users = self.users.into_iter().map(|(id, user)| (id, user.into())).collect();
+        let backups = self.backups.into_iter().map(|(id, backup)| (id, backup.into())).collect();
         Meta {
             cluster: self.cluster,
             last_applied_index: self.last_applied_index,
@@ -189,7 +227,7 @@ impl<K: Into<Kma>> MetaV1<K> {
             agents: self.agents,
             partners: self.partners,
             transfer_key_pair: self.transfer_key_pair,
-            backups: self.backups,
+            backups,
             sessions: self.sessions,
             audit_chain,
             // No CA key could be recorded before log format 3, nor kept before format 4.
@@ -200,6 +238,10 @@ impl<K: Into<Kma>> MetaV1<K> {
             ca_rotation: None,
             ca_certificate_der: None,
             retiring_ca: None,
+            // Quorum versions and epochs were counted from log format 3 only, and kept from
+            // format 4; a state that reaches format 3 counts them from 0, as a replay does.
+            quorum_changed_index: 0,
+            cluster_epoch: 0,
         }
     }
 }

@@ -4,7 +4,7 @@
 
 mod samples;
 #[allow(unused_imports)] // Not every test binary uses the samples.
-pub use samples::{samples, stage_for};
+pub use samples::{restore_of_kma9, samples, stage_for};
 
 use statemachine::command::{InitCluster, NewKey};
 use statemachine::key::{KeyCheckValue, WrappedKey};
@@ -557,7 +557,7 @@ fn prepare_keys(cluster: &mut TestCluster, pending: u64) -> Fixture {
     cluster.ok(co(), Command::Import1xKeys { group: "std".into(), keys: vec![legacy_key] });
     let empty_unit = cluster.create_data_unit("drive1", "VOL003");
     let covers_index = cluster.index;
-    let record = Command::RecordBackup {
+    let record = Command::RecordBackupBeforeFormat3 {
         kind: statemachine::backup::BackupKind::Database,
         kma: "kma1".into(),
         file_name: "b0.kms".into(),

@@ -173,12 +173,6 @@ pub fn samples(cluster: &mut TestCluster, f: &Fixture) -> Vec<Command> {
             data_units: vec![transferred],
         },
         Command::Import1xKeys { group: s("std"), keys: vec![legacy] },
-        Command::RecordBackup {
-            kind: statemachine::backup::BackupKind::CoreSecurity,
-            kma: s("kma1"),
-            file_name: s("core.xml"),
-            covers_index: 1,
-        },
         Command::MarkBackupDestroyed { id: f.backup },
         Command::SetBackupSchedule {
             schedule: Some(BackupSchedule { interval_ms: DAY_MS, kma: s("kma1") }),
@@ -212,6 +206,29 @@ pub fn samples(cluster: &mut TestCluster, f: &Fixture) -> Vec<Command> {
         Command::CompleteCaRotation,
         // Log format 3: a KMA adopted the new CA of a completed rotation (issue 16 point 1).
         Command::RecordCaAdopted { name: s("kma1") },
+        // Log format 3 (issue 17): a core security backup of the current quorum, recorded by
+        // kma1 (node 1, through which the samples come); a restore drill of the fixture's
+        // database backup; and the local ceremonies, applied through node 1 as the restoring
+        // KMA and the survivor.
+        Command::RecordBackup {
+            kind: statemachine::backup::BackupKind::CoreSecurity,
+            kma: s("kma1"),
+            file_name: s("core.xml"),
+            covers_index: cluster.state.quorum_changed_index(),
+            taken_by: s("bo"),
+            size_bytes: 2_048,
+            file_sha256: [0xf5; 32],
+            state_sha256: [0; 32],
+            backup_uuid: [0xb5; 16],
+        },
+        Command::RecordBackupDrill {
+            backup_id: f.backup,
+            kma: s("kma1"),
+            passed: true,
+            detail: s("restored into a scratch state"),
+        },
+        Command::RestoreCluster(restore_of_kma9()),
+        Command::RecoverFromLostMajority { kma_name: s("kma1"), node_id: 1 },
     ]
 }
 
@@ -240,5 +257,23 @@ pub fn stage_for(cluster: &mut TestCluster, command: &Command) {
     }
     if step >= 5 {
         cluster.ok(Actor::System, Command::CompleteCaRotation);
+    }
+}
+
+/// A restore onto `kma9` at site `west`, through node 1 (the node the test cluster applies
+/// through): the KMA restoring applies it as itself.
+pub fn restore_of_kma9() -> statemachine::command::RestoreCluster {
+    statemachine::command::RestoreCluster {
+        backup_uuid: [0xb0; 16],
+        file_name: "b0.kms".into(),
+        covers_index: 3,
+        taken_at_ms: START_MS,
+        taken_on_kma: "kma1".into(),
+        state_sha256: [0x5a; 32],
+        kma_name: "kma9".into(),
+        site: "west".into(),
+        node_id: 1,
+        certificate_sha256: [0xc9; 32],
+        software_version: 3,
     }
 }
