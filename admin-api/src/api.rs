@@ -388,6 +388,62 @@ pub struct Backup {
     pub covers_index: u64,
     pub taken_at_ms: u64,
     pub destroyed: bool,
+    /// The user who took it; empty for a scheduled backup.
+    #[serde(default)]
+    pub taken_by: String,
+    #[serde(default)]
+    pub size_bytes: u64,
+    /// SHA-256 of the file as the KMA wrote it (hex).
+    #[serde(default)]
+    pub file_sha256: String,
+    /// The latest restore drill of a database backup (SPEC B5): `passed`, `failed` or empty.
+    #[serde(default)]
+    pub drill: String,
+    #[serde(default)]
+    pub drill_detail: String,
+}
+
+/// A database backup this KMA wrote and holds for the caller to fetch (SPEC B2): fetch it
+/// with `GET /v1/backups/database/{backup_uuid}`, keep both files, then confirm with
+/// `POST /v1/backups/database/{backup_uuid}/saved`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DatabaseBackupTaken {
+    pub backup_uuid: String,
+    pub covers_index: u64,
+    pub size_bytes: u64,
+    /// SHA-256 of the data file (hex): check the file fetched against it.
+    pub sha256: String,
+    /// The backup key file's text (the backup key wrapped under the master key).
+    pub key_file: String,
+    /// A file name that says which cluster and index the backup holds.
+    pub file_name: String,
+}
+
+/// What a client kept: the KMA records the backup only once it is kept.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BackupKept {
+    /// The file name the client kept it under (informational, listed).
+    pub file_name: String,
+    /// SHA-256 of the file kept (hex): must be the one the KMA wrote.
+    pub sha256: String,
+}
+
+/// A backup recorded in the replicated state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BackupRecorded {
+    pub id: u64,
+    pub index: u64,
+}
+
+/// The core security backup of the current quorum (SPEC B1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CoreSecurityBackupFile {
+    /// The quorum change this file holds: a newer change needs a new file.
+    pub quorum_version: u64,
+    pub file_name: String,
+    /// The file's text (TOML): member IDs readable, shares wrapped, no clear secret.
+    pub text: String,
+    pub sha256: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

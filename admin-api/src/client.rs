@@ -44,6 +44,8 @@ pub const PURPOSE_USER: &str = "user-login";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one request may take: reads with `min_index` wait up to 30 s on the server.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// A backup file may be gigabytes: fetching one is bounded by this, not by [`REQUEST_TIMEOUT`].
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 /// Longest error body quoted in a message when it is not an [`ErrorBody`].
 const BODY_QUOTE_LEN_MAX: usize = 200;
 
@@ -242,6 +244,43 @@ impl AdminClient {
             self.observe_index(done.index);
         }
         Ok(answer)
+    }
+
+    /// `GET path` from the current KMA only, its body streamed into `out` (a backup file, never
+    /// held whole in memory). Returns the bytes written and their SHA-256.
+    pub async fn download(
+        &self,
+        path: &str,
+        out: &mut impl std::io::Write,
+    ) -> Result<(u64, [u8; 32]), ClientError> {
+        use sha2::Digest;
+        let address = self.current_address().to_string();
+        let url = format!("https://{address}{path}");
+        let mut builder = self.http.get(&url).timeout(DOWNLOAD_TIMEOUT);
+        if self.login_index > 0 {
+            builder = builder.header(LOGIN_INDEX_HEADER, self.login_index);
+        }
+        let unreachable = |e: &reqwest::Error| ClientError::Unreachable {
+            attempts: vec![format!("{address}: {}", error_chain(e))],
+        };
+        let mut response = builder.send().await.map_err(|e| unreachable(&e))?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = response.bytes().await.unwrap_or_default();
+            let error = api_error(status, &bytes);
+            return Err(ClientError::Api { status: status.as_u16(), address, error });
+        }
+        let mut hasher = sha2::Sha256::new();
+        let mut written = 0u64;
+        while let Some(chunk) = response.chunk().await.map_err(|e| unreachable(&e))? {
+            out.write_all(&chunk).map_err(|e| ClientError::Config {
+                what: "the file being written",
+                detail: e.to_string(),
+            })?;
+            hasher.update(&chunk);
+            written += chunk.len() as u64;
+        }
+        Ok((written, hasher.finalize().into()))
     }
 
     async fn call<Q: Serialize, B: Serialize, T: DeserializeOwned>(

@@ -185,6 +185,19 @@ pub fn backup(backup: &statemachine::backup::Backup) -> api::Backup {
         covers_index: backup.covers_index,
         taken_at_ms: backup.taken_at_ms,
         destroyed: backup.destroyed,
+        taken_by: backup.taken_by.clone(),
+        size_bytes: backup.size_bytes,
+        file_sha256: if backup.file_sha256 == [0; 32] {
+            String::new()
+        } else {
+            hex::encode(backup.file_sha256)
+        },
+        drill: match &backup.drill {
+            Some(drill) if drill.passed => "passed".into(),
+            Some(_) => "failed".into(),
+            None => String::new(),
+        },
+        drill_detail: backup.drill.as_ref().map(|d| d.detail.clone()).unwrap_or_default(),
     }
 }
 
@@ -236,5 +249,16 @@ pub fn reply(reply: &Reply) -> serde_json::Value {
             json!({ "keys": keys, "duplicates": duplicates, "data_units": data_units })
         }
         Reply::BackupRecorded { id } => json!({ "backup": id }),
+        Reply::ClusterRestored(summary) => json!({
+            "keys": summary.keys, "data_units": summary.data_units,
+            "pool_keys_quarantined": summary.pool_keys_quarantined,
+            "kmas_removed": summary.kmas_removed,
+        }),
+        Reply::RecoveredFromLostMajority { kmas_removed, pool_keys_quarantined, cluster_epoch } => {
+            json!({
+                "kmas_removed": kmas_removed, "pool_keys_quarantined": pool_keys_quarantined,
+                "cluster_epoch": cluster_epoch,
+            })
+        }
     }
 }

@@ -415,6 +415,11 @@ fn u1_other_views_render_as_golden() {
         covers_index: 1_000,
         taken_at_ms: T0,
         destroyed: false,
+        taken_by: "bob".into(),
+        size_bytes: 52_431,
+        file_sha256: "ab".repeat(32),
+        drill: "passed".into(),
+        drill_detail: "restored in a separate process".into(),
     }];
     check("backups", &render::backups(&backups), &render::json(&backups));
 }

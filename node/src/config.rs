@@ -70,6 +70,23 @@ pub struct NodeConfig {
     /// probes): when full, the oldest idle one makes room for a new one.
     #[serde(default = "default_anonymous_connections_max")]
     pub anonymous_connections_max: usize,
+    /// Where this KMA writes scheduled database backups (SPEC B5). Put it on other storage
+    /// than the data dir: a backup on the disk it backs up is lost with it. Unset: this KMA
+    /// takes no scheduled backups (and says so when the schedule names it).
+    #[serde(default)]
+    pub backup_dir: Option<PathBuf>,
+    /// Scheduled backups kept in `backup_dir`; older ones are removed once a newer one passed
+    /// its restore drill.
+    #[serde(default = "default_backups_kept")]
+    pub backups_kept: u32,
+    /// A program run after each scheduled backup passed its drill, with the data file and the
+    /// key file as its two arguments: to ship them elsewhere (another site, a vault).
+    #[serde(default)]
+    pub backup_ship_command: Option<PathBuf>,
+}
+
+fn default_backups_kept() -> u32 {
+    7
 }
 
 fn default_connections_max() -> usize {

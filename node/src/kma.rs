@@ -235,6 +235,7 @@ impl Kma {
         tokio::spawn(crate::setup::run_quickstart(self.clone()));
         tokio::spawn(crate::leader::run(self.clone()));
         tokio::spawn(crate::duties::run_vault_sync(self.local.clone()));
+        tokio::spawn(crate::backup::schedule::run(self.local.clone(), self.proposer.clone()));
         let (local, proposer) = (self.local.clone(), self.proposer.clone());
         tokio::spawn(crate::duties::run_version_report(local, proposer));
         let (local, proposer) = (self.local.clone(), self.proposer.clone());

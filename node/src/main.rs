@@ -153,6 +153,52 @@ enum Action {
         #[arg(long)]
         yes: bool,
     },
+    /// Restore a lost cluster from a database backup onto this factory-fresh KMA (SPEC B3):
+    /// a local ceremony where quorum members type their passphrases here. It becomes a new
+    /// cluster of one with the backup's keys, data units, agents, users and audit chain; the
+    /// other KMAs then join it as usual. See docs/operations.md.
+    Restore {
+        #[command(flatten)]
+        at: Where,
+        /// The database backup file (`*.kmsdb`).
+        #[arg(long)]
+        data: PathBuf,
+        /// Its backup key file (`*.kmsdb.key`).
+        #[arg(long)]
+        key: PathBuf,
+        /// The core security backup of the cluster's quorum.
+        #[arg(long)]
+        core_security: PathBuf,
+        /// Read the members' passphrases from standard input, one `MEMBER-ID PASSPHRASE` a
+        /// line (scripts); without it each member types theirs at this console.
+        #[arg(long)]
+        passphrases_stdin: bool,
+    },
+    /// Recover from a lost majority (SPEC B7) on this stopped surviving KMA: a local ceremony
+    /// where quorum members type their passphrases here. It becomes a one-KMA cluster with its
+    /// state intact, the lost KMAs removed and the key pool quarantined. Fence the lost KMAs
+    /// first (docs/operations.md).
+    RecoverFromLostMajority {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Confirm: the other KMAs are gone for good and fenced off.
+        #[arg(long)]
+        yes: bool,
+        /// Read the members' passphrases from standard input, one `MEMBER-ID PASSPHRASE` a
+        /// line (scripts); without it each member types theirs at this console.
+        #[arg(long)]
+        passphrases_stdin: bool,
+    },
+    /// A scheduled backup's restore drill (run by the KMA itself, SPEC B5): restores a backup
+    /// into a scratch directory with the backup key read from standard input (hex), and prints
+    /// the digest of the state it decoded as JSON.
+    #[command(hide = true)]
+    RestoreDrill {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        scratch: PathBuf,
+    },
     /// Show a KMA's status, read with the certificate of the KMA in the data directory given.
     Status {
         #[arg(long)]
@@ -190,6 +236,23 @@ async fn dispatch(action: Action) -> anyhow::Result<()> {
     match action {
         Action::Reset { data_dir, scrub, yes } => reset(&data_dir, scrub, yes),
         Action::Init { at, secrets_file } => init(&at, secrets_file.as_deref()),
+        Action::RecoverFromLostMajority { data_dir, yes, passphrases_stdin } => {
+            recover(&data_dir, yes, passphrases_stdin).await
+        }
+        Action::RestoreDrill { data, scratch } => {
+            let report = node::backup::schedule::restore_drill(&data, &scratch);
+            let _ = std::fs::remove_dir_all(&scratch);
+            println!("{}", serde_json::to_string(&report?)?);
+            Ok(())
+        }
+        Action::Restore { at, data, key, core_security, passphrases_stdin } => {
+            let files = node::setup::restore::RestoreFiles {
+                data: &data,
+                key: &key,
+                core_security: &core_security,
+            };
+            restore(&at, &files, passphrases_stdin)
+        }
         Action::Join { at, peer, passphrase_file, ca_fingerprint, wait_s } => {
             let passphrase = node::setup::prompt::join_passphrase(passphrase_file.as_deref())?;
             let credentials = node::setup::JoinCredentials {
@@ -255,6 +318,105 @@ fn init(at: &Where, secrets_file: Option<&std::path::Path>) -> anyhow::Result<()
     );
     print_listeners(&at.data_dir)?;
     println!("next: kma run --data-dir {}", at.data_dir.display());
+    Ok(())
+}
+
+fn restore(
+    at: &Where,
+    files: &node::setup::restore::RestoreFiles<'_>,
+    passphrases_stdin: bool,
+) -> anyhow::Result<()> {
+    use node::setup::restore::{combine, restore, CheckedBackup};
+    let backup = CheckedBackup::open(files)?;
+    println!(
+        "backup {} of cluster {:016x}, taken on KMA '{}', covers log index {} (files check out)",
+        hex::encode(backup.uuid),
+        backup.cluster_id.0,
+        backup.data.header.taken_on_kma,
+        backup.key.covers_index,
+    );
+    let shares = node::setup::prompt::quorum_shares(
+        &backup.members(),
+        backup.threshold(),
+        passphrases_stdin,
+        |member, passphrase| backup.open_share(member, passphrase),
+    )?;
+    let master = combine(&shares)?;
+    drop(shares);
+    let report = restore(&at.data_dir, &at.name, &at.site, &at.listeners(), &backup, &master)?;
+    println!(
+        "restored into {}: cluster {} at log index {} (the backup's {} and the restore), KMA          '{}' as node {} of cluster epoch {}",
+        at.data_dir.display(),
+        report.cluster_id,
+        report.restore_index,
+        report.covers_index,
+        at.name,
+        report.node_id,
+        report.epoch
+    );
+    println!(
+        "brought back: {} keys, {} data units, {} agents, {} users, {} key groups, {} audit          events; {} pool keys quarantined (handed out only by ID, SPEC A5); KMAs removed: {}",
+        report.keys,
+        report.data_units,
+        report.agents,
+        report.users,
+        report.key_groups,
+        report.audit_events,
+        report.pool_keys_quarantined,
+        if report.kmas_removed.is_empty() { "none".into() } else { report.kmas_removed.join(", ") }
+    );
+    println!(
+        "agents keep their certificates (same CA); agents enrolled after the backup must          enroll again. Report: {}",
+        at.data_dir.join(node::setup::restore::REPORT_FILE).display()
+    );
+    print_listeners(&at.data_dir)?;
+    println!("next: kma run --data-dir {}", at.data_dir.display());
+    Ok(())
+}
+
+async fn recover(
+    data_dir: &std::path::Path,
+    yes: bool,
+    passphrases_stdin: bool,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        yes,
+        "kma recover-from-lost-majority makes this KMA a cluster of one and removes every other \
+         KMA: fence the lost KMAs first (docs/operations.md), then run it again with --yes"
+    );
+    let report = node::setup::recover::recover_from_lost_majority(data_dir, |state| {
+        let cluster = state.cluster_id().ok_or_else(|| anyhow::anyhow!("no cluster"))?;
+        let quorum = &state.meta().quorum;
+        let members: Vec<String> = quorum.members.iter().map(|m| m.id.clone()).collect();
+        let shares = node::setup::prompt::quorum_shares(
+            &members,
+            quorum.threshold,
+            passphrases_stdin,
+            |member, passphrase| {
+                let Some(found) = quorum.members.iter().find(|m| m.id == member) else {
+                    anyhow::bail!(
+                        "'{member}' is not a member of this quorum (members: {})",
+                        members.join(", ")
+                    );
+                };
+                security_core::unwrap_share(&found.wrapped_share, cluster, member, passphrase)
+                    .map_err(|_| anyhow::anyhow!("wrong passphrase for quorum member '{member}'"))
+            },
+        )?;
+        node::setup::restore::combine(&shares)
+    })
+    .await?;
+    println!(
+        "recovered: KMA '{}' (node {}) is now a cluster of one at log index {} (kept every \
+         entry it knew committed, up to {}; dropped {} it never learnt committed); the other \
+         KMAs are removed and the key pool quarantined",
+        report.kma,
+        report.node_id,
+        report.recovery_index,
+        report.committed_index,
+        report.uncommitted_dropped
+    );
+    println!("next: kma run --data-dir {}, then join new KMAs to it", data_dir.display());
     Ok(())
 }
 

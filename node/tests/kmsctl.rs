@@ -8,6 +8,9 @@
 
 mod support;
 
+#[path = "more/backups.rs"]
+mod backups;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;

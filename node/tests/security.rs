@@ -186,6 +186,11 @@ fn kma_only_commands() -> Vec<Command> {
             kma: s("kma1"),
             file_name: s("f"),
             covers_index: 1,
+            taken_by: s("bob"),
+            size_bytes: 1,
+            file_sha256: [1; 32],
+            state_sha256: [0; 32],
+            backup_uuid: [1; 16],
         },
     ]
 }

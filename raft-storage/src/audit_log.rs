@@ -16,7 +16,7 @@ use crate::data_dir::{encode, RocksDataDir, CF_AUDIT, CF_SM_META};
 use crate::error::StorageError;
 
 /// Key in [`CF_SM_META`] of the anchors, in chain order.
-const KEY_AUDIT_ANCHORS: &str = "audit_anchors";
+pub(crate) const KEY_AUDIT_ANCHORS: &str = "audit_anchors";
 
 /// Key of one event: log index, then its position among the events of that entry.
 fn audit_key(index: u64, seq: u32) -> [u8; 12] {

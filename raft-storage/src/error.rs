@@ -73,6 +73,18 @@ pub enum StorageError {
     Task { op: &'static str, detail: String },
 
     #[error(
+        "the backup cannot be used: {detail}; take another backup, or restore from an older \
+         copy of the backup files"
+    )]
+    BackupStream { detail: String },
+
+    #[error("cannot write the backup: {source}; check free space where it goes, then try again")]
+    BackupWrite { source: io::Error },
+
+    #[error("cannot read the backup: {source}")]
+    BackupRead { source: io::Error },
+
+    #[error(
         "the state machine of this KMA has stopped (its Raft node shut down); restart the KMA"
     )]
     Closed,

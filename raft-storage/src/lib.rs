@@ -21,8 +21,11 @@
 //! - [`state_handle`]: [`StateHandle`], local reads and read-your-writes waits for the node.
 //! - `snapshot_file`: streaming snapshot files in and out. `audit_log`: the audit column family
 //!   (chained events) and its anchors.
+//! - [`backup`]: the stream a database backup carries (state and audit rows up to an index),
+//!   read back, and a restored backup made into a new one-voter data dir.
 //! - [`error`]: [`StorageError`], whose messages say what the operator should do.
 
+pub mod backup;
 pub mod data_dir;
 pub mod error;
 pub mod leader_appends;

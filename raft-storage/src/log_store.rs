@@ -29,9 +29,9 @@ use crate::types::KmaRaft;
 
 type RaftResult<T> = Result<T, openraft::StorageError<u64>>;
 
-const KEY_VOTE: &str = "vote";
-const KEY_COMMITTED: &str = "committed";
-const KEY_LAST_PURGED: &str = "last_purged";
+pub(crate) const KEY_VOTE: &str = "vote";
+pub(crate) const KEY_COMMITTED: &str = "committed";
+pub(crate) const KEY_LAST_PURGED: &str = "last_purged";
 
 /// The Raft log of one KMA. Generic over the type config only so that tests can observe the
 /// flush callback; the node uses the default, [`KmaRaft`].
@@ -187,7 +187,10 @@ where
     }
 
     /// Entries with indexes in `range`, in order, stopping at the first gap.
-    fn read_entries(&self, range: &impl RangeBounds<u64>) -> Result<Vec<C::Entry>, StorageError> {
+    pub(crate) fn read_entries(
+        &self,
+        range: &impl RangeBounds<u64>,
+    ) -> Result<Vec<C::Entry>, StorageError> {
         let start = match range.start_bound() {
             Bound::Included(&start) => start,
             Bound::Excluded(&start) => start.saturating_add(1),
@@ -209,6 +212,11 @@ where
             entries.push(entry);
         }
         Ok(entries)
+    }
+
+    /// Index of the last entry in the log, 0 when it is empty.
+    pub(crate) fn last_index(&self) -> Result<u64, StorageError> {
+        Ok(self.last_log_id_in_log()?.map_or(0, |id| id.index))
     }
 
     fn last_log_id_in_log(&self) -> Result<Option<LogId<u64>>, StorageError> {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use statemachine::{AuditChain, ChainedAuditEvent, State};
-use tokio::sync::{watch, RwLock, RwLockReadGuard};
+use tokio::sync::{watch, Mutex, RwLock, RwLockReadGuard};
 
 use crate::audit_log;
 use crate::data_dir::RocksDataDir;
@@ -16,6 +16,8 @@ use crate::state_machine::AppliedState;
 pub struct StateHandle {
     data_dir: Arc<RocksDataDir>,
     applied: Arc<RwLock<AppliedState>>,
+    /// The state machine's `apply_io`: a backup holds it while it streams the state.
+    apply_io: Arc<Mutex<()>>,
     applied_index: watch::Receiver<u64>,
 }
 
@@ -23,9 +25,22 @@ impl StateHandle {
     pub(crate) fn new(
         data_dir: Arc<RocksDataDir>,
         applied: Arc<RwLock<AppliedState>>,
+        apply_io: Arc<Mutex<()>>,
         applied_index: watch::Receiver<u64>,
     ) -> Self {
-        StateHandle { data_dir, applied, applied_index }
+        StateHandle { data_dir, applied, apply_io, applied_index }
+    }
+
+    pub(crate) fn data_dir(&self) -> &Arc<RocksDataDir> {
+        &self.data_dir
+    }
+
+    pub(crate) fn applied(&self) -> &Arc<RwLock<AppliedState>> {
+        &self.applied
+    }
+
+    pub(crate) fn apply_io(&self) -> &Arc<Mutex<()>> {
+        &self.apply_io
     }
 
     /// The state as applied so far. Hold the guard briefly: `apply` waits while it is held.

@@ -68,12 +68,12 @@ impl Shared {
 
 pub struct RocksStateMachine {
     data_dir: Arc<RocksDataDir>,
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     applied_index: watch::Sender<u64>,
     /// Files handed to openraft by `begin_receiving_snapshot`, removed after an install.
     receiving: Vec<std::path::PathBuf>,
     /// The anchors and end of the local audit log, to know when rows start a new run.
-    audit: AuditExtent,
+    pub(crate) audit: AuditExtent,
 }
 
 impl RocksStateMachine {
@@ -107,13 +107,16 @@ impl RocksStateMachine {
     /// A handle for local reads and for waiting until an index is applied; valid after this
     /// state machine moved into openraft.
     pub fn state(&self) -> StateHandle {
-        let applied = self.shared.applied.clone();
-        StateHandle::new(self.data_dir.clone(), applied, self.applied_index.subscribe())
+        let (applied, apply_io) = (self.shared.applied.clone(), self.shared.apply_io.clone());
+        StateHandle::new(self.data_dir.clone(), applied, apply_io, self.applied_index.subscribe())
     }
 
     /// Applies `entries` in memory, then writes their audit events and the new last applied log
     /// id in one synced batch.
-    async fn apply_entries<I>(&mut self, entries: I) -> Result<Vec<EntryResponse>, StorageError>
+    pub(crate) async fn apply_entries<I>(
+        &mut self,
+        entries: I,
+    ) -> Result<Vec<EntryResponse>, StorageError>
     where
         I: IntoIterator<Item = Entry>,
     {

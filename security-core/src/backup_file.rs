@@ -74,6 +74,17 @@ impl BackupKey {
     pub fn generate() -> BackupKey {
         BackupKey(crypto::random())
     }
+
+    /// The key's bytes, for one purpose: handing the key to the restore drill of a scheduled
+    /// backup (SPEC B5), a separate process, over a pipe. Never log or store them.
+    pub fn to_bytes(&self) -> zeroize::Zeroizing<[u8; BACKUP_KEY_LEN]> {
+        zeroize::Zeroizing::new(self.0)
+    }
+
+    /// A key handed over by [`BackupKey::to_bytes`].
+    pub fn from_bytes(bytes: &[u8; BACKUP_KEY_LEN]) -> BackupKey {
+        BackupKey(*bytes)
+    }
 }
 
 impl fmt::Debug for BackupKey {

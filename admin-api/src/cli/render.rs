@@ -369,9 +369,14 @@ pub fn key(key: &Key) -> String {
 }
 
 pub fn backups(rows: &[Backup]) -> String {
-    let header = ["ID", "KIND", "KMA", "FILE", "COVERS-INDEX", "TAKEN", "DESTROYED"];
+    let header =
+        ["ID", "KIND", "KMA", "FILE", "COVERS-INDEX", "TAKEN", "BY", "BYTES", "DRILL", "DESTROYED"];
     let mut table = Table::new(&header);
     for backup in rows {
+        let by = match (backup.taken_by.as_str(), backup.kind.as_str()) {
+            ("", "database") => "schedule".to_string(),
+            (by, _) => by.to_string(),
+        };
         table.row(vec![
             backup.id.to_string(),
             backup.kind.clone(),
@@ -379,6 +384,9 @@ pub fn backups(rows: &[Backup]) -> String {
             backup.file_name.clone(),
             backup.covers_index.to_string(),
             format_utc_ms(backup.taken_at_ms),
+            by,
+            backup.size_bytes.to_string(),
+            if backup.drill.is_empty() { "-".into() } else { backup.drill.clone() },
             yes_no(backup.destroyed),
         ]);
     }

@@ -247,7 +247,7 @@ impl Cluster {
             .collect();
         self.ok(Actor::System, Command::GeneratePoolKeys { keys });
         let covers_index = self.state.lock().expect("state").last_applied_index();
-        let backup = Command::RecordBackup {
+        let backup = Command::RecordBackupBeforeFormat3 {
             kind: BackupKind::Database,
             kma: "kma1".into(),
             file_name: "b0.kms".into(),

@@ -63,6 +63,10 @@ pub fn router(routers: ManagementRouters) -> Router {
     let (management_api, _document) = admin_api::routes::router(Arc::new(admin));
     let security = Arc::new(routers.security);
     let member_unlock = Arc::new(crate::listen::member_unlock::MemberUnlock::new(security.clone()));
+    let backups = Arc::new(crate::listen::backups::BackupsApi::new(
+        security.local.clone(),
+        security.proposer.clone(),
+    ));
     Router::new()
         .route("/v1/propose", post(propose))
         .route("/v1/status", get(status))
@@ -72,6 +76,7 @@ pub fn router(routers: ManagementRouters) -> Router {
         .with_state(Arc::new(routers.management))
         .merge(crate::listen::security_api::routes().with_state(security.clone()))
         .merge(crate::listen::member_unlock::routes().with_state(member_unlock))
+        .merge(crate::listen::backups::routes().with_state(backups))
         .merge(crate::listen::health::routes().with_state(Arc::new(routers.health)))
         .merge(management_api)
         // The node's own routes answer a wrong method in the management API's JSON shape too.

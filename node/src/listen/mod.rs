@@ -6,6 +6,7 @@
 //! - [`security_api`]: logins, joins and quorum approvals; [`quorum_change`]: a new quorum,
 //!   each new member entering their own passphrase; [`member_unlock`]: a locked KMA unlocked
 //!   with the members' passphrases alone, when nobody can log in.
+//! - [`backups`]: database and core security backups taken through this KMA (SPEC B1, B2).
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`; [`metrics`]: request metrics of both
 //!   listeners; [`scrape`]: the rest of what `/metrics` reports.
 //! - [`admin`]: this KMA as `admin_api`'s node; [`gateway_backend`]: as `agent_gateway`'s
@@ -16,6 +17,7 @@
 //! below may call up into it (`scripts/check-layers.sh`).
 
 pub mod admin;
+pub mod backups;
 pub mod gateway_backend;
 pub mod health;
 pub mod management;

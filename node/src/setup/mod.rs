@@ -15,7 +15,9 @@ pub mod join_session;
 pub mod local;
 pub mod prompt;
 pub mod quorum_flow;
+pub mod recover;
 pub mod reset;
+pub mod restore;
 
 use std::sync::Arc;
 
@@ -170,7 +172,7 @@ impl InitSecrets {
     }
 }
 
-fn refuse_existing(data_dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn refuse_existing(data_dir: &Path) -> anyhow::Result<()> {
     if data_dir.join(CONFIG_FILE).exists() {
         anyhow::bail!(
             "{} already holds a KMA (found {CONFIG_FILE}); start it with `kma run --data-dir {}` \
@@ -183,7 +185,7 @@ fn refuse_existing(data_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn hosts_for(advertise: &str) -> anyhow::Result<Vec<String>> {
+pub(crate) fn hosts_for(advertise: &str) -> anyhow::Result<Vec<String>> {
     let host = advertise_host(advertise)
         .ok_or_else(|| anyhow::anyhow!("--advertise '{advertise}' must be host:port"))?;
     Ok(vec![host.to_string(), "localhost".into(), "127.0.0.1".into()])
@@ -238,7 +240,7 @@ pub fn init(
     Ok(cluster_id)
 }
 
-fn config(node_id: u64, name: &str, site: &str, listeners: &Listeners) -> NodeConfig {
+pub(crate) fn config(node_id: u64, name: &str, site: &str, listeners: &Listeners) -> NodeConfig {
     NodeConfig {
         node_id,
         name: name.into(),
@@ -257,6 +259,9 @@ fn config(node_id: u64, name: &str, site: &str, listeners: &Listeners) -> NodeCo
         serve_cut_off_ms: 86_400_000,
         connections_max: agent_gateway::ConnectionLimits::default().connections_max,
         anonymous_connections_max: agent_gateway::ConnectionLimits::default().anonymous_max,
+        backup_dir: None,
+        backups_kept: 7,
+        backup_ship_command: None,
     }
 }
 

@@ -2,7 +2,9 @@
 //! Nothing typed here is echoed, logged or written anywhere.
 
 use std::io::{BufRead, IsTerminal, Write};
+
 use std::path::Path;
+use zeroize::Zeroizing;
 
 use crate::setup::{InitSecrets, QuorumMemberSecret};
 
@@ -90,4 +92,74 @@ pub fn join_passphrase(file: Option<&Path>) -> anyhow::Result<String> {
         anyhow::bail!("give the KMA's passphrase with --passphrase-file or $KMS_JOIN_PASSPHRASE");
     }
     Ok(rpassword::prompt_password("this KMA's one-time passphrase: ")?)
+}
+
+/// The shares of a local ceremony (restore, recovery from a lost majority): each quorum member
+/// in turn types their ID and their own passphrase at this console, until `threshold` shares
+/// opened. `open` checks a passphrase against that member's wrapped share (argon2id: slow on
+/// purpose). With `from_stdin` (scripts, tests) the lines of standard input are read instead,
+/// one `MEMBER-ID PASSPHRASE` a line; a wrong one there fails at once.
+pub fn quorum_shares(
+    members: &[String],
+    threshold: u8,
+    from_stdin: bool,
+    open: impl Fn(&str, &str) -> anyhow::Result<security_core::Share>,
+) -> anyhow::Result<Vec<security_core::Share>> {
+    let needed = usize::from(threshold);
+    let mut shares: Vec<security_core::Share> = Vec::new();
+    let mut failures = 0;
+    if !from_stdin && !std::io::stdin().is_terminal() {
+        anyhow::bail!(
+            "no terminal for the quorum members to type their passphrases at: run this at the \
+             KMA's console, or give them on standard input with --passphrases-stdin"
+        );
+    }
+    if !from_stdin {
+        println!(
+            "{needed} of the quorum members ({}) now type their passphrases, each their own. \
+             Nothing typed is echoed.",
+            members.join(", ")
+        );
+    }
+    let mut lines = std::io::stdin().lock().lines();
+    while shares.len() < needed {
+        let (member, passphrase) = if from_stdin {
+            let Some(line) = lines.next().transpose()? else {
+                anyhow::bail!(
+                    "standard input ended after {} of the {needed} passphrases needed; \
+                     nothing was changed",
+                    shares.len()
+                );
+            };
+            let line = Zeroizing::new(line);
+            let (member, passphrase) = line.trim_end().split_once(' ').ok_or_else(|| {
+                anyhow::anyhow!("each line of standard input is MEMBER-ID PASSPHRASE")
+            })?;
+            (member.to_string(), Zeroizing::new(passphrase.to_string()))
+        } else {
+            let member = line(&format!("quorum member ID ({} of {needed} given): ", shares.len()))?;
+            let passphrase =
+                Zeroizing::new(rpassword::prompt_password(format!("passphrase of '{member}': "))?);
+            (member, passphrase)
+        };
+        if shares.iter().any(|share| share.member() == member) {
+            eprintln!("'{member}' already gave their passphrase: the next member, please");
+            continue;
+        }
+        match open(&member, &passphrase) {
+            Ok(share) => {
+                shares.push(share);
+                eprintln!("'{member}': accepted ({} of {needed})", shares.len());
+            }
+            Err(error) if from_stdin => return Err(error.context("nothing was changed")),
+            Err(error) => {
+                failures += 1;
+                eprintln!("{error:#}");
+                if failures >= 5 {
+                    anyhow::bail!("5 refused passphrases: stopping; nothing was changed");
+                }
+            }
+        }
+    }
+    Ok(shares)
 }

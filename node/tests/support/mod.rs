@@ -38,7 +38,7 @@ pub struct Node {
 
 impl Node {
     /// The KMA in `data_dir`, where its `kma.toml` (written by init or join) says it listens.
-    fn created(data_dir: PathBuf) -> Node {
+    pub fn created(data_dir: PathBuf) -> Node {
         let config = NodeConfig::load(&data_dir).expect("kma.toml written by init or join");
         Node {
             name: config.name.clone(),
