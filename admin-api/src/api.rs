@@ -450,6 +450,8 @@ pub struct CoreSecurityBackupFile {
 pub struct BackupSchedule {
     /// `None` turns scheduled backups off.
     pub interval_ms: Option<u64>,
+    /// The KMA that takes them; `None`: a follower (on a one-KMA cluster, the KMA itself).
+    /// It writes them into the `backup_dir` of its `kma.toml` (docs/operations.md).
     pub kma: Option<String>,
 }
 

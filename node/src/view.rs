@@ -94,12 +94,14 @@ impl Local {
             _ if !voters.contains(&self.node_id()) => "learner",
             _ => "follower",
         };
-        let (cluster_id, (key_pool_ready, key_pool_generated), cluster_log_format, ca_rotation) = {
+        let (cluster_id, pool, cluster_log_format, ca_rotation, core_security_backup_due) = {
             let state = self.state.read().await;
             let cluster_id = state.cluster_id().map(|id| id.to_string());
             let rotation = crate::ca_rotation::describe(&state);
-            (cluster_id, state.pool_size(), state.cluster_format_version(), rotation)
+            let due = state.cluster_id().and(state.core_security_backup_due());
+            (cluster_id, state.pool_size(), state.cluster_format_version(), rotation, due)
         };
+        let (key_pool_ready, key_pool_generated) = pool;
         let version = self.version;
         NodeStatus {
             node_id: self.node_id(),
@@ -126,6 +128,7 @@ impl Local {
             sealed_key_problem: self.vault.sealed_problem(),
             trusted_ca_sha256: self.tls.trusted().iter().map(hex::encode).collect(),
             ca_rotation,
+            core_security_backup_due,
         }
     }
 

@@ -102,6 +102,10 @@ pub struct NodeStatus {
     /// …)`, `retiring the old CA (waiting for …)`; none when no rotation runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_rotation: Option<String>,
+    /// The quorum version (index of its last change) that no core security backup holds yet:
+    /// take one with `kmsctl backup core-security` (SPEC B1). None once one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub core_security_backup_due: Option<u64>,
 }
 
 /// What `GET /v1/digest` answers: a SHA-256 of the applied state's snapshot encoding.

@@ -155,29 +155,67 @@ impl StateHandle {
             let manifest =
                 BackupManifest { format: BACKUP_STREAM_FORMAT, covers_index, chain, anchors };
             let mut frames = FrameWriter { out };
-            frames.frame(&encode_plain("backup manifest", &manifest)?)?;
-            let mut hasher = Sha256::new();
-            let mut state_bytes = 0u64;
-            for chunk in statemachine::codec::snapshot_chunks(&applied.state, SNAPSHOT_CHUNK_LEN) {
-                hasher.update(&chunk);
-                state_bytes += chunk.len() as u64;
-                frames.frame(&chunk)?;
-            }
-            frames.end_section()?;
+            let (state_sha256, state_bytes) =
+                write_manifest_and_state(&mut frames, &manifest, &applied.state)?;
             // The rows up to `covers_index` are durable: let applies go on.
             drop(applied);
             drop(io);
             let audit_rows = write_audit_rows(&data_dir, covers_index, &mut frames)?;
-            frames.end_section()?;
-            let state_sha256: [u8; 32] = hasher.finalize().into();
-            let trailer = BackupTrailer { state_sha256, state_bytes, audit_rows };
-            frames.frame(&encode_plain("backup trailer", &trailer)?)?;
-            frames.out.flush().map_err(write_error)?;
-            Ok((frames.out, BackupSummary { covers_index, state_sha256, state_bytes, audit_rows }))
+            let summary = BackupSummary { covers_index, state_sha256, state_bytes, audit_rows };
+            Ok((finish_stream(frames, &summary)?, summary))
         })
         .await
         .map_err(StorageError::task("backup"))?
     }
+}
+
+fn write_manifest_and_state<W: Write>(
+    frames: &mut FrameWriter<W>,
+    manifest: &BackupManifest,
+    state: &State,
+) -> Result<([u8; 32], u64), StorageError> {
+    frames.frame(&encode_plain("backup manifest", manifest)?)?;
+    let mut hasher = Sha256::new();
+    let mut state_bytes = 0u64;
+    for chunk in statemachine::codec::snapshot_chunks(state, SNAPSHOT_CHUNK_LEN) {
+        hasher.update(&chunk);
+        state_bytes += chunk.len() as u64;
+        frames.frame(&chunk)?;
+    }
+    frames.end_section()?;
+    Ok((hasher.finalize().into(), state_bytes))
+}
+
+/// Ends the audit section and writes the trailer.
+fn finish_stream<W: Write>(
+    mut frames: FrameWriter<W>,
+    summary: &BackupSummary,
+) -> Result<W, StorageError> {
+    frames.end_section()?;
+    let trailer = BackupTrailer {
+        state_sha256: summary.state_sha256,
+        state_bytes: summary.state_bytes,
+        audit_rows: summary.audit_rows,
+    };
+    frames.frame(&encode_plain("backup trailer", &trailer)?)?;
+    frames.out.flush().map_err(write_error)?;
+    Ok(frames.out)
+}
+
+/// A backup stream of `state` alone, with no audit rows: for benchmarks and tools that hold
+/// a state outside any data dir. Blocking.
+pub fn write_state_stream<W: Write>(
+    state: &State,
+    out: W,
+) -> Result<(W, BackupSummary), StorageError> {
+    let chain = state.audit_chain();
+    let covers_index = state.last_applied_index();
+    let manifest =
+        BackupManifest { format: BACKUP_STREAM_FORMAT, covers_index, chain, anchors: vec![chain] };
+    let mut frames = FrameWriter { out };
+    let (state_sha256, state_bytes) = write_manifest_and_state(&mut frames, &manifest, state)?;
+    let summary = BackupSummary { covers_index, state_sha256, state_bytes, audit_rows: 0 };
+    Ok((finish_stream(frames, &summary)?, summary))
 }
 
 fn encode_plain<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, StorageError> {

@@ -45,7 +45,8 @@ pub enum BackupCommand {
         /// Turn scheduled backups off.
         #[arg(long, group = "when")]
         off: bool,
-        /// The KMA that takes them [default: the cluster picks one].
+        /// The KMA that takes them [default: a follower, so the leader is not slowed]. It
+        /// writes them into the `backup_dir` of its kma.toml and drills a restore of each.
         #[arg(long, conflicts_with = "off")]
         kma: Option<String>,
     },

@@ -202,10 +202,11 @@ async fn count_keys(api: &Health) -> KeyCounts {
 
 async fn metrics(State(api): State<Arc<Health>>) -> Response {
     let counts = key_counts(&api).await;
-    let (pool, names) = {
+    let (pool, names, backups) = {
         let state = api.local.state.read().await;
         let names = state.meta().kmas.values().map(|kma| (kma.node_id, kma.name.clone()));
-        (state.pool_size(), names.collect())
+        let backups = crate::listen::scrape::BackupReading::of(&state);
+        (state.pool_size(), names.collect(), backups)
     };
     let raft = api.local.raft.metrics().borrow().clone();
     let committed = committed_index(&api.local.raft).await;
@@ -219,6 +220,7 @@ async fn metrics(State(api): State<Arc<Health>>) -> Response {
         locked: api.local.is_locked().await,
         names,
         node_id: api.local.node_id(),
+        backups,
     };
     let text = api.scrape.lock().await.encode(&reading);
     let headers = [(header::CONTENT_TYPE, crate::listen::metrics::CONTENT_TYPE)];

@@ -75,6 +75,9 @@ struct Gauges {
     replication_lag: Family<PeerLabels, Gauge>,
     locked: Gauge,
     peer_rpc_failing: Family<NodeLabel, Gauge>,
+    core_security_backup_due: Gauge,
+    backup_last_at_seconds: Gauge,
+    backup_drill_failed: Gauge,
 }
 
 /// What one scrape read of this KMA, gathered before anything is set.
@@ -89,6 +92,34 @@ pub struct Reading {
     /// node ID → KMA name, from the state.
     pub names: BTreeMap<u64, String>,
     pub node_id: u64,
+    /// What the state says of backups (SPEC B1, B5).
+    pub backups: BackupReading,
+}
+
+/// The backup gauges' values, read from the state.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BackupReading {
+    /// The quorum changed since the latest core security backup (or none was taken).
+    pub core_security_due: bool,
+    /// Time of the latest database backup not marked destroyed, in ms since the epoch.
+    pub last_database_at_ms: Option<u64>,
+    /// The latest drill of the latest drilled backup failed.
+    pub last_drill_failed: bool,
+}
+
+impl BackupReading {
+    pub fn of(state: &statemachine::State) -> BackupReading {
+        use statemachine::backup::BackupKind;
+        let live = state.meta().backups.values().filter(|b| !b.destroyed);
+        let database: Vec<_> = live.filter(|b| b.kind == BackupKind::Database).collect();
+        let last_drilled = database.iter().rev().find_map(|b| b.drill.as_ref());
+        BackupReading {
+            core_security_due: state.cluster_id().is_some()
+                && state.core_security_backup_due().is_some(),
+            last_database_at_ms: database.iter().map(|b| b.taken_at_ms).max(),
+            last_drill_failed: last_drilled.is_some_and(|drill| !drill.passed),
+        }
+    }
 }
 
 /// The registry of one KMA and its scrape-time gauges.
@@ -131,6 +162,10 @@ impl Scrape {
         g.key_pool.get_or_create(&LevelLabel { level: "generated" }).set(int(generated as u64));
         self.set_raft(reading);
         g.locked.set(i64::from(reading.locked));
+        g.core_security_backup_due.set(i64::from(reading.backups.core_security_due));
+        let last = reading.backups.last_database_at_ms.map_or(0, |ms| ms / 1000);
+        g.backup_last_at_seconds.set(int(last));
+        g.backup_drill_failed.set(i64::from(reading.backups.last_drill_failed));
         g.peer_rpc_failing.clear();
         for (node_id, link) in self.peer_links.snapshot() {
             let labels = NodeLabel { node_id: node_id.to_string() };
@@ -190,6 +225,12 @@ fn register_gauges(registry: &mut Registry, g: &Gauges) {
     registry.register("kms_locked", help, g.locked.clone());
     let help = "1 while this KMA's Raft RPCs to the peer fail in transport, 0 while they work";
     registry.register("kms_peer_rpc_failing", help, g.peer_rpc_failing.clone());
+    let help = "1 while the quorum changed since the latest core security backup: take one";
+    registry.register("kms_core_security_backup_due", help, g.core_security_backup_due.clone());
+    let help = "Unix time of the latest database backup not marked destroyed (0: none)";
+    registry.register("kms_backup_last_timestamp_seconds", help, g.backup_last_at_seconds.clone());
+    let help = "1 when the restore drill of the latest drilled database backup failed";
+    registry.register("kms_backup_drill_failed", help, g.backup_drill_failed.clone());
 }
 
 /// `kms_raft_entries_ahead_total`, from the counters of `transport::parallel_append`.

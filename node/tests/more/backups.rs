@@ -10,7 +10,7 @@ use agent_gateway::AgentClient;
 use node::client::KmaClient;
 use statemachine::{Command, Role, RoleSet};
 
-use super::support::{agents, wait_until, Cluster, Node, KMA};
+use super::support::{agents, done_if, wait_until, Cluster, Node, KMA};
 use super::Ctl;
 
 const BACKUP_OPERATOR: &str = "bob-backup-passphrase";
@@ -304,4 +304,172 @@ async fn b7_a_survivor_of_a_lost_majority_becomes_a_cluster_of_one() {
         assert!(keys.keys.iter().any(|k| *k.value == *key), "tape {tape}: same key");
     }
     agents::write_key(&drive, "TAPE04").await;
+}
+
+/// Setup: one KMA with a drive's catalogue, so its pool keys wait in Generated (SPEC O4, O5);
+/// its kma.toml names a backup directory and a ship command. Action: `kmsctl backup schedule
+/// --interval 1m`. Expect: before any backup the status says a core security backup is due
+/// and no pool key is Ready; the KMA takes a backup into the directory by itself, restores it
+/// in a separate process, and records both: `kmsctl backup list` shows a scheduled backup
+/// whose drill passed; the ship command got both files; the pool keys the backup holds are
+/// Ready; the metrics say when the latest backup was taken and that no drill failed.
+/// (SPEC B5, O5, B1)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn b5_o5_a_scheduled_backup_is_drilled_and_readies_a_single_kmas_pool() {
+    let mut cluster = Cluster::start(1, super::support::no_change).await;
+    let address = cluster.nodes[0].address.clone();
+    agents::catalogue(&cluster, &address, (30 * agents::DAY_MS, 365 * agents::DAY_MS)).await;
+    wait_until(Duration::from_secs(30), "pool keys generated", async || {
+        let status = cluster.status(0).await?;
+        done_if(status.key_pool_generated > 0, format!("{status:?}"))
+    })
+    .await;
+    let status = cluster.status(0).await.expect("status");
+    assert_eq!(status.key_pool_ready, 0, "a single KMA's pool waits for a backup: {status:?}");
+    assert_eq!(status.core_security_backup_due, Some(0), "{status:?}");
+
+    let scheduled = cluster.root.path().join("scheduled");
+    let shipped = cluster.root.path().join("shipped");
+    std::fs::create_dir_all(&shipped).expect("ship target");
+    let ship = cluster.root.path().join("ship.sh");
+    std::fs::write(&ship, format!("#!/bin/sh\ncp \"$1\" \"$2\" {}/\n", shipped.display()))
+        .expect("ship script");
+    std::fs::set_permissions(&ship, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("executable");
+    cluster.stop(0).await;
+    let data_dir = cluster.nodes[0].data_dir.clone();
+    let mut config = node::config::NodeConfig::load(&data_dir).expect("config");
+    config.backup_dir = Some(scheduled.clone());
+    config.backup_ship_command = Some(ship);
+    config.save(&data_dir).expect("config saved");
+    cluster.restart(0).await;
+    cluster.wait_ready(0).await;
+
+    let bob = Command::CreateUser {
+        id: "bob".into(),
+        roles: RoleSet::of(Role::BackupOperator),
+        passphrase_verifier: Vec::new(),
+    };
+    let officer = cluster.officer().await;
+    agents::ok(&officer, &address, bob, Some(BACKUP_OPERATOR)).await;
+    let operator = Ctl::new();
+    operator.login(&cluster, "default", "bob", BACKUP_OPERATOR).await;
+    operator.ok(&["backup", "schedule", "--interval", "1m"], None).await;
+    let listed = wait_until(Duration::from_secs(90), "a drilled scheduled backup", async || {
+        let listed = operator.json(&["backup", "list"]).await;
+        let drilled = listed.as_array().into_iter().flatten().any(|row| {
+            row["kind"] == "database" && row["taken_by"] == "" && row["drill"] == "passed"
+        });
+        done_if(drilled, listed)
+    })
+    .await;
+    let row = listed.as_array().and_then(|rows| rows.first()).cloned().unwrap_or_default();
+    let detail = row["drill_detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("separate process") && detail.contains("matches"), "{row}");
+    let file = row["file_name"].as_str().expect("file name");
+    assert!(scheduled.join(file).is_file(), "{file} in the backup directory");
+    assert!(scheduled.join(format!("{file}.key")).is_file(), "its key file beside it");
+    assert!(shipped.join(file).is_file() && shipped.join(format!("{file}.key")).is_file());
+    let leftovers: Vec<_> = std::fs::read_dir(&scheduled)
+        .expect("backup dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
+        .collect();
+    assert!(leftovers.is_empty(), "no .part file stays behind: {leftovers:?}");
+    let status = cluster.status(0).await.expect("status");
+    assert!(status.key_pool_ready > 0, "the backup protects the pool keys it holds: {status:?}");
+
+    let core = cluster.root.path().join("core.toml");
+    operator.ok(&["backup", "core-security", "--out", core.to_str().expect("path")], None).await;
+    let status = cluster.status(0).await.expect("status");
+    assert_eq!(status.core_security_backup_due, None, "{status:?}");
+    let ca = node::pki::read(&data_dir.join("tls/ca.pem")).expect("CA");
+    let tls = node::transport::tls::anonymous_client_config(&ca).expect("TLS config");
+    let http = node::kma::https_client(tls).expect("HTTPS client");
+    let metrics = http.get(format!("https://{address}/metrics")).send().await.expect("metrics");
+    let text = metrics.text().await.expect("metrics text");
+    assert!(text.contains("kms_core_security_backup_due 0"), "{text}");
+    assert!(text.contains("kms_backup_drill_failed 0"), "{text}");
+    assert!(!text.contains("kms_backup_last_timestamp_seconds 0\n"), "{text}");
+}
+
+/// Setup: three KMAs and a fleet of four StorageTek drives that wrote, appended, read and
+/// recycled tapes until its budget ran out. Action: a Backup Operator takes the core security
+/// and a database backup with kmsctl; every KMA is killed and its data dir deleted; `kma
+/// restore` with two members' passphrases onto an empty dir; `kma run`. Expect: `drive-sim
+/// --verify`'s read-back, with the drives' own certificates, reads every record of every
+/// tape written before the backup, through the restored KMA, with no verification failure.
+/// (SPEC B2, B3, issue #17 point 9)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn b3_every_tape_written_before_the_backup_reads_back_after_a_restore() {
+    use agent_gateway::drive_sim::{run_fleet, verify_fleet, DriveMode, FleetConfig};
+    let mut cluster = Cluster::start(3, super::support::no_change).await;
+    let address = cluster.nodes[0].address.clone();
+    agents::catalogue(&cluster, &address, (agents::DAY_MS, 2 * agents::DAY_MS)).await;
+    let bob = Command::CreateUser {
+        id: "bob".into(),
+        roles: RoleSet::of(Role::BackupOperator),
+        passphrase_verifier: Vec::new(),
+    };
+    agents::ok(&cluster.admin, &address, bob, Some(BACKUP_OPERATOR)).await;
+    let ca = agents::ca_pem(&cluster);
+    let credentials = agent_gateway::client::enroll(
+        &cluster.nodes[1].service,
+        &ca,
+        "drive1",
+        "drive-one-passphrase",
+    )
+    .await
+    .expect("enrollment");
+    let drives = |addresses: &[String]| -> Vec<AgentClient> {
+        (0..4)
+            .map(|_| {
+                let options = agent_gateway::ClientOptions::default();
+                AgentClient::from_credentials(addresses, &credentials, options).expect("drive")
+            })
+            .collect()
+    };
+    let tapes = tempfile::tempdir().expect("tape dir");
+    let config = FleetConfig {
+        drives: 4,
+        mode: DriveMode::StorageTek,
+        tapes_per_drive: 2,
+        block_len: 512,
+        ops: Some(600),
+        duration: None,
+        tape_dir: tapes.path().to_path_buf(),
+        seed: 17,
+    };
+    let written =
+        run_fleet(drives(&cluster.services()), config.clone(), None).await.expect("the fleet ran");
+    assert_eq!(written.verification_failures, 0, "{written}");
+    assert!(written.records_written > 0, "{written}");
+
+    let operator = Ctl::new();
+    operator.login(&cluster, "default", "bob", BACKUP_OPERATOR).await;
+    let files = cluster.root.path().join("offsite");
+    std::fs::create_dir_all(&files).expect("offsite dir");
+    let (core, data) = (files.join("core.toml"), files.join("fleet.kmsdb"));
+    operator.ok(&["backup", "core-security", "--out", core.to_str().expect("path")], None).await;
+    operator.ok(&["backup", "database", "--out", data.to_str().expect("path")], None).await;
+    for index in 0..cluster.nodes.len() {
+        cluster.kill9(index).await;
+        std::fs::remove_dir_all(&cluster.nodes[index].data_dir).expect("data dir deleted");
+    }
+
+    let fresh = cluster.root.path().join("kma-r");
+    let key = PathBuf::from(format!("{}.key", data.display()));
+    let output = kma_restore(&fresh, &[&data, &key, &core], MEMBERS).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "restore failed: {stderr}");
+    cluster.nodes = vec![Node::created(fresh.clone())];
+    cluster.reader = KmaClient::node(&fresh).expect("the restored KMA's own client");
+    cluster.restart(0).await;
+    cluster.wait_ready(0).await;
+    let verified =
+        verify_fleet(drives(&cluster.services()), config, None).await.expect("the read-back ran");
+    println!("{verified}");
+    assert_eq!(verified.verification_failures, 0, "{verified}");
+    assert_eq!(verified.drives_given_up, 0, "{verified}");
+    assert!(verified.records_verified > 0, "{verified}");
 }
