@@ -379,9 +379,18 @@ pub fn restore_data_dir<R: Read>(
     );
     data_dir.write_unsynced(anchors, CF_SM_META, "restored anchors")?;
 
-    let restore_index = summary.covers_index + 1;
     let chain_before = state.audit_chain();
-    let (events, node_id) = restore(&mut state, restore_index).map_err(backup_error)?;
+    let (events, node_id) =
+        restore(&mut state, summary.covers_index + 1).map_err(backup_error)?;
+    // The snapshot is at the index the state now holds: the restore's own entry, or the
+    // backup's index when the step applied nothing (a restore drill).
+    let restore_index = state.last_applied_index();
+    if restore_index != summary.covers_index && restore_index != summary.covers_index + 1 {
+        return Err(backup_error(format!(
+            "the restore step left the state at index {restore_index}, not {} or the next",
+            summary.covers_index
+        )));
+    }
     let mut extent = AuditExtent::read(&data_dir)?;
     let mut audit = AuditBatch::new(&data_dir)?;
     audit.push(restore_index, &events)?;
