@@ -169,6 +169,11 @@ enum Action {
         /// The core security backup of the cluster's quorum.
         #[arg(long)]
         core_security: PathBuf,
+        /// An audit export (`kmsctl audit export`) kept since the backup was taken: the
+        /// restore then names the keys destroyed after the backup that it brings back
+        /// (SPEC B4). It must continue the backup's audit chain.
+        #[arg(long, value_name = "FILE")]
+        audit_export: Option<PathBuf>,
         /// Read the members' passphrases from standard input, one `MEMBER-ID PASSPHRASE` a
         /// line (scripts); without it each member types theirs at this console.
         #[arg(long)]
@@ -245,13 +250,13 @@ async fn dispatch(action: Action) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&report?)?);
             Ok(())
         }
-        Action::Restore { at, data, key, core_security, passphrases_stdin } => {
+        Action::Restore { at, data, key, core_security, audit_export, passphrases_stdin } => {
             let files = node::setup::restore::RestoreFiles {
                 data: &data,
                 key: &key,
                 core_security: &core_security,
             };
-            restore(&at, &files, passphrases_stdin)
+            restore(&at, &files, audit_export.as_deref(), passphrases_stdin)
         }
         Action::Join { at, peer, passphrase_file, ca_fingerprint, wait_s } => {
             let passphrase = node::setup::prompt::join_passphrase(passphrase_file.as_deref())?;
@@ -324,10 +329,12 @@ fn init(at: &Where, secrets_file: Option<&std::path::Path>) -> anyhow::Result<()
 fn restore(
     at: &Where,
     files: &node::setup::restore::RestoreFiles<'_>,
+    audit_export: Option<&std::path::Path>,
     passphrases_stdin: bool,
 ) -> anyhow::Result<()> {
-    use node::setup::restore::{combine, restore, CheckedBackup};
+    use node::setup::restore::{combine, restore, AuditExport, CheckedBackup};
     let backup = CheckedBackup::open(files)?;
+    let export = audit_export.map(AuditExport::read).transpose()?;
     println!(
         "backup {} of cluster {:016x}, taken on KMA '{}', covers log index {} (files check out)",
         hex::encode(backup.uuid),
@@ -343,7 +350,15 @@ fn restore(
     )?;
     let master = combine(&shares)?;
     drop(shares);
-    let report = restore(&at.data_dir, &at.name, &at.site, &at.listeners(), &backup, &master)?;
+    let report = restore(
+        &at.data_dir,
+        &at.name,
+        &at.site,
+        &at.listeners(),
+        &backup,
+        export.as_ref(),
+        &master,
+    )?;
     println!(
         "restored into {}: cluster {} at log index {} (the backup's {} and the restore), KMA          '{}' as node {} of cluster epoch {}",
         at.data_dir.display(),

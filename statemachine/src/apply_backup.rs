@@ -17,7 +17,9 @@ use crate::cluster::{Kma, KmaStatus, Site};
 use crate::command::RestoreCluster;
 use crate::format::LOG_FORMAT_3;
 use crate::ids::NodeId;
-use crate::limits::{BACKUPS_MAX, DETAIL_LEN_MAX, FILE_NAME_LEN_MAX, NAME_LEN_MAX, SITES_MAX};
+use crate::limits::{
+    BACKUPS_MAX, DETAIL_LEN_MAX, FILE_NAME_LEN_MAX, KEYS_PER_COMMAND_MAX, NAME_LEN_MAX, SITES_MAX,
+};
 use crate::reject::Reject;
 use crate::reply::Reply;
 use crate::state::State;
@@ -174,6 +176,7 @@ impl State {
             pool_keys_quarantined,
             sessions_ended,
             epoch: self.meta.cluster_epoch,
+            keys_destroyed_since_backup: restore.keys_destroyed_since_backup.clone(),
         });
         Ok(Reply::ClusterRestored(summary))
     }
@@ -209,6 +212,16 @@ impl State {
         }
         if !self.meta.sites.contains_key(&restore.site) {
             check_count("sites", self.meta.sites.len() + 1, SITES_MAX)?;
+        }
+        check_count(
+            "keys destroyed since the backup",
+            restore.keys_destroyed_since_backup.len(),
+            KEYS_PER_COMMAND_MAX,
+        )?;
+        for key_id in &restore.keys_destroyed_since_backup {
+            if !self.keys.contains_key(key_id) {
+                return Err(Reject::UnknownKey { key_id: *key_id });
+            }
         }
         let uuid = restore.backup_uuid;
         let record_needed = !self.meta.backups.values().any(|backup| backup.backup_uuid == uuid);

@@ -204,6 +204,9 @@ pub enum AuditWhat {
         pool_keys_quarantined: u64,
         sessions_ended: u64,
         epoch: u32,
+        /// Keys destroyed by the lost cluster after the backup, which the restore brought
+        /// back with their material (SPEC B4): destroy them again if they must stay destroyed.
+        keys_destroyed_since_backup: Vec<KeyId>,
     },
     /// A surviving KMA recovered the cluster after it lost its majority (SPEC B7): the other
     /// KMAs left.

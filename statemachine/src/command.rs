@@ -514,4 +514,9 @@ pub struct RestoreCluster {
     pub node_id: NodeId,
     pub certificate_sha256: [u8; 32],
     pub software_version: u32,
+    /// Keys the backup holds with their material that the lost cluster destroyed after the
+    /// backup was taken, as an audit export kept since showed the ceremony (SPEC B4): the
+    /// restore brings them back as the whitepaper describes, and the audit log says which.
+    /// Empty when no export was given. At most [`crate::limits::KEYS_PER_COMMAND_MAX`].
+    pub keys_destroyed_since_backup: Vec<KeyId>,
 }

@@ -305,6 +305,7 @@ fn b3_a_restore_makes_the_restoring_kma_the_one_member() {
             pool_keys_quarantined: quarantined,
             sessions_ended: 2,
             epoch: 1,
+            keys_destroyed_since_backup: Vec::new(),
         }]
     );
     let state = &cluster.state;
@@ -397,6 +398,45 @@ fn b3_a_restore_checks_everything_before_it_changes_anything() {
     again.backup_uuid = uuid;
     cluster.ok(Actor::System, Command::RestoreCluster(again));
     assert_eq!(cluster.state.meta().backups.len(), known + 1, "recorded once");
+}
+
+/// Setup: a busy cluster with keys. Action: a restore naming a key the lost cluster destroyed
+/// after the backup; one naming a key the backup does not hold; one naming more keys than a
+/// command carries. Expect: the first is restored and its audit event names the key, which
+/// comes back with its material (SPEC B4: a backup taken before a destroy still holds the
+/// key); the others are refused and change nothing. (SPEC B4; issue 17 point 4)
+#[test]
+fn b4_a_restore_names_the_keys_destroyed_since_its_backup_that_it_brings_back() {
+    let (mut cluster, _) = busy_cluster();
+    let key = *cluster.state.keys().keys().next().expect("a key");
+    let unknown = statemachine::KeyId([0xee; statemachine::ids::KEY_ID_LEN]);
+    let mut naming_unknown = restore_of_kma9();
+    naming_unknown.keys_destroyed_since_backup = vec![key, unknown];
+    refused(
+        &mut cluster,
+        1,
+        Command::RestoreCluster(naming_unknown),
+        Reject::UnknownKey { key_id: unknown },
+    );
+    let mut too_many = restore_of_kma9();
+    too_many.keys_destroyed_since_backup =
+        vec![key; statemachine::limits::KEYS_PER_COMMAND_MAX + 1];
+    let refusal = cluster.apply(Actor::System, Command::RestoreCluster(too_many));
+    assert!(matches!(refusal, Err(Reject::TooMany { .. })), "{refusal:?}");
+    assert_eq!(cluster.state.member_count(), 2, "a refused restore changes nothing");
+
+    let mut restore = restore_of_kma9();
+    restore.keys_destroyed_since_backup = vec![key];
+    cluster.ok(Actor::System, Command::RestoreCluster(restore));
+    let events = cluster.last_events();
+    let named = events.iter().find_map(|what| match what {
+        AuditWhat::ClusterRestored { keys_destroyed_since_backup, .. } => {
+            Some(keys_destroyed_since_backup.clone())
+        }
+        _ => None,
+    });
+    assert_eq!(named, Some(vec![key]));
+    assert!(cluster.state.keys()[&key].material.is_some(), "the key came back whole");
 }
 
 /// Setup: a busy cluster (kma1 and kma2 members, kma5 approved to join, kma3 created). Action:

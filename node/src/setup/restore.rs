@@ -110,6 +110,84 @@ impl CheckedBackup {
     }
 }
 
+/// The events of an audit export (`kmsctl audit export`, JSON lines) kept since the backup:
+/// read whole before any passphrase is asked for, checked against the backup's chain later.
+pub struct AuditExport {
+    path: String,
+    events: Vec<statemachine::ChainedAuditEvent>,
+}
+
+impl AuditExport {
+    pub fn read(path: &Path) -> anyhow::Result<AuditExport> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read the audit export {shown}: {e}"))?;
+        let mut events = Vec::new();
+        for (number, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let bad = |detail: String| {
+                anyhow::anyhow!(
+                    "{shown} line {}: {detail}: give the output of `kmsctl audit export`, \
+                     unchanged; nothing was changed",
+                    number + 1
+                )
+            };
+            let record: admin_api::api::AuditRecord =
+                serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
+            let encoded = hex::decode(&record.encoded).map_err(|e| bad(e.to_string()))?;
+            let event: statemachine::AuditEvent =
+                postcard::from_bytes(&encoded).map_err(|e| bad(e.to_string()))?;
+            let link: [u8; 32] = hex::decode(&record.link)
+                .ok()
+                .and_then(|bytes| bytes.try_into().ok())
+                .ok_or_else(|| bad("its link is not 32 bytes of hex".into()))?;
+            events.push(statemachine::ChainedAuditEvent { seq: record.seq, link, event });
+        }
+        events.sort_by_key(|event| event.seq);
+        Ok(AuditExport { path: shown, events })
+    }
+
+    /// The keys destroyed after `chain` (the backup's audit chain) that `state` holds with
+    /// their material: the export's events after the chain must continue it link by link,
+    /// so an edited or unrelated export is refused rather than trusted.
+    fn destroyed_after(&self, state: &State) -> anyhow::Result<Vec<statemachine::KeyId>> {
+        use statemachine::{AuditWhat, KeyState};
+        let chain = state.audit_chain();
+        let after: Vec<&statemachine::ChainedAuditEvent> =
+            self.events.iter().filter(|event| event.seq > chain.events).collect();
+        let continues = after.first().is_none_or(|first| first.seq == chain.events + 1);
+        let checked = continues
+            .then(|| statemachine::verify_chain(chain, after.iter().copied()))
+            .and_then(Result::ok);
+        if checked.is_none() {
+            anyhow::bail!(
+                "the audit export {} does not continue this backup's audit chain (at event {}): \
+                 give an export of this cluster taken after the backup, unchanged",
+                self.path,
+                chain.events
+            );
+        }
+        let destroyed = [
+            KeyState::IncompletelyDestroyed,
+            KeyState::CompletelyDestroyed,
+            KeyState::IncompletelyDestroyedCompromised,
+            KeyState::CompletelyDestroyedCompromised,
+        ];
+        let mut keys: Vec<statemachine::KeyId> = after
+            .iter()
+            .filter_map(|event| match &event.event.what {
+                AuditWhat::KeyStateChanged { key_id, to, .. } if destroyed.contains(to) => {
+                    Some(*key_id)
+                }
+                _ => None,
+            })
+            .filter(|key_id| state.keys().get(key_id).is_some_and(|key| key.material.is_some()))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
+    }
+}
+
 /// Combines the shares the members opened into the master key (SPEC S3).
 pub fn combine(shares: &[Share]) -> anyhow::Result<MasterKey> {
     security_core::quorum_shares::combine_shares(shares).map_err(|e| {
@@ -142,6 +220,11 @@ pub struct RestoreReport {
     pub kmas_removed: Vec<String>,
     /// Agents keep their certificates (see the module documentation).
     pub agents_reenroll: bool,
+    /// Whether an audit export kept since the backup told which keys were destroyed after it.
+    pub destroyed_since_known: bool,
+    /// Keys the lost cluster destroyed after the backup, brought back by it (SPEC B4): destroy
+    /// them again if they must stay destroyed.
+    pub keys_destroyed_since_backup: Vec<String>,
 }
 
 pub const REPORT_FILE: &str = "restore-report.toml";
@@ -153,6 +236,7 @@ pub fn restore(
     site: &str,
     listeners: &Listeners,
     backup: &CheckedBackup,
+    export: Option<&AuditExport>,
     master: &MasterKey,
 ) -> anyhow::Result<RestoreReport> {
     let wrapped = backup.key.wrapped_key(&backup.key_path)?;
@@ -168,7 +252,8 @@ pub fn restore(
         );
     }
     let listeners = listeners.with_chosen_ports()?;
-    let written = write_restored(data_dir, name, site, &listeners, backup, master, &backup_key);
+    let written =
+        write_restored(data_dir, (name, site), &listeners, (backup, export), master, &backup_key);
     if written.is_err() {
         // Only what this ceremony created: the directory was empty or absent.
         let _ = std::fs::remove_dir_all(data_dir);
@@ -193,14 +278,14 @@ struct Issued {
     epoch: u32,
     pool_keys_quarantined: u64,
     kmas_removed: Vec<String>,
+    keys_destroyed_since_backup: Vec<statemachine::KeyId>,
 }
 
 fn write_restored(
     data_dir: &Path,
-    name: &str,
-    site: &str,
+    (name, site): (&str, &str),
     listeners: &Listeners,
-    backup: &CheckedBackup,
+    (backup, export): (&CheckedBackup, Option<&AuditExport>),
     master: &MasterKey,
     backup_key: &security_core::backup_file::BackupKey,
 ) -> anyhow::Result<RestoreReport> {
@@ -211,7 +296,7 @@ fn write_restored(
     let mut issued: Option<Issued> = None;
     let mut counts = (0u64, 0u64, 0u64, 0u64, 0u64);
     let apply_restore = |state: &mut State, index: u64| -> Result<_, String> {
-        let step = restore_step(state, index, name, site, &hosts, backup, master);
+        let step = restore_step(state, index, (name, site, &hosts), (backup, export), master);
         let (events, made) = step.map_err(|e| format!("{e:#}"))?;
         counts = (
             state.keys().len() as u64,
@@ -260,6 +345,12 @@ fn write_restored(
         pool_keys_quarantined: issued.pool_keys_quarantined,
         kmas_removed: issued.kmas_removed,
         agents_reenroll: false,
+        destroyed_since_known: export.is_some(),
+        keys_destroyed_since_backup: issued
+            .keys_destroyed_since_backup
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
     };
     let text = toml::to_string_pretty(&report)?;
     crate::backup::write_atomically(&data_dir.join(REPORT_FILE), text.as_bytes())?;
@@ -271,10 +362,8 @@ fn write_restored(
 fn restore_step(
     state: &mut State,
     index: u64,
-    name: &str,
-    site: &str,
-    hosts: &[String],
-    backup: &CheckedBackup,
+    (name, site, hosts): (&str, &str, &[String]),
+    (backup, export): (&CheckedBackup, Option<&AuditExport>),
     master: &MasterKey,
 ) -> anyhow::Result<(Vec<statemachine::ChainedAuditEvent>, Issued)> {
     if state.cluster_id() != Some(backup.cluster_id) {
@@ -311,6 +400,18 @@ fn restore_step(
     let (cert_pem, key_pem) = ca.issue(&Identity::Kma(node_id), hosts)?;
     let key_pem = Zeroizing::new(key_pem);
     let certificate_sha256 = pki::fingerprint(&cert_pem)?;
+    let keys_destroyed_since_backup = match export {
+        Some(export) => export.destroyed_after(state)?,
+        None => Vec::new(),
+    };
+    if keys_destroyed_since_backup.len() > statemachine::limits::KEYS_PER_COMMAND_MAX {
+        anyhow::bail!(
+            "the audit export names {} keys destroyed since the backup, more than one restore \
+             records ({}): restore from a newer backup",
+            keys_destroyed_since_backup.len(),
+            statemachine::limits::KEYS_PER_COMMAND_MAX
+        );
+    }
     let command = Command::RestoreCluster(RestoreCluster {
         backup_uuid: backup.uuid,
         file_name: backup_file_name(&backup.data),
@@ -323,6 +424,7 @@ fn restore_step(
         node_id,
         certificate_sha256,
         software_version: u32::from(statemachine::format::LOG_FORMAT_MAX),
+        keys_destroyed_since_backup: keys_destroyed_since_backup.clone(),
     });
     let envelope = Envelope {
         time_ms: crate::backup::now_ms().max(state.meta().time_ms_last),
@@ -339,8 +441,16 @@ fn restore_step(
         other => anyhow::bail!("the restore was answered unexpectedly: {other:?}"),
     };
     let epoch = state.cluster_epoch();
-    let issued =
-        Issued { node_id, cert_pem, key_pem, ca_pem, epoch, pool_keys_quarantined, kmas_removed };
+    let issued = Issued {
+        node_id,
+        cert_pem,
+        key_pem,
+        ca_pem,
+        epoch,
+        pool_keys_quarantined,
+        kmas_removed,
+        keys_destroyed_since_backup,
+    };
     Ok((events, issued))
 }
 

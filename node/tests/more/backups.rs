@@ -18,8 +18,19 @@ const AUDITOR: &str = "audrey-auditor-passphrase";
 
 /// `kma restore` as an operator runs it, the members' passphrases on standard input.
 async fn kma_restore(dir: &Path, files: &[&Path; 3], passphrases: &str) -> std::process::Output {
+    kma_restore_with(dir, files, passphrases, None).await
+}
+
+/// As [`kma_restore`], with an audit export kept since the backup (SPEC B4).
+async fn kma_restore_with(
+    dir: &Path,
+    files: &[&Path; 3],
+    passphrases: &str,
+    audit_export: Option<&Path>,
+) -> std::process::Output {
     use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new(KMA)
+    let mut command = tokio::process::Command::new(KMA);
+    command
         .args(["restore", "--name", "kma-r", "--site", "east"])
         .args(["--management", "127.0.0.1:0", "--service", "127.0.0.1:0"])
         .arg("--data-dir")
@@ -30,7 +41,11 @@ async fn kma_restore(dir: &Path, files: &[&Path; 3], passphrases: &str) -> std::
         .arg(files[1])
         .arg("--core-security")
         .arg(files[2])
-        .arg("--passphrases-stdin")
+        .arg("--passphrases-stdin");
+    if let Some(export) = audit_export {
+        command.arg("--audit-export").arg(export);
+    }
+    let mut child = command
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -128,12 +143,33 @@ async fn b1_b2_b3_b4_a_destroyed_cluster_comes_back_from_its_backup_files() {
         let database = row["kind"] == "database";
         assert!(!database || row["covers_index"].as_u64().unwrap_or(0) > 0, "{row}");
     }
+    // Destroyed after the backups (compromised first: it is still in use): the backup still
+    // holds it, so a restore brings it back, and says so (SPEC B4).
+    let destroyed = drive.keys(tape1).await.expect("tape 1's keys").keys[0].key_id.to_string();
+    let officer = Ctl::new();
+    officer.login(&cluster, "default", "admin", super::OFFICER).await;
+    officer.ok(&["key", "compromise", &destroyed], None).await;
+    let preview = officer.run(&["--json", "key", "destroy", &destroyed], None).await;
+    let preview: serde_json::Value = serde_json::from_slice(&preview.stdout).expect("preview");
+    let digest = preview["digest"].as_str().expect("the preview's digest").to_string();
+    officer.ok(&["key", "destroy", &destroyed, "--confirm", &digest], None).await;
     // Written after the backups: the restored cluster has its pool key, not its data unit.
     let (_tape3, key3_write) = {
         let unit = drive.create_data_unit("TAPE03").await.expect("data unit").data_unit;
         let written = agents::write_key_for(&drive, unit, true).await;
         (unit, (written.key.key_id, *written.key.value))
     };
+
+    // An Auditor's export, kept off-site since: it names what happened after the backup.
+    let auditor = Ctl::new();
+    auditor.login(&cluster, "default", "audrey", AUDITOR).await;
+    let export = files.join("audit.jsonl");
+    std::fs::write(&export, auditor.ok(&["audit", "export"], None).await).expect("export kept");
+    let mut edited = std::fs::read_to_string(&export).expect("export");
+    let at = edited.rfind("\"link\":\"").expect("a link") + 8;
+    edited.replace_range(at..at + 2, if &edited[at..at + 2] == "00" { "11" } else { "00" });
+    let edited_export = files.join("edited-audit.jsonl");
+    std::fs::write(&edited_export, edited).expect("edited export");
 
     // The whole cluster is lost: every KMA stopped, every data dir deleted.
     let credentials_dir = cluster.nodes[0].data_dir.join("tls");
@@ -166,10 +202,17 @@ async fn b1_b2_b3_b4_a_destroyed_cluster_comes_back_from_its_backup_files() {
         .await;
     refused(&fresh, &good, "q1 member-one-passphrase\n", "1 of the 2 passphrases").await;
 
-    let output = kma_restore(&fresh, &good, MEMBERS).await;
+    let output = kma_restore_with(&fresh, &good, MEMBERS, Some(&edited_export)).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("does not continue this backup's audit chain"), "{stderr}");
+    assert!(!fresh.exists(), "a refused restore leaves nothing");
+
+    let output = kma_restore_with(&fresh, &good, MEMBERS, Some(&export)).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "restore failed: {stdout}{stderr}");
+    assert!(stdout.contains(&format!("destroyed after the backup (SPEC B4")), "{stdout}");
+    assert!(stdout.contains(&destroyed), "the restore names the key it brought back: {stdout}");
     assert!(stdout.contains("KMAs removed: kma1, kma2"), "{stdout}");
     assert!(stdout.contains("agents keep their certificates"), "{stdout}");
     let report = std::fs::read_to_string(fresh.join("restore-report.toml")).expect("report");
@@ -207,6 +250,7 @@ async fn b1_b2_b3_b4_a_destroyed_cluster_comes_back_from_its_backup_files() {
     let export = auditor.ok(&["audit", "export"], None).await;
     let restore = export.lines().find(|l| l.contains("ClusterRestored")).expect("the restore");
     assert!(restore.contains("first.kmsdb"), "{restore}");
+    assert!(restore.contains(&destroyed), "the audit log names the key brought back: {restore}");
     assert!(export.contains("BackupRecorded") || export.contains("RecordBackup"), "{export}");
 }
 

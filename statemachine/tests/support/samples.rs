@@ -275,5 +275,6 @@ pub fn restore_of_kma9() -> statemachine::command::RestoreCluster {
         node_id: 1,
         certificate_sha256: [0xc9; 32],
         software_version: 3,
+        keys_destroyed_since_backup: Vec::new(),
     }
 }
