@@ -540,6 +540,7 @@ fn restore_cluster(
         node_id,
         certificate_sha256: [7; 32],
         software_version: u32::from(LOG_FORMAT_MAX),
+        keys_destroyed_since_backup: Vec::new(),
     });
     let time_ms = state.meta().time_ms_last + 1;
     let envelope = Envelope {

@@ -19,9 +19,8 @@
 //! communication errors into the audit log); [`departure`] takes out a KMA the cluster deleted;
 //! [`ca_rotation`] runs this KMA's steps of a CA rotation; [`backup`] takes database and core
 //! security backups (their files, and the schedule on a follower);
-//! [`view`] is the read-only view of the KMA the
-//! listeners take; [`setup`] is `kma init`, `join`, `reset`, `restore`, `recover-from-lost-majority`, `local` and the
-//! quickstart.
+//! [`view`] is the read-only view of the KMA the listeners take; [`setup`] is `kma init`,
+//! `join`, `reset`, `restore`, `recover-from-lost-majority`, `local` and the quickstart.
 //! Foundations used by all: [`config`], [`pki`], [`vault`], [`login`], [`wire`] (messages on
 //! the management listener) and [`client`] (a client for tools and tests).
 

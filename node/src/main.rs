@@ -360,7 +360,8 @@ fn restore(
         &master,
     )?;
     println!(
-        "restored into {}: cluster {} at log index {} (the backup's {} and the restore), KMA          '{}' as node {} of cluster epoch {}",
+        "restored into {}: cluster {} at log index {} (the backup's {} and the restore), KMA \
+         '{}' as node {} of cluster epoch {}",
         at.data_dir.display(),
         report.cluster_id,
         report.restore_index,
@@ -370,7 +371,8 @@ fn restore(
         report.epoch
     );
     println!(
-        "brought back: {} keys, {} data units, {} agents, {} users, {} key groups, {} audit          events; {} pool keys quarantined (handed out only by ID, SPEC A5); KMAs removed: {}",
+        "brought back: {} keys, {} data units, {} agents, {} users, {} key groups, {} audit \
+         events; {} pool keys quarantined (handed out only by ID, SPEC A5); KMAs removed: {}",
         report.keys,
         report.data_units,
         report.agents,
@@ -380,13 +382,34 @@ fn restore(
         report.pool_keys_quarantined,
         if report.kmas_removed.is_empty() { "none".into() } else { report.kmas_removed.join(", ") }
     );
+    print_destroyed_since(&report);
     println!(
-        "agents keep their certificates (same CA); agents enrolled after the backup must          enroll again. Report: {}",
+        "agents keep their certificates (same CA); agents enrolled after the backup must \
+         enroll again. Report: {}",
         at.data_dir.join(node::setup::restore::REPORT_FILE).display()
     );
     print_listeners(&at.data_dir)?;
     println!("next: kma run --data-dir {}", at.data_dir.display());
     Ok(())
+}
+
+/// What the restore says of keys destroyed after its backup (SPEC B4).
+fn print_destroyed_since(report: &node::setup::restore::RestoreReport) {
+    if !report.destroyed_since_known {
+        println!(
+            "keys destroyed after the backup come back with it; which ones, an audit export \
+             kept since tells (--audit-export)"
+        );
+    } else if report.keys_destroyed_since_backup.is_empty() {
+        println!("no key destroyed after the backup (per the audit export) came back");
+    } else {
+        println!(
+            "brought back {} keys destroyed after the backup (SPEC B4; destroy them again if \
+             they must stay destroyed): {}",
+            report.keys_destroyed_since_backup.len(),
+            report.keys_destroyed_since_backup.join(", ")
+        );
+    }
 }
 
 async fn recover(

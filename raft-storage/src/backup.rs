@@ -62,6 +62,10 @@ pub struct BackupTrailer {
     pub state_sha256: [u8; 32],
     pub state_bytes: u64,
     pub audit_rows: u64,
+    /// SHA-256 of every frame before the trailer, length prefixes included: a changed audit
+    /// row is refused as surely as a changed state (the sealed file outside catches both
+    /// first; this holds for a stream read without it, as a drill's or a test's).
+    pub frames_sha256: [u8; 32],
 }
 
 /// What a backup stream held, as written or as read back.
@@ -79,16 +83,24 @@ fn backup_error(detail: impl Into<String>) -> StorageError {
     StorageError::BackupStream { detail: detail.into() }
 }
 
+/// Writes frames, hashing every byte before the trailer (see [`BackupTrailer`]).
 struct FrameWriter<W: Write> {
     out: W,
+    hasher: Sha256,
 }
 
 impl<W: Write> FrameWriter<W> {
+    fn new(out: W) -> Self {
+        FrameWriter { out, hasher: Sha256::new() }
+    }
+
     fn frame(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
         let len = u32::try_from(bytes.len())
             .ok()
             .filter(|&len| len as usize <= FRAME_LEN_MAX)
             .ok_or_else(|| backup_error(format!("a frame of {} bytes is too long", bytes.len())))?;
+        self.hasher.update(len.to_be_bytes());
+        self.hasher.update(bytes);
         self.out.write_all(&len.to_be_bytes()).map_err(write_error)?;
         self.out.write_all(bytes).map_err(write_error)
     }
@@ -105,19 +117,22 @@ fn write_error(error: std::io::Error) -> StorageError {
 struct FrameReader<R: Read> {
     input: R,
     buffer: Vec<u8>,
+    hasher: Sha256,
 }
 
 impl<R: Read> FrameReader<R> {
     /// The next frame; empty at the end of a section.
     fn next(&mut self) -> Result<&[u8], StorageError> {
-        let mut len = [0u8; 4];
-        self.input.read_exact(&mut len).map_err(read_error)?;
-        let len = u32::from_be_bytes(len) as usize;
+        let mut len_bytes = [0u8; 4];
+        self.input.read_exact(&mut len_bytes).map_err(read_error)?;
+        let len = u32::from_be_bytes(len_bytes) as usize;
         if len > FRAME_LEN_MAX {
             return Err(backup_error(format!("a frame claims {len} bytes")));
         }
         self.buffer.resize(len, 0);
         self.input.read_exact(&mut self.buffer).map_err(read_error)?;
+        self.hasher.update(len_bytes);
+        self.hasher.update(&self.buffer);
         Ok(&self.buffer)
     }
 
@@ -154,7 +169,7 @@ impl StateHandle {
                 .collect();
             let manifest =
                 BackupManifest { format: BACKUP_STREAM_FORMAT, covers_index, chain, anchors };
-            let mut frames = FrameWriter { out };
+            let mut frames = FrameWriter::new(out);
             let (state_sha256, state_bytes) =
                 write_manifest_and_state(&mut frames, &manifest, &applied.state)?;
             // The rows up to `covers_index` are durable: let applies go on.
@@ -196,6 +211,7 @@ fn finish_stream<W: Write>(
         state_sha256: summary.state_sha256,
         state_bytes: summary.state_bytes,
         audit_rows: summary.audit_rows,
+        frames_sha256: frames.hasher.clone().finalize().into(),
     };
     frames.frame(&encode_plain("backup trailer", &trailer)?)?;
     frames.out.flush().map_err(write_error)?;
@@ -212,7 +228,7 @@ pub fn write_state_stream<W: Write>(
     let covers_index = state.last_applied_index();
     let manifest =
         BackupManifest { format: BACKUP_STREAM_FORMAT, covers_index, chain, anchors: vec![chain] };
-    let mut frames = FrameWriter { out };
+    let mut frames = FrameWriter::new(out);
     let (state_sha256, state_bytes) = write_manifest_and_state(&mut frames, &manifest, state)?;
     let summary = BackupSummary { covers_index, state_sha256, state_bytes, audit_rows: 0 };
     Ok((finish_stream(frames, &summary)?, summary))
@@ -253,7 +269,11 @@ pub fn read_backup<R: Read>(
     input: R,
     mut row: impl FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
 ) -> Result<(State, BackupManifest, BackupSummary), StorageError> {
-    let mut frames = FrameReader { input, buffer: Vec::with_capacity(SNAPSHOT_CHUNK_LEN) };
+    let mut frames = FrameReader {
+        input,
+        buffer: Vec::with_capacity(SNAPSHOT_CHUNK_LEN),
+        hasher: Sha256::new(),
+    };
     let manifest: BackupManifest = frames.decoded("backup manifest")?;
     if manifest.format != BACKUP_STREAM_FORMAT {
         return Err(backup_error(format!(
@@ -295,11 +315,13 @@ pub fn read_backup<R: Read>(
         row(key, value)?;
         audit_rows += 1;
     }
+    let frames_sha256: [u8; 32] = frames.hasher.clone().finalize().into();
     let trailer: BackupTrailer = frames.decoded("backup trailer")?;
     let state_sha256: [u8; 32] = hasher.finalize().into();
     if trailer.state_sha256 != state_sha256
         || trailer.state_bytes != state_bytes
         || trailer.audit_rows != audit_rows
+        || trailer.frames_sha256 != frames_sha256
     {
         return Err(backup_error("its trailer does not match what it holds"));
     }
@@ -380,8 +402,7 @@ pub fn restore_data_dir<R: Read>(
     data_dir.write_unsynced(anchors, CF_SM_META, "restored anchors")?;
 
     let chain_before = state.audit_chain();
-    let (events, node_id) =
-        restore(&mut state, summary.covers_index + 1).map_err(backup_error)?;
+    let (events, node_id) = restore(&mut state, summary.covers_index + 1).map_err(backup_error)?;
     // The snapshot is at the index the state now holds: the restore's own entry, or the
     // backup's index when the step applied nothing (a restore drill).
     let restore_index = state.last_applied_index();

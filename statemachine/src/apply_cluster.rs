@@ -10,6 +10,7 @@ use crate::check::{check_blob, check_count, check_name, check_text, check_verifi
 use crate::cluster::{ClusterInfo, KeyPoolLimits, Kma, KmaStatus, SecuritySettings, Site, User};
 use crate::command::InitCluster;
 use crate::format::{KmaVersion, LOG_FORMAT_2, LOG_FORMAT_3};
+use crate::ids::NodeId;
 use crate::limits::{
     DETAIL_LEN_MAX, KEY_POOL_HIGH_WATER_MAX, KMAS_MAX, QUORUM_OPERATIONS_PENDING_MAX,
     QUORUM_OPERATION_TTL_MS_MAX, SHARE_LEN_MAX, SITES_MAX, USERS_MAX,
@@ -104,28 +105,31 @@ impl State {
     /// KMA `name`'s entry, when the command came through that KMA's own node: a KMA speaks
     /// only for itself about its certificates (another could bind one it does not hold).
     pub(crate) fn kma_of_its_own_node(&self, cx: &Cx<'_>, name: &str) -> Result<&Kma, Reject> {
-        let kma = self.kma(name)?;
-        if kma.node_id != cx.origin_node_id {
-            return Err(Reject::KmaCertificateFromAnotherKma {
-                kma: name.into(),
-                node_id: kma.node_id,
-                origin_node_id: cx.origin_node_id,
-            });
-        }
-        Ok(kma)
+        self.kma_through_its_node(cx, name, |kma, node_id, origin_node_id| {
+            Reject::KmaCertificateFromAnotherKma { kma, node_id, origin_node_id }
+        })
     }
 
     /// KMA `name`'s entry, when the command came through that KMA's own node: a KMA records
     /// only what happened to itself (an unlock by members, a backup it wrote, a drill it ran),
     /// since another could record what never happened there.
     pub(crate) fn kma_recording_for_itself(&self, cx: &Cx<'_>, name: &str) -> Result<&Kma, Reject> {
+        self.kma_through_its_node(cx, name, |kma, node_id, origin_node_id| Reject::NotFromThatKma {
+            kma,
+            node_id,
+            origin_node_id,
+        })
+    }
+
+    fn kma_through_its_node(
+        &self,
+        cx: &Cx<'_>,
+        name: &str,
+        refusal: fn(String, NodeId, NodeId) -> Reject,
+    ) -> Result<&Kma, Reject> {
         let kma = self.kma(name)?;
         if kma.node_id != cx.origin_node_id {
-            return Err(Reject::NotFromThatKma {
-                kma: name.into(),
-                node_id: kma.node_id,
-                origin_node_id: cx.origin_node_id,
-            });
+            return Err(refusal(name.into(), kma.node_id, cx.origin_node_id));
         }
         Ok(kma)
     }

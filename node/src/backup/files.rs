@@ -463,3 +463,121 @@ impl Write for HashSink<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn core() -> CoreSecurityBackup {
+        CoreSecurityBackup {
+            cluster_id: ClusterId(0xab),
+            quorum_version: 42,
+            threshold: 2,
+            shares: vec![("q1".into(), vec![1; 40]), ("q\"2".into(), vec![2; 40])],
+        }
+    }
+
+    fn written(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("file");
+        path
+    }
+
+    /// Setup: a quorum of two members, one with a quote in its ID. Action: render the core
+    /// security backup, read it back; then read copies with a changed threshold, another
+    /// format, and no checksum line. Expect: the same quorum back, member IDs readable in the
+    /// text; the changed copy is damaged, the other format is named, the last is not ours.
+    /// (SPEC B1; issue 17 "Bad input and faults")
+    #[test]
+    fn b1_the_core_security_file_reads_back_and_refuses_changes_and_other_formats() {
+        let dir = tempfile::tempdir().expect("dir");
+        let text = core().render();
+        assert!(text.contains("members = [\"q1\", \"q\\\"2\"]"), "{text}");
+        let path = written(&dir, "core.toml", &text);
+        assert_eq!(CoreSecurityBackup::read(&path).expect("reads back"), core());
+
+        let changed =
+            written(&dir, "changed.toml", &text.replace("threshold = 2", "threshold = 1"));
+        let error = CoreSecurityBackup::read(&changed).expect_err("changed").to_string();
+        assert!(error.contains("damaged") && error.contains("checksum"), "{error}");
+
+        let body = text.rsplit_once(CHECKSUM_PREFIX).expect("checksum line").0;
+        let newer = with_checksum(body.replace("format = 1", "format = 2"));
+        let error = CoreSecurityBackup::read(&written(&dir, "newer.toml", &newer))
+            .expect_err("newer")
+            .to_string();
+        assert!(error.contains("format 2") && error.contains("reads format 1"), "{error}");
+
+        let error = CoreSecurityBackup::read(&written(&dir, "bare.toml", body))
+            .expect_err("no checksum")
+            .to_string();
+        assert!(error.contains("not a core security backup"), "{error}");
+    }
+
+    /// Setup: a key file. Action: render, read back, then a truncated copy. Expect: the same
+    /// fields; the truncated copy is refused. (SPEC B2)
+    #[test]
+    fn b2_the_key_file_reads_back_and_a_truncated_one_is_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let key = BackupKeyFile {
+            format: BACKUP_FILES_FORMAT,
+            cluster_id: "00000000000000ab".into(),
+            backup_uuid: "11".repeat(16),
+            data_file_sha256: "22".repeat(32),
+            data_file_bytes: 7,
+            covers_index: 9,
+            taken_at_ms: 1,
+            taken_on_kma: "kma1".into(),
+            wrapped_backup_key: "33".repeat(60),
+        };
+        let text = key.render().expect("renders");
+        let path = written(&dir, "k.key", &text);
+        let read = BackupKeyFile::read(&path).expect("reads back");
+        assert_eq!(read, key);
+        assert_eq!(read.uuid("k").expect("uuid"), [0x11; 16]);
+        assert!(BackupKeyFile::read(&written(&dir, "cut.key", &text[..text.len() / 2])).is_err());
+    }
+
+    /// Setup: a data file made of a header, a body and its checksum. Action: open it, then
+    /// copies with a flipped byte, cut short, another first line, another format. Expect: the
+    /// whole one opens with its header; each other one is refused with its reason. (SPEC B2)
+    #[test]
+    fn b2_a_data_file_is_checked_whole_before_it_is_opened() {
+        let dir = tempfile::tempdir().expect("dir");
+        let header = DataFileHeader {
+            cluster_id: 0xab,
+            backup_uuid: [7; 16],
+            taken_at_ms: 5,
+            taken_on_kma: "kma1".into(),
+            ca_certificate_pem: "PEM".into(),
+        };
+        let mut bytes = header.prefix();
+        bytes.extend_from_slice(&[9u8; 1000]);
+        let checksum: [u8; 32] = Sha256::digest(&bytes).into();
+        bytes.extend_from_slice(&checksum);
+        let write = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).expect("file");
+            path
+        };
+        let opened = CheckedDataFile::open(&write("whole.kmsdb", &bytes)).expect("opens");
+        assert_eq!(opened.header, header);
+        assert_eq!(opened.sha256, <[u8; 32]>::from(Sha256::digest(&bytes)));
+        let mut flipped = bytes.clone();
+        flipped[500] ^= 1;
+        let cut = &bytes[..bytes.len() - 1];
+        let mut foreign = bytes.clone();
+        foreign[0] = b'X';
+        let mut newer = bytes.clone();
+        newer[21] = 2;
+        for (name, bad, reason) in [
+            ("flipped", flipped.as_slice(), "damaged"),
+            ("cut", cut, "damaged"),
+            ("foreign", foreign.as_slice(), "does not start as one"),
+            ("newer", newer.as_slice(), "format 2"),
+        ] {
+            let error = CheckedDataFile::open(&write(name, bad)).err().expect(name).to_string();
+            assert!(error.contains(reason), "{name}: {error}");
+        }
+    }
+}

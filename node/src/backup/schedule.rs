@@ -46,6 +46,10 @@ pub struct DrillReport {
 }
 
 pub async fn run(local: Local, proposer: Proposer) {
+    // A backup interrupted by a crash left its `.part` file: never recorded, never complete.
+    if let Some(dir) = &local.config.backup_dir {
+        remove_parts(dir);
+    }
     let mut warned_no_dir = false;
     loop {
         tokio::time::sleep(TICK).await;
@@ -245,6 +249,16 @@ async fn ship_files(program: &Path, data: &Path, key: &Path) {
     }
 }
 
+fn remove_parts(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().ends_with(crate::backup::PART_SUFFIX) {
+            let _ = std::fs::remove_file(entry.path());
+            tracing::info!(file = %entry.path().display(), "unfinished backup removed");
+        }
+    }
+}
+
 /// Keeps the `kept` newest scheduled backups (their names sort by time) in `dir`.
 fn prune(dir: &Path, kept: u32) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
@@ -291,4 +305,39 @@ pub fn restore_drill(data: &Path, scratch: &Path) -> anyhow::Result<DrillReport>
         state_sha256: hex::encode(digest),
         audit_rows: restored.backup.audit_rows,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Setup: five scheduled backups (data and key files) and a file of the operator's in the
+    /// backup directory. Action: prune to three. Expect: the two oldest pairs are gone, the
+    /// three newest and the operator's file stay. (SPEC B5)
+    #[test]
+    fn b5_pruning_keeps_the_newest_scheduled_backups_only() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let name = |n: u32| format!("kms-00000000000000aa-2026120{n}T000000Z");
+        for n in 1..=5 {
+            std::fs::write(dir.path().join(format!("{}{DATA_FILE_SUFFIX}", name(n))), b"d")
+                .expect("data file");
+            std::fs::write(dir.path().join(format!("{}{KEY_FILE_SUFFIX}", name(n))), b"k")
+                .expect("key file");
+        }
+        std::fs::write(dir.path().join("notes.kmsdb"), b"mine").expect("operator's file");
+        prune(dir.path(), 3);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut expected = vec!["notes.kmsdb".to_string()];
+        for n in 3..=5 {
+            expected.push(format!("{}{DATA_FILE_SUFFIX}", name(n)));
+            expected.push(format!("{}{KEY_FILE_SUFFIX}", name(n)));
+        }
+        expected.sort();
+        assert_eq!(left, expected);
+    }
 }

@@ -369,33 +369,7 @@ fn restore_step(
     if state.cluster_id() != Some(backup.cluster_id) {
         anyhow::bail!("the backup's state is not of cluster {:016x}", backup.cluster_id.0);
     }
-    let Some(wrapped_ca) = state.wrapped_ca_key().cloned() else {
-        anyhow::bail!(
-            "the backup holds no CA key (it was taken before the cluster recorded it): restore \
-             from a newer backup"
-        );
-    };
-    let header_ca = &backup.data.header.ca_certificate_pem;
-    let ca_pem = if pki::fingerprint(header_ca).ok() == Some(wrapped_ca.ca_certificate_sha256) {
-        header_ca.clone()
-    } else {
-        match state.ca_certificate_der() {
-            Some(der)
-                if pki::fingerprint(&pki::pem_of_der(der)).ok()
-                    == Some(wrapped_ca.ca_certificate_sha256) =>
-            {
-                pki::pem_of_der(der)
-            }
-            _ => anyhow::bail!("the backup holds no certificate of the CA whose key it holds"),
-        }
-    };
-    let ca_key = security_core::ca_key::unwrap_ca_key(
-        master,
-        backup.cluster_id,
-        &wrapped_ca.ca_certificate_sha256,
-        &wrapped_ca.wrapped_key,
-    )?;
-    let ca = CertificateAuthority::from_pem(ca_pem.clone(), &ca_key, Path::new("the backup"))?;
+    let (ca, ca_pem) = restored_ca(state, backup, master)?;
     let node_id = state.meta().next_node_id;
     let (cert_pem, key_pem) = ca.issue(&Identity::Kma(node_id), hosts)?;
     let key_pem = Zeroizing::new(key_pem);
@@ -452,6 +426,43 @@ fn restore_step(
         keys_destroyed_since_backup,
     };
     Ok((events, issued))
+}
+
+/// The cluster CA of the backup, with its key unwrapped under the master key, to sign the
+/// restored KMA's certificate; and its certificate, as PEM.
+fn restored_ca(
+    state: &State,
+    backup: &CheckedBackup,
+    master: &MasterKey,
+) -> anyhow::Result<(CertificateAuthority, String)> {
+    let Some(wrapped_ca) = state.wrapped_ca_key().cloned() else {
+        anyhow::bail!(
+            "the backup holds no CA key (it was taken before the cluster recorded it): restore \
+             from a newer backup"
+        );
+    };
+    let header_ca = &backup.data.header.ca_certificate_pem;
+    let ca_pem = if pki::fingerprint(header_ca).ok() == Some(wrapped_ca.ca_certificate_sha256) {
+        header_ca.clone()
+    } else {
+        match state.ca_certificate_der() {
+            Some(der)
+                if pki::fingerprint(&pki::pem_of_der(der)).ok()
+                    == Some(wrapped_ca.ca_certificate_sha256) =>
+            {
+                pki::pem_of_der(der)
+            }
+            _ => anyhow::bail!("the backup holds no certificate of the CA whose key it holds"),
+        }
+    };
+    let ca_key = security_core::ca_key::unwrap_ca_key(
+        master,
+        backup.cluster_id,
+        &wrapped_ca.ca_certificate_sha256,
+        &wrapped_ca.wrapped_key,
+    )?;
+    let ca = CertificateAuthority::from_pem(ca_pem.clone(), &ca_key, Path::new("the backup"))?;
+    Ok((ca, ca_pem))
 }
 
 fn backup_file_name(data: &CheckedDataFile) -> String {

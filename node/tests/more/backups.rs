@@ -28,7 +28,6 @@ async fn kma_restore_with(
     passphrases: &str,
     audit_export: Option<&Path>,
 ) -> std::process::Output {
-    use tokio::io::AsyncWriteExt;
     let mut command = tokio::process::Command::new(KMA);
     command
         .args(["restore", "--name", "kma-r", "--site", "east"])
@@ -45,19 +44,30 @@ async fn kma_restore_with(
     if let Some(export) = audit_export {
         command.arg("--audit-export").arg(export);
     }
+    output_with_stdin(command, passphrases, "kma restore").await
+}
+
+/// Runs `command` with `input` on its standard input and waits (at most two minutes).
+async fn output_with_stdin(
+    mut command: tokio::process::Command,
+    input: &str,
+    what: &str,
+) -> std::process::Output {
+    use tokio::io::AsyncWriteExt;
     let mut child = command
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("kma restore runs");
-    let mut input = child.stdin.take().expect("stdin");
-    if let Err(error) = input.write_all(passphrases.as_bytes()).await {
+        .unwrap_or_else(|e| panic!("{what} runs: {e}"));
+    let mut stdin = child.stdin.take().expect("stdin");
+    // It may refuse its arguments and exit before it reads its input.
+    if let Err(error) = stdin.write_all(input.as_bytes()).await {
         assert_eq!(error.kind(), std::io::ErrorKind::BrokenPipe, "stdin: {error}");
     }
-    drop(input);
+    drop(stdin);
     let waited = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output());
-    waited.await.expect("kma restore finished in time").expect("output")
+    waited.await.unwrap_or_else(|_| panic!("{what} finished in time")).expect("output")
 }
 
 /// Expects `kma restore` refused, with `reason` in its message and no data dir left behind.
@@ -67,6 +77,169 @@ async fn refused(dir: &Path, files: &[&Path; 3], passphrases: &str, reason: &str
     assert!(!output.status.success(), "restore should be refused ({reason}): {stderr}");
     assert!(stderr.contains(reason), "refusal without '{reason}': {stderr}");
     assert!(!dir.exists(), "a refused restore left {} behind", dir.display());
+}
+
+/// Bob's core security backup and two database backups, through kmsctl, into `offsite/`;
+/// then a backup onto an existing file, refused; and the list. Returns the directory and the
+/// three files.
+async fn three_backups(cluster: &Cluster) -> (PathBuf, [PathBuf; 3]) {
+    let operator = Ctl::new();
+    operator.login(cluster, "default", "bob", BACKUP_OPERATOR).await;
+    let files = cluster.root.path().join("offsite");
+    std::fs::create_dir_all(&files).expect("offsite dir");
+    let core = files.join("core-security.toml");
+    let data = files.join("first.kmsdb");
+    let other = files.join("second.kmsdb");
+    operator.ok(&["backup", "core-security", "--out", core.to_str().expect("path")], None).await;
+    operator.ok(&["backup", "database", "--out", data.to_str().expect("path")], None).await;
+    operator.ok(&["backup", "database", "--out", other.to_str().expect("path")], None).await;
+    let core_text = std::fs::read_to_string(&core).expect("core security file");
+    assert!(core_text.contains("members = [\"q1\", \"q2\", \"q3\"]"), "{core_text}");
+    assert!(core_text.contains("threshold = 2"), "{core_text}");
+    // A second `--out` onto an existing file is refused: backups never overwrite.
+    let again = operator
+        .fails(&["backup", "database", "--out", data.to_str().expect("path")], None, 2)
+        .await;
+    assert!(again.contains("exists"), "{again}");
+    listed_by(&operator, 3, "bob").await;
+    (files, [core, data, other])
+}
+
+/// A restore with an edited audit export is refused and leaves nothing; with the export kept,
+/// it succeeds and names the key destroyed after the backup, which it brings back (SPEC B4).
+async fn restore_naming_the_destroyed_key(
+    fresh: &Path,
+    good: &[&Path; 3],
+    (export, edited_export): (&Path, &Path),
+    destroyed: &str,
+) {
+    let output = kma_restore_with(fresh, good, MEMBERS, Some(edited_export)).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("does not continue this backup's audit chain"), "{stderr}");
+    assert!(!fresh.exists(), "a refused restore leaves nothing");
+
+    let output = kma_restore_with(fresh, good, MEMBERS, Some(export)).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "restore failed: {stdout}{stderr}");
+    assert!(stdout.contains("destroyed after the backup (SPEC B4"), "{stdout}");
+    assert!(stdout.contains(destroyed), "the restore names the key it brought back: {stdout}");
+    assert!(stdout.contains("KMAs removed: kma1, kma2"), "{stdout}");
+    assert!(stdout.contains("agents keep their certificates"), "{stdout}");
+    let report = std::fs::read_to_string(fresh.join("restore-report.toml")).expect("report");
+    assert!(report.contains("agents_reenroll = false"), "{report}");
+}
+
+/// Stops KMA 0, gives its kma.toml a backup directory and a ship command that copies both
+/// files into `shipped/`, and returns both directories. The caller restarts it.
+async fn with_backup_dir_and_ship_command(cluster: &mut Cluster) -> (PathBuf, PathBuf) {
+    let scheduled = cluster.root.path().join("scheduled");
+    let shipped = cluster.root.path().join("shipped");
+    std::fs::create_dir_all(&shipped).expect("ship target");
+    let ship = cluster.root.path().join("ship.sh");
+    std::fs::write(&ship, format!("#!/bin/sh\ncp \"$1\" \"$2\" {}/\n", shipped.display()))
+        .expect("ship script");
+    std::fs::set_permissions(&ship, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("executable");
+    cluster.stop(0).await;
+    let data_dir = cluster.nodes[0].data_dir.clone();
+    let mut config = node::config::NodeConfig::load(&data_dir).expect("config");
+    config.backup_dir = Some(scheduled.clone());
+    config.backup_ship_command = Some(ship);
+    config.save(&data_dir).expect("config saved");
+    (scheduled, shipped)
+}
+
+/// Users `bob` (Backup Operator) and `audrey` (Auditor), with their passphrases.
+async fn backup_operator_and_auditor(cluster: &Cluster, address: &str) {
+    for (id, role, passphrase) in
+        [("bob", Role::BackupOperator, BACKUP_OPERATOR), ("audrey", Role::Auditor, AUDITOR)]
+    {
+        let user = Command::CreateUser {
+            id: id.into(),
+            roles: RoleSet::of(role),
+            passphrase_verifier: Vec::new(),
+        };
+        agents::ok(&cluster.admin, address, user, Some(passphrase)).await;
+    }
+}
+
+/// `kmsctl backup list` shows `count` backups, each taken by `by`, with a size, and database
+/// backups with the index they cover.
+async fn listed_by(operator: &Ctl, count: usize, by: &str) {
+    let listed = operator.json(&["backup", "list"]).await;
+    let rows = listed.as_array().cloned().unwrap_or_default();
+    assert_eq!(rows.len(), count, "{listed}");
+    for row in &rows {
+        assert_eq!(row["taken_by"], by, "{row}");
+        assert!(row["size_bytes"].as_u64().unwrap_or(0) > 0, "{row}");
+        let database = row["kind"] == "database";
+        assert!(!database || row["covers_index"].as_u64().unwrap_or(0) > 0, "{row}");
+    }
+}
+
+/// The officer compromises the key (it is in use) and destroys it, confirming the preview.
+async fn compromise_and_destroy(cluster: &Cluster, key: &str) {
+    let officer = Ctl::new();
+    officer.login(cluster, "default", "admin", super::OFFICER).await;
+    officer.ok(&["key", "compromise", key], None).await;
+    let preview = officer.run(&["--json", "key", "destroy", key], None).await;
+    let preview: serde_json::Value = serde_json::from_slice(&preview.stdout).expect("preview");
+    let digest = preview["digest"].as_str().expect("the preview's digest").to_string();
+    officer.ok(&["key", "destroy", key, "--confirm", &digest], None).await;
+}
+
+/// An Auditor's export, kept off-site (it names what happened after the backup), and a copy
+/// with one link changed.
+async fn kept_audit_export(cluster: &Cluster, files: &Path) -> (PathBuf, PathBuf) {
+    let auditor = Ctl::new();
+    auditor.login(cluster, "default", "audrey", AUDITOR).await;
+    let export = files.join("audit.jsonl");
+    std::fs::write(&export, auditor.ok(&["audit", "export"], None).await).expect("export kept");
+    let mut edited = std::fs::read_to_string(&export).expect("export");
+    let at = edited.rfind("\"link\":\"").expect("a link") + 8;
+    edited.replace_range(at..at + 2, if &edited[at..at + 2] == "00" { "11" } else { "00" });
+    let edited_export = files.join("edited-audit.jsonl");
+    std::fs::write(&edited_export, edited).expect("edited export");
+    (export, edited_export)
+}
+
+/// The whole cluster is lost: every KMA killed, every data dir deleted.
+async fn destroy_every_kma(cluster: &mut Cluster) {
+    for index in 0..cluster.nodes.len() {
+        cluster.kill9(index).await;
+        std::fs::remove_dir_all(&cluster.nodes[index].data_dir).expect("data dir deleted");
+    }
+}
+
+/// Restores refused, each with its reason, writing nothing: another backup's key file, a
+/// flipped byte, a truncated file, an edited core security file, a wrong passphrase, a
+/// non-member, too few passphrases.
+async fn refused_restores(
+    fresh: &Path,
+    (data, key, core): (&Path, &Path, &Path),
+    other_key: &Path,
+) {
+    let files = data.parent().expect("offsite dir");
+    let good = [data, key, core];
+    refused(fresh, &[data, other_key, core], MEMBERS, "key file of another backup").await;
+    let flipped = copy_with(data, &files.join("flipped.kmsdb"), |b| {
+        let middle = b.len() / 2;
+        b[middle] ^= 0x01;
+    });
+    refused(fresh, &[&flipped, key, core], MEMBERS, "damaged").await;
+    let truncated = copy_with(data, &files.join("truncated.kmsdb"), |b| b.truncate(b.len() - 100));
+    refused(fresh, &[&truncated, key, core], MEMBERS, "damaged").await;
+    let edited = copy_with(core, &files.join("edited.toml"), |b| {
+        let text = String::from_utf8_lossy(b).replace("threshold = 2", "threshold = 1");
+        *b = text.into_bytes();
+    });
+    refused(fresh, &[data, key, &edited], MEMBERS, "checksum").await;
+    refused(fresh, &good, "q1 member-one-passphrase\nq3 not-the-passphrase\n", "wrong passphrase")
+        .await;
+    refused(fresh, &good, "q1 member-one-passphrase\nmallory some-passphrase\n", "not a member")
+        .await;
+    refused(fresh, &good, "q1 member-one-passphrase\n", "1 of the 2 passphrases").await;
 }
 
 fn copy_with(from: &Path, to: &Path, change: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
@@ -92,18 +265,7 @@ async fn b1_b2_b3_b4_a_destroyed_cluster_comes_back_from_its_backup_files() {
     let mut cluster = Cluster::start(2, super::support::no_change).await;
     let address = cluster.nodes[0].address.clone();
     agents::catalogue(&cluster, &address, (30 * agents::DAY_MS, 365 * agents::DAY_MS)).await;
-    let bob = Command::CreateUser {
-        id: "bob".into(),
-        roles: RoleSet::of(Role::BackupOperator),
-        passphrase_verifier: Vec::new(),
-    };
-    agents::ok(&cluster.admin, &address, bob, Some(BACKUP_OPERATOR)).await;
-    let audrey = Command::CreateUser {
-        id: "audrey".into(),
-        roles: RoleSet::of(Role::Auditor),
-        passphrase_verifier: Vec::new(),
-    };
-    agents::ok(&cluster.admin, &address, audrey, Some(AUDITOR)).await;
+    backup_operator_and_auditor(&cluster, &address).await;
     let service = cluster.nodes[0].service.clone();
     let pinned = || agent_gateway::ClientOptions { discovery: false, ..Default::default() };
     let ca = agents::ca_pem(&cluster);
@@ -112,47 +274,16 @@ async fn b1_b2_b3_b4_a_destroyed_cluster_comes_back_from_its_backup_files() {
             .await
             .expect("enrollment");
     let drive =
-        AgentClient::from_credentials(&[service.clone()], &credentials, pinned()).expect("drive");
+        AgentClient::from_credentials(std::slice::from_ref(&service), &credentials, pinned())
+            .expect("drive");
     let (tape1, key1) = agents::write_key(&drive, "TAPE01").await;
     let (tape2, key2) = agents::write_key(&drive, "TAPE02").await;
 
-    let operator = Ctl::new();
-    operator.login(&cluster, "default", "bob", BACKUP_OPERATOR).await;
-    let files = cluster.root.path().join("offsite");
-    std::fs::create_dir_all(&files).expect("offsite dir");
-    let core = files.join("core-security.toml");
-    let data = files.join("first.kmsdb");
-    let other = files.join("second.kmsdb");
-    operator.ok(&["backup", "core-security", "--out", core.to_str().expect("path")], None).await;
-    operator.ok(&["backup", "database", "--out", data.to_str().expect("path")], None).await;
-    operator.ok(&["backup", "database", "--out", other.to_str().expect("path")], None).await;
-    let core_text = std::fs::read_to_string(&core).expect("core security file");
-    assert!(core_text.contains("members = [\"q1\", \"q2\", \"q3\"]"), "{core_text}");
-    assert!(core_text.contains("threshold = 2"), "{core_text}");
-    // A second `--out` onto an existing file is refused: backups never overwrite.
-    let again = operator
-        .fails(&["backup", "database", "--out", data.to_str().expect("path")], None, 2)
-        .await;
-    assert!(again.contains("exists"), "{again}");
-    let listed = operator.json(&["backup", "list"]).await;
-    let rows = listed.as_array().cloned().unwrap_or_default();
-    assert_eq!(rows.len(), 3, "{listed}");
-    for row in &rows {
-        assert_eq!(row["taken_by"], "bob", "{row}");
-        assert!(row["size_bytes"].as_u64().unwrap_or(0) > 0, "{row}");
-        let database = row["kind"] == "database";
-        assert!(!database || row["covers_index"].as_u64().unwrap_or(0) > 0, "{row}");
-    }
+    let (files, [core, data, other]) = three_backups(&cluster).await;
     // Destroyed after the backups (compromised first: it is still in use): the backup still
     // holds it, so a restore brings it back, and says so (SPEC B4).
     let destroyed = drive.keys(tape1).await.expect("tape 1's keys").keys[0].key_id.to_string();
-    let officer = Ctl::new();
-    officer.login(&cluster, "default", "admin", super::OFFICER).await;
-    officer.ok(&["key", "compromise", &destroyed], None).await;
-    let preview = officer.run(&["--json", "key", "destroy", &destroyed], None).await;
-    let preview: serde_json::Value = serde_json::from_slice(&preview.stdout).expect("preview");
-    let digest = preview["digest"].as_str().expect("the preview's digest").to_string();
-    officer.ok(&["key", "destroy", &destroyed, "--confirm", &digest], None).await;
+    compromise_and_destroy(&cluster, &destroyed).await;
     // Written after the backups: the restored cluster has its pool key, not its data unit.
     let (_tape3, key3_write) = {
         let unit = drive.create_data_unit("TAPE03").await.expect("data unit").data_unit;
@@ -161,70 +292,28 @@ async fn b1_b2_b3_b4_a_destroyed_cluster_comes_back_from_its_backup_files() {
     };
 
     // An Auditor's export, kept off-site since: it names what happened after the backup.
-    let auditor = Ctl::new();
-    auditor.login(&cluster, "default", "audrey", AUDITOR).await;
-    let export = files.join("audit.jsonl");
-    std::fs::write(&export, auditor.ok(&["audit", "export"], None).await).expect("export kept");
-    let mut edited = std::fs::read_to_string(&export).expect("export");
-    let at = edited.rfind("\"link\":\"").expect("a link") + 8;
-    edited.replace_range(at..at + 2, if &edited[at..at + 2] == "00" { "11" } else { "00" });
-    let edited_export = files.join("edited-audit.jsonl");
-    std::fs::write(&edited_export, edited).expect("edited export");
+    let (export, edited_export) = kept_audit_export(&cluster, &files).await;
 
     // The whole cluster is lost: every KMA stopped, every data dir deleted.
     let credentials_dir = cluster.nodes[0].data_dir.join("tls");
     let ca_pem = std::fs::read_to_string(credentials_dir.join("ca.pem")).expect("CA");
-    for index in 0..cluster.nodes.len() {
-        cluster.kill9(index).await;
-        std::fs::remove_dir_all(&cluster.nodes[index].data_dir).expect("data dir deleted");
-    }
+    destroy_every_kma(&mut cluster).await;
 
     let fresh = cluster.root.path().join("kma-r");
     let key = PathBuf::from(format!("{}.key", data.display()));
     let other_key = PathBuf::from(format!("{}.key", other.display()));
     let good = [data.as_path(), key.as_path(), core.as_path()];
-    refused(&fresh, &[&data, &other_key, &core], MEMBERS, "key file of another backup").await;
-    let flipped = copy_with(&data, &files.join("flipped.kmsdb"), |b| {
-        let middle = b.len() / 2;
-        b[middle] ^= 0x01;
-    });
-    refused(&fresh, &[&flipped, &key, &core], MEMBERS, "damaged").await;
-    let truncated = copy_with(&data, &files.join("truncated.kmsdb"), |b| b.truncate(b.len() - 100));
-    refused(&fresh, &[&truncated, &key, &core], MEMBERS, "damaged").await;
-    let edited = copy_with(&core, &files.join("edited.toml"), |b| {
-        let text = String::from_utf8_lossy(b).replace("threshold = 2", "threshold = 1");
-        *b = text.into_bytes();
-    });
-    refused(&fresh, &[&data, &key, &edited], MEMBERS, "checksum").await;
-    refused(&fresh, &good, "q1 member-one-passphrase\nq3 not-the-passphrase\n", "wrong passphrase")
-        .await;
-    refused(&fresh, &good, "q1 member-one-passphrase\nmallory some-passphrase\n", "not a member")
-        .await;
-    refused(&fresh, &good, "q1 member-one-passphrase\n", "1 of the 2 passphrases").await;
-
-    let output = kma_restore_with(&fresh, &good, MEMBERS, Some(&edited_export)).await;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("does not continue this backup's audit chain"), "{stderr}");
-    assert!(!fresh.exists(), "a refused restore leaves nothing");
-
-    let output = kma_restore_with(&fresh, &good, MEMBERS, Some(&export)).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "restore failed: {stdout}{stderr}");
-    assert!(stdout.contains(&format!("destroyed after the backup (SPEC B4")), "{stdout}");
-    assert!(stdout.contains(&destroyed), "the restore names the key it brought back: {stdout}");
-    assert!(stdout.contains("KMAs removed: kma1, kma2"), "{stdout}");
-    assert!(stdout.contains("agents keep their certificates"), "{stdout}");
-    let report = std::fs::read_to_string(fresh.join("restore-report.toml")).expect("report");
-    assert!(report.contains("agents_reenroll = false"), "{report}");
+    refused_restores(&fresh, (&data, &key, &core), &other_key).await;
+    restore_naming_the_destroyed_key(&fresh, &good, (&export, &edited_export), &destroyed).await;
 
     cluster.nodes = vec![Node::created(fresh.clone())];
     cluster.reader = KmaClient::node(&fresh).expect("the restored KMA's own client");
     cluster.restart(0).await;
     cluster.wait_ready(0).await;
     let restored = cluster.nodes[0].service.clone();
-    let same_drive = AgentClient::from_credentials(&[restored.clone()], &credentials, pinned())
-        .expect("the same drive, pointed at the restored KMA");
+    let same_drive =
+        AgentClient::from_credentials(std::slice::from_ref(&restored), &credentials, pinned())
+            .expect("the same drive, pointed at the restored KMA");
     for (tape, key) in [(tape1, key1), (tape2, key2)] {
         let keys = wait_until(Duration::from_secs(60), "the restored KMA to serve", async || {
             same_drive.keys(tape).await.map_err(|e| e.to_string())
@@ -244,6 +333,10 @@ async fn b1_b2_b3_b4_a_destroyed_cluster_comes_back_from_its_backup_files() {
     let status = officer.status(&cluster.nodes[0].address).await.expect("status");
     assert_eq!(status.voters.len(), 1, "{status:?}");
     assert_eq!(status.role, "leader", "{status:?}");
+    // Other KMAs join the restored one as usual (SPEC C4).
+    cluster.admin = officer;
+    cluster.add_node(2, super::support::no_change).await;
+    cluster.wait_voters(2).await;
     let auditor = Ctl::new();
     auditor.login(&cluster, "default", "audrey", AUDITOR).await;
     auditor.ok(&["audit", "verify"], None).await;
@@ -256,24 +349,10 @@ async fn b1_b2_b3_b4_a_destroyed_cluster_comes_back_from_its_backup_files() {
 
 /// `kma recover-from-lost-majority` as an operator runs it on a stopped survivor.
 async fn kma_recover(dir: &Path, passphrases: &str) -> std::process::Output {
-    use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new(KMA)
-        .arg("recover-from-lost-majority")
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--yes", "--passphrases-stdin"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("kma recover-from-lost-majority runs");
-    let mut input = child.stdin.take().expect("stdin");
-    if let Err(error) = input.write_all(passphrases.as_bytes()).await {
-        assert_eq!(error.kind(), std::io::ErrorKind::BrokenPipe, "stdin: {error}");
-    }
-    drop(input);
-    let waited = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output());
-    waited.await.expect("recovery finished in time").expect("output")
+    let mut command = tokio::process::Command::new(KMA);
+    command.arg("recover-from-lost-majority").arg("--data-dir").arg(dir);
+    command.args(["--yes", "--passphrases-stdin"]);
+    output_with_stdin(command, passphrases, "kma recover-from-lost-majority").await
 }
 
 /// Setup: three KMAs, a drive that wrote three tapes. Action: two KMAs killed and their data
@@ -372,20 +451,7 @@ async fn b5_o5_a_scheduled_backup_is_drilled_and_readies_a_single_kmas_pool() {
     assert_eq!(status.key_pool_ready, 0, "a single KMA's pool waits for a backup: {status:?}");
     assert_eq!(status.core_security_backup_due, Some(0), "{status:?}");
 
-    let scheduled = cluster.root.path().join("scheduled");
-    let shipped = cluster.root.path().join("shipped");
-    std::fs::create_dir_all(&shipped).expect("ship target");
-    let ship = cluster.root.path().join("ship.sh");
-    std::fs::write(&ship, format!("#!/bin/sh\ncp \"$1\" \"$2\" {}/\n", shipped.display()))
-        .expect("ship script");
-    std::fs::set_permissions(&ship, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("executable");
-    cluster.stop(0).await;
-    let data_dir = cluster.nodes[0].data_dir.clone();
-    let mut config = node::config::NodeConfig::load(&data_dir).expect("config");
-    config.backup_dir = Some(scheduled.clone());
-    config.backup_ship_command = Some(ship);
-    config.save(&data_dir).expect("config saved");
+    let (scheduled, shipped) = with_backup_dir_and_ship_command(&mut cluster).await;
     cluster.restart(0).await;
     cluster.wait_ready(0).await;
 
@@ -427,7 +493,7 @@ async fn b5_o5_a_scheduled_backup_is_drilled_and_readies_a_single_kmas_pool() {
     operator.ok(&["backup", "core-security", "--out", core.to_str().expect("path")], None).await;
     let status = cluster.status(0).await.expect("status");
     assert_eq!(status.core_security_backup_due, None, "{status:?}");
-    let ca = node::pki::read(&data_dir.join("tls/ca.pem")).expect("CA");
+    let ca = node::pki::read(&cluster.nodes[0].data_dir.join("tls/ca.pem")).expect("CA");
     let tls = node::transport::tls::anonymous_client_config(&ca).expect("TLS config");
     let http = node::kma::https_client(tls).expect("HTTPS client");
     let metrics = http.get(format!("https://{address}/metrics")).send().await.expect("metrics");
@@ -496,10 +562,7 @@ async fn b3_every_tape_written_before_the_backup_reads_back_after_a_restore() {
     let (core, data) = (files.join("core.toml"), files.join("fleet.kmsdb"));
     operator.ok(&["backup", "core-security", "--out", core.to_str().expect("path")], None).await;
     operator.ok(&["backup", "database", "--out", data.to_str().expect("path")], None).await;
-    for index in 0..cluster.nodes.len() {
-        cluster.kill9(index).await;
-        std::fs::remove_dir_all(&cluster.nodes[index].data_dir).expect("data dir deleted");
-    }
+    destroy_every_kma(&mut cluster).await;
 
     let fresh = cluster.root.path().join("kma-r");
     let key = PathBuf::from(format!("{}.key", data.display()));
