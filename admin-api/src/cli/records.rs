@@ -165,7 +165,7 @@ async fn database(ctx: &Ctx, out: &Path) -> Result<(), CliError> {
     let recorded: BackupRecorded = kma.send(Method::POST, &path, Some(&body)).await?;
     client.observe_index(recorded.index);
     let message = format!(
-        "Backup {} taken: {} ({} bytes, log index {}) and its key file {}",
+        "Backup {} taken: {} ({} bytes, log index {}) and its key file {}\n",
         recorded.id,
         out.display(),
         taken.size_bytes,
@@ -189,7 +189,7 @@ async fn core_security(ctx: &Ctx, out: &Path) -> Result<(), CliError> {
         client.send(Method::POST, "/v1/backups/core-security/kept", Some(&body)).await?;
     client.observe_index(recorded.index);
     let message = format!(
-        "Core security backup {} saved to {} (quorum version {}); destroy older copies",
+        "Core security backup {} saved to {} (quorum version {}); destroy older copies\n",
         recorded.id,
         out.display(),
         file.quorum_version
