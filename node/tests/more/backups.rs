@@ -479,7 +479,12 @@ async fn b5_o5_a_scheduled_backup_is_drilled_and_readies_a_single_kmas_pool() {
     let file = row["file_name"].as_str().expect("file name");
     assert!(scheduled.join(file).is_file(), "{file} in the backup directory");
     assert!(scheduled.join(format!("{file}.key")).is_file(), "its key file beside it");
-    assert!(shipped.join(file).is_file() && shipped.join(format!("{file}.key")).is_file());
+    // The ship command runs once the drill passed, beside the drill's record.
+    wait_until(Duration::from_secs(30), "both files shipped", async || {
+        let both = shipped.join(file).is_file() && shipped.join(format!("{file}.key")).is_file();
+        done_if(both, ())
+    })
+    .await;
     let leftovers: Vec<_> = std::fs::read_dir(&scheduled)
         .expect("backup dir")
         .flatten()
