@@ -280,6 +280,16 @@ async fn b1_b2_b3_b4_a_destroyed_cluster_comes_back_from_its_backup_files() {
     let (tape2, key2) = agents::write_key(&drive, "TAPE02").await;
 
     let (files, [core, data, other]) = three_backups(&cluster).await;
+    // No backup file holds a key value, raw or as hex; a planted copy is found, so the search
+    // can fail. (STYLE: secrets never leave wrapped)
+    for needle in [key1.to_vec(), hex::encode(key1).into_bytes(), key2.to_vec()] {
+        let found = super::support::files_containing(&files, &needle);
+        assert!(found.is_empty(), "a key value in backup files: {found:?}");
+    }
+    let planted = files.join("planted");
+    std::fs::write(&planted, key1).expect("planted copy");
+    assert_eq!(super::support::files_containing(&files, &key1).len(), 1, "the search finds it");
+    std::fs::remove_file(&planted).expect("planted copy removed");
     // Destroyed after the backups (compromised first: it is still in use): the backup still
     // holds it, so a restore brings it back, and says so (SPEC B4).
     let destroyed = drive.keys(tape1).await.expect("tape 1's keys").keys[0].key_id.to_string();
