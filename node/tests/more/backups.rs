@@ -150,6 +150,21 @@ async fn with_backup_dir_and_ship_command(cluster: &mut Cluster) -> (PathBuf, Pa
     (scheduled, shipped)
 }
 
+/// No file under `files` holds one of `keys`, raw or as hex; a planted copy is found, so the
+/// search can fail. (STYLE: secrets never leave wrapped, backups included)
+fn no_key_value_in(files: &Path, keys: &[[u8; 32]]) {
+    for key in keys {
+        for needle in [key.to_vec(), hex::encode(key).into_bytes()] {
+            let found = super::support::files_containing(files, &needle);
+            assert!(found.is_empty(), "a key value in backup files: {found:?}");
+        }
+    }
+    let planted = files.join("planted");
+    std::fs::write(&planted, keys[0]).expect("planted copy");
+    assert_eq!(super::support::files_containing(files, &keys[0]).len(), 1, "found when there");
+    std::fs::remove_file(&planted).expect("planted copy removed");
+}
+
 /// Users `bob` (Backup Operator) and `audrey` (Auditor), with their passphrases.
 async fn backup_operator_and_auditor(cluster: &Cluster, address: &str) {
     for (id, role, passphrase) in
@@ -280,16 +295,7 @@ async fn b1_b2_b3_b4_a_destroyed_cluster_comes_back_from_its_backup_files() {
     let (tape2, key2) = agents::write_key(&drive, "TAPE02").await;
 
     let (files, [core, data, other]) = three_backups(&cluster).await;
-    // No backup file holds a key value, raw or as hex; a planted copy is found, so the search
-    // can fail. (STYLE: secrets never leave wrapped)
-    for needle in [key1.to_vec(), hex::encode(key1).into_bytes(), key2.to_vec()] {
-        let found = super::support::files_containing(&files, &needle);
-        assert!(found.is_empty(), "a key value in backup files: {found:?}");
-    }
-    let planted = files.join("planted");
-    std::fs::write(&planted, key1).expect("planted copy");
-    assert_eq!(super::support::files_containing(&files, &key1).len(), 1, "the search finds it");
-    std::fs::remove_file(&planted).expect("planted copy removed");
+    no_key_value_in(&files, &[key1, key2]);
     // Destroyed after the backups (compromised first: it is still in use): the backup still
     // holds it, so a restore brings it back, and says so (SPEC B4).
     let destroyed = drive.keys(tape1).await.expect("tape 1's keys").keys[0].key_id.to_string();
@@ -305,8 +311,7 @@ async fn b1_b2_b3_b4_a_destroyed_cluster_comes_back_from_its_backup_files() {
     let (export, edited_export) = kept_audit_export(&cluster, &files).await;
 
     // The whole cluster is lost: every KMA stopped, every data dir deleted.
-    let credentials_dir = cluster.nodes[0].data_dir.join("tls");
-    let ca_pem = std::fs::read_to_string(credentials_dir.join("ca.pem")).expect("CA");
+    let ca_pem = agents::ca_pem(&cluster);
     destroy_every_kma(&mut cluster).await;
 
     let fresh = cluster.root.path().join("kma-r");
