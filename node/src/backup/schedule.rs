@@ -67,9 +67,11 @@ pub async fn run(local: Local, proposer: Proposer) {
         match scheduled_backup(&local, &proposer, &dir).await {
             Ok(passed) => tracing::info!(passed, "scheduled backup taken and drilled"),
             Err(error) => {
-                tracing::warn!(%error, "scheduled backup failed; trying again in {} s", interval_ms / 1000 / 10 + 60);
                 // A failing disk or a locked KMA: do not spin on it.
-                tokio::time::sleep(Duration::from_millis((interval_ms / 10).max(60_000))).await;
+                let pause_ms = (interval_ms / 10).max(60_000);
+                let retry_in_s = pause_ms / 1000;
+                tracing::warn!(%error, retry_in_s, "scheduled backup failed; trying again");
+                tokio::time::sleep(Duration::from_millis(pause_ms)).await;
             }
         }
     }
