@@ -21,6 +21,8 @@
 //!   turns rejects and backend errors into refusals, with the codes of the `wire` crate's
 //!   `ErrorCode` in the agent spelling; `extract`: the body, query and path extractors whose
 //!   rejections are refusals of that shape too.
+//! - [`epoch`]: the cluster epoch a certificate names (SPEC B7); the client refuses KMAs of an
+//!   older epoch than one it has seen.
 //! - [`client`]: [`AgentClient`] and [`enroll`](client::enroll), for drives and integrators.
 //! - [`drive_sim`]: a fleet of simulated StorageTek or LTO4 drives writing and verifying
 //!   encrypted tapes through [`AgentClient`] ([`run_fleet`](drive_sim::run_fleet)); the
@@ -33,6 +35,7 @@ pub mod client;
 pub mod connections;
 pub mod drive_sim;
 mod enroll;
+pub mod epoch;
 mod error;
 mod extract;
 mod routes;

@@ -93,6 +93,7 @@ pub fn options() -> ClientOptions {
         rounds: 4,
         round_pause: Duration::from_millis(100),
         site: None,
+        cluster_epoch_seen: 0,
     }
 }
 

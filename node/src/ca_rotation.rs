@@ -223,7 +223,8 @@ async fn reissue(
     .map_err(|e| format!("the new CA's key does not open here: {e}"))?;
     let cert_pem = pki::pem_of_der(&new_ca.ca_certificate_der);
     let ca = CertificateAuthority::from_pem(cert_pem, &key_pem, Path::new("the state"))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .in_epoch(local.tls.presented_epoch());
     let advertise = &local.config.management_advertise;
     let host = crate::config::advertise_host(advertise).ok_or("no advertised host")?;
     let hosts = [host.to_string(), "localhost".into(), "127.0.0.1".into()];

@@ -447,12 +447,14 @@ async fn recover(
     println!(
         "recovered: KMA '{}' (node {}) is now a cluster of one at log index {} (kept every \
          entry it knew committed, up to {}; dropped {} it never learnt committed); the other \
-         KMAs are removed and the key pool quarantined",
+         KMAs are removed and the key pool quarantined; cluster epoch {} starts, and this KMA \
+         presents a new certificate of it (drives and KMAs that saw it refuse the lost KMAs)",
         report.kma,
         report.node_id,
         report.recovery_index,
         report.committed_index,
-        report.uncommitted_dropped
+        report.uncommitted_dropped,
+        report.epoch
     );
     println!("next: kma run --data-dir {}, then join new KMAs to it", data_dir.display());
     Ok(())

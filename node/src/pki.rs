@@ -70,6 +70,8 @@ pub struct CertificateAuthority {
     cert: rcgen::Certificate,
     key: KeyPair,
     pub cert_pem: String,
+    /// The cluster epoch every certificate it issues names (SPEC B7, `agent_gateway::epoch`).
+    epoch: u32,
 }
 
 impl CertificateAuthority {
@@ -94,7 +96,7 @@ impl CertificateAuthority {
         params.not_after = rcgen::date_time_ymd(years_from_now(20), 1, 1);
         let cert = params.self_signed(&key)?;
         let cert_pem = cert.pem();
-        Ok(CertificateAuthority { cert, key, cert_pem })
+        Ok(CertificateAuthority { cert, key, cert_pem, epoch: 0 })
     }
 
     /// Loads the CA of a data dir's TLS folder; only KMAs that created the cluster hold its key.
@@ -117,7 +119,14 @@ impl CertificateAuthority {
             CertificateParams::from_ca_cert_pem(&cert_pem).map_err(|e| parse(e.to_string()))?;
         // Re-signing the same parameters with the same key yields an equivalent issuer.
         let cert = params.self_signed(&key)?;
-        Ok(CertificateAuthority { cert, key, cert_pem })
+        Ok(CertificateAuthority { cert, key, cert_pem, epoch: 0 })
+    }
+
+    /// This CA, issuing certificates of cluster epoch `epoch`: a running KMA issues in the
+    /// epoch of its own certificate, a restore or a recovery in the epoch it starts.
+    pub fn in_epoch(mut self, epoch: u32) -> Self {
+        self.epoch = epoch;
+        self
     }
 
     /// The private key's PEM, zeroized on drop: what is wrapped under the master key.
@@ -137,7 +146,8 @@ impl CertificateAuthority {
         hosts: &[String],
     ) -> Result<(String, String), PkiError> {
         let key = KeyPair::generate()?;
-        let cert = leaf_params(identity, hosts)?.signed_by(&key, &self.cert, &self.key)?;
+        let cert =
+            leaf_params(identity, hosts, self.epoch)?.signed_by(&key, &self.cert, &self.key)?;
         Ok((cert.pem(), key.serialize_pem()))
     }
 
@@ -163,7 +173,7 @@ impl CertificateAuthority {
         let mut request = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
             PkiError::Parse { path: "certificate request".into(), detail: e.to_string() }
         })?;
-        request.params = leaf_params(identity, hosts)?;
+        request.params = leaf_params(identity, hosts, self.epoch)?;
         if let Some(valid_for) = valid_for {
             let now = time::OffsetDateTime::now_utc();
             // A little slack before now: clocks of KMAs and clients differ by seconds.
@@ -182,9 +192,16 @@ pub fn signing_request() -> Result<(String, String), PkiError> {
     Ok((csr.pem()?, key.serialize_pem()))
 }
 
-fn leaf_params(identity: &Identity, hosts: &[String]) -> Result<CertificateParams, PkiError> {
+fn leaf_params(
+    identity: &Identity,
+    hosts: &[String],
+    epoch: u32,
+) -> Result<CertificateParams, PkiError> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name = dn(&identity.common_name());
+    params
+        .distinguished_name
+        .push(DnType::OrganizationalUnitName, agent_gateway::epoch::unit_of(epoch));
     params.subject_alt_names = hosts
         .iter()
         .map(|host| match host.parse() {

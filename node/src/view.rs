@@ -52,12 +52,15 @@ impl Local {
         }
         let tls_dir = self.layout.tls_dir();
         let cert_pem = pki::read(&tls_dir.join(pki::CA_FILE))?;
+        // What it issues names the epoch of this KMA's own certificate (SPEC B7).
+        let epoch = self.tls.presented_epoch();
         if let Some(key_pem) = self.vault.ca_key_pem(&pki::fingerprint(&cert_pem)?) {
-            return CertificateAuthority::from_pem(cert_pem, &key_pem, Path::new("the state"));
+            return CertificateAuthority::from_pem(cert_pem, &key_pem, Path::new("the state"))
+                .map(|ca| ca.in_epoch(epoch));
         }
         match CertificateAuthority::load(&tls_dir) {
             Err(pki::PkiError::NoCaKey) => Err(pki::PkiError::CaKeyNotYetHere),
-            other => other,
+            other => other.map(|ca| ca.in_epoch(epoch)),
         }
     }
 

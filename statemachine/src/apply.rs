@@ -382,8 +382,8 @@ impl State {
                 self.record_backup_drill(cx, *backup_id, kma, *passed, detail)
             }
             C::RestoreCluster(restore) => self.restore_cluster(cx, restore),
-            C::RecoverFromLostMajority { kma_name, node_id } => {
-                self.recover_from_lost_majority(cx, kma_name, *node_id)
+            C::RecoverFromLostMajority { kma_name, node_id, certificate_sha256 } => {
+                self.recover_from_lost_majority(cx, kma_name, *node_id, *certificate_sha256)
             }
         }
     }

@@ -289,6 +289,7 @@ impl State {
         cx: &mut Cx<'_>,
         kma_name: &str,
         node_id: NodeId,
+        certificate_sha256: [u8; 32],
     ) -> Result<Reply, Reject> {
         let survivor = self.kma(kma_name)?;
         if survivor.node_id != node_id {
@@ -307,6 +308,10 @@ impl State {
         self.forget_work_of_lost_kmas();
         self.meta.cluster_epoch = self.meta.cluster_epoch.saturating_add(1);
         assert_eq!(self.meta.kmas.len(), 1, "the survivor is the one KMA");
+        // Its certificate of the old epoch is refused from now on, like the lost KMAs'.
+        if let Some(survivor) = self.meta.kmas.get_mut(kma_name) {
+            survivor.certificate_sha256 = Some(certificate_sha256);
+        }
         assert_eq!(self.pool_size(), (0, 0), "no pool key of the lost KMAs is drawn again");
         let reply = Reply::RecoveredFromLostMajority {
             kmas_removed: kmas_removed.len() as u32,

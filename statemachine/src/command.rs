@@ -486,10 +486,13 @@ pub enum Command {
     /// Recovery of a cluster that lost its majority (SPEC B7), from one surviving KMA: never
     /// proposed through Raft (there is no majority to commit it). The ceremony on the survivor
     /// applies it locally, at `last_applied_index + 1`, through the survivor's own node, once the
-    /// quorum members typed their passphrases there; every other KMA leaves.
+    /// quorum members typed their passphrases there; every other KMA leaves. The survivor
+    /// presents a new certificate from then on, of the new cluster epoch: its SHA-256 is
+    /// `certificate_sha256`.
     RecoverFromLostMajority {
         kma_name: String,
         node_id: NodeId,
+        certificate_sha256: [u8; 32],
     },
 }
 

@@ -443,13 +443,19 @@ fn b4_a_restore_names_the_keys_destroyed_since_its_backup_that_it_brings_back() 
 /// the recovery from a lost majority on kma1, through its node. Expect: the other KMAs leave
 /// (named in the audit event), pending quorum operations and the CA rotation end, unassigned
 /// pool keys become recovery-only, the schedule on kma2 is dropped, user sessions stay, epoch
-/// 1. (SPEC B7; issue 17 point 5)
+/// 1, and kma1's new certificate (of that epoch) is the one recorded. (SPEC B7; issue 17
+/// point 5)
 #[test]
 fn b7_the_survivor_of_a_lost_majority_becomes_the_one_kma() {
     let (mut cluster, _) = busy_cluster();
     let (ready, generated) = cluster.state.pool_size();
     let quarantined = (ready + generated) as u64;
-    let recover = Command::RecoverFromLostMajority { kma_name: "kma1".into(), node_id: 1 };
+    let old_certificate = [0xc1; 32];
+    let recover = Command::RecoverFromLostMajority {
+        kma_name: "kma1".into(),
+        node_id: 1,
+        certificate_sha256: [0xe1; 32],
+    };
     let reply = cluster.ok(Actor::System, recover);
     let expected = Reply::RecoveredFromLostMajority {
         kmas_removed: 3,
@@ -472,6 +478,8 @@ fn b7_the_survivor_of_a_lost_majority_becomes_the_one_kma() {
     assert_eq!((state.pool_size(), &state.meta().backup_schedule), ((0, 0), &None));
     assert!(state.user_session_certified("op", &[0xd1; 32]), "sessions stay");
     assert_eq!(state.cluster_epoch(), 1);
+    assert!(state.kma_certificate_accepted(1, &[0xe1; 32]), "the certificate of epoch 1");
+    assert!(!state.kma_certificate_accepted(1, &old_certificate), "not another one");
 }
 
 /// Setup: a busy cluster. Action: recoveries refused: of an unknown KMA, naming kma1 with
@@ -480,8 +488,11 @@ fn b7_the_survivor_of_a_lost_majority_becomes_the_one_kma() {
 #[test]
 fn b7_a_recovery_names_the_survivor_as_the_state_knows_it() {
     let (mut cluster, _) = busy_cluster();
-    let recover =
-        |kma: &str, node_id| Command::RecoverFromLostMajority { kma_name: kma.into(), node_id };
+    let recover = |kma: &str, node_id| Command::RecoverFromLostMajority {
+        kma_name: kma.into(),
+        node_id,
+        certificate_sha256: [0xe1; 32],
+    };
     refused(&mut cluster, 1, recover("kma8", 1), Reject::UnknownKma { name: "kma8".into() });
     let another =
         Reject::SurvivingKmaIsAnotherNode { kma: "kma1".into(), node_id: 2, recorded_node_id: 1 };

@@ -550,7 +550,11 @@ fn scenarios() -> Vec<(u16, &'static str, RejectClass, Scenario)> {
             c.apply(Actor::System, drill)
         }),
         (87, "SurvivingKmaIsAnotherNode", Forbidden, |c, _| {
-            let recover = Command::RecoverFromLostMajority { kma_name: s("kma1"), node_id: 2 };
+            let recover = Command::RecoverFromLostMajority {
+                kma_name: s("kma1"),
+                node_id: 2,
+                certificate_sha256: [2; 32],
+            };
             c.apply(Actor::System, recover)
         }),
     ]

@@ -26,7 +26,8 @@ pub async fn enroll(
 ) -> Result<AgentCredentials, ClientError> {
     let key = KeyPair::generate().map_err(|e| setup("agent key pair")(e.to_string()))?;
     let csr_pem = certificate_request(&key, agent_id)?;
-    let http = http_client(&tls_config(ca_pem, None)?, &ClientOptions::default())?;
+    let http =
+        http_client(&tls_config(ca_pem, None, Default::default())?, &ClientOptions::default())?;
 
     let (login, hello) = ClientLogin::start(agent_id, ENROLL_PURPOSE);
     let hello = EnrollHello { agent_id: agent_id.into(), client_nonce: hello.client_nonce };

@@ -7,9 +7,10 @@
 //! applied it: the drive's own changes are never missing on the next KMA it talks to.
 
 mod enrollment;
+mod epoch_floor;
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -79,6 +80,10 @@ pub struct ClientOptions {
     pub round_pause: Duration,
     /// The drive's site; `None` takes the site discovery reports for the agent (SPEC C2).
     pub site: Option<String>,
+    /// The newest cluster epoch this drive saw before ([`AgentClient::cluster_epoch_seen`],
+    /// kept by the integrator across restarts): KMAs of an older epoch are refused from the
+    /// first call (SPEC B7). The drive's own certificate's epoch counts too.
+    pub cluster_epoch_seen: u32,
 }
 
 impl Default for ClientOptions {
@@ -92,6 +97,7 @@ impl Default for ClientOptions {
             rounds: 2,
             round_pause: Duration::from_millis(200),
             site: None,
+            cluster_epoch_seen: 0,
         }
     }
 }
@@ -189,6 +195,8 @@ struct Inner {
     next_seq: AtomicU64,
     min_index: AtomicU64,
     turn: AtomicUsize,
+    /// The newest cluster epoch of a KMA certificate this client verified (SPEC B7).
+    epoch_floor: Arc<AtomicU32>,
 }
 
 /// One request, possibly sent to several KMAs.
@@ -217,10 +225,12 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// TLS 1.3 trusting only the cluster CA, with the agent's certificate when it has one.
+/// TLS 1.3 trusting only the cluster CA's KMAs of an epoch no older than `epoch_floor` (which
+/// rises with each newer one verified), with the agent's certificate when it has one.
 pub(crate) fn tls_config(
     ca_pem: &str,
     identity: Option<(&str, &str)>,
+    epoch_floor: Arc<AtomicU32>,
 ) -> Result<rustls::ClientConfig, ClientError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
@@ -230,10 +240,16 @@ pub(crate) fn tls_config(
     if roots.is_empty() {
         return Err(setup("cluster CA certificate")("no PEM certificate found".into()));
     }
+    let chain =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| setup("cluster CA certificate")(e.to_string()))?;
+    let verifier = epoch_floor::NewestEpochOnly::new(chain, epoch_floor);
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| setup("TLS 1.3")(e.to_string()))?
-        .with_root_certificates(roots);
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier));
     let mut config = match identity {
         None => builder.with_no_client_auth(),
         Some((certificate_pem, key_pem)) => {
@@ -334,7 +350,12 @@ impl AgentClient {
         if addresses.is_empty() {
             return Err(setup("KMA addresses")("give at least one host:port".into()));
         }
-        let tls = tls_config(ca_pem, Some((certificate_pem, private_key_pem)))?;
+        // A drive enrolled by a recovered cluster refuses the lost KMAs from its first call.
+        let own_epoch = crate::epoch::of_pem(certificate_pem)
+            .ok_or_else(|| setup("agent certificate")("names no readable cluster epoch".into()))?;
+        let epoch_floor = Arc::new(AtomicU32::new(own_epoch.max(options.cluster_epoch_seen)));
+        let tls =
+            tls_config(ca_pem, Some((certificate_pem, private_key_pem)), epoch_floor.clone())?;
         let list = addresses
             .iter()
             .map(|address| {
@@ -354,6 +375,7 @@ impl AgentClient {
             next_seq: AtomicU64::new(1),
             min_index: AtomicU64::new(0),
             turn: AtomicUsize::new(0),
+            epoch_floor,
         };
         Ok(AgentClient { inner: Arc::new(inner) })
     }
@@ -371,6 +393,12 @@ impl AgentClient {
     /// The highest log index this client's writes were applied at: reads wait for it.
     pub fn min_index(&self) -> u64 {
         self.inner.min_index.load(Ordering::Acquire)
+    }
+
+    /// The newest cluster epoch this client has seen (its own certificate's, or a KMA's): KMAs
+    /// of an older one are refused in the handshake (SPEC B7).
+    pub fn cluster_epoch_seen(&self) -> u32 {
+        self.inner.epoch_floor.load(Ordering::Acquire)
     }
 
     /// Asks the cluster for its KMAs now, rather than at the next discovery interval.
@@ -666,12 +694,22 @@ impl AgentClient {
 }
 
 fn describe(error: &reqwest::Error) -> String {
+    // The reason (a refused certificate, a reset) is in the chain of sources, not the display.
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
     if error.is_timeout() {
-        format!("timed out ({error})")
+        format!("timed out ({text})")
     } else if error.is_connect() {
-        format!("connection failed ({error})")
+        format!("connection failed ({text})")
     } else {
-        error.to_string()
+        text
     }
 }
 

@@ -223,21 +223,9 @@ impl CoreSecurityBackup {
     }
 }
 
-/// A TOML basic string (member IDs are short printable names; this escapes the rest).
+/// A member ID as a TOML string (value or quoted key), quoted and escaped by the `toml` crate.
 fn toml_string(text: &str) -> String {
-    let mut out = String::from("\"");
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    toml::Value::String(text.to_string()).to_string()
 }
 
 // ---- Backup key file (B2) ----
@@ -492,7 +480,8 @@ mod tests {
     fn b1_the_core_security_file_reads_back_and_refuses_changes_and_other_formats() {
         let dir = tempfile::tempdir().expect("dir");
         let text = core().render();
-        assert!(text.contains("members = [\"q1\", \"q\\\"2\"]"), "{text}");
+        // The toml crate quotes a member ID with a `"` as a literal string.
+        assert!(text.contains(r#"members = ["q1", 'q"2']"#), "{text}");
         let path = written(&dir, "core.toml", &text);
         assert_eq!(CoreSecurityBackup::read(&path).expect("reads back"), core());
 

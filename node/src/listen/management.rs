@@ -37,9 +37,9 @@ use crate::write::{Proposal, Proposer};
 pub struct Peer(pub Option<Identity>);
 
 /// The SHA-256 of the client's certificate (its DER), when it presented one: what the state
-/// records of a KMA's certificate.
+/// records of a KMA's certificate; and the cluster epoch it names (`None`: unreadable).
 #[derive(Clone, Copy, Debug)]
-pub struct CertificateSha256(pub Option<[u8; 32]>);
+pub struct CertificateSha256(pub Option<([u8; 32], Option<u32>)>);
 
 /// What the node's own management routes need (`/v1/propose`, status, digest, members, CA).
 pub struct Management {
@@ -98,13 +98,13 @@ async fn certificate_bound(
     next: axum::middleware::Next,
 ) -> Response {
     let peer = request.extensions().get::<Peer>().and_then(|peer| peer.0.clone());
-    let fingerprint = request.extensions().get::<CertificateSha256>().and_then(|c| c.0);
-    let refused = match (peer, fingerprint) {
-        (Some(Identity::Kma(node_id)), Some(fingerprint)) => {
-            let why = kma_refusal(&*local.state.read().await, node_id, &fingerprint);
+    let certificate = request.extensions().get::<CertificateSha256>().and_then(|c| c.0);
+    let refused = match (peer, certificate) {
+        (Some(Identity::Kma(node_id)), Some((fingerprint, epoch))) => {
+            let why = kma_refusal(&*local.state.read().await, node_id, &fingerprint, epoch);
             why.map(|why| (ErrorCode::Forbidden, why))
         }
-        (Some(Identity::User(user)), Some(fingerprint)) => {
+        (Some(Identity::User(user)), Some((fingerprint, _))) => {
             let login_index = login_index(&request);
             user_refusal(&local, &user, &fingerprint, login_index).await
         }
@@ -190,7 +190,12 @@ pub async fn serve(
         };
         extensions.insert(admin_api::backend::Caller(user));
         extensions.insert(Peer(identity));
-        extensions.insert(CertificateSha256(certificate.map(crate::pki::der_fingerprint)));
+        extensions.insert(CertificateSha256(certificate.map(|certificate| {
+            (
+                crate::pki::der_fingerprint(certificate),
+                agent_gateway::epoch::of_certificate(certificate),
+            )
+        })));
         extensions.insert(Remote(remote));
         extensions.insert(crate::wire::JoinExporter::of_server(tls));
         extensions

@@ -369,7 +369,11 @@ fn restore_step(
     if state.cluster_id() != Some(backup.cluster_id) {
         anyhow::bail!("the backup's state is not of cluster {:016x}", backup.cluster_id.0);
     }
-    let (ca, ca_pem) = restored_ca(state, backup, master)?;
+    let (ca, ca_pem) =
+        state_ca(state, backup.cluster_id, master, &backup.data.header.ca_certificate_pem)?;
+    // The restore starts the next epoch (SPEC B7); the certificate names it.
+    let epoch = state.cluster_epoch().saturating_add(1);
+    let ca = ca.in_epoch(epoch);
     let node_id = state.meta().next_node_id;
     let (cert_pem, key_pem) = ca.issue(&Identity::Kma(node_id), hosts)?;
     let key_pem = Zeroizing::new(key_pem);
@@ -414,7 +418,9 @@ fn restore_step(
         statemachine::reply::Reply::ClusterRestored(summary) => summary.pool_keys_quarantined,
         other => anyhow::bail!("the restore was answered unexpectedly: {other:?}"),
     };
-    let epoch = state.cluster_epoch();
+    if state.cluster_epoch() != epoch {
+        anyhow::bail!("the restore started epoch {}, not {epoch}", state.cluster_epoch());
+    }
     let issued = Issued {
         node_id,
         cert_pem,
@@ -428,22 +434,23 @@ fn restore_step(
     Ok((events, issued))
 }
 
-/// The cluster CA of the backup, with its key unwrapped under the master key, to sign the
-/// restored KMA's certificate; and its certificate, as PEM.
-fn restored_ca(
+/// The cluster CA whose key `state` holds, unwrapped under the master key, to sign the
+/// certificate of a restored or recovered KMA; and its certificate, as PEM (`candidate_pem`
+/// when that is it: the backup's header, or the survivor's `tls/ca.pem`).
+pub(crate) fn state_ca(
     state: &State,
-    backup: &CheckedBackup,
+    cluster_id: ClusterId,
     master: &MasterKey,
+    candidate_pem: &str,
 ) -> anyhow::Result<(CertificateAuthority, String)> {
     let Some(wrapped_ca) = state.wrapped_ca_key().cloned() else {
         anyhow::bail!(
-            "the backup holds no CA key (it was taken before the cluster recorded it): restore \
-             from a newer backup"
+            "the state holds no CA key (it was taken before the cluster recorded it there): for \
+             a restore, use a newer backup"
         );
     };
-    let header_ca = &backup.data.header.ca_certificate_pem;
-    let ca_pem = if pki::fingerprint(header_ca).ok() == Some(wrapped_ca.ca_certificate_sha256) {
-        header_ca.clone()
+    let ca_pem = if pki::fingerprint(candidate_pem).ok() == Some(wrapped_ca.ca_certificate_sha256) {
+        candidate_pem.to_string()
     } else {
         match state.ca_certificate_der() {
             Some(der)
@@ -452,16 +459,16 @@ fn restored_ca(
             {
                 pki::pem_of_der(der)
             }
-            _ => anyhow::bail!("the backup holds no certificate of the CA whose key it holds"),
+            _ => anyhow::bail!("the state holds no certificate of the CA whose key it holds"),
         }
     };
     let ca_key = security_core::ca_key::unwrap_ca_key(
         master,
-        backup.cluster_id,
+        cluster_id,
         &wrapped_ca.ca_certificate_sha256,
         &wrapped_ca.wrapped_key,
     )?;
-    let ca = CertificateAuthority::from_pem(ca_pem.clone(), &ca_key, Path::new("the backup"))?;
+    let ca = CertificateAuthority::from_pem(ca_pem.clone(), &ca_key, Path::new("the state"))?;
     Ok((ca, ca_pem))
 }
 

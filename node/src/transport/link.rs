@@ -244,19 +244,31 @@ pub struct LinkServer {
 /// Why a KMA certificate naming node `node_id`, of fingerprint `certificate_sha256`, is refused
 /// by this KMA's applied state, if it is (issue #16 points 2 and 3): the cluster deleted that
 /// KMA (the deny list; the answer starts with [`REFUSED_DELETED`]), or the state records another
-/// certificate for it, or its entry was never approved to join. A node ID this state has not
+/// certificate for it, or its entry was never approved to join, or its certificate is of an
+/// older cluster epoch than the state's (a KMA a recovery left behind, SPEC B7). A node ID this state has not
 /// assigned yet is accepted: it may be a KMA that joined while this one was behind, and its
 /// certificate is checked once this KMA has caught up.
 pub fn kma_refusal(
     state: &statemachine::State,
     node_id: u64,
     certificate_sha256: &[u8; 32],
+    certificate_epoch: Option<u32>,
 ) -> Option<String> {
     if state.kma_deleted(node_id) {
         return Some(format!(
             "{REFUSED_DELETED} KMA {node_id} was deleted from this cluster and takes part in \
              nothing; to use that machine again, wipe its data dir and join it anew"
         ));
+    }
+    // After the deletion check, so a KMA left behind by a recovery learns it is out.
+    let Some(epoch) = certificate_epoch else {
+        return Some(format!(
+            "the certificate presented for KMA {node_id} names an unreadable cluster epoch: \
+             refused"
+        ));
+    };
+    if epoch < state.cluster_epoch() {
+        return Some(crate::transport::tls::older_epoch(epoch, state.cluster_epoch()));
     }
     if state.kma_by_node_id(node_id).is_none()
         || state.kma_certificate_accepted(node_id, certificate_sha256)
@@ -290,8 +302,13 @@ impl Departure {
 impl LinkServer {
     /// Why the KMA `caller` may not call on a link now, if it may not: it is deleted, or its
     /// certificate is not the one the cluster recorded for it.
-    async fn refusal_of(&self, caller: u64, certificate_sha256: &[u8; 32]) -> Option<String> {
-        kma_refusal(&*self.state.read().await, caller, certificate_sha256)
+    async fn refusal_of(
+        &self,
+        caller: u64,
+        certificate_sha256: &[u8; 32],
+        certificate_epoch: Option<u32>,
+    ) -> Option<String> {
+        kma_refusal(&*self.state.read().await, caller, certificate_sha256, certificate_epoch)
     }
 
     /// Why a Raft call is refused for the caller's clock (see [`crate::transport::clock`]).
@@ -311,6 +328,7 @@ impl LinkServer {
     pub async fn serve(&self, (mut stream, remote): agent_gateway::server::HandedOff) {
         let certificate = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first());
         let fingerprint = certificate.map(crate::pki::der_fingerprint).unwrap_or_default();
+        let epoch = certificate.and_then(agent_gateway::epoch::of_certificate);
         let Some(Identity::Kma(caller)) = certificate.and_then(crate::transport::tls::identity_of)
         else {
             let why = "Raft traffic needs a KMA certificate: present a certificate from this \
@@ -323,7 +341,7 @@ impl LinkServer {
         let mut checked: Option<std::time::Instant> = None;
         loop {
             if checked.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
-                if let Some(why) = self.refusal_of(caller, &fingerprint).await {
+                if let Some(why) = self.refusal_of(caller, &fingerprint, epoch).await {
                     tracing::warn!(%remote, caller, %why, "raft link refused");
                     let _ = write_answer(&mut stream, &refused(why)).await;
                     return;
@@ -486,6 +504,50 @@ mod tests {
         writer.write_all(&[0, 0, 0, 9, 7]).await.unwrap();
         let error = read_frame_bounded(&mut reader, call_len_max).await.unwrap_err();
         assert!(error.to_string().contains("unknown kind 7"), "{error}");
+    }
+
+    /// Setup: a state after a recovery from a lost majority (cluster epoch 1) whose one KMA is
+    /// node 1. Action: KMA certificates checked as links check them. Expect: a certificate of
+    /// epoch 0 is refused for its epoch even for a node ID not assigned yet, one of epoch 1
+    /// passes, one whose epoch does not read is refused. (SPEC B7)
+    #[test]
+    fn b7_links_refuse_a_kma_certificate_of_an_older_epoch() {
+        use statemachine::command::{Envelope, InitCluster};
+        use statemachine::quorum::{Quorum, QuorumMember};
+        use statemachine::{Actor, ClusterId, Command};
+        let mut state = statemachine::State::default();
+        let envelope = |command| Envelope {
+            time_ms: 1,
+            origin_node_id: 1,
+            actor: Actor::System,
+            request_id: None,
+            command,
+        };
+        let member = QuorumMember { id: "q1".into(), wrapped_share: vec![1] };
+        let init = InitCluster {
+            cluster_id: ClusterId(7),
+            kma_name: "kma1".into(),
+            site: "east".into(),
+            security_officer: "so".into(),
+            security_officer_verifier: vec![1],
+            quorum: Quorum { members: vec![member], threshold: 1 },
+            autonomous_unlock: false,
+        };
+        let (result, _) = state.apply(1, &envelope(Command::InitCluster(init))).into_chained();
+        result.expect("initialized");
+        let recover = Command::RecoverFromLostMajority {
+            kma_name: "kma1".into(),
+            node_id: 1,
+            certificate_sha256: [1; 32],
+        };
+        state.apply(2, &envelope(recover)).into_chained().0.expect("recovered");
+        assert_eq!(state.cluster_epoch(), 1);
+        let unassigned = state.meta().next_node_id;
+        let why = kma_refusal(&state, unassigned, &[9; 32], Some(0)).expect("refused");
+        assert!(why.contains("cluster epoch 0, older than this cluster's epoch 1"), "{why}");
+        assert_eq!(kma_refusal(&state, unassigned, &[9; 32], Some(1)), None);
+        assert_eq!(kma_refusal(&state, 1, &[1; 32], Some(1)), None);
+        assert!(kma_refusal(&state, 1, &[1; 32], None).is_some(), "unreadable epoch");
     }
 
     /// Setup: a refusal encoded without knowing the call. Action: decode it as the answer an

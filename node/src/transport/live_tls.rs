@@ -29,6 +29,9 @@ struct Material {
     trusted: Vec<[u8; 32]>,
     /// The fingerprint of the certificate presented.
     presented: Option<[u8; 32]>,
+    /// The cluster epoch of the certificate presented (SPEC B7): KMAs of an older one are
+    /// refused as servers, and certificates issued here name it.
+    presented_epoch: u32,
     /// The CA certificates trusted, as PEM: what a client of this KMA should trust.
     trusted_pem: String,
 }
@@ -77,9 +80,19 @@ impl Material {
             .map_err(|e| config_error("private key")(e.to_string()))?;
         let chain = certs_from_pem(cert_pem);
         let presented = chain.first().map(crate::pki::der_fingerprint);
+        let presented_epoch =
+            chain.first().and_then(agent_gateway::epoch::of_certificate).unwrap_or(0);
         let certified = Arc::new(CertifiedKey::new(chain, signing));
         let trusted_pem = trusted_pem.to_string();
-        Ok(Material { certified, clients, servers, trusted, presented, trusted_pem })
+        Ok(Material {
+            certified,
+            clients,
+            servers,
+            trusted,
+            presented,
+            presented_epoch,
+            trusted_pem,
+        })
     }
 }
 
@@ -118,6 +131,11 @@ impl LiveTls {
     /// The fingerprint of the certificate presented now.
     pub fn presented(&self) -> Option<[u8; 32]> {
         self.material().presented
+    }
+
+    /// The cluster epoch of the certificate presented now.
+    pub fn presented_epoch(&self) -> u32 {
+        self.material().presented_epoch
     }
 
     fn material(&self) -> Arc<Material> {
@@ -217,8 +235,25 @@ impl ServerCertVerifier for Live {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let servers = self.0.material().servers.clone();
-        servers.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        let material = self.0.material();
+        let verified = material.servers.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp,
+            now,
+        )?;
+        // A KMA left behind by a recovery still holds a certificate of the older epoch.
+        let epoch = agent_gateway::epoch::of_certificate(end_entity).ok_or_else(|| {
+            rustls::Error::General("the KMA's certificate names an unreadable cluster epoch".into())
+        })?;
+        if epoch < material.presented_epoch {
+            return Err(rustls::Error::General(super::tls::older_epoch(
+                epoch,
+                material.presented_epoch,
+            )));
+        }
+        Ok(verified)
     }
 
     fn verify_tls12_signature(
@@ -322,5 +357,30 @@ mod tests {
         server.replace(&new.cert_pem, &new_cert, &new_key).expect("B alone");
         assert!(handshake(config.clone(), new_client).await);
         assert!(!handshake(config, old_client).await, "A refused once the rotation is over");
+    }
+
+    /// Setup: one CA; KMAs with certificates of cluster epoch 0 (a KMA a recovery left behind)
+    /// and epoch 1 (the survivor, a KMA that joined it). Action: handshakes between them.
+    /// Expect: a KMA of epoch 1 refuses a server of epoch 0 and accepts one of epoch 1; the
+    /// certificates name their epoch. (SPEC B7)
+    #[tokio::test]
+    async fn b7_a_kma_refuses_a_kma_of_an_older_epoch() {
+        let ca = CertificateAuthority::create(1).expect("CA");
+        let in_epoch = |epoch| {
+            let origin = std::path::Path::new("test");
+            CertificateAuthority::from_pem(ca.cert_pem.clone(), &ca.key_pem(), origin)
+                .expect("CA")
+                .in_epoch(epoch)
+        };
+        let lost = kma(&ca.cert_pem, &in_epoch(0), 1);
+        let survivor = kma(&ca.cert_pem, &in_epoch(1), 3);
+        let joined = kma(&ca.cert_pem, &in_epoch(1), 4).client_config().expect("client");
+        assert_eq!((lost.presented_epoch(), survivor.presented_epoch()), (0, 1));
+        let lost_server = lost.server_config(&[]).expect("server config");
+        assert!(!handshake(lost_server.clone(), joined.clone()).await, "epoch 0 refused");
+        let survivor_server = survivor.server_config(&[]).expect("server config");
+        assert!(handshake(survivor_server, joined).await, "epoch 1 accepted");
+        let old_client = lost.client_config().expect("client");
+        assert!(handshake(lost_server, old_client).await, "the lost KMAs know no newer epoch");
     }
 }

@@ -164,6 +164,15 @@ pub(crate) fn verify_schemes() -> Vec<SignatureScheme> {
     provider().signature_verification_algorithms.supported_schemes()
 }
 
+/// Why a KMA of cluster epoch `epoch` is refused by one of epoch `current` (SPEC B7).
+pub fn older_epoch(epoch: u32, current: u32) -> String {
+    format!(
+        "this KMA's certificate is of cluster epoch {epoch}, older than this cluster's epoch \
+         {current}: it was left behind by a recovery or a restore; fence it, wipe its data dir \
+         and join it anew"
+    )
+}
+
 /// The identity a verified client certificate names, from its common name.
 pub fn identity_of(cert: &CertificateDer<'_>) -> Option<Identity> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;

@@ -375,7 +375,9 @@ async fn kma_recover(dir: &Path, passphrases: &str) -> std::process::Output {
 /// then with two members' passphrases; the survivor started; two fresh KMAs joined to it.
 /// Expect: the refused recovery changes nothing; the survivor leads a cluster of one, then of
 /// three; the lost KMAs are gone from the state; every tape's key reads the same from the new
-/// KMAs, and drives get new write keys again. (SPEC B7)
+/// KMAs, and drives get new write keys again. Then one lost KMA comes back unfenced (its data
+/// dir was kept aside) while the recovered cluster is out of its reach: a drive that saw the
+/// new epoch refuses it in the handshake, a drive that never did is served by it. (SPEC B7)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn b7_a_survivor_of_a_lost_majority_becomes_a_cluster_of_one() {
     let mut cluster = Cluster::start(3, super::support::no_change).await;
@@ -398,8 +400,11 @@ async fn b7_a_survivor_of_a_lost_majority_becomes_a_cluster_of_one() {
 
     for index in 0..2 {
         cluster.kill9(index).await;
-        std::fs::remove_dir_all(&cluster.nodes[index].data_dir).expect("lost for good");
     }
+    // kma1's disk comes back later, unfenced; kma2's is lost for good.
+    let unfenced = cluster.nodes[0].data_dir.with_extension("unfenced");
+    std::fs::rename(&cluster.nodes[0].data_dir, &unfenced).expect("kept aside");
+    std::fs::remove_dir_all(&cluster.nodes[1].data_dir).expect("lost for good");
     cluster.stop(2).await;
     let survivor = cluster.nodes[2].data_dir.clone();
     let refused = kma_recover(&survivor, "q1 member-one-passphrase\nq2 wrong-passphrase\n").await;
@@ -410,7 +415,7 @@ async fn b7_a_survivor_of_a_lost_majority_becomes_a_cluster_of_one() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "recovery failed: {stdout}{stderr}");
-    assert!(stdout.contains("cluster of one"), "{stdout}");
+    assert!(stdout.contains("cluster of one") && stdout.contains("epoch 1"), "{stdout}");
 
     let survivor_node = cluster.nodes.remove(2);
     cluster.nodes = vec![survivor_node];
@@ -442,6 +447,36 @@ async fn b7_a_survivor_of_a_lost_majority_becomes_a_cluster_of_one() {
         assert!(keys.keys.iter().any(|k| *k.value == *key), "tape {tape}: same key");
     }
     agents::write_key(&drive, "TAPE04").await;
+    assert_eq!(drive.cluster_epoch_seen(), 1, "the KMAs of the recovered cluster are of epoch 1");
+    cluster.stop(0).await;
+    cluster.nodes.push(Node::created(unfenced));
+    let lost = cluster.nodes.len() - 1;
+    cluster.restart(lost).await;
+    lost_kma_refused_by_epoch(&cluster.nodes[lost].service, &credentials, tapes[0].0).await;
+}
+
+/// A lost KMA that came back serves a drive that never saw the recovered cluster, and is
+/// refused in the handshake by a drive that did (it kept the epoch it saw, SPEC B7).
+async fn lost_kma_refused_by_epoch(
+    service: &str,
+    credentials: &agent_gateway::AgentCredentials,
+    tape: statemachine::DataUnitId,
+) {
+    let pinned = |cluster_epoch_seen| agent_gateway::ClientOptions {
+        discovery: false,
+        cluster_epoch_seen,
+        ..Default::default()
+    };
+    let addresses = [service.to_string()];
+    let unaware = AgentClient::from_credentials(&addresses, credentials, pinned(0)).expect("drive");
+    let served = wait_until(Duration::from_secs(60), "the lost KMA to serve", async || {
+        unaware.keys(tape).await.map_err(|e| e.to_string())
+    })
+    .await;
+    assert!(!served.keys.is_empty(), "the lost KMA hands out keys: the danger the epoch guards");
+    let aware = AgentClient::from_credentials(&addresses, credentials, pinned(1)).expect("drive");
+    let refused = aware.keys(tape).await.expect_err("a KMA of epoch 0 is refused").to_string();
+    assert!(refused.contains("cluster epoch 0, older than epoch 1"), "{refused}");
 }
 
 /// Setup: one KMA with a drive's catalogue, so its pool keys wait in Generated (SPEC O4, O5);
@@ -599,4 +634,208 @@ async fn b3_every_tape_written_before_the_backup_reads_back_after_a_restore() {
     assert_eq!(verified.verification_failures, 0, "{verified}");
     assert_eq!(verified.drives_given_up, 0, "{verified}");
     assert!(verified.records_verified > 0, "{verified}");
+}
+
+/// Setup: one KMA with a drive's catalogue and a Backup Operator. Action: rounds of `kmsctl
+/// backup database`, the KMA killed (SIGKILL) the moment its `.part` file appears in its
+/// staging directory (the backup half written) or, in alternate rounds, once the staged backup
+/// is complete but perhaps not yet kept; the KMA restarted after each. Expect: each run either
+/// succeeds (its files kept and the backup listed) or fails leaving no `.part` file and no
+/// listed backup; the restarted KMA removed what it had staged; at least one kill landed
+/// mid-write; a backup taken afterwards is listed. (SPEC B2; issue 17, "killed during a
+/// backup")
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn b2_a_kma_killed_during_a_backup_leaves_no_partial_file_listed() {
+    let mut cluster = Cluster::start(1, super::support::no_change).await;
+    let address = cluster.nodes[0].address.clone();
+    agents::catalogue(&cluster, &address, (30 * agents::DAY_MS, 365 * agents::DAY_MS)).await;
+    backup_operator_and_auditor(&cluster, &address).await;
+    let operator = Ctl::new();
+    operator.login(&cluster, "default", "bob", BACKUP_OPERATOR).await;
+    let files = cluster.root.path().join("offsite");
+    std::fs::create_dir_all(&files).expect("offsite dir");
+    let staging = cluster.nodes[0].data_dir.join("backups");
+    let (mut mid_write, mut listed) = (0, 0);
+    for round in 0..8 {
+        let out = files.join(format!("round{round}.kmsdb"));
+        let wanted = if round % 2 == 0 { ".part" } else { ".kmsdb" };
+        let (caught, succeeded) = kill_when_staged(&mut cluster, &operator, &out, wanted).await;
+        mid_write += usize::from(caught);
+        eprintln!("round {round}: killed on {wanted}: half written {caught}, kept {succeeded}");
+        cluster.restart(0).await;
+        cluster.wait_ready(0).await;
+        let leftovers: Vec<_> = std::fs::read_dir(&staging)
+            .map(|entries| entries.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(leftovers.is_empty(), "round {round}: staged files left: {leftovers:?}");
+        let part = PathBuf::from(format!("{}.part", out.display()));
+        assert!(!part.exists(), "round {round}: kmsctl left {}", part.display());
+        let rows = operator.json(&["backup", "list"]).await;
+        let named =
+            rows.as_array().into_iter().flatten().any(|row| {
+                row["file_name"].as_str() == out.file_name().and_then(|name| name.to_str())
+            });
+        assert_eq!(named, succeeded, "round {round}: listed only if kmsctl kept it: {rows}");
+        listed += usize::from(named);
+        if mid_write >= 2 {
+            break;
+        }
+    }
+    assert!(mid_write >= 1, "no kill landed while a backup was being written");
+    let after = files.join("after.kmsdb");
+    operator.ok(&["backup", "database", "--out", after.to_str().expect("path")], None).await;
+    listed_by(&operator, listed + 1, "bob").await;
+}
+
+/// Runs `kmsctl backup database --out OUT` and kills the KMA as soon as a file ending in
+/// `wanted` shows in its staging directory (or when kmsctl ends first); whether that file was
+/// seen and the kill left a half-written (`.part`) backup, and whether kmsctl succeeded.
+async fn kill_when_staged(
+    cluster: &mut Cluster,
+    operator: &Ctl,
+    out: &Path,
+    wanted: &'static str,
+) -> (bool, bool) {
+    let staging = cluster.nodes[0].data_dir.join("backups");
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = done.clone();
+    let watch = tokio::task::spawn_blocking(move || {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let seen = std::fs::read_dir(&staging)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|entry| entry.file_name().to_string_lossy().ends_with(wanted));
+            if seen {
+                return true;
+            }
+            std::thread::yield_now();
+        }
+        false
+    });
+    let args = ["backup", "database", "--out", out.to_str().expect("path")];
+    let run = operator.run(&args, None);
+    tokio::pin!(run);
+    let (caught, output) = tokio::select! {
+        seen = watch => {
+            let caught = seen.expect("watcher");
+            cluster.kill9(0).await;
+            (caught, run.await)
+        }
+        output = &mut run => {
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            cluster.kill9(0).await;
+            (false, output)
+        }
+    };
+    // A `.part` file left by the killed KMA: it died in the middle of writing the backup.
+    let staging = cluster.nodes[0].data_dir.join("backups");
+    let half_written = std::fs::read_dir(&staging)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|entry| entry.file_name().to_string_lossy().ends_with(".part"));
+    (caught && half_written, output.status.success())
+}
+
+/// A quorum operation started with `kmsctl quorum start KIND TARGET`, approved by two members
+/// with `kmsctl quorum approve`, as the runbooks type it.
+async fn quorum_approves(officer: &Ctl, kind: &str, target: &str) {
+    let started = officer.json(&["quorum", "start", kind, target]).await;
+    let id = started["detail"]["quorum_operation"].as_u64().expect("operation id").to_string();
+    let index = started["index"].as_u64().expect("index").to_string();
+    for (member, passphrase) in [("q1", "member-one-passphrase"), ("q2", "member-two-passphrase")] {
+        let args =
+            ["quorum", "approve", "--member", member, "--min-index", &index, "--passphrase-stdin"];
+        let mut args = args.to_vec();
+        args.push(&id);
+        officer.ok(&args, Some(&format!("{passphrase}\n"))).await;
+    }
+}
+
+/// Setup: two KMAs; a drive that wrote a tape through kma1. Action: runbook 1, step 3, with
+/// the binaries an operator types: `kmsctl kma create`, `kmsctl quorum start join-kma` and two
+/// approvals, `kma join` on the new machine (which joins, then serves), stopped and started
+/// again with `kma run`, then the quorum unlocks it. Expect: kma3 is a member and unlocked,
+/// and the drive reads the tape's key through kma3 alone. (SPEC C4; docs/operations.md)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn c4_runbook_1_a_replacement_kma_joins_through_the_binaries() {
+    let mut cluster = Cluster::start(2, super::support::no_change).await;
+    let address = cluster.nodes[0].address.clone();
+    agents::catalogue(&cluster, &address, (30 * agents::DAY_MS, 365 * agents::DAY_MS)).await;
+    let ca = agents::ca_pem(&cluster);
+    let credentials = agent_gateway::client::enroll(
+        &cluster.nodes[0].service,
+        &ca,
+        "drive1",
+        "drive-one-passphrase",
+    )
+    .await
+    .expect("enrollment");
+    let pinned = |at: &str| {
+        let options = agent_gateway::ClientOptions { discovery: false, ..Default::default() };
+        AgentClient::from_credentials(&[at.to_string()], &credentials, options).expect("drive")
+    };
+    let (tape, key) = agents::write_key(&pinned(&cluster.nodes[0].service), "TAPE01").await;
+
+    let officer = Ctl::new();
+    officer.login(&cluster, "default", "admin", super::OFFICER).await;
+    officer
+        .ok(&["kma", "create", "kma3", "--site", "east", "--passphrase-stdin"], Some("kma-three\n"))
+        .await;
+    quorum_approves(&officer, "join-kma", "kma3").await;
+    let data_dir = cluster.root.path().join("kma3");
+    kma_join(&data_dir, &address, "kma-three", &cluster.ca_fingerprint()).await;
+    cluster.nodes.push(Node::created(data_dir));
+    cluster.restart(2).await;
+    // It is a member once it has caught up; only then may the quorum unlock it.
+    wait_until(Duration::from_secs(60), "kma3 to be a member", async || {
+        let kmas = officer.json(&["kma", "list"]).await;
+        let kma3 = kmas.as_array().into_iter().flatten().find(|k| k["name"] == "kma3").cloned();
+        done_if(kma3.is_some_and(|k| k["status"] == "member"), kmas.to_string())
+    })
+    .await;
+    quorum_approves(&officer, "unlock-kma", "kma3").await;
+    let replacement = pinned(&cluster.nodes[2].service);
+    let keys = wait_until(Duration::from_secs(60), "kma3 to serve the tape's key", async || {
+        replacement.keys(tape).await.map_err(|e| e.to_string())
+    })
+    .await;
+    assert!(keys.keys.iter().any(|k| *k.value == key), "the tape's key, from kma3");
+    let kmas = officer.json(&["kma", "list"]).await;
+    let kma3 = kmas.as_array().into_iter().flatten().find(|k| k["name"] == "kma3").cloned();
+    let kma3 = kma3.unwrap_or_default();
+    assert_eq!((&kma3["status"], &kma3["locked"]), (&"member".into(), &false.into()), "{kmas}");
+}
+
+/// `kma join` as the runbook types it; it joins, then serves: stopped (SIGTERM) once it
+/// reports its listeners, to be started again with `kma run`.
+async fn kma_join(data_dir: &Path, peer: &str, passphrase: &str, fingerprint: &str) {
+    let passphrase_file = data_dir.with_extension("passphrase");
+    std::fs::write(&passphrase_file, format!("{passphrase}\n")).expect("passphrase file");
+    let mut child = tokio::process::Command::new(KMA)
+        .args(["join", "--name", "kma3", "--site", "east"])
+        .args(["--management", "127.0.0.1:0", "--service", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--peer", peer, "--ca-fingerprint", fingerprint])
+        .arg("--passphrase-file")
+        .arg(&passphrase_file)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kma join runs");
+    wait_until(Duration::from_secs(60), "kma join to join and listen", async || {
+        if let Some(exit) = child.try_wait().expect("status") {
+            panic!("kma join exited ({exit}) before it served");
+        }
+        done_if(data_dir.join("listening.toml").exists(), "not listening yet".to_string())
+    })
+    .await;
+    let pid = child.id().expect("running").to_string();
+    let _ = std::process::Command::new("kill").arg(pid).status();
+    let stopped = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+    assert!(stopped.is_ok_and(|status| status.is_ok()), "kma join stops on SIGTERM");
 }

@@ -228,7 +228,11 @@ pub fn samples(cluster: &mut TestCluster, f: &Fixture) -> Vec<Command> {
             detail: s("restored into a scratch state"),
         },
         Command::RestoreCluster(restore_of_kma9()),
-        Command::RecoverFromLostMajority { kma_name: s("kma1"), node_id: 1 },
+        Command::RecoverFromLostMajority {
+            kma_name: s("kma1"),
+            node_id: 1,
+            certificate_sha256: [0xc5; 32],
+        },
     ]
 }
 
