@@ -283,11 +283,7 @@ async fn b1_b2_b3_b4_a_destroyed_cluster_comes_back_from_its_backup_files() {
     backup_operator_and_auditor(&cluster, &address).await;
     let service = cluster.nodes[0].service.clone();
     let pinned = || agent_gateway::ClientOptions { discovery: false, ..Default::default() };
-    let ca = agents::ca_pem(&cluster);
-    let credentials =
-        agent_gateway::client::enroll(&service, &ca, "drive1", "drive-one-passphrase")
-            .await
-            .expect("enrollment");
+    let credentials = agents::enroll_drive1(&cluster, &service).await;
     let drive =
         AgentClient::from_credentials(std::slice::from_ref(&service), &credentials, pinned())
             .expect("drive");
@@ -385,10 +381,7 @@ async fn b7_a_survivor_of_a_lost_majority_becomes_a_cluster_of_one() {
     agents::catalogue(&cluster, &address, (30 * agents::DAY_MS, 365 * agents::DAY_MS)).await;
     let ca = agents::ca_pem(&cluster);
     let service = cluster.nodes[0].service.clone();
-    let credentials =
-        agent_gateway::client::enroll(&service, &ca, "drive1", "drive-one-passphrase")
-            .await
-            .expect("enrollment");
+    let credentials = agents::enroll_drive1(&cluster, &service).await;
     let options = agent_gateway::ClientOptions::default();
     let drive = AgentClient::from_credentials(&cluster.services(), &credentials, options.clone())
         .expect("drive");
@@ -577,15 +570,7 @@ async fn b3_every_tape_written_before_the_backup_reads_back_after_a_restore() {
         passphrase_verifier: Vec::new(),
     };
     agents::ok(&cluster.admin, &address, bob, Some(BACKUP_OPERATOR)).await;
-    let ca = agents::ca_pem(&cluster);
-    let credentials = agent_gateway::client::enroll(
-        &cluster.nodes[1].service,
-        &ca,
-        "drive1",
-        "drive-one-passphrase",
-    )
-    .await
-    .expect("enrollment");
+    let credentials = agents::enroll_drive1(&cluster, &cluster.nodes[1].service).await;
     let drives = |addresses: &[String]| -> Vec<AgentClient> {
         (0..4)
             .map(|_| {
@@ -763,15 +748,7 @@ async fn c4_runbook_1_a_replacement_kma_joins_through_the_binaries() {
     let mut cluster = Cluster::start(2, super::support::no_change).await;
     let address = cluster.nodes[0].address.clone();
     agents::catalogue(&cluster, &address, (30 * agents::DAY_MS, 365 * agents::DAY_MS)).await;
-    let ca = agents::ca_pem(&cluster);
-    let credentials = agent_gateway::client::enroll(
-        &cluster.nodes[0].service,
-        &ca,
-        "drive1",
-        "drive-one-passphrase",
-    )
-    .await
-    .expect("enrollment");
+    let credentials = agents::enroll_drive1(&cluster, &cluster.nodes[0].service).await;
     let pinned = |at: &str| {
         let options = agent_gateway::ClientOptions { discovery: false, ..Default::default() };
         AgentClient::from_credentials(&[at.to_string()], &credentials, options).expect("drive")

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use agent_gateway::AgentClient;
+use agent_gateway::{AgentClient, AgentCredentials};
 use node::client::KmaClient;
 use statemachine::cluster::KeyPoolLimits;
 use statemachine::{Command, DataUnitId};
@@ -87,17 +87,17 @@ pub fn raw_drive(credentials: &agent_gateway::AgentCredentials) -> reqwest::Clie
     node::kma::https_client(tls).expect("client")
 }
 
+/// Enrolls `drive1` (made by [`catalogue`]) through the service listener `enroll_at`.
+pub async fn enroll_drive1(cluster: &Cluster, enroll_at: &str) -> AgentCredentials {
+    agent_gateway::client::enroll(enroll_at, &ca_pem(cluster), "drive1", "drive-one-passphrase")
+        .await
+        .expect("enrollment")
+}
+
 /// Enrolls `drive1` through the service listener `enroll_at` and gives a client that talks to
 /// `only` and nothing else (discovery off): for tests that must know which KMA answers.
 pub async fn pinned_drive(cluster: &Cluster, enroll_at: &str, only: &str) -> AgentClient {
-    let credentials = agent_gateway::client::enroll(
-        enroll_at,
-        &ca_pem(cluster),
-        "drive1",
-        "drive-one-passphrase",
-    )
-    .await
-    .expect("enrollment");
+    let credentials = enroll_drive1(cluster, enroll_at).await;
     let options = agent_gateway::ClientOptions { discovery: false, ..Default::default() };
     AgentClient::from_credentials(&[only.to_owned()], &credentials, options).expect("drive")
 }
