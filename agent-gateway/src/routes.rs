@@ -218,25 +218,32 @@ pub(crate) async fn key<B: Backend>(
             let data_unit = key_query.data_unit.as_deref().map(data_unit_id).transpose()?;
             let claimed = claimed(&peer)?;
             let master = master_key(&gateway)?;
+            let external_tag = key_query.external_tag.unwrap_or_default();
             let read = |state: &statemachine::State| {
                 authorize(state, &claimed)?;
-                let key = state.key_for_agent(claimed.agent_id, &key_id, now_ms())?;
+                let tape = (data_unit, external_tag.as_str());
+                let key = state.key_for_agent_read(claimed.agent_id, &key_id, tape, now_ms())?;
                 let cluster_id = state.cluster_id().unwrap_or_default();
-                Ok::<_, ApiError>((key, cluster_id, state.last_applied_index()))
+                // A tape read again by its tag: the answer names the data unit it made.
+                let tagged = state.data_unit_of_key_tagged(&key_id, &external_tag);
+                Ok::<_, ApiError>(((key, tagged), cluster_id, state.last_applied_index()))
             };
             let min_index = key_query.min_index.unwrap_or(0);
-            let (mut key, mut cluster_id, mut index) =
+            let ((mut key, tagged), mut cluster_id, mut index) =
                 gateway.backend.read(min_index, read).await??;
-            let mut data_unit = data_unit;
+            let mut data_unit = data_unit.or(tagged);
             if !key.associated {
-                let external_tag = key_query.external_tag.unwrap_or_default();
-                let command = Command::AssociateKeyForRead { key_id, data_unit, external_tag };
+                let command = Command::AssociateKeyForRead {
+                    key_id,
+                    data_unit,
+                    external_tag: external_tag.clone(),
+                };
                 let (applied, reply) = propose(&gateway, claimed.agent_id, None, command).await?;
                 let Reply::KeyAssociated { data_unit: associated, .. } = reply else {
                     return Err(unexpected(&reply));
                 };
                 data_unit = Some(associated);
-                (key, cluster_id, index) = gateway.backend.read(applied, read).await??;
+                ((key, _), cluster_id, index) = gateway.backend.read(applied, read).await??;
             }
             let key = wire_key(&master, cluster_id, &key)?;
             Ok(secret_json_response(&KeyLookup { key, data_unit, index }, 1))

@@ -347,3 +347,52 @@ async fn a2_listener_speaks_http2_and_http1() {
     let (status, body) = error_body(missing.await.expect("answer")).await;
     assert_eq!((status, body.code.as_str(), body.reject), (404, codes::REJECTED, Some(45)));
 }
+
+/// Setup: a KMS 1.x key imported into a key group drive1 may read (its policy allows import).
+/// Action: the drive asks for it by ID for tape A (tagged, no data unit yet), for tape A again,
+/// then for tape B. Expect: tapes A and B each get a data unit associated with the key; the
+/// second read of A proposes nothing and names A's data unit; the key's destroy preview lists
+/// both tapes (the ripple effect the previews exist for). (SPEC A5, O9; issue 18 point 5)
+#[tokio::test]
+async fn a5_every_tape_that_reads_a_1x_key_by_id_is_associated() {
+    use security_core::key_wrap::{check_value, wrap_key, KeyMaterial};
+    let (cluster, kma, address, credentials) = single().await;
+    let policy = Command::CreateKeyPolicy {
+        name: "legacy".into(),
+        encryption_period_ms: 3_600_000,
+        cryptoperiod_ms: 7_200_000,
+        allow_export: false,
+        allow_import: true,
+    };
+    cluster.ok(user("co"), policy);
+    let group = Command::CreateKeyGroup { name: "legacy".into(), policy: "legacy".into() };
+    cluster.ok(user("co"), group);
+    let grant = Command::AssignKeyGroupToAgent { agent: AGENT.into(), group: "legacy".into() };
+    cluster.ok(user("co"), grant);
+    let (key_id, value) = (statemachine::KeyId([0x1a; 30]), [0x5e; 32]);
+    let material = KeyMaterial::from_bytes(&value);
+    let legacy = statemachine::command::Legacy1xKey {
+        id: key_id,
+        material: wrap_key(&cluster.master, CLUSTER, &key_id, &material),
+        check_value: check_value(&material),
+        description: String::new(),
+    };
+    let import = Command::Import1xKeys { group: "legacy".into(), keys: vec![legacy] };
+    cluster.ok(user("co"), import);
+
+    let client = client(&[&address], &credentials);
+    let tape_a = client.key(key_id, None, "TAPE-A").await.expect("tape A");
+    let unit_a = tape_a.data_unit.expect("tape A's data unit");
+    assert_eq!(*tape_a.key.value, value);
+    let proposals = kma.proposals.load(Ordering::SeqCst);
+    let again = client.key(key_id, None, "TAPE-A").await.expect("tape A again");
+    assert_eq!(kma.proposals.load(Ordering::SeqCst), proposals, "tape A is known by its tag");
+    assert_eq!(again.data_unit, Some(unit_a));
+    let tape_b = client.key(key_id, None, "TAPE-B").await.expect("tape B");
+    let unit_b = tape_b.data_unit.expect("tape B's data unit");
+    assert_ne!(unit_a, unit_b);
+    let state = cluster.state.lock().expect("state");
+    assert_eq!(state.data_units_by_tag("TAPE-B"), vec![unit_b]);
+    let preview = state.key_destroy_preview(&[key_id]).expect("preview");
+    assert_eq!(preview.data_units, vec![unit_a, unit_b]);
+}

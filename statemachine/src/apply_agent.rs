@@ -244,6 +244,8 @@ impl State {
         external_tag: &str,
     ) -> Result<Reply, Reject> {
         check_text("external tag", external_tag, EXTERNAL_TAG_LEN_MAX, true)?;
+        // A tape read again by its tag is the data unit it made the first time, not another.
+        let data_unit = data_unit.or_else(|| self.data_unit_of_key_tagged(key_id, external_tag));
         let group = self.check_associable(cx, key_id, data_unit)?;
         let unit_id = match data_unit {
             Some(id) => id,

@@ -13,7 +13,7 @@ use crate::command::{Actor, DestroySelection};
 use crate::data_unit::DataUnitState;
 use crate::format::{LOG_FORMAT_2, LOG_FORMAT_3};
 use crate::ids::{DataUnitId, KeyId, NodeId};
-use crate::key::{KeyState, WrappedKey};
+use crate::key::{KeyOrigin, KeyState, WrappedKey};
 use crate::limits::{KMAS_MAX, POOL_KEYS_PER_COMMAND_MAX};
 use crate::permission::{Access, Read};
 use crate::quorum::{PendingQuorumOperation, QuorumMember, QUORUM_MEMBERS_MAX};
@@ -98,6 +98,49 @@ impl State {
         }
         let associated = key.group.is_some() && !key.data_units.is_empty();
         Ok(AgentKey { key_id: *key_id, state, material, associated })
+    }
+
+    /// As [`State::key_for_agent`], for a read by key ID of the tape `data_unit`, or of a tape
+    /// not known here yet tagged `external_tag` (SPEC A5). A key from outside this cluster
+    /// (KMS 1.x, a transfer partner) may encrypt many tapes: `associated` then says whether it
+    /// is associated with this one, and the gateway associates it if not, so the impact
+    /// previews list every tape that reads it (SPEC O8, O9; seed ch. 9). A key of this
+    /// cluster's pool is read through its own data unit: any association counts.
+    pub fn key_for_agent_read(
+        &self,
+        agent_id: &str,
+        key_id: &KeyId,
+        (data_unit, external_tag): (Option<DataUnitId>, &str),
+        now_ms: u64,
+    ) -> Result<AgentKey, Reject> {
+        let mut found = self.key_for_agent(agent_id, key_id, now_ms)?;
+        let Some(key) = self.keys.get(key_id) else { return Ok(found) };
+        if found.associated && key.origin != KeyOrigin::Pool {
+            found.associated = match data_unit {
+                Some(id) => key.data_units.contains(&id),
+                // Without a tag one tape cannot be told from another: the first one stands.
+                None => {
+                    external_tag.is_empty()
+                        || self.data_unit_of_key_tagged(key_id, external_tag).is_some()
+                }
+            };
+        }
+        Ok(found)
+    }
+
+    /// The data unit of key `key_id` whose external tag is `external_tag` (not empty), if any.
+    pub fn data_unit_of_key_tagged(
+        &self,
+        key_id: &KeyId,
+        external_tag: &str,
+    ) -> Option<DataUnitId> {
+        if external_tag.is_empty() {
+            return None;
+        }
+        let key = self.keys.get(key_id)?;
+        key.data_units.iter().copied().find(|id| {
+            self.data_units.get(id).is_some_and(|unit| unit.external_tag == external_tag)
+        })
     }
 
     /// The state of a data unit by ID.

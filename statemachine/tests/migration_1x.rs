@@ -162,3 +162,49 @@ fn m1_destination_policy_must_allow_import() {
     );
     assert!(import(&mut cluster, &format!("{ID_A}, {VALUE_1}")).is_ok());
 }
+
+/// Setup: a 1.x key imported into a group drive1 may read. Action: drive1 reads it by key ID
+/// for tape A (a new data unit tagged A), for tape A again, then for tape B (tagged B), and
+/// through tape A's data unit by ID. Expect: A and B each get a data unit associated with the
+/// key, A's read again makes no second one, the key's destroy preview lists both tapes, and
+/// moving tape A's keys to another group names B as the ripple effect. (SPEC A5, O8, O9; seed
+/// ch. 9)
+#[test]
+fn a5_every_tape_that_reads_a_1x_key_is_associated_and_previewed() {
+    let mut cluster = standard(10 * DAY_MS, 54 * WEEK_MS);
+    cluster.policy_and_group("legacy", DAY_MS, 2 * YEAR_MS);
+    import(&mut cluster, &format!("{ID_A}, {VALUE_1}")).expect("imported");
+    let grant = Command::AssignKeyGroupToAgent { agent: "drive1".into(), group: "legacy".into() };
+    cluster.ok(co(), grant);
+    let key_id = KeyId([0xaa; 30]);
+    let mut read = |cluster: &mut TestCluster, data_unit, tag: &str| {
+        let now = cluster.now_ms;
+        let found = cluster.state.key_for_agent_read("drive1", &key_id, (data_unit, tag), now);
+        if found.expect("readable").associated {
+            return None;
+        }
+        let command = Command::AssociateKeyForRead { key_id, data_unit, external_tag: tag.into() };
+        match cluster.ok(agent("drive1"), command) {
+            Reply::KeyAssociated { data_unit, .. } => Some(data_unit),
+            other => panic!("{other:?}"),
+        }
+    };
+    let tape_a = read(&mut cluster, None, "TAPE-A").expect("tape A associated");
+    assert_eq!(read(&mut cluster, None, "TAPE-A"), None, "tape A is known by its tag");
+    assert_eq!(read(&mut cluster, Some(tape_a), ""), None, "and by its data unit");
+    let tape_b = read(&mut cluster, None, "TAPE-B").expect("tape B associated too");
+    assert_ne!(tape_a, tape_b);
+    let key = cluster.state.key(&key_id).expect("key");
+    assert_eq!(key.data_units.to_vec(), vec![tape_a, tape_b]);
+    // Asked again with no data unit for tape A (a drive racing itself): the same one.
+    let again =
+        Command::AssociateKeyForRead { key_id, data_unit: None, external_tag: "TAPE-A".into() };
+    let reply = cluster.ok(agent("drive1"), again);
+    assert_eq!(reply, Reply::KeyAssociated { data_unit: tape_a, key_id });
+
+    let preview = cluster.state.key_destroy_preview(&[key_id]).expect("preview");
+    assert_eq!(preview.data_units, vec![tape_a, tape_b]);
+    let now = cluster.now_ms;
+    let group = cluster.state.group_change_preview(&[tape_a], "legacy", now).expect("preview");
+    assert_eq!(group.shared_with_unselected, vec![tape_b], "the ripple effect");
+}
