@@ -177,7 +177,7 @@ fn a5_every_tape_that_reads_a_1x_key_is_associated_and_previewed() {
     let grant = Command::AssignKeyGroupToAgent { agent: "drive1".into(), group: "legacy".into() };
     cluster.ok(co(), grant);
     let key_id = KeyId([0xaa; 30]);
-    let mut read = |cluster: &mut TestCluster, data_unit, tag: &str| {
+    let read = |cluster: &mut TestCluster, data_unit, tag: &str| {
         let now = cluster.now_ms;
         let found = cluster.state.key_for_agent_read("drive1", &key_id, (data_unit, tag), now);
         if found.expect("readable").associated {
