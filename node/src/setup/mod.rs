@@ -9,7 +9,7 @@ use security_core::{KdfParams, MasterKey};
 use serde::{Deserialize, Serialize};
 use statemachine::command::InitCluster;
 use statemachine::quorum::{Quorum, QuorumMember};
-use statemachine::{ClusterId, Command};
+use statemachine::{ClusterId, Command, State};
 
 pub mod join_session;
 pub mod local;
@@ -183,6 +183,43 @@ pub(crate) fn refuse_existing(data_dir: &Path) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(DataDirLayout::new(data_dir).tls_dir())?;
     Ok(())
+}
+
+/// The cluster CA whose key `state` holds, unwrapped under the master key, to sign the
+/// certificate of a restored or recovered KMA; and its certificate, as PEM (`candidate_pem`
+/// when that is it: the backup's header, or the survivor's `tls/ca.pem`).
+pub(crate) fn state_ca(
+    state: &State,
+    cluster_id: ClusterId,
+    master: &MasterKey,
+    candidate_pem: &str,
+) -> anyhow::Result<(CertificateAuthority, String)> {
+    let Some(wrapped_ca) = state.wrapped_ca_key().cloned() else {
+        anyhow::bail!(
+            "the state holds no CA key (it was written before the cluster kept its CA key there)"
+        );
+    };
+    let ca_pem = if pki::fingerprint(candidate_pem).ok() == Some(wrapped_ca.ca_certificate_sha256) {
+        candidate_pem.to_string()
+    } else {
+        match state.ca_certificate_der() {
+            Some(der)
+                if pki::fingerprint(&pki::pem_of_der(der)).ok()
+                    == Some(wrapped_ca.ca_certificate_sha256) =>
+            {
+                pki::pem_of_der(der)
+            }
+            _ => anyhow::bail!("the state holds no certificate of the CA whose key it holds"),
+        }
+    };
+    let ca_key = security_core::ca_key::unwrap_ca_key(
+        master,
+        cluster_id,
+        &wrapped_ca.ca_certificate_sha256,
+        &wrapped_ca.wrapped_key,
+    )?;
+    let ca = CertificateAuthority::from_pem(ca_pem.clone(), &ca_key, Path::new("the state"))?;
+    Ok((ca, ca_pem))
 }
 
 pub(crate) fn hosts_for(advertise: &str) -> anyhow::Result<Vec<String>> {

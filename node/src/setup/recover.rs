@@ -136,7 +136,7 @@ fn reissue(
         anyhow::bail!("the state holds no cluster");
     };
     // A survivor set up before the CA key was kept in the state still holds it in a file.
-    let ca = match crate::setup::restore::state_ca(state, cluster, master, ca_pem) {
+    let ca = match crate::setup::state_ca(state, cluster, master, ca_pem) {
         Ok((ca, _)) => ca,
         Err(error) => CertificateAuthority::load(tls_dir).map_err(|_| error)?,
     };

@@ -21,6 +21,7 @@
 
 use std::path::Path;
 
+use anyhow::Context;
 use security_core::backup_file::{unwrap_backup_key, BackupOpener};
 use security_core::{MasterKey, Share};
 use serde::Serialize;
@@ -30,7 +31,7 @@ use zeroize::Zeroizing;
 
 use crate::backup::files::{BackupKeyFile, CheckedDataFile, CoreSecurityBackup};
 use crate::config::DataDirLayout;
-use crate::pki::{self, CertificateAuthority, Identity};
+use crate::pki::{self, Identity};
 use crate::setup::{config, hosts_for, refuse_existing, Listeners};
 use crate::vault::Vault;
 
@@ -369,8 +370,9 @@ fn restore_step(
     if state.cluster_id() != Some(backup.cluster_id) {
         anyhow::bail!("the backup's state is not of cluster {:016x}", backup.cluster_id.0);
     }
-    let (ca, ca_pem) =
-        state_ca(state, backup.cluster_id, master, &backup.data.header.ca_certificate_pem)?;
+    let header_ca = &backup.data.header.ca_certificate_pem;
+    let (ca, ca_pem) = crate::setup::state_ca(state, backup.cluster_id, master, header_ca)
+        .context("restore from a newer backup")?;
     // The restore starts the next epoch (SPEC B7); the certificate names it.
     let epoch = state.cluster_epoch().saturating_add(1);
     let ca = ca.in_epoch(epoch);
@@ -432,44 +434,6 @@ fn restore_step(
         keys_destroyed_since_backup,
     };
     Ok((events, issued))
-}
-
-/// The cluster CA whose key `state` holds, unwrapped under the master key, to sign the
-/// certificate of a restored or recovered KMA; and its certificate, as PEM (`candidate_pem`
-/// when that is it: the backup's header, or the survivor's `tls/ca.pem`).
-pub(crate) fn state_ca(
-    state: &State,
-    cluster_id: ClusterId,
-    master: &MasterKey,
-    candidate_pem: &str,
-) -> anyhow::Result<(CertificateAuthority, String)> {
-    let Some(wrapped_ca) = state.wrapped_ca_key().cloned() else {
-        anyhow::bail!(
-            "the state holds no CA key (it was taken before the cluster recorded it there): for \
-             a restore, use a newer backup"
-        );
-    };
-    let ca_pem = if pki::fingerprint(candidate_pem).ok() == Some(wrapped_ca.ca_certificate_sha256) {
-        candidate_pem.to_string()
-    } else {
-        match state.ca_certificate_der() {
-            Some(der)
-                if pki::fingerprint(&pki::pem_of_der(der)).ok()
-                    == Some(wrapped_ca.ca_certificate_sha256) =>
-            {
-                pki::pem_of_der(der)
-            }
-            _ => anyhow::bail!("the state holds no certificate of the CA whose key it holds"),
-        }
-    };
-    let ca_key = security_core::ca_key::unwrap_ca_key(
-        master,
-        cluster_id,
-        &wrapped_ca.ca_certificate_sha256,
-        &wrapped_ca.wrapped_key,
-    )?;
-    let ca = CertificateAuthority::from_pem(ca_pem.clone(), &ca_key, Path::new("the state"))?;
-    Ok((ca, ca_pem))
 }
 
 fn backup_file_name(data: &CheckedDataFile) -> String {
