@@ -385,6 +385,21 @@ impl State {
             C::RecoverFromLostMajority { kma_name, node_id, certificate_sha256 } => {
                 self.recover_from_lost_majority(cx, kma_name, *node_id, *certificate_sha256)
             }
+            C::StageImport1x { import_id, batch, group, requested_by, kma, keys } => {
+                let names = (group.as_str(), requested_by.as_str(), kma.as_str());
+                self.stage_import_1x(cx, (*import_id, *batch), names, keys)
+            }
+            C::CommitImport1x { import_id, keys_received } => {
+                self.commit_import_1x(cx, *import_id, *keys_received)
+            }
+            C::AbandonImport1x { import_id, reason } => {
+                self.abandon_import_1x(cx, *import_id, reason)
+            }
+            C::SetTransferPartnerEnabled { name, enabled } => {
+                self.set_transfer_partner_enabled(cx, name, *enabled)
+            }
+            C::RecordTransferExport(export) => self.record_transfer_export(cx, export),
+            C::ImportTransferFile(import) => self.import_transfer_file(cx, import),
         }
     }
 }

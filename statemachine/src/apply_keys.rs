@@ -138,6 +138,7 @@ impl State {
         }
         let more_due = self.index.transitions.first().is_some_and(|(at_ms, _)| *at_ms <= now_ms);
         self.expire_quorum_operations(cx);
+        self.expire_imports_1x(cx);
         Ok(Reply::Pulse { transitions: due.len() as u32, more_due })
     }
 

@@ -9,45 +9,81 @@ use alloc::vec::Vec;
 use smallvec::SmallVec;
 
 use crate::apply::Cx;
-use crate::audit::AuditWhat;
+use crate::audit::{AuditWhat, PartnerChange};
 use crate::backup::BackupKind;
 use crate::check::{check_blob, check_count, check_name, check_text};
 use crate::cluster::BackupSchedule;
-use crate::command::{Legacy1xKey, TransferDirection, TransferredDataUnit};
+use crate::command::{
+    Legacy1xKey, TransferDirection, TransferExport, TransferImport, TransferredDataUnit,
+};
 use crate::data_unit::{DataUnit, KeyAssociation};
-use crate::ids::{DataUnitId, KeyGroupId, KeyId};
+use crate::format::LOG_FORMAT_3;
+use crate::ids::{DataUnitId, Fingerprint16, KeyGroupId, KeyId};
 use crate::key::{Activation, Key, KeyCheckValue, KeyOrigin, KeyState, WrappedKey};
 use crate::limits::{
     DESCRIPTION_LEN_MAX, EXTERNAL_TAG_LEN_MAX, IMPORT_KEYS_PER_COMMAND_MAX, PARTNERS_MAX,
-    PUBLIC_KEY_LEN_MAX,
+    PUBLIC_KEY_LEN_MAX, TRANSFER_DATA_UNITS_MAX, TRANSFER_FILES_MAX, TRANSFER_KEYS_MAX,
+    TRANSFER_PUBLIC_KEYS_LEN,
 };
-use crate::partner::{TransferKeyPair, TransferPartner};
+use crate::partner::{TransferFileRecord, TransferKeyPair, TransferPartner};
 use crate::reject::Reject;
 use crate::reply::Reply;
 use crate::state::{index_key, State};
 
 /// An imported key, before it is inserted.
-struct Incoming<'a> {
-    id: KeyId,
-    material: &'a WrappedKey,
-    check_value: KeyCheckValue,
-    origin: KeyOrigin,
-    created_at_ms: u64,
-    activation: Activation,
-    compromised_at_ms: Option<u64>,
+pub(crate) struct Incoming<'a> {
+    pub id: KeyId,
+    pub material: &'a WrappedKey,
+    pub check_value: KeyCheckValue,
+    pub origin: KeyOrigin,
+    pub created_at_ms: u64,
+    pub activation: Activation,
+    pub compromised_at_ms: Option<u64>,
 }
 
 impl State {
+    /// From log format 3 the same quorum operation that creates a partner replaces the public
+    /// keys of an existing one (issue 18 point 1), and the keys are a transfer key pair's 64
+    /// bytes (X25519 then Ed25519).
     pub(crate) fn check_new_partner(&self, name: &str, public_key: &[u8]) -> Result<(), Reject> {
         check_name("partner name", name)?;
         check_blob("partner public key", public_key, PUBLIC_KEY_LEN_MAX)?;
+        let rekey = self.format_rules_apply(LOG_FORMAT_3);
+        if rekey && public_key.len() != TRANSFER_PUBLIC_KEYS_LEN {
+            return Err(Reject::InvalidSetting {
+                field: "partner public key".into(),
+                reason: alloc::format!(
+                    "{} bytes, not the {TRANSFER_PUBLIC_KEYS_LEN} of a transfer key pair's \
+                     public keys: copy them from `kmsctl transfer key show` on the partner",
+                    public_key.len()
+                ),
+            });
+        }
         if self.meta.partners.contains_key(name) {
+            if rekey {
+                return Ok(());
+            }
             return Err(Reject::PartnerExists { name: name.into() });
         }
         check_count("transfer partners", self.meta.partners.len() + 1, PARTNERS_MAX)
     }
 
     pub(crate) fn insert_partner(&mut self, cx: &mut Cx<'_>, name: &str, public_key: &[u8]) {
+        if let Some(known) = self.meta.partners.get_mut(name) {
+            // A re-key (log format 3): the assignments and the enabled state stay.
+            known.public_key = public_key.into();
+            cx.event(AuditWhat::TransferPartnerChanged {
+                name: name.into(),
+                change: PartnerChange::Rekeyed,
+            });
+            return;
+        }
+        if self.format_rules_apply(LOG_FORMAT_3) {
+            cx.event(AuditWhat::TransferPartnerChanged {
+                name: name.into(),
+                change: PartnerChange::Created,
+            });
+        }
         let partner = TransferPartner {
             name: name.into(),
             public_key: public_key.into(),
@@ -70,6 +106,16 @@ impl State {
     ) -> Result<Reply, Reject> {
         check_blob("transfer public key", public_key, PUBLIC_KEY_LEN_MAX)?;
         check_blob("wrapped transfer private key", wrapped_private_key, PUBLIC_KEY_LEN_MAX)?;
+        if self.format_rules_apply(LOG_FORMAT_3) {
+            // Partners hold our public keys: a new pair would silently cut every one of them
+            // off, so the first pair a KMA records stays (issue 18 point 1).
+            if let Some(held) = &self.meta.transfer_key_pair {
+                if held.public_key == public_key {
+                    return Ok(Reply::Done);
+                }
+                return Err(Reject::TransferKeyPairExists);
+            }
+        }
         self.meta.transfer_key_pair = Some(TransferKeyPair {
             public_key: public_key.into(),
             wrapped_private_key: wrapped_private_key.into(),
@@ -81,7 +127,43 @@ impl State {
     pub(crate) fn delete_transfer_partner(&mut self, name: &str) -> Result<Reply, Reject> {
         self.partner(name)?;
         self.meta.partners.remove(name);
+        self.meta.disabled_partners.remove(name);
         Ok(Reply::Done)
+    }
+
+    /// A disabled partner keeps its keys and groups, but no file goes to it or comes from it
+    /// (issue 18 point 1).
+    pub(crate) fn set_transfer_partner_enabled(
+        &mut self,
+        cx: &mut Cx<'_>,
+        name: &str,
+        enabled: bool,
+    ) -> Result<Reply, Reject> {
+        self.partner(name)?;
+        let changed = if enabled {
+            self.meta.disabled_partners.remove(name)
+        } else {
+            self.meta.disabled_partners.insert(name.into())
+        };
+        if changed {
+            let change = PartnerChange::Enabled { enabled };
+            cx.event(AuditWhat::TransferPartnerChanged { name: name.into(), change });
+        }
+        Ok(Reply::Done)
+    }
+
+    /// The partner, if it exists and is enabled: what an export or an import needs.
+    fn enabled_partner(&self, name: &str) -> Result<&TransferPartner, Reject> {
+        let partner = self.partner(name)?;
+        if self.meta.disabled_partners.contains(name) {
+            return Err(Reject::PartnerDisabled { name: name.into() });
+        }
+        Ok(partner)
+    }
+
+    /// Whether partner `name` is disabled.
+    pub fn partner_disabled(&self, name: &str) -> bool {
+        self.meta.disabled_partners.contains(name)
     }
 
     /// The group's policy must allow the direction (SPEC T2); the flags may have been changed
@@ -179,6 +261,60 @@ impl State {
         Ok((keys.into_iter().collect(), units.into_iter().collect()))
     }
 
+    /// The keys of the selected data units that an export to `partner` takes (SPEC T3), or
+    /// why it is refused: a disabled partner; a key in a group assigned to the partner whose
+    /// policy forbids export (refused whole, not left out: the tape would arrive unreadable);
+    /// nothing exportable at all.
+    pub fn export_to_partner(
+        &self,
+        partner: &str,
+        data_units: &[DataUnitId],
+        now_ms: u64,
+    ) -> Result<(Vec<KeyId>, Vec<DataUnitId>), Reject> {
+        let found = self.enabled_partner(partner)?;
+        if self.meta.transfer_key_pair.is_none() {
+            return Err(Reject::NoTransferKeyPair);
+        }
+        check_count("data units in one export", data_units.len(), TRANSFER_DATA_UNITS_MAX)?;
+        for unit in data_units.iter().filter_map(|id| self.data_units.get(id)) {
+            for key in unit.keys_in_use().filter_map(|id| self.keys.get(id)) {
+                let Some(group) = key.group else { continue };
+                if found.export_groups.contains(&group) && !self.group_policy(group).allow_export {
+                    return Err(Reject::PolicyForbidsExport { group: self.group_name(group) });
+                }
+            }
+        }
+        let (keys, units) = self.export_selection(partner, data_units, now_ms)?;
+        if keys.is_empty() {
+            return Err(Reject::NothingSelected);
+        }
+        check_count("keys in one export", keys.len(), TRANSFER_KEYS_MAX)?;
+        Ok((keys, units))
+    }
+
+    /// The export a KMA wrote (log format 3): the selection is checked again and must be the
+    /// one the file holds; the audit log says who exported which keys to whom.
+    pub(crate) fn record_transfer_export(
+        &mut self,
+        cx: &mut Cx<'_>,
+        export: &TransferExport,
+    ) -> Result<Reply, Reject> {
+        check_name("user", &export.requested_by)?;
+        let (keys, data_units) =
+            self.export_to_partner(&export.partner, &export.data_units, cx.now_ms)?;
+        if keys != export.keys {
+            return Err(Reject::ExportSelectionChanged { partner: export.partner.clone() });
+        }
+        cx.event(AuditWhat::KeysExportedTo {
+            partner: export.partner.clone(),
+            requested_by: export.requested_by.clone(),
+            file_id: export.file_id,
+            keys: keys.clone(),
+            data_units: data_units.len() as u32,
+        });
+        Ok(Reply::Exported { keys, data_units })
+    }
+
     pub(crate) fn record_key_export(
         &mut self,
         cx: &mut Cx<'_>,
@@ -237,7 +373,7 @@ impl State {
         Ok(fresh.into_values().collect())
     }
 
-    fn insert_imported(&mut self, cx: &Cx<'_>, key: &Incoming<'_>, group: KeyGroupId) {
+    pub(crate) fn insert_imported(&mut self, cx: &Cx<'_>, key: &Incoming<'_>, group: KeyGroupId) {
         let mut inserted = Key {
             id: key.id,
             origin: key.origin,
@@ -333,6 +469,49 @@ impl State {
         let new_units = self.merge_transferred_units(cx, data_units);
         cx.event(AuditWhat::KeysImported { count: imported, duplicates });
         Ok(Reply::Imported { keys: imported, duplicates, data_units: new_units })
+    }
+
+    /// A partner's file the KMA verified and decrypted (log format 3; SPEC T4): refused whole
+    /// if the partner is disabled, the file was imported before, or a key is held with another
+    /// value; the file's ID is remembered so that it is never imported twice.
+    pub(crate) fn import_transfer_file(
+        &mut self,
+        cx: &mut Cx<'_>,
+        import: &TransferImport,
+    ) -> Result<Reply, Reject> {
+        check_name("user", &import.requested_by)?;
+        self.enabled_partner(&import.partner)?;
+        if let Some(earlier) = self.meta.transfer_files.get(&import.file_id) {
+            return Err(Reject::TransferFileReplayed {
+                file_id: Fingerprint16(import.file_id),
+                partner: earlier.partner.clone(),
+                imported_at_ms: earlier.imported_at_ms,
+            });
+        }
+        check_count(
+            "transfer files imported",
+            self.meta.transfer_files.len() + 1,
+            TRANSFER_FILES_MAX,
+        )?;
+        let reply =
+            self.import_transferred_keys(cx, &import.partner, &import.group, &import.data_units)?;
+        let record = TransferFileRecord {
+            partner: import.partner.clone(),
+            requested_by: import.requested_by.clone(),
+            imported_at_ms: cx.now_ms,
+        };
+        self.meta.transfer_files.insert(import.file_id, record);
+        if let Reply::Imported { keys, duplicates, data_units } = &reply {
+            cx.event(AuditWhat::KeysImportedFrom {
+                partner: import.partner.clone(),
+                requested_by: import.requested_by.clone(),
+                file_id: import.file_id,
+                count: *keys,
+                duplicates: *duplicates,
+                data_units: *data_units,
+            });
+        }
+        Ok(reply)
     }
 
     /// Creates the data units not yet known and associates every listed key with its unit.

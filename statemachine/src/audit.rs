@@ -216,6 +216,46 @@ pub enum AuditWhat {
         pool_keys_quarantined: u64,
         epoch: u32,
     },
+    /// A staged KMS 1.x import committed (SPEC M1, issue 18 point 4): who asked, into which
+    /// group, how many keys came in and how many were held already.
+    Keys1xImported {
+        import_id: u64,
+        requested_by: String,
+        group: KeyGroupId,
+        count: u64,
+        duplicates: u64,
+    },
+    /// A transfer partner was created, re-keyed, disabled or enabled (log format 3).
+    TransferPartnerChanged {
+        name: String,
+        change: PartnerChange,
+    },
+    /// A KMA wrote an export file (SPEC T3): who asked, to whom, which keys.
+    KeysExportedTo {
+        partner: String,
+        requested_by: String,
+        file_id: [u8; 16],
+        keys: Vec<KeyId>,
+        data_units: u32,
+    },
+    /// A partner's file was imported (SPEC T4): who asked, from whom, what came in.
+    KeysImportedFrom {
+        partner: String,
+        requested_by: String,
+        file_id: [u8; 16],
+        count: u32,
+        duplicates: u32,
+        data_units: u32,
+    },
+    /// A staged KMS 1.x import was dropped, nothing of it visible: its KMA gave up (`reason`),
+    /// or it sent no batch for an hour (`expired`).
+    Import1xAbandoned {
+        import_id: u64,
+        requested_by: String,
+        keys_received: u64,
+        reason: String,
+        expired: bool,
+    },
 }
 
 /// What changed in a user (persisted: variants only appended).
@@ -478,4 +518,15 @@ pub fn verify_chain<'a>(
     }
     debug_assert_eq!(chain.events, anchor.events + checked, "one position per checked event");
     Ok(ChainCheck { events: checked, head: chain })
+}
+
+/// What changed in a transfer partner (persisted: variants only appended).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PartnerChange {
+    Created,
+    /// Its public keys were replaced through the quorum.
+    Rekeyed,
+    Enabled {
+        enabled: bool,
+    },
 }

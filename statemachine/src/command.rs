@@ -494,6 +494,66 @@ pub enum Command {
         node_id: NodeId,
         certificate_sha256: [u8; 32],
     },
+    // KMS 1.x imports in batches (issue 18 point 4): log format 3, appended after the others.
+    // See `crate::import_1x`. Issued by the KMA that read the file, for `requested_by`.
+    /// Up to `limits::IMPORT_1X_BATCH_KEYS_MAX` keys of a 1.x file, wrapped by the KMA, staged
+    /// under `import_id` (chosen by that KMA): invisible until [`Command::CommitImport1x`].
+    StageImport1x {
+        import_id: u64,
+        /// The batch's number in the file, from 0: batches are staged in order, and a batch
+        /// sent again (its outcome was lost) is answered without being staged twice.
+        batch: u32,
+        group: String,
+        requested_by: String,
+        kma: String,
+        keys: Vec<Legacy1xKey>,
+    },
+    /// Every batch of the file is staged: its keys become keys at once, Process-only (SPEC M1).
+    /// `keys_received` is how many keys the KMA staged, duplicates included: a batch lost on
+    /// the way makes the commit fail rather than import part of the file.
+    CommitImport1x {
+        import_id: u64,
+        keys_received: u64,
+    },
+    /// The file turned out bad (a conflicting value) or its user gave up: the staged keys go.
+    AbandonImport1x {
+        import_id: u64,
+        reason: String,
+    },
+    // Partner key transfer, end to end (issue 18 points 1-3): log format 3, appended.
+    /// A Security Officer disables a partner (no file goes to it or comes from it) or enables
+    /// it again; its keys and group assignments stay.
+    SetTransferPartnerEnabled {
+        name: String,
+        enabled: bool,
+    },
+    /// A KMA wrote an export file for `requested_by` (SPEC T3): recorded before the file is
+    /// handed out, refused if the selection changed since the KMA made the file.
+    RecordTransferExport(TransferExport),
+    /// A KMA verified and decrypted a partner's file for `requested_by` (SPEC T4): the keys,
+    /// re-wrapped under our master key, and the data units, imported with the file's ID.
+    ImportTransferFile(TransferImport),
+}
+
+/// See [`Command::RecordTransferExport`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferExport {
+    pub partner: String,
+    pub requested_by: String,
+    pub file_id: [u8; 16],
+    pub data_units: Vec<DataUnitId>,
+    /// The keys the file holds, in ID order: `State::export_to_partner`'s selection.
+    pub keys: Vec<KeyId>,
+}
+
+/// See [`Command::ImportTransferFile`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferImport {
+    pub partner: String,
+    pub group: String,
+    pub requested_by: String,
+    pub file_id: [u8; 16],
+    pub data_units: Vec<TransferredDataUnit>,
 }
 
 /// What the `kma restore` ceremony knows of the backup it restores and of the KMA it restores

@@ -329,7 +329,13 @@ impl Command {
             | C::RecordBackup { .. }
             | C::RecordBackupDrill { .. }
             | C::RestoreCluster(_)
-            | C::RecoverFromLostMajority { .. } => LOG_FORMAT_3,
+            | C::RecoverFromLostMajority { .. }
+            | C::StageImport1x { .. }
+            | C::CommitImport1x { .. }
+            | C::AbandonImport1x { .. }
+            | C::SetTransferPartnerEnabled { .. }
+            | C::RecordTransferExport(_)
+            | C::ImportTransferFile(_) => LOG_FORMAT_3,
         }
     }
 }

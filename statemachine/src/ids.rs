@@ -84,6 +84,22 @@ impl fmt::Debug for Fingerprint {
     }
 }
 
+/// A 16-byte ID shown in hex: a partner transfer file's ID (issue 18).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Fingerprint16(pub [u8; 16]);
+
+impl fmt::Display for Fingerprint16 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_hex(f, &self.0)
+    }
+}
+
+impl fmt::Debug for Fingerprint16 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FileId({self})")
+    }
+}
+
 /// A data unit (tape volume) ID: creating cluster plus a serial assigned by `apply`.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct DataUnitId {

@@ -31,7 +31,8 @@
 //! - `login_failure`: failed proofs of users and agents counted in the replicated state, so
 //!   that N KMAs together allow no more than the limit ([`State::login_throttled`]).
 //! - [`codec`]: versioned envelope and chunked snapshot encodings.
-//! - [`migration`]: the KMS 1.x key file reader. [`duration`]: `10d`-style durations.
+//! - [`migration`]: the KMS 1.x key file reader; [`import_1x`]: a file's keys staged in
+//!   batches, invisible until one commit makes them all keys (issue 18 point 4). [`duration`]: `10d`-style durations.
 //! - [`limits`]: every bound, named.
 #![no_std]
 #![forbid(unsafe_code)]
@@ -63,6 +64,7 @@ pub mod digest;
 pub mod duration;
 pub mod format;
 pub mod ids;
+pub mod import_1x;
 mod invariants;
 pub mod key;
 pub mod limits;

@@ -66,3 +66,25 @@ pub const LIST_PAGE_MAX: usize = 1_000;
 /// Records one page may examine: a selective filter returns a short page and a cursor rather
 /// than scanning the whole state in one request.
 pub const LIST_SCAN_MAX: usize = 20_000;
+
+/// Keys of one staged KMS 1.x import batch (issue 18 point 4): about 250 bytes each with the
+/// longest description, so a batch stays far below what one forwarded proposal may carry
+/// (`wire::REQUEST_BODY_LEN_MAX`, 2 MiB).
+pub const IMPORT_1X_BATCH_KEYS_MAX: usize = 2_000;
+/// Lines of one KMS 1.x file, imported all or nothing: its commit inserts them in one entry.
+/// A larger export is split into files, each imported whole.
+pub const IMPORT_1X_FILE_KEYS_MAX: usize = 250_000;
+/// KMS 1.x imports staged at once: each holds its keys in every KMA's memory until it commits.
+pub const IMPORTS_1X_STAGED_MAX: usize = 4;
+/// A staged import whose KMA sent no batch for this long is dropped by the next pulse: its
+/// KMA crashed or lost its client, and nothing of it was ever visible.
+pub const IMPORT_1X_IDLE_MS: u64 = 3_600_000;
+
+/// Data units one partner transfer file holds, and keys: one file is imported by one entry.
+pub const TRANSFER_DATA_UNITS_MAX: usize = 5_000;
+pub const TRANSFER_KEYS_MAX: usize = 5_000;
+/// A transfer key pair's public keys: X25519, then Ed25519.
+pub const TRANSFER_PUBLIC_KEYS_LEN: usize = 64;
+/// Transfer files whose IDs are remembered against replay: decades of weekly shipments from
+/// every partner.
+pub const TRANSFER_FILES_MAX: usize = 100_000;

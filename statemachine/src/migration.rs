@@ -11,7 +11,7 @@ use thiserror::Error;
 use zeroize::Zeroizing;
 
 use crate::ids::{decode_hex, KeyId, KEY_ID_LEN};
-use crate::limits::{DESCRIPTION_LEN_MAX, IMPORT_KEYS_PER_COMMAND_MAX};
+use crate::limits::{DESCRIPTION_LEN_MAX, IMPORT_1X_FILE_KEYS_MAX};
 
 /// 1.2 key IDs are 32 bytes; the first two (4 hex digits) are dropped to make a 30-byte ID.
 const LEGACY_ID_HEX_LEN: usize = 64;
@@ -20,6 +20,8 @@ const VALUE_HEX_LEN: usize = 64;
 
 /// One line of the file, the ID already stripped to its 2.0 form.
 pub struct Parsed1xKey {
+    /// Its line in the file, from 1: what a refusal of this key names.
+    pub line: usize,
     pub id: KeyId,
     pub value: Zeroizing<[u8; 32]>,
     pub description: String,
@@ -77,7 +79,7 @@ pub fn parse_1x_key_file(text: &str) -> Result<Vec<Parsed1xKey>, Parse1xError> {
         if line.trim().is_empty() {
             continue;
         }
-        let key = parse_line(line).map_err(|problem| Parse1xError::BadLine {
+        let key = parse_line(number + 1, line).map_err(|problem| Parse1xError::BadLine {
             line: number + 1,
             problem: LineProblemText(problem),
         })?;
@@ -86,16 +88,13 @@ pub fn parse_1x_key_file(text: &str) -> Result<Vec<Parsed1xKey>, Parse1xError> {
     if keys.is_empty() {
         return Err(Parse1xError::NoKeys);
     }
-    if keys.len() > IMPORT_KEYS_PER_COMMAND_MAX {
-        return Err(Parse1xError::TooManyKeys {
-            count: keys.len(),
-            max: IMPORT_KEYS_PER_COMMAND_MAX,
-        });
+    if keys.len() > IMPORT_1X_FILE_KEYS_MAX {
+        return Err(Parse1xError::TooManyKeys { count: keys.len(), max: IMPORT_1X_FILE_KEYS_MAX });
     }
     Ok(keys)
 }
 
-fn parse_line(line: &str) -> Result<Parsed1xKey, LineProblem> {
+fn parse_line(number: usize, line: &str) -> Result<Parsed1xKey, LineProblem> {
     let mut fields = line.splitn(3, ',');
     let id_hex = fields.next().unwrap_or_default().trim();
     let value_hex = fields.next().ok_or(LineProblem::MissingValue)?.trim();
@@ -122,5 +121,5 @@ fn parse_line(line: &str) -> Result<Parsed1xKey, LineProblem> {
     if description.len() > DESCRIPTION_LEN_MAX || description.chars().any(char::is_control) {
         return Err(LineProblem::DescriptionTooLong);
     }
-    Ok(Parsed1xKey { id: KeyId(id), value, description: description.into() })
+    Ok(Parsed1xKey { line: number, id: KeyId(id), value, description: description.into() })
 }

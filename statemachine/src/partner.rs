@@ -24,3 +24,12 @@ pub struct TransferPartner {
     pub import_groups: BTreeSet<KeyGroupId>,
     pub created_at_ms: u64,
 }
+
+/// A partner's transfer file this cluster imported (issue 18 point 3): its ID is never
+/// imported again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferFileRecord {
+    pub partner: String,
+    pub requested_by: String,
+    pub imported_at_ms: u64,
+}

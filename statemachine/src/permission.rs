@@ -17,8 +17,9 @@ use crate::role::{Role, RoleSet};
 /// the roles that may start them differ. The version report has two variants, of log formats 1
 /// and 2 (see [`crate::format`]), and one kind: the same intent, by the same issuer. So do the
 /// destroy by key ID with and without its preview, the login with and without its session
-/// certificate (`RecordLogin`, `RecordUserSession`), and the backup record of formats 1 and 3
-/// (`RecordBackupBeforeFormat3`, `RecordBackup`).
+/// certificate (`RecordLogin`, `RecordUserSession`), the backup record of formats 1 and 3
+/// (`RecordBackupBeforeFormat3`, `RecordBackup`), and the 1.x import in one command and in
+/// batches (`Import1xKeys`, `StageImport1x`, `CommitImport1x`, `AbandonImport1x`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum CommandKind {
     InitCluster,
@@ -100,6 +101,7 @@ pub enum CommandKind {
     RecordBackupDrill,
     RestoreCluster,
     RecoverFromLostMajority,
+    SetTransferPartnerEnabled,
 }
 
 /// Who may issue a kind of command.
@@ -169,7 +171,7 @@ impl CommandKind {
             K::CompromiseKeys => Users(CO),
             K::DestroyKeys | K::DestroyDataUnitKeys => Users(OP),
             K::ChangeDataUnitKeyGroup => Users(CO),
-            K::DeleteTransferPartner => Users(SO),
+            K::DeleteTransferPartner | K::SetTransferPartnerEnabled => Users(SO),
             K::AssignKeyGroupToPartner | K::UnassignKeyGroupFromPartner => Users(CO),
             K::MarkBackupDestroyed | K::SetBackupSchedule => Users(BO),
             // What only a KMA makes (issue 16): a key pair or keys wrapped under the master key,
@@ -206,7 +208,7 @@ impl CommandKind {
     }
 
     /// Every kind, in declaration order (for the role-matrix test and documentation).
-    pub const ALL: [CommandKind; 74] = {
+    pub const ALL: [CommandKind; 75] = {
         use CommandKind as K;
         [
             K::InitCluster,
@@ -283,6 +285,7 @@ impl CommandKind {
             K::RecordBackupDrill,
             K::RestoreCluster,
             K::RecoverFromLostMajority,
+            K::SetTransferPartnerEnabled,
         ]
     };
 }
@@ -378,6 +381,16 @@ impl Command {
             C::RecordBackupDrill { .. } => K::RecordBackupDrill,
             C::RestoreCluster(_) => K::RestoreCluster,
             C::RecoverFromLostMajority { .. } => K::RecoverFromLostMajority,
+            // The steps of a 1.x import in batches: the same intent and issuer as the import
+            // in one command.
+            C::StageImport1x { .. } | C::CommitImport1x { .. } | C::AbandonImport1x { .. } => {
+                K::Import1xKeys
+            }
+            C::SetTransferPartnerEnabled { .. } => K::SetTransferPartnerEnabled,
+            // The export and import of format 3 carry the file and its user: the same intents
+            // and issuer as those of format 1.
+            C::RecordTransferExport(_) => K::RecordKeyExport,
+            C::ImportTransferFile(_) => K::ImportTransferredKeys,
         }
     }
 }
@@ -418,6 +431,8 @@ pub enum Read {
     AuditLog,
     /// The keys a drive gets for a data unit, or one by ID (SPEC A2): its own, still wrapped.
     AgentKeys,
+    /// Transfer partners, their groups and this cluster's transfer public keys (SPEC T1, T2).
+    Partners,
 }
 
 impl Read {
@@ -429,6 +444,7 @@ impl Read {
             R::ClusterStatus | R::Sites | R::Kmas | R::Settings | R::Users => Issuer::Users(ANY),
             R::PendingOperations | R::Policies | R::Groups | R::Agents => Issuer::Users(ANY),
             R::Keys | R::DataUnits | R::ImpactPreview | R::Backups => Issuer::Users(ANY),
+            R::Partners => Issuer::Users(ANY),
             R::AuditLog => Issuer::Users(AUDITOR),
             R::AgentKeys => Issuer::Agent,
         }
@@ -453,11 +469,12 @@ impl Read {
             R::Backups => "the backups",
             R::AuditLog => "the audit log",
             R::AgentKeys => "the keys of a drive",
+            R::Partners => "the transfer partners",
         }
     }
 
     /// Every read, in declaration order (for tests and documentation).
-    pub const ALL: [Read; 15] = {
+    pub const ALL: [Read; 16] = {
         use Read as R;
         [
             R::ClusterStatus,
@@ -475,6 +492,7 @@ impl Read {
             R::Backups,
             R::AuditLog,
             R::AgentKeys,
+            R::Partners,
         ]
     };
 }
@@ -492,6 +510,11 @@ pub enum Access {
     /// Changing the Raft membership directly (add a learner, promote, remove a voter): what the
     /// join and removal of a KMA do on a Security Officer's behalf (node `POST /v1/members`).
     RaftMembership,
+    /// Asking this KMA to do, on the user's behalf, the work behind a command only a KMA issues
+    /// (issue 18): reading a 1.x file and wrapping its keys (`Import1xKeys`), writing or opening
+    /// a partner's transfer file (`RecordKeyExport`, `ImportTransferredKeys`). Granted to the
+    /// roles that issued those commands themselves below log format 3.
+    AskKma(CommandKind),
 }
 
 impl Access {
@@ -501,6 +524,10 @@ impl Access {
             Access::Command(kind) => kind.issuer(),
             Access::Read(read) => read.reader(),
             Access::RaftMembership => Issuer::Users(SO),
+            Access::AskKma(kind) => match kind.issuer_before_format_3() {
+                Some(issuer) => issuer,
+                None => Issuer::System,
+            },
         }
     }
 }
@@ -529,6 +556,7 @@ impl core::fmt::Display for Access {
             Access::Command(kind) => write!(f, "{kind:?}"),
             Access::Read(read) => write!(f, "reading {}", read.name()),
             Access::RaftMembership => f.write_str("changing the Raft membership"),
+            Access::AskKma(kind) => write!(f, "asking a KMA for {kind:?}"),
         }
     }
 }

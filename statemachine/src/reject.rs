@@ -8,7 +8,7 @@ use alloc::string::String;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::ids::{DataUnitId, Fingerprint, KeyId, NodeId};
+use crate::ids::{DataUnitId, Fingerprint, Fingerprint16, KeyId, NodeId};
 use crate::key::KeyState;
 use crate::permission::{Access, CommandKind};
 use crate::role::RoleSet;
@@ -338,6 +338,45 @@ pub enum Reject {
          recovery on the surviving KMA itself, which names its own node"
     )]
     SurvivingKmaIsAnotherNode { kma: String, node_id: NodeId, recorded_node_id: NodeId },
+    // KMS 1.x imports in batches (issue 18 point 4).
+    #[error(
+        "no KMS 1.x import {import_id} is staged: it committed, was abandoned, or expired after \
+         an hour without a batch; import the file again"
+    )]
+    UnknownImport { import_id: u64 },
+    /// A batch was lost between the KMA and the log: committing would import part of a file.
+    #[error(
+        "import {import_id} staged {staged} keys, not the {expected} its KMA read: nothing was \
+         imported; import the file again"
+    )]
+    ImportIncomplete { import_id: u64, staged: u64, expected: u64 },
+    /// A file whose every key is held already (imported before): nothing would change.
+    #[error(
+        "all {keys} keys of the file are held already with the same values (the file was \
+         imported before): nothing was imported"
+    )]
+    ImportAllDuplicates { keys: u64 },
+    // Partner key transfer (issue 18 points 1-3).
+    #[error(
+        "this cluster has a transfer key pair already, which its partners hold: it is not \
+         replaced (the partners would be cut off); nothing to do"
+    )]
+    TransferKeyPairExists,
+    #[error(
+        "transfer partner '{name}' is disabled: no file goes to it or comes from it; a Security \
+         Officer enables it again (kmsctl partner enable {name})"
+    )]
+    PartnerDisabled { name: String },
+    #[error(
+        "transfer file {file_id} was imported already, from partner '{partner}' at \
+         {imported_at_ms} ms: a file is imported once; nothing was imported"
+    )]
+    TransferFileReplayed { file_id: Fingerprint16, partner: String, imported_at_ms: u64 },
+    #[error(
+        "the keys of the selected data units changed while the export to '{partner}' was \
+         written: nothing was exported; export again"
+    )]
+    ExportSelectionChanged { partner: String },
 }
 
 /// What kind of rule a [`Reject`] names, for shells to choose their protocol's answer (an HTTP
@@ -459,6 +498,13 @@ impl Reject {
             R::RestoreIsALocalCeremony => 85,
             R::BackupNotADatabaseBackup { .. } => 86,
             R::SurvivingKmaIsAnotherNode { .. } => 87,
+            R::UnknownImport { .. } => 88,
+            R::ImportIncomplete { .. } => 89,
+            R::ImportAllDuplicates { .. } => 90,
+            R::TransferKeyPairExists => 91,
+            R::PartnerDisabled { .. } => 92,
+            R::TransferFileReplayed { .. } => 93,
+            R::ExportSelectionChanged { .. } => 94,
         }
     }
 
@@ -478,7 +524,8 @@ impl Reject {
             | R::UnknownDataUnit { .. }
             | R::UnknownKey { .. }
             | R::UnknownPartner { .. }
-            | R::UnknownBackup { .. } => C::NotFound,
+            | R::UnknownBackup { .. }
+            | R::UnknownImport { .. } => C::NotFound,
             R::UserDisabled { .. }
             | R::AgentDisabled { .. }
             | R::AgentNotEnrolled { .. }
@@ -537,6 +584,12 @@ impl Reject {
             | R::PolicyForbidsImport { .. }
             | R::GroupNotAssignedToPartner { .. }
             | R::ImportValueMismatch { .. }
+            | R::ImportIncomplete { .. }
+            | R::ImportAllDuplicates { .. }
+            | R::TransferKeyPairExists
+            | R::PartnerDisabled { .. }
+            | R::TransferFileReplayed { .. }
+            | R::ExportSelectionChanged { .. }
             | R::BackupAlreadyDestroyed { .. }
             | R::NoTransferKeyPair
             | R::AgentAlreadyEnrolled { .. }

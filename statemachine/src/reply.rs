@@ -76,4 +76,10 @@ pub enum Reply {
         pool_keys_quarantined: u64,
         cluster_epoch: u32,
     },
+    /// A batch of a 1.x import is staged: the import's keys so far, and how many of them were
+    /// duplicates (issue 18 point 4).
+    Staged1x {
+        keys_received: u64,
+        duplicates: u64,
+    },
 }

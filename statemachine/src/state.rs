@@ -16,11 +16,12 @@ use crate::cluster::{
     BackupSchedule, CaRotation, ClusterInfo, FailureWindow, KeyPoolLimits, Kma, KmaStatus,
     RetiringCa, SecuritySettings, Site, User, WrappedCaKey,
 };
-use crate::command::Actor;
+use crate::command::{Actor, Legacy1xKey};
 use crate::data_unit::{DataUnit, DataUnitState};
 use crate::ids::{ClusterId, DataUnitId, KeyGroupId, KeyId, KeyPolicyId};
+use crate::import_1x::StagedImport1x;
 use crate::key::{key_state_at, Key, KeyState};
-use crate::partner::{TransferKeyPair, TransferPartner};
+use crate::partner::{TransferFileRecord, TransferKeyPair, TransferPartner};
 use crate::policy::{KeyGroup, KeyPolicy};
 use crate::quorum::{PendingQuorumOperation, Quorum};
 use crate::reject::Reject;
@@ -104,6 +105,16 @@ pub struct Meta {
     /// from a copy of its state (log format 3, snapshot format 4; issue 17): a KMA of an older
     /// epoch holds a history that went another way. 0 before any, and in older snapshots.
     pub cluster_epoch: u32,
+    /// KMS 1.x imports being staged, by import ID (log format 3, snapshot format 4; issue 18
+    /// point 4): their keys are in [`State`]'s `staged_1x`, invisible until the commit. Empty in
+    /// snapshots of older formats.
+    pub imports_1x: BTreeMap<u64, StagedImport1x>,
+    /// Transfer partners a Security Officer disabled (log format 3, snapshot format 4; issue
+    /// 18): no file goes to them or comes from them. Empty in older snapshots.
+    pub disabled_partners: BTreeSet<String>,
+    /// The IDs of the partner files imported, never imported again (log format 3, snapshot
+    /// format 4; issue 18 point 3). Empty in older snapshots.
+    pub transfer_files: BTreeMap<[u8; 16], TransferFileRecord>,
 }
 
 /// Lookups derived from the records; see [`State::rebuild_index`].
@@ -132,6 +143,9 @@ pub struct State {
     /// slots of half-full nodes would cost more than the boxes' pointers.
     pub(crate) keys: BTreeMap<KeyId, Box<Key>>,
     pub(crate) data_units: BTreeMap<DataUnitId, DataUnit>,
+    /// Keys of the KMS 1.x imports being staged (`Meta::imports_1x`), by (import ID, key ID):
+    /// no read of the keys sees them until their import commits.
+    pub(crate) staged_1x: BTreeMap<(u64, KeyId), Legacy1xKey>,
     pub(crate) index: Index,
 }
 
@@ -146,7 +160,24 @@ impl State {
         keys: BTreeMap<KeyId, Box<Key>>,
         data_units: BTreeMap<DataUnitId, DataUnit>,
     ) -> Self {
-        let mut state = State { meta, keys, data_units, index: Index::default() };
+        State::from_records(meta, keys, data_units, BTreeMap::new())
+    }
+
+    /// This state with another cluster record: every other record, the staged 1.x keys
+    /// included, as they are (tests compare states a refusal may only have stamped).
+    pub fn with_meta(&self, meta: Meta) -> State {
+        let (keys, units) = (self.keys.clone(), self.data_units.clone());
+        State::from_records(meta, keys, units, self.staged_1x.clone())
+    }
+
+    /// [`State::from_parts`] with the keys of the 1.x imports being staged.
+    pub(crate) fn from_records(
+        meta: Meta,
+        keys: BTreeMap<KeyId, Box<Key>>,
+        data_units: BTreeMap<DataUnitId, DataUnit>,
+        staged_1x: BTreeMap<(u64, KeyId), Legacy1xKey>,
+    ) -> Self {
+        let mut state = State { meta, keys, data_units, staged_1x, index: Index::default() };
         state.rebuild_index();
         state
     }
@@ -255,10 +286,11 @@ impl State {
     pub fn next_transition_ms(&self) -> Option<u64> {
         let key_due = self.index.transitions.first().map(|(at_ms, _)| *at_ms);
         let expiry_due = self.meta.quorum_operations.values().map(|op| op.expires_at_ms).min();
-        match (key_due, expiry_due) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let import_idle =
+            self.meta.imports_1x.values().map(|staged| {
+                staged.last_batch_at_ms.saturating_add(crate::limits::IMPORT_1X_IDLE_MS)
+            });
+        [key_due, expiry_due].into_iter().flatten().chain(import_idle).min()
     }
 
     /// Derives every lookup of [`Index`] from the records.

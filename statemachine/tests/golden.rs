@@ -633,6 +633,7 @@ fn c7_golden_commands_v1_decode_unchanged() {
         K::RecordBackupDrill,
         K::RestoreCluster,
         K::RecoverFromLostMajority,
+        K::SetTransferPartnerEnabled,
     ];
     let all: std::collections::BTreeSet<_> =
         K::ALL.into_iter().filter(|kind| !added.contains(kind)).collect();

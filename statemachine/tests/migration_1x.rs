@@ -2,6 +2,7 @@
 
 mod support;
 
+use statemachine::audit::AuditWhat;
 use statemachine::command::{Command, Legacy1xKey};
 use statemachine::key::{Activation, KeyCheckValue, KeyOrigin, KeyState};
 use statemachine::migration::{parse_1x_key_file, LineProblem, Parse1xError};
@@ -207,4 +208,136 @@ fn a5_every_tape_that_reads_a_1x_key_is_associated_and_previewed() {
     let now = cluster.now_ms;
     let group = cluster.state.group_change_preview(&[tape_a], "legacy", now).expect("preview");
     assert_eq!(group.shared_with_unselected, vec![tape_b], "the ripple effect");
+}
+
+/// The cluster at today's log format, with a group that allows import: where the KMA stages
+/// 1.x imports in batches (issue 18 point 4).
+fn staging_cluster() -> TestCluster {
+    let mut cluster = standard(10 * DAY_MS, 54 * WEEK_MS);
+    cluster.open_format(statemachine::format::LOG_FORMAT_MAX);
+    cluster.policy_and_group("legacy", DAY_MS, 2 * YEAR_MS);
+    cluster
+}
+
+fn stage(cluster: &mut TestCluster, import_id: u64, text: &str) -> Result<Reply, Reject> {
+    let batch = cluster.state.staged_imports_1x().get(&import_id).map_or(0, |s| s.batches);
+    let command = Command::StageImport1x {
+        import_id,
+        batch,
+        group: "legacy".into(),
+        requested_by: "co".into(),
+        kma: "kma1".into(),
+        keys: legacy_keys(text),
+    };
+    cluster.apply(statemachine::Actor::System, command)
+}
+
+fn commit(cluster: &mut TestCluster, import_id: u64, keys_received: u64) -> Result<Reply, Reject> {
+    let command = Command::CommitImport1x { import_id, keys_received };
+    cluster.apply(statemachine::Actor::System, command)
+}
+
+/// Setup: a cluster at log format 3. Action: a file staged in two batches (the second
+/// repeating a key of the first), the state snapshotted and read back, then committed.
+/// Expect: while staged, no key is visible and the snapshot carries the staged keys; the commit
+/// makes both keys Process-only at once, counts the repeat as a duplicate, names the user in
+/// the audit log and leaves nothing staged. (SPEC M1, issue 18 point 4)
+#[test]
+fn m1_a_staged_import_is_invisible_until_one_commit_makes_it_whole() {
+    let mut cluster = staging_cluster();
+    let keys_before = cluster.state.keys().len();
+    let staged = stage(&mut cluster, 7, &format!("{ID_A}, {VALUE_1}"));
+    assert_eq!(staged, Ok(Reply::Staged1x { keys_received: 1, duplicates: 0 }));
+    let staged = stage(&mut cluster, 7, &format!("{ID_B}, {VALUE_2}\n{ID_A}, {VALUE_1}"));
+    assert_eq!(staged, Ok(Reply::Staged1x { keys_received: 3, duplicates: 1 }));
+    // The second batch again (its answer was lost): answered, not staged twice.
+    let again = Command::StageImport1x {
+        import_id: 7,
+        batch: 1,
+        group: "legacy".into(),
+        requested_by: "co".into(),
+        kma: "kma1".into(),
+        keys: legacy_keys(&format!("{ID_B}, {VALUE_2}\n{ID_A}, {VALUE_1}")),
+    };
+    let again = cluster.apply(statemachine::Actor::System, again);
+    assert_eq!(again, Ok(Reply::Staged1x { keys_received: 3, duplicates: 1 }));
+    assert_eq!(cluster.state.keys().len(), keys_before, "nothing visible while staged");
+    assert!(cluster.state.key(&KeyId([0xaa; 30])).is_none());
+    assert_eq!(cluster.state.staged_keys_1x(7).count(), 2);
+
+    let read_back = statemachine::codec::decode_snapshot(&cluster.snapshot()).expect("snapshot");
+    assert_eq!(read_back, cluster.state, "a snapshot carries the staged import");
+
+    assert_eq!(
+        commit(&mut cluster, 7, 2),
+        Err(Reject::ImportIncomplete { import_id: 7, staged: 3, expected: 2 })
+    );
+    let committed = commit(&mut cluster, 7, 3);
+    assert_eq!(committed, Ok(Reply::Imported { keys: 2, duplicates: 1, data_units: 0 }));
+    assert_eq!(cluster.key_state(&KeyId([0xaa; 30])), KeyState::ProcessOnly);
+    assert_eq!(cluster.key_state(&KeyId([0xbb; 30])), KeyState::ProcessOnly);
+    assert!(cluster.state.staged_imports_1x().is_empty());
+    assert_eq!(cluster.state.staged_keys_1x(7).count(), 0);
+    let imported = cluster.last_events().into_iter().any(|event| {
+        matches!(event, AuditWhat::Keys1xImported { requested_by, count: 2, duplicates: 1, .. }
+            if requested_by == "co")
+    });
+    assert!(imported, "the audit log names who imported: {:?}", cluster.last_events());
+    assert_eq!(commit(&mut cluster, 7, 3), Err(Reject::UnknownImport { import_id: 7 }));
+}
+
+/// Setup: a key imported before, and a second file staged. Action: a later batch names that
+/// key with another value; the KMA abandons the import. Also: the same file imported again.
+/// Expect: the batch is refused naming the key, the abandon drops every staged key, nothing of
+/// the second file is visible; a file whose every key is held is refused at its commit.
+/// (SPEC M1: all or nothing, duplicates, conflicts)
+#[test]
+fn m1_a_conflicting_batch_is_refused_and_the_abandoned_import_leaves_nothing() {
+    let mut cluster = staging_cluster();
+    stage(&mut cluster, 1, &format!("{ID_A}, {VALUE_1}")).expect("staged");
+    commit(&mut cluster, 1, 1).expect("imported");
+    let keys_before = cluster.state.keys().clone();
+    stage(&mut cluster, 2, &format!("{ID_B}, {VALUE_2}")).expect("staged");
+    let conflict = stage(&mut cluster, 2, &format!("{ID_A}, {VALUE_2}"));
+    assert_eq!(conflict, Err(Reject::ImportValueMismatch { key_id: KeyId([0xaa; 30]) }));
+    let abandon = Command::AbandonImport1x { import_id: 2, reason: "line 2 conflicts".into() };
+    cluster.ok(statemachine::Actor::System, abandon);
+    assert!(cluster.state.staged_imports_1x().is_empty());
+    assert_eq!(cluster.state.staged_keys_1x(2).count(), 0);
+    assert_eq!(cluster.state.keys(), &keys_before, "nothing of the file is visible");
+
+    // The first file again: every key held already.
+    stage(&mut cluster, 3, &format!("{ID_A}, {VALUE_1}")).expect("staged");
+    assert_eq!(commit(&mut cluster, 3, 1), Err(Reject::ImportAllDuplicates { keys: 1 }));
+}
+
+/// Setup: a staged import whose KMA went quiet. Action: pulses before and after an hour
+/// without a batch. Expect: the first keeps it, the second drops it with an audit event, and
+/// its keys never became visible. A user may not stage: only a KMA wraps keys. (SPEC M1, S1)
+#[test]
+fn m1_an_idle_staged_import_expires_and_users_cannot_stage() {
+    let mut cluster = staging_cluster();
+    stage(&mut cluster, 9, &format!("{ID_A}, {VALUE_1}")).expect("staged");
+    cluster.advance(statemachine::limits::IMPORT_1X_IDLE_MS - 1);
+    cluster.pulse();
+    assert_eq!(cluster.state.staged_imports_1x().len(), 1);
+    cluster.advance(1);
+    let events = cluster.pulse();
+    let expired = events.iter().any(|event| {
+        matches!(event, AuditWhat::Import1xAbandoned { import_id: 9, expired: true, .. })
+    });
+    assert!(expired, "{events:?}");
+    assert!(cluster.state.staged_imports_1x().is_empty());
+    assert!(cluster.state.key(&KeyId([0xaa; 30])).is_none());
+
+    let by_user = Command::StageImport1x {
+        import_id: 10,
+        batch: 0,
+        group: "legacy".into(),
+        requested_by: "co".into(),
+        kma: "kma1".into(),
+        keys: legacy_keys(&format!("{ID_A}, {VALUE_1}")),
+    };
+    let refused = cluster.apply(co(), by_user);
+    assert!(matches!(refused, Err(Reject::WrongIssuer { .. })), "{refused:?}");
 }

@@ -557,7 +557,103 @@ fn scenarios() -> Vec<(u16, &'static str, RejectClass, Scenario)> {
             };
             c.apply(Actor::System, recover)
         }),
+        (88, "UnknownImport", NotFound, |c, _| {
+            c.open_format(3);
+            c.apply(Actor::System, Command::CommitImport1x { import_id: 5, keys_received: 1 })
+        }),
+        (89, "ImportIncomplete", Conflict, |c, _| {
+            c.open_format(3);
+            c.ok(Actor::System, stage_1x(KeyId([0x55; 30]), 0x55));
+            c.apply(Actor::System, Command::CommitImport1x { import_id: 5, keys_received: 2 })
+        }),
+        (90, "ImportAllDuplicates", Conflict, |c, f| {
+            c.open_format(3);
+            // The prepared 1.x key again, with its value.
+            c.ok(Actor::System, stage_1x(f.legacy, 0x11));
+            c.apply(Actor::System, Command::CommitImport1x { import_id: 5, keys_received: 1 })
+        }),
+        (91, "TransferKeyPairExists", Conflict, |c, _| {
+            c.open_format(3);
+            let pair = Command::SetTransferKeyPair {
+                public_key: vec![5; 64],
+                wrapped_private_key: vec![7; 48],
+            };
+            c.apply(Actor::System, pair)
+        }),
+        (92, "PartnerDisabled", Conflict, |c, _| {
+            c.open_format(3);
+            c.ok(so(), Command::SetTransferPartnerEnabled { name: s("p1"), enabled: false });
+            c.apply(Actor::System, transfer_file([3; 16]))
+        }),
+        (93, "TransferFileReplayed", Conflict, |c, _| {
+            c.open_format(3);
+            c.ok(Actor::System, transfer_file([3; 16]));
+            c.apply(Actor::System, transfer_file([3; 16]))
+        }),
+        (94, "ExportSelectionChanged", Conflict, |c, f| {
+            c.open_format(3);
+            let assign = Command::AssignKeyGroupToPartner {
+                partner: s("p1"),
+                group: s("std"),
+                direction: TransferDirection::Export,
+            };
+            c.ok(co(), assign);
+            let export = statemachine::command::TransferExport {
+                partner: s("p1"),
+                requested_by: s("op"),
+                file_id: [4; 16],
+                data_units: vec![f.unit],
+                keys: vec![KeyId([0x31; 30])],
+            };
+            c.apply(Actor::System, Command::RecordTransferExport(export))
+        }),
     ]
+}
+
+/// A batch of one 1.x key staged under import 5 into `std`, its value all `byte`.
+fn stage_1x(id: KeyId, byte: u8) -> Command {
+    let key = statemachine::command::Legacy1xKey {
+        id,
+        material: fake_wrap([byte; 32]),
+        check_value: KeyCheckValue([byte; 16]),
+        description: String::new(),
+    };
+    Command::StageImport1x {
+        import_id: 5,
+        batch: 0,
+        group: s("std"),
+        requested_by: s("co"),
+        kma: s("kma1"),
+        keys: vec![key],
+    }
+}
+
+/// A file from partner `p1` with one data unit and its key, imported into `std`.
+fn transfer_file(file_id: [u8; 16]) -> Command {
+    let activation = statemachine::key::Activation {
+        activated_at_ms: START_MS,
+        encryption_ends_at_ms: START_MS + DAY_MS,
+        deactivates_at_ms: START_MS + YEAR_MS,
+    };
+    let unit = statemachine::command::TransferredDataUnit {
+        id: DataUnitId { cluster_id: statemachine::ClusterId(99), serial: 1 },
+        external_tag: s("P1-001"),
+        keys: vec![statemachine::command::TransferredKey {
+            id: KeyId([0x99; 30]),
+            material: fake_wrap([0x99; 32]),
+            check_value: KeyCheckValue([0x99; 16]),
+            created_at_ms: START_MS,
+            activation,
+            compromised_at_ms: None,
+        }],
+    };
+    Command::ImportTransferFile(statemachine::command::TransferImport {
+        partner: s("p1"),
+        group: s("std"),
+        requested_by: s("op"),
+        file_id,
+        data_units: vec![unit],
+    })
 }
 
 /// A core security backup by kma1 (node 1), holding the quorum of `covers_index`.
@@ -627,7 +723,7 @@ fn every_reject_variant_has_a_triggering_scenario_and_a_frozen_code() {
         assert!(covered.insert(code, name.to_string()).is_none(), "{name}: code {code} twice");
     }
     assert_eq!(covered, codes_in_source(), "every code of Reject::code has its scenario");
-    let expected: BTreeSet<u16> = (1..=87).collect();
+    let expected: BTreeSet<u16> = (1..=94).collect();
     assert_eq!(covered.keys().copied().collect::<BTreeSet<_>>(), expected, "codes run on");
 }
 

@@ -28,9 +28,10 @@ fn kma_only_commands(cluster: &TestCluster, fixture: &Fixture) -> Vec<(Actor, Co
         (bo(), record_backup(cluster.index)),
         (
             so(),
+            // The pair the prepared cluster holds: from log format 3 a KMA records it once.
             Command::SetTransferKeyPair {
-                public_key: vec![1; 32],
-                wrapped_private_key: vec![2; 32],
+                public_key: vec![6; 32],
+                wrapped_private_key: vec![7; 48],
             },
         ),
         (op(), Command::RecordKeyExport { partner: "p1".into(), data_units: vec![fixture.unit] }),
@@ -319,7 +320,8 @@ fn s5_the_audit_log_records_what_a_command_changed() {
 #[test]
 fn s5_audit_events_hold_no_passphrase_verifier_share_or_wrapped_key() {
     use statemachine::quorum::{Quorum, QuorumMember, QuorumOperation};
-    let (mut cluster, _) = prepared();
+    // Without the prepared transfer key pair: this test records one (a KMA records it once).
+    let mut cluster = standard(10 * DAY_MS, 54 * WEEK_MS);
     cluster.open_format(LOG_FORMAT_3);
     let secret = |byte: u8| vec![byte; 32];
     let verifier = |id: &str, byte| Command::CreateUser {

@@ -45,7 +45,13 @@ fn c7_every_command_but_those_of_formats_2_and_3_needs_format_1() {
             | Command::RecordBackup { .. }
             | Command::RecordBackupDrill { .. }
             | Command::RestoreCluster(_)
-            | Command::RecoverFromLostMajority { .. } => 3,
+            | Command::RecoverFromLostMajority { .. }
+            | Command::StageImport1x { .. }
+            | Command::CommitImport1x { .. }
+            | Command::AbandonImport1x { .. }
+            | Command::SetTransferPartnerEnabled { .. }
+            | Command::RecordTransferExport(_)
+            | Command::ImportTransferFile(_) => 3,
             _ => 1,
         };
         assert_eq!(command.format_needed(), needed, "{:?}", command.kind());

@@ -21,10 +21,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::command::Envelope;
+use crate::command::{Envelope, Legacy1xKey};
 use crate::data_unit::DataUnit;
 use crate::format::{LOG_FORMAT_BASELINE, LOG_FORMAT_MAX};
-use crate::ids::{DataUnitId, KeyId};
+use crate::ids::{DataUnitId, KeyId, KEY_ID_LEN};
 use crate::key::Key;
 use crate::state::{Meta, State};
 
@@ -40,7 +40,9 @@ pub const ENVELOPE_FORMAT_VERSION: u8 = LOG_FORMAT_MAX as u8;
 /// and the CA being retired (`Meta::retiring_ca`); and (issue 17, before format 4's release) a
 /// backup record with who took it, its size, digests, UUID and drill (`Backup::taken_by` and
 /// after), and `Meta` with the quorum version and the cluster epoch
-/// (`Meta::quorum_changed_index`, `Meta::cluster_epoch`).
+/// (`Meta::quorum_changed_index`, `Meta::cluster_epoch`); and (issue 18, before the release)
+/// `Meta` with the staged 1.x imports (`Meta::imports_1x`), their keys in records of their own
+/// after the data units.
 pub const SNAPSHOT_FORMAT_VERSION: u8 = 4;
 /// A single record larger than this is corruption, not data (the largest real one is `Meta`).
 const SNAPSHOT_RECORD_LEN_MAX: usize = 256 * 1024 * 1024;
@@ -114,7 +116,16 @@ enum SnapshotRecordRef<'a> {
     Meta(&'a Meta),
     Key(&'a Key),
     DataUnit(&'a DataUnit),
-    End { keys: u64, data_units: u64 },
+    End {
+        keys: u64,
+        data_units: u64,
+    },
+    /// A key of a KMS 1.x import being staged (snapshot format 4, issue 18), between the data
+    /// units and the trailer.
+    Staged1xKey {
+        import_id: u64,
+        key: &'a Legacy1xKey,
+    },
 }
 
 /// A snapshot record as read, its cluster record of shape `M`: today's `Meta`, or that of an
@@ -125,6 +136,7 @@ enum SnapshotRecord<M = Meta> {
     Key(Key),
     DataUnit(DataUnit),
     End { keys: u64, data_units: u64 },
+    Staged1xKey { import_id: u64, key: Legacy1xKey },
 }
 
 impl<M> SnapshotRecord<M> {
@@ -134,6 +146,9 @@ impl<M> SnapshotRecord<M> {
             SnapshotRecord::Key(key) => SnapshotRecord::Key(key),
             SnapshotRecord::DataUnit(unit) => SnapshotRecord::DataUnit(unit),
             SnapshotRecord::End { keys, data_units } => SnapshotRecord::End { keys, data_units },
+            SnapshotRecord::Staged1xKey { import_id, key } => {
+                SnapshotRecord::Staged1xKey { import_id, key }
+            }
         }
     }
 }
@@ -156,11 +171,15 @@ pub fn snapshot_chunks(state: &State, chunk_len: usize) -> impl Iterator<Item = 
     let head = core::iter::once(SnapshotRecordRef::Meta(&state.meta));
     let keys = state.keys.values().map(|key| SnapshotRecordRef::Key(key));
     let units = state.data_units.values().map(SnapshotRecordRef::DataUnit);
+    let staged = state
+        .staged_1x
+        .iter()
+        .map(|((import_id, _), key)| SnapshotRecordRef::Staged1xKey { import_id: *import_id, key });
     let end = core::iter::once(SnapshotRecordRef::End {
         keys: state.keys.len() as u64,
         data_units: state.data_units.len() as u64,
     });
-    let mut records = head.chain(keys).chain(units).chain(end).peekable();
+    let mut records = head.chain(keys).chain(units).chain(staged).chain(end).peekable();
     let mut first = true;
     core::iter::from_fn(move || {
         records.peek()?;
@@ -209,6 +228,7 @@ pub struct SnapshotReader {
     meta: Option<Meta>,
     keys: Vec<(KeyId, Box<Key>)>,
     data_units: Vec<(DataUnitId, DataUnit)>,
+    staged_1x: Vec<((u64, KeyId), Legacy1xKey)>,
     end: Option<(u64, u64)>,
 }
 
@@ -273,6 +293,16 @@ impl SnapshotReader {
                 }
                 self.keys.push((key.id, Box::new(key)));
             }
+            SnapshotRecord::DataUnit(_) if !self.staged_1x.is_empty() => {
+                return Err(out_of_order("data unit after a staged key"));
+            }
+            SnapshotRecord::Staged1xKey { import_id, key } => {
+                let at = (import_id, key.id);
+                if self.staged_1x.last().is_some_and(|(last, _)| *last >= at) {
+                    return Err(out_of_order("staged keys out of order"));
+                }
+                self.staged_1x.push((at, key));
+            }
             SnapshotRecord::DataUnit(unit) => {
                 if self.data_units.last().is_some_and(|(id, _)| *id >= unit.id) {
                     return Err(out_of_order("data units out of order"));
@@ -297,6 +327,21 @@ impl SnapshotReader {
         let meta = self.meta.ok_or_else(|| truncated("cluster record missing"))?;
         let keys: BTreeMap<KeyId, Box<Key>> = self.keys.into_iter().collect();
         let data_units: BTreeMap<DataUnitId, DataUnit> = self.data_units.into_iter().collect();
-        Ok(State::from_parts(meta, keys, data_units))
+        let staged_1x: BTreeMap<(u64, KeyId), Legacy1xKey> = self.staged_1x.into_iter().collect();
+        let staged_of = |import_id: u64| {
+            staged_1x
+                .range(
+                    (import_id, KeyId([0; KEY_ID_LEN]))..=(import_id, KeyId([u8::MAX; KEY_ID_LEN])),
+                )
+                .count()
+        };
+        let orphan =
+            staged_1x.keys().any(|(import_id, _)| !meta.imports_1x.contains_key(import_id));
+        let over =
+            meta.imports_1x.iter().any(|(id, staged)| staged_of(*id) as u64 > staged.keys_received);
+        if orphan || over {
+            return Err(truncated("staged 1.x keys differ from their imports"));
+        }
+        Ok(State::from_records(meta, keys, data_units, staged_1x))
     }
 }

@@ -12,7 +12,10 @@
 //!   (`Meta::ca_certificate_der`) and the CA being retired (`Meta::retiring_ca`).
 //! - Format 4 (issue 16, then issue 17 before its release): today's shapes. Issue 17 appended
 //!   to the backup record (`Backup::taken_by` and after) and to `Meta`
-//!   (`Meta::quorum_changed_index`, `Meta::cluster_epoch`) while format 4 was unreleased.
+//!   (`Meta::quorum_changed_index`, `Meta::cluster_epoch`) while format 4 was unreleased, and
+//!   issue 18 the staged 1.x imports (`Meta::imports_1x`, with a record per staged key), the
+//!   disabled partners and the transfer files imported (`Meta::disabled_partners`,
+//!   `Meta::transfer_files`).
 //!
 //! A backup record of formats 1 to 3 ends at `Backup::destroyed` ([`BackupV1`]).
 //!
@@ -242,6 +245,11 @@ impl<K: Into<Kma>> MetaV1<K> {
             // format 4; a state that reaches format 3 counts them from 0, as a replay does.
             quorum_changed_index: 0,
             cluster_epoch: 0,
+            // No 1.x import was staged before log format 3, nor kept before format 4.
+            imports_1x: BTreeMap::new(),
+            // Partners were disabled and files imported with their IDs from log format 3 only.
+            disabled_partners: Default::default(),
+            transfer_files: BTreeMap::new(),
         }
     }
 }

@@ -578,5 +578,5 @@ pub fn without_what_a_refusal_changes(after: &State, before: &State) -> State {
         sessions: before.meta().sessions.clone(),
         ..after.meta().clone()
     };
-    State::from_parts(meta, after.keys().clone(), after.data_units().clone())
+    after.with_meta(meta)
 }

@@ -101,7 +101,7 @@ pub fn samples(cluster: &mut TestCluster, f: &Fixture) -> Vec<Command> {
         Command::StartQuorumOperation {
             operation: QuorumOperation::CreateTransferPartner {
                 name: s("p2"),
-                public_key: vec![1; 32],
+                public_key: vec![1; 64],
             },
             ttl_ms: None,
         },
@@ -154,7 +154,8 @@ pub fn samples(cluster: &mut TestCluster, f: &Fixture) -> Vec<Command> {
             group: s("second"),
             preview_digest: change_digest,
         },
-        Command::SetTransferKeyPair { public_key: vec![1; 32], wrapped_private_key: vec![2; 32] },
+        // The pair the prepared cluster holds: from log format 3 a KMA records it once.
+        Command::SetTransferKeyPair { public_key: vec![6; 32], wrapped_private_key: vec![7; 48] },
         Command::DeleteTransferPartner { name: s("p1") },
         Command::AssignKeyGroupToPartner {
             partner: s("p1"),
@@ -170,7 +171,7 @@ pub fn samples(cluster: &mut TestCluster, f: &Fixture) -> Vec<Command> {
         Command::ImportTransferredKeys {
             partner: s("p1"),
             group: s("std"),
-            data_units: vec![transferred],
+            data_units: vec![transferred.clone()],
         },
         Command::Import1xKeys { group: s("std"), keys: vec![legacy] },
         Command::MarkBackupDestroyed { id: f.backup },
@@ -233,6 +234,21 @@ pub fn samples(cluster: &mut TestCluster, f: &Fixture) -> Vec<Command> {
             node_id: 1,
             certificate_sha256: [0xc5; 32],
         },
+        Command::SetTransferPartnerEnabled { name: s("p1"), enabled: false },
+        Command::RecordTransferExport(statemachine::command::TransferExport {
+            partner: s("p1"),
+            requested_by: s("op"),
+            file_id: [1; 16],
+            data_units: vec![f.unit],
+            keys: vec![f.key],
+        }),
+        Command::ImportTransferFile(statemachine::command::TransferImport {
+            partner: s("p1"),
+            group: s("std"),
+            requested_by: s("op"),
+            file_id: [2; 16],
+            data_units: vec![transferred.clone()],
+        }),
     ]
 }
 
@@ -241,6 +257,16 @@ pub fn samples(cluster: &mut TestCluster, f: &Fixture) -> Vec<Command> {
 /// beginning; a begun one for a reissued certificate; every KMA reissued for the completion;
 /// a completed one, its old CA retiring, for an adoption. Any other command needs nothing.
 pub fn stage_for(cluster: &mut TestCluster, command: &Command) {
+    if let Command::RecordTransferExport(export) = command {
+        // An export needs a group assigned to the partner for export.
+        let assign = Command::AssignKeyGroupToPartner {
+            partner: export.partner.clone(),
+            group: "std".into(),
+            direction: TransferDirection::Export,
+        };
+        cluster.ok(co(), assign);
+        return;
+    }
     let step = match command {
         Command::StartQuorumOperation { operation: QuorumOperation::RotateCa, .. } => 1,
         Command::BeginCaRotation { .. } => 2,
