@@ -19,6 +19,9 @@
 //! - [`ca_key`]: the cluster CA's private key wrapped under the master key (issue #16).
 //! - [`backup_file`]: database backups encrypted as they stream under a fresh [`BackupKey`],
 //!   and the backup key file that holds that key wrapped under the master key (SPEC B2).
+//! - [`transfer`]: the cluster's transfer key pair (X25519, Ed25519) wrapped under the master
+//!   key, and the partner transfer file: HPKE-sealed to the receiver, signed by the sender
+//!   (SPEC T1–T4).
 //! - [`challenge`]: passphrase login in the shape of SCRAM over argon2id (SPEC A1, S2).
 //! - [`error`]: [`SecurityError`], each message telling the operator what to do next.
 //!
@@ -38,6 +41,7 @@ pub mod key_wrap;
 pub mod master_key;
 pub mod quorum_shares;
 pub mod seal;
+pub mod transfer;
 
 pub use backup_file::{
     unwrap_backup_key, wrap_backup_key, BackupKey, BackupOpener, BackupSealer, BACKUP_CHUNK_LEN,
