@@ -686,3 +686,110 @@ pub fn parse_data_unit_state(name: &str) -> Option<DataUnitState> {
     .into_iter()
     .find(|state| state.name() == name)
 }
+
+/// Where a KMS 1.x file goes (SPEC M1): `POST /v1/imports/1x?group=G`, the file as the body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct Import1xParams {
+    /// The destination key group: its policy must allow import.
+    pub group: String,
+}
+
+/// A KMS 1.x import this KMA started (SPEC M1): every line was read and checked; the keys are
+/// being staged. Follow it with `GET /v1/imports/1x/{import_id}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Import1xStarted {
+    /// 16 hex digits.
+    pub import_id: String,
+    /// Keys in the file (lines that are not blank).
+    pub keys: u64,
+    /// Batches the keys are staged in before the one commit.
+    pub batches: u64,
+}
+
+/// Where a KMS 1.x import stands (SPEC M1). `status`: `staging`, then `committed` (the keys
+/// became visible at once, at log index `index`) or `failed` (nothing was imported; `error`
+/// says why, `line` names the file's line when one is at fault).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Import1xProgress {
+    pub import_id: String,
+    pub group: String,
+    pub keys_total: u64,
+    /// Keys staged so far, duplicates included.
+    pub keys_staged: u64,
+    pub status: String,
+    /// Keys imported, once committed.
+    pub imported: u64,
+    /// Keys held already with the same value (or repeated in the file), once committed.
+    pub duplicates: u64,
+    pub index: u64,
+    pub error: Option<ErrorBody>,
+    pub line: Option<u64>,
+}
+
+// ---- Partner key transfer (SPEC T1-T4) ----
+
+/// This cluster's transfer public keys (SPEC T1): give `public_keys` to the partner, and
+/// compare `fingerprint` with them by another channel (a phone call) before either side's
+/// quorum records the other.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TransferKey {
+    /// `kmst1:` and 128 hex digits: the X25519 key, then the Ed25519 key.
+    pub public_keys: String,
+    /// SHA-256 of the public keys, in groups of four hex digits.
+    pub fingerprint: String,
+    pub created_at_ms: u64,
+}
+
+/// A transfer partner (SPEC T2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Partner {
+    pub name: String,
+    pub public_keys: String,
+    pub fingerprint: String,
+    pub enabled: bool,
+    /// Key groups whose keys may be exported to it.
+    pub export_groups: Vec<String>,
+    /// Key groups its files may be imported into.
+    pub import_groups: Vec<String>,
+    pub created_at_ms: u64,
+}
+
+/// A partner to record, or new keys for one: starts the quorum operation (SPEC S4).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NewPartner {
+    pub name: String,
+    /// The partner's `kmsctl transfer key show`, `kmst1:...`.
+    pub public_keys: String,
+    /// How long the approvals may take, in milliseconds (default: the cluster's).
+    #[serde(default)]
+    pub ttl_ms: Option<u64>,
+}
+
+/// A key group assigned to a partner, for `export` or `import` (SPEC T2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PartnerGroup {
+    pub group: String,
+    /// `export` or `import`.
+    pub direction: String,
+}
+
+/// What to export (SPEC T3): data units by ID (hex) and/or by external tag.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TransferExportRequest {
+    pub partner: String,
+    #[serde(default)]
+    pub data_units: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// Where a partner's file goes (SPEC T4): `POST /v1/transfer/import?partner=P&group=G`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TransferImportParams {
+    /// The partner that sent the file: its signature must verify with that partner's keys.
+    pub partner: String,
+    /// A key group assigned to the partner for import, whose policy allows import.
+    pub group: String,
+}

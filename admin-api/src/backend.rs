@@ -11,8 +11,10 @@ use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use security_core::transfer::{TransferDone, TransferWork};
 use statemachine::audit::{AuditChain, ChainedAuditEvent};
-use statemachine::{Command, State};
+use statemachine::key::{KeyCheckValue, WrappedKey};
+use statemachine::{Command, KeyId, State};
 use tokio::sync::RwLockReadGuard;
 use wire::{ApplyResponse, ErrorBody};
 use zeroize::Zeroizing;
@@ -20,6 +22,9 @@ use zeroize::Zeroizing;
 use crate::api::ClusterStatus;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Keys wrapped by [`AdminNode::wrap_keys`], each with its check value, in order.
+pub type WrapResult = Result<Vec<(WrappedKey, KeyCheckValue)>, ErrorBody>;
 
 /// The node's half of the API. Errors come back as [`ErrorBody`] with the operator's next step;
 /// its code decides the HTTP status.
@@ -60,12 +65,39 @@ pub trait AdminNode: Send + Sync + 'static {
 
     /// This KMA's wall clock, for states that time derives (Process-only, Deactivated).
     fn now_ms(&self) -> u64;
+
+    /// This KMA's name, as the state records it.
+    fn kma_name(&self) -> String;
+
+    /// Wraps clear keys a user brought (a KMS 1.x file, SPEC M1) under the master key, each
+    /// with its check value, in order. Refused (`kma-locked`) while this KMA is locked. The
+    /// master key never leaves the node: this is all the API may ask of it.
+    fn wrap_keys<'a>(&'a self, keys: &'a [(KeyId, &'a [u8; 32])]) -> BoxFuture<'a, WrapResult>;
+
+    /// Proposes a command this KMA issues itself (`Actor::System`) for work it did on a user's
+    /// behalf (issue 18: a 1.x import), and waits until it is applied here. The caller checked
+    /// first that the user may ask for that work (`Access::AskKma`); the command names the
+    /// user for the audit log.
+    fn propose_system(&self, command: Command) -> BoxFuture<'_, Result<ApplyResponse, ErrorBody>>;
+
+    /// Writes or opens a partner transfer file (SPEC T3, T4) with this KMA's master key and
+    /// the cluster's transfer key pair ([`crate::transfer::perform`]). Refused (`kma-locked`)
+    /// while this KMA is locked.
+    fn transfer(&self, work: TransferWork) -> BoxFuture<'_, Result<TransferDone, ErrorBody>>;
 }
 
 /// The API's handle on its KMA.
 #[derive(Clone)]
 pub struct Admin {
     pub node: Arc<dyn AdminNode>,
+    /// The 1.x imports this KMA runs for its users, with their progress.
+    pub imports_1x: Arc<crate::import_1x::Imports>,
+}
+
+impl Admin {
+    pub fn new(node: Arc<dyn AdminNode>) -> Admin {
+        Admin { node, imports_1x: Default::default() }
+    }
 }
 
 /// Who sent a request, from the verified client certificate: the user ID, or `None` for KMAs,

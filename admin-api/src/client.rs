@@ -283,6 +283,54 @@ impl AdminClient {
         Ok((written, hasher.finalize().into()))
     }
 
+    /// `POST path?query` to the current KMA only, with `body` as a plain-text body (a KMS 1.x
+    /// file: the KMA that takes it runs the import). Bounded by the download timeout, not
+    /// [`REQUEST_TIMEOUT`]: the file may be tens of megabytes.
+    pub async fn upload<Q: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &Q,
+        body: Vec<u8>,
+    ) -> Result<T, ClientError> {
+        let bytes = self.post_raw(path, query, ("text/plain", body), None).await?.1;
+        decode(self.current_address(), path, &bytes)
+    }
+
+    /// `POST path?query` to the current KMA with a raw body (`content type`, bytes), or a JSON
+    /// body when `json` is given: the answer's headers and bytes, whatever their type (a
+    /// transfer file comes back as `application/octet-stream`).
+    pub async fn post_raw<Q: Serialize>(
+        &self,
+        path: &str,
+        query: &Q,
+        (content_type, body): (&str, Vec<u8>),
+        json: Option<&serde_json::Value>,
+    ) -> Result<(reqwest::header::HeaderMap, Vec<u8>), ClientError> {
+        let address = self.current_address().to_string();
+        let url = format!("https://{address}{path}");
+        let mut builder = self.http.post(&url).query(query).timeout(DOWNLOAD_TIMEOUT);
+        builder = match json {
+            Some(json) => builder.json(json),
+            None => builder.header(reqwest::header::CONTENT_TYPE, content_type).body(body),
+        };
+        if self.login_index > 0 {
+            builder = builder.header(LOGIN_INDEX_HEADER, self.login_index);
+        }
+        let response = builder.send().await.map_err(|e| ClientError::Unreachable {
+            attempts: vec![format!("{address}: {}", error_chain(&e))],
+        })?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.map_err(|e| ClientError::Unreachable {
+            attempts: vec![format!("{address}: {}", error_chain(&e))],
+        })?;
+        if !status.is_success() {
+            let error = api_error(status, &bytes);
+            return Err(ClientError::Api { status: status.as_u16(), address, error });
+        }
+        Ok((headers, bytes.to_vec()))
+    }
+
     async fn call<Q: Serialize, B: Serialize, T: DeserializeOwned>(
         &self,
         request: Request<'_, Q, B>,

@@ -14,6 +14,10 @@
 //!   in-memory fake in the tests.
 //! - [`routes`]: the axum handlers, one file per area, the OpenAPI document, and `extract`: the
 //!   body, query and path extractors and the fallbacks, whose refusals are JSON too.
+//! - [`import_1x`]: the KMS 1.x imports a KMA runs for its users: batches wrapped by the node,
+//!   staged, committed at once, with their progress.
+//! - [`transfer`]: the partner transfer work both `AdminNode`s run with their master key, and
+//!   its refusals.
 //! - [`view`]: state records → API shapes; audit events → audit records.
 //! - [`client`]: the HTTPS client `kmsctl` uses (profiles, failover, typed errors).
 //! - [`cli`]: `kmsctl`'s commands, tables and exit codes.
@@ -22,5 +26,7 @@ pub mod api;
 pub mod backend;
 pub mod cli;
 pub mod client;
+pub mod import_1x;
 pub mod routes;
+pub mod transfer;
 pub mod view;

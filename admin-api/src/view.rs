@@ -260,5 +260,8 @@ pub fn reply(reply: &Reply) -> serde_json::Value {
                 "cluster_epoch": cluster_epoch,
             })
         }
+        Reply::Staged1x { keys_received, duplicates } => {
+            json!({ "keys_received": keys_received, "duplicates": duplicates })
+        }
     }
 }

@@ -34,6 +34,7 @@ pub mod cluster;
 pub mod context;
 pub mod exit;
 pub mod impact;
+pub mod import;
 pub mod keys;
 pub mod profile;
 pub mod prompt;
@@ -41,6 +42,7 @@ pub mod records;
 pub mod render;
 pub mod security;
 pub mod session;
+pub mod transfer;
 
 use std::path::PathBuf;
 
@@ -133,6 +135,15 @@ pub enum Command {
     /// Keys.
     #[command(subcommand)]
     Key(keys::KeyCommand),
+    /// Import a KMS 1.x key export file into a key group (Compliance Officer).
+    #[command(name = "import-1x")]
+    Import1x(import::Import1xArgs),
+    /// This cluster's transfer key, and transfer files for partners (SPEC T1-T4).
+    #[command(subcommand)]
+    Transfer(transfer::TransferCommand),
+    /// Transfer partners: recorded through the quorum, their key groups, enabled or not.
+    #[command(subcommand)]
+    Partner(transfer::PartnerCommand),
     /// Backup records and the backup schedule.
     #[command(subcommand)]
     Backup(records::BackupCommand),
@@ -186,6 +197,9 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<(), CliError> {
         Command::Agent(command) => catalog::agent(ctx, command).await,
         Command::DataUnit(command) => keys::data_unit(ctx, command).await,
         Command::Key(command) => keys::key(ctx, command).await,
+        Command::Import1x(args) => import::import_1x(ctx, &args).await,
+        Command::Transfer(command) => transfer::transfer(ctx, command).await,
+        Command::Partner(command) => transfer::partner(ctx, command).await,
         Command::Backup(command) => records::backup(ctx, command).await,
         Command::Audit(command) => audit::audit(ctx, command).await,
         Command::Login(_)

@@ -4,8 +4,8 @@
 //! rules), and its refusals come back with their frozen codes.
 //!
 //! Files: `cluster` (status, sites, KMAs, settings), `security` (users, quorum), `catalog`
-//! (policies, groups, agents), `keys` (keys, data units, impact previews), `records` (backups,
-//! the audit log).
+//! (policies, groups, agents), `keys` (keys, data units, impact previews), `imports` (KMS 1.x
+//! files), `transfer` (partners and transfer files), `records` (backups, the audit log).
 
 use std::sync::Arc;
 
@@ -24,9 +24,11 @@ use crate::backend::{Admin, Caller};
 mod catalog;
 mod cluster;
 pub mod extract;
+pub mod imports;
 mod keys;
 mod records;
 mod security;
+mod transfer;
 
 pub use extract::Json;
 
@@ -173,6 +175,7 @@ pub async fn run(
         (name = "catalog", description = "Key policies, key groups and agents (SPEC O1–O3)"),
         (name = "keys", description = "Keys and data units, with impact previews (SPEC O4–O9)"),
         (name = "records", description = "Backups and the hash-chained audit log (SPEC B4, S5)"),
+        (name = "transfer", description = "Partner key transfer: this cluster's transfer key, partners and transfer files (SPEC T1–T4)"),
     )
 )]
 struct ApiDoc;
@@ -188,6 +191,8 @@ pub fn router(admin: Arc<Admin>) -> (axum::Router, utoipa::openapi::OpenApi) {
         .merge(security::routes())
         .merge(catalog::routes())
         .merge(keys::routes())
+        .merge(imports::routes())
+        .merge(transfer::routes())
         .merge(records::routes());
     let (router, document) = api.with_state(admin).split_for_parts();
     let served = document.clone();
@@ -219,6 +224,8 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
         .merge(security::routes())
         .merge(catalog::routes())
         .merge(keys::routes())
+        .merge(imports::routes())
+        .merge(transfer::routes())
         .merge(records::routes());
     api.into_openapi()
 }

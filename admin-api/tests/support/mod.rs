@@ -29,6 +29,8 @@ pub struct MemoryNode {
     pub events: Mutex<Vec<ChainedAuditEvent>>,
     /// Every command applied, in log order: what the routes proposed.
     pub commands: Mutex<Vec<Command>>,
+    /// The master key the fake wraps imported keys under (real wrapping, a key of its own).
+    pub master: security_core::MasterKey,
 }
 
 impl MemoryNode {
@@ -38,6 +40,7 @@ impl MemoryNode {
             state: RwLock::new(State::new()),
             events: Mutex::new(Vec::new()),
             commands: Mutex::new(Vec::new()),
+            master: security_core::MasterKey::generate(),
         });
         let init = InitCluster {
             cluster_id: CLUSTER,
@@ -145,11 +148,46 @@ impl AdminNode for MemoryNode {
     fn now_ms(&self) -> u64 {
         NOW_MS
     }
+
+    fn kma_name(&self) -> String {
+        "kma1".into()
+    }
+
+    fn wrap_keys<'a>(
+        &'a self,
+        keys: &'a [(statemachine::KeyId, &'a [u8; 32])],
+    ) -> BoxFuture<'a, admin_api::backend::WrapResult> {
+        use security_core::key_wrap::{check_value, wrap_key, KeyMaterial};
+        let wrapped = keys.iter().map(|(id, value)| {
+            let material = KeyMaterial::from_bytes(value);
+            (wrap_key(&self.master, CLUSTER, id, &material), check_value(&material))
+        });
+        let wrapped = wrapped.collect();
+        Box::pin(async move { Ok(wrapped) })
+    }
+
+    fn propose_system(&self, command: Command) -> BoxFuture<'_, Result<ApplyResponse, ErrorBody>> {
+        let applied = self.apply(Actor::System, command);
+        Box::pin(async move { Ok(applied) })
+    }
+
+    fn transfer(
+        &self,
+        work: security_core::transfer::TransferWork,
+    ) -> BoxFuture<'_, Result<security_core::transfer::TransferDone, ErrorBody>> {
+        Box::pin(async move {
+            let (cluster_id, pair) = {
+                let state = self.state.read().await;
+                (state.cluster_id(), state.meta().transfer_key_pair.clone())
+            };
+            admin_api::transfer::perform(&self.master, cluster_id, pair, work)
+        })
+    }
 }
 
 /// The management API's router on `node`.
 pub fn router(node: &Arc<MemoryNode>) -> axum::Router {
-    admin_api::routes::router(Arc::new(Admin { node: node.clone() })).0
+    admin_api::routes::router(Arc::new(Admin::new(node.clone()))).0
 }
 
 /// A request as the node's TLS server hands it on: with the caller its certificate names.
