@@ -1,7 +1,7 @@
 //! The leader's duties, twice a second while this KMA leads: propose `Pulse` when a
 //! time-driven transition is due (STYLE 4), take deleted KMAs out of the membership, promote
-//! learners that caught up, record KMAs that finished joining, and keep the key pool filled
-//! with keys wrapped here (SPEC O5).
+//! learners that caught up, record KMAs that finished joining, keep the key pool filled
+//! with keys wrapped here (SPEC O5), and make the cluster's transfer key pair once (SPEC T1).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -39,6 +39,7 @@ pub async fn run(kma: Arc<Kma>) {
         kma.promote_caught_up_learners().await;
         kma.record_joined_kmas().await;
         kma.refill_key_pool().await;
+        kma.make_transfer_key_pair().await;
         let due = kma
             .local
             .state
@@ -56,6 +57,36 @@ pub async fn run(kma: Arc<Kma>) {
 }
 
 impl Kma {
+    /// On the leader, once per cluster: makes the transfer key pair (SPEC T1; issue 18, its
+    /// first point) and records it with its private half wrapped under the master key. Only
+    /// at log format 3, where a recorded pair is never replaced.
+    async fn make_transfer_key_pair(&self) {
+        let cluster_id = {
+            let state = self.local.state.read().await;
+            if state.meta().transfer_key_pair.is_some()
+                || !state.format_rules_apply(statemachine::format::LOG_FORMAT_3)
+            {
+                return;
+            }
+            let Some(cluster_id) = state.cluster_id() else { return };
+            cluster_id
+        };
+        let Some(master) = self.local.serving_master_key().await else { return };
+        let (public, wrapped) = security_core::transfer::new_key_pair(&master, cluster_id);
+        let command = Command::SetTransferKeyPair {
+            public_key: public.to_bytes().to_vec(),
+            wrapped_private_key: wrapped,
+        };
+        match self.proposer.propose(self.proposer.system(command)).await {
+            Ok(applied) if applied.result.is_ok() => tracing::info!(
+                fingerprint = %public.fingerprint_text(),
+                "this cluster's transfer key pair was made"
+            ),
+            Ok(applied) => tracing::warn!(result = ?applied.result, "transfer key pair refused"),
+            Err(error) => tracing::warn!(%error, "transfer key pair not recorded yet"),
+        }
+    }
+
     /// On the leader: takes out of the membership every voter or learner the cluster deleted
     /// (SPEC C5; issue #16 point 3), so that a deleted KMA never votes again. Run from the
     /// leader's loop, so a removal interrupted by a leader change is finished by the next.

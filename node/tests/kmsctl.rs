@@ -10,6 +10,10 @@ mod support;
 
 #[path = "more/backups.rs"]
 mod backups;
+#[path = "more/imports.rs"]
+mod imports;
+#[path = "more/transfer.rs"]
+mod transfer;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

@@ -68,6 +68,17 @@ struct Cli {
     /// After the run, mount every tape once more and read it whole.
     #[arg(long)]
     verify: bool,
+    /// Write nothing: mount every tape found under --tape-dir once and read it whole (tapes
+    /// another cluster wrote, whose keys this cluster imported from it).
+    #[arg(long, conflicts_with_all = ["ops", "duration", "verify"])]
+    read_only: bool,
+    /// Make "1.x tapes" from this KMS 1.x key export file (records sealed under its keys) and
+    /// read each back through the KMAs by key ID; see --legacy-tapes.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["ops", "duration", "verify", "read_only"])]
+    legacy_keys: Option<PathBuf>,
+    /// How many 1.x tapes, spread over the file's keys.
+    #[arg(long, default_value_t = 100, requires = "legacy_keys")]
+    legacy_tapes: usize,
     /// Print no progress bar.
     #[arg(long)]
     quiet: bool,
@@ -139,8 +150,8 @@ fn progress_bar(config: &FleetConfig, label: &str) -> ProgressBar {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<(FleetReport, Option<FleetReport>)> {
-    if cli.ops.is_none() && cli.duration.is_none() {
-        bail!("give --ops N or --duration 30s");
+    if cli.ops.is_none() && cli.duration.is_none() && !cli.read_only {
+        bail!("give --ops N or --duration 30s (or --read-only, or --legacy-keys FILE)");
     }
     let client = connect(&cli).await?;
     let config = FleetConfig {
@@ -157,6 +168,12 @@ async fn run(cli: Cli) -> anyhow::Result<(FleetReport, Option<FleetReport>)> {
         seed: cli.seed,
     };
     let clients = vec![client];
+    if cli.read_only {
+        let read_config = FleetConfig { ops: Some(0), ..config.clone() };
+        let bar = (!cli.quiet).then(|| progress_bar(&read_config, "read"));
+        let report = verify_fleet(clients, config, bar).await?;
+        return Ok((report, None));
+    }
     let bar = (!cli.quiet).then(|| progress_bar(&config, "run"));
     let report = run_fleet(clients.clone(), config.clone(), bar).await?;
     if !cli.verify {
@@ -168,9 +185,56 @@ async fn run(cli: Cli) -> anyhow::Result<(FleetReport, Option<FleetReport>)> {
     Ok((report, Some(verified)))
 }
 
+/// `--legacy-keys`: 1.x tapes made and read back by key ID; exit 2 on a record that did not
+/// decrypt or a key the cluster refused.
+async fn legacy(cli: &Cli, file: &Path) -> ExitCode {
+    let outcome = async {
+        let client = connect(cli).await?;
+        let report = agent_gateway::drive_sim::legacy::read_legacy_tapes(
+            &client,
+            file,
+            cli.legacy_tapes,
+            &cli.tape_dir,
+            cli.block_len,
+        )
+        .await?;
+        anyhow::Ok(report)
+    };
+    match outcome.await {
+        Ok(report) => {
+            println!(
+                "1.x tapes read: {} ({} records), failures: {}",
+                report.tapes, report.records, report.failures
+            );
+            for refused in &report.refused {
+                eprintln!("refused: {refused}");
+            }
+            if report.failures > 0 || report.tapes == 0 {
+                eprintln!(
+                    "error: {} records of 1.x tapes did not read back
+help: import the                      file first (kmsctl import-1x), and give the drive access to its key group",
+                    report.failures
+                );
+                return ExitCode::from(2);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!(
+                "error: {error:#}
+help: check --legacy-keys, --kma, --ca and the agent"
+            );
+            ExitCode::from(1)
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(file) = cli.legacy_keys.clone() {
+        return legacy(&cli, &file).await;
+    }
     match run(cli).await {
         Ok((report, verified)) => {
             println!("{report}");

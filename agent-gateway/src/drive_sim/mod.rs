@@ -20,9 +20,12 @@
 //! the same tape a little later.
 //!
 //! [`run_fleet`] runs the random mix for a number of operations or a duration;
-//! [`verify_fleet`] reads every tape once, as a final check after a run.
+//! [`verify_fleet`] reads every tape once, as a final check after a run, or alone on another
+//! cluster that imported the tapes' keys from this one (SPEC T4); [`legacy`] reads "1.x
+//! tapes" made from a KMS 1.x key export file by key ID (SPEC M1, A5).
 
 mod drive;
+pub mod legacy;
 mod report;
 pub mod tape;
 

@@ -6,11 +6,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use admin_api::api::{ClusterStatus, ErrorBody, ErrorCode, KmaHealth};
-use admin_api::backend::{AdminNode, BoxFuture};
+use admin_api::backend::{AdminNode, BoxFuture, WrapResult};
 use openraft::ServerState;
 use raft_storage::ApplyResponse;
+use security_core::key_wrap::{check_value, wrap_key, KeyMaterial};
+use security_core::transfer::{TransferDone, TransferWork};
 use statemachine::audit::{AuditChain, ChainedAuditEvent};
-use statemachine::{Actor, Command, State};
+use statemachine::{Actor, Command, KeyId, State};
 use tokio::sync::RwLockReadGuard;
 use zeroize::Zeroizing;
 
@@ -201,5 +203,57 @@ impl AdminNode for NodeAdmin {
 
     fn now_ms(&self) -> u64 {
         crate::transport::wall_clock_ms()
+    }
+
+    fn kma_name(&self) -> String {
+        self.local.config.name.clone()
+    }
+
+    fn wrap_keys<'a>(&'a self, keys: &'a [(KeyId, &'a [u8; 32])]) -> BoxFuture<'a, WrapResult> {
+        Box::pin(async move {
+            let locked = || {
+                ErrorBody::new(ErrorCode::KmaLocked, "this KMA is locked: it wraps no keys")
+                    .with_help("unlock it through the quorum, or ask an unlocked KMA")
+            };
+            let master = self.local.serving_master_key().await.ok_or_else(locked)?;
+            let cluster_id = self.local.state.read().await.cluster_id().ok_or_else(|| {
+                ErrorBody::new(ErrorCode::NotInitialised, "the cluster is not initialised")
+            })?;
+            Ok(keys
+                .iter()
+                .map(|(id, value)| {
+                    let material = KeyMaterial::from_bytes(value);
+                    (wrap_key(&master, cluster_id, id, &material), check_value(&material))
+                })
+                .collect())
+        })
+    }
+
+    fn transfer(&self, work: TransferWork) -> BoxFuture<'_, Result<TransferDone, ErrorBody>> {
+        Box::pin(async move {
+            let master = self.local.serving_master_key().await.ok_or_else(|| {
+                ErrorBody::new(
+                    ErrorCode::KmaLocked,
+                    "this KMA is locked: it opens no transfer file",
+                )
+                .with_help("unlock it through the quorum, or ask an unlocked KMA")
+            })?;
+            let (cluster_id, pair) = {
+                let state = self.local.state.read().await;
+                (state.cluster_id(), state.meta().transfer_key_pair.clone())
+            };
+            // Unwrapping and sealing thousands of keys: off the async workers.
+            let work = move || admin_api::transfer::perform(&master, cluster_id, pair, work);
+            tokio::task::spawn_blocking(work).await.map_err(|e| {
+                ErrorBody::new(ErrorCode::Internal, format!("the transfer work failed: {e}"))
+            })?
+        })
+    }
+
+    fn propose_system(&self, command: Command) -> BoxFuture<'_, Result<ApplyResponse, ErrorBody>> {
+        Box::pin(async move {
+            let proposal = self.proposer.system(command);
+            self.proposer.propose(proposal).await.map_err(|e| propose_error(&e))
+        })
     }
 }

@@ -59,7 +59,7 @@ pub struct ManagementRouters {
 
 pub fn router(routers: ManagementRouters) -> Router {
     let local = routers.management.local.clone();
-    let admin = admin_api::backend::Admin { node: Arc::new(routers.admin) };
+    let admin = admin_api::backend::Admin::new(Arc::new(routers.admin));
     let (management_api, _document) = admin_api::routes::router(Arc::new(admin));
     let security = Arc::new(routers.security);
     let member_unlock = Arc::new(crate::listen::member_unlock::MemberUnlock::new(security.clone()));
