@@ -12,7 +12,8 @@
 //! state machine answers a repeat without staging it twice.
 //!
 //! Bounds: [`RUNNING_MAX`] imports at once per KMA (the state machine allows as many staged in
-//! the cluster), [`FINISHED_KEPT`] finished ones remembered for an hour. The clear values live
+//! the cluster), [`UPLOADS_MAX`] files being read, [`FINISHED_KEPT`] finished ones remembered
+//! for an hour. The clear values live
 //! in [`Zeroizing`] buffers until the import ends.
 
 use std::collections::BTreeMap;
@@ -54,13 +55,41 @@ struct Job {
     finished_at: Option<Instant>,
 }
 
+/// Files read into memory at once: each may be tens of megabytes before it is parsed.
+pub const UPLOADS_MAX: usize = 2;
+
 /// The imports of one KMA, by import ID.
-#[derive(Default)]
 pub struct Imports {
     jobs: Mutex<BTreeMap<u64, Job>>,
+    uploads: tokio::sync::Semaphore,
+}
+
+impl Default for Imports {
+    fn default() -> Imports {
+        Imports { jobs: Mutex::default(), uploads: tokio::sync::Semaphore::new(UPLOADS_MAX) }
+    }
 }
 
 impl Imports {
+    /// A place to read a file into, or a refusal when [`UPLOADS_MAX`] are being read or
+    /// [`RUNNING_MAX`] imports run: refused before the body is read, so a flood of uploads
+    /// costs no memory.
+    pub fn upload_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ErrorBody> {
+        let running = self.jobs().values().filter(|job| job.finished_at.is_none()).count();
+        let busy = || {
+            ErrorBody::new(
+                ErrorCode::Throttled,
+                "this KMA is reading or importing as many KMS 1.x files as it takes at once: \
+                 try again when one is done",
+            )
+            .with_retryable(true)
+        };
+        if running >= RUNNING_MAX {
+            return Err(busy());
+        }
+        self.uploads.try_acquire().map_err(|_| busy())
+    }
+
     fn jobs(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Job>> {
         let mut jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
         jobs.retain(|_, job| job.finished_at.is_none_or(|at| at.elapsed() < FINISHED_TTL));

@@ -41,7 +41,33 @@ pub(crate) struct Incoming<'a> {
     pub compromised_at_ms: Option<u64>,
 }
 
+impl<'a> Incoming<'a> {
+    /// A KMS 1.x key, created and activated when its import applies (SPEC M1).
+    pub(crate) fn legacy(key: &'a Legacy1xKey, activation: Activation) -> Incoming<'a> {
+        Incoming {
+            id: key.id,
+            material: &key.material,
+            check_value: key.check_value,
+            origin: KeyOrigin::Imported1x,
+            created_at_ms: activation.activated_at_ms,
+            activation,
+            compromised_at_ms: None,
+        }
+    }
+}
+
 impl State {
+    /// The dates of a key imported into `group` at `now_ms` that encrypts no more: created,
+    /// activated and encryption-ended now, deactivated a cryptoperiod later (SPEC M1).
+    pub(crate) fn process_only_from(&self, group: KeyGroupId, now_ms: u64) -> Activation {
+        let cryptoperiod_ms = self.group_policy(group).cryptoperiod_ms;
+        Activation {
+            activated_at_ms: now_ms,
+            encryption_ends_at_ms: now_ms,
+            deactivates_at_ms: now_ms.saturating_add(cryptoperiod_ms),
+        }
+    }
+
     /// From log format 3 the same quorum operation that creates a partner replaces the public
     /// keys of an existing one (issue 18 point 1), and the keys are a transfer key pair's 64
     /// bytes (X25519 then Ed25519).
@@ -408,25 +434,9 @@ impl State {
         for key in keys {
             check_text("key description", &key.description, DESCRIPTION_LEN_MAX, true)?;
         }
-        let now_ms = cx.now_ms;
-        let cryptoperiod_ms = self.group_policy(group_id).cryptoperiod_ms;
-        let activation = Activation {
-            activated_at_ms: now_ms,
-            encryption_ends_at_ms: now_ms,
-            deactivates_at_ms: now_ms.saturating_add(cryptoperiod_ms),
-        };
-        let incoming: Vec<Incoming<'_>> = keys
-            .iter()
-            .map(|key| Incoming {
-                id: key.id,
-                material: &key.material,
-                check_value: key.check_value,
-                origin: KeyOrigin::Imported1x,
-                created_at_ms: now_ms,
-                activation,
-                compromised_at_ms: None,
-            })
-            .collect();
+        let activation = self.process_only_from(group_id, cx.now_ms);
+        let incoming: Vec<Incoming<'_>> =
+            keys.iter().map(|key| Incoming::legacy(key, activation)).collect();
         let fresh = self.split_duplicates(&incoming)?;
         for key in &fresh {
             self.insert_imported(cx, key, group_id);

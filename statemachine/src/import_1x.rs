@@ -26,7 +26,6 @@ use crate::audit::AuditWhat;
 use crate::check::{check_count, check_name, check_text};
 use crate::command::Legacy1xKey;
 use crate::ids::{KeyId, KEY_ID_LEN};
-use crate::key::{Activation, KeyOrigin};
 use crate::limits::{
     DESCRIPTION_LEN_MAX, IMPORTS_1X_STAGED_MAX, IMPORT_1X_BATCH_KEYS_MAX, IMPORT_1X_FILE_KEYS_MAX,
     IMPORT_1X_IDLE_MS,
@@ -271,28 +270,14 @@ impl State {
         group: crate::ids::KeyGroupId,
         duplicates: u64,
     ) -> Committed {
-        let now_ms = cx.now_ms;
-        let cryptoperiod_ms = self.group_policy(group).cryptoperiod_ms;
-        let activation = Activation {
-            activated_at_ms: now_ms,
-            encryption_ends_at_ms: now_ms,
-            deactivates_at_ms: now_ms.saturating_add(cryptoperiod_ms),
-        };
+        let activation = self.process_only_from(group, cx.now_ms);
         let staged = self.take_staged_1x(import_id);
         let mut imported = 0u64;
         for key in &staged {
             if self.keys.contains_key(&key.id) {
                 continue;
             }
-            let incoming = crate::apply_transfer::Incoming {
-                id: key.id,
-                material: &key.material,
-                check_value: key.check_value,
-                origin: KeyOrigin::Imported1x,
-                created_at_ms: now_ms,
-                activation,
-                compromised_at_ms: None,
-            };
+            let incoming = crate::apply_transfer::Incoming::legacy(key, activation);
             self.insert_imported(cx, &incoming, group);
             imported += 1;
         }

@@ -109,7 +109,7 @@ fn refuse_existing(path: &Path) -> Result<(), CliError> {
 }
 
 /// Writes `bytes` under a temporary name, syncs, renames: never a half file under `path`.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+pub(super) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     let part = part_path(path);
     let written = (|| {
         let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&part)?;

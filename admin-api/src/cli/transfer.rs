@@ -2,8 +2,7 @@
 //! transfer key, partners recorded through the quorum, and transfer files written and read
 //! by the KMA the profile talks to.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 use reqwest::Method;
@@ -169,7 +168,7 @@ async fn export(ctx: &Ctx, args: &ExportArgs) -> Result<(), CliError> {
     let json = serde_json::to_value(&request).map_err(|e| CliError::usage(e.to_string()))?;
     let (headers, file) =
         ctx.client.post_raw("/v1/transfer/export", &(), ("", Vec::new()), Some(&json)).await?;
-    write_new(&args.out, &file)?;
+    super::records::write_atomically(&args.out, &file)?;
     let index: u64 = header(&headers, "x-kms-index").parse().unwrap_or(0);
     ctx.client.observe_index(index);
     let summary = serde_json::json!({
@@ -190,22 +189,6 @@ async fn export(ctx: &Ctx, args: &ExportArgs) -> Result<(), CliError> {
             s["index"]
         )
     })
-}
-
-/// Writes `bytes` to a new file, synced, or nothing at all.
-fn write_new(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
-    let part = PathBuf::from(format!("{}.part", path.display()));
-    let written = (|| {
-        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&part)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&part, path)
-    })();
-    if let Err(error) = written {
-        let _ = std::fs::remove_file(&part);
-        return Err(CliError::file(path, error));
-    }
-    Ok(())
 }
 
 async fn import(ctx: &Ctx, args: &ImportArgs) -> Result<(), CliError> {

@@ -7,7 +7,8 @@
 //! it; everyone else is refused before a byte of the file is buffered. The file holds clear key
 //! values: it is copied into a zeroized buffer as it arrives and never logged; refusals name a
 //! line and what is wrong with it, never a value. An import's progress is visible to its own
-//! user only. A KMA runs at most `import_1x::RUNNING_MAX` imports at once.
+//! user only. A KMA reads at most `import_1x::UPLOADS_MAX` files at once and runs at most
+//! `import_1x::RUNNING_MAX` imports; beyond, a request is refused before its body is read.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -57,7 +58,15 @@ async fn import_1x(
             return Err(Refusal::rejected(&reject));
         }
     }
-    let file = read_file(body).await?;
+    let slot = admin.imports_1x.upload_slot()?;
+    let too_large = || {
+        format!(
+            "the file is larger than {IMPORT_1X_FILE_BYTES_MAX} bytes, the most a KMS 1.x import \
+             takes ({IMPORT_1X_FILE_KEYS_MAX} keys): split it into files and import each; \
+             nothing was imported"
+        )
+    };
+    let file = read_body(body, IMPORT_1X_FILE_BYTES_MAX, too_large).await?;
     let text = std::str::from_utf8(&file).map_err(|e| {
         Refusal::bad_request(format!(
             "the file is not text (UTF-8) after byte {}: a KMS 1.x export is plain text; \
@@ -68,11 +77,17 @@ async fn import_1x(
     let keys = parse_1x_key_file(text).map_err(|e| Refusal::bad_request(e.to_string()))?;
     drop(file);
     let started = admin.imports_1x.start(admin.node.clone(), user, params.group, keys)?;
+    drop(slot);
     Ok(Json(started))
 }
 
-/// The body, into a zeroized buffer, refused past [`IMPORT_1X_FILE_BYTES_MAX`].
-async fn read_file(body: Body) -> Result<Zeroizing<Vec<u8>>, Refusal> {
+/// The body, into a zeroized buffer (it may hold clear key values), refused past `limit`
+/// bytes with `too_large` as the message.
+pub(super) async fn read_body(
+    body: Body,
+    limit: usize,
+    too_large: impl FnOnce() -> String,
+) -> Result<Zeroizing<Vec<u8>>, Refusal> {
     let mut file = Zeroizing::new(Vec::new());
     let mut body = body;
     while let Some(frame) = body.frame().await {
@@ -80,13 +95,8 @@ async fn read_file(body: Body) -> Result<Zeroizing<Vec<u8>>, Refusal> {
             Refusal::bad_request(format!("the file did not arrive whole ({e}): send it again"))
         })?;
         let Ok(data) = frame.into_data() else { continue };
-        if file.len() + data.len() > IMPORT_1X_FILE_BYTES_MAX {
-            let message = format!(
-                "the file is larger than {IMPORT_1X_FILE_BYTES_MAX} bytes, the most a KMS 1.x \
-                 import takes ({IMPORT_1X_FILE_KEYS_MAX} keys): split it into files and import \
-                 each; nothing was imported"
-            );
-            return Err(Refusal::new(ErrorCode::BodyTooLarge, message));
+        if file.len() + data.len() > limit {
+            return Err(Refusal::new(ErrorCode::BodyTooLarge, too_large()));
         }
         if file.capacity() < file.len() + data.len() {
             // Grow into a new zeroized buffer, so that no copy of the values is left behind.

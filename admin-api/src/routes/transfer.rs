@@ -17,7 +17,6 @@
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use http_body_util::BodyExt;
 use security_core::transfer::{
     fingerprint_text, ExportKey, PayloadDataUnit, TransferDone, TransferPublicKeys, TransferWork,
     FILE_LEN_MAX,
@@ -340,27 +339,6 @@ async fn export(
     Ok((headers, file).into_response())
 }
 
-/// The body, refused past `limit` bytes.
-async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, Refusal> {
-    let mut bytes = Vec::new();
-    let mut body = body;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            Refusal::bad_request(format!("the file did not arrive whole ({e}): send it again"))
-        })?;
-        let Ok(data) = frame.into_data() else { continue };
-        if bytes.len() + data.len() > limit {
-            let message = format!(
-                "the file is larger than {limit} bytes, the most a transfer file is: it is not \
-                 a transfer file; nothing was imported"
-            );
-            return Err(Refusal::new(ErrorCode::BodyTooLarge, message));
-        }
-        bytes.extend_from_slice(&data);
-    }
-    Ok(bytes)
-}
-
 /// Imports a partner's transfer file (SPEC T4): verified against that partner's recorded key,
 /// refused if imported before, decrypted here, and its keys and data units imported into a
 /// group assigned to the partner for import. Key and data unit IDs keep the sender's cluster.
@@ -390,7 +368,13 @@ async fn import(
         }
         partner.public_key.clone()
     };
-    let file = read_body(body, FILE_LEN_MAX).await?;
+    let too_large = || {
+        format!(
+            "the file is larger than {FILE_LEN_MAX} bytes, the most a transfer file is: it is not \
+             a transfer file; nothing was imported"
+        )
+    };
+    let file = super::imports::read_body(body, FILE_LEN_MAX, too_large).await?.to_vec();
     let work = TransferWork::Import { file, partner: params.partner.clone(), partner_public };
     let TransferDone::Imported(opened) = admin.node.transfer(work).await? else {
         return Err(Refusal::new(ErrorCode::Internal, "the import was answered with an export"));
