@@ -150,6 +150,7 @@ fn user_commands() -> Vec<(Command, Option<&'static str>)> {
             None,
         ),
         (Command::DeleteTransferPartner { name: s("nop") }, None),
+        (Command::SetTransferPartnerEnabled { name: s("nop"), enabled: false }, None),
         (
             Command::AssignKeyGroupToPartner {
                 partner: s("nop"),

@@ -114,7 +114,7 @@ async fn drive_sim_reads(cluster: &Cluster, tapes: &Path) -> std::process::Outpu
 /// with its reason and nothing imported; drive-sim reads every tape with no failure; an export
 /// the policy forbids writes no file. (SPEC T1–T4; issue 18 points 1–3 and 6)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn t4_tapes_written_on_cluster_a_are_read_on_cluster_b_after_a_transfer() {
+async fn t1_t2_t3_t4_tapes_written_on_cluster_a_are_read_on_cluster_b_after_a_transfer() {
     let (a, b) = (
         Cluster::start(2, super::support::no_change).await,
         Cluster::start(2, super::support::no_change).await,
