@@ -77,6 +77,18 @@ async fn users(cluster: &Cluster, address: &str) {
     agents::ok(&cluster.admin, address, assign, None).await;
 }
 
+/// `kmas` KMAs with the drive catalogue, group `legacy`, and Compliance Officer carol logged
+/// in with kmsctl.
+async fn cluster_and_compliance_officer(kmas: usize) -> (Cluster, Ctl) {
+    let cluster = Cluster::start(kmas, super::support::no_change).await;
+    let address = cluster.nodes[0].address.clone();
+    agents::catalogue(&cluster, &address, (30 * agents::DAY_MS, 365 * agents::DAY_MS)).await;
+    users(&cluster, &address).await;
+    let carol = Ctl::new();
+    carol.login(&cluster, "default", "carol", CO_PASSPHRASE).await;
+    (cluster, carol)
+}
+
 /// Keys in group `legacy`, as `kmsctl group list` counts them.
 async fn legacy_keys(ctl: &Ctl) -> u64 {
     let groups = ctl.json(&["group", "list"]).await;
@@ -100,16 +112,11 @@ async fn refused(ctl: &Ctl, file: &Path, expected: &str, keys: u64) {
 /// key imported, the same file again; the Operator tries too. A drive reads "1.x tapes" by key
 /// ID on the other KMA.
 /// Expect: every key imported at once (Process-only), each bad file refused with its line and
-/// reason and nothing imported, the Operator refused; the drive gets each key's value; no
-/// clear value in any KMA's files or logs. (SPEC M1, A5, S1; issue 18 points 4 and 6)
+/// reason and nothing imported, the Operator refused; drive-sim reads every 1.x tape it made;
+/// no clear value in any KMA's files or logs. (SPEC M1, A5, S1; issue 18 points 4 and 6)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn m1_a_100000_key_1x_file_imports_whole_and_drives_read_its_tapes() {
-    let cluster = Cluster::start(2, super::support::no_change).await;
-    let address = cluster.nodes[0].address.clone();
-    agents::catalogue(&cluster, &address, (30 * agents::DAY_MS, 365 * agents::DAY_MS)).await;
-    users(&cluster, &address).await;
-    let carol = Ctl::new();
-    carol.login(&cluster, "default", "carol", CO_PASSPHRASE).await;
+    let (cluster, carol) = cluster_and_compliance_officer(2).await;
     let files = tempfile::tempdir().expect("files");
     let (big, keys) = file_of(files.path(), "legacy.txt", 0..100_000);
 
@@ -202,12 +209,7 @@ async fn bad_files(carol: &Ctl, dir: &Path, keys: &[(KeyId, [u8; 32])]) {
 /// names tape B as the ripple effect. (SPEC A5, O8; seed ch. 9; issue 18 point 5)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a5_two_tapes_that_read_one_1x_key_are_both_in_its_destroy_preview() {
-    let cluster = Cluster::start(1, super::support::no_change).await;
-    let address = cluster.nodes[0].address.clone();
-    agents::catalogue(&cluster, &address, (30 * agents::DAY_MS, 365 * agents::DAY_MS)).await;
-    users(&cluster, &address).await;
-    let carol = Ctl::new();
-    carol.login(&cluster, "default", "carol", CO_PASSPHRASE).await;
+    let (cluster, carol) = cluster_and_compliance_officer(1).await;
     let files = tempfile::tempdir().expect("files");
     let (file, keys) = file_of(files.path(), "one.txt", 7..8);
     let path = file.to_str().expect("utf-8 path");
