@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use kmip::tag::{self, Tag};
-use kmip::{decode, Item, Limits, Value};
+use kmip::{attribute, decode, message, Item, Limits, ProtocolVersion, Value};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -68,6 +68,10 @@ const TAGS: &[Tag] = &[
     tag::NAME,
     tag::APPLICATION_SPECIFIC_INFORMATION,
     tag::KEY_MATERIAL,
+    tag::ATTRIBUTE_INDEX,
+    tag::NAME_VALUE,
+    tag::BATCH_ORDER_OPTION,
+    tag::UNIQUE_BATCH_ITEM_ID,
 ];
 
 fn random_tag(rng: &mut SmallRng) -> Tag {
@@ -112,6 +116,69 @@ fn random_item(rng: &mut SmallRng) -> Item {
         .map(|_| Item::new(random_tag(rng), random_value(rng, depth)))
         .collect();
     Item::structure(tag::REQUEST_MESSAGE, children)
+}
+
+const ATTRIBUTE_NAMES: &[&str] = &[
+    "Name",
+    "Cryptographic Algorithm",
+    "Cryptographic Length",
+    "Cryptographic Usage Mask",
+    "Application Specific Information",
+    "Alternative Name",
+    "State",
+    "x-Barcode",
+    "x-VendorAttribute2",
+    "Colour",
+];
+
+/// A plausible request: a header (a version that is usually spoken, a batch count that is
+/// usually right, options) and batch items whose payloads hold attributes in either spelling.
+fn random_request(rng: &mut SmallRng) -> Item {
+    let items: Vec<Item> = (0..rng.gen_range(0..5)).map(|_| random_batch_item(rng)).collect();
+    let count =
+        i32::try_from(items.len()).unwrap_or(0) + if rng.gen_range(0..8) == 0 { 1 } else { 0 };
+    let version = ProtocolVersion::SUPPORTED[rng.gen_range(0..6)];
+    let mut header = vec![version.to_item()];
+    if rng.gen() {
+        header.push(Item::boolean(tag::BATCH_ORDER_OPTION, rng.gen()));
+    }
+    if rng.gen() {
+        header.push(Item::enumeration(tag::BATCH_ERROR_CONTINUATION_OPTION, rng.gen_range(0..5)));
+    }
+    header.push(Item::integer(tag::BATCH_COUNT, count));
+    let mut children = vec![Item::structure(tag::REQUEST_HEADER, header)];
+    children.extend(items);
+    Item::structure(tag::REQUEST_MESSAGE, children)
+}
+
+fn random_batch_item(rng: &mut SmallRng) -> Item {
+    let attributes: Vec<Item> = (0..rng.gen_range(0..4))
+        .map(|_| {
+            let name = ATTRIBUTE_NAMES[rng.gen_range(0..ATTRIBUTE_NAMES.len())];
+            Item::structure(
+                tag::ATTRIBUTE,
+                vec![
+                    Item::text(tag::ATTRIBUTE_NAME, name),
+                    Item::new(tag::ATTRIBUTE_VALUE, random_value(rng, 1)),
+                ],
+            )
+        })
+        .collect();
+    let payload = match rng.gen_range(0..3) {
+        0 => vec![Item::structure(tag::TEMPLATE_ATTRIBUTE, attributes)],
+        1 => vec![Item::structure(
+            tag::ATTRIBUTES,
+            vec![Item::new(random_tag(rng), random_value(rng, 1))],
+        )],
+        _ => vec![Item::text(tag::UNIQUE_IDENTIFIER, "k")],
+    };
+    Item::structure(
+        tag::BATCH_ITEM,
+        vec![
+            Item::enumeration(tag::OPERATION, rng.gen_range(0..0x36)),
+            Item::structure(tag::REQUEST_PAYLOAD, payload),
+        ],
+    )
 }
 
 /// Messages real clients send (PyKMIP's Discover Versions and Get), as mutation seeds.
@@ -193,8 +260,21 @@ fn mutate(rng: &mut SmallRng, bytes: &mut Vec<u8>) {
     }
 }
 
+/// What the server does with a decoded message before any operation runs: the envelope, then
+/// each payload's attributes in both spellings.
+fn read_as_request(item: &Item) -> bool {
+    let request = message::parse_request(item);
+    for payload in item.children().iter().flat_map(Item::children) {
+        for version in [ProtocolVersion::V1_0, ProtocolVersion::V1_4, ProtocolVersion::V2_0] {
+            let _ = attribute::payload_attributes(payload, version);
+        }
+    }
+    request.is_ok()
+}
+
 enum Outcome {
-    Accepted,
+    /// Decoded; `true` when it was also a request the server would run.
+    Accepted(bool),
     Refused,
 }
 
@@ -208,13 +288,18 @@ fn check(input: &[u8], expected: Option<&Item>) -> Result<Outcome, String> {
     };
     let decoded = panic::catch_unwind(AssertUnwindSafe(|| decode(input, &limits)))
         .map_err(|_| "the decoder panicked".to_owned())?;
+    let mut request = false;
+    if let Ok(item) = &decoded {
+        request = panic::catch_unwind(AssertUnwindSafe(|| read_as_request(item)))
+            .map_err(|_| "the message layer panicked".to_owned())?;
+    }
     match (decoded, expected) {
         (Ok(item), Some(expected)) if item != *expected => {
             Err(format!("decoded {item:?}\nbut it was encoded from {expected:?}"))
         }
         (Err(e), Some(_)) => Err(format!("refused its own encoding: {e}")),
         (Ok(item), _) => match item.encode() {
-            Ok(again) if *again == input => Ok(Outcome::Accepted),
+            Ok(again) if *again == input => Ok(Outcome::Accepted(request)),
             Ok(_) => Err(format!("accepted bytes it does not write back the same: {item:?}")),
             Err(e) => Err(format!("accepted an item it cannot encode: {e}")),
         },
@@ -233,7 +318,7 @@ fn next_input(rng: &mut SmallRng, seeds: &[Item]) -> (Vec<u8>, Option<Item>) {
             (bytes, None)
         }
         1 | 2 => {
-            let item = random_item(rng);
+            let item = if rng.gen() { random_item(rng) } else { random_request(rng) };
             let bytes = item.encode().map(|b| b.to_vec()).unwrap_or_default();
             (bytes, Some(item))
         }
@@ -264,12 +349,15 @@ fn main() -> ExitCode {
     let seeds = seeds();
     let started = Instant::now();
     let deadline = Duration::from_secs_f64(args.seconds);
-    let (mut accepted, mut refused, mut inputs) = (0u64, 0u64, 0u64);
+    let (mut accepted, mut requests, mut refused, mut inputs) = (0u64, 0u64, 0u64, 0u64);
     while inputs < args.inputs && (inputs % 4096 != 0 || started.elapsed() < deadline) {
         let (input, expected) = next_input(&mut rng, &seeds);
         inputs += 1;
         match check(&input, expected.as_ref()) {
-            Ok(Outcome::Accepted) => accepted += 1,
+            Ok(Outcome::Accepted(request)) => {
+                accepted += 1;
+                requests += u64::from(request);
+            }
             Ok(Outcome::Refused) => refused += 1,
             Err(failure) => {
                 let hex: String = input.iter().map(|b| format!("{b:02x}")).collect();
@@ -281,8 +369,8 @@ fn main() -> ExitCode {
     }
     let seconds = started.elapsed().as_secs_f64();
     println!(
-        "kmip-fuzz: {inputs} inputs in {seconds:.1} s ({:.0}/s), {accepted} accepted, {refused} \
-         refused, no panic, seed {:#x}",
+        "kmip-fuzz: {inputs} inputs in {seconds:.1} s ({:.0}/s), {accepted} decoded ({requests} \
+         valid requests), {refused} refused, no panic, seed {:#x}",
         inputs as f64 / seconds,
         args.seed
     );

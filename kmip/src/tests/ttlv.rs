@@ -2,16 +2,9 @@
 
 use proptest::prelude::*;
 
+use super::hex;
 use crate::tag::{self, Tag};
 use crate::ttlv::{self, message_len, DecodeError, Item, ItemType, Limits, Value, HEADER_LEN};
-
-fn hex(text: &str) -> Vec<u8> {
-    let text: String = text.split_whitespace().collect();
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("test hex"))
-        .collect()
-}
 
 fn decode(bytes: &[u8]) -> Result<Item, DecodeError> {
     ttlv::decode(bytes, &Limits::SERVER)
