@@ -127,6 +127,7 @@ fn origin(origin: KeyOrigin) -> &'static str {
         KeyOrigin::Pool => "pool",
         KeyOrigin::Imported1x => "imported-1x",
         KeyOrigin::Transferred => "transferred",
+        KeyOrigin::RegisteredKmip => "registered-kmip",
     }
 }
 
@@ -239,7 +240,7 @@ pub fn reply(reply: &Reply) -> serde_json::Value {
         Reply::KeysDisassociated { count } | Reply::KeysChanged { count } => {
             json!({ "count": count })
         }
-        Reply::KeyAssociated { data_unit, key_id } => {
+        Reply::KeyAssociated { data_unit, key_id } | Reply::KmipKey { data_unit, key_id } => {
             json!({ "data_unit": data_unit.to_string(), "key_id": key_id.to_string() })
         }
         Reply::Exported { keys, data_units } => {

@@ -400,6 +400,24 @@ impl State {
             }
             C::RecordTransferExport(export) => self.record_transfer_export(cx, export),
             C::ImportTransferFile(import) => self.import_transfer_file(cx, import),
+            C::CreateKmipKey { usage_mask, attributes } => {
+                self.create_kmip_key(cx, *usage_mask, attributes)
+            }
+            C::RegisterKmipKey { key, usage_mask, attributes } => {
+                self.register_kmip_key(cx, key, *usage_mask, attributes)
+            }
+            C::ActivateKmipKey { key_id } => self.activate_kmip_key(cx, key_id),
+            C::SetKmipAttributes { key_id, revision, attributes } => {
+                self.set_kmip_attributes(cx, key_id, *revision, attributes)
+            }
+            C::RevokeKmipKey { key_id, compromised } => {
+                self.revoke_kmip_key(cx, key_id, *compromised)
+            }
+            C::DestroyKmipKey { key_id } => self.destroy_kmip_key(cx, key_id),
+            C::SetAgentKmipRights { agent, revoke_and_destroy } => {
+                self.set_agent_kmip_rights(cx, agent, *revoke_and_destroy)
+            }
+            C::RecordKmipReads { reads } => self.record_kmip_reads(cx, reads),
         }
     }
 }

@@ -51,14 +51,14 @@ impl State {
         Ok(Reply::DataUnitCreated { data_unit: id })
     }
 
-    fn new_data_unit_id(&self) -> Result<DataUnitId, Reject> {
+    pub(crate) fn new_data_unit_id(&self) -> Result<DataUnitId, Reject> {
         let cluster_id = self.cluster_id().ok_or(Reject::ClusterNotInitialized)?;
         let serial = self.meta.next_data_unit_serial;
         check_count("data units", serial as usize + 1, DATA_UNITS_MAX as usize)?;
         Ok(DataUnitId { cluster_id, serial })
     }
 
-    fn insert_data_unit(&mut self, cx: &mut Cx<'_>, id: DataUnitId, external_tag: &str) {
+    pub(crate) fn insert_data_unit(&mut self, cx: &mut Cx<'_>, id: DataUnitId, external_tag: &str) {
         if id.cluster_id == self.cluster_id().unwrap_or_default() {
             self.meta.next_data_unit_serial = self.meta.next_data_unit_serial.max(id.serial + 1);
         }
@@ -137,7 +137,7 @@ impl State {
 
     /// Takes the first Ready pool key, activates it in `group` and makes it the data unit's
     /// write key. The caller checked that the pool is not empty.
-    fn draw_pool_key(
+    pub(crate) fn draw_pool_key(
         &mut self,
         cx: &mut Cx<'_>,
         data_unit: DataUnitId,
@@ -335,7 +335,7 @@ impl State {
         self.activate(cx, key_id, group, activation, unit);
     }
 
-    fn add_association(&mut self, key_id: &KeyId, data_unit: DataUnitId) {
+    pub(crate) fn add_association(&mut self, key_id: &KeyId, data_unit: DataUnitId) {
         if let Some(key) = self.keys.get_mut(key_id) {
             key.data_units.push(data_unit);
         }

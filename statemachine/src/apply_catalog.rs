@@ -206,6 +206,7 @@ impl State {
     pub(crate) fn delete_agent(&mut self, id: &str) -> Result<Reply, Reject> {
         self.agent(id)?;
         self.meta.agents.remove(id);
+        self.meta.kmip_revokers.remove(id);
         self.drop_login_failures_of_deleted(&agent_principal(id));
         Ok(Reply::Done)
     }

@@ -256,6 +256,30 @@ pub enum AuditWhat {
         reason: String,
         expired: bool,
     },
+    /// A KMIP object was made or its KMIP side changed (attributes, activation): its revision.
+    KmipObjectChanged {
+        key_id: KeyId,
+        revision: u64,
+    },
+    /// KMIP reads a KMA answered from its local state (issue 19: every KMIP operation is in
+    /// the audit log), counted per agent and operation.
+    KmipReads(KmipReadCount),
+}
+
+/// See [`AuditWhat::KmipReads`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KmipReadCount {
+    pub agent: String,
+    /// The KMIP Operation enumeration's value (0x0A Get, 0x08 Locate …).
+    pub operation: u32,
+    /// Answered and refused alike.
+    pub count: u64,
+    pub refused: u64,
+    /// The keys read, at most `apply_kmip::KMIP_READ_KEYS_MAX`; `keys_not_named` more.
+    pub keys: Vec<KeyId>,
+    pub keys_not_named: u64,
+    pub from_ms: u64,
+    pub to_ms: u64,
 }
 
 /// What changed in a user (persisted: variants only appended).
@@ -303,6 +327,10 @@ pub enum AgentChange {
     },
     DefaultKeyGroup {
         group: String,
+    },
+    /// A Security Officer granted or withdrew the right to revoke and destroy over KMIP.
+    KmipRights {
+        revoke_and_destroy: bool,
     },
 }
 

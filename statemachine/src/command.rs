@@ -8,11 +8,13 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
+use crate::audit::KmipReadCount;
 use crate::backup::BackupKind;
 use crate::cluster::{BackupSchedule, KeyPoolLimits, SecuritySettings};
 use crate::format::KmaVersion;
 use crate::ids::{ClusterId, DataUnitId, KeyId, NodeId, RequestId};
 use crate::key::{Activation, KeyCheckValue, WrappedKey};
+use crate::kmip::KmipAttribute;
 use crate::quorum::{Quorum, QuorumOperation};
 use crate::role::RoleSet;
 
@@ -533,6 +535,47 @@ pub enum Command {
     /// A KMA verified and decrypted a partner's file for `requested_by` (SPEC T4): the keys,
     /// re-wrapped under our master key, and the data units, imported with the file's ID.
     ImportTransferFile(TransferImport),
+    // KMIP clients (SPEC U5, issue 19): log format 3, appended. A KMIP client is an agent.
+    /// KMIP Create: a pool key for the client, Protect-and-process from now, in a new data unit
+    /// tagged with the barcode its attributes carry (`kmip.rs`).
+    CreateKmipKey {
+        usage_mask: u32,
+        attributes: Vec<KmipAttribute>,
+    },
+    /// KMIP Register: the client's key value, wrapped by the KMA that took the request.
+    RegisterKmipKey {
+        key: NewKey,
+        usage_mask: u32,
+        attributes: Vec<KmipAttribute>,
+    },
+    /// KMIP Activate: Pre-Active becomes Active in KMIP's eyes.
+    ActivateKmipKey {
+        key_id: KeyId,
+    },
+    /// KMIP Add, Modify or Delete Attribute: the whole new set, computed from `revision`.
+    SetKmipAttributes {
+        key_id: KeyId,
+        revision: u64,
+        attributes: Vec<KmipAttribute>,
+    },
+    /// KMIP Revoke, by a client a Security Officer granted the right.
+    RevokeKmipKey {
+        key_id: KeyId,
+        compromised: bool,
+    },
+    /// KMIP Destroy, by a client a Security Officer granted the right (O7 still holds).
+    DestroyKmipKey {
+        key_id: KeyId,
+    },
+    /// A Security Officer grants or withdraws a KMIP client's right to revoke and destroy.
+    SetAgentKmipRights {
+        agent: String,
+        revoke_and_destroy: bool,
+    },
+    /// A KMA's count of the KMIP reads it answered from its local state, for the audit log.
+    RecordKmipReads {
+        reads: Vec<KmipReadCount>,
+    },
 }
 
 /// See [`Command::RecordTransferExport`].

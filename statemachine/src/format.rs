@@ -335,7 +335,15 @@ impl Command {
             | C::AbandonImport1x { .. }
             | C::SetTransferPartnerEnabled { .. }
             | C::RecordTransferExport(_)
-            | C::ImportTransferFile(_) => LOG_FORMAT_3,
+            | C::ImportTransferFile(_)
+            | C::CreateKmipKey { .. }
+            | C::RegisterKmipKey { .. }
+            | C::ActivateKmipKey { .. }
+            | C::SetKmipAttributes { .. }
+            | C::RevokeKmipKey { .. }
+            | C::DestroyKmipKey { .. }
+            | C::SetAgentKmipRights { .. }
+            | C::RecordKmipReads { .. } => LOG_FORMAT_3,
         }
     }
 }

@@ -57,6 +57,11 @@ impl State {
         for id in &self.index.ready_pool {
             assert!(self.keys[id].protected, "a Ready pool key {id} is protected");
         }
+        for (id, object) in &self.kmip {
+            let key = self.keys.get(id).expect("a KMIP object is the KMIP side of a key");
+            assert!(key.group.is_some(), "a KMIP key {id} is in a key group");
+            assert!(object.revision >= 1, "a KMIP object {id} counts its first revision");
+        }
     }
 
     fn check_association_invariants(&self) {

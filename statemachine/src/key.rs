@@ -60,6 +60,8 @@ pub enum KeyOrigin {
     Imported1x,
     /// Imported from a transfer partner's file (SPEC T4).
     Transferred,
+    /// Registered by a KMIP client with its own value (issue 19).
+    RegisteredKmip,
 }
 
 /// The dates that start with a key's first use (SPEC O4). Set together, never changed.

@@ -33,6 +33,8 @@
 //! - [`codec`]: versioned envelope and chunked snapshot encodings.
 //! - [`migration`]: the KMS 1.x key file reader; [`import_1x`]: a file's keys staged in
 //!   batches, invisible until one commit makes them all keys (issue 18 point 4). [`duration`]: `10d`-style durations.
+//! - [`kmip`]: the KMIP side of keys KMIP clients made (attributes, activation, the state
+//!   mapping, Locate), with its handlers in `apply_kmip` (issue 19).
 //! - [`limits`]: every bound, named.
 #![no_std]
 #![forbid(unsafe_code)]
@@ -51,6 +53,7 @@ mod apply_catalog;
 mod apply_certificate;
 mod apply_cluster;
 mod apply_keys;
+mod apply_kmip;
 mod apply_transfer;
 pub mod audit;
 pub mod backup;
@@ -67,6 +70,7 @@ pub mod ids;
 pub mod import_1x;
 mod invariants;
 pub mod key;
+pub mod kmip;
 pub mod limits;
 pub mod list;
 mod login_failure;

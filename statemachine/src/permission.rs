@@ -102,6 +102,15 @@ pub enum CommandKind {
     RestoreCluster,
     RecoverFromLostMajority,
     SetTransferPartnerEnabled,
+    // Issue 19: KMIP clients (log format 3).
+    CreateKmipKey,
+    RegisterKmipKey,
+    ActivateKmipKey,
+    SetKmipAttributes,
+    RevokeKmipKey,
+    DestroyKmipKey,
+    SetAgentKmipRights,
+    RecordKmipReads,
 }
 
 /// Who may issue a kind of command.
@@ -123,8 +132,9 @@ const BO: RoleSet = RoleSet::of(Role::BackupOperator);
 const SO_BO: RoleSet = SO.with(Role::BackupOperator);
 
 impl CommandKind {
-    /// The role matrix. The Auditor issues no command: it only reads. No command deactivates a
-    /// key: only the end of its cryptoperiod does (SPEC O7).
+    /// The role matrix. The Auditor issues no command: it only reads. No user deactivates a
+    /// key: the end of its cryptoperiod does (SPEC O7), or a KMIP client's Revoke once a
+    /// Security Officer granted it that right (issue 19).
     #[allow(clippy::too_many_lines)] // One line per command kind: a table reads best whole.
     pub const fn issuer(self) -> Issuer {
         use CommandKind as K;
@@ -172,6 +182,12 @@ impl CommandKind {
             K::DestroyKeys | K::DestroyDataUnitKeys => Users(OP),
             K::ChangeDataUnitKeyGroup => Users(CO),
             K::DeleteTransferPartner | K::SetTransferPartnerEnabled => Users(SO),
+            // A KMIP client is an agent; revoking and destroying also need the right a
+            // Security Officer grants per agent (`SetAgentKmipRights`), checked in apply.
+            K::CreateKmipKey | K::RegisterKmipKey | K::ActivateKmipKey => Agent,
+            K::SetKmipAttributes | K::RevokeKmipKey | K::DestroyKmipKey => Agent,
+            K::SetAgentKmipRights => Users(SO),
+            K::RecordKmipReads => System,
             K::AssignKeyGroupToPartner | K::UnassignKeyGroupFromPartner => Users(CO),
             K::MarkBackupDestroyed | K::SetBackupSchedule => Users(BO),
             // What only a KMA makes (issue 16): a key pair or keys wrapped under the master key,
@@ -208,7 +224,7 @@ impl CommandKind {
     }
 
     /// Every kind, in declaration order (for the role-matrix test and documentation).
-    pub const ALL: [CommandKind; 75] = {
+    pub const ALL: [CommandKind; 83] = {
         use CommandKind as K;
         [
             K::InitCluster,
@@ -286,6 +302,14 @@ impl CommandKind {
             K::RestoreCluster,
             K::RecoverFromLostMajority,
             K::SetTransferPartnerEnabled,
+            K::CreateKmipKey,
+            K::RegisterKmipKey,
+            K::ActivateKmipKey,
+            K::SetKmipAttributes,
+            K::RevokeKmipKey,
+            K::DestroyKmipKey,
+            K::SetAgentKmipRights,
+            K::RecordKmipReads,
         ]
     };
 }
@@ -391,6 +415,14 @@ impl Command {
             // and issuer as those of format 1.
             C::RecordTransferExport(_) => K::RecordKeyExport,
             C::ImportTransferFile(_) => K::ImportTransferredKeys,
+            C::CreateKmipKey { .. } => K::CreateKmipKey,
+            C::RegisterKmipKey { .. } => K::RegisterKmipKey,
+            C::ActivateKmipKey { .. } => K::ActivateKmipKey,
+            C::SetKmipAttributes { .. } => K::SetKmipAttributes,
+            C::RevokeKmipKey { .. } => K::RevokeKmipKey,
+            C::DestroyKmipKey { .. } => K::DestroyKmipKey,
+            C::SetAgentKmipRights { .. } => K::SetAgentKmipRights,
+            C::RecordKmipReads { .. } => K::RecordKmipReads,
         }
     }
 }

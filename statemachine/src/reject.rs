@@ -377,6 +377,33 @@ pub enum Reject {
          written: nothing was exported; export again"
     )]
     ExportSelectionChanged { partner: String },
+    // KMIP clients (issue 19).
+    #[error(
+        "KMIP attribute '{name}' cannot be set by a client here, or not with that type: set \
+         Name, Alternative Name, Application Specific Information, Object Group, Contact \
+         Information, Operation Policy Name, or custom x- attributes of Text, Integer or \
+         Date-Time"
+    )]
+    KmipAttributeNotSettable { name: String },
+    #[error(
+        "a KMIP Locate without a Name or Application Specific Information would examine {objects} \
+         objects: narrow it by one of those"
+    )]
+    KmipLocateTooBroad { objects: u64 },
+    #[error("key {key_id} was not made over KMIP: it has no KMIP attributes or activation")]
+    NotKmipObject { key_id: KeyId },
+    #[error("key {key_id} is {state}: that KMIP operation does not apply to it in this state")]
+    KmipWrongState { key_id: KeyId, state: KeyState },
+    #[error(
+        "the KMIP attributes of key {key_id} changed (revision {current}, the request was made \
+         from {revision}): read them again and retry"
+    )]
+    KmipRevisionStale { key_id: KeyId, revision: u64, current: u64 },
+    #[error(
+        "KMIP client '{agent}' may not revoke or destroy keys: a Security Officer grants that \
+         right with `kmsctl agent kmip-rights {agent} --revoke-destroy on`"
+    )]
+    KmipRightNotGranted { agent: String },
 }
 
 /// What kind of rule a [`Reject`] names, for shells to choose their protocol's answer (an HTTP
@@ -505,6 +532,12 @@ impl Reject {
             R::PartnerDisabled { .. } => 92,
             R::TransferFileReplayed { .. } => 93,
             R::ExportSelectionChanged { .. } => 94,
+            R::KmipAttributeNotSettable { .. } => 95,
+            R::KmipLocateTooBroad { .. } => 96,
+            R::NotKmipObject { .. } => 97,
+            R::KmipWrongState { .. } => 98,
+            R::KmipRevisionStale { .. } => 99,
+            R::KmipRightNotGranted { .. } => 100,
         }
     }
 
@@ -525,7 +558,8 @@ impl Reject {
             | R::UnknownKey { .. }
             | R::UnknownPartner { .. }
             | R::UnknownBackup { .. }
-            | R::UnknownImport { .. } => C::NotFound,
+            | R::UnknownImport { .. }
+            | R::NotKmipObject { .. } => C::NotFound,
             R::UserDisabled { .. }
             | R::AgentDisabled { .. }
             | R::AgentNotEnrolled { .. }
@@ -536,6 +570,7 @@ impl Reject {
             | R::NotAQuorumMember { .. }
             | R::AgentCannotAccessWriteKey { .. }
             | R::AgentCannotAccessKey { .. }
+            | R::KmipRightNotGranted { .. }
             | R::VersionReportFromAnotherKma { .. }
             | R::KmaCertificateFromAnotherKma { .. }
             | R::NotFromThatKma { .. }
@@ -551,8 +586,10 @@ impl Reject {
             | R::CaCertificateFingerprintMismatch { .. }
             | R::NewCaIsCurrentCa { .. }
             | R::RestoreIsALocalCeremony
-            | R::BackupNotADatabaseBackup { .. } => C::Invalid,
+            | R::BackupNotADatabaseBackup { .. }
+            | R::KmipAttributeNotSettable { .. } => C::Invalid,
             R::TooMany { .. } | R::KeyPoolFull { .. } | R::RequestTooOld { .. } => C::Limit,
+            R::KmipLocateTooBroad { .. } => C::Limit,
             R::KeyPoolEmpty | R::FormatNotYetAvailable { .. } => C::Unavailable,
             R::ClusterNotInitialized
             | R::ClusterAlreadyInitialized
@@ -590,6 +627,8 @@ impl Reject {
             | R::PartnerDisabled { .. }
             | R::TransferFileReplayed { .. }
             | R::ExportSelectionChanged { .. }
+            | R::KmipWrongState { .. }
+            | R::KmipRevisionStale { .. }
             | R::BackupAlreadyDestroyed { .. }
             | R::NoTransferKeyPair
             | R::AgentAlreadyEnrolled { .. }

@@ -82,4 +82,9 @@ pub enum Reply {
         keys_received: u64,
         duplicates: u64,
     },
+    /// A KMIP Create or Register: the key and the data unit it was bound to (issue 19).
+    KmipKey {
+        key_id: KeyId,
+        data_unit: DataUnitId,
+    },
 }

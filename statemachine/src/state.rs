@@ -21,6 +21,7 @@ use crate::data_unit::{DataUnit, DataUnitState};
 use crate::ids::{ClusterId, DataUnitId, KeyGroupId, KeyId, KeyPolicyId};
 use crate::import_1x::StagedImport1x;
 use crate::key::{key_state_at, Key, KeyState};
+use crate::kmip::KmipObject;
 use crate::partner::{TransferFileRecord, TransferKeyPair, TransferPartner};
 use crate::policy::{KeyGroup, KeyPolicy};
 use crate::quorum::{PendingQuorumOperation, Quorum};
@@ -115,6 +116,9 @@ pub struct Meta {
     /// The IDs of the partner files imported, never imported again (log format 3, snapshot
     /// format 4; issue 18 point 3). Empty in older snapshots.
     pub transfer_files: BTreeMap<[u8; 16], TransferFileRecord>,
+    /// Agents a Security Officer granted the right to revoke and destroy over KMIP (log format
+    /// 3, snapshot format 4; issue 19). Empty in older snapshots.
+    pub kmip_revokers: BTreeSet<String>,
 }
 
 /// Lookups derived from the records; see [`State::rebuild_index`].
@@ -134,6 +138,11 @@ pub(crate) struct Index {
     pub policy_names: BTreeMap<String, KeyPolicyId>,
     pub group_names: BTreeMap<String, KeyGroupId>,
     pub keys_per_group: BTreeMap<KeyGroupId, u64>,
+    /// (Name, key) of every KMIP object's names: Locate by name (issue 19).
+    pub kmip_names: BTreeSet<(String, KeyId)>,
+    /// (namespace, data, key) of every KMIP object's Application Specific Information: a
+    /// library's Locate of a tape's key (issue 19).
+    pub kmip_application_info: BTreeSet<(String, String, KeyId)>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -146,6 +155,8 @@ pub struct State {
     /// Keys of the KMS 1.x imports being staged (`Meta::imports_1x`), by (import ID, key ID):
     /// no read of the keys sees them until their import commits.
     pub(crate) staged_1x: BTreeMap<(u64, KeyId), Legacy1xKey>,
+    /// The KMIP side of the keys KMIP clients made (issue 19), by key ID.
+    pub(crate) kmip: BTreeMap<KeyId, KmipObject>,
     pub(crate) index: Index,
 }
 
@@ -160,24 +171,26 @@ impl State {
         keys: BTreeMap<KeyId, Box<Key>>,
         data_units: BTreeMap<DataUnitId, DataUnit>,
     ) -> Self {
-        State::from_records(meta, keys, data_units, BTreeMap::new())
+        State::from_records(meta, keys, data_units, BTreeMap::new(), BTreeMap::new())
     }
 
     /// This state with another cluster record: every other record, the staged 1.x keys
     /// included, as they are (tests compare states a refusal may only have stamped).
     pub fn with_meta(&self, meta: Meta) -> State {
         let (keys, units) = (self.keys.clone(), self.data_units.clone());
-        State::from_records(meta, keys, units, self.staged_1x.clone())
+        State::from_records(meta, keys, units, self.staged_1x.clone(), self.kmip.clone())
     }
 
-    /// [`State::from_parts`] with the keys of the 1.x imports being staged.
+    /// [`State::from_parts`] with the keys of the 1.x imports being staged and the KMIP
+    /// objects.
     pub(crate) fn from_records(
         meta: Meta,
         keys: BTreeMap<KeyId, Box<Key>>,
         data_units: BTreeMap<DataUnitId, DataUnit>,
         staged_1x: BTreeMap<(u64, KeyId), Legacy1xKey>,
+        kmip: BTreeMap<KeyId, KmipObject>,
     ) -> Self {
-        let mut state = State { meta, keys, data_units, staged_1x, index: Index::default() };
+        let mut state = State { meta, keys, data_units, staged_1x, kmip, index: Index::default() };
         state.rebuild_index();
         state
     }
@@ -314,6 +327,9 @@ impl State {
         for (id, data_unit) in &self.data_units {
             index.tags.insert((data_unit.external_tag.clone(), *id));
         }
+        for (id, object) in &self.kmip {
+            index_kmip(&mut index, id, object);
+        }
         self.index = index;
     }
 }
@@ -337,6 +353,26 @@ pub(crate) fn index_key(index: &mut Index, key: &Key) {
     }
     if let Some(at_ms) = key.next_audit_at_ms {
         index.transitions.insert((at_ms.get(), key.id));
+    }
+}
+
+/// Adds one KMIP object's names and Application Specific Information to the lookups.
+pub(crate) fn index_kmip(index: &mut Index, key_id: &KeyId, object: &KmipObject) {
+    for name in object.names() {
+        index.kmip_names.insert((name.into(), *key_id));
+    }
+    for (namespace, data) in object.application_info() {
+        index.kmip_application_info.insert((namespace.into(), data.into(), *key_id));
+    }
+}
+
+/// Removes one KMIP object from the lookups, before it changes.
+pub(crate) fn unindex_kmip(index: &mut Index, key_id: &KeyId, object: &KmipObject) {
+    for name in object.names() {
+        index.kmip_names.remove(&(name.into(), *key_id));
+    }
+    for (namespace, data) in object.application_info() {
+        index.kmip_application_info.remove(&(namespace.into(), data.into(), *key_id));
     }
 }
 

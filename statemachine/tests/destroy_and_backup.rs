@@ -66,8 +66,9 @@ fn o7_compliance_officer_cannot_destroy_operator_cannot_compromise() {
     ));
 }
 
-/// No command deactivates a key: only its cryptoperiod's end does, at the exact instant.
-/// (SPEC O7)
+/// No user's command deactivates a key: its cryptoperiod's end does, at the exact instant (a
+/// KMIP client's Revoke, with a right a Security Officer grants, is the one other way: see
+/// `tests/kmip.rs`). (SPEC O7)
 #[test]
 fn o7_nobody_can_deactivate_only_time_does() {
     assert!(CommandKind::ALL.iter().all(|kind| !format!("{kind:?}").contains("Deactivat")));

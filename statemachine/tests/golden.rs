@@ -634,6 +634,14 @@ fn c7_golden_commands_v1_decode_unchanged() {
         K::RestoreCluster,
         K::RecoverFromLostMajority,
         K::SetTransferPartnerEnabled,
+        K::CreateKmipKey,
+        K::RegisterKmipKey,
+        K::ActivateKmipKey,
+        K::SetKmipAttributes,
+        K::RevokeKmipKey,
+        K::DestroyKmipKey,
+        K::SetAgentKmipRights,
+        K::RecordKmipReads,
     ];
     let all: std::collections::BTreeSet<_> =
         K::ALL.into_iter().filter(|kind| !added.contains(kind)).collect();

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use statemachine::cluster::KeyPoolLimits;
 use statemachine::command::{DestroySelection, TransferDirection};
 use statemachine::key::KeyCheckValue;
+use statemachine::kmip::{KmipAttribute, KmipValue};
 use statemachine::quorum::QuorumOperation;
 use statemachine::{
     Access, Actor, AuditWhat, Command, DataUnitId, Formats, KeyId, KmaVersion, Outcome, Read,
@@ -607,7 +608,52 @@ fn scenarios() -> Vec<(u16, &'static str, RejectClass, Scenario)> {
             };
             c.apply(Actor::System, Command::RecordTransferExport(export))
         }),
+        (95, "KmipAttributeNotSettable", Invalid, |c, _| {
+            c.open_format(3);
+            let colour = KmipAttribute::new("Colour", KmipValue::Text(s("red")));
+            let create = Command::CreateKmipKey { usage_mask: 12, attributes: vec![colour] };
+            c.apply(agent("drive1"), create)
+        }),
+        (96, "KmipLocateTooBroad", Limit, |c, _| {
+            c.open_format(3);
+            let create = Command::CreateKmipKey { usage_mask: 12, attributes: vec![] };
+            c.ok(agent("drive1"), create);
+            c.before_last = Some(c.state.clone());
+            c.last = None;
+            let filter = statemachine::kmip::KmipFilter::default();
+            c.state.kmip_locate("drive1", &filter, (0, 10), 0, c.now_ms).map(|_| Reply::Done)
+        }),
+        (97, "NotKmipObject", NotFound, |c, f| {
+            c.open_format(3);
+            c.apply(agent("drive1"), Command::ActivateKmipKey { key_id: f.key })
+        }),
+        (98, "KmipWrongState", Conflict, |c, _| {
+            c.open_format(3);
+            let key_id = kmip_key(c);
+            c.ok(agent("drive1"), Command::ActivateKmipKey { key_id });
+            c.apply(agent("drive1"), Command::ActivateKmipKey { key_id })
+        }),
+        (99, "KmipRevisionStale", Conflict, |c, _| {
+            c.open_format(3);
+            let key_id = kmip_key(c);
+            let change = Command::SetKmipAttributes { key_id, revision: 0, attributes: vec![] };
+            c.apply(agent("drive1"), change)
+        }),
+        (100, "KmipRightNotGranted", Forbidden, |c, _| {
+            c.open_format(3);
+            let key_id = kmip_key(c);
+            c.apply(agent("drive1"), Command::DestroyKmipKey { key_id })
+        }),
     ]
+}
+
+/// A key drive1 made over KMIP.
+fn kmip_key(cluster: &mut TestCluster) -> KeyId {
+    let create = Command::CreateKmipKey { usage_mask: 12, attributes: vec![] };
+    match cluster.ok(agent("drive1"), create) {
+        Reply::KmipKey { key_id, .. } => key_id,
+        other => panic!("expected a KMIP key, got {other:?}"),
+    }
 }
 
 /// A batch of one 1.x key staged under import 5 into `std`, its value all `byte`.
@@ -723,7 +769,7 @@ fn every_reject_variant_has_a_triggering_scenario_and_a_frozen_code() {
         assert!(covered.insert(code, name.to_string()).is_none(), "{name}: code {code} twice");
     }
     assert_eq!(covered, codes_in_source(), "every code of Reject::code has its scenario");
-    let expected: BTreeSet<u16> = (1..=94).collect();
+    let expected: BTreeSet<u16> = (1..=100).collect();
     assert_eq!(covered.keys().copied().collect::<BTreeSet<_>>(), expected, "codes run on");
 }
 

@@ -123,7 +123,9 @@ fn s1_role_matrix_document_is_current() {
     let mut text = String::from(
         "# Role matrix\n\nWho may issue each command (SPEC S1). Generated from \
          `statemachine/src/permission.rs` by `statemachine/tests/role_matrix.rs`; the Auditor \
-         issues no command, it only reads. No command deactivates a key: only time does.\n\n\
+         issues no command, it only reads. No user deactivates a key: time does, and a KMIP \
+         client's Revoke, once a Security Officer granted that client the right \
+         (`SetAgentKmipRights`, issue 19).\n\n\
          | command | issued by |\n|---|---|\n",
     );
     for kind in CommandKind::ALL {

@@ -51,7 +51,15 @@ fn c7_every_command_but_those_of_formats_2_and_3_needs_format_1() {
             | Command::AbandonImport1x { .. }
             | Command::SetTransferPartnerEnabled { .. }
             | Command::RecordTransferExport(_)
-            | Command::ImportTransferFile(_) => 3,
+            | Command::ImportTransferFile(_)
+            | Command::CreateKmipKey { .. }
+            | Command::RegisterKmipKey { .. }
+            | Command::ActivateKmipKey { .. }
+            | Command::SetKmipAttributes { .. }
+            | Command::RevokeKmipKey { .. }
+            | Command::DestroyKmipKey { .. }
+            | Command::SetAgentKmipRights { .. }
+            | Command::RecordKmipReads { .. } => 3,
             _ => 1,
         };
         assert_eq!(command.format_needed(), needed, "{:?}", command.kind());

@@ -26,6 +26,7 @@ use crate::data_unit::DataUnit;
 use crate::format::{LOG_FORMAT_BASELINE, LOG_FORMAT_MAX};
 use crate::ids::{DataUnitId, KeyId, KEY_ID_LEN};
 use crate::key::Key;
+use crate::kmip::KmipObject;
 use crate::state::{Meta, State};
 
 /// The newest log-entry format this software reads: 1 before issue 15; 2 adds the commands of
@@ -42,7 +43,9 @@ pub const ENVELOPE_FORMAT_VERSION: u8 = LOG_FORMAT_MAX as u8;
 /// after), and `Meta` with the quorum version and the cluster epoch
 /// (`Meta::quorum_changed_index`, `Meta::cluster_epoch`); and (issue 18, before the release)
 /// `Meta` with the staged 1.x imports (`Meta::imports_1x`), their keys in records of their own
-/// after the data units.
+/// after the data units; and (issue 19, before the release) `Meta` with the agents that may
+/// revoke and destroy over KMIP (`Meta::kmip_revokers`), and the KMIP objects in records of their
+/// own after the staged keys.
 pub const SNAPSHOT_FORMAT_VERSION: u8 = 4;
 /// A single record larger than this is corruption, not data (the largest real one is `Meta`).
 const SNAPSHOT_RECORD_LEN_MAX: usize = 256 * 1024 * 1024;
@@ -126,6 +129,11 @@ enum SnapshotRecordRef<'a> {
         import_id: u64,
         key: &'a Legacy1xKey,
     },
+    /// The KMIP side of a key (snapshot format 4, issue 19), after the staged keys.
+    KmipObject {
+        key_id: KeyId,
+        object: &'a KmipObject,
+    },
 }
 
 /// A snapshot record as read, its cluster record of shape `M`: today's `Meta`, or that of an
@@ -137,6 +145,7 @@ enum SnapshotRecord<M = Meta> {
     DataUnit(DataUnit),
     End { keys: u64, data_units: u64 },
     Staged1xKey { import_id: u64, key: Legacy1xKey },
+    KmipObject { key_id: KeyId, object: KmipObject },
 }
 
 impl<M> SnapshotRecord<M> {
@@ -148,6 +157,9 @@ impl<M> SnapshotRecord<M> {
             SnapshotRecord::End { keys, data_units } => SnapshotRecord::End { keys, data_units },
             SnapshotRecord::Staged1xKey { import_id, key } => {
                 SnapshotRecord::Staged1xKey { import_id, key }
+            }
+            SnapshotRecord::KmipObject { key_id, object } => {
+                SnapshotRecord::KmipObject { key_id, object }
             }
         }
     }
@@ -175,11 +187,15 @@ pub fn snapshot_chunks(state: &State, chunk_len: usize) -> impl Iterator<Item = 
         .staged_1x
         .iter()
         .map(|((import_id, _), key)| SnapshotRecordRef::Staged1xKey { import_id: *import_id, key });
+    let kmip = state
+        .kmip
+        .iter()
+        .map(|(key_id, object)| SnapshotRecordRef::KmipObject { key_id: *key_id, object });
     let end = core::iter::once(SnapshotRecordRef::End {
         keys: state.keys.len() as u64,
         data_units: state.data_units.len() as u64,
     });
-    let mut records = head.chain(keys).chain(units).chain(staged).chain(end).peekable();
+    let mut records = head.chain(keys).chain(units).chain(staged).chain(kmip).chain(end).peekable();
     let mut first = true;
     core::iter::from_fn(move || {
         records.peek()?;
@@ -229,6 +245,7 @@ pub struct SnapshotReader {
     keys: Vec<(KeyId, Box<Key>)>,
     data_units: Vec<(DataUnitId, DataUnit)>,
     staged_1x: Vec<((u64, KeyId), Legacy1xKey)>,
+    kmip: Vec<(KeyId, KmipObject)>,
     end: Option<(u64, u64)>,
 }
 
@@ -293,8 +310,17 @@ impl SnapshotReader {
                 }
                 self.keys.push((key.id, Box::new(key)));
             }
-            SnapshotRecord::DataUnit(_) if !self.staged_1x.is_empty() => {
-                return Err(out_of_order("data unit after a staged key"));
+            SnapshotRecord::DataUnit(_) if !self.staged_1x.is_empty() || !self.kmip.is_empty() => {
+                return Err(out_of_order("data unit after a staged key or a KMIP object"));
+            }
+            SnapshotRecord::Staged1xKey { .. } if !self.kmip.is_empty() => {
+                return Err(out_of_order("staged key after a KMIP object"));
+            }
+            SnapshotRecord::KmipObject { key_id, object } => {
+                if self.kmip.last().is_some_and(|(last, _)| *last >= key_id) {
+                    return Err(out_of_order("KMIP objects out of order"));
+                }
+                self.kmip.push((key_id, object));
             }
             SnapshotRecord::Staged1xKey { import_id, key } => {
                 let at = (import_id, key.id);
@@ -342,6 +368,10 @@ impl SnapshotReader {
         if orphan || over {
             return Err(truncated("staged 1.x keys differ from their imports"));
         }
-        Ok(State::from_records(meta, keys, data_units, staged_1x))
+        let kmip: BTreeMap<KeyId, KmipObject> = self.kmip.into_iter().collect();
+        if kmip.keys().any(|key_id| !keys.contains_key(key_id)) {
+            return Err(truncated("a KMIP object of a key the snapshot does not hold"));
+        }
+        Ok(State::from_records(meta, keys, data_units, staged_1x, kmip))
     }
 }

@@ -250,6 +250,8 @@ impl<K: Into<Kma>> MetaV1<K> {
             // Partners were disabled and files imported with their IDs from log format 3 only.
             disabled_partners: Default::default(),
             transfer_files: BTreeMap::new(),
+            // KMIP rights were granted from log format 3 only (issue 19).
+            kmip_revokers: Default::default(),
         }
     }
 }

@@ -4,7 +4,7 @@
 
 mod samples;
 #[allow(unused_imports)] // Not every test binary uses the samples.
-pub use samples::{restore_of_kma9, samples, stage_for};
+pub use samples::{kmip_sample_attributes, kmip_sample_key, restore_of_kma9, samples, stage_for};
 
 use statemachine::command::{InitCluster, NewKey};
 use statemachine::key::{KeyCheckValue, WrappedKey};

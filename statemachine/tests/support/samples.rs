@@ -5,8 +5,9 @@ use statemachine::command::{
     DestroySelection, InitCluster, TransferDirection, TransferredDataUnit, TransferredKey,
 };
 use statemachine::key::{Activation, KeyCheckValue};
+use statemachine::kmip::{KmipAttribute, KmipValue};
 use statemachine::quorum::QuorumOperation;
-use statemachine::{Actor, Command, Role, RoleSet};
+use statemachine::{Actor, Command, KeyId, Role, RoleSet};
 
 use super::*;
 
@@ -249,7 +250,64 @@ pub fn samples(cluster: &mut TestCluster, f: &Fixture) -> Vec<Command> {
             file_id: [2; 16],
             data_units: vec![transferred.clone()],
         }),
+        // Issue 19: KMIP clients. The commands on an existing KMIP key act on the one
+        // `stage_for` registers (`kmip_sample_key`), with the right to revoke and destroy.
+        Command::CreateKmipKey { usage_mask: 12, attributes: kmip_sample_attributes() },
+        Command::RegisterKmipKey {
+            key: cluster.new_key(),
+            usage_mask: 12,
+            attributes: kmip_sample_attributes(),
+        },
+        Command::ActivateKmipKey { key_id: kmip_sample_key().id },
+        Command::SetKmipAttributes {
+            key_id: kmip_sample_key().id,
+            revision: 1,
+            attributes: vec![KmipAttribute::new("x-Barcode", KmipValue::Text(s("XXA012A2")))],
+        },
+        Command::RevokeKmipKey { key_id: kmip_sample_key().id, compromised: false },
+        Command::DestroyKmipKey { key_id: kmip_sample_key().id },
+        Command::SetAgentKmipRights { agent: s("drive1"), revoke_and_destroy: true },
+        Command::RecordKmipReads {
+            reads: vec![statemachine::audit::KmipReadCount {
+                agent: s("drive1"),
+                operation: 0x0A,
+                count: 3,
+                refused: 1,
+                keys: vec![f.key],
+                keys_not_named: 0,
+                from_ms: now,
+                to_ms: now + SECOND_MS,
+            }],
+        },
     ]
+}
+
+/// What a tape library gives a new key (the Tape Library profile's TL-M-2): a name, the
+/// barcode, the key-associated data as Application Specific Information, vendor attributes.
+pub fn kmip_sample_attributes() -> Vec<KmipAttribute> {
+    let name = |value: &str| KmipValue::Name { value: value.into(), name_type: 1 };
+    vec![
+        KmipAttribute::new("Name", name("AAAAAAA1A1AA12345678901234567")),
+        KmipAttribute::new("Alternative Name", name("XXA012A1")),
+        KmipAttribute::new(
+            "Application Specific Information",
+            KmipValue::ApplicationInfo {
+                namespace: "LIBRARY-LTO".into(),
+                data: "123456789ABCDEF123456789123456789ABCDEF123456789ABCDEF1234000000".into(),
+            },
+        ),
+        KmipAttribute::new("x-VendorAttribute2", KmipValue::Integer(7)),
+        KmipAttribute::new("x-VendorAttribute3", KmipValue::DateTime(1_400_000_000)),
+    ]
+}
+
+/// The key a KMIP client registers in `stage_for`, with a known ID.
+pub fn kmip_sample_key() -> statemachine::command::NewKey {
+    statemachine::command::NewKey {
+        id: KeyId::native(CLUSTER, [0x19; 22]),
+        material: fake_wrap([0x19; 32]),
+        check_value: KeyCheckValue([0x19; 16]),
+    }
 }
 
 /// Brings the prepared cluster, at log format 3, to the step of a CA rotation that `command`
@@ -257,6 +315,26 @@ pub fn samples(cluster: &mut TestCluster, f: &Fixture) -> Vec<Command> {
 /// beginning; a begun one for a reissued certificate; every KMA reissued for the completion;
 /// a completed one, its old CA retiring, for an adoption. Any other command needs nothing.
 pub fn stage_for(cluster: &mut TestCluster, command: &Command) {
+    if let Command::ActivateKmipKey { .. }
+    | Command::SetKmipAttributes { .. }
+    | Command::RevokeKmipKey { .. }
+    | Command::DestroyKmipKey { .. } = command
+    {
+        let register = Command::RegisterKmipKey {
+            key: kmip_sample_key(),
+            usage_mask: 12,
+            attributes: kmip_sample_attributes(),
+        };
+        cluster.ok(agent("drive1"), register);
+        let grant =
+            Command::SetAgentKmipRights { agent: "drive1".into(), revoke_and_destroy: true };
+        cluster.ok(so(), grant);
+        if let Command::DestroyKmipKey { key_id } = command {
+            let revoke = Command::RevokeKmipKey { key_id: *key_id, compromised: false };
+            cluster.ok(agent("drive1"), revoke);
+        }
+        return;
+    }
     if let Command::RecordTransferExport(export) = command {
         // An export needs a group assigned to the partner for export.
         let assign = Command::AssignKeyGroupToPartner {
