@@ -37,6 +37,14 @@ pub trait Backend: Send + Sync + 'static {
         read: impl FnOnce(&State) -> R + Send,
     ) -> impl Future<Output = Result<R, BackendError>> + Send;
 
+    /// Runs `read` on the local state once this KMA has confirmed with a quorum that it holds
+    /// everything committed so far: an answer as current as a write (a KMIP Get or Locate that
+    /// found nothing confirms so before it answers "not found").
+    fn read_linearizable<R: Send>(
+        &self,
+        read: impl FnOnce(&State) -> R + Send,
+    ) -> impl Future<Output = Result<R, BackendError>> + Send;
+
     /// Proposes `command` on behalf of `agent` (or of the KMA itself when `agent` is `None`) and
     /// waits until it is committed and applied here.
     fn propose(

@@ -21,6 +21,8 @@
 //!   turns rejects and backend errors into refusals, with the codes of the `wire` crate's
 //!   `ErrorCode` in the agent spelling; `extract`: the body, query and path extractors whose
 //!   rejections are refusals of that shape too.
+//! - [`kmip`]: the KMIP listener ([`kmip::serve_kmip`]): TTLV over mutual TLS for tape libraries
+//!   and other KMIP clients, who are agents too (issue 19).
 //! - [`epoch`]: the cluster epoch a certificate names (SPEC B7); the client refuses KMAs of an
 //!   older epoch than one it has seen.
 //! - [`client`]: [`AgentClient`] and [`enroll`](client::enroll), for drives and integrators.
@@ -38,6 +40,7 @@ mod enroll;
 pub mod epoch;
 mod error;
 mod extract;
+pub mod kmip;
 mod routes;
 pub mod server;
 pub mod throttle;

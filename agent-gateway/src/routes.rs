@@ -26,7 +26,7 @@ use crate::wire::{
 type Gw<B> = State<Arc<Gateway<B>>>;
 
 /// Key states are read at the local wall-clock time, as every KMA of the cluster does.
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_millis() as u64)
 }
 

@@ -341,6 +341,8 @@ pub struct FakeKma {
     pub min_indexes: Mutex<Vec<u64>>,
     /// While set, reads see this copy of the state, as on a KMA that lags behind the log.
     pub lagging: Mutex<Option<State>>,
+    /// Linearizable reads asked for; they always see the current state.
+    pub linearizable_reads: AtomicUsize,
 }
 
 impl FakeKma {
@@ -350,6 +352,7 @@ impl FakeKma {
             locked: AtomicBool::new(false),
             partitioned: AtomicBool::new(false),
             proposals: AtomicUsize::new(0),
+            linearizable_reads: AtomicUsize::new(0),
             locked_refusals: AtomicUsize::new(0),
             min_indexes: Mutex::new(Vec::new()),
             lagging: Mutex::new(None),
@@ -386,6 +389,15 @@ impl Backend for FakeKma {
             Ok(read(state))
         };
         std::future::ready(result)
+    }
+
+    fn read_linearizable<R: Send>(
+        &self,
+        read: impl FnOnce(&State) -> R + Send,
+    ) -> impl Future<Output = Result<R, BackendError>> + Send {
+        self.linearizable_reads.fetch_add(1, Ordering::SeqCst);
+        let current = self.cluster.state.lock().expect("state");
+        std::future::ready(Ok(read(&current)))
     }
 
     fn propose(

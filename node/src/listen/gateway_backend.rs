@@ -179,6 +179,26 @@ impl Backend for GatewayBackend {
         Ok(read(&state))
     }
 
+    /// Confirmed with a quorum by the leader. A follower cannot confirm by itself, and a wrong
+    /// "not found" would make a library write a tape with a second key: it answers that the
+    /// client should retry (on the leader, or once this KMA knows it is current).
+    async fn read_linearizable<R: Send>(
+        &self,
+        read: impl FnOnce(&State) -> R + Send,
+    ) -> Result<R, BackendError> {
+        self.local.read_barrier_within(0, true, AGENT_READ_WAIT).await.map_err(|error| {
+            BackendError {
+                retryable: true,
+                message: format!(
+                    "this KMA cannot confirm that it holds every committed key ({error}); \
+                     retry, or send the request to the leader"
+                ),
+            }
+        })?;
+        let state = self.local.state.read().await;
+        Ok(read(&state))
+    }
+
     async fn propose(
         &self,
         agent: Option<&str>,
