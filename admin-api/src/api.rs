@@ -145,6 +145,31 @@ pub struct Enabled {
     pub enabled: bool,
 }
 
+/// A KMIP client's certificate request (PEM PKCS#10), for its enrollment by an Operator.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct KmipEnrollment {
+    pub csr_pem: String,
+}
+
+/// The certificate a KMIP client presents from now on, with the CA that signed it and the
+/// fingerprint recorded (SHA-256 of the DER, hex).
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct KmipCertificate {
+    pub agent: String,
+    pub certificate_pem: String,
+    pub ca_pem: String,
+    pub fingerprint: String,
+    pub index: u64,
+}
+
+/// What a KMIP client may do beyond what every agent may (issue 19).
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct KmipRights {
+    /// Revoke and Destroy over KMIP (agents may neither compromise nor destroy keys otherwise,
+    /// SPEC S1, O7); Destroy still needs a deactivated or compromised key.
+    pub revoke_and_destroy: bool,
+}
+
 #[derive(Clone, Serialize, Deserialize, ToSchema)]
 pub struct Passphrase {
     pub passphrase: String,

@@ -84,6 +84,17 @@ pub trait AdminNode: Send + Sync + 'static {
     /// the cluster's transfer key pair ([`crate::transfer::perform`]). Refused (`kma-locked`)
     /// while this KMA is locked.
     fn transfer(&self, work: TransferWork) -> BoxFuture<'_, Result<TransferDone, ErrorBody>>;
+
+    /// Signs an agent's certificate request with the cluster CA (issue 19: a KMIP client,
+    /// which cannot run the enrollment challenge, is enrolled by an Operator from its request).
+    /// The certificate names `agent:<agent>` whatever the request asked. Returns the
+    /// certificate and the CA certificate, PEM. Refused (`kma-locked`) while this KMA cannot
+    /// sign.
+    fn sign_agent_certificate(
+        &self,
+        agent: &str,
+        csr_pem: &str,
+    ) -> Result<(String, String), ErrorBody>;
 }
 
 /// The API's handle on its KMA.

@@ -193,3 +193,70 @@ async fn o9_destroy_by_key_id_carries_its_confirmed_digest_from_format_3() {
         assert!(state.key_state(&key_id, NOW_MS).expect("kept").is_destroyed());
     }
 }
+
+/// A tape library's certificate request, PEM, asking for a name of its own.
+fn library_csr() -> String {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.distinguished_name.push(rcgen::DnType::CommonName, "agent:someone-else");
+    params.serialize_request(&key).expect("request").pem().expect("PEM")
+}
+
+/// Setup: an in-memory KMA at log format 3; agent library1 created by the Operator. Action:
+/// the Auditor asks to enroll it; garbage as a request; the Operator enrolls it from its
+/// request (which asks for another name); the Operator enrolls it again; the Operator, then a
+/// Security Officer, grant it the right to revoke and destroy over KMIP. Expect: the Auditor
+/// is refused (forbidden); the garbage is a bad request and records nothing; the enrollment
+/// records the fingerprint of a certificate naming `agent:library1` whatever the request asked;
+/// the second is refused as already enrolled, with the next step; only the Security Officer
+/// may grant the right, and the state records it. (issue 19; SPEC S1, A1, U1)
+#[tokio::test]
+async fn u5_an_operator_enrolls_a_kmip_client_and_a_security_officer_grants_its_rights() {
+    let node = MemoryNode::new();
+    node.ok(Actor::System, Command::ReportSoftwareVersion { kma: "kma1".into(), version: 3 });
+    let create = Command::CreateAgent {
+        id: "library1".into(),
+        site: "east".into(),
+        passphrase_verifier: vec![3; 32],
+    };
+    node.ok(Actor::User("op".into()), create);
+    let router = router(&node);
+    let enroll = |user: &str, csr: &str| {
+        let body = serde_json::json!({ "csr_pem": csr }).to_string();
+        request("POST", "/v1/agents/library1/kmip-enrollment", Some(user), Body::from(body))
+    };
+    let forbidden = refusal(send(&router, enroll("au", &library_csr())).await);
+    assert_eq!(forbidden.code, ErrorCode::Forbidden, "{}", forbidden.message);
+    let garbage = refusal(send(&router, enroll("op", "not a request")).await);
+    assert_eq!(garbage.code, ErrorCode::BadRequest, "{}", garbage.message);
+    assert_eq!(node.state.read().await.meta().agents["library1"].certificate_fingerprint, None);
+
+    let (status, _, body) = send(&router, enroll("op", &library_csr())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let enrolled: admin_api::api::KmipCertificate = serde_json::from_str(&body).expect("JSON");
+    let der = rustls_pemfile::certs(&mut enrolled.certificate_pem.as_bytes())
+        .next()
+        .expect("a certificate")
+        .expect("PEM");
+    let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref()).expect("X.509");
+    let name = parsed.subject().iter_common_name().next().expect("CN").as_str().expect("text");
+    assert_eq!(name, "agent:library1");
+    let recorded = node.state.read().await.meta().agents["library1"].certificate_fingerprint;
+    let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(der.as_ref()).into();
+    assert_eq!(recorded, Some(digest));
+    assert_eq!(enrolled.fingerprint, hex::encode(digest));
+
+    let again = refusal(send(&router, enroll("op", &library_csr())).await);
+    assert_eq!(again.code, ErrorCode::Rejected, "{}", again.message);
+    assert!(again.help.is_some_and(|help| help.contains("kmsctl agent passphrase")));
+
+    let grant = |user: &str| {
+        let body = Body::from(r#"{"revoke_and_destroy":true}"#);
+        request("PUT", "/v1/agents/library1/kmip-rights", Some(user), body)
+    };
+    let operator = refusal(send(&router, grant("op")).await);
+    assert_eq!(operator.code, ErrorCode::Forbidden, "{}", operator.message);
+    let (status, _, body) = send(&router, grant("so")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(node.state.read().await.meta().kmip_revokers.contains("library1"));
+}

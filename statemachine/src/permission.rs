@@ -556,6 +556,9 @@ impl Access {
             Access::Command(kind) => kind.issuer(),
             Access::Read(read) => read.reader(),
             Access::RaftMembership => Issuer::Users(SO),
+            // An Operator asks a KMA to enroll a KMIP client from its certificate request:
+            // the KMA signs it and records the enrollment itself (issue 19).
+            Access::AskKma(CommandKind::RecordAgentEnrollment) => Issuer::Users(OP),
             Access::AskKma(kind) => match kind.issuer_before_format_3() {
                 Some(issuer) => issuer,
                 None => Issuer::System,

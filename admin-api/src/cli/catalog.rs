@@ -9,8 +9,8 @@ use super::exit::CliError;
 use super::prompt::{self, Source};
 use super::render;
 use crate::api::{
-    Agent, AgentQuery, Enabled, GroupName, KeyGroup, KeyPolicy, NewAgent, NewKeyGroup, Passphrase,
-    PolicyFlags, SiteName,
+    Agent, AgentQuery, Enabled, GroupName, KeyGroup, KeyPolicy, KmipCertificate, KmipEnrollment,
+    KmipRights, NewAgent, NewKeyGroup, Passphrase, PolicyFlags, SiteName,
 };
 use crate::client::segment;
 
@@ -105,6 +105,30 @@ pub enum AgentCommand {
     RemoveGroup { id: String, group: String },
     /// Set the key group new keys of an agent come from.
     DefaultGroup { id: String, group: String },
+    /// Enroll a KMIP client (a tape library) from its certificate request: writes the
+    /// certificate it presents from now on to --out (Operator).
+    EnrollKmip {
+        id: String,
+        /// Its certificate request, PEM PKCS#10.
+        #[arg(long)]
+        csr: std::path::PathBuf,
+        /// Where to write its certificate (never overwritten).
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Grant or withdraw a KMIP client's right to revoke and destroy keys (Security Officer).
+    KmipRights {
+        id: String,
+        #[arg(long, value_name = "on|off")]
+        revoke_destroy: Switch,
+    },
+}
+
+/// A yes/no setting, spelled as an operator says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
 }
 
 pub async fn policy(ctx: &Ctx, command: PolicyCommand) -> Result<(), CliError> {
@@ -183,6 +207,12 @@ pub async fn agent(ctx: &Ctx, command: AgentCommand) -> Result<(), CliError> {
         AgentCommand::List { site, enabled, group, page } => {
             return agent_list(ctx, site, enabled, group, &page).await;
         }
+        AgentCommand::EnrollKmip { id, csr, out } => {
+            return agent_enroll_kmip(ctx, &id, &csr, &out).await
+        }
+        AgentCommand::KmipRights { id, revoke_destroy } => {
+            return agent_kmip_rights(ctx, &id, revoke_destroy == Switch::On).await;
+        }
         AgentCommand::Show { id } => {
             let agent: Agent = client.get(&agent_path(&id, "")).await?;
             return ctx.show(&agent, render::agent);
@@ -239,6 +269,47 @@ pub async fn agent(ctx: &Ctx, command: AgentCommand) -> Result<(), CliError> {
     let body =
         body.transpose().map_err(|e| CliError::Other { message: e.to_string(), help: None })?;
     let done = client.write(method, &path, body.as_ref()).await?;
+    ctx.done(&what, &done)
+}
+
+async fn agent_enroll_kmip(
+    ctx: &Ctx,
+    id: &str,
+    csr: &std::path::Path,
+    out: &std::path::Path,
+) -> Result<(), CliError> {
+    if out.exists() {
+        return Err(CliError::usage(format!(
+            "{} exists: a certificate is never written over a file; choose another --out",
+            out.display()
+        )));
+    }
+    let csr_pem = std::fs::read_to_string(csr).map_err(|e| CliError::file(csr, e))?;
+    let path = format!("/v1/agents/{}/kmip-enrollment", segment(id));
+    let body = KmipEnrollment { csr_pem };
+    let enrolled: KmipCertificate = ctx.client.send(Method::POST, &path, Some(&body)).await?;
+    ctx.client.observe_index(enrolled.index);
+    super::records::write_atomically(out, enrolled.certificate_pem.as_bytes())?;
+    ctx.show(&enrolled, |e| {
+        format!(
+            "KMIP client {} enrolled: its certificate is in {}\nFingerprint: {}\nIt trusts this CA:\n{}",
+            e.agent,
+            out.display(),
+            e.fingerprint,
+            e.ca_pem
+        )
+    })
+}
+
+async fn agent_kmip_rights(ctx: &Ctx, id: &str, revoke_and_destroy: bool) -> Result<(), CliError> {
+    let path = format!("/v1/agents/{}/kmip-rights", segment(id));
+    let done =
+        ctx.client.write(Method::PUT, &path, Some(&KmipRights { revoke_and_destroy })).await?;
+    let what = if revoke_and_destroy {
+        format!("KMIP client {id} may revoke and destroy keys (Destroy still needs a deactivated or compromised key)")
+    } else {
+        format!("KMIP client {id} may no longer revoke or destroy keys")
+    };
     ctx.done(&what, &done)
 }
 

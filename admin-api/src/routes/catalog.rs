@@ -1,6 +1,7 @@
 //! Key policies, key groups and agents (SPEC O1–O3).
 
 use axum::extract::State;
+use sha2::Digest;
 use statemachine::list::{page_size, AgentFilter};
 use statemachine::Command;
 use statemachine::Read;
@@ -10,8 +11,9 @@ use utoipa_axum::routes;
 use super::extract::{Json, Path, Query};
 use super::{read, run, AdminState, Answer, Refusal};
 use crate::api::{
-    Agent, AgentQuery, Done, Enabled, ErrorBody, GroupName, KeyGroup, KeyPolicy, NewAgent,
-    NewKeyGroup, Page, Passphrase, PolicyFlags, ReadParams, SiteName,
+    Agent, AgentQuery, Done, Enabled, ErrorBody, ErrorCode, GroupName, KeyGroup, KeyPolicy,
+    KmipCertificate, KmipEnrollment, KmipRights, NewAgent, NewKeyGroup, Page, Passphrase,
+    PolicyFlags, ReadParams, SiteName,
 };
 use crate::backend::Caller;
 use crate::view;
@@ -31,6 +33,8 @@ pub fn routes() -> OpenApiRouter<AdminState> {
         .routes(routes!(add_agent_group))
         .routes(routes!(remove_agent_group))
         .routes(routes!(set_default_group))
+        .routes(routes!(set_kmip_rights))
+        .routes(routes!(enroll_kmip))
 }
 
 #[utoipa::path(get, path = "/v1/policies", tag = "catalog", params(ReadParams),
@@ -265,4 +269,64 @@ async fn set_default_group(
     Json(group): Json<GroupName>,
 ) -> Answer<Done> {
     run(&admin, &caller, Command::SetAgentDefaultKeyGroup { agent, group: group.group }, None).await
+}
+
+/// A Security Officer grants or withdraws a KMIP client's right to revoke and destroy keys
+/// (issue 19); audited as a change of the agent.
+#[utoipa::path(put, path = "/v1/agents/{id}/kmip-rights", tag = "catalog",
+    request_body = KmipRights,
+    responses((status = 200, body = Done), (status = "default", body = ErrorBody)))]
+async fn set_kmip_rights(
+    State(admin): State<AdminState>,
+    caller: Caller,
+    Path(agent): Path<String>,
+    Json(rights): Json<KmipRights>,
+) -> Answer<Done> {
+    let command =
+        Command::SetAgentKmipRights { agent, revoke_and_destroy: rights.revoke_and_destroy };
+    run(&admin, &caller, command, None).await
+}
+
+/// An Operator enrolls a KMIP client (a tape library), which cannot run the enrollment
+/// challenge, from its certificate request: the KMA signs it as `agent:<ID>` and records its
+/// fingerprint, as a drive's enrollment does (issue 19). Refused for an agent already
+/// enrolled: a new passphrase (`PUT /v1/agents/{id}/passphrase`) revokes the old certificate
+/// first. Attacker's view: only an Operator may ask, the request's own names are ignored, and
+/// a signed certificate whose enrollment is refused is never recorded, so it opens nothing.
+#[utoipa::path(post, path = "/v1/agents/{id}/kmip-enrollment", tag = "catalog",
+    request_body = KmipEnrollment,
+    responses((status = 200, body = KmipCertificate), (status = "default", body = ErrorBody)))]
+async fn enroll_kmip(
+    State(admin): State<AdminState>,
+    caller: Caller,
+    Path(agent): Path<String>,
+    Json(request): Json<KmipEnrollment>,
+) -> Result<axum::Json<KmipCertificate>, Refusal> {
+    let user = super::user_of(&caller)?;
+    {
+        let state = admin.node.state().await;
+        let access = statemachine::Access::AskKma(statemachine::CommandKind::RecordAgentEnrollment);
+        super::check_user(&state, &user, access)?;
+        let known = state.meta().agents.get(&agent);
+        let known = known.ok_or_else(|| Refusal::not_found(format!("no agent '{agent}'")))?;
+        if known.enrolled() {
+            return Err(Refusal::rejected(&statemachine::Reject::AgentAlreadyEnrolled { agent })
+                .with_help("set a new passphrase first (`kmsctl agent passphrase`): it revokes the old certificate"));
+        }
+    }
+    let (certificate_pem, ca_pem) = admin.node.sign_agent_certificate(&agent, &request.csr_pem)?;
+    let der = rustls_pemfile::certs(&mut certificate_pem.as_bytes())
+        .next()
+        .and_then(Result::ok)
+        .ok_or_else(|| Refusal::new(ErrorCode::Internal, "the signed certificate is not PEM"))?;
+    let fingerprint: [u8; 32] = sha2::Sha256::digest(der.as_ref()).into();
+    let command =
+        Command::RecordAgentEnrollment { id: agent.clone(), certificate_fingerprint: fingerprint };
+    let applied = admin.node.propose_system(command).await?;
+    if let Err(reject) = applied.result {
+        return Err(Refusal::rejected(&reject));
+    }
+    let fingerprint = hex::encode(fingerprint);
+    let index = applied.index;
+    Ok(axum::Json(KmipCertificate { agent, certificate_pem, ca_pem, fingerprint, index }))
 }

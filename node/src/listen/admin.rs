@@ -256,4 +256,22 @@ impl AdminNode for NodeAdmin {
             self.proposer.propose(proposal).await.map_err(|e| propose_error(&e))
         })
     }
+
+    fn sign_agent_certificate(
+        &self,
+        agent: &str,
+        csr_pem: &str,
+    ) -> Result<(String, String), ErrorBody> {
+        let ca = self.local.certificate_authority().map_err(|error| {
+            ErrorBody::new(ErrorCode::KmaLocked, error.to_string())
+                .with_retryable(true)
+                .with_help("unlock this KMA through the quorum, or ask an unlocked KMA")
+        })?;
+        let identity = crate::pki::Identity::Agent(agent.into());
+        let certificate = ca.sign_request(csr_pem, &identity, &[]).map_err(|error| {
+            ErrorBody::new(ErrorCode::BadRequest, format!("the certificate request: {error}"))
+                .with_help("send a PEM PKCS#10 request (openssl req -new -key KEY -out FILE)")
+        })?;
+        Ok((certificate, ca.cert_pem.clone()))
+    }
 }
