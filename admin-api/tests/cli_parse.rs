@@ -90,6 +90,9 @@ const LINES: &[&str] = &[
     "agent add-group drive-1 backups",
     "agent remove-group drive-1 backups",
     "agent default-group drive-1 backups",
+    "agent enroll-kmip library-1 --csr library-1.csr --out library-1.pem",
+    "agent kmip-rights library-1 --revoke-destroy on",
+    "agent kmip-rights library-1 --revoke-destroy off",
     "data-unit list --tag VOL001",
     "data-unit list --state needs-rekey --all",
     "data-unit show a001",
@@ -175,6 +178,8 @@ fn u1_wrong_command_lines_are_refused() {
     assert_eq!(fails("quorum start reboot kma2"), ErrorKind::InvalidValue);
     assert_eq!(fails("quorum cancel seven"), ErrorKind::ValueValidation);
     assert_eq!(fails("completion tcsh"), ErrorKind::InvalidValue);
+    assert_eq!(fails("agent kmip-rights l1 --revoke-destroy yes"), ErrorKind::InvalidValue);
+    assert_eq!(fails("agent enroll-kmip l1 --csr l1.csr"), ErrorKind::MissingRequiredArgument);
 }
 
 /// Setup: `quorum approve` with an operation ID, with `--unlock`, with both, with neither
