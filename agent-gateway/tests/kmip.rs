@@ -401,7 +401,7 @@ async fn u5_versions_query_and_bad_input_are_answered_as_the_standard_says() {
 }
 
 /// Setup: a certificate of the cluster CA for an agent never enrolled. Action: Query.
-/// Expect: Permission Denied, naming no key. (SPEC S2, U5)
+/// Expect: Authentication Not Successful, naming no key. (SPEC S2, U5)
 #[tokio::test]
 async fn s2_a_certificate_that_is_not_an_enrolled_agents_is_refused() {
     let kmip = start_kmip().await;
@@ -415,6 +415,6 @@ async fn s2_a_certificate_that_is_not_an_enrolled_agents_is_refused() {
     .await;
     assert_eq!(
         status(items(&response.expect("a response"))[0]),
-        failed(ResultReason::PERMISSION_DENIED)
+        failed(ResultReason::AUTHENTICATION_NOT_SUCCESSFUL)
     );
 }

@@ -207,11 +207,8 @@ pub async fn agent(ctx: &Ctx, command: AgentCommand) -> Result<(), CliError> {
         AgentCommand::List { site, enabled, group, page } => {
             return agent_list(ctx, site, enabled, group, &page).await;
         }
-        AgentCommand::EnrollKmip { id, csr, out } => {
-            return agent_enroll_kmip(ctx, &id, &csr, &out).await
-        }
-        AgentCommand::KmipRights { id, revoke_destroy } => {
-            return agent_kmip_rights(ctx, &id, revoke_destroy == Switch::On).await;
+        kmip @ (AgentCommand::EnrollKmip { .. } | AgentCommand::KmipRights { .. }) => {
+            return agent_kmip(ctx, kmip).await;
         }
         AgentCommand::Show { id } => {
             let agent: Agent = client.get(&agent_path(&id, "")).await?;
@@ -270,6 +267,17 @@ pub async fn agent(ctx: &Ctx, command: AgentCommand) -> Result<(), CliError> {
         body.transpose().map_err(|e| CliError::Other { message: e.to_string(), help: None })?;
     let done = client.write(method, &path, body.as_ref()).await?;
     ctx.done(&what, &done)
+}
+
+/// The commands for KMIP clients (issue 19).
+async fn agent_kmip(ctx: &Ctx, command: AgentCommand) -> Result<(), CliError> {
+    match command {
+        AgentCommand::EnrollKmip { id, csr, out } => agent_enroll_kmip(ctx, &id, &csr, &out).await,
+        AgentCommand::KmipRights { id, revoke_destroy } => {
+            agent_kmip_rights(ctx, &id, revoke_destroy == Switch::On).await
+        }
+        other => Err(CliError::usage(format!("{other:?} is not a command for KMIP clients"))),
+    }
 }
 
 async fn agent_enroll_kmip(

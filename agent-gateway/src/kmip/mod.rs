@@ -111,6 +111,7 @@ async fn serve_connection<B: Backend, S: AsyncRead + AsyncWrite + Unpin>(
         return;
     }
     let claimed = Claimed { agent_id, fingerprint };
+
     let limits = admission.limits().clone();
     let mut first = true;
     loop {
@@ -156,10 +157,14 @@ async fn read_body<S: AsyncRead + Unpin>(
     timeout: std::time::Duration,
 ) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
     let total = ttlv::message_len(header, &Limits::SERVER).map_err(|e| e.to_string())?;
-    let mut body = zeroize::Zeroizing::new(vec![0u8; total]);
-    body[..HEADER_LEN].copy_from_slice(header);
-    match tokio::time::timeout(timeout, stream.read_exact(&mut body[HEADER_LEN..])).await {
-        Ok(Ok(_)) => Ok(body),
+    // Grown as bytes arrive, not sized from the header: a client that announces 1 MiB and
+    // sends nothing costs the server nothing.
+    let mut body = zeroize::Zeroizing::new(Vec::with_capacity(HEADER_LEN + 4096));
+    body.extend_from_slice(header);
+    let rest = (total - HEADER_LEN) as u64;
+    match tokio::time::timeout(timeout, (&mut *stream).take(rest).read_to_end(&mut body)).await {
+        Ok(Ok(_)) if body.len() == total => Ok(body),
+        Ok(Ok(_)) => Err("the connection ended inside a message".into()),
         Ok(Err(error)) => Err(error.to_string()),
         Err(_) => Err("the message body did not arrive in time".into()),
     }
@@ -202,7 +207,11 @@ async fn answer<B: Backend>(
         backend.read(0, |state| authorize(state, claimed).map_err(|e| e.body.message)).await;
     let refused = match authorized {
         Ok(Ok(())) => None,
-        Ok(Err(message)) => Some(Failure::new(ResultReason::PERMISSION_DENIED, message)),
+        // An unknown, disabled or re-enrolled agent's certificate passes the handshake (it is
+        // the CA's); every request is refused until an Operator enrolls it again.
+        Ok(Err(message)) => {
+            Some(Failure::new(ResultReason::AUTHENTICATION_NOT_SUCCESSFUL, message))
+        }
         Err(error) => Some(Failure::new(ResultReason::GENERAL_FAILURE, error.message)),
     };
     if let Some(failure) = refused {

@@ -86,3 +86,47 @@ impl ReadLog {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u8) -> KeyId {
+        KeyId([n; 30])
+    }
+
+    /// Counts per client and operation, refusals apart, each key named once, past the named
+    /// bound only counted; a take empties the log. (SPEC S5; issue 19)
+    #[test]
+    fn s5_reads_are_counted_per_client_and_operation_within_bounds() {
+        let log = ReadLog::default();
+        log.count("library1", 0x0A, Some(key(1)), true);
+        log.count("library1", 0x0A, Some(key(1)), false);
+        log.count("library1", 0x08, None, true);
+        log.count("library2", 0x0A, Some(key(2)), true);
+        let taken = log.take();
+        let summary: Vec<_> = taken
+            .iter()
+            .map(|r| (r.agent.as_str(), r.operation, r.count, r.refused, r.keys.len()))
+            .collect();
+        assert_eq!(
+            summary,
+            [("library1", 0x08, 1, 0, 0), ("library1", 0x0A, 2, 1, 1), ("library2", 0x0A, 1, 0, 1)]
+        );
+        assert!(log.take().is_empty());
+
+        for n in 0..=KMIP_READ_KEYS_MAX {
+            let bytes = (n as u32).to_be_bytes();
+            let mut id = [0u8; 30];
+            id[..4].copy_from_slice(&bytes);
+            log.count("library1", 0x0A, Some(KeyId(id)), true);
+        }
+        let taken = log.take();
+        assert_eq!((taken[0].keys.len(), taken[0].keys_not_named), (KMIP_READ_KEYS_MAX, 1));
+
+        for n in 0..=KMIP_READ_COUNTS_MAX {
+            log.count(&format!("client{n}"), 0x0A, None, true);
+        }
+        assert_eq!(log.take().len(), KMIP_READ_COUNTS_MAX, "the table stays within its bound");
+    }
+}
