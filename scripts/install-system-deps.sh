@@ -2,6 +2,8 @@
 # Installs the Debian packages the build needs and nothing else:
 # - libclang-dev and clang: bindgen generates RocksDB's Rust bindings from its C headers.
 # - faketime: the clock-fault test runs one KMA with its clock a year ahead (issue #16).
+# - python3-venv and openssl: scripts/kmip-interop.sh installs PyKMIP into a virtual
+#   environment and makes its clients' certificate requests (issue 19).
 # Packages named as arguments are installed instead (scripts/install-bench-deps.sh uses that).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
@@ -9,7 +11,7 @@ set -euo pipefail
 if [ "$#" -gt 0 ]; then
   wanted=("$@")
 else
-  wanted=(libclang-dev clang faketime)
+  wanted=(libclang-dev clang faketime python3-venv openssl)
 fi
 missing=()
 for package in "${wanted[@]}"; do

@@ -294,7 +294,7 @@ pub struct Key {
     pub id: String,
     pub state: String,
     pub group: Option<String>,
-    /// `pool`, `imported-1x` or `transferred`.
+    /// `pool`, `imported-1x`, `transferred` or `registered-kmip`.
     pub origin: String,
     pub created_at_ms: u64,
     pub activated_at_ms: Option<u64>,

@@ -31,6 +31,10 @@ pub struct NodeConfig {
     pub management_advertise: String,
     /// Where the service listener (agents) binds.
     pub service_listen: SocketAddr,
+    /// Where the KMIP listener (tape libraries and other KMIP clients, docs/kmip.md) binds;
+    /// IANA's port for KMIP is 5696. Unset: this KMA serves no KMIP (issue 19).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kmip_listen: Option<SocketAddr>,
     /// Election timeout range and heartbeat of Raft, in milliseconds.
     #[serde(default = "default_election_timeout_ms_min")]
     pub election_timeout_ms_min: u64,
@@ -191,6 +195,7 @@ impl NodeConfig {
         let zero = [
             ("management_listen", self.management_listen.port()),
             ("service_listen", self.service_listen.port()),
+            ("kmip_listen", self.kmip_listen.map_or(1, |kmip| kmip.port())),
             ("management_advertise", advertise_port(&self.management_advertise).unwrap_or(0)),
         ];
         if let Some((field, _)) = zero.iter().find(|(_, port)| *port == 0) {
@@ -233,6 +238,9 @@ pub fn advertise_port(address: &str) -> Option<u16> {
 pub struct Listening {
     pub management: SocketAddr,
     pub service: SocketAddr,
+    /// The KMIP listener, when `kmip_listen` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kmip: Option<SocketAddr>,
 }
 
 impl Listening {
@@ -305,6 +313,7 @@ mod tests {
         let listening = Listening {
             management: "127.0.0.1:41001".parse().expect("address"),
             service: "127.0.0.1:41002".parse().expect("address"),
+            kmip: None,
         };
         listening.save(dir.path()).expect("save");
         assert_eq!(Listening::load(dir.path()).expect("load"), Some(listening));

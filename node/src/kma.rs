@@ -320,11 +320,13 @@ impl Kma {
         )
     }
 
-    /// Serves both listeners until one fails or the task is dropped.
+    /// Serves the listeners until one fails or the task is dropped: management, service, and
+    /// KMIP when this KMA was given an address for it.
     pub async fn serve(
         self: &Arc<Self>,
         management: TcpListener,
         service: TcpListener,
+        kmip: Option<TcpListener>,
     ) -> Result<(), NodeError> {
         let requests = RequestMetrics::new();
         let management_protocols: [&[u8]; 3] = [b"h2", b"http/1.1", crate::transport::link::ALPN];
@@ -338,6 +340,18 @@ impl Kma {
         let limits = self.local.config.connection_limits();
         let [(_, management_stats), (_, service_stats)] = self.connections.clone();
         let management_bounds = (limits.clone(), management_stats);
+        if let Some(listener) = kmip {
+            let tls = self.local.tls.kmip_server_config()?;
+            let backend = Arc::new(gateway.clone());
+            let stats = agent_gateway::ConnectionStats::default();
+            tokio::spawn(agent_gateway::kmip::serve_kmip(
+                backend,
+                listener,
+                tls,
+                limits.clone(),
+                stats,
+            ));
+        }
         tokio::select! {
             () = crate::listen::management::serve(
                 router, management_tls, management, links, management_bounds

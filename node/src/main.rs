@@ -42,6 +42,10 @@ struct Where {
     /// Service listener (agents). Port 0: a free port the OS chooses now, kept in kma.toml.
     #[arg(long, default_value = "127.0.0.1:7101")]
     service: SocketAddr,
+    /// KMIP listener for tape libraries (docs/kmip.md), e.g. 0.0.0.0:5696. Unset: no KMIP.
+    /// Port 0: a free port the OS chooses now, kept in kma.toml.
+    #[arg(long)]
+    kmip: Option<SocketAddr>,
 }
 
 impl Where {
@@ -53,6 +57,7 @@ impl Where {
                 .clone()
                 .unwrap_or_else(|| self.management.to_string()),
             service_listen: self.service,
+            kmip_listen: self.kmip,
         }
     }
 }
@@ -136,7 +141,8 @@ enum Action {
         dir: PathBuf,
         #[arg(long, default_value_t = 3)]
         nodes: usize,
-        /// Management ports base+1.., service ports base+101..; 0: free ports the OS chooses.
+        /// Management ports base+1.., service ports base+101.., KMIP ports base+201..; 0: free
+        /// ports the OS chooses.
         /// A KMA created earlier keeps the ports in its kma.toml.
         #[arg(long, default_value_t = 7000)]
         base_port: u16,
@@ -516,19 +522,27 @@ async fn run(data_dir: &std::path::Path) -> anyhow::Result<()> {
     check_file_limit(config.connections_max);
     let listener = bind(config.management_listen, "management").await?;
     let service_listener = bind(config.service_listen, "service").await?;
-    let listening =
-        Listening { management: listener.local_addr()?, service: service_listener.local_addr()? };
+    let kmip_listener = match config.kmip_listen {
+        Some(address) => Some(bind(address, "KMIP").await?),
+        None => None,
+    };
+    let listening = Listening {
+        management: listener.local_addr()?,
+        service: service_listener.local_addr()?,
+        kmip: kmip_listener.as_ref().map(tokio::net::TcpListener::local_addr).transpose()?,
+    };
     listening.save(data_dir)?;
     tracing::info!(
         node_id = kma.node_id(),
         management = %listening.management,
         service = %listening.service,
+        kmip = ?listening.kmip,
         reported_in = %data_dir.join(node::config::LISTENING_FILE).display(),
         "KMA serving"
     );
     let mut departed = false;
     tokio::select! {
-        served = kma.serve(listener, service_listener) => served?,
+        served = kma.serve(listener, service_listener, kmip_listener) => served?,
         () = stop_requested() => tracing::info!("stopping"),
         () = kma.stop.notified() => departed = true,
     }
@@ -588,8 +602,9 @@ async fn local(dir: &std::path::Path, nodes: usize, base_port: u16) -> anyhow::R
     println!("local cluster of {nodes} KMAs is up; data and logs under {}", dir.display());
     let kmas = node::setup::local::layout(dir, nodes, base_port)?;
     for entry in &kmas {
+        let kmip = entry.kmip.as_deref().map(|kmip| format!("  KMIP {kmip}")).unwrap_or_default();
         println!(
-            "  {}  management https://{}  service https://{}  data {}",
+            "  {}  management https://{}  service https://{}{kmip}  data {}",
             entry.name,
             entry.management,
             entry.service,

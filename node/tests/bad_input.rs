@@ -277,6 +277,7 @@ fn any_port_listeners() -> node::setup::Listeners {
         management_listen: ANY_PORT.parse().expect("address"),
         management_advertise: ANY_PORT.into(),
         service_listen: ANY_PORT.parse().expect("address"),
+        kmip_listen: None,
     }
 }
 

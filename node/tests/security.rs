@@ -1046,6 +1046,7 @@ async fn s2_a_join_proof_is_bound_to_its_tls_session_and_its_csr() {
         management_listen: support::ANY_PORT.parse().expect("address"),
         management_advertise: support::ANY_PORT.into(),
         service_listen: support::ANY_PORT.parse().expect("address"),
+        kmip_listen: None,
     };
     let fingerprint = cluster.ca_fingerprint();
     let relay = start_join_relay(&cluster, peer.clone()).await;
@@ -1152,6 +1153,7 @@ async fn s2_a_certificate_minted_with_a_copied_ca_key_is_refused_on_every_listen
         management_listen: support::ANY_PORT.parse().expect("address"),
         management_advertise: support::ANY_PORT.into(),
         service_listen: support::ANY_PORT.parse().expect("address"),
+        kmip_listen: None,
     };
     let joined = node::setup::join(&dir, "kma2", "east", &listeners, &again).await;
     assert!(joined.is_err(), "a spent join passphrase gets no certificate");

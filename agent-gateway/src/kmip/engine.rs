@@ -376,7 +376,12 @@ impl<B: Backend> Session<'_, B> {
             )
         };
         let found = self.read_confirmed(read).await;
-        let attributes = self.counted(operation, Some(key_id), found)?;
+        let mut attributes = self.counted(operation, Some(key_id), found)?;
+        if self.version.is_2x() {
+            // Equal to Initial Date for every key here, and unreadable by 2.0 clients whose
+            // attribute tables stop short of it (PyKMIP 0.11 refuses the whole response).
+            attributes.retain(|a| a.name != "Original Creation Date");
+        }
         self.placeholder = Some(key_id);
         Ok(attributes)
     }

@@ -16,10 +16,12 @@ pub struct LocalNode {
     pub data_dir: PathBuf,
     pub management: String,
     pub service: String,
+    /// Its KMIP listener (issue 19), `None` for a KMA created before it had one.
+    pub kmip: Option<String>,
 }
 
 /// The KMAs of a local cluster: `kma1`..`kmaN` on 127.0.0.1, management ports from
-/// `base_port`, service ports from `base_port + 100`; with `base_port` 0, ports the OS chooses
+/// `base_port`, service ports from `base_port + 100`, KMIP ports from `base_port + 200`; with `base_port` 0, ports the OS chooses
 /// when each KMA is created. A KMA that exists is where its `kma.toml` says, whatever
 /// `base_port` is now. Sites: two KMAs at `east`, one at `west` (a tie-breaker site), then
 /// alternating.
@@ -34,7 +36,9 @@ fn local_node(root: &Path, n: usize, base_port: u16) -> anyhow::Result<LocalNode
     if data_dir.join(CONFIG_FILE).exists() {
         let config = NodeConfig::load(&data_dir)?;
         let service = config.service_advertise();
-        return Ok(LocalNode { name, data_dir, management: config.management_advertise, service });
+        let kmip = config.kmip_listen.map(|address| address.to_string());
+        let management = config.management_advertise;
+        return Ok(LocalNode { name, data_dir, management, service, kmip });
     }
     let port = |offset: u16| match base_port {
         0 => 0,
@@ -45,6 +49,7 @@ fn local_node(root: &Path, n: usize, base_port: u16) -> anyhow::Result<LocalNode
         data_dir,
         management: format!("127.0.0.1:{}", port(0)),
         service: format!("127.0.0.1:{}", port(100)),
+        kmip: Some(format!("127.0.0.1:{}", port(200))),
     })
 }
 
@@ -230,6 +235,7 @@ async fn init_first(binary: &Path, first: &LocalNode, secrets_path: &Path) -> an
     let status = Command::new(binary)
         .args(["init", "--name", &first.name, "--site", site_of(1)])
         .args(["--management", &first.management, "--service", &first.service])
+        .args(first.kmip.iter().flat_map(|kmip| ["--kmip", kmip.as_str()]))
         .arg("--data-dir")
         .arg(&first.data_dir)
         .arg("--secrets-file")
@@ -262,6 +268,7 @@ async fn join_local(
         management_listen: node.management.parse()?,
         management_advertise: node.management.clone(),
         service_listen: node.service.parse()?,
+        kmip_listen: node.kmip.as_deref().map(str::parse).transpose()?,
     };
     // The CA is on this machine: pinned, as an operator would pin what `kma init` printed.
     let ca_pem = crate::pki::read(&first.data_dir.join("tls").join(crate::pki::CA_FILE))?;

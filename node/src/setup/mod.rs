@@ -36,6 +36,8 @@ pub struct Listeners {
     pub management_listen: SocketAddr,
     pub management_advertise: String,
     pub service_listen: SocketAddr,
+    /// The KMIP listener (issue 19), when the KMA serves KMIP.
+    pub kmip_listen: Option<SocketAddr>,
 }
 
 impl Listeners {
@@ -65,6 +67,13 @@ impl Listeners {
         };
         let (management_listen, _held) = choose(self.management_listen, "management", 7001)?;
         let (service_listen, _also_held) = choose(self.service_listen, "service", 7101)?;
+        let (kmip_listen, _kmip_held) = match self.kmip_listen {
+            Some(address) => {
+                let (chosen, held) = choose(address, "kmip", agent_gateway::kmip::KMIP_PORT)?;
+                (Some(chosen), held)
+            }
+            None => (None, None),
+        };
         let management_advertise = match advertise_port(&self.management_advertise) {
             Some(0) => {
                 let host = advertise_host(&self.management_advertise).unwrap_or("127.0.0.1");
@@ -72,7 +81,7 @@ impl Listeners {
             }
             _ => self.management_advertise.clone(),
         };
-        Ok(Listeners { management_listen, management_advertise, service_listen })
+        Ok(Listeners { management_listen, management_advertise, service_listen, kmip_listen })
     }
 }
 
@@ -285,6 +294,7 @@ pub(crate) fn config(node_id: u64, name: &str, site: &str, listeners: &Listeners
         management_listen: listeners.management_listen,
         management_advertise: listeners.management_advertise.clone(),
         service_listen: listeners.service_listen,
+        kmip_listen: listeners.kmip_listen,
         election_timeout_ms_min: 600,
         election_timeout_ms_max: 1_200,
         heartbeat_ms: 150,
@@ -503,6 +513,7 @@ mod tests {
             management_listen: management.parse().expect("address"),
             management_advertise: advertise.into(),
             service_listen: service.parse().expect("address"),
+            kmip_listen: None,
         }
     }
 
@@ -516,6 +527,10 @@ mod tests {
         let (management, service) = (chosen.management_listen.port(), chosen.service_listen.port());
         assert!(management != 0 && service != 0 && management != service, "{chosen:?}");
         assert_eq!(chosen.management_advertise, format!("kma1.example:{management}"));
+        let with_kmip = Listeners { kmip_listen: Some("127.0.0.1:0".parse().expect("a")), ..asked };
+        let chosen = with_kmip.with_chosen_ports().expect("free ports on loopback");
+        let kmip = chosen.kmip_listen.expect("a KMIP listener").port();
+        assert!(kmip != 0 && kmip != chosen.service_listen.port(), "{chosen:?}");
     }
 
     /// Setup: ports given, an advertised port of its own. Action: choose the ports. Expect:

@@ -161,6 +161,32 @@ impl LiveTls {
         Ok(Arc::new(config))
     }
 
+    /// The KMIP listener's config (issue 19): TLS 1.3, and TLS 1.2 because KMIP 1.x profiles
+    /// require it and many tape libraries speak nothing newer: a stated exception to S2
+    /// (docs/kmip.md), limited to ECDHE key exchange with AES-GCM. The client certificate is
+    /// verified as on the other listeners; one that is not a current agent's is refused
+    /// per request by the listener.
+    pub fn kmip_server_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, TlsError> {
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider.cipher_suites.retain(|suite| match suite {
+            rustls::SupportedCipherSuite::Tls13(_) => true,
+            rustls::SupportedCipherSuite::Tls12(tls12) => {
+                // The ring provider's TLS 1.2 suites are all ECDHE; keep the AES-GCM ones.
+                format!("{:?}", tls12.common.suite).contains("_GCM_")
+            }
+        });
+        let live = Live(self.clone());
+        let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| config_error("TLS 1.2 and 1.3")(e.to_string()))?
+            .with_client_cert_verifier(Arc::new(live.clone()))
+            .with_cert_resolver(Arc::new(live));
+        // No resumption, as on the other listeners (see `server_config`).
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+        Ok(Arc::new(config))
+    }
+
     /// A client config (TLS 1.3 only) that presents the KMA's certificate.
     pub fn client_config(self: &Arc<Self>) -> Result<ClientConfig, TlsError> {
         let live = Live(self.clone());

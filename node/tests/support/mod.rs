@@ -209,6 +209,7 @@ impl Cluster {
             management_listen: any_port,
             management_advertise: ANY_PORT.into(),
             service_listen: any_port,
+            kmip_listen: None,
         };
         let site = if n % 2 == 0 { "east" } else { "west" };
         let name = format!("kma{n}");
@@ -258,8 +259,11 @@ impl Cluster {
             node::setup::local::spawn_run_under(wrapper, Path::new(KMA), &node.data_dir)
                 .expect("spawn kma run");
         let config = NodeConfig::load(&node.data_dir).expect("config");
-        let expected =
-            Listening { management: config.management_listen, service: config.service_listen };
+        let expected = Listening {
+            management: config.management_listen,
+            service: config.service_listen,
+            kmip: config.kmip_listen,
+        };
         let what = format!("{} to report its listeners", node.name);
         let listening = wait_until(Duration::from_secs(60), &what, async || {
             if let Some(exit) = child.try_wait().expect("child status") {
