@@ -179,7 +179,7 @@ impl LiveTls {
         let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| config_error("TLS 1.2 and 1.3")(e.to_string()))?
-            .with_client_cert_verifier(Arc::new(live.clone()))
+            .with_client_cert_verifier(Arc::new(LiveKmip(live.clone())))
             .with_cert_resolver(Arc::new(live));
         // No resumption, as on the other listeners (see `server_config`).
         config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
@@ -249,6 +249,59 @@ impl ClientCertVerifier for Live {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         super::tls::verify_schemes()
+    }
+}
+
+/// [`Live`] for the KMIP port, the one listener that takes TLS 1.2 (docs/kmip.md): its client
+/// certificates are checked the same way, and a TLS 1.2 handshake signature is verified instead
+/// of refused.
+#[derive(Clone, Debug)]
+struct LiveKmip(Live);
+
+impl ClientCertVerifier for LiveKmip {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        // A KMIP client always presents its certificate; the listener closes a connection
+        // without one, so the handshake may as well refuse it.
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        ClientCertVerifier::root_hint_subjects(&self.0)
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        ClientCertVerifier::verify_client_cert(&self.0, end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0 .0.material().clients.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        ClientCertVerifier::verify_tls13_signature(&self.0, message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0 .0.material().clients.supported_verify_schemes()
     }
 }
 
