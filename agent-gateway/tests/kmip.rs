@@ -334,11 +334,13 @@ async fn s1_key_groups_and_the_granted_right_decide_what_a_kmip_client_may_do() 
     );
 }
 
-/// Setup: library1. Action: Discover Versions (none listed, then 1.1 and 3.0); Query of the
-/// operations; an operation not offered; a batch of 33; a KMIP 1.5 header; bytes that are not
-/// TTLV. Expect: every version newest first, then only 1.1; the operations of
-/// `kmip::OPERATIONS`; Operation Not Supported; Invalid Message (twice, the second answered at
-/// 1.0); and the connection closed for the broken framing. Nothing is created. (SPEC U5)
+/// Setup: library1. Action: Discover Versions (none listed, then 1.1 and 3.0); TL-M-1's Query
+/// (operations, objects, server information, application namespaces); an operation not
+/// offered; a batch of 33; a KMIP 1.5 header; a header tag broken; bytes that are not TTLV.
+/// Expect: every version newest first, then only 1.1; the operations of `kmip::OPERATIONS`,
+/// Symmetric Key, a vendor identification and `LIBRARY-LTO`; Operation Not Supported; Invalid
+/// Message (three times, the 1.5 one answered at 1.0); the connection closed for the bytes
+/// that are not TTLV. Nothing drew a key. (SPEC U5)
 #[tokio::test]
 async fn u5_versions_query_and_bad_input_are_answered_as_the_standard_says() {
     let kmip = start_kmip().await;
@@ -358,13 +360,22 @@ async fn u5_versions_query_and_bad_input_are_answered_as_the_standard_says() {
     let answered = payload(items(&response.expect("a response"))[0]).clone();
     assert_eq!(answered.children(), [ProtocolVersion::V1_1.to_item()]);
 
-    let query =
-        vec![Item::enumeration(tag::QUERY_FUNCTION, 1), Item::enumeration(tag::QUERY_FUNCTION, 2)];
+    // TL-M-1: operations, objects, server information and application namespaces.
+    let query = (1..=4).map(|function| Item::enumeration(tag::QUERY_FUNCTION, function)).collect();
+    let v14 = ProtocolVersion::V1_4;
     let response =
-        exchange(&mut stream, &request(v20, false, vec![(Operation::QUERY, query)])).await;
-    let listed =
-        payload(items(&response.expect("a response"))[0]).children_tagged(tag::OPERATION).count();
+        exchange(&mut stream, &request(v14, false, vec![(Operation::QUERY, query)])).await;
+    let response = response.expect("a response");
+    let answered = payload(items(&response)[0]);
+    let listed = answered.children_tagged(tag::OPERATION).count();
     assert_eq!(listed, agent_gateway::kmip::OPERATIONS.len());
+    assert_eq!(
+        answered.child(tag::OBJECT_TYPE).map(|o| o.value.clone()),
+        Some(Value::Enumeration(2))
+    );
+    assert!(answered.child(tag::VENDOR_IDENTIFICATION).is_some());
+    let namespace = answered.child(tag::APPLICATION_NAMESPACE).map(|n| n.value.clone());
+    assert_eq!(namespace, Some(Value::TextString("LIBRARY-LTO".into())));
 
     let response =
         exchange(&mut stream, &request(v20, false, vec![(Operation::ENCRYPT, vec![])])).await;
