@@ -157,9 +157,8 @@ impl<B: Backend> Session<'_, B> {
             Operation::GET => self.get(payload).await,
             Operation::GET_ATTRIBUTES => self.get_attributes(payload).await,
             Operation::GET_ATTRIBUTE_LIST => self.get_attribute_list(payload).await,
-            Operation::ADD_ATTRIBUTE | Operation::SET_ATTRIBUTE => {
-                self.change_attributes(payload, Change::Add).await
-            }
+            Operation::ADD_ATTRIBUTE => self.change_attributes(payload, Change::Add).await,
+            Operation::SET_ATTRIBUTE => self.change_attributes(payload, Change::Set).await,
             Operation::MODIFY_ATTRIBUTE => self.change_attributes(payload, Change::Modify).await,
             Operation::DELETE_ATTRIBUTE => self.change_attributes(payload, Change::Delete).await,
             Operation::LOCATE => self.locate(payload).await,
@@ -497,6 +496,9 @@ impl<B: Backend> Session<'_, B> {
 #[derive(Clone, Copy)]
 enum Change {
     Add,
+    /// KMIP 2.0's Set Attribute: the first instance of that name replaced, or the attribute
+    /// added when the key has none.
+    Set,
     Modify,
     Delete,
 }
@@ -567,6 +569,14 @@ fn changed(
         Change::Add => {
             let new = new.ok_or_else(|| missing("the attribute to add"))?;
             attributes.push(new.clone());
+            Ok((attributes, Some(new)))
+        }
+        Change::Set => {
+            let new = new.ok_or_else(|| missing("the attribute to set"))?;
+            match position(&new.name, 0) {
+                Some(at) => attributes[at] = new.clone(),
+                None => attributes.push(new.clone()),
+            }
             Ok((attributes, Some(new)))
         }
         Change::Modify => {
@@ -791,4 +801,41 @@ fn query(payload: &Item) -> Vec<Item> {
         out.push(Item::text(tag::APPLICATION_NAMESPACE, "LIBRARY-LTO"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use statemachine::kmip::KmipValue;
+
+    fn text(name: &str, value: &str) -> KmipAttribute {
+        KmipAttribute::new(name, KmipValue::Text(value.into()))
+    }
+
+    fn instance(name: &str, index: u32) -> Attribute {
+        Attribute { name: name.into(), index, value: Value::Structure(Vec::new()) }
+    }
+
+    /// Add appends; Set replaces the first instance or adds; Modify and Delete act on the
+    /// instance at the index given and refuse one that does not exist. (issue 19)
+    #[test]
+    fn u5_attribute_changes_act_on_the_instance_they_name() {
+        let kept = vec![text("x-a", "1"), text("x-b", "2"), text("x-a", "3")];
+        let change = |change, new: Option<KmipAttribute>, current: Option<Attribute>| {
+            changed(&kept, change, new, current.as_ref()).map(|(all, _)| all)
+        };
+        let added = change(Change::Add, Some(text("x-a", "4")), None).expect("add");
+        assert_eq!(added.len(), 4);
+        let set = change(Change::Set, Some(text("x-a", "9")), None).expect("set");
+        assert_eq!(set, [text("x-a", "9"), text("x-b", "2"), text("x-a", "3")]);
+        let set_new = change(Change::Set, Some(text("x-c", "5")), None).expect("set new");
+        assert_eq!(set_new.last(), Some(&text("x-c", "5")));
+        let modified = change(Change::Modify, Some(text("x-a", "7")), Some(instance("x-a", 1)))
+            .expect("modify");
+        assert_eq!(modified, [text("x-a", "1"), text("x-b", "2"), text("x-a", "7")]);
+        let deleted = change(Change::Delete, None, Some(instance("x-a", 0))).expect("delete");
+        assert_eq!(deleted, [text("x-b", "2"), text("x-a", "3")]);
+        let missing = change(Change::Delete, None, Some(instance("x-a", 2))).expect_err("none");
+        assert_eq!(missing.reason, ResultReason::ITEM_NOT_FOUND);
+    }
 }
