@@ -151,6 +151,7 @@ fn user_commands() -> Vec<(Command, Option<&'static str>)> {
         ),
         (Command::DeleteTransferPartner { name: s("nop") }, None),
         (Command::SetTransferPartnerEnabled { name: s("nop"), enabled: false }, None),
+        (Command::SetAgentKmipRights { agent: s("noagent"), revoke_and_destroy: true }, None),
         (
             Command::AssignKeyGroupToPartner {
                 partner: s("nop"),
@@ -193,6 +194,8 @@ fn kma_only_commands() -> Vec<Command> {
             state_sha256: [0; 32],
             backup_uuid: [1; 16],
         },
+        // The KMIP read counts of a KMA (issue 19): a user's would forge the audit log.
+        Command::RecordKmipReads { reads: vec![] },
     ]
 }
 
