@@ -16,14 +16,13 @@ use crate::command::{Actor, NewKey};
 use crate::data_unit::DataUnitState;
 use crate::ids::{KeyGroupId, KeyId};
 use crate::key::{Activation, KeyOrigin, KeyState};
-use crate::kmip::{check_kmip_attributes, KmipAttribute, KmipObject, KMIP_READ_COUNTS_MAX};
+use crate::kmip::{
+    check_kmip_attributes, KmipAttribute, KmipObject, KMIP_READ_COUNTS_MAX, KMIP_READ_KEYS_MAX,
+};
 use crate::limits::EXTERNAL_TAG_LEN_MAX;
 use crate::reject::Reject;
 use crate::reply::Reply;
 use crate::state::{index_kmip, unindex_kmip, State};
-
-/// Key IDs one audited read count names at most; the rest are counted, not named.
-pub const KMIP_READ_KEYS_MAX: usize = 1_000;
 
 impl State {
     /// The agent behind a KMIP command, and its default group for new keys.

@@ -275,7 +275,7 @@ pub struct KmipReadCount {
     /// Answered and refused alike.
     pub count: u64,
     pub refused: u64,
-    /// The keys read, at most `apply_kmip::KMIP_READ_KEYS_MAX`; `keys_not_named` more.
+    /// The keys read, at most `kmip::KMIP_READ_KEYS_MAX`; `keys_not_named` more.
     pub keys: Vec<KeyId>,
     pub keys_not_named: u64,
     pub from_ms: u64,

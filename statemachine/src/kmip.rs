@@ -40,6 +40,8 @@ pub const KMIP_LOCATE_SCAN_MAX: usize = 100_000;
 pub const KMIP_LOCATE_ITEMS_MAX: usize = 1_000;
 /// Distinct (agent, operation) counts one `RecordKmipReads` carries.
 pub const KMIP_READ_COUNTS_MAX: usize = 1_000;
+/// Key IDs one audited read count names at most; the rest are counted, not named.
+pub const KMIP_READ_KEYS_MAX: usize = 1_000;
 
 const KEY_ID_FIRST: KeyId = KeyId([0; KEY_ID_LEN]);
 const KEY_ID_LAST: KeyId = KeyId([u8::MAX; KEY_ID_LEN]);

@@ -3,13 +3,16 @@
 //! knows (state, dates, algorithm) are computed from the key on every read.
 
 use kmip::attribute::{self as attr, Attribute};
-use kmip::enums::{CryptographicAlgorithm, ObjectType, ResultReason};
+use kmip::enums::{CryptographicAlgorithm, ObjectType, ResultReason, UsageMask};
 use kmip::message::{Failure, ProtocolVersion};
 use kmip::tag;
 use kmip::Value;
 use statemachine::key::Key;
 use statemachine::kmip::{KmipAttribute, KmipObject, KmipValue, KMIP_SETTABLE};
 use statemachine::State;
+
+/// The usage mask of a key whose client named none, and of a drive's key: Encrypt and Decrypt.
+const USAGE_MASK_DEFAULT: u32 = UsageMask::ENCRYPT.0 | UsageMask::DECRYPT.0;
 
 /// What a Create or Register carries, sorted: the usage mask, and what the state keeps.
 #[derive(Debug, Default)]
@@ -24,7 +27,7 @@ pub(crate) fn from_client(
     attributes: &[Attribute],
     version: ProtocolVersion,
 ) -> Result<ClientAttributes, Failure> {
-    let mut sorted = ClientAttributes { usage_mask: 0x0C, kept: Vec::new() };
+    let mut sorted = ClientAttributes { usage_mask: USAGE_MASK_DEFAULT, kept: Vec::new() };
     for attribute in attributes {
         match (attribute.name.as_str(), &attribute.value) {
             ("Cryptographic Algorithm", Value::Enumeration(algorithm)) => {
@@ -179,7 +182,7 @@ pub(crate) fn of_key(
         Attribute::new("Cryptographic Length", Value::Integer(256)),
         Attribute::new(
             "Cryptographic Usage Mask",
-            Value::Integer(object.map_or(0x0C, |o| o.usage_mask) as i32),
+            Value::Integer(object.map_or(USAGE_MASK_DEFAULT, |o| o.usage_mask) as i32),
         ),
         Attribute::new("State", Value::Enumeration(kmip_state as u32)),
         Attribute::new("Initial Date", seconds(key.created_at_ms)),

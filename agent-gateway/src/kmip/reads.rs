@@ -11,16 +11,13 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use statemachine::audit::KmipReadCount;
-use statemachine::kmip::KMIP_READ_COUNTS_MAX;
+use statemachine::kmip::{KMIP_READ_COUNTS_MAX, KMIP_READ_KEYS_MAX};
 use statemachine::{Command, KeyId};
 
 use crate::backend::Backend;
 use crate::routes::now_ms;
 
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(10);
-
-/// Key IDs named per (client, operation) between flushes.
-pub const KMIP_READ_KEYS_MAX: usize = 1_000;
 
 #[derive(Default)]
 pub struct ReadLog {

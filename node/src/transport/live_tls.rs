@@ -147,7 +147,7 @@ impl LiveTls {
         self: &Arc<Self>,
         protocols: &[&[u8]],
     ) -> Result<Arc<ServerConfig>, TlsError> {
-        let live = Live(self.clone());
+        let live = Live(self.clone(), Port::Tls13Only);
         let mut config = ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| config_error("TLS 1.3")(e.to_string()))?
@@ -167,19 +167,22 @@ impl LiveTls {
     /// verified as on the other listeners; one that is not a current agent's is refused
     /// per request by the listener.
     pub fn kmip_server_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, TlsError> {
+        use rustls::crypto::ring::cipher_suite as suite;
         let mut provider = rustls::crypto::ring::default_provider();
-        provider.cipher_suites.retain(|suite| match suite {
-            rustls::SupportedCipherSuite::Tls13(_) => true,
-            rustls::SupportedCipherSuite::Tls12(tls12) => {
-                // The ring provider's TLS 1.2 suites are all ECDHE; keep the AES-GCM ones.
-                format!("{:?}", tls12.common.suite).contains("_GCM_")
-            }
-        });
-        let live = Live(self.clone());
+        provider.cipher_suites = vec![
+            suite::TLS13_AES_256_GCM_SHA384,
+            suite::TLS13_AES_128_GCM_SHA256,
+            suite::TLS13_CHACHA20_POLY1305_SHA256,
+            suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        ];
+        let live = Live(self.clone(), Port::Kmip);
         let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| config_error("TLS 1.2 and 1.3")(e.to_string()))?
-            .with_client_cert_verifier(Arc::new(LiveKmip(live.clone())))
+            .with_client_cert_verifier(Arc::new(live.clone()))
             .with_cert_resolver(Arc::new(live));
         // No resumption, as on the other listeners (see `server_config`).
         config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
@@ -189,7 +192,7 @@ impl LiveTls {
 
     /// A client config (TLS 1.3 only) that presents the KMA's certificate.
     pub fn client_config(self: &Arc<Self>) -> Result<ClientConfig, TlsError> {
-        let live = Live(self.clone());
+        let live = Live(self.clone(), Port::Tls13Only);
         let mut config = ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| config_error("TLS 1.3")(e.to_string()))?
@@ -204,7 +207,16 @@ impl LiveTls {
 
 /// The rustls side of [`LiveTls`]: each call reads the material current at that moment.
 #[derive(Clone, Debug)]
-struct Live(Arc<LiveTls>);
+struct Live(Arc<LiveTls>, Port);
+
+/// Which listener a verifier serves: the KMIP port is the one that takes TLS 1.2 (its
+/// handshake signatures are verified, not refused) and whose clients must present a
+/// certificate (docs/kmip.md); every other connection is TLS 1.3 only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Port {
+    Tls13Only,
+    Kmip,
+}
 
 impl ClientCertVerifier for Live {
     fn offer_client_auth(&self) -> bool {
@@ -212,7 +224,9 @@ impl ClientCertVerifier for Live {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        false
+        // A KMIP client always presents its certificate; elsewhere enrollment, logins and
+        // joins come without one.
+        self.1 == Port::Kmip
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
@@ -231,11 +245,14 @@ impl ClientCertVerifier for Live {
 
     fn verify_tls12_signature(
         &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        super::tls::tls12_refused()
+        match self.1 {
+            Port::Kmip => self.0.material().clients.verify_tls12_signature(message, cert, dss),
+            Port::Tls13Only => super::tls::tls12_refused(),
+        }
     }
 
     fn verify_tls13_signature(
@@ -248,60 +265,10 @@ impl ClientCertVerifier for Live {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        super::tls::verify_schemes()
-    }
-}
-
-/// [`Live`] for the KMIP port, the one listener that takes TLS 1.2 (docs/kmip.md): its client
-/// certificates are checked the same way, and a TLS 1.2 handshake signature is verified instead
-/// of refused.
-#[derive(Clone, Debug)]
-struct LiveKmip(Live);
-
-impl ClientCertVerifier for LiveKmip {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        // A KMIP client always presents its certificate; the listener closes a connection
-        // without one, so the handshake may as well refuse it.
-        true
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        ClientCertVerifier::root_hint_subjects(&self.0)
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        ClientCertVerifier::verify_client_cert(&self.0, end_entity, intermediates, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0 .0.material().clients.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        ClientCertVerifier::verify_tls13_signature(&self.0, message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0 .0.material().clients.supported_verify_schemes()
+        match self.1 {
+            Port::Kmip => self.0.material().clients.supported_verify_schemes(),
+            Port::Tls13Only => super::tls::verify_schemes(),
+        }
     }
 }
 
