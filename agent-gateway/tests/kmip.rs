@@ -7,7 +7,7 @@ mod support;
 
 use std::sync::Arc;
 
-use agent_gateway::kmip::serve_kmip;
+use agent_gateway::kmip::{client, serve_kmip};
 use agent_gateway::{ConnectionLimits, ConnectionStats};
 use kmip::enums::{Operation, ResultReason, ResultStatus};
 use kmip::message::ProtocolVersion;
@@ -16,7 +16,6 @@ use rustls::pki_types::ServerName;
 use rustls::server::WebPkiClientVerifier;
 use statemachine::{Actor, Command, KeyId};
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -99,33 +98,11 @@ async fn connect(kmip: &Kmip, identity: (&str, &str)) -> TlsStream<TcpStream> {
 
 /// Sends one request and reads its response, or `None` if the server closed the connection.
 async fn exchange(stream: &mut TlsStream<TcpStream>, request: &[u8]) -> Option<Item> {
-    stream.write_all(request).await.ok()?;
-    let mut header = [0u8; 8];
-    stream.read_exact(&mut header).await.ok()?;
-    let len = kmip::ttlv::message_len(&header, &Limits::SERVER).expect("a response header");
-    let mut body = vec![0u8; len];
-    body[..8].copy_from_slice(&header);
-    stream.read_exact(&mut body[8..]).await.ok()?;
-    Some(kmip::decode(&body, &Limits::SERVER).expect("a response decodes"))
+    client::exchange(stream, request, std::time::Duration::from_secs(10)).await.ok()
 }
 
 fn request(version: ProtocolVersion, order: bool, items: Vec<(Operation, Vec<Item>)>) -> Vec<u8> {
-    let mut header = vec![version.to_item()];
-    if order {
-        header.push(Item::boolean(tag::BATCH_ORDER_OPTION, true));
-    }
-    header.push(Item::integer(tag::BATCH_COUNT, items.len() as i32));
-    let mut children = vec![Item::structure(tag::REQUEST_HEADER, header)];
-    for (operation, payload) in items {
-        children.push(Item::structure(
-            tag::BATCH_ITEM,
-            vec![
-                Item::enumeration(tag::OPERATION, operation.0),
-                Item::structure(tag::REQUEST_PAYLOAD, payload),
-            ],
-        ));
-    }
-    Item::structure(tag::REQUEST_MESSAGE, children).encode().expect("encode").to_vec()
+    kmip::client::request(version, order, items).encode().expect("encode").to_vec()
 }
 
 fn pair(name: &str, value: Value) -> Item {
@@ -174,39 +151,27 @@ fn tape_template() -> Vec<Item> {
 }
 
 fn items(response: &Item) -> Vec<&Item> {
-    response.children_tagged(tag::BATCH_ITEM).collect()
+    kmip::client::batch_items(response)
 }
 
 fn status(item: &Item) -> (u32, Option<u32>) {
-    let of = |t| match item.child(t).map(|i| &i.value) {
-        Some(Value::Enumeration(v)) => Some(*v),
-        _ => None,
-    };
-    (of(tag::RESULT_STATUS).expect("status"), of(tag::RESULT_REASON))
+    match kmip::client::outcome(item) {
+        Ok(_) => OK,
+        Err(failure) => (failure.status.0, Some(failure.reason.0)),
+    }
 }
 
 fn payload(item: &Item) -> &Item {
-    item.child(tag::RESPONSE_PAYLOAD).expect("a payload")
+    kmip::client::outcome(item).expect("a payload")
 }
 
 fn uid_of(item: &Item) -> KeyId {
-    match payload(item).child(tag::UNIQUE_IDENTIFIER).map(|i| &i.value) {
-        Some(Value::TextString(text)) => KeyId::from_hex(text).expect("a key ID"),
-        other => panic!("no identifier: {other:?}"),
-    }
+    let text = kmip::client::unique_identifier(payload(item)).expect("an identifier");
+    KeyId::from_hex(text).expect("a key ID")
 }
 
 fn key_bytes(item: &Item) -> Vec<u8> {
-    let material = payload(item)
-        .child(tag::SYMMETRIC_KEY)
-        .and_then(|k| k.child(tag::KEY_BLOCK))
-        .and_then(|b| b.child(tag::KEY_VALUE))
-        .and_then(|v| v.child(tag::KEY_MATERIAL))
-        .expect("key material");
-    match &material.value {
-        Value::ByteString(bytes) => bytes.to_vec(),
-        other => panic!("not bytes: {other:?}"),
-    }
+    kmip::client::key_material(payload(item)).expect("key material").to_vec()
 }
 
 const OK: (u32, Option<u32>) = (0, None);

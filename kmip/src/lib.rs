@@ -8,6 +8,7 @@
 //! - `message`: Request and Response Messages: the header, batch items, protocol versions.
 //! - `attribute`: attributes in 1.x's name/value spelling and 2.0's tagged one, read into one
 //!   shape.
+//! - `client`: the client's side (a request built, a response read), for tests and benches.
 //!
 //! It owns no socket, clock, key or state: a server hands it bytes and gets items back, or the
 //! reverse. It must never panic on input; `kmip-fuzz` (the binary) feeds it random and mutated
@@ -15,6 +16,7 @@
 //! that the fuzz harness and the test clients link it without a server.
 
 pub mod attribute;
+pub mod client;
 pub mod enums;
 pub mod message;
 pub mod tag;
