@@ -314,3 +314,159 @@ async fn o5_the_pool_refills_from_below_its_low_mark_to_its_high_one_and_never_a
         pool_settles_at(&cluster, expected, high, watched).await;
     }
 }
+
+/// Where a KMA listens for KMIP: a loopback port free when its `kma.toml` is written.
+fn with_kmip(config: &mut node::config::NodeConfig) {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr());
+    config.kmip_listen = Some(free.expect("a free loopback port"));
+}
+
+type KmipStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// A KMIP client's TLS connection to KMA `index` with `identity` (certificate, key).
+async fn kmip_connect(cluster: &Cluster, index: usize, identity: (&str, &str)) -> KmipStream {
+    let config = node::config::NodeConfig::load(&cluster.nodes[index].data_dir).expect("config");
+    let address = config.kmip_listen.expect("a KMIP listener").to_string();
+    let tls =
+        node::transport::tls::client_config_from_pem(&ca_pem(cluster), identity.0, identity.1)
+            .expect("client TLS");
+    let tcp = tokio::net::TcpStream::connect(&address).await.expect("connect to KMIP");
+    let name = node::transport::tls::server_name(&address).expect("server name");
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
+    connector.connect(name, tcp).await.expect("TLS handshake on the KMIP port")
+}
+
+/// One KMIP 1.4 message; each batch item's payload or failure.
+async fn kmip_batch(
+    stream: &mut KmipStream,
+    batch_order: bool,
+    operations: Vec<(kmip::enums::Operation, Vec<kmip::Item>)>,
+) -> Vec<Result<kmip::Item, kmip::Failure>> {
+    let version = kmip::ProtocolVersion::V1_4;
+    let request = kmip::client::request(version, batch_order, operations).encode().expect("encode");
+    let response = agent_gateway::kmip::client::exchange(stream, &request, Duration::from_secs(30))
+        .await
+        .expect("a KMIP response");
+    let items = kmip::client::batch_items(&response);
+    items.into_iter().map(|item| kmip::client::outcome(item).cloned()).collect()
+}
+
+/// A tape's Application Specific Information as a library derives it: `LIBRARY-LTO` and 64
+/// upper-case hex characters.
+fn tape_asi(tape: u64) -> kmip::Value {
+    kmip::Value::Structure(vec![
+        kmip::Item::text(kmip::tag::APPLICATION_NAMESPACE, "LIBRARY-LTO"),
+        kmip::Item::text(kmip::tag::APPLICATION_DATA, format!("{tape:064X}")),
+    ])
+}
+
+/// A Locate payload: the keys whose Application Specific Information is `asi`.
+fn locate_by_asi(asi: kmip::Value) -> Vec<kmip::Item> {
+    let asi = kmip::attribute::Attribute::new("Application Specific Information", asi);
+    vec![kmip::Item::structure(kmip::tag::TEMPLATE_ATTRIBUTE, vec![asi.to_pair()])]
+}
+
+/// Agent `library1` in group `tapes`, enrolled as a KMIP client by the officer (an Operator)
+/// through the management API from its certificate request: the admin client, the library's
+/// certificate and private key.
+async fn enrolled_library(
+    cluster: &Cluster,
+    address: &str,
+) -> (admin_api::client::AdminClient, String, String) {
+    let agent = statemachine::Command::CreateAgent {
+        id: "library1".into(),
+        site: "east".into(),
+        passphrase_verifier: Vec::new(),
+    };
+    support::agents::ok(&cluster.admin, address, agent, Some("library-one-passphrase")).await;
+    let assign = statemachine::Command::AssignKeyGroupToAgent {
+        agent: "library1".into(),
+        group: "tapes".into(),
+    };
+    support::agents::ok(&cluster.admin, address, assign, None).await;
+    let admin = support::admin_api_client(cluster, address).await;
+    let (csr_pem, key_pem) = admin_api::client::signing_request().expect("a CSR");
+    let enrolled: admin_api::api::KmipCertificate = admin
+        .send(
+            reqwest::Method::POST,
+            "/v1/agents/library1/kmip-enrollment",
+            Some(&admin_api::api::KmipEnrollment { csr_pem }),
+        )
+        .await
+        .expect("an Operator enrolls the library");
+    (admin, enrolled.certificate_pem, key_pem.to_string())
+}
+
+/// Setup: three KMAs, each with a KMIP listener; group `tapes`; library1, a KMIP client an
+/// Operator enrolled through the management API from its certificate request. Action: on
+/// kma1, TL-M-2's first write of tape XXA012A1 (Create with its barcode and Application
+/// Specific Information, Get of the placeholder, one ordered batch); at once the library fails
+/// over to a follower and plays TL-M-3's read (Locate by the ASI, Get of the placeholder);
+/// then Locates a tape no one wrote there. Expect: the follower finds the same key and value
+/// on the first try (a miss is confirmed through the log, never answered from a lagging
+/// state), and answers an empty Locate for the unknown tape; the barcode is the data unit's
+/// external tag in `data-unit list --tag`. (SPEC U5, O5, C1: no key handed out before it is
+/// committed, none missed on failover)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn u5_a_tape_library_writes_on_one_kma_and_reads_the_tape_back_on_another() {
+    use kmip::attribute::{name_value, Attribute};
+    use kmip::enums::Operation;
+    use kmip::{tag, Item, Value};
+
+    let cluster = Cluster::start(3, with_kmip).await;
+    let address = cluster.nodes[0].address.clone();
+    catalogue(&cluster, &address, (30 * SECOND_MS, 600 * SECOND_MS)).await;
+    let (admin, cert_pem, key_pem) = enrolled_library(&cluster, &address).await;
+    let identity = (cert_pem.as_str(), key_pem.as_str());
+
+    let barcode =
+        name_value(tag::ALTERNATIVE_NAME_VALUE, tag::ALTERNATIVE_NAME_TYPE, "XXA012A1", 1);
+    let template = vec![
+        Attribute::new("Cryptographic Algorithm", Value::Enumeration(3)).to_pair(),
+        Attribute::new("Cryptographic Length", Value::Integer(256)).to_pair(),
+        Attribute::new("Cryptographic Usage Mask", Value::Integer(12)).to_pair(),
+        Attribute::new("Application Specific Information", tape_asi(0x1234_5678)).to_pair(),
+        Attribute::new("Alternative Name", barcode).to_pair(),
+    ];
+    let create = vec![
+        Item::enumeration(tag::OBJECT_TYPE, 2),
+        Item::structure(tag::TEMPLATE_ATTRIBUTE, template),
+    ];
+    let mut kma1 = kmip_connect(&cluster, 0, identity).await;
+    let what = "TL-M-2 on kma1 (the pool fills after the setup)";
+    let written = wait_until(Duration::from_secs(30), what, async || {
+        let batch = vec![(Operation::CREATE, create.clone()), (Operation::GET, Vec::new())];
+        let answered = kmip_batch(&mut kma1, true, batch).await;
+        let got = answered.get(1).cloned().ok_or_else(|| "one answer only".to_string())?;
+        got.map_err(|failure| failure.message)
+    })
+    .await;
+    let key_id = kmip::client::unique_identifier(&written).expect("an ID").to_owned();
+    let value = kmip::client::key_material(&written).expect("a key value").to_vec();
+    assert_eq!(value.len(), 32);
+
+    // The library fails over to a follower, which may not have applied the Create yet.
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    let reader = (1..3).find(|&i| i != leader).expect("a follower other than kma1");
+    let mut follower = kmip_connect(&cluster, reader, identity).await;
+    let locate = locate_by_asi(tape_asi(0x1234_5678));
+    let batch = vec![(Operation::LOCATE, locate), (Operation::GET, Vec::new())];
+    let answered = kmip_batch(&mut follower, true, batch).await;
+    let located = answered[0].as_ref().expect("the Locate on the follower");
+    assert_eq!(kmip::client::unique_identifier(located), Some(key_id.as_str()));
+    let read = answered[1].as_ref().expect("the Get on the follower");
+    assert_eq!(kmip::client::unique_identifier(read), Some(key_id.as_str()));
+    assert_eq!(kmip::client::key_material(read), Some(&value[..]));
+    // A tape no one wrote: the follower confirms through the log, then answers "none".
+    let locate = locate_by_asi(tape_asi(0x9999));
+    let answered = kmip_batch(&mut follower, false, vec![(Operation::LOCATE, locate)]).await;
+    let located = answered[0].as_ref().expect("a Locate that finds nothing succeeds");
+    assert_eq!(kmip::client::unique_identifier(located), None);
+
+    let query = [("tag", "XXA012A1")];
+    let units: admin_api::api::Page<admin_api::api::DataUnit> =
+        admin.get_with("/v1/data-units", &query).await.expect("data units by tag");
+    let keys: Vec<&str> =
+        units.rows.iter().flat_map(|u| u.keys.iter().map(|k| k.key_id.as_str())).collect();
+    assert_eq!(keys, [key_id.as_str()], "{:?}", units.rows);
+}

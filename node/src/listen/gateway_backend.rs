@@ -179,22 +179,34 @@ impl Backend for GatewayBackend {
         Ok(read(&state))
     }
 
-    /// Confirmed with a quorum by the leader. A follower cannot confirm by itself, and a wrong
-    /// "not found" would make a library write a tape with a second key: it answers that the
-    /// client should retry (on the leader, or once this KMA knows it is current).
+    /// As current as a write. The leader confirms with a quorum that it still leads (a round of
+    /// heartbeats) and reads at its commit index. A follower cannot confirm by itself, and a
+    /// wrong "not found" would make a library write a tape under a second key: it commits an
+    /// empty read count through the leader instead, which the log orders after every command
+    /// committed before it, and reads once that entry is applied here. That costs a KMIP client
+    /// on a follower one Raft entry per read that finds nothing, no more than a Create costs it.
     async fn read_linearizable<R: Send>(
         &self,
         read: impl FnOnce(&State) -> R + Send,
     ) -> Result<R, BackendError> {
-        self.local.read_barrier_within(0, true, AGENT_READ_WAIT).await.map_err(|error| {
-            BackendError {
-                retryable: true,
-                message: format!(
-                    "this KMA cannot confirm that it holds every committed key ({error}); \
-                     retry, or send the request to the leader"
-                ),
-            }
-        })?;
+        if self.local.read_barrier_within(0, true, AGENT_READ_WAIT).await.is_err() {
+            let barrier = Proposal {
+                actor: Actor::System,
+                origin_node_id: self.local.node_id(),
+                request_id: None,
+                command: Command::RecordKmipReads { reads: Vec::new() },
+            };
+            let applied = self.proposer.propose(barrier).await.map_err(|error| BackendError {
+                retryable: error.is_retryable(),
+                message: format!("this KMA could not confirm that it holds every key: {error}"),
+            })?;
+            self.local.read_barrier_within(applied.index, false, AGENT_READ_WAIT).await.map_err(
+                |error| BackendError {
+                    retryable: true,
+                    message: format!("{error} (try another KMA)"),
+                },
+            )?;
+        }
         let state = self.local.state.read().await;
         Ok(read(&state))
     }
