@@ -18,6 +18,14 @@
 //! and its value unwrapped for the drive. Refused or failed requests are counted, not timed.
 //! The pool is filled before the runs and its low water mark is below what a run can drain, so
 //! no refill runs beside the measured requests.
+//!
+//! The KMIP rows (issue 19) are the same requests as a tape library sends them, to kma1's KMIP
+//! listener: each client is one TLS 1.3 connection with the same agent certificate (a KMIP
+//! client is an agent; how its certificate was issued does not change the request path), one
+//! KMIP 1.4 message at a time. A Get reads a key the client created before the run; a
+//! Create+Get is the Tape Library profile's first write (TL-M-2): one batch, a Create with the
+//! tape's Application Specific Information, then a Get of the placeholder, committed through
+//! the cluster before the value is returned.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +37,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper::{header, Method, Request};
 use hyper_util::rt::TokioIo;
+use kmip::attribute::Attribute;
+use kmip::enums::Operation;
+use kmip::message::ProtocolVersion;
+use kmip::{tag, Item, Value};
 use node::client::KmaClient;
 use statemachine::cluster::KeyPoolLimits;
 use statemachine::Command;
@@ -136,25 +148,35 @@ struct DriveConnection {
 
 type Drive = Arc<Mutex<DriveConnection>>;
 
+type TlsStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// A TLS 1.3 connection to `address` with the agent's certificate, Nagle off.
+async fn tls_connect(
+    credentials: &agent_gateway::AgentCredentials,
+    address: &str,
+) -> anyhow::Result<TlsStream> {
+    let tls = node::transport::tls::client_config_from_pem(
+        &credentials.ca_pem,
+        &credentials.certificate_pem,
+        &credentials.private_key_pem,
+    )?;
+    let stream = tokio::net::TcpStream::connect(address)
+        .await
+        .with_context(|| format!("connecting to {address}"))?;
+    stream.set_nodelay(true)?;
+    let name = node::transport::tls::server_name(address).map_err(anyhow::Error::msg)?;
+    tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(name, stream)
+        .await
+        .with_context(|| format!("TLS handshake with {address}"))
+}
+
 impl DriveConnection {
     async fn connect(
         credentials: &agent_gateway::AgentCredentials,
         service: &str,
     ) -> anyhow::Result<Drive> {
-        let tls = node::transport::tls::client_config_from_pem(
-            &credentials.ca_pem,
-            &credentials.certificate_pem,
-            &credentials.private_key_pem,
-        )?;
-        let stream = tokio::net::TcpStream::connect(service)
-            .await
-            .with_context(|| format!("connecting to {service}"))?;
-        stream.set_nodelay(true)?;
-        let name = node::transport::tls::server_name(service).map_err(anyhow::Error::msg)?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(tls))
-            .connect(name, stream)
-            .await
-            .with_context(|| format!("TLS handshake with {service}"))?;
+        let tls = tls_connect(credentials, service).await?;
         let (sender, connection) = http1::handshake(TokioIo::new(tls)).await?;
         tokio::spawn(async move {
             let _ended = connection.await;
@@ -286,6 +308,109 @@ async fn timed(
     }
 }
 
+/// One KMIP client's connection, one message at a time.
+type KmipClient = Arc<Mutex<TlsStream>>;
+
+const KMIP_VERSION: ProtocolVersion = ProtocolVersion::V1_4;
+const KMIP_ANSWER_MAX: Duration = Duration::from_secs(30);
+
+/// TL-M-2's first write of tape `tape`: a Create of an AES-256 key carrying the tape's
+/// Application Specific Information, then a Get of the ID placeholder, in one ordered batch.
+fn kmip_create_and_get(tape: u128) -> Vec<u8> {
+    let asi = Value::Structure(vec![
+        Item::text(tag::APPLICATION_NAMESPACE, "LIBRARY-LTO"),
+        Item::text(tag::APPLICATION_DATA, format!("{tape:064X}")),
+    ]);
+    let template = vec![
+        Attribute::new("Cryptographic Algorithm", Value::Enumeration(3)).to_pair(),
+        Attribute::new("Cryptographic Length", Value::Integer(256)).to_pair(),
+        Attribute::new("Cryptographic Usage Mask", Value::Integer(12)).to_pair(),
+        Attribute::new("Application Specific Information", asi).to_pair(),
+    ];
+    let create = vec![
+        Item::enumeration(tag::OBJECT_TYPE, 2),
+        Item::structure(tag::TEMPLATE_ATTRIBUTE, template),
+    ];
+    let batch = vec![(Operation::CREATE, create), (Operation::GET, Vec::new())];
+    encoded(kmip::client::request(KMIP_VERSION, true, batch))
+}
+
+fn kmip_get(key_id: &str) -> Vec<u8> {
+    let get = vec![Item::text(tag::UNIQUE_IDENTIFIER, key_id)];
+    encoded(kmip::client::request(KMIP_VERSION, false, vec![(Operation::GET, get)]))
+}
+
+fn encoded(message: Item) -> Vec<u8> {
+    message.encode().expect("a request within the codec's bounds").to_vec()
+}
+
+/// A tape number no other drive, level or request uses.
+fn tape(drives: usize, drive: usize, n: u64) -> u128 {
+    ((drives as u128) << 96) | ((drive as u128) << 64) | u128::from(n)
+}
+
+/// Sends one KMIP message and times it until its response is read and decoded; a response
+/// with any failed batch item counts as a failure.
+async fn kmip_timed(client: &KmipClient, request: &[u8]) -> Done {
+    let mut stream = client.lock().await;
+    let started = Instant::now();
+    let exchanged =
+        agent_gateway::kmip::client::exchange(&mut *stream, request, KMIP_ANSWER_MAX).await;
+    let took = started.elapsed();
+    let Ok(response) = exchanged else {
+        return Done::Failed;
+    };
+    let items = kmip::client::batch_items(&response);
+    if items.is_empty() || items.iter().any(|item| kmip::client::outcome(item).is_err()) {
+        return Done::Failed;
+    }
+    Done::Took(took)
+}
+
+/// The KMIP runs of one level: Get of a key each client created before, then Create+Get.
+async fn kmip_level(
+    drives: usize,
+    duration: Duration,
+    credentials: &agent_gateway::AgentCredentials,
+    kmip: &str,
+    kma_pids: &[u32],
+) -> anyhow::Result<Vec<String>> {
+    let mut clients = Vec::new();
+    let mut gets = Vec::new();
+    for drive in 0..drives {
+        let client: KmipClient = Arc::new(Mutex::new(tls_connect(credentials, kmip).await?));
+        let first = kmip_create_and_get(tape(drives, drive, 0));
+        let mut stream = client.lock().await;
+        let response =
+            agent_gateway::kmip::client::exchange(&mut *stream, &first, KMIP_ANSWER_MAX).await?;
+        drop(stream);
+        let items = kmip::client::batch_items(&response);
+        let created = items.first().context("an empty KMIP response")?;
+        let payload = kmip::client::outcome(created)
+            .map_err(|failure| anyhow::anyhow!("the first KMIP Create: {}", failure.message))?;
+        let key_id = kmip::client::unique_identifier(payload).context("a created key's ID")?;
+        gets.push(kmip_get(key_id));
+        clients.push(client);
+    }
+    let (clients, gets) = (Arc::new(clients), Arc::new(gets));
+    let clients_g = clients.clone();
+    let reads = measure(drives, duration, kma_pids, move |drive, _| {
+        let (clients, gets) = (clients_g.clone(), gets.clone());
+        async move { kmip_timed(&clients[drive], &gets[drive]).await }
+    })
+    .await;
+    let creates = measure(drives, duration, kma_pids, move |drive, n| {
+        let clients = clients.clone();
+        let request = kmip_create_and_get(tape(drives, drive, 1 + n));
+        async move { kmip_timed(&clients[drive], &request).await }
+    })
+    .await;
+    Ok(vec![
+        reads.row("KMIP Get, one KMA (local reads)", drives),
+        creates.row("KMIP Create+Get in one batch, 3 KMAs", drives),
+    ])
+}
+
 fn settings() -> (Duration, Vec<usize>) {
     let secs = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
     let drives = std::env::var("BENCH_DRIVES")
@@ -411,6 +536,7 @@ async fn main() -> anyhow::Result<()> {
     let secrets = node::setup::read_secrets(&dir.join(node::setup::local::SECRETS_FILE))?;
     let admin = node::setup::local::officer_session(&dir.join("kma1"), &address, &secrets).await?;
     let service = format!("127.0.0.1:{}", BASE_PORT + 101);
+    let kmip = format!("127.0.0.1:{}", BASE_PORT + 201);
     let ca_pem = node::pki::read(&dir.join("kma1/tls/ca.pem"))?;
     let credentials = setup(&admin, &address, &service, &ca_pem).await;
     wait_for_full_pool(&admin, &address).await?;
@@ -418,6 +544,7 @@ async fn main() -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for &drives in &levels {
         rows.extend(level(drives, duration, &credentials, &service, &kma_pids).await?);
+        rows.extend(kmip_level(drives, duration, &credentials, &kmip, &kma_pids).await?);
     }
     println!(
         "| operation | drives | ops/s | p50 ms | p99 ms | errors | KMAs CPU µs/op | bench client CPU µs/op |"
