@@ -246,6 +246,10 @@ pub struct Agent {
     pub key_groups: Vec<String>,
     pub default_key_group: Option<String>,
     pub created_at_ms: u64,
+    /// Whether a Security Officer granted this agent, as a KMIP client, Revoke and Destroy
+    /// (issue 19; absent from a KMA of an earlier version: false).
+    #[serde(default)]
+    pub kmip_revoke_and_destroy: bool,
 }
 
 #[derive(Clone, Serialize, Deserialize, ToSchema)]

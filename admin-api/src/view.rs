@@ -119,6 +119,7 @@ pub fn agent(state: &State, agent: &statemachine::agent::Agent) -> api::Agent {
         key_groups: agent.key_groups.iter().map(|id| group_name(state, *id)).collect(),
         default_key_group: agent.default_key_group.map(|id| group_name(state, id)),
         created_at_ms: agent.created_at_ms,
+        kmip_revoke_and_destroy: state.meta().kmip_revokers.contains(&agent.id),
     }
 }
 

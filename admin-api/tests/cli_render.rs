@@ -121,6 +121,7 @@ fn agents() -> Vec<Agent> {
             key_groups: vec!["backups".into(), "archive".into()],
             default_key_group: Some("backups".into()),
             created_at_ms: T0,
+            kmip_revoke_and_destroy: false,
         },
         Agent {
             id: "lto4-frankfurt-17".into(),
@@ -130,6 +131,7 @@ fn agents() -> Vec<Agent> {
             key_groups: vec![],
             default_key_group: None,
             created_at_ms: T0 + 30 * DAY_MS,
+            kmip_revoke_and_destroy: true,
         },
     ]
 }

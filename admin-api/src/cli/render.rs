@@ -299,6 +299,7 @@ pub fn agent(agent: &Agent) -> String {
         ("Enabled", yes_no(agent.enabled)),
         ("Default key group", or_dash(agent.default_key_group.as_deref())),
         ("Key groups", list_or_dash(&agent.key_groups)),
+        ("KMIP revoke/destroy", yes_no(agent.kmip_revoke_and_destroy)),
         ("Created", format_utc_ms(agent.created_at_ms)),
     ])
 }
