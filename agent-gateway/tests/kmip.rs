@@ -96,7 +96,7 @@ async fn connect(kmip: &Kmip, identity: (&str, &str)) -> TlsStream<TcpStream> {
     connector.connect(name, tcp).await.expect("TLS")
 }
 
-/// Sends one request and reads its response, or `None` if the server closed the connection.
+/// Sends one request and reads its response, or `None` if there is none to read.
 async fn exchange(stream: &mut TlsStream<TcpStream>, request: &[u8]) -> Option<Item> {
     client::exchange(stream, request, std::time::Duration::from_secs(10)).await.ok()
 }
@@ -106,10 +106,7 @@ fn request(version: ProtocolVersion, order: bool, items: Vec<(Operation, Vec<Ite
 }
 
 fn pair(name: &str, value: Value) -> Item {
-    Item::structure(
-        tag::ATTRIBUTE,
-        vec![Item::text(tag::ATTRIBUTE_NAME, name), Item::new(tag::ATTRIBUTE_VALUE, value)],
-    )
+    kmip::attribute::Attribute::new(name, value).to_pair()
 }
 
 fn asi() -> Value {
@@ -371,7 +368,8 @@ async fn u5_versions_query_and_bad_input_are_answered_as_the_standard_says() {
     let answered = exchange(&mut stream, &broken).await;
     assert!(answered.is_some_and(|r| status(items(&r)[0]) == failed(ResultReason::INVALID_MESSAGE)));
     let garbage = [0xffu8; 16];
-    assert!(exchange(&mut stream, &garbage).await.is_none(), "the connection is closed");
+    let closed = client::exchange(&mut stream, &garbage, std::time::Duration::from_secs(10)).await;
+    assert!(matches!(closed, Err(client::ExchangeError::Closed)), "{closed:?}");
     let ready_before = kmip.cluster.ready_pool();
     assert_eq!(ready_before, POOL_SIZE, "nothing drew a key");
 }

@@ -150,7 +150,7 @@ type Drive = Arc<Mutex<DriveConnection>>;
 
 type TlsStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 
-/// A TLS 1.3 connection to `address` with the agent's certificate, Nagle off.
+/// A TLS 1.3 connection to a service listener with the agent's certificate, Nagle off.
 async fn tls_connect(
     credentials: &agent_gateway::AgentCredentials,
     address: &str,
@@ -378,7 +378,10 @@ async fn kmip_level(
     let mut clients = Vec::new();
     let mut gets = Vec::new();
     for drive in 0..drives {
-        let client: KmipClient = Arc::new(Mutex::new(tls_connect(credentials, kmip).await?));
+        let identity = (credentials.certificate_pem.as_str(), credentials.private_key_pem.as_str());
+        let stream =
+            agent_gateway::kmip::client::connect(kmip, &credentials.ca_pem, identity).await?;
+        let client: KmipClient = Arc::new(Mutex::new(stream));
         let first = kmip_create_and_get(tape(drives, drive, 0));
         let mut stream = client.lock().await;
         let response =

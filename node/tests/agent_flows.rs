@@ -327,13 +327,9 @@ type KmipStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 async fn kmip_connect(cluster: &Cluster, index: usize, identity: (&str, &str)) -> KmipStream {
     let config = node::config::NodeConfig::load(&cluster.nodes[index].data_dir).expect("config");
     let address = config.kmip_listen.expect("a KMIP listener").to_string();
-    let tls =
-        node::transport::tls::client_config_from_pem(&ca_pem(cluster), identity.0, identity.1)
-            .expect("client TLS");
-    let tcp = tokio::net::TcpStream::connect(&address).await.expect("connect to KMIP");
-    let name = node::transport::tls::server_name(&address).expect("server name");
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
-    connector.connect(name, tcp).await.expect("TLS handshake on the KMIP port")
+    let ca = ca_pem(cluster);
+    let connected = agent_gateway::kmip::client::connect(&address, &ca, identity).await;
+    connected.expect("a TLS connection to the KMIP port")
 }
 
 /// One KMIP 1.4 message; each batch item's payload or failure.
