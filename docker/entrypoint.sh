@@ -22,7 +22,8 @@
 # The secrets file in the first KMA's volume is a development convenience: one container plays
 # every quorum member. A real quorum keeps its passphrases to itself (docs/docker.md).
 # Settings: KMS_NAME, KMS_SITE, KMS_ADVERTISE (host:port other KMAs use), KMS_MANAGEMENT
-# (default 0.0.0.0:7001), KMS_SERVICE (default 0.0.0.0:7101), KMS_PEER (joiners: the first KMA's
+# (default 0.0.0.0:7001), KMS_SERVICE (default 0.0.0.0:7101), KMS_KMIP (default 0.0.0.0:5696, the
+# KMIP port for tape libraries; written into kma.toml when the KMA is created), KMS_PEER (joiners: the first KMA's
 # management address), KMS_SHARED (default /shared, a volume all KMAs mount), KMS_SECRETS_FILE
 # (default $KMS_DATA_DIR/secrets.toml), KMS_EXPORT (default /export), KMS_EXPORT_UID /
 # KMS_EXPORT_GID (owner of the exported files).
@@ -34,6 +35,7 @@ secrets="${KMS_SECRETS_FILE:-$data/secrets.toml}"
 name="${KMS_NAME:-kma}"
 management="${KMS_MANAGEMENT:-0.0.0.0:7001}"
 service="${KMS_SERVICE:-0.0.0.0:7101}"
+kmip="${KMS_KMIP:-0.0.0.0:5696}"
 advertise="${KMS_ADVERTISE:-$name:${management##*:}}"
 local_peer="127.0.0.1:${management##*:}"
 
@@ -44,7 +46,7 @@ if [ $# -eq 0 ]; then
 fi
 
 where=(--data-dir "$data" --name "$name" --site "${KMS_SITE:-}" --management "$management"
-  --advertise "$advertise" --service "$service")
+  --advertise "$advertise" --service "$service" --kmip "$kmip")
 
 # 32 hex digits from /dev/urandom (128 bits).
 random_passphrase() {

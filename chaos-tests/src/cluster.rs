@@ -208,8 +208,8 @@ impl DockerCluster {
 }
 
 /// The compose file's variables for a test project: its own export dir, exported files owned
-/// by this user, and management ports on 127.0.0.1 chosen by Docker (no clash with other tests
-/// or a cluster someone runs on 7701-7703).
+/// by this user, and management and KMIP ports on 127.0.0.1 chosen by Docker (no clash with
+/// other tests or a cluster someone runs on 7701-7703 and 7721-7723).
 fn compose_env(export: &Path) -> anyhow::Result<Vec<(String, String)>> {
     let owner = std::fs::metadata(export)?;
     let mut env = vec![
@@ -220,6 +220,7 @@ fn compose_env(export: &Path) -> anyhow::Result<Vec<(String, String)>> {
     ];
     for n in 1..=SERVICES.len() {
         env.push((format!("KMS_KMA{n}_PUBLISH"), "127.0.0.1:".into()));
+        env.push((format!("KMS_KMA{n}_KMIP_PUBLISH"), "127.0.0.1:".into()));
     }
     Ok(env)
 }

@@ -58,11 +58,36 @@ async fn create_on(
     (status, response.json().await.expect("a JSON answer"))
 }
 
+/// The value of key `key_id` read over KMIP (a Get, KMIP 1.4) from `service`'s published KMIP
+/// port, with the drive's certificate: a KMIP client is an agent.
+async fn kmip_get(
+    cluster: &DockerCluster,
+    service: &str,
+    credentials: &agent_gateway::AgentCredentials,
+    key_id: &str,
+) -> Vec<u8> {
+    use kmip::{enums::Operation, tag, Item, ProtocolVersion};
+    let published = cluster.compose.port(service, agent_gateway::kmip::KMIP_PORT).await;
+    let address = published.unwrap_or_else(|e| panic!("{e:#}"));
+    let identity = (credentials.certificate_pem.as_str(), credentials.private_key_pem.as_str());
+    let connected = agent_gateway::kmip::client::connect(&address, &credentials.ca_pem, identity);
+    let mut stream = connected.await.expect("the KMIP port of the compose KMA");
+    let get = vec![Item::text(tag::UNIQUE_IDENTIFIER, key_id)];
+    let request = kmip::client::request(ProtocolVersion::V1_4, false, vec![(Operation::GET, get)]);
+    let request = request.encode().expect("encode");
+    let exchanged =
+        agent_gateway::kmip::client::exchange(&mut stream, &request, Duration::from_secs(10));
+    let response = exchanged.await.expect("a KMIP response");
+    let items = kmip::client::batch_items(&response);
+    let payload = kmip::client::outcome(items[0]).expect("the Get succeeds");
+    kmip::client::key_material(payload).expect("a key value").to_vec()
+}
+
 /// Setup: the compose cluster, a catalogue and an enrolled drive; a data unit with its key
 /// written through follower F. Action: F is cut off from the other two KMAs (its packets from
 /// them are dropped; the host still reaches it) while a fleet of four StorageTek drives that
 /// know all three KMAs runs for 12 s; then the cut heals. Expect: F serves the existing key
-/// from its own state; F refuses a new data unit at once with a retryable 503 (it has no
+/// from its own state, on the agent protocol and over KMIP; F refuses a new data unit at once with a retryable 503 (it has no
 /// majority); the fleet's writes succeed on the other two (operations complete during the cut,
 /// no verification failure, no drive gives up); after the heal F catches up and the three state
 /// digests are equal.
@@ -112,6 +137,8 @@ async fn c2_a_kma_cut_off_serves_existing_keys_refuses_new_ones_and_drives_write
     let read = alone.keys(unit).await.expect("the cut-off KMA serves an existing key");
     assert_eq!(read.keys.len(), 1, "{read:?}");
     assert_eq!(*read.keys[0].value, *written.key.value);
+    let over_kmip = kmip_get(&cluster, cut, &credentials, &written.key.key_id.to_string()).await;
+    assert_eq!(over_kmip, *written.key.value, "a library at that site reads the same key");
     let asked = Instant::now();
     let (status, answer) = create_on(&credentials, &cut_address).await;
     let body: ErrorBody = serde_json::from_value(answer.clone()).expect("an error body");
