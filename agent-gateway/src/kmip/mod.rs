@@ -9,7 +9,7 @@
 //! - `engine`: one request's batch items, run in order, with the ID placeholder.
 //! - `attributes`: KMIP attributes to and from what the state keeps.
 //! - `reads`: the reads answered locally, counted for the audit log.
-//! - `client`: one exchange as a client makes it, for the tests and the bench.
+//! - `client`: a client's TLS connection and one exchange, for the tests and the bench.
 //!
 //! A connection is read one message at a time: 8 header bytes, checked (a Request Message
 //! structure no longer than `Limits::SERVER` allows) before its body is read, the body under
