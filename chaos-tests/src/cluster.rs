@@ -1,5 +1,5 @@
-//! The compose cluster as an administrator sees it: three KMAs (`kma1`, `kma2` at site `east`,
-//! `kma3` at `west`), each reached on its published management port with a Security Officer
+//! The compose cluster as an administrator sees it: three KMAs, one per site (`kma1` at `east`,
+//! `kma2` at `west`, `kma3` at `north`), each reached on its published management port with a Security Officer
 //! session, logged in with the quickstart secrets that kma1 exports to a temporary host
 //! directory.
 

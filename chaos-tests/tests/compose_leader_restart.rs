@@ -23,7 +23,7 @@ const PROGRESS_TIMEOUT: Duration = Duration::from_secs(60);
 /// Acknowledged writes wanted before the fault, during the outage and after the restart.
 const WRITES_PER_STEP: usize = 40;
 
-/// Setup: the compose cluster (kma1, kma2 at `east`, kma3 at `west`), a writer of `CreateUser`
+/// Setup: the compose cluster (kma1 at `east`, kma2 at `west`, kma3 at `north`), a writer of `CreateUser`
 /// commands through a follower. Action: `docker kill -s KILL` the leader's container, keep
 /// writing, start it again; then the same with `docker stop` on the new leader. Expect: a new
 /// leader each time, writes acknowledged during each outage, the restarted KMA catches up; at the
