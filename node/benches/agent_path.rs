@@ -377,23 +377,20 @@ async fn kmip_level(
 ) -> anyhow::Result<Vec<String>> {
     let mut clients = Vec::new();
     let mut gets = Vec::new();
+    let identity = (credentials.certificate_pem.as_str(), credentials.private_key_pem.as_str());
     for drive in 0..drives {
-        let identity = (credentials.certificate_pem.as_str(), credentials.private_key_pem.as_str());
-        let stream =
+        let mut stream =
             agent_gateway::kmip::client::connect(kmip, &credentials.ca_pem, identity).await?;
-        let client: KmipClient = Arc::new(Mutex::new(stream));
         let first = kmip_create_and_get(tape(drives, drive, 0));
-        let mut stream = client.lock().await;
         let response =
-            agent_gateway::kmip::client::exchange(&mut *stream, &first, KMIP_ANSWER_MAX).await?;
-        drop(stream);
+            agent_gateway::kmip::client::exchange(&mut stream, &first, KMIP_ANSWER_MAX).await?;
         let items = kmip::client::batch_items(&response);
         let created = items.first().context("an empty KMIP response")?;
         let payload = kmip::client::outcome(created)
             .map_err(|failure| anyhow::anyhow!("the first KMIP Create: {}", failure.message))?;
         let key_id = kmip::client::unique_identifier(payload).context("a created key's ID")?;
         gets.push(kmip_get(key_id));
-        clients.push(client);
+        clients.push(KmipClient::new(Mutex::new(stream)));
     }
     let (clients, gets) = (Arc::new(clients), Arc::new(gets));
     let clients_g = clients.clone();
