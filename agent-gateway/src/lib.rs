@@ -23,6 +23,8 @@
 //!   rejections are refusals of that shape too.
 //! - [`kmip`]: the KMIP listener ([`kmip::serve_kmip`]): TTLV over mutual TLS for tape libraries
 //!   and other KMIP clients, who are agents too (issue 19).
+//! - `handout`: one log line per key value handed to an agent (route, agent, key ID, index), never
+//!   the value: what the chaos suite's checker compares with the committed log.
 //! - [`epoch`]: the cluster epoch a certificate names (SPEC B7); the client refuses KMAs of an
 //!   older epoch than one it has seen.
 //! - [`client`]: [`AgentClient`] and [`enroll`](client::enroll), for drives and integrators.
@@ -40,6 +42,7 @@ mod enroll;
 pub mod epoch;
 mod error;
 mod extract;
+mod handout;
 pub mod kmip;
 mod routes;
 pub mod server;

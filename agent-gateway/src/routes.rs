@@ -16,6 +16,7 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::backend::Backend;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Path, Query};
+use crate::handout::{handed_out, Route};
 use crate::server::{authorize, claimed, json_response, secret_json_response, Gateway, Peer};
 use crate::wire::{
     CreateDataUnitRequest, DataUnitCreated, DataUnitKeys, DisassociateRequest, Disassociated,
@@ -163,6 +164,8 @@ pub(crate) async fn write_key<B: Backend>(
                 })
                 .await??;
             let key = wire_key(&master, cluster_id, &key)?;
+            let request_id = Some(request.request_id.into());
+            handed_out(Route::WriteKey, &agent_id, &key_id, Some(&data_unit), index, request_id);
             Ok(secret_json_response(&WriteKeyResponse { data_unit, key, reused, index }, 1))
         }
         .await,
@@ -195,6 +198,10 @@ pub(crate) async fn keys<B: Backend>(
                 .iter()
                 .map(|key| wire_key(&master, cluster_id, key))
                 .collect::<Result<Vec<_>, _>>()?;
+            for key in &keys {
+                let agent = claimed.agent_id;
+                handed_out(Route::Keys, agent, &key.key_id, Some(&data_unit), index, None);
+            }
             let count = keys.len();
             Ok(secret_json_response(&DataUnitKeys { data_unit, keys, index }, count))
         }
@@ -246,6 +253,8 @@ pub(crate) async fn key<B: Backend>(
                 ((key, _), cluster_id, index) = gateway.backend.read(applied, read).await??;
             }
             let key = wire_key(&master, cluster_id, &key)?;
+            let agent = claimed.agent_id;
+            handed_out(Route::Key, agent, &key.key_id, data_unit.as_ref(), index, None);
             Ok(secret_json_response(&KeyLookup { key, data_unit, index }, 1))
         }
         .await,

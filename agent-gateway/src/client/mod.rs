@@ -145,6 +145,9 @@ pub struct WriteKey {
     pub key: AgentKey,
     pub reused: bool,
     pub index: u64,
+    /// The request ID the client sent (and re-sent on failover): the cluster answers every
+    /// retry of it with the same key (SPEC A6).
+    pub request_id: statemachine::RequestId,
 }
 
 #[derive(Clone, Debug)]
@@ -435,7 +438,8 @@ impl AgentClient {
         data_unit: DataUnitId,
         from_bot: bool,
     ) -> Result<WriteKey, ClientError> {
-        let request = WriteKeyRequest { from_bot, request_id: self.next_request_id() };
+        let request_id = self.next_request_id();
+        let request = WriteKeyRequest { from_bot, request_id };
         let min_index = self.min_index();
         let path = format!("{PREFIX}/data-units/{data_unit}/write-key?min_index={min_index}");
         let (answer, address): (WriteKeyResponse, String) = self.write_from(path, &request).await?;
@@ -446,6 +450,7 @@ impl AgentClient {
             key,
             reused: answer.reused,
             index: answer.index,
+            request_id: request_id.into(),
         })
     }
 

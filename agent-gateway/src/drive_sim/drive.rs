@@ -13,6 +13,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use statemachine::{DataUnitId, KeyId};
 
+use super::history::KeyAnswer;
 use super::report::{DriveStats, OpKind};
 use super::tape::{self, TapeHeader};
 use super::{DriveMode, FleetError, Shared};
@@ -283,7 +284,13 @@ impl Drive {
         };
         let mut ciphers = HashMap::new();
         if self.shared.config.mode == DriveMode::StorageTek {
+            let invoked = Instant::now();
             let set = self.timed(OpKind::Mount, client.keys(data_unit)).await?;
+            if let Some(history) = &self.shared.history {
+                let key_ids = set.keys.iter().map(|key| key.key_id).collect();
+                let answer = KeyAnswer::Keys { key_ids, index: set.index };
+                history.record(self.index, invoked, data_unit, answer);
+            }
             ciphers.extend(set.keys.iter().map(|key| (key.key_id, cipher(key))));
         }
         *self.stats.ops.entry(OpKind::Mount).or_default() += 1;
@@ -312,7 +319,26 @@ impl Drive {
         if storagetek && from_bot {
             self.timed(kind, client.disassociate_on_bot(mount.data_unit)).await?;
         }
-        let answer = self.timed(kind, client.write_key(mount.data_unit, from_bot)).await?;
+        let invoked = Instant::now();
+        let answer = self.timed(kind, client.write_key(mount.data_unit, from_bot)).await;
+        if let Some(history) = &self.shared.history {
+            let recorded = match &answer {
+                Ok(written) => KeyAnswer::WriteKey {
+                    key_id: written.key.key_id,
+                    index: written.index,
+                    request_id: written.request_id,
+                    from_bot,
+                },
+                Err(Failure::Client { error, .. }) => {
+                    KeyAnswer::WriteKeyFailed { from_bot, error: error.to_string() }
+                }
+                Err(Failure::Fatal(_)) => {
+                    KeyAnswer::WriteKeyFailed { from_bot, error: "the simulator stopped".into() }
+                }
+            };
+            history.record(self.index, invoked, mount.data_unit, recorded);
+        }
+        let answer = answer?;
         let key_id = answer.key.key_id;
         mount.ciphers.insert(key_id, cipher(&answer.key));
         mount.write_key = Some(key_id);

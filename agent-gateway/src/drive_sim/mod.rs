@@ -19,12 +19,14 @@
 //! library (after its own failover) abandons the mount; the drive retries the same operation on
 //! the same tape a little later.
 //!
-//! [`run_fleet`] runs the random mix for a number of operations or a duration;
+//! [`run_fleet`] runs the random mix for a number of operations or a duration
+//! ([`run_fleet_recorded`] also records every key answer in a [`KeyHistory`]);
 //! [`verify_fleet`] reads every tape once, as a final check after a run, or alone on another
 //! cluster that imported the tapes' keys from this one (SPEC T4); [`legacy`] reads "1.x
 //! tapes" made from a KMS 1.x key export file by key ID (SPEC M1, A5).
 
 mod drive;
+mod history;
 pub mod legacy;
 mod report;
 pub mod tape;
@@ -39,6 +41,7 @@ use indicatif::ProgressBar;
 
 use crate::client::AgentClient;
 use drive::{Drive, Plan};
+pub use history::{KeyAnswer, KeyEvent, KeyHistory};
 pub use report::{FleetReport, Histogram, KindReport, OpKind};
 
 /// Tapes are named `T` and five digits.
@@ -130,13 +133,19 @@ struct Shared {
     /// Set when a drive hit a fatal error: the others stop at their next operation.
     stop: AtomicBool,
     progress: Option<ProgressBar>,
+    /// Where the drives record their key answers, when the caller keeps a history.
+    history: Option<KeyHistory>,
     ops: AtomicU64,
     errors: AtomicU64,
     failures: AtomicU64,
 }
 
 impl Shared {
-    fn new(config: FleetConfig, progress: Option<ProgressBar>) -> Self {
+    fn new(
+        config: FleetConfig,
+        progress: Option<ProgressBar>,
+        history: Option<KeyHistory>,
+    ) -> Self {
         let started = Instant::now();
         if let Some(bar) = &progress {
             match (config.ops, config.duration) {
@@ -152,6 +161,7 @@ impl Shared {
             started,
             stop: AtomicBool::new(false),
             progress,
+            history,
             ops: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             failures: AtomicU64::new(0),
@@ -160,6 +170,7 @@ impl Shared {
 
     fn running(&self) -> bool {
         !self.stop.load(Ordering::Relaxed)
+            && !self.history.as_ref().is_some_and(KeyHistory::stopped)
             && self.deadline.is_none_or(|deadline| Instant::now() < deadline)
             && self.tickets.as_ref().is_none_or(|left| left.load(Ordering::Relaxed) > 0)
     }
@@ -167,6 +178,7 @@ impl Shared {
     /// Reserves one data operation of the budget; `false` when the run is over.
     fn take_ticket(&self) -> bool {
         if self.stop.load(Ordering::Relaxed)
+            || self.history.as_ref().is_some_and(KeyHistory::stopped)
             || self.deadline.is_some_and(|deadline| Instant::now() >= deadline)
         {
             return false;
@@ -218,7 +230,19 @@ pub async fn run_fleet(
     progress: Option<ProgressBar>,
 ) -> Result<FleetReport, FleetError> {
     config.check(clients.len(), true)?;
-    fleet(clients, config, progress, Plan::Random).await
+    fleet(clients, config, progress, None, Plan::Random).await
+}
+
+/// As [`run_fleet`], recording every write key and key set the drives are answered, and every
+/// write key they asked for in vain, in `history`.
+pub async fn run_fleet_recorded(
+    clients: Vec<AgentClient>,
+    config: FleetConfig,
+    progress: Option<ProgressBar>,
+    history: KeyHistory,
+) -> Result<FleetReport, FleetError> {
+    config.check(clients.len(), true)?;
+    fleet(clients, config, progress, Some(history), Plan::Random).await
 }
 
 /// Mounts every tape of every drive that exists on disk once and reads it whole; the budget
@@ -232,20 +256,21 @@ pub async fn verify_fleet(
     // No budget: the count only sizes the progress bar, one step per tape read.
     let tapes = (config.drives * config.tapes_per_drive) as u64;
     let config = FleetConfig { ops: Some(tapes), duration: None, ..config };
-    fleet(clients, config, progress, Plan::ReadEach).await
+    fleet(clients, config, progress, None, Plan::ReadEach).await
 }
 
 async fn fleet(
     clients: Vec<AgentClient>,
     config: FleetConfig,
     progress: Option<ProgressBar>,
+    history: Option<KeyHistory>,
     plan: Plan,
 ) -> Result<FleetReport, FleetError> {
     tokio::fs::create_dir_all(&config.tape_dir)
         .await
         .map_err(|source| FleetError::Tape { path: config.tape_dir.clone(), source })?;
     let (mode, drives) = (config.mode, config.drives);
-    let shared = Arc::new(Shared::new(config, progress));
+    let shared = Arc::new(Shared::new(config, progress, history));
     let tasks: Vec<_> = (0..drives)
         .map(|index| {
             let client = clients[index % clients.len()].clone();

@@ -284,19 +284,27 @@ impl<B: Backend> Session<'_, B> {
         }
         let master = self.backend.master_key().ok_or_else(locked)?;
         let (agent, version) = (self.agent, self.version);
-        let read = move |state: &State| -> Option<
-            Result<(statemachine::key::WrappedKey, statemachine::ClusterId), Failure>,
-        > {
+        type Found = (statemachine::key::WrappedKey, statemachine::ClusterId, u64);
+        let read = move |state: &State| -> Option<Result<Found, Failure>> {
             let key = state.key(&key_id)?;
             Some(reachable(state, agent, key, version).and_then(|()| {
                 let material = key.material.clone().ok_or_else(|| destroyed(&key_id, version))?;
-                Ok((material, state.cluster_id().unwrap_or_default()))
+                let cluster_id = state.cluster_id().unwrap_or_default();
+                Ok((material, cluster_id, state.last_applied_index()))
             }))
         };
         let found = self.read_confirmed(read).await;
-        let (material, cluster_id) = self.counted(Operation::GET, Some(key_id), found)?;
+        let (material, cluster_id, index) = self.counted(Operation::GET, Some(key_id), found)?;
         let clear = unwrap_key(&master, cluster_id, &key_id, &material)
             .map_err(|e| Failure::new(ResultReason::CRYPTOGRAPHIC_FAILURE, e.to_string()))?;
+        crate::handout::handed_out(
+            crate::handout::Route::KmipGet,
+            agent,
+            &key_id,
+            None,
+            index,
+            None,
+        );
         self.placeholder = Some(key_id);
         let value = Zeroizing::new(clear.as_bytes().to_vec());
         Ok(vec![
