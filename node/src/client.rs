@@ -176,6 +176,32 @@ impl KmaClient {
         Ok(page.rows)
     }
 
+    /// A GET of the management API at `path` (e.g. `/v1/keys/{id}?min_index=9`), its JSON
+    /// answer decoded as `T`: for reads that have no method of their own here.
+    pub async fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        address: &str,
+        path: &str,
+    ) -> Result<T, ClientError> {
+        let bytes = self.send(address, path, None, Duration::from_secs(35)).await?;
+        serde_json::from_slice(&bytes).map_err(|e| transport(address, e))
+    }
+
+    /// One page of this KMA's audit records from the start of its log, or after the record
+    /// `after` names (the `next` of the previous page), as of at least log index `min_index`;
+    /// the page's `next` is `None` once the log is exhausted. Auditors only (SPEC S5).
+    pub async fn audit_page(
+        &self,
+        address: &str,
+        after: Option<&str>,
+        min_index: u64,
+    ) -> Result<admin_api::api::Page<admin_api::api::AuditRecord>, ClientError> {
+        let after = after.map(|cursor| format!("&after={cursor}")).unwrap_or_default();
+        let path = format!("/v1/audit?limit=1000&min_index={min_index}{after}");
+        let bytes = self.send(address, &path, None, Duration::from_secs(35)).await?;
+        serde_json::from_slice(&bytes).map_err(|e| transport(address, e))
+    }
+
     /// Enters a quorum member's approval of `operation` (started at log index `min_index`).
     pub async fn approve(
         &self,
