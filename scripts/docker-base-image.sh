@@ -3,7 +3,9 @@
 # bookworm with debootstrap, for machines that cannot pull images from a registry. Elsewhere, skip
 # this and build the KMA image on a normal base: KMS_BASE_IMAGE=debian:bookworm-slim.
 #
-# Idempotent: does nothing when the image exists already. Needs root (debootstrap) and Docker.
+# Idempotent: does nothing when the image exists already with the packages below (its label
+# kms.base.include names them; an image made with another list is made again). Needs root
+# (debootstrap) and Docker.
 #   KMS_BASE_IMAGE   image name to create            (default kms-base:bookworm)
 #   KMS_DEBIAN_MIRROR  Debian mirror for debootstrap (default: debootstrap's own default)
 set -euo pipefail
@@ -12,8 +14,9 @@ image="${KMS_BASE_IMAGE:-kms-base:bookworm}"
 suite=bookworm
 # The kma binary links libstdc++ and libgcc_s (RocksDB is C++); minbase has them through apt, but
 # name them so that the image never depends on that accident. Containers have no network, so
-# everything the image needs goes in here, not in the Dockerfile.
-include=libstdc++6,libgcc-s1,ca-certificates
+# everything the image needs goes in here, not in the Dockerfile. faketime: the chaos suite
+# skews a KMA's clock (issue 20); it is loaded only where a test preloads it.
+include=libstdc++6,libgcc-s1,ca-certificates,faketime
 
 say() { echo "docker-base-image: $*" >&2; }
 
@@ -22,8 +25,13 @@ if ! docker info >/dev/null 2>&1; then
   exit 1
 fi
 if docker image inspect "$image" >/dev/null 2>&1; then
-  say "$image exists already; nothing to do"
-  exit 0
+  made_with="$(docker image inspect -f '{{index .Config.Labels "kms.base.include"}}' "$image" \
+    2>/dev/null || true)"
+  if [ "$made_with" = "$include" ]; then
+    say "$image exists already; nothing to do"
+    exit 0
+  fi
+  say "$image was made with other packages ('$made_with'); making it again with $include"
 fi
 
 if ! command -v debootstrap >/dev/null 2>&1; then
@@ -59,5 +67,5 @@ rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
 say "importing $root as $image"
 tar -C "$root" -c . | docker import \
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-  --change 'CMD ["/bin/bash"]' - "$image" >/dev/null
+  --change 'CMD ["/bin/bash"]' --change "LABEL kms.base.include=$include" - "$image" >/dev/null
 say "built $image ($(docker image inspect -f '{{.Size}}' "$image") bytes)"

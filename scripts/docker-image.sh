@@ -9,13 +9,15 @@
 #   KMS_BASE_IMAGE     base image                        (default kms-base:bookworm, made by
 #                      scripts/docker-base-image.sh when missing; elsewhere debian:bookworm-slim)
 #   CARGO_TARGET_DIR   where cargo put the binary        (default <repo>/target)
+#   KMS_KMA_BINARY     the kma binary to put in the image (default $CARGO_TARGET_DIR/release/kma;
+#                      e.g. an older one from scripts/build-kma-at.sh for the upgrade test)
 #   KMS_IMAGE_DEBUGINFO=keep  copy the binary as is (about 20 times larger)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 image="${KMS_IMAGE:-kms-kma:latest}"
 base="${KMS_BASE_IMAGE:-kms-base:bookworm}"
-binary="${CARGO_TARGET_DIR:-$PWD/target}/release/kma"
+binary="${KMS_KMA_BINARY:-${CARGO_TARGET_DIR:-$PWD/target}/release/kma}"
 say() { echo "docker-image: $*" >&2; }
 
 if [ ! -x "$binary" ]; then
@@ -27,12 +29,11 @@ if ! docker info >/dev/null 2>&1; then
   say "error: cannot talk to the Docker daemon (is it running? are you in the docker group?)"
   exit 1
 fi
-if ! docker image inspect "$base" >/dev/null 2>&1; then
-  if [ "$base" = kms-base:bookworm ]; then
-    bash scripts/docker-base-image.sh
-  else
-    say "base image $base is not here; docker build will try to pull it"
-  fi
+if [ "$base" = kms-base:bookworm ]; then
+  # Makes it when missing or made with another package list; otherwise a quick no-op.
+  bash scripts/docker-base-image.sh
+elif ! docker image inspect "$base" >/dev/null 2>&1; then
+  say "base image $base is not here; docker build will try to pull it"
 fi
 
 context="$(mktemp -d "${TMPDIR:-/tmp}/kms-image.XXXXXX")"
