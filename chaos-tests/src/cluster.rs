@@ -25,6 +25,18 @@ const CONVERGE_ATTEMPTS_MAX: u32 = 40;
 /// How often the officer logs in again while the cluster forms (see `wait_formed`).
 const RELOGIN_PAUSE: Duration = Duration::from_secs(5);
 
+/// How [`DockerCluster::start_with`] lays the project out.
+#[derive(Debug, Default)]
+pub struct Layout {
+    /// Project name prefix (default `kmschaos`): a harness that removes what an interrupted
+    /// run left behind finds its own projects by it.
+    pub prefix: Option<&'static str>,
+    /// Compose files applied after the top-level one.
+    pub overrides: Vec<std::path::PathBuf>,
+    /// Compose variables, over the defaults.
+    pub env: Vec<(String, String)>,
+}
+
 pub struct DockerCluster {
     /// Declared first so it drops first: the project goes down before the export dir goes.
     pub compose: Compose,
@@ -36,10 +48,20 @@ impl DockerCluster {
     /// Checks Docker, builds the KMA image, starts a new compose project and waits until the
     /// three KMAs are voters that know their leader.
     pub async fn start() -> anyhow::Result<DockerCluster> {
+        DockerCluster::start_with(Layout::default()).await
+    }
+
+    /// As [`DockerCluster::start`], with the project prefix, override files and variables of
+    /// `layout` (variables given there win over the defaults).
+    pub async fn start_with(layout: Layout) -> anyhow::Result<DockerCluster> {
         crate::image::require_docker().await?;
         crate::image::build_kma_image().await?;
         let export = tempfile::Builder::new().prefix("kms-docker-").tempdir()?;
-        let compose = Compose::new("kmschaos", compose_env(export.path())?);
+        let mut env = compose_env(export.path())?;
+        env.retain(|(name, _)| !layout.env.iter().any(|(given, _)| given == name));
+        env.extend(layout.env);
+        let prefix = layout.prefix.unwrap_or("kmschaos");
+        let compose = Compose::with_overrides(prefix, env, layout.overrides);
         let admin = async {
             compose.up().await?;
             wait_for_files(export.path(), &["tls/ca.pem", "secrets.toml"], FORMATION_TIMEOUT)
@@ -99,7 +121,16 @@ impl DockerCluster {
             if let Some((service, _)) = confirmed {
                 return Ok(service);
             }
-            anyhow::ensure!(Instant::now() < deadline, "no confirmed leader: {statuses:#?}");
+            if Instant::now() >= deadline {
+                // Say why the others did not answer: a KMA down and a refused session differ.
+                let mut silent = Vec::new();
+                for service in SERVICES {
+                    if let Err(error) = self.status(service).await {
+                        silent.push(format!("{service}: {error:#}"));
+                    }
+                }
+                anyhow::bail!("no confirmed leader: {statuses:#?}; no answer from {silent:#?}");
+            }
             tokio::time::sleep(POLL_PAUSE).await;
         }
     }

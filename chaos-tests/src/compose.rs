@@ -23,8 +23,11 @@ const NETWORK: &str = "kms";
 
 pub struct Compose {
     project: String,
-    file: PathBuf,
-    env: Vec<(String, String)>,
+    /// The top-level compose file, then any override files (a later file wins).
+    files: Vec<PathBuf>,
+    /// The compose file's variables; a test may change one between calls (e.g. a KMA's image
+    /// during a rolling upgrade).
+    env: Mutex<Vec<(String, String)>>,
     /// Service name to container ID: an ID survives stop and start, so it is asked for once.
     ids: Mutex<BTreeMap<String, String>>,
 }
@@ -32,12 +35,29 @@ pub struct Compose {
 impl Compose {
     /// A project named `<prefix><pid><time>`; `env` fills the compose file's variables.
     pub fn new(prefix: &str, env: Vec<(String, String)>) -> Compose {
+        Compose::with_overrides(prefix, env, Vec::new())
+    }
+
+    /// As [`Compose::new`], with override files after the top-level compose file.
+    pub fn with_overrides(
+        prefix: &str,
+        env: Vec<(String, String)>,
+        overrides: Vec<PathBuf>,
+    ) -> Compose {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.subsec_nanos());
         let project = format!("{prefix}{}x{nanos:x}", std::process::id());
-        let file = crate::image::repo_root().join("docker-compose.yml");
-        Compose { project, file, env, ids: Mutex::default() }
+        let mut files = vec![crate::image::repo_root().join("docker-compose.yml")];
+        files.extend(overrides);
+        Compose { project, files, env: Mutex::new(env), ids: Mutex::default() }
+    }
+
+    /// Sets one of the compose file's variables for the calls from now on.
+    pub fn set_env(&self, name: &str, value: &str) {
+        let mut env = self.env.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        env.retain(|(existing, _)| existing != name);
+        env.push((name.to_string(), value.to_string()));
     }
 
     pub fn project(&self) -> &str {
@@ -46,9 +66,13 @@ impl Compose {
 
     fn compose_std(&self) -> std::process::Command {
         let mut command = std::process::Command::new("docker-compose");
-        command.arg("--no-ansi").args(["-p", &self.project]).arg("-f").arg(&self.file);
+        command.arg("--no-ansi").args(["-p", &self.project]);
+        for file in &self.files {
+            command.arg("-f").arg(file);
+        }
         command.arg("--project-directory").arg(crate::image::repo_root());
-        command.envs(self.env.iter().map(|(name, value)| (name, value)));
+        let env = self.env.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        command.envs(env.iter().map(|(name, value)| (name, value)));
         command.stdin(Stdio::null());
         command
     }
@@ -60,6 +84,33 @@ impl Compose {
     /// `docker-compose up -d`: creates the network, volumes and containers and starts them.
     pub async fn up(&self) -> anyhow::Result<()> {
         crate::run(self.compose().args(["up", "-d", "--no-build"]), UP_TIMEOUT).await?;
+        Ok(())
+    }
+
+    /// `docker-compose up -d --no-deps SERVICE`: creates `service`'s container again when its
+    /// configuration changed (an image, a variable), keeping its volumes; starts it.
+    pub async fn up_service(&self, service: &str) -> anyhow::Result<()> {
+        let mut command = self.compose();
+        command.args(["up", "-d", "--no-build", "--no-deps", service]);
+        crate::run(&mut command, UP_TIMEOUT).await?;
+        // A new container has a new ID.
+        self.ids.lock().map_err(poisoned)?.remove(service);
+        Ok(())
+    }
+
+    /// `docker-compose rm -sfv SERVICE`: its container goes (stopped first), anonymous volumes
+    /// with it; named volumes stay (see [`Compose::remove_volume`]).
+    pub async fn remove_service(&self, service: &str) -> anyhow::Result<()> {
+        crate::run(self.compose().args(["rm", "-s", "-f", "-v", service]), UP_TIMEOUT).await?;
+        self.ids.lock().map_err(poisoned)?.remove(service);
+        Ok(())
+    }
+
+    /// Removes the project's named volume `volume` (e.g. `kma2-data`); its containers must be
+    /// gone.
+    pub async fn remove_volume(&self, volume: &str) -> anyhow::Result<()> {
+        let name = format!("{}_{volume}", self.project);
+        crate::run(Command::new("docker").args(["volume", "rm", &name]), CALL_TIMEOUT).await?;
         Ok(())
     }
 
@@ -130,7 +181,7 @@ impl Compose {
     }
 
     /// The PID of `service`'s main process on the host (for `nsenter` into its namespaces).
-    async fn pid(&self, service: &str) -> anyhow::Result<String> {
+    pub async fn pid(&self, service: &str) -> anyhow::Result<String> {
         let id = self.container_id(service).await?;
         let mut inspect = Command::new("docker");
         inspect.args(["inspect", "-f", "{{.State.Pid}}", &id]);
@@ -179,6 +230,21 @@ impl Compose {
             }
         }
         Ok(())
+    }
+
+    /// The whole log of `service`'s container (stdout and stderr, in order), for checks that
+    /// read what the KMA logged. Held in memory: a chaos run's KMA logs a few MiB an hour.
+    pub async fn full_log(&self, service: &str) -> anyhow::Result<String> {
+        let id = self.container_id(service).await?;
+        let mut command = Command::new("docker");
+        command.args(["logs", &id]).stdin(Stdio::null()).kill_on_drop(true);
+        let output = tokio::time::timeout(DOWN_TIMEOUT, command.output())
+            .await
+            .map_err(|_| anyhow::anyhow!("docker logs {service} did not finish"))??;
+        anyhow::ensure!(output.status.success(), "docker logs {service} failed");
+        let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&output.stderr));
+        Ok(text)
     }
 
     /// The last lines of every container's log.

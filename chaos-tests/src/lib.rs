@@ -3,8 +3,10 @@
 //! cut), with checks that every acknowledged write survives and every KMA converges (SPEC C1, C7).
 //!
 //! This crate owns the test harness only: driving `docker-compose` and `docker`, and observing
-//! the cluster through the management listener as an administrator. It must never reach into a
-//! KMA's data dir or process: what it checks is what a client can see.
+//! the cluster through the management listener as an administrator, the agents' protocol and
+//! the KMAs' logs. It must never read a KMA's data dir: what it checks is what a client, an
+//! auditor or an operator reading the logs can see. The nemesis alone touches a KMA's process
+//! and namespaces from outside (signals, iptables, a proxy, a clock offset, a full disk).
 //!
 //! Module map:
 //! - [`image`]: Docker present? The KMA image built from the release binary
@@ -16,11 +18,24 @@
 //!   waits, and the convergence check (acknowledged writes on every KMA, equal digests).
 //! - [`workload`]: a writer of `CreateUser` commands that records every acknowledged write.
 //! - [`agents`]: a catalogue, an enrolled drive and agent clients on the published service ports.
+//! - [`nemesis`]: the faults (kill, stop, partitions, one-way drops, a site cut off, latency
+//!   through `chaos-proxy`, loss, clock skew, a full disk), chosen by a seed, each healed, and
+//!   every still-active fault healed on the way out.
+//! - [`history`]: the evidence of a run (the drives' answers, the KMAs' hand-out log lines, the
+//!   committed log read back through the audit log) and the checker's verdicts.
+//! - [`run`]: one chaos run: cluster, fleets at every site, admin workload, faults, read-back,
+//!   verdicts; the short mode (a test) and the long mode (`chaos` binary) both call it.
+//! - [`linearizable`]: the linearizability check of a recorded history of register operations
+//!   (write, read, compare-and-set; unknown outcomes allowed), one register at a time.
 
 pub mod agents;
 pub mod cluster;
 pub mod compose;
+pub mod history;
 pub mod image;
+pub mod linearizable;
+pub mod nemesis;
+pub mod run;
 pub mod workload;
 
 use std::time::Duration;
