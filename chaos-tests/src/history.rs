@@ -241,6 +241,7 @@ fn join(items: &[&String]) -> String {
 /// Judges a run: one verdict per property of issue 20 point 2, in a fixed order.
 pub fn check(evidence: &Evidence) -> Vec<Verdict> {
     vec![
+        handouts_logged(evidence),
         acknowledged_assignments_kept(evidence),
         no_early_handout(evidence),
         one_key_per_write(evidence),
@@ -249,6 +250,30 @@ pub fn check(evidence: &Evidence) -> Vec<Verdict> {
         digests_equal(evidence),
         admin_linearizable(evidence),
     ]
+}
+
+/// The KMAs' hand-out lines are whole evidence: every write key a drive was answered has the
+/// line of the KMA that answered it (same agent, request and key). A KMA whose log was lost
+/// would leave its hand-outs unchecked; this says so instead.
+fn handouts_logged(evidence: &Evidence) -> Verdict {
+    let logged: BTreeSet<(&str, &str, KeyId)> = evidence
+        .handouts
+        .iter()
+        .filter_map(|h| Some((h.agent.as_str(), h.request.as_deref()?, h.key)))
+        .collect();
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for (agent, event) in &evidence.drive_events {
+        let KeyAnswer::WriteKey { key_id, request_id, .. } = &event.answer else { continue };
+        checked += 1;
+        let request = format!("{:016x}:{}", request_id.client, request_id.seq);
+        if !logged.contains(&(agent.as_str(), request.as_str(), *key_id)) {
+            failures.push(format!(
+                "{agent}'s write key {key_id} (request {request}) was logged by no KMA"
+            ));
+        }
+    }
+    verdict("handouts_logged", format!("{checked} write keys found in the KMAs' logs"), failures)
 }
 
 /// Every write key a drive was answered is, in the committed log, associated with that data
@@ -489,7 +514,7 @@ mod tests {
     fn a_sound_history_passes_every_check() {
         let verdicts = check(&sound());
         assert!(verdicts.iter().all(|v| v.passed), "{verdicts:#?}");
-        assert_eq!(verdicts.len(), 7);
+        assert_eq!(verdicts.len(), 8);
     }
 
     /// Planted: the drive was answered key 3 for data unit 3 at index 14, and the committed log
@@ -501,6 +526,15 @@ mod tests {
         evidence.handouts.push(handout(key(3), unit(3), 14, Some(3)));
         let failed = failed(&evidence);
         assert!(failed.contains(&"acknowledged_assignments_kept"), "{failed:?}");
+    }
+
+    /// Planted: the log of the KMA that answered write request 2 is lost. Expect: the
+    /// checker says its evidence is incomplete.
+    #[test]
+    fn a_lost_kma_log_fails() {
+        let mut evidence = sound();
+        evidence.handouts.retain(|handout| handout.request.as_deref() != Some(&request_text(2)));
+        assert_eq!(failed(&evidence), vec!["handouts_logged"]);
     }
 
     /// Planted: a retry of write request 1 on another KMA was handed key 2, not key 1 (the

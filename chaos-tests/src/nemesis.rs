@@ -182,6 +182,8 @@ pub struct Nemesis<'a> {
     proxy: PathBuf,
     active: Mutex<Vec<Fault>>,
     proxies: tokio::sync::Mutex<Vec<Child>>,
+    /// The logs of the containers a membership change removed, kept for the checker.
+    removed_logs: Mutex<Vec<(String, String)>>,
 }
 
 impl<'a> Nemesis<'a> {
@@ -195,12 +197,19 @@ impl<'a> Nemesis<'a> {
             proxy: proxy.to_path_buf(),
             active: Mutex::default(),
             proxies: tokio::sync::Mutex::default(),
+            removed_logs: Mutex::default(),
         }
     }
 
     fn active(&self) -> std::sync::MutexGuard<'_, Vec<Fault>> {
         // Nothing panics while holding it; the list stays whole.
         self.active.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// (service, log) of every container a membership change removed, oldest first: what its
+    /// KMA logged is evidence too.
+    pub fn removed_logs(&self) -> Vec<(String, String)> {
+        self.removed_logs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// The faults injected and not yet healed.
@@ -219,11 +228,11 @@ impl<'a> Nemesis<'a> {
             FaultKind::OneWay => {
                 let from = fault.peer.unwrap_or(SERVICES[0]);
                 let ip = compose.ip(from).await?;
-                self.iptables(target, &["-A", "INPUT", "-s", &ip, "-j", "DROP"]).await
+                self.add_rule(target, &Rule::new(None, "INPUT", &["-s", &ip, "-j", "DROP"])).await
             }
             FaultKind::SiteCut => compose.cut_off(target, &others(target)).await,
             FaultKind::Latency => self.latency(target, fault.amount).await,
-            FaultKind::Loss => self.loss(target, fault.amount, "-A").await,
+            FaultKind::Loss => self.loss(target, fault.amount, true).await,
             FaultKind::ClockSkew => self.skew(target, fault.amount),
             FaultKind::DiskFull => self.fill_disk(),
             FaultKind::Membership => self.delete_kma(target).await,
@@ -249,11 +258,12 @@ impl<'a> Nemesis<'a> {
             FaultKind::OneWay => {
                 let from = fault.peer.unwrap_or(SERVICES[0]);
                 let ip = compose.ip(from).await?;
-                self.iptables_delete_all(target, &["INPUT", "-s", &ip, "-j", "DROP"]).await?;
+                let rule = Rule::new(None, "INPUT", &["-s", &ip, "-j", "DROP"]);
+                self.delete_rule(target, &rule).await?;
             }
             FaultKind::SiteCut => compose.heal(target, &others(target)).await?,
             FaultKind::Latency => self.heal_latency(target).await?,
-            FaultKind::Loss => self.loss(target, fault.amount, "-D").await?,
+            FaultKind::Loss => self.loss(target, fault.amount, false).await?,
             FaultKind::ClockSkew => self.skew(target, 0)?,
             FaultKind::DiskFull => {
                 self.free_disk()?;
@@ -308,25 +318,38 @@ impl<'a> Nemesis<'a> {
         Ok(())
     }
 
+    async fn add_rule(&self, service: &str, rule: &Rule) -> anyhow::Result<()> {
+        self.iptables(service, &rule.args("-A")).await
+    }
+
     /// Deletes every copy of a rule (`-D` until it fails): a heal that runs twice, or after a
     /// partial injection, still leaves none.
-    async fn iptables_delete_all(&self, service: &str, rule: &[&str]) -> anyhow::Result<()> {
-        let (table, rule) = match rule {
-            ["-t", table, rest @ ..] => (Some(*table), rest),
-            rest => (None, rest),
-        };
+    async fn delete_rule(&self, service: &str, rule: &Rule) -> anyhow::Result<()> {
         for _ in 0..16 {
-            let mut args: Vec<&str> = Vec::new();
-            if let Some(table) = table {
-                args.extend(["-t", table]);
-            }
-            args.push("-D");
-            args.extend(rule);
-            if self.iptables(service, &args).await.is_err() {
+            if self.iptables(service, &rule.args("-D")).await.is_err() {
                 return Ok(());
             }
         }
         anyhow::bail!("a rule of {service} is still there after 16 deletions: {rule:?}")
+    }
+
+    /// The rules of a latency fault on `target`: in each KMA's namespace, for each peer on the
+    /// other side of the fault, its connections redirected to the proxy and the ones open
+    /// before reset.
+    async fn latency_rules(&self, target: &str) -> anyhow::Result<Vec<(&'static str, Rule)>> {
+        let mut rules = Vec::new();
+        for service in SERVICES {
+            let destinations = if service == target { others(target) } else { vec![target] };
+            for destination in destinations {
+                let ip = self.compose.ip(destination).await?;
+                let unmarked = ["-p", "tcp", "-d", &ip, "-m", "mark", "!", "--mark", PROXY_MARK];
+                let redirect = [&unmarked[..], &["-j", "REDIRECT", "--to-ports", PROXY_PORT]];
+                rules.push((service, Rule::new(Some("nat"), "OUTPUT", &redirect.concat())));
+                let reset = [&unmarked[..], &["-j", "REJECT", "--reject-with", "tcp-reset"]];
+                rules.push((service, Rule::new(None, "OUTPUT", &reset.concat())));
+            }
+        }
+        Ok(rules)
     }
 
     /// Delay on every connection between `target` and the other KMAs, both ways: in each KMA's
@@ -334,98 +357,19 @@ impl<'a> Nemesis<'a> {
     /// from `target` to the others) to that proxy. Connections open before the rules would
     /// bypass them, so those are reset: each KMA opens new ones, through the proxy.
     async fn latency(&self, target: &str, delay_ms: i64) -> anyhow::Result<()> {
-        let jitter_ms = delay_ms / 4;
         for service in SERVICES {
-            let destinations = if service == target { others(target) } else { vec![target] };
             let pid = self.compose.pid(service).await?;
-            self.start_proxy(&pid, delay_ms, jitter_ms).await?;
-            for destination in destinations {
-                let ip = self.compose.ip(destination).await?;
-                let redirect = [
-                    "-t",
-                    "nat",
-                    "-A",
-                    "OUTPUT",
-                    "-p",
-                    "tcp",
-                    "-d",
-                    &ip,
-                    "-m",
-                    "mark",
-                    "!",
-                    "--mark",
-                    PROXY_MARK,
-                    "-j",
-                    "REDIRECT",
-                    "--to-ports",
-                    PROXY_PORT,
-                ];
-                self.iptables(service, &redirect).await?;
-                let reset = [
-                    "-A",
-                    "OUTPUT",
-                    "-p",
-                    "tcp",
-                    "-d",
-                    &ip,
-                    "-m",
-                    "mark",
-                    "!",
-                    "--mark",
-                    PROXY_MARK,
-                    "-j",
-                    "REJECT",
-                    "--reject-with",
-                    "tcp-reset",
-                ];
-                self.iptables(service, &reset).await?;
-            }
+            self.start_proxy(&pid, delay_ms, delay_ms / 4).await?;
+        }
+        for (service, rule) in self.latency_rules(target).await? {
+            self.add_rule(service, &rule).await?;
         }
         Ok(())
     }
 
     async fn heal_latency(&self, target: &str) -> anyhow::Result<()> {
-        for service in SERVICES {
-            let destinations = if service == target { others(target) } else { vec![target] };
-            for destination in destinations {
-                let ip = self.compose.ip(destination).await?;
-                let redirect = [
-                    "-t",
-                    "nat",
-                    "OUTPUT",
-                    "-p",
-                    "tcp",
-                    "-d",
-                    &ip,
-                    "-m",
-                    "mark",
-                    "!",
-                    "--mark",
-                    PROXY_MARK,
-                    "-j",
-                    "REDIRECT",
-                    "--to-ports",
-                    PROXY_PORT,
-                ];
-                self.iptables_delete_all(service, &redirect).await?;
-                let reset = [
-                    "OUTPUT",
-                    "-p",
-                    "tcp",
-                    "-d",
-                    &ip,
-                    "-m",
-                    "mark",
-                    "!",
-                    "--mark",
-                    PROXY_MARK,
-                    "-j",
-                    "REJECT",
-                    "--reject-with",
-                    "tcp-reset",
-                ];
-                self.iptables_delete_all(service, &reset).await?;
-            }
+        for (service, rule) in self.latency_rules(target).await? {
+            self.delete_rule(service, &rule).await?;
         }
         // Ending the proxies closes the connections through them: the KMAs reconnect directly.
         self.stop_proxies().await;
@@ -473,30 +417,18 @@ impl<'a> Nemesis<'a> {
     }
 
     /// `percent` of the packets between `target` and each other KMA dropped, both ways.
-    async fn loss(&self, target: &str, percent: i64, action: &str) -> anyhow::Result<()> {
+    async fn loss(&self, target: &str, percent: i64, add: bool) -> anyhow::Result<()> {
         let probability = format!("{:.2}", percent as f64 / 100.0);
         for peer in others(target) {
             let ip = self.compose.ip(peer).await?;
             for (chain, direction) in [("INPUT", "-s"), ("OUTPUT", "-d")] {
-                let rule = [
-                    chain,
-                    direction,
-                    &ip,
-                    "-m",
-                    "statistic",
-                    "--mode",
-                    "random",
-                    "--probability",
-                    &probability,
-                    "-j",
-                    "DROP",
-                ];
-                if action == "-D" {
-                    self.iptables_delete_all(target, &rule).await?;
+                let random = ["-m", "statistic", "--mode", "random", "--probability"];
+                let spec = [&[direction, &ip][..], &random, &[&probability, "-j", "DROP"]];
+                let rule = Rule::new(None, chain, &spec.concat());
+                if add {
+                    self.add_rule(target, &rule).await?;
                 } else {
-                    let mut args = vec![action];
-                    args.extend(rule);
-                    self.iptables(target, &args).await?;
+                    self.delete_rule(target, &rule).await?;
                 }
             }
         }
@@ -583,6 +515,11 @@ impl Nemesis<'_> {
     async fn replace_kma(&self, target: &str) -> anyhow::Result<()> {
         let site = crate::run::SITES[SERVICES.iter().position(|s| *s == target).unwrap_or(0)];
         self.compose.stop(target).await?;
+        let log = self.compose.full_log(target).await?;
+        let mut removed =
+            self.removed_logs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        removed.push((target.to_string(), log));
+        drop(removed);
         self.compose.remove_service(target).await?;
         if target == SMALL_DISK_KMA {
             wipe(&self.dir.join(format!("{SMALL_DISK_KMA}-data")))?;
@@ -647,6 +584,30 @@ fn wipe(dir: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// One iptables rule, added with `-A` and deleted with `-D` from the same words.
+#[derive(Debug)]
+struct Rule {
+    table: Option<&'static str>,
+    chain: &'static str,
+    spec: Vec<String>,
+}
+
+impl Rule {
+    fn new(table: Option<&'static str>, chain: &'static str, spec: &[&str]) -> Rule {
+        Rule { table, chain, spec: spec.iter().map(|word| (*word).to_string()).collect() }
+    }
+
+    fn args<'a>(&'a self, action: &'a str) -> Vec<&'a str> {
+        let mut args = Vec::new();
+        if let Some(table) = self.table {
+            args.extend(["-t", table]);
+        }
+        args.extend([action, self.chain]);
+        args.extend(self.spec.iter().map(String::as_str));
+        args
+    }
 }
 
 fn others(target: &str) -> Vec<&'static str> {

@@ -42,6 +42,9 @@ const ADMIN_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(180);
 const SETUP_TIMEOUT: Duration = Duration::from_secs(300);
 const POLL_PAUSE: Duration = Duration::from_millis(250);
+const HARNESS_USER: &str = "chaos";
+/// A test cluster's officer; the passphrase policy wants it long.
+const HARNESS_PASSPHRASE: &str = "chaos-harness-officer-passphrase";
 /// Lines of each KMA's log shown when a run cannot finish.
 const DIAGNOSIS_LOG_LINES: usize = 40;
 
@@ -177,11 +180,33 @@ async fn run_in(
     dir: &Path,
     interrupted: Arc<AtomicBool>,
 ) -> anyhow::Result<RunReport> {
-    let cluster = start_cluster(dir).await?;
+    let mut cluster = start_cluster(dir).await?;
+    cluster.admin = match harness_officer(&cluster).await {
+        Ok(session) => session,
+        Err(error) => return Err(error.context(diagnosis(&cluster).await)),
+    };
     match run_on(&cluster, config, dir, interrupted).await {
         Ok(report) => Ok(report),
         Err(error) => Err(error.context(diagnosis(&cluster).await)),
     }
+}
+
+/// The harness's own officer, `chaos`: Security Officer, Compliance Officer, Operator and
+/// Auditor, logged in with a session of its own. The quickstart officer `admin` logs in again at
+/// every membership change (`kma admit`, `kma unlock`), and a user keeps only its newest
+/// sessions (`USER_SESSIONS_MAX`): on `admin`'s, the harness would be logged out.
+async fn harness_officer(cluster: &DockerCluster) -> anyhow::Result<KmaClient> {
+    let leader = cluster.leader(SETUP_TIMEOUT).await?;
+    let address = cluster.address(leader).await?;
+    let roles = RoleSet::of(Role::SecurityOfficer)
+        .with(Role::ComplianceOfficer)
+        .with(Role::Operator)
+        .with(Role::Auditor);
+    let create =
+        Command::CreateUser { id: HARNESS_USER.into(), roles, passphrase_verifier: Vec::new() };
+    propose_ok(&cluster.admin, &address, create, Some(HARNESS_PASSPHRASE)).await?;
+    let ca = std::fs::read_to_string(cluster.export_dir().join("tls/ca.pem"))?;
+    KmaClient::login(&address, &ca, HARNESS_USER, HARNESS_PASSPHRASE).await
 }
 
 /// What an operator would look at first when a run cannot finish: the containers' states and
@@ -219,7 +244,8 @@ async fn run_on(
     let faults = run_faults(config, cluster, &nemesis, started, &interrupted).await;
     // Whatever happened above, nothing stays injected.
     let unhealed = nemesis.heal_all().await;
-    let finished = workload.finish().await?;
+    let mut finished = workload.finish().await?;
+    finished.removed_logs = nemesis.removed_logs();
     let duration_s = started.elapsed().as_secs_f64();
     let mut faults = faults?;
     anyhow::ensure!(unhealed.is_empty(), "faults the nemesis could not heal: {unhealed:?}");
@@ -276,6 +302,8 @@ struct Workload {
 /// What the workload recorded once stopped.
 struct Finished {
     histories: Vec<KeyHistory>,
+    /// Logs of the KMA containers the nemesis removed (membership changes).
+    removed_logs: Vec<(String, String)>,
     fleet_reports: Vec<(String, Result<FleetReport, FleetError>)>,
     admin_history: Vec<Operation>,
 }
@@ -320,7 +348,12 @@ impl Workload {
             fleet_reports.push((agent, report));
         }
         let admin_history = self.admin.await.map_err(|e| anyhow::anyhow!("admin task: {e}"))?;
-        Ok(Finished { histories: self.histories, fleet_reports, admin_history })
+        Ok(Finished {
+            histories: self.histories,
+            removed_logs: Vec::new(),
+            fleet_reports,
+            admin_history,
+        })
     }
 }
 
@@ -355,6 +388,10 @@ async fn gather(
     for service in SERVICES {
         let log = cluster.compose.full_log(service).await?;
         let handouts = history::parse_handouts(service, &log).map_err(anyhow::Error::msg)?;
+        evidence.handouts.extend(handouts);
+    }
+    for (service, log) in &finished.removed_logs {
+        let handouts = history::parse_handouts(service, log).map_err(anyhow::Error::msg)?;
         evidence.handouts.extend(handouts);
     }
     for (site, history) in sites.iter().zip(&finished.histories) {
@@ -459,18 +496,8 @@ fn fleet_config(config: &RunConfig, site: usize, tapes: &Path) -> FleetConfig {
 }
 
 fn client(site: &Site) -> anyhow::Result<AgentClient> {
-    let options = ClientOptions {
-        request_timeout: Duration::from_secs(3),
-        connect_timeout: Duration::from_secs(1),
-        discovery_interval: Duration::from_secs(3600),
-        // Discovery would name the KMAs by their addresses inside the compose network.
-        discovery: false,
-        failover_pause: Duration::from_secs(1),
-        rounds: 4,
-        round_pause: Duration::from_millis(100),
-        site: Some(site.name.to_string()),
-        cluster_epoch_seen: 0,
-    };
+    // The compose tests' quick failover, and the site: its own KMA first (SPEC C2).
+    let options = ClientOptions { site: Some(site.name.to_string()), ..crate::agents::options() };
     Ok(AgentClient::from_credentials(&site.addresses, &site.credentials, options)?)
 }
 
@@ -498,17 +525,11 @@ async fn propose_ok(
 }
 
 /// The catalogue: a policy, a group per site, an agent per site reading only its site's group,
-/// each enrolled through its own KMA; the officer also takes the Auditor role, to read the
-/// audit log back at the end.
+/// each enrolled through its own KMA.
 async fn set_up(cluster: &DockerCluster) -> anyhow::Result<Vec<Site>> {
     let leader = cluster.leader(SETUP_TIMEOUT).await?;
     let address = cluster.address(leader).await?;
     let admin = &cluster.admin;
-    let roles = RoleSet::of(Role::SecurityOfficer)
-        .with(Role::ComplianceOfficer)
-        .with(Role::Operator)
-        .with(Role::Auditor);
-    propose_ok(admin, &address, Command::SetUserRoles { id: "admin".into(), roles }, None).await?;
     let limits = KeyPoolLimits { low_water: 60, high_water: 120 };
     propose_ok(admin, &address, Command::SetKeyPoolLimits(limits), None).await?;
     let policy = Command::CreateKeyPolicy {

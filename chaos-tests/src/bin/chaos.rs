@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use chaos_tests::history::Verdict;
 use chaos_tests::run::{faults_by_kind, run, RunConfig, RunReport};
 use clap::Parser;
 
@@ -96,7 +96,18 @@ async fn main() -> anyhow::Result<()> {
             tapes_per_drive: args.tapes_per_drive,
         };
         eprintln!("chaos: run {} with seed {seed}", reports.len() + 1);
-        let report = run(config, interrupted.clone()).await.context("the chaos run failed")?;
+        let replay = config.replay_command();
+        let run_started = Instant::now();
+        let report = match run(config.clone(), interrupted.clone()).await {
+            Ok(report) => report,
+            // A run that could not finish is a failed run, recorded with its seed; the long
+            // mode goes on with the next.
+            Err(error) => {
+                let error = error.context(format!("the run with seed {seed} failed: {replay}"));
+                eprintln!("chaos: {error:?}");
+                unfinished(config, run_started.elapsed(), &error)
+            }
+        };
         println!("{}", report.summary());
         reports.push(report);
         if let Some(dir) = &args.results {
@@ -112,8 +123,26 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The replay command of a run: its seed and the number of faults it got to.
+fn unfinished(config: RunConfig, took: Duration, error: &anyhow::Error) -> RunReport {
+    let detail = format!("{error:#}").lines().take(12).collect::<Vec<_>>().join(" | ");
+    let verdict = Verdict { property: "run_finished", passed: false, detail };
+    RunReport {
+        config,
+        duration_s: took.as_secs_f64(),
+        faults: Vec::new(),
+        operations: Default::default(),
+        calm_assignments_per_s: 0.0,
+        calm_read_p99_ms: None,
+        verdicts: vec![verdict],
+    }
+}
+
+/// The replay command of a run: its seed and the number of faults it got to (a run that did
+/// not finish: its seed and duration).
 fn replay(report: &RunReport) -> String {
+    if report.faults.is_empty() {
+        return report.config.replay_command();
+    }
     let mut config = report.config.clone();
     config.faults = report.faults.len();
     config.duration = None;
