@@ -212,6 +212,12 @@ impl<'a> Nemesis<'a> {
         self.removed_logs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
+    fn keep_log(&self, service: &str, log: String) {
+        let mut removed =
+            self.removed_logs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        removed.push((service.to_string(), log));
+    }
+
     /// The faults injected and not yet healed.
     pub fn still_active(&self) -> Vec<Fault> {
         self.active().clone()
@@ -516,10 +522,7 @@ impl Nemesis<'_> {
         let site = crate::run::SITES[SERVICES.iter().position(|s| *s == target).unwrap_or(0)];
         self.compose.stop(target).await?;
         let log = self.compose.full_log(target).await?;
-        let mut removed =
-            self.removed_logs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        removed.push((target.to_string(), log));
-        drop(removed);
+        self.keep_log(target, log);
         self.compose.remove_service(target).await?;
         if target == SMALL_DISK_KMA {
             wipe(&self.dir.join(format!("{SMALL_DISK_KMA}-data")))?;
