@@ -9,7 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{Json, Path, Query};
-use super::{read, run, AdminState, Answer, Refusal};
+use super::{read, read_at, read_point, run, AdminState, Answer, Refusal};
 use crate::api::{
     Agent, AgentQuery, Done, Enabled, ErrorBody, ErrorCode, GroupName, KeyGroup, KeyPolicy,
     KmipCertificate, KmipEnrollment, KmipRights, NewAgent, NewKeyGroup, Page, Passphrase,
@@ -44,7 +44,7 @@ async fn list_policies(
     caller: Caller,
     Query(params): Query<ReadParams>,
 ) -> Answer<Vec<KeyPolicy>> {
-    read(&admin, &caller, params.min_index, Read::Policies, |state, _| {
+    read_at(&admin, &caller, read_point(&params)?, Read::Policies, |state, _| {
         Ok(state.meta().policies.values().map(view::policy).collect())
     })
     .await
@@ -103,7 +103,7 @@ async fn list_groups(
     caller: Caller,
     Query(params): Query<ReadParams>,
 ) -> Answer<Vec<KeyGroup>> {
-    read(&admin, &caller, params.min_index, Read::Groups, |state, _| {
+    read_at(&admin, &caller, read_point(&params)?, Read::Groups, |state, _| {
         Ok(state.meta().groups.values().map(|group| view::group(state, group)).collect())
     })
     .await
@@ -180,7 +180,7 @@ async fn get_agent(
     Path(id): Path<String>,
     Query(params): Query<ReadParams>,
 ) -> Answer<Agent> {
-    read(&admin, &caller, params.min_index, Read::Agents, |state, _| {
+    read_at(&admin, &caller, read_point(&params)?, Read::Agents, |state, _| {
         let agent = state
             .meta()
             .agents

@@ -9,7 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{Json, Path, Query};
-use super::{read, run, AdminState, Answer};
+use super::{read, read_at, read_point, run, AdminState, Answer};
 use crate::api::{
     ClusterStatus, Done, ErrorBody, KeyPoolLimits, Kma, NewKma, NewSite, ReadParams,
     SecuritySettings, Settings, Site,
@@ -47,7 +47,7 @@ async fn list_sites(
     caller: Caller,
     Query(params): Query<ReadParams>,
 ) -> Answer<Vec<Site>> {
-    read(&admin, &caller, params.min_index, Read::Sites, |state, _| {
+    read_at(&admin, &caller, read_point(&params)?, Read::Sites, |state, _| {
         Ok(state.meta().sites.values().map(view::site).collect())
     })
     .await
@@ -81,7 +81,7 @@ async fn list_kmas(
     caller: Caller,
     Query(params): Query<ReadParams>,
 ) -> Answer<Vec<Kma>> {
-    read(&admin, &caller, params.min_index, Read::Kmas, |state, _| {
+    read_at(&admin, &caller, read_point(&params)?, Read::Kmas, |state, _| {
         Ok(state.meta().kmas.values().map(view::kma).collect())
     })
     .await
@@ -151,7 +151,7 @@ async fn settings(
     caller: Caller,
     Query(params): Query<ReadParams>,
 ) -> Answer<Settings> {
-    read(&admin, &caller, params.min_index, Read::Settings, |state, _| {
+    read_at(&admin, &caller, read_point(&params)?, Read::Settings, |state, _| {
         let meta = state.meta();
         let (ready, generated) = state.pool_size();
         Ok(Settings {

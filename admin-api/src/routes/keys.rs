@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{Json, Path, Query};
-use super::{read, run, AdminState, Answer, Refusal};
+use super::{read, read_at, read_point, run, AdminState, Answer, Refusal};
 use crate::api::{
     parse_data_unit_state, parse_key_state, ChangeKeyGroup, DataUnit, DataUnitQuery,
     DestroyDataUnitKeys, DestroyKeys, DestroyOption, Done, ErrorBody, Key, KeyIds, KeyQuery, Page,
@@ -101,7 +101,7 @@ async fn get_key(
     Query(params): Query<ReadParams>,
 ) -> Answer<Key> {
     let id = key_id(&id)?;
-    read(&admin, &caller, params.min_index, Read::Keys, |state, now_ms| {
+    read_at(&admin, &caller, read_point(&params)?, Read::Keys, |state, now_ms| {
         let key = state.key(&id).ok_or_else(|| Refusal::not_found(format!("unknown key {id}")))?;
         Ok(view::key(state, key, now_ms))
     })
@@ -208,7 +208,7 @@ async fn get_data_unit(
     Query(params): Query<ReadParams>,
 ) -> Answer<DataUnit> {
     let id = data_unit_id(&id)?;
-    read(&admin, &caller, params.min_index, Read::DataUnits, |state, now_ms| {
+    read_at(&admin, &caller, read_point(&params)?, Read::DataUnits, |state, now_ms| {
         let unit = state
             .data_unit(&id)
             .ok_or_else(|| Refusal::not_found(format!("unknown data unit {id}")))?;

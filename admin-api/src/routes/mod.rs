@@ -18,7 +18,7 @@ use utoipa_axum::router::OpenApiRouter;
 use wire::{ErrorBody, ErrorCode, REQUEST_BODY_LEN_MAX};
 use zeroize::Zeroizing;
 
-use crate::api::Done;
+use crate::api::{Done, ReadParams};
 use crate::backend::{Admin, Caller};
 
 mod catalog;
@@ -114,6 +114,23 @@ pub fn check_user(state: &State, user: &str, access: Access) -> Result<(), Refus
         Refusal(ErrorBody::rejected(ErrorCode::Forbidden, &reject).with_help(help))
     })
 }
+
+/// Where a read of [`ReadParams`] must stand, `(min_index, linearizable)`. Every such read
+/// honours `consistency=linearizable` (the chaos suite found all but the user list serving it
+/// from the local state unconfirmed); any other value is refused, since serving it would give a
+/// possibly stale answer to a caller who asked for something else.
+pub fn read_point(params: &ReadParams) -> Result<(Option<u64>, bool), Refusal> {
+    match params.consistency.as_deref() {
+        None => Ok((params.min_index, false)),
+        Some(LINEARIZABLE) => Ok((params.min_index, true)),
+        Some(other) => Err(Refusal::bad_request(format!(
+            "consistency '{other}' is not known: leave it out for this KMA's applied state, or \
+             ask for 'linearizable' (leadership confirmed by a majority first)"
+        ))),
+    }
+}
+
+const LINEARIZABLE: &str = "linearizable";
 
 /// A read of the local state by an enabled user allowed to make it (`access`), once this KMA has applied `min_index`.
 pub async fn read<R>(

@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{Json, Path, Query};
-use super::{read, run, AdminState, Answer, Refusal};
+use super::{read, read_at, read_point, run, AdminState, Answer, Refusal};
 use crate::api::{
     AuditAnchor, AuditHead, AuditQuery, AuditRecord, Backup, BackupSchedule, Done, ErrorBody, Page,
     ReadParams,
@@ -39,7 +39,7 @@ async fn list_backups(
     caller: Caller,
     Query(params): Query<ReadParams>,
 ) -> Answer<Vec<Backup>> {
-    read(&admin, &caller, params.min_index, Read::Backups, |state, _| {
+    read_at(&admin, &caller, read_point(&params)?, Read::Backups, |state, _| {
         Ok(state.meta().backups.values().map(view::backup).collect())
     })
     .await
@@ -190,7 +190,7 @@ async fn audit_head(
     caller: Caller,
     Query(params): Query<ReadParams>,
 ) -> Answer<AuditHead> {
-    read(&admin, &caller, params.min_index, Read::AuditLog, |_, _| Ok(())).await?;
+    read_at(&admin, &caller, read_point(&params)?, Read::AuditLog, |_, _| Ok(())).await?;
     let anchors = admin.node.audit_anchors().await?;
     let anchor = anchors.first().copied().unwrap_or(statemachine::audit::AuditChain::GENESIS);
     let state = admin.node.state().await;

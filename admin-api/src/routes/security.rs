@@ -9,7 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{Json, Path, Query};
-use super::{read, read_at, run, AdminState, Answer, Refusal};
+use super::{read_at, read_point, run, AdminState, Answer, Refusal};
 use crate::api::{
     parse_role, Done, Enabled, ErrorBody, NewQuorumOperation, NewUser, Passphrase, QuorumView,
     ReadParams, Roles, User,
@@ -50,8 +50,7 @@ async fn list_users(
     caller: Caller,
     Query(params): Query<ReadParams>,
 ) -> Answer<Vec<User>> {
-    let linearizable = params.consistency.as_deref() == Some("linearizable");
-    read_at(&admin, &caller, (params.min_index, linearizable), Read::Users, |state, _| {
+    read_at(&admin, &caller, read_point(&params)?, Read::Users, |state, _| {
         Ok(state.meta().users.values().map(view::user).collect())
     })
     .await
@@ -124,7 +123,7 @@ async fn quorum(
     caller: Caller,
     Query(params): Query<ReadParams>,
 ) -> Answer<QuorumView> {
-    read(&admin, &caller, params.min_index, Read::PendingOperations, |state, _| {
+    read_at(&admin, &caller, read_point(&params)?, Read::PendingOperations, |state, _| {
         let meta = state.meta();
         Ok(QuorumView {
             members: meta.quorum.members.iter().map(|member| member.id.clone()).collect(),

@@ -30,7 +30,7 @@ use utoipa_axum::routes;
 use wire::ErrorCode;
 
 use super::extract::{Json, Path, Query};
-use super::{check_user, read, run, user_of, AdminState, Answer, Refusal};
+use super::{check_user, read_at, read_point, run, user_of, AdminState, Answer, Refusal};
 use crate::api::{
     Done, ErrorBody, NewPartner, Partner, PartnerGroup, ReadParams, TransferExportRequest,
     TransferImportParams, TransferKey,
@@ -65,7 +65,7 @@ async fn transfer_key(
     caller: Caller,
     Query(params): Query<ReadParams>,
 ) -> Answer<TransferKey> {
-    read(&admin, &caller, params.min_index, Read::Partners, |state, _| {
+    read_at(&admin, &caller, read_point(&params)?, Read::Partners, |state, _| {
         let pair = state.meta().transfer_key_pair.as_ref().ok_or_else(|| {
             Refusal::not_found(
                 "this cluster has no transfer key pair yet: an unlocked KMA makes it once \
@@ -93,7 +93,7 @@ async fn list_partners(
     caller: Caller,
     Query(params): Query<ReadParams>,
 ) -> Answer<Vec<Partner>> {
-    read(&admin, &caller, params.min_index, Read::Partners, |state, _| {
+    read_at(&admin, &caller, read_point(&params)?, Read::Partners, |state, _| {
         let partners = state.meta().partners.values().map(|partner| {
             let (public_keys, fingerprint) = public_keys(&partner.public_key);
             Partner {

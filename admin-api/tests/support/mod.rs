@@ -29,6 +29,8 @@ pub struct MemoryNode {
     pub events: Mutex<Vec<ChainedAuditEvent>>,
     /// Every command applied, in log order: what the routes proposed.
     pub commands: Mutex<Vec<Command>>,
+    /// Every read barrier the routes asked for: `(min_index, linearizable)`.
+    pub barriers: Mutex<Vec<(u64, bool)>>,
     /// The master key the fake wraps imported keys under (real wrapping, a key of its own).
     pub master: security_core::MasterKey,
 }
@@ -40,6 +42,7 @@ impl MemoryNode {
             state: RwLock::new(State::new()),
             events: Mutex::new(Vec::new()),
             commands: Mutex::new(Vec::new()),
+            barriers: Mutex::new(Vec::new()),
             master: security_core::MasterKey::generate(),
         });
         let init = InitCluster {
@@ -95,11 +98,8 @@ impl MemoryNode {
 }
 
 impl AdminNode for MemoryNode {
-    fn barrier(
-        &self,
-        _min_index: u64,
-        _linearizable: bool,
-    ) -> BoxFuture<'_, Result<(), ErrorBody>> {
+    fn barrier(&self, min_index: u64, linearizable: bool) -> BoxFuture<'_, Result<(), ErrorBody>> {
+        self.barriers.lock().expect("barriers").push((min_index, linearizable));
         Box::pin(async { Ok(()) })
     }
 
