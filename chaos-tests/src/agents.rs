@@ -101,3 +101,38 @@ pub fn client(addresses: &[String], credentials: &AgentCredentials) -> AgentClie
     AgentClient::from_credentials(addresses, credentials, options())
         .unwrap_or_else(|e| panic!("agent client: {e}"))
 }
+
+/// One new data unit asked of the single KMA at `address`, with no failover: the site tests
+/// need the answer of that KMA itself (a refusal is the point), which the agent client would
+/// hide by trying the next KMA. Returns the HTTP status and the JSON body.
+pub async fn create_on(
+    credentials: &AgentCredentials,
+    address: &str,
+    external_tag: &str,
+    request: (u64, u64),
+    timeout: Duration,
+) -> (u16, serde_json::Value) {
+    let tls = node::transport::tls::client_config_from_pem(
+        &credentials.ca_pem,
+        &credentials.certificate_pem,
+        &credentials.private_key_pem,
+    )
+    .unwrap_or_else(|e| panic!("agent TLS: {e}"));
+    let http = node::kma::https_client(tls).unwrap_or_else(|e| panic!("HTTPS client: {e}"));
+    let (client, seq) = request;
+    let body = serde_json::json!({
+        "external_tag": external_tag,
+        "request_id": {"client": format!("{client:016x}"), "seq": seq},
+    });
+    let response = http
+        .post(format!("https://{address}/agent/v1/data-units"))
+        .json(&body)
+        .timeout(timeout)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("the KMA at {address} answers its drives: {e}"));
+    let status = response.status().as_u16();
+    let answer =
+        response.json().await.unwrap_or_else(|e| panic!("a JSON answer from {address}: {e}"));
+    (status, answer)
+}

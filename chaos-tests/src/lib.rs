@@ -23,11 +23,14 @@
 //!   every still-active fault healed on the way out.
 //! - [`history`]: the evidence of a run (the drives' answers, the KMAs' hand-out log lines, the
 //!   committed log read back through the audit log) and the checker's verdicts.
+//! - [`admin`]: the admin workload (users, key groups, policies, keys compromised and destroyed,
+//!   quorum operations approved or cancelled), recorded as register operations.
 //! - [`run`]: one chaos run: cluster, fleets at every site, admin workload, faults, read-back,
 //!   verdicts; the short mode (a test) and the long mode (`chaos` binary) both call it.
 //! - [`linearizable`]: the linearizability check of a recorded history of register operations
 //!   (write, read, compare-and-set; unknown outcomes allowed), one register at a time.
 
+pub mod admin;
 pub mod agents;
 pub mod cluster;
 pub mod compose;

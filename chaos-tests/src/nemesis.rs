@@ -651,7 +651,7 @@ fn free_bytes(path: &Path) -> anyhow::Result<u64> {
 
 /// Name of a run's host dir: `kms-chaos-<pid>-<nanos>` in the temporary dir, so that a later
 /// run can tell one left by a process that is gone ([`orphaned_dirs`]) from a live run's.
-const RUN_DIR_PREFIX: &str = "kms-chaos-";
+pub const RUN_DIR_PREFIX: &str = "kms-chaos-";
 
 /// A new, empty host dir for a run.
 pub fn run_dir() -> anyhow::Result<PathBuf> {

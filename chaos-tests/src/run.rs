@@ -17,32 +17,25 @@ use agent_gateway::drive_sim::{
 };
 use agent_gateway::{AgentClient, AgentCredentials, ClientOptions};
 use node::client::KmaClient;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use statemachine::audit::AuditEvent;
 use statemachine::cluster::KeyPoolLimits;
 use statemachine::{Command, KeyGroupId, Role, RoleSet};
 
+use crate::admin::{self, AdminHistory, AdminSetup};
 use crate::cluster::{DockerCluster, Layout, SERVICES};
 use crate::history::{self, Committed, Evidence, Verdict};
-use crate::linearizable::{Call, Operation, Outcome};
 use crate::nemesis::{self, Fault, FaultKind, Nemesis};
 
 /// Each KMA's site, in the order of [`SERVICES`]: one KMA per site.
 pub const SITES: [&str; 3] = ["east", "west", "north"];
 const DAY_MS: u64 = 86_400_000;
-/// The admin workload's registers: users created and deleted by name, this many at a time.
-const ADMIN_USERS: usize = 4;
-/// Operations on one generation of users before the next: the linearizability search is
-/// exponential in the worst case, so each register's history stays short.
-const ADMIN_OPS_PER_GENERATION: usize = 120;
-const ADMIN_PAUSE: Duration = Duration::from_millis(150);
-const ADMIN_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// After a heal: how long the cluster may take to have a leader and every KMA caught up.
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(180);
 const SETUP_TIMEOUT: Duration = Duration::from_secs(300);
 const POLL_PAUSE: Duration = Duration::from_millis(250);
 const HARNESS_USER: &str = "chaos";
+/// The admin workload's drive, and its key group.
+const KEYS_AGENT: &str = "chaos-keys";
 /// A test cluster's officer; the passphrase policy wants it long.
 const HARNESS_PASSPHRASE: &str = "chaos-harness-officer-passphrase";
 /// Lines of each KMA's log shown when a run cannot finish.
@@ -255,7 +248,7 @@ async fn run_on(
     let mut verdicts = history::check(&evidence);
     verdicts.push(fleets_kept_going(&finished.fleet_reports));
     verdicts.push(recovered_after_every_heal(&faults));
-    let operations = operations(&evidence, &finished.fleet_reports);
+    let operations = operations(&evidence, &finished.fleet_reports, &finished.admin_history);
     let calm = calm_window(&faults, duration_s);
     let (calm_assignments_per_s, calm_read_p99_ms) = window_stats(&evidence, calm.0, calm.1);
     for record in &mut faults {
@@ -296,7 +289,7 @@ struct Workload {
     histories: Vec<KeyHistory>,
     fleets: Vec<(String, FleetTask)>,
     admin_stop: Arc<AtomicBool>,
-    admin: tokio::task::JoinHandle<Vec<Operation>>,
+    admin: tokio::task::JoinHandle<AdminHistory>,
 }
 
 /// What the workload recorded once stopped.
@@ -305,7 +298,7 @@ struct Finished {
     /// Logs of the KMA containers the nemesis removed (membership changes).
     removed_logs: Vec<(String, String)>,
     fleet_reports: Vec<(String, Result<FleetReport, FleetError>)>,
-    admin_history: Vec<Operation>,
+    admin_history: AdminHistory,
 }
 
 impl Workload {
@@ -327,9 +320,15 @@ impl Workload {
             fleets.push((site.agent.clone(), task));
         }
         let admin_stop = Arc::new(AtomicBool::new(false));
-        let admin = tokio::spawn(admin_workload(
+        let keys_site = keys_agent(cluster, &sites[0]).await?;
+        let setup = AdminSetup {
+            addresses: addresses(cluster).await?,
+            keys_agent: client(&keys_site)?,
+            quorum_member: quorum_member(cluster)?,
+        };
+        let admin = tokio::spawn(admin::run(
             cluster.admin.clone(),
-            addresses(cluster).await?,
+            setup,
             config.seed,
             started,
             admin_stop.clone(),
@@ -398,10 +397,10 @@ async fn gather(
         let events = history.events().into_iter().map(|event| (site.agent.clone(), event));
         evidence.drive_events.extend(events);
     }
-    // Every register starts absent: each generation's users are new names.
-    evidence.admin_initial =
-        finished.admin_history.iter().map(|operation| (operation.key.clone(), None)).collect();
-    evidence.admin_history = finished.admin_history.clone();
+    // Every register starts absent (`admin::AdminHistory`).
+    let admin = &finished.admin_history.operations;
+    evidence.admin_initial = admin.iter().map(|operation| (operation.key.clone(), None)).collect();
+    evidence.admin_history = admin.clone();
     Ok(evidence)
 }
 
@@ -414,11 +413,11 @@ fn free_port() -> anyhow::Result<u16> {
 
 /// Compose projects of the nemesis are named from this; a run removes what an interrupted one
 /// left behind.
-const PROJECT_PREFIX: &str = "kmsnemesis";
+pub const PROJECT_PREFIX: &str = "kmsnemesis";
 
 /// Takes down every compose project a previous run of the nemesis left (containers, network,
 /// volumes), and unmounts its small disks: the next run starts clean.
-async fn remove_leftovers() {
+pub async fn remove_leftovers() {
     let mut list = tokio::process::Command::new("docker");
     list.args(["ps", "-a", "--format", "{{.Label \"com.docker.compose.project\"}}"]);
     let projects = crate::run(&mut list, Duration::from_secs(30)).await.unwrap_or_default();
@@ -566,6 +565,42 @@ async fn set_up(cluster: &DockerCluster) -> anyhow::Result<Vec<Site>> {
     Ok(sites)
 }
 
+/// The drive `chaos-keys` of the admin workload, at the first site, in a group of its own: the
+/// keys it takes are the ones the workload compromises and destroys.
+async fn keys_agent(cluster: &DockerCluster, first: &Site) -> anyhow::Result<Site> {
+    let leader = cluster.leader(SETUP_TIMEOUT).await?;
+    let address = cluster.address(leader).await?;
+    let admin = &cluster.admin;
+    let (agent, group, passphrase) = (KEYS_AGENT, KEYS_AGENT, "chaos-keys-enrollment");
+    let create_group =
+        Command::CreateKeyGroup { name: group.into(), policy: admin::GROUP_POLICY.into() };
+    propose_ok(admin, &address, create_group, None).await?;
+    let create_agent = Command::CreateAgent {
+        id: agent.into(),
+        site: first.name.into(),
+        passphrase_verifier: Vec::new(),
+    };
+    propose_ok(admin, &address, create_agent, Some(passphrase)).await?;
+    let assign = Command::AssignKeyGroupToAgent { agent: agent.into(), group: group.into() };
+    propose_ok(admin, &address, assign, None).await?;
+    let ca = std::fs::read_to_string(cluster.export_dir().join("tls/ca.pem"))?;
+    let credentials = enroll(&first.addresses[0], &ca, agent, passphrase).await?;
+    Ok(Site {
+        name: first.name,
+        agent: agent.into(),
+        credentials,
+        addresses: first.addresses.clone(),
+    })
+}
+
+/// The admin workload's quorum member: the first of the compose cluster's quickstart secrets
+/// (exported beside the CA; the cluster plays every member, `docker/entrypoint.sh`).
+fn quorum_member(cluster: &DockerCluster) -> anyhow::Result<(String, String)> {
+    let secrets = node::setup::read_secrets(&cluster.export_dir().join("secrets.toml"))?;
+    let member = secrets.quorum.first().ok_or_else(|| anyhow::anyhow!("no quorum member"))?;
+    Ok((member.id.clone(), member.passphrase.to_string()))
+}
+
 async fn addresses_of_services(cluster: &DockerCluster) -> anyhow::Result<Vec<String>> {
     let mut addresses = Vec::new();
     for service in SERVICES {
@@ -650,125 +685,6 @@ async fn wait_recovered(cluster: &DockerCluster, timeout: Duration) -> anyhow::R
         cluster.wait_ready(service, last, left.max(POLL_PAUSE)).await?;
     }
     Ok(())
-}
-
-fn register(user: &str) -> String {
-    format!("user:{user}")
-}
-
-/// Admin operations on the registers `user:<name>` until `stop`: creations and deletions
-/// proposed through a KMA chosen at random (compare-and-set: a creation of an existing user, or
-/// a deletion of a missing one, is refused by the state machine), and linearizable reads of
-/// the user list. A call that failed in transit is recorded with an unknown outcome. Users come
-/// in generations of new names, so that each register's history stays short.
-async fn admin_workload(
-    admin: KmaClient,
-    addresses: Vec<String>,
-    seed: u64,
-    epoch: Instant,
-    stop: Arc<AtomicBool>,
-) -> Vec<Operation> {
-    let mut rng = StdRng::seed_from_u64(seed ^ 0xad31_0000);
-    let mut history = Vec::new();
-    let mut calls = 0usize;
-    while !stop.load(Ordering::SeqCst) {
-        let address = &addresses[rng.gen_range(0..addresses.len())];
-        let generation = calls / ADMIN_OPS_PER_GENERATION;
-        calls += 1;
-        let users: Vec<String> =
-            (0..ADMIN_USERS).map(|n| format!("chaos-g{generation}-u{n}")).collect();
-        let user = users[rng.gen_range(0..users.len())].as_str();
-        if rng.gen_range(0..3) < 2 {
-            let create = rng.gen_bool(0.5);
-            let operation = admin_write(&admin, address, user, create, epoch).await;
-            history.extend(operation);
-        } else {
-            history.extend(admin_read(&admin, address, &users, epoch).await);
-        }
-        tokio::time::sleep(ADMIN_PAUSE).await;
-    }
-    for (process, operation) in history.iter_mut().enumerate() {
-        // Each call is a process of its own: the client runs one at a time, but a call with an
-        // unknown outcome may still take effect after the next one started.
-        operation.process = process as u64;
-    }
-    history
-}
-
-fn since(epoch: Instant, instant: Instant) -> u64 {
-    u64::try_from(instant.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// A creation (compare-and-set from absent) or a deletion (compare-and-set to absent) of
-/// `user`; `None` when the state machine refused it for another reason than the compare (it
-/// then changed and observed nothing).
-async fn admin_write(
-    admin: &KmaClient,
-    address: &str,
-    user: &str,
-    create: bool,
-    epoch: Instant,
-) -> Option<Operation> {
-    let (command, call) = if create {
-        let command = Command::CreateUser {
-            id: user.into(),
-            roles: RoleSet::of(Role::Auditor),
-            passphrase_verifier: Vec::new(),
-        };
-        (command, Call::CompareAndSet { expected: None, new: Some("exists".into()) })
-    } else {
-        let command = Command::DeleteUser { id: user.into() };
-        (command, Call::CompareAndSet { expected: Some("exists".into()), new: None })
-    };
-    let passphrase = create.then_some("chaos-user-passphrase");
-    let invoked = Instant::now();
-    let proposed = admin.propose_with_passphrase(address, None, command, passphrase);
-    let answer = tokio::time::timeout(ADMIN_CALL_TIMEOUT, proposed).await;
-    let returned = Some(since(epoch, Instant::now()));
-    let (outcome, returned_at) = match answer {
-        Ok(Ok(Ok(applied))) => match applied.result {
-            Ok(_) => (Outcome::Ok, returned),
-            Err(
-                statemachine::Reject::UserExists { .. } | statemachine::Reject::UnknownUser { .. },
-            ) => (Outcome::Failed, returned),
-            Err(_) => return None,
-        },
-        _ => (Outcome::Unknown, None),
-    };
-    let key = register(user);
-    Some(Operation {
-        process: 0,
-        invoked_at: since(epoch, invoked),
-        returned_at,
-        key,
-        call,
-        outcome,
-    })
-}
-
-/// A linearizable read of the user list, as one read of each of `users`' registers; nothing
-/// when the read failed (a read that returned nothing constrains nothing).
-async fn admin_read(
-    admin: &KmaClient,
-    address: &str,
-    users: &[String],
-    epoch: Instant,
-) -> Vec<Operation> {
-    let invoked = since(epoch, Instant::now());
-    let read = tokio::time::timeout(ADMIN_CALL_TIMEOUT, admin.users_read(address, 0, true)).await;
-    let Ok(Ok(listed)) = read else { return Vec::new() };
-    let returned = since(epoch, Instant::now());
-    users
-        .iter()
-        .map(|user| Operation {
-            process: 0,
-            invoked_at: invoked,
-            returned_at: Some(returned),
-            key: register(user),
-            call: Call::Read,
-            outcome: Outcome::ReadOk(listed.iter().any(|u| u == user).then(|| "exists".into())),
-        })
-        .collect()
 }
 
 /// The management address of a KMA whose audit log starts at the cluster's first event: a KMA
@@ -877,6 +793,7 @@ fn recovered_after_every_heal(faults: &[FaultRecord]) -> Verdict {
 fn operations(
     evidence: &Evidence,
     fleets: &[(String, Result<FleetReport, FleetError>)],
+    admin: &AdminHistory,
 ) -> BTreeMap<String, u64> {
     let mut counts = BTreeMap::new();
     for (_, event) in &evidence.drive_events {
@@ -890,6 +807,7 @@ fn operations(
     let drive_ops: u64 = fleets.iter().filter_map(|(_, r)| r.as_ref().ok()).map(|r| r.ops).sum();
     counts.insert("drive data operations".into(), drive_ops);
     counts.insert("admin operations".into(), evidence.admin_history.len() as u64);
+    counts.extend(admin.counts());
     counts.insert("hand-outs logged".into(), evidence.handouts.len() as u64);
     counts
 }

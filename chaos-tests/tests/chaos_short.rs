@@ -1,9 +1,11 @@
 //! The chaos suite's short mode (issue 20 point 3), in the test command CI runs: one run on a
 //! fresh three-site compose cluster with a fixed seed, every fault kind of the nemesis once
 //! (kill -9, SIGSTOP, a partition, a one-way drop, a site cut off, latency through the proxy,
-//! loss, clock skew, a full disk), each held a few seconds and healed, while drive fleets write
-//! and read at every site and an admin workload creates, deletes and reads users. The checker's
-//! verdicts must all pass; a failure prints the replay command.
+//! loss, clock skew, a full disk, a KMA deleted and replaced), each held a few seconds and
+//! healed, while drive fleets write and read at every site and an officer changes users, key
+//! groups and policies, compromises and destroys keys, and approves or cancels quorum operations
+//! (`chaos_tests::admin`). The checker's verdicts must all pass; a failure prints the replay
+//! command.
 //!
 //! Needs Docker Engine, docker-compose, nsenter, iptables and mount (run as root).
 
@@ -18,7 +20,7 @@ use chaos_tests::run::{run, RunConfig};
 const SEED: u64 = 20_261_207;
 
 /// Setup: a compose cluster with one KMA per site, two drives per site, the admin workload.
-/// Action: the nine fault kinds, one after the other, each held 6 to 12 s, healed, and the
+/// Action: the ten fault kinds, one after the other, each held 6 to 12 s, healed, and the
 /// cluster given time to recover. Expect: every fault injected and healed without error and
 /// recovered from; every verdict of the checker passes (no acknowledged assignment lost, no
 /// early hand-out, one key per write, keys only within the agents' groups, every tape readable,

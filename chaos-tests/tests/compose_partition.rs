@@ -30,34 +30,6 @@ async fn wait_leaderless(cluster: &DockerCluster, service: &str) {
     }
 }
 
-/// A data unit created through `address` alone, with the agent's certificate, by hand: the
-/// answer of that one KMA, without the client library's failover.
-async fn create_on(
-    credentials: &agent_gateway::AgentCredentials,
-    address: &str,
-) -> (u16, serde_json::Value) {
-    let tls = node::transport::tls::client_config_from_pem(
-        &credentials.ca_pem,
-        &credentials.certificate_pem,
-        &credentials.private_key_pem,
-    )
-    .expect("agent TLS");
-    let http = node::kma::https_client(tls).expect("client");
-    let body = serde_json::json!({
-        "external_tag": "CUT001",
-        "request_id": {"client": "00000000c0ffee00", "seq": 1},
-    });
-    let response = http
-        .post(format!("https://{address}/agent/v1/data-units"))
-        .json(&body)
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .expect("the cut-off KMA answers its drives");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("a JSON answer"))
-}
-
 /// The value of key `key_id` read over KMIP (a Get, KMIP 1.4) from `service`'s published KMIP
 /// port, with the drive's certificate: a KMIP client is an agent.
 async fn kmip_get(
@@ -140,7 +112,14 @@ async fn c2_a_kma_cut_off_serves_existing_keys_refuses_new_ones_and_drives_write
     let over_kmip = kmip_get(&cluster, cut, &credentials, &written.key.key_id.to_string()).await;
     assert_eq!(over_kmip, *written.key.value, "a library at that site reads the same key");
     let asked = Instant::now();
-    let (status, answer) = create_on(&credentials, &cut_address).await;
+    let (status, answer) = agents::create_on(
+        &credentials,
+        &cut_address,
+        "CUT001",
+        (0xc0ffee00, 1),
+        Duration::from_secs(10),
+    )
+    .await;
     let body: ErrorBody = serde_json::from_value(answer.clone()).expect("an error body");
     assert_eq!(status, 503, "{answer}");
     assert!(body.retryable, "a KMA without a majority refuses retryably: {answer}");

@@ -225,7 +225,14 @@ async fn check_cut_site(drive: &Drive, led: bool, seq: u64) -> Duration {
         assert!(*read.keys[0].value == *tape.key.value, "{site}: other key bytes at {kma}");
     }
     let asked = Instant::now();
-    let (status, answer) = create_on(&drive.credentials, &drive.address, seq).await;
+    let (status, answer) = agents::create_on(
+        &drive.credentials,
+        &drive.address,
+        &format!("{}-refused", drive.credentials.agent_id),
+        (0x5173e0, seq),
+        LEADER_REFUSAL_MAX + Duration::from_secs(5),
+    )
+    .await;
     let refusal = asked.elapsed();
     assert_eq!(status, 503, "a new tape at the cut-off {kma}: {answer}");
     let body: ErrorBody = serde_json::from_value(answer.clone()).expect("an error body");
@@ -278,35 +285,6 @@ where
         }
         tokio::time::sleep(RETRY_PAUSE).await;
     }
-}
-
-/// A data unit created at `address` alone, by hand: that one KMA's answer, without the client
-/// library's failover.
-async fn create_on(
-    credentials: &AgentCredentials,
-    address: &str,
-    seq: u64,
-) -> (u16, serde_json::Value) {
-    let tls = node::transport::tls::client_config_from_pem(
-        &credentials.ca_pem,
-        &credentials.certificate_pem,
-        &credentials.private_key_pem,
-    )
-    .expect("agent TLS");
-    let http = node::kma::https_client(tls).expect("HTTPS client");
-    let body = serde_json::json!({
-        "external_tag": format!("{}-refused", credentials.agent_id),
-        "request_id": {"client": "00000000005173e0", "seq": seq},
-    });
-    let response = http
-        .post(format!("https://{address}/agent/v1/data-units"))
-        .json(&body)
-        .timeout(LEADER_REFUSAL_MAX + Duration::from_secs(5))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("the cut-off KMA at {address} answers its drives: {e}"));
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("a JSON answer"))
 }
 
 /// Waits until every KMA has applied the leader's last log index.

@@ -210,11 +210,24 @@ async fn run(args: Args) -> Result<(), Fatal> {
         tokio::select! {
             _ = sigterm.recv() => {}
             _ = sigint.recv() => {}
+            () = parent_gone() => eprintln!("chaos-proxy: the process that started it is gone"),
         }
     })
     .await;
     Ok(())
 }
+
+/// Resolves once the process that started the proxy has died (the proxy is then adopted): a
+/// chaos run killed with SIGKILL cannot stop its proxies, and one left behind would keep
+/// delaying the connections of whatever container next used its namespace.
+async fn parent_gone() {
+    let parent = std::os::unix::process::parent_id();
+    while std::os::unix::process::parent_id() == parent {
+        tokio::time::sleep(PARENT_POLL).await;
+    }
+}
+
+const PARENT_POLL: Duration = Duration::from_millis(500);
 
 async fn resolve(to: &str) -> Result<SocketAddr, Fatal> {
     let help = "give --to as HOST:PORT, e.g. 127.0.0.1:7000";

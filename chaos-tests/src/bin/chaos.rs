@@ -204,8 +204,24 @@ fn write_results(
     });
     let json = serde_json::to_string_pretty(&summary)?;
     std::fs::write(dir.join("chaos-results.json"), json + "\n")?;
-    std::fs::write(dir.join("chaos-results.md"), markdown(reports, total, &by_kind, &operations))?;
+    let path = dir.join("chaos-results.md");
+    let mut md = markdown(reports, total, &by_kind, &operations);
+    md.push_str(&kept_by_hand(&path));
+    std::fs::write(path, md)?;
     Ok(())
+}
+
+/// Results written by hand below this line (the rolling upgrade's, issue 20 point 4) are kept
+/// when a long run writes the file anew.
+const KEPT_BY_HAND: &str =
+    "<!-- Below this line: written by hand, kept when chaos writes the file. -->";
+
+fn kept_by_hand(path: &std::path::Path) -> String {
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    match old.find(KEPT_BY_HAND) {
+        Some(at) => old[at..].to_string(),
+        None => format!("{KEPT_BY_HAND}\n"),
+    }
 }
 
 fn markdown(
@@ -216,13 +232,15 @@ fn markdown(
 ) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# Chaos results\n");
+    let command: Vec<String> = std::env::args().collect();
     let _ = writeln!(
         md,
-        "Written by `target/release/chaos --duration {}s --results docs` (issue 20; \
-         `chaos-tests/src/bin/chaos.rs`). {} runs in {:.1} h, each on a fresh three-site compose \
-         cluster with its own seed; every run is replayed by the command in its section. \
-         Machine-readable: `chaos-results.json` beside this file.\n",
-        total.as_secs(),
+        "Written by `{}` (issue 20; `chaos-tests/src/bin/chaos.rs`) on a host with {} cores. {} \
+         runs in {:.1} h, each on a fresh three-site compose cluster with a random seed of its \
+         own; every run is replayed by the command in its section. Machine-readable: \
+         `chaos-results.json` beside this file.\n",
+        command.join(" "),
+        std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get),
         reports.len(),
         total.as_secs_f64() / 3600.0
     );
