@@ -230,20 +230,7 @@ fn markdown(
     by_kind: &std::collections::BTreeMap<&str, usize>,
     operations: &std::collections::BTreeMap<String, u64>,
 ) -> String {
-    let mut md = String::new();
-    let _ = writeln!(md, "# Chaos results\n");
-    let command: Vec<String> = std::env::args().collect();
-    let _ = writeln!(
-        md,
-        "Written by `{}` (issue 20; `chaos-tests/src/bin/chaos.rs`) on a host with {} cores. {} \
-         runs in {:.1} h, each on a fresh three-site compose cluster with a random seed of its \
-         own; every run is replayed by the command in its section. Machine-readable: \
-         `chaos-results.json` beside this file.\n",
-        command.join(" "),
-        std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get),
-        reports.len(),
-        total.as_secs_f64() / 3600.0
-    );
+    let mut md = header(reports, total);
     let _ = writeln!(md, "## Faults injected, by kind\n\n| kind | count |\n|---|---|");
     for (kind, count) in by_kind {
         let _ = writeln!(md, "| {kind} | {count} |");
@@ -301,6 +288,25 @@ fn markdown(
         }
         let _ = writeln!(md);
     }
+    md
+}
+
+/// The title and the paragraph that says how the file was made.
+fn header(reports: &[RunReport], total: Duration) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# Chaos results\n");
+    let command: Vec<String> = std::env::args().collect();
+    let _ = writeln!(
+        md,
+        "Written by `{}` (issue 20; `chaos-tests/src/bin/chaos.rs`) on a host with {} cores. {} \
+         runs in {:.1} h, each on a fresh three-site compose cluster with a random seed of its \
+         own; every run is replayed by the command in its section. Machine-readable: \
+         `chaos-results.json` beside this file.\n",
+        command.join(" "),
+        std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get),
+        reports.len(),
+        total.as_secs_f64() / 3600.0
+    );
     md
 }
 
