@@ -10,9 +10,13 @@ use std::time::{Duration, Instant};
 
 use agent_gateway::drive_sim::{run_fleet, verify_fleet, DriveMode, FleetConfig};
 use agent_gateway::wire::ErrorBody;
+use agent_gateway::AgentCredentials;
 use chaos_tests::agents;
 use chaos_tests::cluster::{DockerCluster, SERVICES};
 use chaos_tests::workload::Acked;
+
+/// For the cut-off KMA's answer to a new tape (a follower refuses at once).
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 const ELECTION_TIMEOUT: Duration = Duration::from_secs(30);
 const DRIVES: usize = 4;
@@ -30,12 +34,24 @@ async fn wait_leaderless(cluster: &DockerCluster, service: &str) {
     }
 }
 
+/// A new tape asked of the cut-off follower alone: refused at once, retryably (503).
+async fn assert_new_tape_refused_at_once(credentials: &AgentCredentials, address: &str) {
+    let asked = Instant::now();
+    let request = (0xc0ff_ee00, 1);
+    let (status, answer) =
+        agents::create_on(credentials, address, "CUT001", request, REFUSAL_TIMEOUT).await;
+    let body: ErrorBody = serde_json::from_value(answer.clone()).expect("an error body");
+    assert_eq!(status, 503, "{answer}");
+    assert!(body.retryable, "a KMA without a majority refuses retryably: {answer}");
+    assert!(asked.elapsed() < Duration::from_secs(3), "refused at once, not after a timeout");
+}
+
 /// The value of key `key_id` read over KMIP (a Get, KMIP 1.4) from `service`'s published KMIP
 /// port, with the drive's certificate: a KMIP client is an agent.
 async fn kmip_get(
     cluster: &DockerCluster,
     service: &str,
-    credentials: &agent_gateway::AgentCredentials,
+    credentials: &AgentCredentials,
     key_id: &str,
 ) -> Vec<u8> {
     use kmip::{enums::Operation, tag, Item, ProtocolVersion};
@@ -111,19 +127,7 @@ async fn c2_a_kma_cut_off_serves_existing_keys_refuses_new_ones_and_drives_write
     assert_eq!(*read.keys[0].value, *written.key.value);
     let over_kmip = kmip_get(&cluster, cut, &credentials, &written.key.key_id.to_string()).await;
     assert_eq!(over_kmip, *written.key.value, "a library at that site reads the same key");
-    let asked = Instant::now();
-    let (status, answer) = agents::create_on(
-        &credentials,
-        &cut_address,
-        "CUT001",
-        (0xc0ffee00, 1),
-        Duration::from_secs(10),
-    )
-    .await;
-    let body: ErrorBody = serde_json::from_value(answer.clone()).expect("an error body");
-    assert_eq!(status, 503, "{answer}");
-    assert!(body.retryable, "a KMA without a majority refuses retryably: {answer}");
-    assert!(asked.elapsed() < Duration::from_secs(3), "refused at once, not after a timeout");
+    assert_new_tape_refused_at_once(&credentials, &cut_address).await;
 
     let report = run.await.expect("fleet task").expect("fleet ran");
     println!("during the cut: {report}");
