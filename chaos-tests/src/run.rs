@@ -384,14 +384,15 @@ async fn gather(
     let mut committed = Committed::from_events(&events);
     committed.name_groups(group_names(&cluster.admin, &address, &committed).await?);
     evidence.committed = committed;
+    check_logs_kept(cluster).await?;
     for service in SERVICES {
         let log = cluster.compose.full_log(service).await?;
-        let handouts = history::parse_handouts(service, &log).map_err(anyhow::Error::msg)?;
-        evidence.handouts.extend(handouts);
+        let handouts = history::parse_handouts(service, whole_log(service, &log)?);
+        evidence.handouts.extend(handouts.map_err(anyhow::Error::msg)?);
     }
     for (service, log) in &finished.removed_logs {
-        let handouts = history::parse_handouts(service, log).map_err(anyhow::Error::msg)?;
-        evidence.handouts.extend(handouts);
+        let handouts = history::parse_handouts(service, whole_log(service, log)?);
+        evidence.handouts.extend(handouts.map_err(anyhow::Error::msg)?);
     }
     for (site, history) in sites.iter().zip(&finished.histories) {
         let events = history.events().into_iter().map(|event| (site.agent.clone(), event));
@@ -403,6 +404,44 @@ async fn gather(
     evidence.admin_history = admin.clone();
     Ok(evidence)
 }
+
+/// The KMAs' logs are whole evidence only if Docker kept all of them: the nemesis override gives
+/// every KMA container json-file logs of [`LOG_FILES`] files of 1 GB (the daemon here keeps 30
+/// MB, which a long run outgrows within minutes, and every hand-out in the lost part would look
+/// missing). Checked on the containers, and on each log's size: below four files' worth,
+/// nothing was dropped.
+async fn check_logs_kept(cluster: &DockerCluster) -> anyhow::Result<()> {
+    for service in SERVICES {
+        let id = cluster.compose.container_id(service).await?;
+        let mut inspect = tokio::process::Command::new("docker");
+        inspect.args(["inspect", "-f", "{{json .HostConfig.LogConfig}}", &id]);
+        let config = crate::run(&mut inspect, Duration::from_secs(30)).await?;
+        let kept = config.contains("\"json-file\"")
+            && config.contains("\"max-size\":\"1g\"")
+            && config.contains(&format!("\"max-file\":\"{LOG_FILES}\""));
+        anyhow::ensure!(
+            kept,
+            "{service} logs with {}: not the nemesis override's (chaos-tests/compose/nemesis.yml), \
+             so its log may have lost its start and the hand-out evidence would be incomplete",
+            config.trim()
+        );
+    }
+    Ok(())
+}
+
+fn whole_log<'l>(service: &str, log: &'l str) -> anyhow::Result<&'l str> {
+    let bound = (LOG_FILES - 1) << 30;
+    anyhow::ensure!(
+        log.len() < bound,
+        "the log of {service} holds {} bytes: Docker may have dropped its oldest file, and the \
+         hand-out evidence would be incomplete; run shorter runs (--run-length)",
+        log.len()
+    );
+    Ok(log)
+}
+
+/// The json-file log files of each KMA container (`chaos-tests/compose/nemesis.yml`).
+const LOG_FILES: usize = 5;
 
 /// A port free on 127.0.0.1 now (the OS picks it; it may be taken again before use, which the
 /// compose `up` would report).
