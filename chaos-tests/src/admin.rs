@@ -428,19 +428,29 @@ impl Workload {
         }
     }
 
-    /// One linearizable read through a KMA chosen at random; `seen` gives each register's value
-    /// from the answer. An answer that did not come back constrains nothing and is left out.
+    /// One linearizable read, tried on the KMAs from one chosen at random until one answers (only
+    /// the leader does: a follower refuses, retryably); `seen` gives each register's value from
+    /// the answer. Only the attempt that answered is recorded, with its own times: a refused or
+    /// lost read constrains nothing.
     async fn read<T: serde::de::DeserializeOwned>(
         &mut self,
         path: &str,
         registers: Vec<String>,
         seen: impl Fn(&T, &str) -> Option<String>,
     ) {
-        let address = self.address();
-        let invoked_at = self.now();
         let path = format!("{path}{}consistency=linearizable", separator(path));
-        let read = self.admin.read_json::<T>(&address, &path);
-        let Ok(Ok(answer)) = tokio::time::timeout(CALL_TIMEOUT, read).await else { return };
+        let first = self.rng.gen_range(0..self.setup.addresses.len());
+        let mut answered = None;
+        for n in 0..self.setup.addresses.len() {
+            let address = &self.setup.addresses[(first + n) % self.setup.addresses.len()];
+            let invoked_at = self.now();
+            let read = self.admin.read_json::<T>(address, &path);
+            if let Ok(Ok(answer)) = tokio::time::timeout(CALL_TIMEOUT, read).await {
+                answered = Some((invoked_at, answer));
+                break;
+            }
+        }
+        let Some((invoked_at, answer)) = answered else { return };
         let returned_at = Some(self.now());
         for register in registers {
             let name = register.split_once(':').map_or("", |(_, name)| name);
