@@ -67,7 +67,7 @@ async fn c1_every_read_honours_consistency_linearizable() {
 /// one accepted, before any barrier or read: a caller who asked for something else must not
 /// get a possibly stale answer without knowing.
 #[tokio::test]
-async fn an_unknown_consistency_is_refused_not_served_stale() {
+async fn c1_an_unknown_consistency_is_refused_not_served_stale() {
     let node = MemoryNode::new();
     let router = router(&node);
     for route in read_routes() {

@@ -571,7 +571,7 @@ async fn set_up(cluster: &DockerCluster) -> anyhow::Result<Vec<Site>> {
     let limits = KeyPoolLimits { low_water: 60, high_water: 120 };
     propose_ok(admin, &address, Command::SetKeyPoolLimits(limits), None).await?;
     let policy = Command::CreateKeyPolicy {
-        name: "chaos".into(),
+        name: admin::GROUP_POLICY.into(),
         encryption_period_ms: DAY_MS,
         cryptoperiod_ms: 2 * DAY_MS,
         allow_export: false,
@@ -585,7 +585,8 @@ async fn set_up(cluster: &DockerCluster) -> anyhow::Result<Vec<Site>> {
         let group = format!("tapes-{name}");
         let agent = format!("drive-{name}");
         let passphrase = format!("chaos-{name}-enrollment");
-        let create_group = Command::CreateKeyGroup { name: group.clone(), policy: "chaos".into() };
+        let create_group =
+            Command::CreateKeyGroup { name: group.clone(), policy: admin::GROUP_POLICY.into() };
         propose_ok(admin, &address, create_group, None).await?;
         let create_agent = Command::CreateAgent {
             id: agent.clone(),
