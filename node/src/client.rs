@@ -136,6 +136,13 @@ impl KmaClient {
         serde_json::from_slice(&bytes).map_err(|e| transport(address, e))
     }
 
+    /// The KMA's `/metrics` text (Prometheus text format): what a benchmark reads the write
+    /// stages from.
+    pub async fn metrics_text(&self, address: &str) -> Result<String, ClientError> {
+        let bytes = self.send(address, "/metrics", None, Duration::from_secs(5)).await?;
+        String::from_utf8(bytes.to_vec()).map_err(|e| transport(address, e))
+    }
+
     pub async fn digest(&self, address: &str, min_index: u64) -> Result<StateDigest, ClientError> {
         let path = format!("/v1/digest?min_index={min_index}");
         let bytes = self.send(address, &path, None, Duration::from_secs(35)).await?;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::{BasicNode, Raft, SnapshotPolicy};
-use raft_storage::KmaRaft;
+use raft_storage::{KmaRaft, WriteStages};
 use rand::Rng;
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -83,6 +83,8 @@ pub struct Kma {
     pub peer_links: PeerLinks,
     /// What became of the entries sent ahead (`/metrics`).
     pub entries_ahead: EntriesAhead,
+    /// Where this KMA's writes spend their time, stage by stage (`/metrics`).
+    pub write_stages: WriteStages,
     /// The last contact with a leader, for the election watchdog.
     pub contact: LeaderContact,
     /// What each listener's connection bounds hold and turned away (`/metrics`).
@@ -148,16 +150,21 @@ impl Kma {
         let config = Arc::new(NodeConfig::load(data_dir)?);
         let layout = DataDirLayout::new(data_dir);
         let raft_dir = layout.raft_dir();
-        let (_dir, log_store, state_machine) =
+        let (raft_data, log_store, state_machine) =
             tokio::task::spawn_blocking(move || raft_storage::open_stores(raft_dir))
                 .await
                 .map_err(|e| NodeError::Raft(e.to_string()))??;
+        let write_stages = raft_data.write_stages();
         let state = state_machine.state();
         let live_tls = crate::ca_rotation::tls_at_start(&state, &layout, &config.name).await?;
         let client_tls = live_tls.client_config()?;
         let raft_tls = crate::transport::link::client_config(client_tls.clone());
         let peer_links = PeerLinks::default();
-        let network = KmaNetwork { tls: raft_tls.clone(), links: peer_links.clone() };
+        let network = KmaNetwork {
+            tls: raft_tls.clone(),
+            links: peer_links.clone(),
+            stages: write_stages.clone(),
+        };
         let appends = match config.parallel_append {
             true => log_store.leader_appends(config.node_id, parallel_append::QUEUED_APPENDS_MAX),
             false => None,
@@ -170,21 +177,15 @@ impl Kma {
         let node_key = pki::read(&layout.tls_dir().join(pki::NODE_KEY_FILE))?;
         let vault = Arc::new(Vault::open(data_dir, &node_key)?);
         let logins = Arc::new(Logins::new(first_decoy_secret(&layout)));
-        let (proposer, link_server) =
-            start_write_path(&config, &raft, &state, raft_tls.clone(), peers.clone());
+        let links = WriteLinks {
+            raft_tls,
+            peers: peers.clone(),
+            peer_links: peer_links.clone(),
+            stages: write_stages.clone(),
+        };
+        let (proposer, link_server, entries_ahead) =
+            start_write_path(&config, &raft, &state, links, appends);
         let contact = link_server.contact.clone();
-        let entries_ahead = EntriesAhead::default();
-        if let Some(appends) = appends {
-            let ahead = SendAhead {
-                raft: raft.clone(),
-                node_id: config.node_id,
-                tls: raft_tls,
-                links: peer_links.clone(),
-                counts: entries_ahead.clone(),
-                answer_timeout: Duration::from_millis(config.election_timeout_ms_max),
-            };
-            tokio::spawn(parallel_append::run(ahead, appends));
-        }
         let membership = Membership {
             raft: raft.clone(),
             state: state.clone(),
@@ -201,6 +202,7 @@ impl Kma {
             peers,
             peer_links,
             entries_ahead,
+            write_stages,
             contact,
             link_server,
             stop: Arc::new(tokio::sync::Notify::new()),
@@ -296,6 +298,7 @@ impl Kma {
                 local.clone(),
                 self.peer_links.clone(),
                 self.entries_ahead.clone(),
+                self.write_stages.clone(),
                 requests.clone(),
                 self.connections.clone(),
             ),
@@ -362,21 +365,46 @@ impl Kma {
     }
 }
 
-/// The write path (proposer and its batcher, the answering of forwarded proposals) and the
-/// server of Raft links that feeds it.
+/// What the write path reaches other KMAs with, and times itself with.
+struct WriteLinks {
+    raft_tls: Arc<rustls::ClientConfig>,
+    /// An HTTPS client authenticated as this KMA (forwarding to a leader of an older version).
+    peers: reqwest::Client,
+    peer_links: PeerLinks,
+    stages: WriteStages,
+}
+
+/// The write path (proposer and its batcher, the answering of forwarded proposals, the
+/// leader's appends sent ahead when `appends` hands them over) and the server of Raft links
+/// that feeds it; with what becomes of the entries sent ahead.
 fn start_write_path(
     config: &NodeConfig,
     raft: &Raft<KmaRaft>,
     state: &raft_storage::StateHandle,
-    raft_tls: Arc<rustls::ClientConfig>,
-    peers: reqwest::Client,
-) -> (Proposer, LinkServer) {
+    links: WriteLinks,
+    appends: Option<tokio::sync::mpsc::Receiver<Arc<raft_storage::LeaderAppend<KmaRaft>>>>,
+) -> (Proposer, LinkServer, EntriesAhead) {
+    let WriteLinks { raft_tls, peers, peer_links, stages } = links;
+    let entries_ahead = EntriesAhead::default();
+    if let Some(appends) = appends {
+        let ahead = SendAhead {
+            raft: raft.clone(),
+            node_id: config.node_id,
+            tls: raft_tls.clone(),
+            links: peer_links,
+            counts: entries_ahead.clone(),
+            stages: stages.clone(),
+            answer_timeout: Duration::from_millis(config.election_timeout_ms_max),
+        };
+        tokio::spawn(parallel_append::run(ahead, appends));
+    }
     let leader_link = LinksThenHttp { links: ForwardLinks::new(raft_tls), http: peers };
     let (proposer, batcher) = Proposer::new(
         config.node_id,
         Arc::new(raft.clone()),
         Arc::new(leader_link),
         Some(state.clone()),
+        stages.clone(),
     );
     tokio::spawn(batcher);
     let (inbound, inbound_queue) = tokio::sync::mpsc::channel(INBOUND_PROPOSALS_MAX);
@@ -387,8 +415,9 @@ fn start_write_path(
         clock: ClockGuard::new(config.clock_ahead_max_ms),
         contact: LeaderContact::default(),
         inbound,
+        stages,
     };
-    (proposer, link_server)
+    (proposer, link_server, entries_ahead)
 }
 
 /// The agent gateway on the service listener, as `agent_gateway::serve` runs it, with the

@@ -268,6 +268,7 @@ async fn u3_metrics_and_probes_answer_without_a_certificate() {
     assert_eq!(after.value("kms_http_requests_total", &agent), Some(1.0));
     families_are_the_golden_ones(&after);
     raft_gauges_agree_with_status(&cluster, &http, leader).await;
+    write_stages_are_timed(&cluster, &http, leader).await;
 
     let follower = (0..3).find(|i| *i != leader).expect("a follower");
     let name = cluster.nodes[follower].name.clone();
@@ -279,6 +280,51 @@ async fn u3_metrics_and_probes_answer_without_a_certificate() {
     let scrape = scrape(&http, follower_address).await;
     assert_eq!(scrape.value("kms_locked", &[]), Some(1.0));
     wait_readyz(&http, &address, 200, "ready").await;
+}
+
+/// A write sent to a follower: each KMA counts and times the stages it passed the write
+/// through, and only those (issue 21 point 2): the follower forwards it and appends it, the
+/// leader queues it, writes it through Raft, syncs it, sends it to the voters; both apply it.
+async fn write_stages_are_timed(cluster: &Cluster, http: &reqwest::Client, leader: usize) {
+    let follower = (0..3).find(|i| *i != leader).expect("a follower");
+    let addresses = [&cluster.nodes[leader].address, &cluster.nodes[follower].address];
+    let stage_runs = async |address: &str| {
+        let scrape = scrape(http, address).await;
+        let runs = |stage: &str| {
+            let seconds = scrape.value("kms_write_stage_seconds_total", &[("stage", stage)]);
+            let count = scrape.value("kms_write_stage_total", &[("stage", stage)]);
+            (count.expect("a count for every stage"), seconds.expect("a sum for every stage"))
+        };
+        ["propose", "forward", "queue", "raft_write", "log_append", "apply", "follower_append"]
+            .map(|stage| (stage, runs(stage)))
+    };
+    let before = [stage_runs(addresses[0]).await, stage_runs(addresses[1]).await];
+    let site = Command::CreateSite { name: "stage-timing".into() };
+    let created = cluster.admin.propose(addresses[1], None, site).await;
+    assert!(created.expect("sent").expect("applied").result.is_ok());
+    let grown = |kma: usize, after: &[(&'static str, (f64, f64)); 7]| -> Vec<&'static str> {
+        let pairs = before[kma].iter().zip(after);
+        pairs
+            .filter(|((_, was), (_, now))| now.0 > was.0 && now.1 > was.1)
+            .map(|((stage, _), _)| *stage)
+            .collect()
+    };
+    // The follower applies a moment after the leader answered.
+    let what = "the follower to time its apply of the write";
+    let (leader_grew, follower_grew) = wait_until(Duration::from_secs(10), what, async || {
+        let after = [stage_runs(addresses[0]).await, stage_runs(addresses[1]).await];
+        let grew = (grown(0, &after[0]), grown(1, &after[1]));
+        done_if(grew.1.contains(&"apply"), grew)
+    })
+    .await;
+    for stage in ["propose", "queue", "raft_write", "log_append", "apply"] {
+        assert!(leader_grew.contains(&stage), "the leader timed {stage}: {leader_grew:?}");
+    }
+    assert!(!leader_grew.contains(&"forward"), "the leader forwards nothing");
+    for stage in ["propose", "forward", "log_append", "apply", "follower_append"] {
+        assert!(follower_grew.contains(&stage), "the follower timed {stage}: {follower_grew:?}");
+    }
+    assert!(!follower_grew.contains(&"raft_write"), "a follower writes no entry itself");
 }
 
 /// The families of a leader's scrape, their types and (where they have samples) their label

@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{StorageError, HELP_DISK, HELP_LOCKED, HELP_RESTORE};
+use crate::write_stages::{Stage, WriteStages};
 
 /// First byte of every RocksDB value this crate writes, and the database's format marker.
 /// 1: a log entry carried one envelope (development builds before 2026-12). 2: a log entry
@@ -47,6 +48,8 @@ pub struct RocksDataDir {
     db: DB,
     /// Kept for its statistics object, shared with the open database.
     options: Options,
+    /// Time per stage of a write on this KMA; the log store and the state machine time theirs.
+    stages: WriteStages,
 }
 
 impl std::fmt::Debug for RocksDataDir {
@@ -78,13 +81,19 @@ impl RocksDataDir {
             let help = open_help(&source);
             StorageError::Open { dir: db_dir.clone(), source, help }
         })?;
-        let data_dir = RocksDataDir { dir, db, options };
+        let data_dir = RocksDataDir { dir, db, options, stages: WriteStages::default() };
         data_dir.check_format()?;
         Ok(Arc::new(data_dir))
     }
 
     pub fn path(&self) -> &Path {
         &self.dir
+    }
+
+    /// The write stage timers of this KMA (see [`crate::write_stages`]), for the node to time
+    /// its own stages with and to report.
+    pub fn write_stages(&self) -> WriteStages {
+        self.stages.clone()
     }
 
     pub(crate) fn snapshot_dir(&self) -> PathBuf {
@@ -180,9 +189,13 @@ impl RocksDataDir {
 
     /// Makes every write that already returned durable: one fsync of the write-ahead log.
     pub(crate) fn sync_wal(&self) -> Result<(), StorageError> {
-        self.db
+        let started = std::time::Instant::now();
+        let synced = self
+            .db
             .flush_wal(true)
-            .map_err(|source| self.rocks_error("sync the WAL of", "all", "-", source))
+            .map_err(|source| self.rocks_error("sync the WAL of", "all", "-", source));
+        self.stages.record(Stage::WalSync, started.elapsed());
+        synced
     }
 
     pub(crate) fn write_synced(

@@ -24,6 +24,8 @@
 //! - [`backup`]: the stream a database backup carries (state and audit rows up to an index),
 //!   read back, and a restored backup made into a new one-voter data dir.
 //! - [`error`]: [`StorageError`], whose messages say what the operator should do.
+//! - [`write_stages`]: [`WriteStages`], the time a write spends in each stage on this KMA,
+//!   summed for `/metrics` (the log append and the apply are timed here, the rest by the node).
 
 pub mod backup;
 pub mod data_dir;
@@ -33,6 +35,7 @@ pub mod log_store;
 pub mod state_handle;
 pub mod state_machine;
 pub mod types;
+pub mod write_stages;
 
 mod audit_log;
 mod snapshot_file;
@@ -47,6 +50,7 @@ pub use snapshot_file::SNAPSHOT_CHUNK_LEN;
 pub use state_handle::StateHandle;
 pub use state_machine::{RocksSnapshotBuilder, RocksStateMachine};
 pub use types::{ApplyResponse, EntryResponse, KmaRaft};
+pub use write_stages::{Stage, WriteStages};
 
 /// Opens the data dir at `dir` and the two stores openraft needs, sharing one database.
 /// Blocking (it loads the latest snapshot): call it before serving or on `spawn_blocking`.

@@ -26,6 +26,7 @@ use crate::data_dir::{encode, RocksDataDir, CF_LOG, CF_LOG_META};
 use crate::error::StorageError;
 use crate::leader_appends::{AppendTap, LeaderAppend};
 use crate::types::KmaRaft;
+use crate::write_stages::Stage;
 
 type RaftResult<T> = Result<T, openraft::StorageError<u64>>;
 
@@ -354,12 +355,16 @@ where
         // The callback tells openraft the entries are durable: only after a WAL sync that
         // started after the write returned (group commit, see `WalSyncer`). The entries are
         // handed to the followers before that sync (see `leader_appends`).
+        let started = std::time::Instant::now();
         let entries: Vec<C::Entry> = entries.into_iter().collect();
         match self.append_entries(&entries) {
             Ok(()) => {
                 self.tap.appended(&entries);
-                self.syncer
-                    .after_next_sync(Box::new(move |synced| callback.log_io_completed(synced)));
+                let stages = self.data_dir.write_stages();
+                self.syncer.after_next_sync(Box::new(move |synced| {
+                    stages.record(Stage::LogAppend, started.elapsed());
+                    callback.log_io_completed(synced);
+                }));
                 Ok(())
             }
             Err(error) => {

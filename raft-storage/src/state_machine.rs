@@ -31,6 +31,7 @@ use crate::error::StorageError;
 use crate::snapshot_file::{self, SnapshotFile, SnapshotRecord};
 use crate::state_handle::StateHandle;
 use crate::types::{EntryResponse, KmaRaft};
+use crate::write_stages::Stage;
 
 type RaftResult<T> = Result<T, openraft::StorageError<u64>>;
 type Entry = openraft::Entry<KmaRaft>;
@@ -320,9 +321,13 @@ impl RaftStateMachine<KmaRaft> for RocksStateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        self.apply_entries(entries)
+        let started = std::time::Instant::now();
+        let applied = self
+            .apply_entries(entries)
             .await
-            .map_err(|e| e.into_raft(ErrorSubject::StateMachine, ErrorVerb::Write))
+            .map_err(|e| e.into_raft(ErrorSubject::StateMachine, ErrorVerb::Write));
+        self.data_dir.write_stages().record(Stage::Apply, started.elapsed());
+        applied
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

@@ -20,6 +20,7 @@ use crate::transport::network::PeerLinks;
 use crate::transport::parallel_append::EntriesAhead;
 use crate::transport::wall_clock_ms;
 use crate::view::Local;
+use raft_storage::WriteStages;
 
 /// Key counts by state are a scan of every key: recounted at most this often.
 pub const KEY_COUNT_INTERVAL: Duration = Duration::from_secs(10);
@@ -47,11 +48,12 @@ impl Health {
         local: Local,
         peer_links: PeerLinks,
         entries_ahead: EntriesAhead,
+        write_stages: WriteStages,
         requests: RequestMetrics,
         connections: ListenerConnections,
     ) -> Health {
         let key_counts = tokio::sync::Mutex::new(None);
-        let scrape = Scrape::new(&requests, peer_links, entries_ahead, connections);
+        let scrape = Scrape::new(&requests, peer_links, (entries_ahead, write_stages), connections);
         let scrape = tokio::sync::Mutex::new(scrape);
         Health { local, scrape, key_counts }
     }

@@ -21,6 +21,7 @@ use statemachine::KeyState;
 use crate::listen::metrics::RequestMetrics;
 use crate::transport::network::PeerLinks;
 use crate::transport::parallel_append::{EntriesAhead, Outcome};
+use raft_storage::{Stage, WriteStages};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
@@ -137,7 +138,7 @@ impl Scrape {
     pub fn new(
         requests: &RequestMetrics,
         peer_links: PeerLinks,
-        ahead: EntriesAhead,
+        (ahead, stages): (EntriesAhead, WriteStages),
         connections: ListenerConnections,
     ) -> Scrape {
         let mut registry = Registry::default();
@@ -145,6 +146,7 @@ impl Scrape {
         let gauges = Gauges::default();
         register_gauges(&mut registry, &gauges);
         registry.register_collector(Box::new(AheadCollector(ahead)));
+        registry.register_collector(Box::new(StagesCollector(stages)));
         registry.register_collector(Box::new(RecordsCollector(peer_links.clone())));
         registry.register_collector(Box::new(ConnectionsCollector(connections)));
         Scrape { registry, gauges, peer_links }
@@ -247,6 +249,37 @@ impl Collector for AheadCollector {
             let labels = OutcomeLabel { outcome: outcome.name() };
             let counter = ConstCounter::new(self.0.entries(outcome));
             counter.encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// `kms_write_stage_seconds_total` and `kms_write_stage_total`, from the timers of
+/// `raft_storage::write_stages`: the mean of a stage over a run is the difference of the first
+/// divided by that of the second.
+#[derive(Debug)]
+struct StagesCollector(WriteStages);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabel {
+    stage: &'static str,
+}
+
+impl Collector for StagesCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let help = "Seconds this KMA's writes spent in each stage of the write path, summed";
+        let name = "kms_write_stage_seconds";
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for stage in Stage::ALL {
+            let counter = ConstCounter::new(self.0.totals(stage).1);
+            counter.encode(family.encode_family(&StageLabel { stage: stage.name() })?)?;
+        }
+        let help = "Times each stage of the write path ran on this KMA";
+        let mut family =
+            encoder.encode_descriptor("kms_write_stage", help, None, MetricType::Counter)?;
+        for stage in Stage::ALL {
+            let counter = ConstCounter::new(self.0.totals(stage).0);
+            counter.encode(family.encode_family(&StageLabel { stage: stage.name() })?)?;
         }
         Ok(())
     }

@@ -18,11 +18,11 @@
 //! or candidate it speaks for is the caller itself.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::raft::VoteRequest;
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest};
-use raft_storage::KmaRaft;
+use raft_storage::{KmaRaft, Stage, WriteStages};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -239,6 +239,8 @@ pub struct LinkServer {
     pub clock: crate::transport::clock::ClockGuard,
     pub contact: LeaderContact,
     pub inbound: tokio::sync::mpsc::Sender<InboundProposal>,
+    /// Times each AppendEntries with entries this KMA answers (`Stage::FollowerAppend`).
+    pub stages: WriteStages,
 }
 
 /// Why a KMA certificate naming node `node_id`, of fingerprint `certificate_sha256`, is refused
@@ -389,7 +391,11 @@ impl LinkServer {
     ) -> std::io::Result<()> {
         match call {
             RaftCall::Append(request) => {
+                let (started, carries_entries) = (Instant::now(), !request.entries.is_empty());
                 let answer = self.raft.append_entries(request).await;
+                if carries_entries {
+                    self.stages.record(Stage::FollowerAppend, started.elapsed());
+                }
                 if matches!(&answer, Ok(response) if !matches!(response, AppendEntriesResponse::HigherVote(_)))
                 {
                     self.contact.touch();

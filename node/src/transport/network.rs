@@ -18,7 +18,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
-use raft_storage::KmaRaft;
+use raft_storage::{KmaRaft, Stage, WriteStages};
 use serde::de::DeserializeOwned;
 
 use crate::transport::link::{Answer, Link, LinkError, RaftCall};
@@ -32,13 +32,17 @@ pub struct KmaNetwork {
     pub tls: Arc<rustls::ClientConfig>,
     /// Where each RPC's outcome is noted.
     pub links: PeerLinks,
+    /// Times each AppendEntries that carries entries (`Stage::Replicate`).
+    pub stages: WriteStages,
 }
 
 impl RaftNetworkFactory<KmaRaft> for KmaNetwork {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
-        PeerClient::new(self.tls.clone(), self.links.clone(), target, node.addr.clone())
+        let client =
+            PeerClient::new(self.tls.clone(), self.links.clone(), target, node.addr.clone());
+        PeerClient { stages: Some(self.stages.clone()), ..client }
     }
 }
 
@@ -49,6 +53,9 @@ pub struct PeerClient {
     /// host:port of the peer's management listener, as its membership entry gives it.
     address: String,
     link: Option<Link>,
+    /// Openraft's clients time their AppendEntries here; the clients that send ahead time
+    /// theirs themselves.
+    stages: Option<WriteStages>,
 }
 
 /// Either a transport failure (the peer is unreachable or broke the connection) or the peer's
@@ -74,7 +81,7 @@ impl PeerClient {
         target: u64,
         address: String,
     ) -> Self {
-        PeerClient { tls, links, target, address, link: None }
+        PeerClient { tls, links, target, address, link: None, stages: None }
     }
 
     /// An AppendEntries sent ahead of openraft's own replication (`parallel_append`): its outcome
@@ -199,7 +206,12 @@ impl RaftNetwork<KmaRaft> for PeerClient {
         rpc: AppendEntriesRequest<KmaRaft>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        let started = std::time::Instant::now();
+        let carries_entries = !rpc.entries.is_empty();
         let result = self.call(&RaftCall::Append(rpc), option.hard_ttl()).await;
+        if let Some(stages) = self.stages.as_ref().filter(|_| carries_entries) {
+            stages.record(Stage::Replicate, started.elapsed());
+        }
         self.observe(&result);
         result.map_err(|e| self.convert(e))
     }

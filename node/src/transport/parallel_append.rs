@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
-use raft_storage::{KmaRaft, LeaderAppend};
+use raft_storage::{KmaRaft, LeaderAppend, Stage, WriteStages};
 use tokio::sync::mpsc;
 
 use crate::transport::members;
@@ -89,6 +89,8 @@ pub struct SendAhead {
     pub tls: Arc<rustls::ClientConfig>,
     pub links: PeerLinks,
     pub counts: EntriesAhead,
+    /// Times each request sent ahead until its answer (`Stage::SendAhead`).
+    pub stages: WriteStages,
     /// How long a voter may take to answer a request sent ahead: longer than any sync, short
     /// of an election (`election_timeout_ms_max`); the queue meanwhile joins what comes.
     pub answer_timeout: Duration,
@@ -121,8 +123,8 @@ impl Voter {
     fn start(ahead: &SendAhead, id: u64, address: String) -> Voter {
         let (queue, appends) = mpsc::channel(QUEUED_APPENDS_MAX);
         let client = PeerClient::new(ahead.tls.clone(), ahead.links.clone(), id, address.clone());
-        let counts = ahead.counts.clone();
-        tokio::spawn(send_ahead(client, appends, ahead.answer_timeout, counts));
+        let (counts, stages) = (ahead.counts.clone(), ahead.stages.clone());
+        tokio::spawn(send_ahead(client, appends, ahead.answer_timeout, counts, stages));
         Voter { address, queue }
     }
 }
@@ -133,6 +135,7 @@ async fn send_ahead(
     mut appends: mpsc::Receiver<Append>,
     timeout: Duration,
     counts: EntriesAhead,
+    stages: WriteStages,
 ) {
     while let Some(first) = appends.recv().await {
         let mut request = request_for(&first);
@@ -140,7 +143,10 @@ async fn send_ahead(
             join(&mut request, &next, &counts);
         }
         let (count, last) = (request.entries.len(), request.entries.last().map(|e| e.log_id));
-        match client.append_ahead(request, timeout).await {
+        let started = std::time::Instant::now();
+        let answered = client.append_ahead(request, timeout).await;
+        stages.record(Stage::SendAhead, started.elapsed());
+        match answered {
             Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_)) => {
                 counts.count(Outcome::Written, count);
             }

@@ -11,8 +11,9 @@
 //! request ID); the commands of one entry share the entry's log index and the leader's stamp.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use raft_storage::Stage;
 use statemachine::limits::ENVELOPES_PER_ENTRY_MAX;
 use statemachine::{Batch, Envelope};
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -35,6 +36,8 @@ pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(8);
 pub(crate) struct Queued {
     pub proposal: Proposal,
     pub reply: oneshot::Sender<ProposeResponse>,
+    /// When it was queued: the wait for its entry is a stage of the write (`Stage::Queue`).
+    pub queued_at: Instant,
 }
 
 pub(super) fn queue() -> (mpsc::Sender<Queued>, mpsc::Receiver<Queued>) {
@@ -66,6 +69,10 @@ pub(super) async fn run(proposer: Proposer, mut queue: mpsc::Receiver<Queued>) {
 
 /// Writes `taken` as one entry and answers each proposer with its own result.
 async fn write(proposer: &Proposer, taken: Vec<Queued>) {
+    let stages = &proposer.inner.stages;
+    for queued in &taken {
+        stages.record(Stage::Queue, queued.queued_at.elapsed());
+    }
     let time_ms = proposer.inner.stamp.next();
     let envelopes = taken
         .iter()
@@ -77,9 +84,11 @@ async fn write(proposer: &Proposer, taken: Vec<Queued>) {
             command: queued.proposal.command.clone(),
         })
         .collect();
+    let started = Instant::now();
     let written =
-        tokio::time::timeout(COMMIT_TIMEOUT, proposer.inner.log.write(Batch { envelopes }));
-    match written.await {
+        tokio::time::timeout(COMMIT_TIMEOUT, proposer.inner.log.write(Batch { envelopes })).await;
+    stages.record(Stage::RaftWrite, started.elapsed());
+    match written {
         Ok(Ok(response)) => {
             let index = response.index;
             let results = response.results;

@@ -28,7 +28,10 @@ impl Proposer {
             // The verifier was made on the KMA that took the passphrase.
             passphrase: None,
         };
-        match self.inner.leader_link.propose(&address, request).await {
+        let started = std::time::Instant::now();
+        let answered = self.inner.leader_link.propose(&address, request).await;
+        self.inner.stages.record(raft_storage::Stage::Forward, started.elapsed());
+        match answered {
             Ok(response) => response,
             Err(Unreachable(detail)) => {
                 Err(ProposeError::LeaderUnreachable { leader_id: leader, detail })

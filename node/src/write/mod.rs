@@ -26,7 +26,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use raft_storage::{EntryResponse, StateHandle};
+use raft_storage::{EntryResponse, Stage, StateHandle, WriteStages};
 use statemachine::{Actor, Batch, Command, RequestId};
 use tokio::sync::{mpsc, oneshot};
 
@@ -122,20 +122,23 @@ struct Inner {
     state: Option<StateHandle>,
     queue: mpsc::Sender<batching::Queued>,
     stamp: Stamp,
+    /// Where this KMA's writes spend their time (`/metrics`, issue 21 point 2).
+    stages: WriteStages,
 }
 
 impl Proposer {
     /// A proposer for this KMA, and the batcher task to spawn with it. `state` feeds the version
-    /// gate (`None` in unit tests that do not exercise it).
+    /// gate (`None` in unit tests that do not exercise it); `stages` times the write path.
     pub fn new(
         node_id: u64,
         log: Arc<dyn RaftLog>,
         leader_link: Arc<dyn LeaderLink>,
         state: Option<StateHandle>,
+        stages: WriteStages,
     ) -> (Proposer, impl Future<Output = ()> + Send + 'static) {
         let (queue, queued) = batching::queue();
-        let inner =
-            Arc::new(Inner { node_id, log, leader_link, state, queue, stamp: Stamp::default() });
+        let stamp = Stamp::default();
+        let inner = Arc::new(Inner { node_id, log, leader_link, state, queue, stamp, stages });
         let proposer = Proposer { inner };
         let batcher = batching::run(proposer.clone(), queued);
         (proposer, batcher)
@@ -153,20 +156,23 @@ impl Proposer {
     /// Proposes a command: on the leader directly, elsewhere forwarded to the leader. Refused
     /// before anything is sent when some voter could not decode it (the version gate).
     pub async fn propose(&self, proposal: Proposal) -> ProposeResponse {
+        let started = std::time::Instant::now();
         if let Some(state) = &self.inner.state {
             gate::check(&*state.read().await, &proposal.command)?;
         }
-        match self.inner.log.leader() {
+        let response = match self.inner.log.leader() {
             Some(leader) if leader == self.node_id() => self.propose_here(proposal).await,
             Some(leader) => self.forward(leader, proposal).await,
             None => Err(ProposeError::NoLeader),
-        }
+        };
+        self.inner.stages.record(Stage::Propose, started.elapsed());
+        response
     }
 
     /// Queues the proposal for the next log entry this leader writes (see `batching`).
     async fn propose_here(&self, proposal: Proposal) -> ProposeResponse {
         let (reply, answer) = oneshot::channel();
-        let queued = batching::Queued { proposal, reply };
+        let queued = batching::Queued { proposal, reply, queued_at: std::time::Instant::now() };
         if self.inner.queue.send(queued).await.is_err() {
             return Err(ProposeError::ShuttingDown);
         }

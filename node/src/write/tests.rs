@@ -106,7 +106,8 @@ async fn until(what: &str, done: impl Fn() -> bool) {
 }
 
 fn proposer(log: &Arc<FakeLog>, link: &Arc<FakeLink>) -> Proposer {
-    let (proposer, batcher) = Proposer::new(ME, log.clone(), link.clone(), None);
+    let (proposer, batcher) =
+        Proposer::new(ME, log.clone(), link.clone(), None, WriteStages::default());
     tokio::spawn(batcher);
     proposer
 }
@@ -316,4 +317,30 @@ fn c7_the_gate_refuses_a_format_the_cluster_cannot_read_yet() {
         matches!(refused, ProposeError::NotAvailableYet { needed, cluster, .. } if (needed, cluster) == expected),
         "{refused:?}"
     );
+}
+
+/// Setup: a leader and a follower over fakes, each with its own stage timers. Action: one
+/// proposal to each. Expect: the leader times it as queued and written by Raft, the follower
+/// as forwarded, both as proposed; nothing else (issue 21 point 2: the breakdown of one write).
+#[tokio::test]
+async fn each_write_is_timed_by_the_stages_it_went_through() {
+    let link = Arc::new(FakeLink::default());
+    let leader_stages = WriteStages::default();
+    let log = FakeLog::leading(Some(ME), 100);
+    let (leader, batcher) = Proposer::new(ME, log, link.clone(), None, leader_stages.clone());
+    tokio::spawn(batcher);
+    leader.propose(by("alice")).await.expect("applied on the leader");
+    let follower_stages = WriteStages::default();
+    let log = FakeLog::leading(Some(OTHER), 100);
+    let (follower, batcher) = Proposer::new(ME, log, link, None, follower_stages.clone());
+    tokio::spawn(batcher);
+    follower.propose(by("bob")).await.expect("applied through the leader");
+    let counts = |stages: &WriteStages| {
+        Stage::ALL.map(|stage| (stage.name(), stages.totals(stage).0)).to_vec()
+    };
+    let expect = |ran: &[Stage]| {
+        Stage::ALL.map(|stage| (stage.name(), u64::from(ran.contains(&stage)))).to_vec()
+    };
+    assert_eq!(counts(&leader_stages), expect(&[Stage::Propose, Stage::Queue, Stage::RaftWrite]));
+    assert_eq!(counts(&follower_stages), expect(&[Stage::Propose, Stage::Forward]));
 }
