@@ -31,7 +31,7 @@
 //! Targets (SPEC B6): a restore of 1,000,000 keys in under 60 s; read p99 during a backup at
 //! most twice the idle p99. Any failed phase or read ends the bench with a non-zero status.
 
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -40,26 +40,21 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use node::backup::files::{CheckedDataFile, DataFileHeader, HashingWriter};
 use node::backup::{part_path, sync_parent};
-use raft_storage::backup::{restore_data_dir, write_state_stream, BackupSummary, Restored};
+use raft_storage::backup::{restore_data_dir, BackupSummary, Restored};
 use raft_storage::StateHandle;
 use rand::{Rng, SeedableRng};
 use security_core::backup_file::{BackupKey, BackupOpener, BackupSealer};
-use statemachine::cluster::KeyPoolLimits;
-use statemachine::command::{InitCluster, NewKey, RestoreCluster};
-use statemachine::format::LOG_FORMAT_MAX;
-use statemachine::key::{KeyCheckValue, WrappedKey};
-use statemachine::limits::KEY_POOL_HIGH_WATER_MAX;
-use statemachine::quorum::{Quorum, QuorumMember, QuorumOperation};
-use statemachine::{
-    Actor, ChainedAuditEvent, ClusterId, Command, DataUnitId, Envelope, KeyId, Reply, RequestId,
-    RoleSet, State,
+use statemachine::DataUnitId;
+
+#[path = "support/phases.rs"]
+mod phases;
+#[path = "support/scale_state.rs"]
+mod scale_state;
+use phases::{async_phase, phase, Phase, MIB};
+use scale_state::{
+    build_state, keys_from_env, make_data_dir, restore_cluster, ADDRESS, CLUSTER, READER, START_MS,
 };
 
-const CLUSTER: ClusterId = ClusterId(0xb6b6);
-const DRIVES: usize = 64;
-/// 2026-01-01: the state's clock starts here and advances one millisecond per entry.
-const START_MS: u64 = 1_767_225_600_000;
-const POOL_KEYS_PER_COMMAND: u64 = 1024;
 const KEYS_DEFAULT: u64 = 1_000_000;
 /// How long the reads are measured with nothing else running.
 const IDLE_READS: Duration = Duration::from_secs(3);
@@ -68,214 +63,6 @@ const RESTORE_SECS_MAX: f64 = 60.0;
 const RESTORE_TARGET_KEYS: u64 = 1_000_000;
 /// SPEC B6: a backup at most doubles the p99 of local reads.
 const READ_P99_RATIO_MAX: f64 = 2.0;
-/// The drive whose reads are measured (every drive can access the one key group).
-const READER: &str = "drive000";
-/// The restored data dirs' one voter; nothing connects to it.
-const ADDRESS: &str = "127.0.0.1:1";
-const MIB: f64 = 1024.0 * 1024.0;
-
-/// Applies entries to an in-memory state, as a KMA applies committed ones.
-struct Builder {
-    state: State,
-    index: u64,
-    now_ms: u64,
-}
-
-impl Builder {
-    fn apply(
-        &mut self,
-        actor: Actor,
-        request_id: Option<RequestId>,
-        command: Command,
-    ) -> anyhow::Result<Reply> {
-        self.index += 1;
-        self.now_ms += 1;
-        let index = self.index;
-        let envelope =
-            Envelope { time_ms: self.now_ms, origin_node_id: 1, actor, request_id, command };
-        let applied = self.state.apply(index, &envelope);
-        applied.result.map_err(|reject| anyhow!("building the state: entry {index}: {reject}"))
-    }
-
-    /// A cluster of two KMAs with a security officer, an administrator, one key policy and
-    /// one key group, and a pool that may hold `keys` ready keys.
-    fn cluster(keys: u64) -> anyhow::Result<Builder> {
-        let mut b = Builder { state: State::new(), index: 0, now_ms: START_MS };
-        let member = QuorumMember { id: "q1".into(), wrapped_share: vec![1; 48] };
-        let init = InitCluster {
-            cluster_id: CLUSTER,
-            kma_name: "kma1".into(),
-            site: "east".into(),
-            security_officer: "so".into(),
-            security_officer_verifier: vec![1; 32],
-            quorum: Quorum { members: vec![member], threshold: 1 },
-            autonomous_unlock: false,
-        };
-        b.apply(Actor::System, None, Command::InitCluster(init))?;
-        let so = Actor::User("so".into());
-        let roles = RoleSet::ALL;
-        let verifier = vec![1; 32];
-        b.apply(
-            so,
-            None,
-            Command::CreateUser { id: "admin".into(), roles, passphrase_verifier: verifier },
-        )?;
-        let admin = Actor::User("admin".into());
-        let kma2 = Command::CreateKma {
-            name: "kma2".into(),
-            site: "east".into(),
-            passphrase_verifier: vec![1; 8],
-        };
-        b.apply(admin.clone(), None, kma2)?;
-        let operation = QuorumOperation::JoinKma { kma: "kma2".into() };
-        b.apply(admin.clone(), None, Command::StartQuorumOperation { operation, ttl_ms: None })?;
-        let approve = Command::ApproveQuorumOperation { id: 0, member: "q1".into() };
-        b.apply(admin.clone(), None, approve)?;
-        b.apply(Actor::System, None, Command::KmaJoined { name: "kma2".into() })?;
-        let high_water = u32::try_from(keys).context("KEYS does not fit a pool")?;
-        let limits = KeyPoolLimits { low_water: 1, high_water };
-        b.apply(admin.clone(), None, Command::SetKeyPoolLimits(limits))?;
-        let year_ms = 365 * 86_400_000;
-        let policy = Command::CreateKeyPolicy {
-            name: "std".into(),
-            encryption_period_ms: year_ms,
-            cryptoperiod_ms: 10 * year_ms,
-            allow_export: false,
-            allow_import: false,
-        };
-        b.apply(admin.clone(), None, policy)?;
-        let group = Command::CreateKeyGroup { name: "std".into(), policy: "std".into() };
-        b.apply(admin.clone(), None, group)?;
-        b.drives(&admin)?;
-        Ok(b)
-    }
-
-    /// Enrolled drives, each with access to the key group.
-    fn drives(&mut self, admin: &Actor) -> anyhow::Result<()> {
-        for drive in 0..DRIVES {
-            let id = format!("drive{drive:03}");
-            let verifier = vec![1; 32];
-            let agent = Command::CreateAgent {
-                id: id.clone(),
-                site: "east".into(),
-                passphrase_verifier: verifier,
-            };
-            self.apply(admin.clone(), None, agent)?;
-            let access = Command::AssignKeyGroupToAgent { agent: id.clone(), group: "std".into() };
-            self.apply(admin.clone(), None, access)?;
-            let enrolled = Command::RecordAgentEnrollment { id, certificate_fingerprint: [2; 32] };
-            self.apply(Actor::System, None, enrolled)?;
-        }
-        Ok(())
-    }
-
-    /// `keys` pool keys with made-up wrapped material (the state never opens it).
-    fn pool(&mut self, keys: u64) -> anyhow::Result<()> {
-        let mut made = 0;
-        while made < keys {
-            let count = (keys - made).min(POOL_KEYS_PER_COMMAND);
-            let batch = (made..made + count).map(pool_key).collect();
-            self.apply(Actor::System, None, Command::GeneratePoolKeys { keys: batch })?;
-            made += count;
-        }
-        Ok(())
-    }
-
-    /// `count` data units, each created by a drive and given a write key from the pool.
-    fn data_units(&mut self, count: u64) -> anyhow::Result<Vec<DataUnitId>> {
-        let mut units = Vec::with_capacity(usize::try_from(count)?);
-        for n in 0..count {
-            let drive = Actor::Agent(format!("drive{:03}", n % DRIVES as u64));
-            let create = Command::CreateDataUnit { external_tag: format!("V{:05}", n % 100_000) };
-            let Reply::DataUnitCreated { data_unit } = self.apply(drive.clone(), None, create)?
-            else {
-                bail!("building the state: CreateDataUnit did not answer with a data unit");
-            };
-            let request_id = Some(RequestId { client: n % DRIVES as u64, seq: n / DRIVES as u64 });
-            let assign = Command::AssignWriteKey { data_unit, from_bot: true };
-            self.apply(drive, request_id, assign)?;
-            units.push(data_unit);
-        }
-        Ok(units)
-    }
-}
-
-/// Pool key number `n`, its ID spread as a random one would be.
-fn pool_key(n: u64) -> NewKey {
-    let mut random = [0u8; 22];
-    random[..8].copy_from_slice(&n.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes());
-    random[14..].copy_from_slice(&n.to_be_bytes());
-    NewKey {
-        id: KeyId::native(CLUSTER, random),
-        material: WrappedKey { nonce: [3; 12], ciphertext: [4; 32], tag: [5; 16] },
-        check_value: KeyCheckValue([6; 16]),
-    }
-}
-
-/// Reads one field of /proc/self/status, in kB.
-fn status_kb(field: &str) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").context("read /proc/self/status")?;
-    let line = status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .ok_or_else(|| anyhow!("/proc/self/status has no {field}"))?;
-    let kb = line.trim().trim_end_matches("kB").trim();
-    kb.parse().with_context(|| format!("/proc/self/status {field}: {kb:?}"))
-}
-
-/// One measured phase: its time and the memory around it.
-struct Phase {
-    name: &'static str,
-    secs: f64,
-    /// VmHWM when the phase started (before the reset) and VmRSS then.
-    hwm_before_kb: u64,
-    rss_before_kb: u64,
-    /// VmHWM when it ended: the phase's own peak when the reset worked.
-    hwm_after_kb: u64,
-    peak_reset: bool,
-    file_bytes: Option<u64>,
-}
-
-/// What is noted when a phase starts; the peak resident memory is reset then, so that VmHWM
-/// at its end is the phase's own peak.
-struct PhaseStart {
-    hwm_before_kb: u64,
-    rss_before_kb: u64,
-    peak_reset: bool,
-    started: Instant,
-}
-
-impl PhaseStart {
-    fn now() -> anyhow::Result<PhaseStart> {
-        let hwm_before_kb = status_kb("VmHWM")?;
-        let rss_before_kb = status_kb("VmRSS")?;
-        let peak_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
-        Ok(PhaseStart { hwm_before_kb, rss_before_kb, peak_reset, started: Instant::now() })
-    }
-
-    fn end(self, name: &'static str) -> anyhow::Result<Phase> {
-        let secs = self.started.elapsed().as_secs_f64();
-        Ok(Phase {
-            name,
-            secs,
-            hwm_before_kb: self.hwm_before_kb,
-            rss_before_kb: self.rss_before_kb,
-            hwm_after_kb: status_kb("VmHWM")?,
-            peak_reset: self.peak_reset,
-            file_bytes: None,
-        })
-    }
-}
-
-/// Runs `work` as a measured phase.
-fn phase<T>(
-    name: &'static str,
-    work: impl FnOnce() -> anyhow::Result<T>,
-) -> anyhow::Result<(T, Phase)> {
-    let start = PhaseStart::now()?;
-    let value = work().with_context(|| format!("phase '{name}' failed"))?;
-    Ok((value, start.end(name)?))
-}
 
 /// Read latencies in 64 buckets per power of two: a value is known within 1/64 (1.6%).
 struct Histogram {
@@ -375,33 +162,6 @@ async fn read_loop(
         }
     }
     Ok(reads)
-}
-
-/// Builds the state in memory; returns it with its data units and its clock.
-fn build_state(keys: u64) -> anyhow::Result<(State, Vec<DataUnitId>, u64)> {
-    let mut builder = Builder::cluster(keys)?;
-    builder.pool(keys)?;
-    let units = builder.data_units(keys)?;
-    Ok((builder.state, units, builder.now_ms))
-}
-
-/// Makes `dir` a data dir holding `state` as its snapshot, through a plain backup stream.
-fn make_data_dir(state: &State, stream_path: &Path, dir: &Path) -> anyhow::Result<BackupSummary> {
-    let file = std::fs::File::create(stream_path)
-        .with_context(|| format!("create {}", stream_path.display()))?;
-    let (out, summary) = write_state_stream(state, BufWriter::with_capacity(1 << 20, file))
-        .context("write the plain stream")?;
-    out.into_inner().map_err(|e| e.into_error()).context("flush the plain stream")?;
-    let file = std::fs::File::open(stream_path)
-        .with_context(|| format!("open {}", stream_path.display()))?;
-    let input = BufReader::with_capacity(1 << 20, file);
-    let uuid = rand::random();
-    restore_data_dir(dir, input, ADDRESS, |state, index| {
-        restore_cluster(state, index, "kma-a", uuid)
-    })
-    .context("restore the plain stream into the first data dir")?;
-    std::fs::remove_file(stream_path).context("remove the plain stream")?;
-    Ok(summary)
 }
 
 /// A database backup as a KMA takes it (`node::backup::take_database_backup`); returns what
@@ -518,46 +278,6 @@ fn restore_child(file: &Path, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The restore's own command, as `kma restore` applies it (`setup::restore`) with a made-up
-/// certificate digest: the state's SHA-256 once more, then `RestoreCluster`, which leaves the
-/// state at `index` as the data dir's snapshot says.
-fn restore_cluster(
-    state: &mut State,
-    index: u64,
-    kma_name: &str,
-    backup_uuid: [u8; 16],
-) -> Result<(Vec<ChainedAuditEvent>, u64), String> {
-    let node_id = state.meta().next_node_id;
-    let command = Command::RestoreCluster(RestoreCluster {
-        backup_uuid,
-        file_name: "bench.kmsdb".into(),
-        covers_index: state.last_applied_index(),
-        taken_at_ms: START_MS,
-        taken_on_kma: "kma1".into(),
-        state_sha256: raft_storage::backup::state_sha256(state),
-        kma_name: kma_name.into(),
-        site: "east".into(),
-        node_id,
-        certificate_sha256: [7; 32],
-        software_version: u32::from(LOG_FORMAT_MAX),
-        keys_destroyed_since_backup: Vec::new(),
-    });
-    let time_ms = state.meta().time_ms_last + 1;
-    let envelope = Envelope {
-        time_ms,
-        origin_node_id: node_id,
-        actor: Actor::System,
-        request_id: None,
-        command,
-    };
-    let (result, events) = state.apply(index, &envelope).into_chained();
-    match result {
-        Ok(Reply::ClusterRestored(_)) => Ok((events, node_id)),
-        Ok(other) => Err(format!("the restore was answered unexpectedly: {other:?}")),
-        Err(reject) => Err(format!("the restore was refused: {reject}")),
-    }
-}
-
 /// The data file's header, as a KMA writes it (the CA certificate is a stand-in of about the
 /// size of a real one).
 fn header_prefix() -> Vec<u8> {
@@ -574,17 +294,6 @@ fn header_prefix() -> Vec<u8> {
     .prefix()
 }
 
-fn keys_from_env() -> anyhow::Result<u64> {
-    let keys = match std::env::var("KEYS") {
-        Ok(text) => text.parse().with_context(|| format!("KEYS={text:?} is not a number"))?,
-        Err(_) => KEYS_DEFAULT,
-    };
-    if keys == 0 || keys > u64::from(KEY_POOL_HIGH_WATER_MAX) {
-        bail!("KEYS must be from 1 to {KEY_POOL_HIGH_WATER_MAX} (the pool's high water mark)");
-    }
-    Ok(keys)
-}
-
 /// What the run measured, for the report.
 struct Report {
     keys: usize,
@@ -598,7 +307,7 @@ fn main() -> anyhow::Result<()> {
     if let (Ok(file), Ok(dir)) = (std::env::var(RESTORE_FILE_ENV), std::env::var(RESTORE_DIR_ENV)) {
         return restore_child(Path::new(&file), Path::new(&dir));
     }
-    let keys = keys_from_env()?;
+    let keys = keys_from_env(KEYS_DEFAULT, 2_000_000)?;
     let work = tempfile::Builder::new().prefix("backup-restore-bench").tempdir()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut phases = Vec::new();
@@ -610,9 +319,7 @@ fn main() -> anyhow::Result<()> {
     let dir_a = work.path().join("kma-a");
     let stream_path = work.path().join("plain.stream");
     let (_, made) = phase("make a data dir of it (untimed setup)", || {
-        let summary = make_data_dir(&state, &stream_path, &dir_a)?;
-        drop(state);
-        Ok(summary)
+        make_data_dir(state, &stream_path, &dir_a)
     })?;
     phases.push(made);
     let ((_data_dir, _log_store, state_machine), opened) =
@@ -665,16 +372,6 @@ async fn backup_under_reads(
     let ((summary, bytes), mut phase) = measured?;
     phase.file_bytes = Some(bytes);
     Ok(((summary, phase), reads))
-}
-
-/// [`phase`] for async work.
-async fn async_phase<T>(
-    name: &'static str,
-    work: impl std::future::Future<Output = anyhow::Result<T>>,
-) -> anyhow::Result<(T, Phase)> {
-    let start = PhaseStart::now()?;
-    let value = work.await.with_context(|| format!("phase '{name}' failed"))?;
-    Ok((value, start.end(name)?))
 }
 
 fn print_report(report: &Report, keys: u64) {
