@@ -1,5 +1,6 @@
 //! `kma`: run a Key Management Appliance, create or join a cluster, or start a local one.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -230,7 +231,10 @@ enum Action {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Colour codes only for a terminal: in a log file they cost time on every line (one per
+    // key handed out) and get in the way of whoever reads or parses it.
     tracing_subscriber::fmt()
+        .with_ansi(std::io::stdout().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,openraft=warn".into()),

@@ -157,9 +157,19 @@ pub struct RequestId {
     pub seq: u64,
 }
 
+/// Lower-case hex in one write: IDs are printed on hot paths (every key handed out is logged
+/// with its ID, every agent answer names it), where a formatter call per byte showed up.
 fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
-    for byte in bytes {
-        write!(f, "{byte:02x}")?;
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 64];
+    for chunk in bytes.chunks(text.len() / 2) {
+        let used = &mut text[..chunk.len() * 2];
+        for (pair, byte) in used.chunks_exact_mut(2).zip(chunk) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0x0f)];
+        }
+        // Every byte written above is an ASCII hex digit, so this never fails.
+        f.write_str(core::str::from_utf8(used).map_err(|_| fmt::Error)?)?;
     }
     Ok(())
 }
@@ -182,5 +192,28 @@ fn hex_value(digit: u8) -> Option<u8> {
         b'a'..=b'f' => Some(digit - b'a' + 10),
         b'A'..=b'F' => Some(digit - b'A' + 10),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::format;
+    use alloc::string::{String, ToString};
+
+    use super::*;
+
+    #[test]
+    fn ids_print_as_lower_case_hex_and_parse_back() {
+        let mut bytes = [0u8; KEY_ID_LEN];
+        for (n, byte) in bytes.iter_mut().enumerate() {
+            *byte = (n as u8).wrapping_mul(37) ^ 0xa5;
+        }
+        let key = KeyId(bytes);
+        let text = key.to_string();
+        let expected: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(text, expected);
+        assert_eq!(KeyId::from_hex(&text), Some(key));
+        assert_eq!(Fingerprint([0xff; 32]).to_string(), "f".repeat(64));
+        assert_eq!(Fingerprint16([0x0a; 16]).to_string(), "0a".repeat(16));
     }
 }
