@@ -231,10 +231,13 @@ enum Action {
 }
 
 fn main() -> anyhow::Result<()> {
-    // Colour codes only for a terminal: in a log file they cost time on every line (one per
-    // key handed out) and get in the way of whoever reads or parses it.
+    // Colour codes only for a terminal, and never under NO_COLOR (an explicit choice here
+    // overrides the subscriber's own NO_COLOR check): in a log file they cost time on every
+    // line (one per key handed out) and get in the way of whoever reads or parses it.
+    let colour = std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
     tracing_subscriber::fmt()
-        .with_ansi(std::io::stdout().is_terminal())
+        .with_ansi(colour)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,openraft=warn".into()),

@@ -284,7 +284,7 @@ async fn u3_metrics_and_probes_answer_without_a_certificate() {
 
 /// A write sent to a follower: each KMA counts and times the stages it passed the write
 /// through, and only those (issue 21 point 2): the follower forwards it and appends it, the
-/// leader queues it, writes it through Raft, syncs it, sends it to the voters; both apply it.
+/// leader queues it, writes it through Raft, syncs its WAL, replicates it; both apply it.
 async fn write_stages_are_timed(cluster: &Cluster, http: &reqwest::Client, leader: usize) {
     let follower = (0..3).find(|i| *i != leader).expect("a follower");
     let addresses = [&cluster.nodes[leader].address, &cluster.nodes[follower].address];
@@ -295,14 +295,24 @@ async fn write_stages_are_timed(cluster: &Cluster, http: &reqwest::Client, leade
             let count = scrape.value("kms_write_stage_total", &[("stage", stage)]);
             (count.expect("a count for every stage"), seconds.expect("a sum for every stage"))
         };
-        ["propose", "forward", "queue", "raft_write", "log_append", "apply", "follower_append"]
-            .map(|stage| (stage, runs(stage)))
+        [
+            "propose",
+            "forward",
+            "queue",
+            "raft_write",
+            "log_append",
+            "wal_sync",
+            "replicate",
+            "apply",
+            "follower_append",
+        ]
+        .map(|stage| (stage, runs(stage)))
     };
     let before = [stage_runs(addresses[0]).await, stage_runs(addresses[1]).await];
     let site = Command::CreateSite { name: "stage-timing".into() };
     let created = cluster.admin.propose(addresses[1], None, site).await;
     assert!(created.expect("sent").expect("applied").result.is_ok());
-    let grown = |kma: usize, after: &[(&'static str, (f64, f64)); 7]| -> Vec<&'static str> {
+    let grown = |kma: usize, after: &[(&'static str, (f64, f64)); 9]| -> Vec<&'static str> {
         let pairs = before[kma].iter().zip(after);
         pairs
             .filter(|((_, was), (_, now))| now.0 > was.0 && now.1 > was.1)
@@ -317,7 +327,8 @@ async fn write_stages_are_timed(cluster: &Cluster, http: &reqwest::Client, leade
         done_if(grew.1.contains(&"apply"), grew)
     })
     .await;
-    for stage in ["propose", "queue", "raft_write", "log_append", "apply"] {
+    for stage in ["propose", "queue", "raft_write", "log_append", "wal_sync", "replicate", "apply"]
+    {
         assert!(leader_grew.contains(&stage), "the leader timed {stage}: {leader_grew:?}");
     }
     assert!(!leader_grew.contains(&"forward"), "the leader forwards nothing");

@@ -194,7 +194,9 @@ impl RocksDataDir {
             .db
             .flush_wal(true)
             .map_err(|source| self.rocks_error("sync the WAL of", "all", "-", source));
-        self.stages.record(Stage::WalSync, started.elapsed());
+        if synced.is_ok() {
+            self.stages.record(Stage::WalSync, started.elapsed());
+        }
         synced
     }
 

@@ -50,7 +50,7 @@ pub use snapshot_file::SNAPSHOT_CHUNK_LEN;
 pub use state_handle::StateHandle;
 pub use state_machine::{RocksSnapshotBuilder, RocksStateMachine};
 pub use types::{ApplyResponse, EntryResponse, KmaRaft};
-pub use write_stages::{Stage, WriteStages};
+pub use write_stages::{Stage, StageTotals, WriteStages};
 
 /// Opens the data dir at `dir` and the two stores openraft needs, sharing one database.
 /// Blocking (it loads the latest snapshot): call it before serving or on `spawn_blocking`.

@@ -362,7 +362,9 @@ where
                 self.tap.appended(&entries);
                 let stages = self.data_dir.write_stages();
                 self.syncer.after_next_sync(Box::new(move |synced| {
-                    stages.record(Stage::LogAppend, started.elapsed());
+                    if synced.is_ok() {
+                        stages.record(Stage::LogAppend, started.elapsed());
+                    }
                     callback.log_io_completed(synced);
                 }));
                 Ok(())

@@ -326,7 +326,9 @@ impl RaftStateMachine<KmaRaft> for RocksStateMachine {
             .apply_entries(entries)
             .await
             .map_err(|e| e.into_raft(ErrorSubject::StateMachine, ErrorVerb::Write));
-        self.data_dir.write_stages().record(Stage::Apply, started.elapsed());
+        if applied.is_ok() {
+            self.data_dir.write_stages().record(Stage::Apply, started.elapsed());
+        }
         applied
     }
 

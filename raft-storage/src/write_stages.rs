@@ -17,7 +17,8 @@ use std::time::Duration;
 pub enum Stage {
     /// A command the KMA was asked for, from its intake to its answer (`Proposer::propose`).
     Propose,
-    /// On a follower: a proposal sent to the leader until its answer came back.
+    /// A proposal sent to the leader until its answer came back: on a follower, or on a leader
+    /// that lost its leadership while the proposal waited.
     Forward,
     /// On the leader: a proposal queued until the entry that carries it is handed to Raft.
     Queue,
@@ -31,7 +32,9 @@ pub enum Stage {
     SendAhead,
     /// On the leader: an AppendEntries with entries sent by openraft, until the voter answered.
     Replicate,
-    /// On a follower: an AppendEntries with entries received, until its answer was ready.
+    /// On a follower: an AppendEntries with entries received, until its answer was ready. Both
+    /// kinds count: those sent ahead (which write and sync) and openraft's own for the same
+    /// entries (which find them written and answer without a second sync).
     FollowerAppend,
     /// Committed entries applied to the state (and the audit rows written).
     Apply,
@@ -51,6 +54,24 @@ impl Stage {
         Stage::Apply,
     ];
 
+    /// What the stage times, in a few words, for reports.
+    pub fn what(self) -> &'static str {
+        match self {
+            Stage::Propose => "the write path on the KMA asked: intake to answer (with forward)",
+            Stage::Forward => "sent to the leader on a Raft link until its answer",
+            Stage::Queue => "the leader: waiting for the entry that carries it",
+            Stage::RaftWrite => "the leader: entry handed to Raft until committed and applied",
+            Stage::LogAppend => "entries written to the log until the WAL sync that covers them",
+            Stage::WalSync => "one fsync of the WAL",
+            Stage::SendAhead => {
+                "the leader: entries sent to a voter during its sync, until answered"
+            }
+            Stage::Replicate => "the leader: openraft's AppendEntries with entries, until answered",
+            Stage::FollowerAppend => "a follower: an AppendEntries with entries, until its answer",
+            Stage::Apply => "committed entries applied to the state, audit rows written",
+        }
+    }
+
     /// The `stage` label on `/metrics`.
     pub fn name(self) -> &'static str {
         match self {
@@ -67,6 +88,7 @@ impl Stage {
         }
     }
 
+    /// The stage of a `stage` label, if it names one.
     pub fn from_name(name: &str) -> Option<Stage> {
         Stage::ALL.into_iter().find(|stage| stage.name() == name)
     }
@@ -78,8 +100,17 @@ struct Totals {
     count: AtomicU64,
 }
 
+/// How often a stage ran and the seconds it took in all.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StageTotals {
+    pub count: u64,
+    pub seconds: f64,
+}
+
 /// The time summed per [`Stage`] on this KMA: a cheap handle, shared by everything that times a
-/// stage and by `/metrics`. Two relaxed atomic adds per record, no lock.
+/// stage and by `/metrics`. Two relaxed atomic adds per record, no lock: a reader may see one
+/// record's count without its time, or the reverse, which no mean over a run notices. Only
+/// stages that succeeded are recorded (a timeout would move a mean by seconds).
 #[derive(Clone, Debug, Default)]
 pub struct WriteStages(Arc<[Totals; Stage::ALL.len()]>);
 
@@ -92,10 +123,10 @@ impl WriteStages {
     }
 
     /// How often `stage` ran, and the seconds it took in all, since the process started.
-    pub fn totals(&self, stage: Stage) -> (u64, f64) {
+    pub fn totals(&self, stage: Stage) -> StageTotals {
         let totals = &self.0[stage as usize];
         let nanos = totals.nanos.load(Ordering::Relaxed);
-        (totals.count.load(Ordering::Relaxed), nanos as f64 / 1e9)
+        StageTotals { count: totals.count.load(Ordering::Relaxed), seconds: nanos as f64 / 1e9 }
     }
 }
 
@@ -109,11 +140,11 @@ mod tests {
         stages.record(Stage::WalSync, Duration::from_micros(300));
         stages.record(Stage::WalSync, Duration::from_micros(100));
         stages.record(Stage::Apply, Duration::from_millis(2));
-        let (count, seconds) = stages.totals(Stage::WalSync);
-        assert_eq!(count, 2);
-        assert!((seconds - 0.0004).abs() < 1e-12, "{seconds}");
-        assert_eq!(stages.totals(Stage::Apply).0, 1);
-        assert_eq!(stages.totals(Stage::Forward), (0, 0.0));
+        let wal = stages.totals(Stage::WalSync);
+        assert_eq!(wal.count, 2);
+        assert!((wal.seconds - 0.0004).abs() < 1e-12, "{wal:?}");
+        assert_eq!(stages.totals(Stage::Apply).count, 1);
+        assert_eq!(stages.totals(Stage::Forward), StageTotals::default());
         for stage in Stage::ALL {
             assert_eq!(Stage::from_name(stage.name()), Some(stage));
         }

@@ -86,8 +86,9 @@ impl Totals {
         Some((sum.seconds * 1e3 / sum.count, sum.count / writes))
     }
 
-    fn mean_ms(&self, name: &str) -> f64 {
-        self.mean(name, 1.0).map_or(0.0, |(ms, _)| ms)
+    /// The stage's time over the run divided by the writes, in ms (0 if it did not run).
+    fn per_write_ms(&self, name: &str, writes: f64) -> f64 {
+        self.0.get(name).map_or(0.0, |sum| sum.seconds * 1e3 / writes)
     }
 }
 
@@ -102,19 +103,8 @@ pub struct Breakdown {
     pub client_mean_ms: f64,
 }
 
-const ROWS: [(&str, &str); 11] = [
-    (REQUEST, "`/v1/propose` on this KMA: request in to answer out"),
-    ("propose", "the write path: intake to answer (a follower's includes `forward`)"),
-    ("forward", "a follower: sent to the leader on a Raft link until the answer"),
-    ("queue", "the leader: waiting for the entry that carries it"),
-    ("raft_write", "the leader: entry handed to Raft until committed and applied"),
-    ("log_append", "entries written to the log until the WAL sync that covers them"),
-    ("wal_sync", "one fsync of the WAL"),
-    ("send_ahead", "the leader: entries sent to a voter during its own sync, until answered"),
-    ("replicate", "the leader: openraft's AppendEntries with entries, until answered"),
-    ("follower_append", "a follower: an AppendEntries with entries, until its answer"),
-    ("apply", "committed entries applied to the state, audit rows written"),
-];
+/// What the request line times (the stages say it themselves, `Stage::what`).
+const REQUEST_WHAT: &str = "`/v1/propose` on this KMA: request in to answer out";
 
 impl Breakdown {
     pub fn print(&self, title: &str) {
@@ -127,7 +117,9 @@ impl Breakdown {
         println!();
         println!("| stage | what it times | leader | follower written to | other follower |");
         println!("|---|---|---:|---:|---:|");
-        for (name, what) in ROWS {
+        let rows = std::iter::once((REQUEST, REQUEST_WHAT))
+            .chain(Stage::ALL.into_iter().map(|stage| (stage.name(), stage.what())));
+        for (name, what) in rows {
             let cell = |totals: &Totals| match totals.mean(name, writes) {
                 Some((ms, per_write)) => format!("{ms:.3} ms × {per_write:.2}"),
                 None => String::new(),
@@ -142,38 +134,41 @@ impl Breakdown {
         self.print_derived();
     }
 
-    /// The gaps between nested stages: what no stage times on its own.
+    /// The gaps between nested stages: what no stage times on its own. Each is taken from the
+    /// stages' time per write (their seconds over the run divided by the writes), so that a
+    /// stage that ran more or less often than once per write still adds up.
     fn print_derived(&self) {
+        let writes = self.writes.max(1) as f64;
+        let per_write = |totals: &Totals, name: &str| totals.per_write_ms(name, writes);
         let leader = &self.leader;
         let asked =
             if self.follower.mean(REQUEST, 1.0).is_some() { &self.follower } else { leader };
         println!();
+        println!("Gaps, in ms per write:");
         println!(
-            "- bench to KMA and back (TLS, HTTP/2, both ends' code): {:.3} ms (client mean - \
+            "- bench to KMA and back (TLS, HTTP/2, both ends' code): {:.3} (client mean - \
              request on the KMA written to)",
-            self.client_mean_ms - asked.mean_ms(REQUEST)
+            self.client_mean_ms - per_write(asked, REQUEST)
         );
         println!(
-            "- the handler around the write path (authentication, decoding, encoding): {:.3} ms \
+            "- the handler around the write path (authentication, decoding, encoding): {:.3} \
              (request - propose)",
-            asked.mean_ms(REQUEST) - asked.mean_ms("propose")
+            per_write(asked, REQUEST) - per_write(asked, Stage::Propose.name())
         );
-        if self.follower.mean("forward", 1.0).is_some() {
+        if self.follower.mean(Stage::Forward.name(), 1.0).is_some() {
             println!(
-                "- forwarding, beyond the leader's own work: {:.3} ms (forward - propose on the \
+                "- forwarding, beyond the leader's own work: {:.3} (forward - propose on the \
                  leader)",
-                self.follower.mean_ms("forward") - leader.mean_ms("propose")
+                per_write(&self.follower, Stage::Forward.name())
+                    - per_write(leader, Stage::Propose.name())
             );
         }
         println!(
-            "- on the leader, commit beyond its own log append and the apply: {:.3} ms \
-             (raft_write - log_append - apply)",
-            leader.mean_ms("raft_write") - leader.mean_ms("log_append") - leader.mean_ms("apply")
-        );
-        println!(
-            "- a voter's answer beyond its own append: {:.3} ms (send_ahead on the leader - \
-             follower_append on the follower written to)",
-            leader.mean_ms("send_ahead") - self.follower.mean_ms("follower_append")
+            "- on the leader, Raft beyond its own log append and the apply (the voters' answers, \
+             the commit): {:.3} (raft_write - log_append - apply)",
+            per_write(leader, Stage::RaftWrite.name())
+                - per_write(leader, Stage::LogAppend.name())
+                - per_write(leader, Stage::Apply.name())
         );
     }
 }

@@ -271,14 +271,14 @@ impl Collector for StagesCollector {
         let name = "kms_write_stage_seconds";
         let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
         for stage in Stage::ALL {
-            let counter = ConstCounter::new(self.0.totals(stage).1);
+            let counter = ConstCounter::new(self.0.totals(stage).seconds);
             counter.encode(family.encode_family(&StageLabel { stage: stage.name() })?)?;
         }
         let help = "Times each stage of the write path ran on this KMA";
         let mut family =
             encoder.encode_descriptor("kms_write_stage", help, None, MetricType::Counter)?;
         for stage in Stage::ALL {
-            let counter = ConstCounter::new(self.0.totals(stage).0);
+            let counter = ConstCounter::new(self.0.totals(stage).count);
             counter.encode(family.encode_family(&StageLabel { stage: stage.name() })?)?;
         }
         Ok(())

@@ -393,7 +393,7 @@ impl LinkServer {
             RaftCall::Append(request) => {
                 let (started, carries_entries) = (Instant::now(), !request.entries.is_empty());
                 let answer = self.raft.append_entries(request).await;
-                if carries_entries {
+                if carries_entries && answer.is_ok() {
                     self.stages.record(Stage::FollowerAppend, started.elapsed());
                 }
                 if matches!(&answer, Ok(response) if !matches!(response, AppendEntriesResponse::HigherVote(_)))

@@ -209,7 +209,7 @@ impl RaftNetwork<KmaRaft> for PeerClient {
         let started = std::time::Instant::now();
         let carries_entries = !rpc.entries.is_empty();
         let result = self.call(&RaftCall::Append(rpc), option.hard_ttl()).await;
-        if let Some(stages) = self.stages.as_ref().filter(|_| carries_entries) {
+        if let Some(stages) = self.stages.as_ref().filter(|_| carries_entries && result.is_ok()) {
             stages.record(Stage::Replicate, started.elapsed());
         }
         self.observe(&result);

@@ -145,7 +145,9 @@ async fn send_ahead(
         let (count, last) = (request.entries.len(), request.entries.last().map(|e| e.log_id));
         let started = std::time::Instant::now();
         let answered = client.append_ahead(request, timeout).await;
-        stages.record(Stage::SendAhead, started.elapsed());
+        if answered.is_ok() {
+            stages.record(Stage::SendAhead, started.elapsed());
+        }
         match answered {
             Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_)) => {
                 counts.count(Outcome::Written, count);

@@ -30,7 +30,9 @@ impl Proposer {
         };
         let started = std::time::Instant::now();
         let answered = self.inner.leader_link.propose(&address, request).await;
-        self.inner.stages.record(raft_storage::Stage::Forward, started.elapsed());
+        if matches!(answered, Ok(Ok(_))) {
+            self.inner.stages.record(raft_storage::Stage::Forward, started.elapsed());
+        }
         match answered {
             Ok(response) => response,
             Err(Unreachable(detail)) => {

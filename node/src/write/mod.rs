@@ -165,7 +165,10 @@ impl Proposer {
             Some(leader) => self.forward(leader, proposal).await,
             None => Err(ProposeError::NoLeader),
         };
-        self.inner.stages.record(Stage::Propose, started.elapsed());
+        // Only proposals that were applied: a refusal before any work would pull the mean down.
+        if response.is_ok() {
+            self.inner.stages.record(Stage::Propose, started.elapsed());
+        }
         response
     }
 

@@ -336,7 +336,7 @@ async fn each_write_is_timed_by_the_stages_it_went_through() {
     tokio::spawn(batcher);
     follower.propose(by("bob")).await.expect("applied through the leader");
     let counts = |stages: &WriteStages| {
-        Stage::ALL.map(|stage| (stage.name(), stages.totals(stage).0)).to_vec()
+        Stage::ALL.map(|stage| (stage.name(), stages.totals(stage).count)).to_vec()
     };
     let expect = |ran: &[Stage]| {
         Stage::ALL.map(|stage| (stage.name(), u64::from(ran.contains(&stage)))).to_vec()
