@@ -135,7 +135,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stages_sum_apart_and_names_round_trip() {
+    fn u3_stages_sum_apart_and_names_round_trip() {
         let stages = WriteStages::default();
         stages.record(Stage::WalSync, Duration::from_micros(300));
         stages.record(Stage::WalSync, Duration::from_micros(100));

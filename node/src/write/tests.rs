@@ -323,7 +323,7 @@ fn c7_the_gate_refuses_a_format_the_cluster_cannot_read_yet() {
 /// proposal to each. Expect: the leader times it as queued and written by Raft, the follower
 /// as forwarded, both as proposed; nothing else (issue 21 point 2: the breakdown of one write).
 #[tokio::test]
-async fn each_write_is_timed_by_the_stages_it_went_through() {
+async fn u3_each_write_is_timed_by_the_stages_it_went_through() {
     let link = Arc::new(FakeLink::default());
     let leader_stages = WriteStages::default();
     let log = FakeLog::leading(Some(ME), 100);
